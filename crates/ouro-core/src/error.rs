@@ -1,0 +1,151 @@
+//! The one table of stable error codes. Each code maps to exactly one HTTP status; the server turns
+//! an [`OuroError`] into `{"error":{"code","message","details"}}`. Codes are part of the public API:
+//! add new ones, never rename or reuse one.
+
+use serde_json::Value;
+
+macro_rules! error_codes {
+    ($( $(#[$doc:meta])* $variant:ident = ($code:literal, $status:literal), )*) => {
+        /// A stable error code. See `docs/errors.md` for the table.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode { $( $(#[$doc])* $variant, )* }
+
+        impl ErrorCode {
+            /// Every code, in table order.
+            pub const ALL: &'static [ErrorCode] = &[ $( ErrorCode::$variant, )* ];
+
+            /// The dotted code string clients match on, e.g. `project.not_found`.
+            pub fn as_str(self) -> &'static str {
+                match self { $( ErrorCode::$variant => $code, )* }
+            }
+
+            /// The HTTP status this code is always sent with.
+            pub fn http_status(self) -> u16 {
+                match self { $( ErrorCode::$variant => $status, )* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The request body is not valid JSON.
+    MalformedJson = ("request.malformed_json", 400),
+    /// The body is JSON but has wrong types, missing or unknown fields.
+    InvalidBody = ("request.invalid_body", 422),
+    /// The body is larger than the configured limit.
+    BodyTooLarge = ("request.body_too_large", 413),
+    /// The body is not `application/json` where JSON is required.
+    UnsupportedMediaType = ("request.unsupported_media_type", 415),
+    /// A path segment is not valid UTF-8 or not a valid parameter.
+    InvalidPath = ("request.invalid_path", 400),
+    /// A query string parameter is invalid.
+    InvalidQuery = ("request.invalid_query", 400),
+    /// A field failed validation; `details.field` names it.
+    ValidationFailed = ("request.validation_failed", 422),
+    /// No route matches the path.
+    RouteNotFound = ("route.not_found", 404),
+    /// The route exists but not for this method.
+    MethodNotAllowed = ("route.method_not_allowed", 405),
+    /// No credentials were sent, or they are not valid (unknown, expired or revoked token).
+    AuthRequired = ("auth.required", 401),
+    /// The user name or password is wrong.
+    InvalidCredentials = ("auth.invalid_credentials", 401),
+    /// Too many failed sign-ins for this account or address; retry later.
+    Throttled = ("auth.throttled", 429),
+    /// The caller is known but its role is too small for this action.
+    Forbidden = ("auth.forbidden", 403),
+    /// The token's scope does not allow this action.
+    InsufficientScope = ("auth.insufficient_scope", 403),
+    /// A state-changing form was posted without a valid CSRF token.
+    CsrfFailed = ("auth.csrf_failed", 403),
+    /// The setup link is unknown or was already used.
+    SetupInvalid = ("auth.setup_invalid", 404),
+    /// The project does not exist or is not visible to the caller.
+    ProjectNotFound = ("project.not_found", 404),
+    /// Another project already has this slug.
+    SlugTaken = ("project.slug_taken", 409),
+    /// The slug does not follow the naming rules.
+    InvalidSlug = ("project.invalid_slug", 422),
+    /// The user does not exist.
+    UserNotFound = ("user.not_found", 404),
+    /// Another user already has this name.
+    UserNameTaken = ("user.name_taken", 409),
+    /// The user name does not follow the naming rules.
+    InvalidUserName = ("user.invalid_name", 422),
+    /// The password is too short or too long.
+    InvalidPassword = ("user.invalid_password", 422),
+    /// The user is not a member of the project.
+    MemberNotFound = ("member.not_found", 404),
+    /// The change would leave the project without an owner.
+    LastOwner = ("member.last_owner", 409),
+    /// The token does not exist or is not the caller's.
+    TokenNotFound = ("token.not_found", 404),
+    /// The webhook does not exist.
+    WebhookNotFound = ("webhook.not_found", 404),
+    /// The delivery does not exist.
+    DeliveryNotFound = ("webhook.delivery_not_found", 404),
+    /// The record changed since the caller read it; `details.current_version` has the version now.
+    StaleVersion = ("conflict.stale_version", 409),
+    /// The store is not reachable or not migrated.
+    Unavailable = ("service.unavailable", 503),
+    /// A bug or an unexpected failure; the message never carries internals.
+    Internal = ("internal", 500),
+}
+
+/// An error that reaches users: a stable code, a message for humans, optional details.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code}: {message}", code = self.code.as_str())]
+pub struct OuroError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl OuroError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), details: None }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// A validation error that names the offending field.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ValidationFailed, message)
+            .with_details(serde_json::json!({ "field": field }))
+    }
+
+    /// An internal error: the cause is logged by the caller, the client sees a generic message.
+    pub fn internal() -> Self {
+        Self::new(ErrorCode::Internal, "internal error; the server log has the details")
+    }
+
+    /// The JSON body sent to clients.
+    pub fn body(&self) -> Value {
+        let mut e = serde_json::json!({ "code": self.code.as_str(), "message": self.message });
+        if let Some(d) = &self.details {
+            e["details"] = d.clone();
+        }
+        serde_json::json!({ "error": e })
+    }
+}
+
+pub type Result<T, E = OuroError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_dotted_and_map_to_error_statuses() {
+        let mut seen = HashSet::new();
+        for c in ErrorCode::ALL {
+            assert!(seen.insert(c.as_str()), "duplicate code {}", c.as_str());
+            assert!((400..600).contains(&c.http_status()), "{}", c.as_str());
+            assert!(c.as_str().chars().all(|ch| ch.is_ascii_lowercase() || ch == '.' || ch == '_'));
+        }
+    }
+}

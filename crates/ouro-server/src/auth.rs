@@ -1,0 +1,312 @@
+//! Who is calling, and may they? Every route declares a [`Permission`]; [`guard`] enforces it
+//! before the handler runs and hands the handler a [`Ctx`]. Credentials: `Authorization: Bearer
+//! TOKEN` (API) or the session cookie (web UI). State-changing requests made with the cookie must
+//! carry the session's CSRF token (form field `_csrf` or header `X-CSRF-Token`).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use ouro_core::{ErrorCode, OuroError, Permission};
+use ouro_store::accounts::{self, User};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::Ctx;
+
+pub const SESSION_COOKIE: &str = "ouro_session";
+
+/// How the caller proved who they are.
+#[derive(Clone, Debug)]
+pub enum Via {
+    Token { scopes: Vec<String> },
+    Session { secret: String, csrf: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub user: User,
+    pub via: Via,
+}
+
+impl Principal {
+    pub fn csrf(&self) -> &str {
+        match &self.via {
+            Via::Session { csrf, .. } => csrf,
+            Via::Token { .. } => "",
+        }
+    }
+}
+
+pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Resolves credentials. `Err` for credentials that were sent but are not valid: a wrong token
+/// is an error even on a public route, so a client learns its token is bad.
+pub async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        let auth = auth.to_str().unwrap_or("");
+        let token = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")).map(str::trim);
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Err(unauthorized("use Authorization: Bearer TOKEN"));
+        };
+        return match accounts::authenticate_token(&state.store, token).await? {
+            Some((user, scopes)) => Ok(Some(Principal { user, via: Via::Token { scopes } })),
+            None => Err(unauthorized("the token is unknown, expired or revoked")),
+        };
+    }
+    if let Some(secret) = cookie_value(headers, SESSION_COOKIE) {
+        // A stale cookie is not an error: the browser is simply signed out.
+        if let Some(s) = accounts::session(&state.store, &secret).await? {
+            return Ok(Some(Principal { user: s.user, via: Via::Session { secret, csrf: s.csrf } }));
+        }
+    }
+    Ok(None)
+}
+
+fn unauthorized(msg: &str) -> ApiError {
+    ApiError(OuroError::new(ErrorCode::AuthRequired, msg))
+}
+
+fn is_safe(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// True for paths answered with JSON (errors too); everything else is the web UI.
+pub fn is_api_path(path: &str) -> bool {
+    path.starts_with("/api/") || path == "/metrics" || path == "/healthz" || path == "/readyz"
+}
+
+/// Enforces `perm` for one route.
+pub async fn guard(state: AppState, perm: Permission, req: Request, next: Next) -> Response {
+    let api = is_api_path(req.uri().path());
+    match check(&state, perm, req).await {
+        Ok(req) => next.run(req).await,
+        Err((e, _)) if api => e.into_response(),
+        Err(e) => ui_refusal(&state, e, api),
+    }
+}
+
+fn ui_refusal(state: &AppState, e: (ApiError, String), _api: bool) -> Response {
+    let (ApiError(err), path) = e;
+    if err.code == ErrorCode::AuthRequired {
+        let next = crate::ui::url_encode(&path);
+        return Redirect::to(&format!("/login?next={next}")).into_response();
+    }
+    crate::ui::error_page(state, None, &err)
+}
+
+async fn check(state: &AppState, perm: Permission, req: Request) -> Result<Request, (ApiError, String)> {
+    let path = req.uri().path().to_string();
+    let fail = |e: ApiError| (e, path.clone());
+    let principal = resolve(state, req.headers()).await.map_err(fail)?;
+    let client_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+
+    // A read-only token may not change anything, whatever the route.
+    if let Some(Principal { via: Via::Token { scopes }, .. }) = &principal
+        && !is_safe(req.method())
+        && !scopes.iter().any(|s| s == "api")
+    {
+        return Err(fail(ApiError(OuroError::new(
+            ErrorCode::InsufficientScope,
+            "this token has the read_api scope; create a token with the api scope to make changes",
+        ))));
+    }
+
+    let mut ctx = Ctx { principal: principal.clone(), project: None, client_ip };
+    match perm {
+        Permission::Public => {}
+        Permission::Authenticated => {
+            ctx.user().map_err(fail)?;
+        }
+        Permission::Admin => {
+            let u = ctx.user().map_err(fail)?;
+            if !u.is_admin {
+                return Err(fail(ApiError(OuroError::new(ErrorCode::Forbidden, "only instance administrators may do this"))));
+            }
+        }
+        Permission::Project(min) => {
+            let slug = project_slug(req.uri().path()).ok_or_else(|| fail(ApiError(OuroError::internal())))?;
+            let user = principal.as_ref().map(|p| &p.user);
+            let mut conn = state.store.read().await.map_err(|e| fail(e.into()))?;
+            let access = ouro_store::projects::access(&mut conn, &slug, user).await.map_err(|e| fail(e.into()))?;
+            drop(conn);
+            let Some((project, role)) = access else {
+                // Do not reveal that a private project exists; but tell anonymous callers to sign in.
+                if principal.is_none() {
+                    return Err(fail(unauthorized("sign in or send a token to see this project")));
+                }
+                return Err(fail(ApiError(ouro_store::projects::not_found(&slug))));
+            };
+            if role < min && principal.is_none() {
+                return Err(fail(unauthorized("sign in or send a token to do this")));
+            }
+            if role < min {
+                return Err(fail(ApiError(
+                    OuroError::new(
+                        ErrorCode::Forbidden,
+                        format!("this needs the {} role in project {slug:?}; you are {}", min.as_str(), role.as_str()),
+                    )
+                    .with_details(serde_json::json!({"required_role": min, "your_role": role})),
+                )));
+            }
+            ctx.project = Some((project, role));
+        }
+    }
+
+    let mut req = req;
+    if let Some(Principal { via: Via::Session { csrf, .. }, .. }) = &principal
+        && !is_safe(req.method())
+    {
+        req = check_csrf(req, csrf, state.settings.max_body_bytes).await.map_err(fail)?;
+    }
+    req.extensions_mut().insert(ctx);
+    Ok(req)
+}
+
+/// The `{slug}` of `/api/v1/projects/{slug}/...` or `/projects/{slug}/...`, percent-decoded.
+fn project_slug(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/api/v1/projects/").or_else(|| path.strip_prefix("/projects/"))?;
+    let raw = rest.split('/').next()?;
+    crate::ui::url_decode(raw)
+}
+
+async fn check_csrf(req: Request, expected: &str, limit: usize) -> Result<Request, ApiError> {
+    let bad = || ApiError(OuroError::new(ErrorCode::CsrfFailed, "the form is stale or was not sent by Ouro; reload the page and try again"));
+    if let Some(h) = req.headers().get("x-csrf-token") {
+        return if constant_eq(h.as_bytes(), expected.as_bytes()) { Ok(req) } else { Err(bad()) };
+    }
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(bad());
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError(OuroError::new(ErrorCode::BodyTooLarge, "the form is larger than the server accepts")))?;
+    let token = form_urlencoded_get(&bytes, "_csrf").unwrap_or_default();
+    if !constant_eq(token.as_bytes(), expected.as_bytes()) {
+        return Err(bad());
+    }
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+fn form_urlencoded_get(body: &[u8], key: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).and_then(|(_, v)| crate::ui::url_decode(v))
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && !b.is_empty() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Counts failed sign-ins per account and per client address in a sliding window.
+pub struct Throttle {
+    window: Duration,
+    per_account: usize,
+    per_ip: usize,
+    hits: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl Throttle {
+    pub fn new(window: Duration, per_account: u32, per_ip: u32) -> Throttle {
+        Throttle { window, per_account: per_account as usize, per_ip: per_ip as usize, hits: Mutex::new(HashMap::new()) }
+    }
+
+    fn count(&self, map: &mut HashMap<String, VecDeque<Instant>>, key: &str, now: Instant) -> usize {
+        let q = map.entry(key.to_string()).or_default();
+        while q.front().is_some_and(|t| now.duration_since(*t) > self.window) {
+            q.pop_front();
+        }
+        q.len()
+    }
+
+    /// `Err` with the seconds to wait when the account or address is over its limit.
+    pub fn check(&self, account: &str, ip: &str) -> Result<(), u64> {
+        let now = Instant::now();
+        let mut map = self.hits.lock().unwrap_or_else(|p| p.into_inner());
+        let a = self.count(&mut map, &format!("u:{account}"), now);
+        let i = self.count(&mut map, &format!("ip:{ip}"), now);
+        if a >= self.per_account || i >= self.per_ip {
+            return Err(self.window.as_secs());
+        }
+        Ok(())
+    }
+
+    pub fn fail(&self, account: &str, ip: &str) {
+        let now = Instant::now();
+        let mut map = self.hits.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(format!("u:{account}")).or_default().push_back(now);
+        map.entry(format!("ip:{ip}")).or_default().push_back(now);
+        if map.len() > 100_000 {
+            // Bounded memory under a spray of random names: forget everything older than the window.
+            let window = self.window;
+            map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) <= window));
+        }
+    }
+
+    pub fn succeed(&self, account: &str) {
+        let mut map = self.hits.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&format!("u:{account}"));
+    }
+}
+
+/// The error for a throttled sign-in.
+pub fn throttled(secs: u64) -> ApiError {
+    ApiError(
+        OuroError::new(ErrorCode::Throttled, format!("too many failed sign-ins; try again in up to {} minutes", secs.div_ceil(60)))
+            .with_details(serde_json::json!({"retry_after_secs": secs})),
+    )
+}
+
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_counts_per_account_and_ip() {
+        let t = Throttle::new(Duration::from_secs(60), 2, 3);
+        assert!(t.check("a", "1").is_ok());
+        t.fail("a", "1");
+        t.fail("a", "1");
+        assert!(t.check("a", "2").is_err(), "account limit");
+        assert!(t.check("b", "1").is_ok());
+        t.fail("b", "1");
+        assert!(t.check("c", "1").is_err(), "ip limit");
+        t.succeed("a");
+        assert!(t.check("a", "9").is_ok());
+    }
+
+    #[test]
+    fn slugs_from_paths() {
+        assert_eq!(project_slug("/api/v1/projects/demo/members").as_deref(), Some("demo"));
+        assert_eq!(project_slug("/projects/demo").as_deref(), Some("demo"));
+        assert_eq!(project_slug("/api/v1/users"), None);
+    }
+}

@@ -1,0 +1,228 @@
+//! Ouro's HTTP server: the JSON API under `/api/v1`, the web UI, health and metrics. It is thin:
+//! domain rules live in the store and phase crates; this crate authenticates, routes and renders.
+//!
+//! Library-first: [`launch`] runs a server on a listener until a shutdown future resolves, and
+//! [`start`] gives tests the bound server without blocking.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod openapi;
+pub mod registry;
+pub mod settings;
+pub mod ui;
+pub mod webhooks;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use ouro_store::crypto::SecretBox;
+use ouro_store::{Migration, PLATFORM_MIGRATIONS, Store};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use registry::{Registry, RouteSpec};
+pub use settings::{Overrides, Settings};
+
+/// Shared state of a running server.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Store,
+    pub settings: Settings,
+    pub metrics: Arc<metrics::Metrics>,
+    pub secrets: SecretBox,
+    pub throttle: auth::Throttle,
+    /// SHA-256 of the one-time setup token while no user exists.
+    pub setup_token: Mutex<Option<String>>,
+    pub base_url: String,
+    /// Flips to true when shutdown starts; long-lived responses (event streams) end on it.
+    pub shutting_down: watch::Receiver<bool>,
+    pub http: reqwest::Client,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Errors that stop the server from starting, with what the operator should do.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Store(#[from] ouro_store::StoreError),
+    #[error("cannot use data dir {path}: {source}; check that the directory exists and is writable")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("cannot read the listener address: {0}")]
+    Listener(std::io::Error),
+}
+
+/// Every component's migrations, in the order they apply. Phase crates append theirs here.
+pub fn all_migrations() -> Vec<Migration> {
+    PLATFORM_MIGRATIONS.to_vec()
+}
+
+/// Opens the store the settings point at (creating the data dir for SQLite).
+pub async fn open_store(settings: &Settings) -> Result<Store, StartError> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .map_err(|source| StartError::DataDir { path: settings.data_dir.display().to_string(), source })?;
+    Ok(Store::open(&settings.effective_database_url(), &all_migrations()).await?)
+}
+
+/// The instance secret: from settings, else a key file in the data dir (created once, mode 0600).
+fn instance_secret(settings: &Settings) -> Result<Vec<u8>, StartError> {
+    if let Some(k) = &settings.secret_key {
+        return Ok(k.as_bytes().to_vec());
+    }
+    let path = settings.data_dir.join("secret.key");
+    let io = |source| StartError::DataDir { path: path.display().to_string(), source };
+    match std::fs::read_to_string(&path) {
+        Ok(k) => Ok(k.trim().as_bytes().to_vec()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = ouro_store::crypto::random_token("");
+            write_private(&path, &key).map_err(io)?;
+            Ok(key.into_bytes())
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(content.as_bytes())
+}
+
+/// A server that is bound and ready; [`Running::serve`] runs it.
+pub struct Running {
+    pub addr: SocketAddr,
+    /// The one-time setup link, when no user exists yet.
+    pub setup_url: Option<String>,
+    pub state: AppState,
+    router: Router,
+    listener: TcpListener,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+/// Opens the store, applies migrations and builds the application, without serving yet.
+pub async fn start(settings: Settings, listener: TcpListener) -> Result<Running, StartError> {
+    let addr = listener.local_addr().map_err(StartError::Listener)?;
+    let store = open_store(&settings).await?;
+    let secrets = SecretBox::new(&instance_secret(&settings)?);
+    let (shutdown_tx, shutting_down) = watch::channel(false);
+    let users = ouro_store::accounts::count_users(&mut store.read().await?).await?;
+    let base_url = settings.base_url(addr);
+    let (setup_token, setup_url) = if users == 0 {
+        let t = ouro_store::crypto::random_token("");
+        let url = format!("{base_url}/setup?token={t}");
+        (Some(ouro_store::crypto::token_hash(&t)), Some(url))
+    } else {
+        (None, None)
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(settings.webhook_timeout_secs))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default();
+    let state = AppState(Arc::new(Inner {
+        throttle: auth::Throttle::new(
+            Duration::from_secs(settings.throttle_window_secs),
+            settings.throttle_per_account,
+            settings.throttle_per_ip,
+        ),
+        store,
+        metrics: metrics::Metrics::new(),
+        secrets,
+        setup_token: Mutex::new(setup_token),
+        base_url,
+        shutting_down,
+        http,
+        settings,
+    }));
+    let router = app(state.clone());
+    Ok(Running { addr, setup_url, state, router, listener, shutdown_tx })
+}
+
+/// Registers every route: the platform's, then each phase's.
+pub fn registry(state: AppState) -> Registry {
+    let mut reg = Registry::new(state);
+    api::register(&mut reg);
+    ui::register(&mut reg);
+    reg
+}
+
+/// The full application router.
+pub fn app(state: AppState) -> Router {
+    let (router, _) = registry(state.clone()).into_parts();
+    router
+        .fallback(api::fallback)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .layer(axum::middleware::from_fn(api::catch_panic_and_headers))
+        .with_state(state)
+}
+
+impl Running {
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
+    /// (bounded by `shutdown_grace_secs`) and closes the store.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let Running { router, listener, shutdown_tx, state, .. } = self;
+        let workers = webhooks::spawn_workers(state.clone());
+        let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
+        let (fired_tx, mut fired_rx) = watch::channel(false);
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, finishing in-flight requests");
+            let _ = shutdown_tx.send(true);
+            let _ = fired_tx.send(true);
+        };
+        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(signal);
+        let bounded = async move {
+            let _ = fired_rx.wait_for(|f| *f).await;
+            tokio::time::sleep(grace).await;
+            tracing::warn!("in-flight requests did not finish within {grace:?}; closing them");
+        };
+        tokio::select! {
+            r = server => r?,
+            _ = bounded => {}
+        }
+        for w in workers {
+            w.abort();
+        }
+        state.store.close().await;
+        Ok(())
+    }
+}
+
+/// Runs Ouro on `listener` until `shutdown` resolves. Prints the URL to open (and the setup link
+/// on first run) to stdout.
+pub async fn launch(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let running = start(settings, listener).await?;
+    println!("Ouro is running at {}", running.state.base_url);
+    if let Some(url) = &running.setup_url {
+        println!("No account exists yet. Open this one-time link to create the admin account:");
+        println!("  {url}");
+    }
+    running.serve(shutdown).await.map_err(StartError::Listener)
+}

@@ -1,0 +1,247 @@
+//! Layered configuration: defaults, then `ouro.toml` (in the data dir, or `--config`), then
+//! `OURO_*` environment variables, then command-line flags. Secrets can come from files
+//! (`OURO_DATABASE_URL_FILE`, `OURO_SECRET_KEY_FILE`, or `*_file` keys in the TOML) so they stay
+//! out of process listings and shell history. `Debug` never prints a secret.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything `ouro serve` needs.
+#[derive(Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// `sqlite://...` or `postgres://...`; `None` means the SQLite file in the data dir.
+    pub database_url: Option<String>,
+    /// The instance secret that encrypts stored secrets (webhook keys). `None`: a key file in the
+    /// data dir, created on first start.
+    pub secret_key: Option<String>,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// The URL users reach Ouro at, used in links Ouro prints; defaults to `http://LISTEN`.
+    pub public_url: Option<String>,
+    /// Failed sign-ins allowed per account, and per client address, in `throttle_window_secs`.
+    pub throttle_per_account: u32,
+    pub throttle_per_ip: u32,
+    pub throttle_window_secs: u64,
+    /// Attempts per webhook delivery before it is marked failed, and the first retry delay.
+    pub webhook_max_attempts: u32,
+    pub webhook_retry_base_ms: u64,
+    pub webhook_timeout_secs: u64,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("database_url", &self.database_url.as_deref().map(ouro_store::redact_url))
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "***"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("public_url", &self.public_url)
+            .field("throttle_per_account", &self.throttle_per_account)
+            .field("throttle_per_ip", &self.throttle_per_ip)
+            .field("throttle_window_secs", &self.throttle_window_secs)
+            .field("webhook_max_attempts", &self.webhook_max_attempts)
+            .field("webhook_retry_base_ms", &self.webhook_retry_base_ms)
+            .field("webhook_timeout_secs", &self.webhook_timeout_secs)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .finish()
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: PathBuf::from("./ouro-data"),
+            listen: "127.0.0.1:7070".parse().expect("valid default address"),
+            database_url: None,
+            secret_key: None,
+            max_body_bytes: 1024 * 1024,
+            public_url: None,
+            throttle_per_account: 5,
+            throttle_per_ip: 20,
+            throttle_window_secs: 900,
+            webhook_max_attempts: 6,
+            webhook_retry_base_ms: 2000,
+            webhook_timeout_secs: 10,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// The `ouro.toml` file. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub database_url_file: Option<PathBuf>,
+    pub secret_key_file: Option<PathBuf>,
+    pub max_body_bytes: Option<usize>,
+    pub public_url: Option<String>,
+    pub throttle_per_account: Option<u32>,
+    pub throttle_per_ip: Option<u32>,
+    pub throttle_window_secs: Option<u64>,
+    pub webhook_max_attempts: Option<u32>,
+    pub webhook_retry_base_ms: Option<u64>,
+    pub webhook_timeout_secs: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// Values given on the command line; they win over everything else.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+}
+
+/// A configuration problem, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The commented default `ouro.toml` printed by `ouro config default`.
+pub const DEFAULT_TOML: &str = include_str!("../../../docs/ouro.default.toml");
+
+fn read_secret_file(path: &Path, what: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+        .map_err(|e| ConfigError(format!("cannot read {what} from {}: {e}", path.display())))
+}
+
+fn parse_listen(s: &str, from: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse()
+        .map_err(|_| ConfigError(format!("invalid listen address {s:?} in {from}: use HOST:PORT, e.g. 127.0.0.1:7070")))
+}
+
+impl Settings {
+    /// Builds settings from all layers. `env` is passed in (not read here) so tests control it.
+    pub fn load(over: &Overrides, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let mut s = Settings::default();
+        let env_data_dir = env("OURO_DATA_DIR").map(PathBuf::from);
+        // The data dir decides where ouro.toml is looked for, so resolve it from the layers above the file first.
+        let data_dir_hint = over.data_dir.clone().or(env_data_dir.clone()).unwrap_or(s.data_dir.clone());
+        let config_path = over.config.clone().or_else(|| env("OURO_CONFIG").map(PathBuf::from));
+        let file = match &config_path {
+            Some(p) => Some((p.clone(), std::fs::read_to_string(p).map_err(|e| {
+                ConfigError(format!("cannot read config file {}: {e}", p.display()))
+            })?)),
+            None => {
+                let p = data_dir_hint.join("ouro.toml");
+                std::fs::read_to_string(&p).ok().map(|t| (p, t))
+            }
+        };
+        if let Some((path, text)) = file {
+            let f: FileConfig = toml::from_str(&text)
+                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            let from = path.display().to_string();
+            if let Some(v) = f.data_dir { s.data_dir = v; }
+            if let Some(v) = f.listen { s.listen = parse_listen(&v, &from)?; }
+            if let Some(v) = f.database_url { s.database_url = Some(v); }
+            if let Some(p) = f.database_url_file { s.database_url = Some(read_secret_file(&p, "the database URL")?); }
+            if let Some(p) = f.secret_key_file { s.secret_key = Some(read_secret_file(&p, "the secret key")?); }
+            if let Some(v) = f.max_body_bytes { s.max_body_bytes = v; }
+            if let Some(v) = f.public_url { s.public_url = Some(v); }
+            if let Some(v) = f.throttle_per_account { s.throttle_per_account = v; }
+            if let Some(v) = f.throttle_per_ip { s.throttle_per_ip = v; }
+            if let Some(v) = f.throttle_window_secs { s.throttle_window_secs = v; }
+            if let Some(v) = f.webhook_max_attempts { s.webhook_max_attempts = v; }
+            if let Some(v) = f.webhook_retry_base_ms { s.webhook_retry_base_ms = v; }
+            if let Some(v) = f.webhook_timeout_secs { s.webhook_timeout_secs = v; }
+            if let Some(v) = f.shutdown_grace_secs { s.shutdown_grace_secs = v; }
+        }
+        // Environment.
+        if let Some(v) = env_data_dir { s.data_dir = v; }
+        if let Some(v) = env("OURO_LISTEN") { s.listen = parse_listen(&v, "OURO_LISTEN")?; }
+        if let Some(v) = env("OURO_DATABASE_URL") { s.database_url = Some(v); }
+        if let Some(p) = env("OURO_DATABASE_URL_FILE") {
+            s.database_url = Some(read_secret_file(Path::new(&p), "the database URL")?);
+        }
+        if let Some(v) = env("OURO_SECRET_KEY") { s.secret_key = Some(v); }
+        if let Some(p) = env("OURO_SECRET_KEY_FILE") {
+            s.secret_key = Some(read_secret_file(Path::new(&p), "the secret key")?);
+        }
+        if let Some(v) = env("OURO_MAX_BODY_BYTES") {
+            s.max_body_bytes = v.parse().map_err(|_| ConfigError(format!("OURO_MAX_BODY_BYTES={v:?} is not a number of bytes")))?;
+        }
+        if let Some(v) = env("OURO_PUBLIC_URL") { s.public_url = Some(v); }
+        // Flags.
+        if let Some(v) = &over.data_dir { s.data_dir = v.clone(); }
+        if let Some(v) = &over.listen { s.listen = parse_listen(v, "--listen")?; }
+        if let Some(v) = &over.database_url { s.database_url = Some(v.clone()); }
+        if s.max_body_bytes < 1024 {
+            return Err(ConfigError("max_body_bytes must be at least 1024".into()));
+        }
+        Ok(s)
+    }
+
+    /// The database URL in effect.
+    pub fn effective_database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("ouro.db").display()))
+    }
+
+    /// The base URL for links Ouro prints.
+    pub fn base_url(&self, bound: SocketAddr) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{bound}")).trim_end_matches('/').to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(m: &HashMap<&str, String>) -> impl Fn(&str) -> Option<String> + '_ {
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn layers_apply_in_order_and_debug_redacts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("ouro.toml"),
+            "listen = \"127.0.0.1:9001\"\nmax_body_bytes = 4096\ndatabase_url = \"postgres://u:pw@h/db\"\n",
+        )
+        .unwrap();
+        let secret = dir.path().join("key");
+        std::fs::write(&secret, "topsecret\n").unwrap();
+        let mut env = HashMap::new();
+        env.insert("OURO_MAX_BODY_BYTES", "8192".to_string());
+        env.insert("OURO_SECRET_KEY_FILE", secret.display().to_string());
+        let over = Overrides { data_dir: Some(dir.path().into()), ..Default::default() };
+        let s = Settings::load(&over, &env_of(&env)).unwrap();
+        assert_eq!(s.listen.port(), 9001, "file beats default");
+        assert_eq!(s.max_body_bytes, 8192, "env beats file");
+        assert_eq!(s.secret_key.as_deref(), Some("topsecret"), "_FILE variant read and trimmed");
+        let over = Overrides { listen: Some("127.0.0.1:9002".into()), data_dir: Some(dir.path().into()), ..Default::default() };
+        let s = Settings::load(&over, &env_of(&env)).unwrap();
+        assert_eq!(s.listen.port(), 9002, "flag beats file");
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("topsecret") && !dbg.contains(":pw@"), "{dbg}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ouro.toml"), "lisen = \"x\"\n").unwrap();
+        let over = Overrides { data_dir: Some(dir.path().into()), ..Default::default() };
+        let e = Settings::load(&over, &|_| None).unwrap_err().to_string();
+        assert!(e.contains("ouro.toml") && e.contains("lisen"), "{e}");
+        let over = Overrides { listen: Some("nope".into()), ..Default::default() };
+        let e = Settings::load(&over, &|_| None).unwrap_err().to_string();
+        assert!(e.contains("--listen"), "{e}");
+    }
+
+    #[test]
+    fn default_toml_parses() {
+        let _: FileConfig = toml::from_str(DEFAULT_TOML).unwrap();
+    }
+}

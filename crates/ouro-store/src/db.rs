@@ -1,0 +1,419 @@
+//! One interface over two engines. Ouro's SQL is written once: both SQLite (3.35+) and PostgreSQL
+//! accept `$1` placeholders, `RETURNING` and `ON CONFLICT`. Columns use portable types only
+//! (BIGINT, TEXT, BOOLEAN; time as Unix milliseconds), so a [`Row`] reads the same on both.
+//!
+//! SQLite writer discipline: all writes go through one pooled connection that opens transactions
+//! with `BEGIN IMMEDIATE`, so writers queue in-process instead of failing with SQLITE_BUSY, and a
+//! read-then-write transaction can never lose the upgrade race. Reads use a separate pool and, in
+//! WAL mode, never block the writer. Other processes on the same file (the `ouro admin` commands)
+//! wait up to the busy timeout.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, Column, PgConnection, Postgres, Sqlite, SqliteConnection, Transaction};
+use sqlx::{Row as _, TypeInfo};
+
+
+use crate::StoreError;
+
+/// Which engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) enum Pools {
+    Sqlite { write: sqlx::SqlitePool, read: sqlx::SqlitePool },
+    Postgres(sqlx::PgPool),
+}
+
+/// Connection pool statistics for `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+}
+
+impl Pools {
+    pub(crate) async fn connect(url: &str) -> Result<Pools, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::Config(format!(
+                "invalid PostgreSQL URL: {e}; expected postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+            )))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await
+                .map_err(|e| StoreError::Connect(format!("cannot connect to PostgreSQL: {e}")))?;
+            Ok(Pools::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Config(format!("invalid SQLite URL {url:?}: {e}")))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .connect_with(opts.clone())
+                .await
+                .map_err(|e| StoreError::Connect(format!("cannot open SQLite database {url}: {e}")))?;
+            let read = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(opts.read_only(true))
+                .await
+                .map_err(|e| StoreError::Connect(format!("cannot open SQLite database {url}: {e}")))?;
+            Ok(Pools::Sqlite { write, read })
+        } else {
+            Err(StoreError::Config(format!(
+                "unsupported database URL {:?}: use sqlite://PATH or postgres://...",
+                redact_url(url)
+            )))
+        }
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Pools::Sqlite { .. } => Backend::Sqlite,
+            Pools::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub(crate) async fn begin(&self) -> Result<TxInner, StoreError> {
+        Ok(match self {
+            Pools::Sqlite { write, .. } => TxInner::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?),
+            Pools::Postgres(p) => TxInner::Postgres(p.begin().await?),
+        })
+    }
+
+    pub(crate) async fn read(&self) -> Result<Conn, StoreError> {
+        Ok(match self {
+            Pools::Sqlite { read, .. } => Conn::Sqlite(read.acquire().await?),
+            Pools::Postgres(p) => Conn::Postgres(p.acquire().await?),
+        })
+    }
+
+    pub(crate) fn stats(&self) -> PoolStats {
+        match self {
+            Pools::Sqlite { write, read } => PoolStats {
+                size: write.size() + read.size(),
+                idle: (write.num_idle() + read.num_idle()) as u32,
+            },
+            Pools::Postgres(p) => PoolStats { size: p.size(), idle: p.num_idle() as u32 },
+        }
+    }
+
+    pub(crate) async fn close(&self) {
+        match self {
+            Pools::Sqlite { write, read } => {
+                read.close().await;
+                write.close().await;
+            }
+            Pools::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// Hides the password of a URL for messages and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((cred, host)) = rest.rsplit_once('@')
+    {
+        let user = cred.split(':').next().unwrap_or("");
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_string()
+}
+
+pub(crate) enum TxInner {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// A pooled read connection.
+pub enum Conn {
+    Sqlite(sqlx::pool::PoolConnection<Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<Postgres>),
+}
+
+/// Something queries run on: a transaction or a read connection.
+pub trait Executor: Send {
+    #[doc(hidden)]
+    fn raw(&mut self) -> RawConn<'_>;
+}
+
+#[doc(hidden)]
+pub enum RawConn<'a> {
+    Sqlite(&'a mut SqliteConnection),
+    Postgres(&'a mut PgConnection),
+}
+
+impl Executor for Conn {
+    fn raw(&mut self) -> RawConn<'_> {
+        match self {
+            Conn::Sqlite(c) => RawConn::Sqlite(c),
+            Conn::Postgres(c) => RawConn::Postgres(c),
+        }
+    }
+}
+
+impl Executor for TxInner {
+    fn raw(&mut self) -> RawConn<'_> {
+        match self {
+            TxInner::Sqlite(t) => RawConn::Sqlite(t),
+            TxInner::Postgres(t) => RawConn::Postgres(t),
+        }
+    }
+}
+
+/// A bound query parameter.
+#[derive(Debug, Clone)]
+pub enum Arg {
+    NullI64,
+    NullText,
+    I64(i64),
+    Bool(bool),
+    Text(String),
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::I64(v)
+    }
+}
+impl From<bool> for Arg {
+    fn from(v: bool) -> Self {
+        Arg::Bool(v)
+    }
+}
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(v.to_string())
+    }
+}
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Arg::Text(v)
+    }
+}
+impl From<&String> for Arg {
+    fn from(v: &String) -> Self {
+        Arg::Text(v.clone())
+    }
+}
+// A NULL must carry its type: PostgreSQL checks `$4 IS NULL OR col LIKE $4` against it.
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Self {
+        v.map(Arg::I64).unwrap_or(Arg::NullI64)
+    }
+}
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Self {
+        v.map(Arg::Text).unwrap_or(Arg::NullText)
+    }
+}
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Self {
+        v.map(|s| Arg::Text(s.to_string())).unwrap_or(Arg::NullText)
+    }
+}
+
+/// A value read from a row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    I64(i64),
+    F64(f64),
+    Text(String),
+}
+
+/// A result row, decoded eagerly into portable values so callers never see engine types.
+#[derive(Debug, Clone)]
+pub struct Row {
+    cols: Vec<(String, Value)>,
+}
+
+impl Row {
+    fn value(&self, name: &str) -> Result<&Value, StoreError> {
+        self.cols
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .ok_or_else(|| StoreError::Decode(format!("no column {name}")))
+    }
+
+    pub fn i64(&self, name: &str) -> Result<i64, StoreError> {
+        match self.value(name)? {
+            Value::I64(v) => Ok(*v),
+            v => Err(StoreError::Decode(format!("column {name}: expected integer, got {v:?}"))),
+        }
+    }
+
+    pub fn opt_i64(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        match self.value(name)? {
+            Value::Null => Ok(None),
+            _ => self.i64(name).map(Some),
+        }
+    }
+
+    pub fn bool(&self, name: &str) -> Result<bool, StoreError> {
+        self.i64(name).map(|v| v != 0)
+    }
+
+    pub fn text(&self, name: &str) -> Result<String, StoreError> {
+        match self.value(name)? {
+            Value::Text(v) => Ok(v.clone()),
+            v => Err(StoreError::Decode(format!("column {name}: expected text, got {v:?}"))),
+        }
+    }
+
+    pub fn opt_text(&self, name: &str) -> Result<Option<String>, StoreError> {
+        match self.value(name)? {
+            Value::Null => Ok(None),
+            _ => self.text(name).map(Some),
+        }
+    }
+}
+
+fn decode_sqlite(r: &sqlx::sqlite::SqliteRow) -> Result<Row, StoreError> {
+    let mut cols = Vec::with_capacity(r.len());
+    for (i, c) in r.columns().iter().enumerate() {
+        let raw = r.try_get_raw(i)?;
+        let v = if sqlx::ValueRef::is_null(&raw) {
+            Value::Null
+        } else {
+            match sqlx::ValueRef::type_info(&raw).name() {
+                "INTEGER" | "BOOLEAN" | "BIGINT" | "INT8" => Value::I64(r.try_get(i)?),
+                "REAL" => Value::F64(r.try_get(i)?),
+                _ => Value::Text(r.try_get(i)?),
+            }
+        };
+        cols.push((c.name().to_string(), v));
+    }
+    Ok(Row { cols })
+}
+
+fn decode_pg(r: &sqlx::postgres::PgRow) -> Result<Row, StoreError> {
+    let mut cols = Vec::with_capacity(r.len());
+    for (i, c) in r.columns().iter().enumerate() {
+        let raw = r.try_get_raw(i)?;
+        let v = if sqlx::ValueRef::is_null(&raw) {
+            Value::Null
+        } else {
+            match c.type_info().name() {
+                "INT8" => Value::I64(r.try_get(i)?),
+                "INT4" => Value::I64(r.try_get::<i32, _>(i)? as i64),
+                "INT2" => Value::I64(r.try_get::<i16, _>(i)? as i64),
+                "BOOL" => Value::I64(r.try_get::<bool, _>(i)? as i64),
+                "FLOAT8" => Value::F64(r.try_get(i)?),
+                "FLOAT4" => Value::F64(r.try_get::<f32, _>(i)? as f64),
+                _ => Value::Text(r.try_get(i)?),
+            }
+        };
+        cols.push((c.name().to_string(), v));
+    }
+    Ok(Row { cols })
+}
+
+/// A query: SQL written once for both engines, plus its parameters.
+#[must_use]
+pub struct Q {
+    sql: String,
+    args: Vec<Arg>,
+}
+
+/// Starts a query. Use `$1`, `$2`, ... placeholders.
+pub fn q(sql: impl Into<String>) -> Q {
+    Q { sql: sql.into(), args: Vec::new() }
+}
+
+macro_rules! bind_all {
+    ($query:expr, $args:expr) => {{
+        let mut query = $query;
+        for a in $args {
+            query = match a {
+                Arg::NullI64 => query.bind(None::<i64>),
+                Arg::NullText => query.bind(None::<String>),
+                Arg::I64(v) => query.bind(v),
+                Arg::Bool(v) => query.bind(v),
+                Arg::Text(v) => query.bind(v),
+            };
+        }
+        query
+    }};
+}
+
+impl Q {
+    pub fn bind(mut self, a: impl Into<Arg>) -> Q {
+        self.args.push(a.into());
+        self
+    }
+
+    pub async fn fetch_all(self, ex: &mut impl Executor) -> Result<Vec<Row>, StoreError> {
+        match ex.raw() {
+            RawConn::Sqlite(c) => {
+                let q = bind_all!(sqlx::query::<Sqlite>(AssertSqlSafe(self.sql)), self.args);
+                q.fetch_all(c).await?.iter().map(decode_sqlite).collect()
+            }
+            RawConn::Postgres(c) => {
+                let q = bind_all!(sqlx::query::<Postgres>(AssertSqlSafe(self.sql)), self.args);
+                q.fetch_all(c).await?.iter().map(decode_pg).collect()
+            }
+        }
+    }
+
+    pub async fn fetch_optional(self, ex: &mut impl Executor) -> Result<Option<Row>, StoreError> {
+        Ok(self.fetch_all(ex).await?.into_iter().next())
+    }
+
+    pub async fn fetch_one(self, ex: &mut impl Executor) -> Result<Row, StoreError> {
+        self.fetch_optional(ex)
+            .await?
+            .ok_or_else(|| StoreError::Decode("query returned no row".into()))
+    }
+
+    /// Runs the statement and returns the number of rows it changed.
+    pub async fn execute(self, ex: &mut impl Executor) -> Result<u64, StoreError> {
+        match ex.raw() {
+            RawConn::Sqlite(c) => {
+                let q = bind_all!(sqlx::query::<Sqlite>(AssertSqlSafe(self.sql)), self.args);
+                Ok(q.execute(c).await?.rows_affected())
+            }
+            RawConn::Postgres(c) => {
+                let q = bind_all!(sqlx::query::<Postgres>(AssertSqlSafe(self.sql)), self.args);
+                Ok(q.execute(c).await?.rows_affected())
+            }
+        }
+    }
+}
+
+/// Runs a script of several statements (migrations).
+pub(crate) async fn run_script(ex: &mut impl Executor, sql: &str) -> Result<(), StoreError> {
+    match ex.raw() {
+        RawConn::Sqlite(c) => {
+            sqlx::raw_sql(AssertSqlSafe(sql.to_string())).execute(c).await?;
+        }
+        RawConn::Postgres(c) => {
+            sqlx::raw_sql(AssertSqlSafe(sql.to_string())).execute(c).await?;
+        }
+    }
+    Ok(())
+}
+

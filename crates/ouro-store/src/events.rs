@@ -1,0 +1,160 @@
+//! The event ledger: append (inside a [`crate::Tx`]), read in order, and consumer cursors.
+
+use ouro_core::events::Subject;
+use ouro_core::{Event, NewEvent};
+
+use crate::db::{Executor, Row, q};
+use crate::{PageReq, StoreError};
+
+pub(crate) async fn insert(ex: &mut impl Executor, ev: &NewEvent) -> Result<i64, StoreError> {
+    let row = q("INSERT INTO events (time, project_id, project, actor, actor_user_id, kind, schema_version, \
+                 subject_type, subject_id, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seq")
+        .bind(ouro_core::time::now_ms())
+        .bind(ev.project.as_ref().map(|p| p.0))
+        .bind(ev.project.as_ref().map(|p| p.1.clone()))
+        .bind(ev.actor.label())
+        .bind(ev.actor.user_id())
+        .bind(ev.kind.name)
+        .bind(ev.kind.schema_version as i64)
+        .bind(ev.kind.subject)
+        .bind(&ev.subject_id)
+        .bind(ev.payload.to_string())
+        .fetch_one(ex)
+        .await?;
+    row.i64("seq")
+}
+
+pub(crate) async fn latest_seq(ex: &mut impl Executor) -> Result<i64, StoreError> {
+    q("SELECT COALESCE(MAX(seq), 0) AS seq FROM events").fetch_one(ex).await?.i64("seq")
+}
+
+fn from_row(r: &Row) -> Result<Event, StoreError> {
+    Ok(Event {
+        seq: r.i64("seq")?,
+        time: r.i64("time")?,
+        project: r.opt_text("project")?,
+        project_id: r.opt_i64("project_id")?,
+        actor: r.text("actor")?,
+        kind: r.text("kind")?,
+        schema_version: r.i64("schema_version")? as u32,
+        subject: Subject { kind: r.text("subject_type")?, id: r.text("subject_id")? },
+        payload: serde_json::from_str(&r.text("payload")?).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+/// Which events a reader may see.
+#[derive(Debug, Clone)]
+pub enum Visibility {
+    /// Everything (instance admins, internal consumers).
+    All,
+    /// Only events of these projects.
+    Projects(Vec<i64>),
+}
+
+/// Filters for listing events.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub project_id: Option<i64>,
+    /// A kind pattern: `*`, `project.*` or an exact name.
+    pub kind: Option<String>,
+}
+
+/// Events after `page.after` in sequence order.
+pub async fn list(
+    ex: &mut impl Executor,
+    vis: &Visibility,
+    filter: &EventFilter,
+    page: PageReq,
+) -> Result<crate::Page<Event>, StoreError> {
+    let mut sql = String::from("SELECT * FROM events WHERE seq > $1");
+    let mut args: Vec<crate::db::Arg> = vec![page.after.into()];
+    if let Visibility::Projects(ids) = vis {
+        if ids.is_empty() {
+            return Ok(crate::Page { items: vec![], next_cursor: None });
+        }
+        // Ids are integers from our own tables, so inlining them is safe and keeps one statement.
+        let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        sql.push_str(&format!(" AND project_id IN ({})", list.join(",")));
+    }
+    if let Some(p) = filter.project_id {
+        args.push(p.into());
+        sql.push_str(&format!(" AND project_id = ${}", args.len()));
+    }
+    if let Some(k) = filter.kind.as_deref().filter(|k| *k != "*") {
+        if let Some(prefix) = k.strip_suffix(".*") {
+            args.push(format!("{prefix}.%").into());
+            sql.push_str(&format!(" AND kind LIKE ${}", args.len()));
+        } else {
+            args.push(k.into());
+            sql.push_str(&format!(" AND kind = ${}", args.len()));
+        }
+    }
+    args.push((page.limit + 1).into());
+    sql.push_str(&format!(" ORDER BY seq LIMIT ${}", args.len()));
+    let mut query = q(sql);
+    for a in args {
+        query = query.bind(a);
+    }
+    let rows = query.fetch_all(ex).await?;
+    let items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(page.finish(items, |e| e.seq))
+}
+
+/// Events about one subject, oldest first (a record's history).
+pub async fn for_subject(
+    ex: &mut impl Executor,
+    subject_type: &str,
+    subject_id: &str,
+    limit: i64,
+) -> Result<Vec<Event>, StoreError> {
+    q("SELECT * FROM events WHERE subject_type = $1 AND subject_id = $2 ORDER BY seq DESC LIMIT $3")
+        .bind(subject_type)
+        .bind(subject_id)
+        .bind(limit)
+        .fetch_all(ex)
+        .await?
+        .iter()
+        .rev()
+        .map(from_row)
+        .collect()
+}
+
+pub async fn get(ex: &mut impl Executor, seq: i64) -> Result<Option<Event>, StoreError> {
+    q("SELECT * FROM events WHERE seq = $1").bind(seq).fetch_optional(ex).await?.as_ref().map(from_row).transpose()
+}
+
+/// The stored position of a consumer (0 when it never ran).
+pub async fn cursor(ex: &mut impl Executor, consumer: &str) -> Result<i64, StoreError> {
+    Ok(q("SELECT seq FROM consumer_cursors WHERE name = $1")
+        .bind(consumer)
+        .fetch_optional(ex)
+        .await?
+        .map(|r| r.i64("seq"))
+        .transpose()?
+        .unwrap_or(0))
+}
+
+/// Moves a consumer's cursor forward (never back).
+pub async fn set_cursor(ex: &mut impl Executor, consumer: &str, seq: i64) -> Result<(), StoreError> {
+    q("INSERT INTO consumer_cursors (name, seq, updated_at) VALUES ($1, $2, $3) \
+       ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at \
+       WHERE consumer_cursors.seq < excluded.seq")
+        .bind(consumer)
+        .bind(seq)
+        .bind(ouro_core::time::now_ms())
+        .execute(ex)
+        .await?;
+    Ok(())
+}
+
+/// The newest `limit` events of a project, newest first (activity feeds).
+pub async fn recent(ex: &mut impl Executor, project_id: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
+    q("SELECT * FROM events WHERE project_id = $1 ORDER BY seq DESC LIMIT $2")
+        .bind(project_id)
+        .bind(limit)
+        .fetch_all(ex)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+}

@@ -1,0 +1,186 @@
+//! The `ouro` command. Thin: it parses flags, loads settings and calls into the library crates.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use ouro_core::Actor;
+use ouro_server::{Overrides, Settings};
+
+#[derive(Parser)]
+#[command(name = "ouro", version, about = "Ouro: the whole DevOps loop in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (API, web UI, background workers).
+    Serve(ServeArgs),
+    /// Administer users and tokens directly on the data dir or database (works while offline).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Args, Clone)]
+struct StoreArgs {
+    /// The data directory (default ./ouro-data). Env: OURO_DATA_DIR.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A database URL (sqlite://PATH or postgres://...); default: SQLite in the data dir. Env: OURO_DATABASE_URL.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// A config file (default DATA_DIR/ouro.toml). Env: OURO_CONFIG.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The address to listen on (default 127.0.0.1:7070). Env: OURO_LISTEN.
+    #[arg(long)]
+    listen: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a user. The password is read from standard input.
+    CreateUser {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The user name (a-z, 0-9, '-').
+        #[arg(long)]
+        name: String,
+        /// Make the user an instance administrator.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from standard input (required: passwords never go on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Create a personal API token for a user and print it (alone on the last line).
+    CreateToken {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The user the token acts as.
+        #[arg(long)]
+        user: String,
+        /// The token's scope: api (default) or read_api. Repeat for several.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Days until the token expires (default: never).
+        #[arg(long)]
+        expires: Option<i64>,
+        /// A name to recognise the token by (default: "cli").
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a commented default ouro.toml.
+    Default,
+}
+
+fn settings(store: &StoreArgs, listen: Option<String>) -> anyhow::Result<Settings> {
+    let over = Overrides {
+        config: store.config.clone(),
+        data_dir: store.data_dir.clone(),
+        listen,
+        database_url: store.database_url.clone(),
+    };
+    Ok(Settings::load(&over, &|k| std::env::var(k).ok())?)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OURO_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(a) => serve(a).await,
+        Command::Admin(AdminCommand::CreateUser { store, name, admin, password_stdin }) => {
+            debug_assert!(password_stdin);
+            let mut pw = String::new();
+            std::io::stdin().read_to_string(&mut pw).context("cannot read the password from standard input")?;
+            let pw = pw.trim_end_matches(['\r', '\n']);
+            let settings = settings(&store, None)?;
+            let st = ouro_server::open_store(&settings).await?;
+            let user = ouro_store::accounts::create_user(&st, &Actor::System("cli"), &name, pw, admin)
+                .await
+                .map_err(|e| anyhow::anyhow!(ouro_core::OuroError::from(e).message))?;
+            st.close().await;
+            println!("created user {}{}", user.name, if user.is_admin { " (admin)" } else { "" });
+            Ok(())
+        }
+        Command::Admin(AdminCommand::CreateToken { store, user, scopes, expires, name }) => {
+            let settings = settings(&store, None)?;
+            let st = ouro_server::open_store(&settings).await?;
+            let u = ouro_store::accounts::user_by_name(&mut st.read().await?, &user)
+                .await?
+                .with_context(|| format!("no user named {user:?}; create it with `ouro admin create-user`"))?;
+            let scopes = if scopes.is_empty() { vec!["api".to_string()] } else { scopes };
+            let (token, secret) =
+                ouro_store::accounts::create_token(&st, &Actor::System("cli"), &u, &name, &scopes, expires)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(ouro_core::OuroError::from(e).message))?;
+            st.close().await;
+            println!("created token {} for {} (scopes: {})", token.id, u.name, token.scopes.join(","));
+            println!("{secret}");
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Default) => {
+            print!("{}", ouro_server::settings::DEFAULT_TOML);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let settings = settings(&a.store, a.listen)?;
+    tracing::debug!(?settings, "settings");
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}: is another server using the port? Use --listen to pick another", settings.listen))?;
+    if let Err(e) = ouro_server::launch(settings, listener, shutdown_signal()).await {
+        bail!("{e}");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -9,6 +9,8 @@ pub mod events;
 pub mod migrate;
 pub mod page;
 pub mod projects;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,86 @@
+//! Test support shared by every crate's tests: a fresh, empty database on each backend.
+//!
+//! SQLite always runs. PostgreSQL runs when `OURO_TEST_DATABASE_URL` points at a server where the
+//! user may create databases; each test gets its own database. With `CI=true`, a missing
+//! PostgreSQL is a failure, not a skip.
+
+use std::str::FromStr;
+
+use sqlx::ConnectOptions;
+use sqlx::postgres::PgConnectOptions;
+
+/// A backend a test runs against.
+#[derive(Debug, Clone)]
+pub enum TestDb {
+    Sqlite,
+    Postgres { admin_url: String },
+}
+
+impl TestDb {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TestDb::Sqlite => "sqlite",
+            TestDb::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// A URL of a fresh empty database. For SQLite it lives in `dir`.
+    pub async fn fresh_url(&self, dir: &std::path::Path) -> String {
+        match self {
+            TestDb::Sqlite => format!("sqlite://{}", dir.join("ouro.db").display()),
+            TestDb::Postgres { admin_url } => {
+                let name = format!("ouro_t_{}", crate::crypto::random_token("").to_lowercase().replace(['-', '_'], "")[..20].to_string());
+                let opts = PgConnectOptions::from_str(admin_url).expect("OURO_TEST_DATABASE_URL is a valid PostgreSQL URL");
+                let mut conn = opts.connect().await.expect("cannot connect to OURO_TEST_DATABASE_URL");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("cannot create a test database: the user needs CREATEDB");
+                with_database(admin_url, &name)
+            }
+        }
+    }
+}
+
+/// Replaces the database name in a PostgreSQL URL, keeping credentials, host and parameters.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let (scheme, rest) = base.split_once("://").expect("URL has a scheme");
+    let authority = rest.split('/').next().unwrap_or("");
+    let mut out = format!("{scheme}://{authority}/{db}");
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// The backends to run on: SQLite, plus PostgreSQL when configured.
+pub fn backends() -> Vec<TestDb> {
+    let mut v = vec![TestDb::Sqlite];
+    match std::env::var("OURO_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => v.push(TestDb::Postgres { admin_url: url }),
+        _ => {
+            if std::env::var("CI").is_ok_and(|c| c == "true") {
+                panic!("CI=true but OURO_TEST_DATABASE_URL is not set: storage tests must run on PostgreSQL in CI");
+            }
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                eprintln!("\n*** OURO_TEST_DATABASE_URL is not set: SKIPPING the PostgreSQL half of the storage tests ***\n")
+            });
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn swaps_database_names() {
+        assert_eq!(super::with_database("postgres:///postgres?host=/run/pg", "x"), "postgres:///x?host=/run/pg");
+        assert_eq!(super::with_database("postgres://u:p@h:5432/db", "x"), "postgres://u:p@h:5432/x");
+    }
+}

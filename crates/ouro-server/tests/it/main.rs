@@ -1,0 +1,9 @@
+//! Integration tests: the real server, in-process on port 0, over real HTTP. Each test runs on
+//! SQLite and, when `OURO_TEST_DATABASE_URL` is set, on PostgreSQL.
+
+mod support;
+
+mod api;
+mod events;
+mod guard;
+mod meta;

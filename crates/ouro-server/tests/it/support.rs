@@ -1,0 +1,134 @@
+//! Starting a real server for a test.
+
+use std::time::Duration;
+
+use ouro_core::Actor;
+use ouro_server::{Settings, start};
+use ouro_store::testing::TestDb;
+use reqwest::{Client, Method, RequestBuilder, Response};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub use ouro_store::testing::backends;
+
+pub struct TestServer {
+    pub base: String,
+    pub db: TestDb,
+    pub state: ouro_server::AppState,
+    /// An instance admin's API token.
+    pub admin_token: String,
+    pub setup_url: Option<String>,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub struct Options {
+    pub with_admin: bool,
+    pub tweak: fn(&mut Settings),
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { with_admin: true, tweak: |_| {} }
+    }
+}
+
+impl TestServer {
+    pub async fn start(db: &TestDb) -> TestServer {
+        TestServer::start_with(db, Options::default()).await
+    }
+
+    pub async fn start_with(db: &TestDb, opts: Options) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings {
+            data_dir: dir.path().to_path_buf(),
+            database_url: Some(db.fresh_url(dir.path()).await),
+            shutdown_grace_secs: 2,
+            ..Settings::default()
+        };
+        (opts.tweak)(&mut settings);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let running = start(settings, listener).await.expect("server starts");
+        let base = format!("http://{}", running.addr);
+        let state = running.state.clone();
+        let setup_url = running.setup_url.clone();
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(running.serve(async move {
+            let _ = rx.await;
+        }));
+        let mut admin_token = String::new();
+        if opts.with_admin {
+            let admin = ouro_store::accounts::create_user(&state.store, &Actor::System("test"), "admin", "admin-password", true)
+                .await
+                .unwrap();
+            admin_token = ouro_store::accounts::create_token(&state.store, &Actor::System("test"), &admin, "t", &["api".into()], None)
+                .await
+                .unwrap()
+                .1;
+        }
+        let client = Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(30)).build().unwrap();
+        TestServer { base, db: db.clone(), state, admin_token, setup_url, client, dir, stop: Some(stop), task: Some(task) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn req(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
+        let r = self.client.request(method, self.url(path));
+        match token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    /// Sends JSON (or nothing) and returns status and parsed body (Null when empty or not JSON).
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut r = self.req(method, path, token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        parse(r.send().await.unwrap()).await
+    }
+
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(method, path, Some(&self.admin_token.clone()), body).await
+    }
+
+    /// Creates a user and a token for it; returns the token.
+    pub async fn user(&self, name: &str) -> String {
+        let (s, _) = self
+            .admin(Method::POST, "/api/v1/users", Some(serde_json::json!({"name": name, "password": "password-123"})))
+            .await;
+        assert_eq!(s, 201);
+        let u = ouro_store::accounts::user_by_name(&mut self.state.store.read().await.unwrap(), name).await.unwrap().unwrap();
+        ouro_store::accounts::create_token(&self.state.store, &Actor::System("test"), &u, "t", &["api".into()], None)
+            .await
+            .unwrap()
+            .1
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+pub async fn parse(r: Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Asserts the one error shape and returns the code.
+pub fn error_code(body: &Value) -> String {
+    let e = &body["error"];
+    assert!(e["code"].is_string() && e["message"].is_string(), "not the error shape: {body}");
+    e["code"].as_str().unwrap().to_string()
+}

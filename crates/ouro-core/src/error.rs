@@ -103,7 +103,11 @@ pub struct OuroError {
 
 impl OuroError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), details: None }
+        Self {
+            code,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -119,7 +123,10 @@ impl OuroError {
 
     /// An internal error: the cause is logged by the caller, the client sees a generic message.
     pub fn internal() -> Self {
-        Self::new(ErrorCode::Internal, "internal error; the server log has the details")
+        Self::new(
+            ErrorCode::Internal,
+            "internal error; the server log has the details",
+        )
     }
 
     /// The JSON body sent to clients.
@@ -145,7 +152,11 @@ mod tests {
         for c in ErrorCode::ALL {
             assert!(seen.insert(c.as_str()), "duplicate code {}", c.as_str());
             assert!((400..600).contains(&c.http_status()), "{}", c.as_str());
-            assert!(c.as_str().chars().all(|ch| ch.is_ascii_lowercase() || ch == '.' || ch == '_'));
+            assert!(
+                c.as_str()
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch == '.' || ch == '_')
+            );
         }
     }
 }

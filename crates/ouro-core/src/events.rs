@@ -121,7 +121,10 @@ pub fn kind(name: &str) -> Option<&'static EventKind> {
 /// Who caused an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
-    User { id: i64, name: String },
+    User {
+        id: i64,
+        name: String,
+    },
     /// A part of Ouro acting on its own (a scheduler, the webhook sender, a CLI command).
     System(&'static str),
     /// Nobody signed in (a failed sign-in, a setup link).
@@ -166,7 +169,13 @@ pub struct NewEvent {
 
 impl NewEvent {
     pub fn new(kind: EventKind, actor: &Actor, subject_id: impl ToString, payload: Value) -> Self {
-        Self { kind, project: None, actor: actor.clone(), subject_id: subject_id.to_string(), payload }
+        Self {
+            kind,
+            project: None,
+            actor: actor.clone(),
+            subject_id: subject_id.to_string(),
+            payload,
+        }
     }
 
     /// Scopes the event to a project (id, slug): visibility and webhooks follow the project.
@@ -200,7 +209,9 @@ pub fn kind_matches(pattern: &str, kind: &str) -> bool {
         return true;
     }
     match pattern.strip_suffix(".*") {
-        Some(prefix) => kind.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.')),
+        Some(prefix) => kind
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.')),
         None => pattern == kind,
     }
 }
@@ -216,10 +227,20 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), KINDS.len());
         for phase in [
-            Phase::Platform, Phase::Plan, Phase::Code, Phase::Build, Phase::Test,
-            Phase::Release, Phase::Deploy, Phase::Operate, Phase::Monitor,
+            Phase::Platform,
+            Phase::Plan,
+            Phase::Code,
+            Phase::Build,
+            Phase::Test,
+            Phase::Release,
+            Phase::Deploy,
+            Phase::Operate,
+            Phase::Monitor,
         ] {
-            assert!(KINDS.iter().any(|k| k.phase == phase), "{phase:?} has no kinds");
+            assert!(
+                KINDS.iter().any(|k| k.phase == phase),
+                "{phase:?} has no kinds"
+            );
         }
     }
 

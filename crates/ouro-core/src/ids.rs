@@ -8,11 +8,7 @@ fn check_name(kind: &str, code: ErrorCode, s: &str) -> Result<(), OuroError> {
     let ok_chars = s
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    let ok = !s.is_empty()
-        && s.len() <= 40
-        && ok_chars
-        && !s.starts_with('-')
-        && !s.ends_with('-');
+    let ok = !s.is_empty() && s.len() <= 40 && ok_chars && !s.starts_with('-') && !s.ends_with('-');
     if ok {
         Ok(())
     } else {

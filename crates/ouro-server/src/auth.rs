@@ -60,19 +60,31 @@ pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
 pub async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         let auth = auth.to_str().unwrap_or("");
-        let token = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")).map(str::trim);
+        let token = auth
+            .strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("bearer "))
+            .map(str::trim);
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return Err(unauthorized("use Authorization: Bearer TOKEN"));
         };
         return match accounts::authenticate_token(&state.store, token).await? {
-            Some((user, scopes)) => Ok(Some(Principal { user, via: Via::Token { scopes } })),
+            Some((user, scopes)) => Ok(Some(Principal {
+                user,
+                via: Via::Token { scopes },
+            })),
             None => Err(unauthorized("the token is unknown, expired or revoked")),
         };
     }
     if let Some(secret) = cookie_value(headers, SESSION_COOKIE) {
         // A stale cookie is not an error: the browser is simply signed out.
         if let Some(s) = accounts::session(&state.store, &secret).await? {
-            return Ok(Some(Principal { user: s.user, via: Via::Session { secret, csrf: s.csrf } }));
+            return Ok(Some(Principal {
+                user: s.user,
+                via: Via::Session {
+                    secret,
+                    csrf: s.csrf,
+                },
+            }));
         }
     }
     Ok(None)
@@ -110,7 +122,11 @@ fn ui_refusal(state: &AppState, e: (ApiError, String), _api: bool) -> Response {
     crate::ui::error_page(state, None, &err)
 }
 
-async fn check(state: &AppState, perm: Permission, req: Request) -> Result<Request, (ApiError, String)> {
+async fn check(
+    state: &AppState,
+    perm: Permission,
+    req: Request,
+) -> Result<Request, (ApiError, String)> {
     let path = req.uri().path().to_string();
     let fail = |e: ApiError| (e, path.clone());
     let principal = resolve(state, req.headers()).await.map_err(fail)?;
@@ -121,7 +137,10 @@ async fn check(state: &AppState, perm: Permission, req: Request) -> Result<Reque
         .unwrap_or_else(|| "unknown".into());
 
     // A read-only token may not change anything, whatever the route.
-    if let Some(Principal { via: Via::Token { scopes }, .. }) = &principal
+    if let Some(Principal {
+        via: Via::Token { scopes },
+        ..
+    }) = &principal
         && !is_safe(req.method())
         && !scopes.iter().any(|s| s == "api")
     {
@@ -131,7 +150,11 @@ async fn check(state: &AppState, perm: Permission, req: Request) -> Result<Reque
         ))));
     }
 
-    let mut ctx = Ctx { principal: principal.clone(), project: None, client_ip };
+    let mut ctx = Ctx {
+        principal: principal.clone(),
+        project: None,
+        client_ip,
+    };
     match perm {
         Permission::Public => {}
         Permission::Authenticated => {
@@ -140,19 +163,31 @@ async fn check(state: &AppState, perm: Permission, req: Request) -> Result<Reque
         Permission::Admin => {
             let u = ctx.user().map_err(fail)?;
             if !u.is_admin {
-                return Err(fail(ApiError(OuroError::new(ErrorCode::Forbidden, "only instance administrators may do this"))));
+                return Err(fail(ApiError(OuroError::new(
+                    ErrorCode::Forbidden,
+                    "only instance administrators may do this",
+                ))));
             }
         }
         Permission::Project(min) => {
-            let slug = project_slug(req.uri().path()).ok_or_else(|| fail(ApiError(OuroError::internal())))?;
+            let slug = project_slug(req.uri().path()).ok_or_else(|| {
+                fail(ApiError(OuroError::new(
+                    ErrorCode::InvalidPath,
+                    "the project slug in the path is not valid UTF-8",
+                )))
+            })?;
             let user = principal.as_ref().map(|p| &p.user);
             let mut conn = state.store.read().await.map_err(|e| fail(e.into()))?;
-            let access = ouro_store::projects::access(&mut conn, &slug, user).await.map_err(|e| fail(e.into()))?;
+            let access = ouro_store::projects::access(&mut conn, &slug, user)
+                .await
+                .map_err(|e| fail(e.into()))?;
             drop(conn);
             let Some((project, role)) = access else {
                 // Do not reveal that a private project exists; but tell anonymous callers to sign in.
                 if principal.is_none() {
-                    return Err(fail(unauthorized("sign in or send a token to see this project")));
+                    return Err(fail(unauthorized(
+                        "sign in or send a token to see this project",
+                    )));
                 }
                 return Err(fail(ApiError(ouro_store::projects::not_found(&slug))));
             };
@@ -163,7 +198,11 @@ async fn check(state: &AppState, perm: Permission, req: Request) -> Result<Reque
                 return Err(fail(ApiError(
                     OuroError::new(
                         ErrorCode::Forbidden,
-                        format!("this needs the {} role in project {slug:?}; you are {}", min.as_str(), role.as_str()),
+                        format!(
+                            "this needs the {} role in project {slug:?}; you are {}",
+                            min.as_str(),
+                            role.as_str()
+                        ),
                     )
                     .with_details(serde_json::json!({"required_role": min, "your_role": role})),
                 )));
@@ -173,10 +212,15 @@ async fn check(state: &AppState, perm: Permission, req: Request) -> Result<Reque
     }
 
     let mut req = req;
-    if let Some(Principal { via: Via::Session { csrf, .. }, .. }) = &principal
+    if let Some(Principal {
+        via: Via::Session { csrf, .. },
+        ..
+    }) = &principal
         && !is_safe(req.method())
     {
-        req = check_csrf(req, csrf, state.settings.max_body_bytes).await.map_err(fail)?;
+        req = check_csrf(req, csrf, state.settings.max_body_bytes)
+            .await
+            .map_err(fail)?;
     }
     req.extensions_mut().insert(ctx);
     Ok(req)
@@ -184,15 +228,26 @@ async fn check(state: &AppState, perm: Permission, req: Request) -> Result<Reque
 
 /// The `{slug}` of `/api/v1/projects/{slug}/...` or `/projects/{slug}/...`, percent-decoded.
 fn project_slug(path: &str) -> Option<String> {
-    let rest = path.strip_prefix("/api/v1/projects/").or_else(|| path.strip_prefix("/projects/"))?;
+    let rest = path
+        .strip_prefix("/api/v1/projects/")
+        .or_else(|| path.strip_prefix("/projects/"))?;
     let raw = rest.split('/').next()?;
     crate::ui::url_decode(raw)
 }
 
 async fn check_csrf(req: Request, expected: &str, limit: usize) -> Result<Request, ApiError> {
-    let bad = || ApiError(OuroError::new(ErrorCode::CsrfFailed, "the form is stale or was not sent by Ouro; reload the page and try again"));
+    let bad = || {
+        ApiError(OuroError::new(
+            ErrorCode::CsrfFailed,
+            "the form is stale or was not sent by Ouro; reload the page and try again",
+        ))
+    };
     if let Some(h) = req.headers().get("x-csrf-token") {
-        return if constant_eq(h.as_bytes(), expected.as_bytes()) { Ok(req) } else { Err(bad()) };
+        return if constant_eq(h.as_bytes(), expected.as_bytes()) {
+            Ok(req)
+        } else {
+            Err(bad())
+        };
     }
     let is_form = req
         .headers()
@@ -203,9 +258,12 @@ async fn check_csrf(req: Request, expected: &str, limit: usize) -> Result<Reques
         return Err(bad());
     }
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError(OuroError::new(ErrorCode::BodyTooLarge, "the form is larger than the server accepts")))?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError(OuroError::new(
+            ErrorCode::BodyTooLarge,
+            "the form is larger than the server accepts",
+        ))
+    })?;
     let token = form_urlencoded_get(&bytes, "_csrf").unwrap_or_default();
     if !constant_eq(token.as_bytes(), expected.as_bytes()) {
         return Err(bad());
@@ -215,11 +273,16 @@ async fn check_csrf(req: Request, expected: &str, limit: usize) -> Result<Reques
 
 fn form_urlencoded_get(body: &[u8], key: &str) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
-    text.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).and_then(|(_, v)| crate::ui::url_decode(v))
+    text.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| crate::ui::url_decode(v))
 }
 
 fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && !b.is_empty() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && !b.is_empty()
+        && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Counts failed sign-ins per account and per client address in a sliding window.
@@ -232,12 +295,25 @@ pub struct Throttle {
 
 impl Throttle {
     pub fn new(window: Duration, per_account: u32, per_ip: u32) -> Throttle {
-        Throttle { window, per_account: per_account as usize, per_ip: per_ip as usize, hits: Mutex::new(HashMap::new()) }
+        Throttle {
+            window,
+            per_account: per_account as usize,
+            per_ip: per_ip as usize,
+            hits: Mutex::new(HashMap::new()),
+        }
     }
 
-    fn count(&self, map: &mut HashMap<String, VecDeque<Instant>>, key: &str, now: Instant) -> usize {
+    fn count(
+        &self,
+        map: &mut HashMap<String, VecDeque<Instant>>,
+        key: &str,
+        now: Instant,
+    ) -> usize {
         let q = map.entry(key.to_string()).or_default();
-        while q.front().is_some_and(|t| now.duration_since(*t) > self.window) {
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.window)
+        {
             q.pop_front();
         }
         q.len()
@@ -258,7 +334,9 @@ impl Throttle {
     pub fn fail(&self, account: &str, ip: &str) {
         let now = Instant::now();
         let mut map = self.hits.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(format!("u:{account}")).or_default().push_back(now);
+        map.entry(format!("u:{account}"))
+            .or_default()
+            .push_back(now);
         map.entry(format!("ip:{ip}")).or_default().push_back(now);
         if map.len() > 100_000 {
             // Bounded memory under a spray of random names: forget everything older than the window.
@@ -276,8 +354,14 @@ impl Throttle {
 /// The error for a throttled sign-in.
 pub fn throttled(secs: u64) -> ApiError {
     ApiError(
-        OuroError::new(ErrorCode::Throttled, format!("too many failed sign-ins; try again in up to {} minutes", secs.div_ceil(60)))
-            .with_details(serde_json::json!({"retry_after_secs": secs})),
+        OuroError::new(
+            ErrorCode::Throttled,
+            format!(
+                "too many failed sign-ins; try again in up to {} minutes",
+                secs.div_ceil(60)
+            ),
+        )
+        .with_details(serde_json::json!({"retry_after_secs": secs})),
     )
 }
 
@@ -305,7 +389,10 @@ mod tests {
 
     #[test]
     fn slugs_from_paths() {
-        assert_eq!(project_slug("/api/v1/projects/demo/members").as_deref(), Some("demo"));
+        assert_eq!(
+            project_slug("/api/v1/projects/demo/members").as_deref(),
+            Some("demo")
+        );
         assert_eq!(project_slug("/projects/demo").as_deref(), Some("demo"));
         assert_eq!(project_slug("/api/v1/users"), None);
     }

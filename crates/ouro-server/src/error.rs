@@ -15,7 +15,8 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut res = (status, axum::Json(self.0.body())).into_response();
         res.extensions_mut().insert(self.0.code);
         res
@@ -44,8 +45,12 @@ impl From<JsonRejection> for ApiError {
             _ => ErrorCode::MalformedJson,
         };
         let message = match code {
-            ErrorCode::UnsupportedMediaType => "send the body as JSON with Content-Type: application/json".to_string(),
-            ErrorCode::BodyTooLarge => "the request body is larger than the server accepts (max_body_bytes)".to_string(),
+            ErrorCode::UnsupportedMediaType => {
+                "send the body as JSON with Content-Type: application/json".to_string()
+            }
+            ErrorCode::BodyTooLarge => {
+                "the request body is larger than the server accepts (max_body_bytes)".to_string()
+            }
             _ => r.body_text(),
         };
         ApiError(OuroError::new(code, message))

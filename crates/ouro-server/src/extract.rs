@@ -41,18 +41,26 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn user(&self) -> Result<&User, ApiError> {
-        self.principal
-            .as_ref()
-            .map(|p| &p.user)
-            .ok_or_else(|| ApiError(OuroError::new(ErrorCode::AuthRequired, "sign in or send a token")))
+        self.principal.as_ref().map(|p| &p.user).ok_or_else(|| {
+            ApiError(OuroError::new(
+                ErrorCode::AuthRequired,
+                "sign in or send a token",
+            ))
+        })
     }
 
     pub fn actor(&self) -> ouro_core::Actor {
-        self.principal.as_ref().map(|p| p.user.actor()).unwrap_or(ouro_core::Actor::Anonymous)
+        self.principal
+            .as_ref()
+            .map(|p| p.user.actor())
+            .unwrap_or(ouro_core::Actor::Anonymous)
     }
 
     pub fn project(&self) -> Result<&Project, ApiError> {
-        self.project.as_ref().map(|p| &p.0).ok_or_else(|| ApiError(OuroError::internal()))
+        self.project
+            .as_ref()
+            .map(|p| &p.0)
+            .ok_or_else(|| ApiError(OuroError::internal()))
     }
 
     pub fn role(&self) -> Option<Role> {

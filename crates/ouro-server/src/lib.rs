@@ -60,8 +60,13 @@ impl std::ops::Deref for AppState {
 pub enum StartError {
     #[error("{0}")]
     Store(#[from] ouro_store::StoreError),
-    #[error("cannot use data dir {path}: {source}; check that the directory exists and is writable")]
-    DataDir { path: String, source: std::io::Error },
+    #[error(
+        "cannot use data dir {path}: {source}; check that the directory exists and is writable"
+    )]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot read the listener address: {0}")]
     Listener(std::io::Error),
 }
@@ -73,8 +78,10 @@ pub fn all_migrations() -> Vec<Migration> {
 
 /// Opens the store the settings point at (creating the data dir for SQLite).
 pub async fn open_store(settings: &Settings) -> Result<Store, StartError> {
-    std::fs::create_dir_all(&settings.data_dir)
-        .map_err(|source| StartError::DataDir { path: settings.data_dir.display().to_string(), source })?;
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::DataDir {
+        path: settings.data_dir.display().to_string(),
+        source,
+    })?;
     Ok(Store::open(&settings.effective_database_url(), &all_migrations()).await?)
 }
 
@@ -84,7 +91,10 @@ fn instance_secret(settings: &Settings) -> Result<Vec<u8>, StartError> {
         return Ok(k.as_bytes().to_vec());
     }
     let path = settings.data_dir.join("secret.key");
-    let io = |source| StartError::DataDir { path: path.display().to_string(), source };
+    let io = |source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
     match std::fs::read_to_string(&path) {
         Ok(k) => Ok(k.trim().as_bytes().to_vec()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -155,7 +165,14 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<Running,
         settings,
     }));
     let router = app(state.clone());
-    Ok(Running { addr, setup_url, state, router, listener, shutdown_tx })
+    Ok(Running {
+        addr,
+        setup_url,
+        state,
+        router,
+        listener,
+        shutdown_tx,
+    })
 }
 
 /// Registers every route: the platform's, then each phase's.
@@ -172,7 +189,10 @@ pub fn app(state: AppState) -> Router {
     router
         .fallback(api::fallback)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .layer(axum::middleware::from_fn(api::catch_panic_and_headers))
         .with_state(state)
@@ -181,8 +201,17 @@ pub fn app(state: AppState) -> Router {
 impl Running {
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
     /// (bounded by `shutdown_grace_secs`) and closes the store.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Running { router, listener, shutdown_tx, state, .. } = self;
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Running {
+            router,
+            listener,
+            shutdown_tx,
+            state,
+            ..
+        } = self;
         let workers = webhooks::spawn_workers(state.clone());
         let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
         let (fired_tx, mut fired_rx) = watch::channel(false);
@@ -192,8 +221,11 @@ impl Running {
             let _ = shutdown_tx.send(true);
             let _ = fired_tx.send(true);
         };
-        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(signal);
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal);
         let bounded = async move {
             let _ = fired_rx.wait_for(|f| *f).await;
             tokio::time::sleep(grace).await;

@@ -46,24 +46,60 @@ impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("ouro");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by route, method and status", requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 2.0, 14))
         });
-        registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            latency.clone(),
+        );
         let events_appended = Counter::default();
-        registry.register("events_appended", "Events appended to the ledger by this process", events_appended.clone());
+        registry.register(
+            "events_appended",
+            "Events appended to the ledger by this process",
+            events_appended.clone(),
+        );
         let db_connections = Gauge::default();
-        registry.register("db_pool_connections", "Open database connections", db_connections.clone());
+        registry.register(
+            "db_pool_connections",
+            "Open database connections",
+            db_connections.clone(),
+        );
         let db_idle = Gauge::default();
-        registry.register("db_pool_idle_connections", "Idle database connections", db_idle.clone());
+        registry.register(
+            "db_pool_idle_connections",
+            "Idle database connections",
+            db_idle.clone(),
+        );
         let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
-        registry.register("webhook_deliveries", "Webhook delivery attempts by outcome", webhook_deliveries.clone());
-        Arc::new(Metrics { registry, requests, latency, events_appended, db_connections, db_idle, webhook_deliveries })
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome",
+            webhook_deliveries.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            requests,
+            latency,
+            events_appended,
+            db_connections,
+            db_idle,
+            webhook_deliveries,
+        })
     }
 
     pub fn webhook_attempt(&self, outcome: &str) {
-        self.webhook_deliveries.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
+        self.webhook_deliveries
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 }
 
@@ -78,8 +114,18 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     let start = Instant::now();
     let res = next.run(req).await;
     let m = &state.metrics;
-    m.latency.get_or_create(&RouteLabels { route: route.clone() }).observe(start.elapsed().as_secs_f64());
-    m.requests.get_or_create(&RequestLabels { route, method, status: res.status().as_u16() }).inc();
+    m.latency
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    m.requests
+        .get_or_create(&RequestLabels {
+            route,
+            method,
+            status: res.status().as_u16(),
+        })
+        .inc();
     res
 }
 

@@ -11,7 +11,9 @@ use serde_json::{Map, Value, json};
 use crate::registry::RouteSpec;
 
 fn path_params(path: &str) -> Vec<&str> {
-    path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect()
+    path.split('/')
+        .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .collect()
 }
 
 fn status_text(code: u16) -> &'static str {
@@ -29,12 +31,21 @@ pub fn document(specs: &[RouteSpec]) -> Value {
     for spec in specs.iter().filter(|s| s.api) {
         let mut op = Map::new();
         let method = spec.method.as_str().to_lowercase();
-        op.insert("operationId".into(), json!(format!("{method}{}", spec.path.replace(['/', '{', '}', '-', '.'], "_"))));
+        op.insert(
+            "operationId".into(),
+            json!(format!(
+                "{method}{}",
+                spec.path.replace(['/', '{', '}', '-', '.'], "_")
+            )),
+        );
         op.insert("summary".into(), json!(spec.summary));
         if !spec.tag.is_empty() {
             op.insert("tags".into(), json!([spec.tag]));
         }
-        op.insert("x-ouro-permission".into(), json!(spec.permission.describe()));
+        op.insert(
+            "x-ouro-permission".into(),
+            json!(spec.permission.describe()),
+        );
         if spec.permission == Permission::Public {
             op.insert("security".into(), json!([]));
         }
@@ -65,8 +76,15 @@ pub fn document(specs: &[RouteSpec]) -> Value {
                 );
             }
             None => {
-                let status = if spec.method == axum::http::Method::DELETE { 204 } else { 200 };
-                responses.insert(status.to_string(), json!({"description": status_text(status)}));
+                let status = if spec.method == axum::http::Method::DELETE {
+                    204
+                } else {
+                    200
+                };
+                responses.insert(
+                    status.to_string(),
+                    json!({"description": status_text(status)}),
+                );
             }
         }
         responses.insert(
@@ -74,7 +92,10 @@ pub fn document(specs: &[RouteSpec]) -> Value {
             json!({"description": "An error; see the code table", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
         );
         op.insert("responses".into(), Value::Object(responses));
-        paths.entry(spec.path).or_default().insert(method, Value::Object(op));
+        paths
+            .entry(spec.path)
+            .or_default()
+            .insert(method, Value::Object(op));
     }
     let mut schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
     let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();

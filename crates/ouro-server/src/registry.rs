@@ -8,8 +8,8 @@ use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{MethodFilter, on};
 use ouro_core::Permission;
-use schemars::{JsonSchema, SchemaGenerator};
 use schemars::Schema;
+use schemars::{JsonSchema, SchemaGenerator};
 
 use crate::AppState;
 
@@ -73,11 +73,21 @@ fn filter(m: &Method) -> MethodFilter {
 
 impl Registry {
     pub fn new(state: AppState) -> Registry {
-        Registry { state, router: Router::new(), specs: Vec::new() }
+        Registry {
+            state,
+            router: Router::new(),
+            specs: Vec::new(),
+        }
     }
 
     /// Registers `handler` for `method path`, guarded by `permission`.
-    pub fn route<H, T>(&mut self, method: Method, path: &'static str, permission: Permission, handler: H) -> RouteDoc<'_>
+    pub fn route<H, T>(
+        &mut self,
+        method: Method,
+        path: &'static str,
+        permission: Permission,
+        handler: H,
+    ) -> RouteDoc<'_>
     where
         H: Handler<T, AppState>,
         T: 'static,

@@ -39,7 +39,10 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("data_dir", &self.data_dir)
             .field("listen", &self.listen)
-            .field("database_url", &self.database_url.as_deref().map(ouro_store::redact_url))
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(ouro_store::redact_url),
+            )
             .field("secret_key", &self.secret_key.as_ref().map(|_| "***"))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("public_url", &self.public_url)
@@ -118,22 +121,38 @@ fn read_secret_file(path: &Path, what: &str) -> Result<String, ConfigError> {
 }
 
 fn parse_listen(s: &str, from: &str) -> Result<SocketAddr, ConfigError> {
-    s.parse()
-        .map_err(|_| ConfigError(format!("invalid listen address {s:?} in {from}: use HOST:PORT, e.g. 127.0.0.1:7070")))
+    s.parse().map_err(|_| {
+        ConfigError(format!(
+            "invalid listen address {s:?} in {from}: use HOST:PORT, e.g. 127.0.0.1:7070"
+        ))
+    })
 }
 
 impl Settings {
     /// Builds settings from all layers. `env` is passed in (not read here) so tests control it.
-    pub fn load(over: &Overrides, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+    pub fn load(
+        over: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
         let mut s = Settings::default();
         let env_data_dir = env("OURO_DATA_DIR").map(PathBuf::from);
         // The data dir decides where ouro.toml is looked for, so resolve it from the layers above the file first.
-        let data_dir_hint = over.data_dir.clone().or(env_data_dir.clone()).unwrap_or(s.data_dir.clone());
-        let config_path = over.config.clone().or_else(|| env("OURO_CONFIG").map(PathBuf::from));
+        let data_dir_hint = over
+            .data_dir
+            .clone()
+            .or(env_data_dir.clone())
+            .unwrap_or(s.data_dir.clone());
+        let config_path = over
+            .config
+            .clone()
+            .or_else(|| env("OURO_CONFIG").map(PathBuf::from));
         let file = match &config_path {
-            Some(p) => Some((p.clone(), std::fs::read_to_string(p).map_err(|e| {
-                ConfigError(format!("cannot read config file {}: {e}", p.display()))
-            })?)),
+            Some(p) => Some((
+                p.clone(),
+                std::fs::read_to_string(p).map_err(|e| {
+                    ConfigError(format!("cannot read config file {}: {e}", p.display()))
+                })?,
+            )),
             None => {
                 let p = data_dir_hint.join("ouro.toml");
                 std::fs::read_to_string(&p).ok().map(|t| (p, t))
@@ -143,40 +162,88 @@ impl Settings {
             let f: FileConfig = toml::from_str(&text)
                 .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
             let from = path.display().to_string();
-            if let Some(v) = f.data_dir { s.data_dir = v; }
-            if let Some(v) = f.listen { s.listen = parse_listen(&v, &from)?; }
-            if let Some(v) = f.database_url { s.database_url = Some(v); }
-            if let Some(p) = f.database_url_file { s.database_url = Some(read_secret_file(&p, "the database URL")?); }
-            if let Some(p) = f.secret_key_file { s.secret_key = Some(read_secret_file(&p, "the secret key")?); }
-            if let Some(v) = f.max_body_bytes { s.max_body_bytes = v; }
-            if let Some(v) = f.public_url { s.public_url = Some(v); }
-            if let Some(v) = f.throttle_per_account { s.throttle_per_account = v; }
-            if let Some(v) = f.throttle_per_ip { s.throttle_per_ip = v; }
-            if let Some(v) = f.throttle_window_secs { s.throttle_window_secs = v; }
-            if let Some(v) = f.webhook_max_attempts { s.webhook_max_attempts = v; }
-            if let Some(v) = f.webhook_retry_base_ms { s.webhook_retry_base_ms = v; }
-            if let Some(v) = f.webhook_timeout_secs { s.webhook_timeout_secs = v; }
-            if let Some(v) = f.shutdown_grace_secs { s.shutdown_grace_secs = v; }
+            if let Some(v) = f.data_dir {
+                s.data_dir = v;
+            }
+            if let Some(v) = f.listen {
+                s.listen = parse_listen(&v, &from)?;
+            }
+            if let Some(v) = f.database_url {
+                s.database_url = Some(v);
+            }
+            if let Some(p) = f.database_url_file {
+                s.database_url = Some(read_secret_file(&p, "the database URL")?);
+            }
+            if let Some(p) = f.secret_key_file {
+                s.secret_key = Some(read_secret_file(&p, "the secret key")?);
+            }
+            if let Some(v) = f.max_body_bytes {
+                s.max_body_bytes = v;
+            }
+            if let Some(v) = f.public_url {
+                s.public_url = Some(v);
+            }
+            if let Some(v) = f.throttle_per_account {
+                s.throttle_per_account = v;
+            }
+            if let Some(v) = f.throttle_per_ip {
+                s.throttle_per_ip = v;
+            }
+            if let Some(v) = f.throttle_window_secs {
+                s.throttle_window_secs = v;
+            }
+            if let Some(v) = f.webhook_max_attempts {
+                s.webhook_max_attempts = v;
+            }
+            if let Some(v) = f.webhook_retry_base_ms {
+                s.webhook_retry_base_ms = v;
+            }
+            if let Some(v) = f.webhook_timeout_secs {
+                s.webhook_timeout_secs = v;
+            }
+            if let Some(v) = f.shutdown_grace_secs {
+                s.shutdown_grace_secs = v;
+            }
         }
         // Environment.
-        if let Some(v) = env_data_dir { s.data_dir = v; }
-        if let Some(v) = env("OURO_LISTEN") { s.listen = parse_listen(&v, "OURO_LISTEN")?; }
-        if let Some(v) = env("OURO_DATABASE_URL") { s.database_url = Some(v); }
+        if let Some(v) = env_data_dir {
+            s.data_dir = v;
+        }
+        if let Some(v) = env("OURO_LISTEN") {
+            s.listen = parse_listen(&v, "OURO_LISTEN")?;
+        }
+        if let Some(v) = env("OURO_DATABASE_URL") {
+            s.database_url = Some(v);
+        }
         if let Some(p) = env("OURO_DATABASE_URL_FILE") {
             s.database_url = Some(read_secret_file(Path::new(&p), "the database URL")?);
         }
-        if let Some(v) = env("OURO_SECRET_KEY") { s.secret_key = Some(v); }
+        if let Some(v) = env("OURO_SECRET_KEY") {
+            s.secret_key = Some(v);
+        }
         if let Some(p) = env("OURO_SECRET_KEY_FILE") {
             s.secret_key = Some(read_secret_file(Path::new(&p), "the secret key")?);
         }
         if let Some(v) = env("OURO_MAX_BODY_BYTES") {
-            s.max_body_bytes = v.parse().map_err(|_| ConfigError(format!("OURO_MAX_BODY_BYTES={v:?} is not a number of bytes")))?;
+            s.max_body_bytes = v.parse().map_err(|_| {
+                ConfigError(format!(
+                    "OURO_MAX_BODY_BYTES={v:?} is not a number of bytes"
+                ))
+            })?;
         }
-        if let Some(v) = env("OURO_PUBLIC_URL") { s.public_url = Some(v); }
+        if let Some(v) = env("OURO_PUBLIC_URL") {
+            s.public_url = Some(v);
+        }
         // Flags.
-        if let Some(v) = &over.data_dir { s.data_dir = v.clone(); }
-        if let Some(v) = &over.listen { s.listen = parse_listen(v, "--listen")?; }
-        if let Some(v) = &over.database_url { s.database_url = Some(v.clone()); }
+        if let Some(v) = &over.data_dir {
+            s.data_dir = v.clone();
+        }
+        if let Some(v) = &over.listen {
+            s.listen = parse_listen(v, "--listen")?;
+        }
+        if let Some(v) = &over.database_url {
+            s.database_url = Some(v.clone());
+        }
         if s.max_body_bytes < 1024 {
             return Err(ConfigError("max_body_bytes must be at least 1024".into()));
         }
@@ -185,12 +252,18 @@ impl Settings {
 
     /// The database URL in effect.
     pub fn effective_database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("ouro.db").display()))
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("ouro.db").display()))
     }
 
     /// The base URL for links Ouro prints.
     pub fn base_url(&self, bound: SocketAddr) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("http://{bound}")).trim_end_matches('/').to_string()
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"))
+            .trim_end_matches('/')
+            .to_string()
     }
 }
 
@@ -216,12 +289,23 @@ mod tests {
         let mut env = HashMap::new();
         env.insert("OURO_MAX_BODY_BYTES", "8192".to_string());
         env.insert("OURO_SECRET_KEY_FILE", secret.display().to_string());
-        let over = Overrides { data_dir: Some(dir.path().into()), ..Default::default() };
+        let over = Overrides {
+            data_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
         let s = Settings::load(&over, &env_of(&env)).unwrap();
         assert_eq!(s.listen.port(), 9001, "file beats default");
         assert_eq!(s.max_body_bytes, 8192, "env beats file");
-        assert_eq!(s.secret_key.as_deref(), Some("topsecret"), "_FILE variant read and trimmed");
-        let over = Overrides { listen: Some("127.0.0.1:9002".into()), data_dir: Some(dir.path().into()), ..Default::default() };
+        assert_eq!(
+            s.secret_key.as_deref(),
+            Some("topsecret"),
+            "_FILE variant read and trimmed"
+        );
+        let over = Overrides {
+            listen: Some("127.0.0.1:9002".into()),
+            data_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
         let s = Settings::load(&over, &env_of(&env)).unwrap();
         assert_eq!(s.listen.port(), 9002, "flag beats file");
         let dbg = format!("{s:?}");
@@ -232,10 +316,16 @@ mod tests {
     fn unknown_keys_and_bad_values_are_explained() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ouro.toml"), "lisen = \"x\"\n").unwrap();
-        let over = Overrides { data_dir: Some(dir.path().into()), ..Default::default() };
+        let over = Overrides {
+            data_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
         let e = Settings::load(&over, &|_| None).unwrap_err().to_string();
         assert!(e.contains("ouro.toml") && e.contains("lisen"), "{e}");
-        let over = Overrides { listen: Some("nope".into()), ..Default::default() };
+        let over = Overrides {
+            listen: Some("nope".into()),
+            ..Default::default()
+        };
         let e = Settings::load(&over, &|_| None).unwrap_err().to_string();
         assert!(e.contains("--listen"), "{e}");
     }

@@ -2,8 +2,8 @@
 //! encryption for secrets Ouro must use later, such as webhook signing keys (ChaCha20-Poly1305
 //! with the instance key).
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use chacha20poly1305::aead::{Aead, KeyInit};
@@ -35,7 +35,11 @@ pub fn hash_password(password: &str) -> String {
 
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -61,7 +65,9 @@ impl SecretBox {
     /// Derives the cipher key from the instance secret (any length).
     pub fn new(instance_secret: &[u8]) -> SecretBox {
         let key = Sha256::digest(instance_secret);
-        SecretBox { cipher: ChaCha20Poly1305::new(Key::from_slice(&key)) }
+        SecretBox {
+            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+        }
     }
 
     /// `v1:` + base64(nonce || ciphertext).

@@ -16,7 +16,6 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, Column, PgConnection, Postgres, Sqlite, SqliteConnection, Transaction};
 use sqlx::{Row as _, TypeInfo};
 
-
 use crate::StoreError;
 
 /// Which engine a store runs on.
@@ -37,7 +36,10 @@ impl Backend {
 
 #[derive(Clone)]
 pub(crate) enum Pools {
-    Sqlite { write: sqlx::SqlitePool, read: sqlx::SqlitePool },
+    Sqlite {
+        write: sqlx::SqlitePool,
+        read: sqlx::SqlitePool,
+    },
     Postgres(sqlx::PgPool),
 }
 
@@ -74,12 +76,16 @@ impl Pools {
                 .min_connections(1)
                 .connect_with(opts.clone())
                 .await
-                .map_err(|e| StoreError::Connect(format!("cannot open SQLite database {url}: {e}")))?;
+                .map_err(|e| {
+                    StoreError::Connect(format!("cannot open SQLite database {url}: {e}"))
+                })?;
             let read = SqlitePoolOptions::new()
                 .max_connections(8)
                 .connect_with(opts.read_only(true))
                 .await
-                .map_err(|e| StoreError::Connect(format!("cannot open SQLite database {url}: {e}")))?;
+                .map_err(|e| {
+                    StoreError::Connect(format!("cannot open SQLite database {url}: {e}"))
+                })?;
             Ok(Pools::Sqlite { write, read })
         } else {
             Err(StoreError::Config(format!(
@@ -98,7 +104,9 @@ impl Pools {
 
     pub(crate) async fn begin(&self) -> Result<TxInner, StoreError> {
         Ok(match self {
-            Pools::Sqlite { write, .. } => TxInner::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?),
+            Pools::Sqlite { write, .. } => {
+                TxInner::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?)
+            }
             Pools::Postgres(p) => TxInner::Postgres(p.begin().await?),
         })
     }
@@ -116,7 +124,10 @@ impl Pools {
                 size: write.size() + read.size(),
                 idle: (write.num_idle() + read.num_idle()) as u32,
             },
-            Pools::Postgres(p) => PoolStats { size: p.size(), idle: p.num_idle() as u32 },
+            Pools::Postgres(p) => PoolStats {
+                size: p.size(),
+                idle: p.num_idle() as u32,
+            },
         }
     }
 
@@ -262,7 +273,9 @@ impl Row {
     pub fn i64(&self, name: &str) -> Result<i64, StoreError> {
         match self.value(name)? {
             Value::I64(v) => Ok(*v),
-            v => Err(StoreError::Decode(format!("column {name}: expected integer, got {v:?}"))),
+            v => Err(StoreError::Decode(format!(
+                "column {name}: expected integer, got {v:?}"
+            ))),
         }
     }
 
@@ -280,7 +293,9 @@ impl Row {
     pub fn text(&self, name: &str) -> Result<String, StoreError> {
         match self.value(name)? {
             Value::Text(v) => Ok(v.clone()),
-            v => Err(StoreError::Decode(format!("column {name}: expected text, got {v:?}"))),
+            v => Err(StoreError::Decode(format!(
+                "column {name}: expected text, got {v:?}"
+            ))),
         }
     }
 
@@ -341,7 +356,10 @@ pub struct Q {
 
 /// Starts a query. Use `$1`, `$2`, ... placeholders.
 pub fn q(sql: impl Into<String>) -> Q {
-    Q { sql: sql.into(), args: Vec::new() }
+    Q {
+        sql: sql.into(),
+        args: Vec::new(),
+    }
 }
 
 macro_rules! bind_all {
@@ -408,12 +426,15 @@ impl Q {
 pub(crate) async fn run_script(ex: &mut impl Executor, sql: &str) -> Result<(), StoreError> {
     match ex.raw() {
         RawConn::Sqlite(c) => {
-            sqlx::raw_sql(AssertSqlSafe(sql.to_string())).execute(c).await?;
+            sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+                .execute(c)
+                .await?;
         }
         RawConn::Postgres(c) => {
-            sqlx::raw_sql(AssertSqlSafe(sql.to_string())).execute(c).await?;
+            sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+                .execute(c)
+                .await?;
         }
     }
     Ok(())
 }
-

@@ -25,7 +25,10 @@ pub(crate) async fn insert(ex: &mut impl Executor, ev: &NewEvent) -> Result<i64,
 }
 
 pub(crate) async fn latest_seq(ex: &mut impl Executor) -> Result<i64, StoreError> {
-    q("SELECT COALESCE(MAX(seq), 0) AS seq FROM events").fetch_one(ex).await?.i64("seq")
+    q("SELECT COALESCE(MAX(seq), 0) AS seq FROM events")
+        .fetch_one(ex)
+        .await?
+        .i64("seq")
 }
 
 fn from_row(r: &Row) -> Result<Event, StoreError> {
@@ -37,7 +40,10 @@ fn from_row(r: &Row) -> Result<Event, StoreError> {
         actor: r.text("actor")?,
         kind: r.text("kind")?,
         schema_version: r.i64("schema_version")? as u32,
-        subject: Subject { kind: r.text("subject_type")?, id: r.text("subject_id")? },
+        subject: Subject {
+            kind: r.text("subject_type")?,
+            id: r.text("subject_id")?,
+        },
         payload: serde_json::from_str(&r.text("payload")?).unwrap_or(serde_json::Value::Null),
     })
 }
@@ -70,7 +76,10 @@ pub async fn list(
     let mut args: Vec<crate::db::Arg> = vec![page.after.into()];
     if let Visibility::Projects(ids) = vis {
         if ids.is_empty() {
-            return Ok(crate::Page { items: vec![], next_cursor: None });
+            return Ok(crate::Page {
+                items: vec![],
+                next_cursor: None,
+            });
         }
         // Ids are integers from our own tables, so inlining them is safe and keeps one statement.
         let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
@@ -120,7 +129,13 @@ pub async fn for_subject(
 }
 
 pub async fn get(ex: &mut impl Executor, seq: i64) -> Result<Option<Event>, StoreError> {
-    q("SELECT * FROM events WHERE seq = $1").bind(seq).fetch_optional(ex).await?.as_ref().map(from_row).transpose()
+    q("SELECT * FROM events WHERE seq = $1")
+        .bind(seq)
+        .fetch_optional(ex)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
 }
 
 /// The stored position of a consumer (0 when it never ran).
@@ -135,20 +150,30 @@ pub async fn cursor(ex: &mut impl Executor, consumer: &str) -> Result<i64, Store
 }
 
 /// Moves a consumer's cursor forward (never back).
-pub async fn set_cursor(ex: &mut impl Executor, consumer: &str, seq: i64) -> Result<(), StoreError> {
-    q("INSERT INTO consumer_cursors (name, seq, updated_at) VALUES ($1, $2, $3) \
+pub async fn set_cursor(
+    ex: &mut impl Executor,
+    consumer: &str,
+    seq: i64,
+) -> Result<(), StoreError> {
+    q(
+        "INSERT INTO consumer_cursors (name, seq, updated_at) VALUES ($1, $2, $3) \
        ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at \
-       WHERE consumer_cursors.seq < excluded.seq")
-        .bind(consumer)
-        .bind(seq)
-        .bind(ouro_core::time::now_ms())
-        .execute(ex)
-        .await?;
+       WHERE consumer_cursors.seq < excluded.seq",
+    )
+    .bind(consumer)
+    .bind(seq)
+    .bind(ouro_core::time::now_ms())
+    .execute(ex)
+    .await?;
     Ok(())
 }
 
 /// The newest `limit` events of a project, newest first (activity feeds).
-pub async fn recent(ex: &mut impl Executor, project_id: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
+pub async fn recent(
+    ex: &mut impl Executor,
+    project_id: i64,
+    limit: i64,
+) -> Result<Vec<Event>, StoreError> {
     q("SELECT * FROM events WHERE project_id = $1 ORDER BY seq DESC LIMIT $2")
         .bind(project_id)
         .bind(limit)

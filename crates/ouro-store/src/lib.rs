@@ -57,8 +57,14 @@ impl From<StoreError> for OuroError {
             StoreError::Domain(e) => e,
             other => {
                 tracing::error!(error = %other, "store error");
-                if matches!(&other, StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)) {
-                    OuroError::new(ErrorCode::Unavailable, "the database is not reachable; retry later")
+                if matches!(
+                    &other,
+                    StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+                ) {
+                    OuroError::new(
+                        ErrorCode::Unavailable,
+                        "the database is not reachable; retry later",
+                    )
                 } else {
                     OuroError::internal()
                 }
@@ -68,7 +74,10 @@ impl From<StoreError> for OuroError {
 }
 
 /// Maps a unique violation to a domain error, passing every other error through.
-pub fn on_unique<T>(r: Result<T, StoreError>, e: impl FnOnce() -> OuroError) -> Result<T, StoreError> {
+pub fn on_unique<T>(
+    r: Result<T, StoreError>,
+    e: impl FnOnce() -> OuroError,
+) -> Result<T, StoreError> {
     match r {
         Err(err) if err.is_unique_violation() => Err(StoreError::Domain(e())),
         other => other,
@@ -89,7 +98,11 @@ impl Store {
     pub async fn open(url: &str, migrations: &[Migration]) -> Result<Store, StoreError> {
         let pools = db::Pools::connect(url).await?;
         migrate::apply(&pools, migrations).await?;
-        let store = Store { pools, seq: Arc::new(watch::channel(0).0), appended: Arc::new(AtomicU64::new(0)) };
+        let store = Store {
+            pools,
+            seq: Arc::new(watch::channel(0).0),
+            appended: Arc::new(AtomicU64::new(0)),
+        };
         let latest = events::latest_seq(&mut store.read().await?).await?;
         store.seq.send_replace(latest);
         Ok(store)
@@ -137,7 +150,10 @@ impl Store {
 
     /// Checks the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        q("SELECT 1 AS one").fetch_one(&mut self.read().await?).await.map(|_| ())
+        q("SELECT 1 AS one")
+            .fetch_one(&mut self.read().await?)
+            .await
+            .map(|_| ())
     }
 
     pub async fn close(&self) {
@@ -169,7 +185,9 @@ impl Tx {
             // seq 11 before seq 10 and a reader at 11 would never see 10. One transaction-scoped
             // lock makes commit order equal seq order. SQLite already has a single writer.
             if let db::TxInner::Postgres(_) = self.inner {
-                q("SELECT pg_advisory_xact_lock(7070) IS NULL AS locked").fetch_all(self).await?;
+                q("SELECT pg_advisory_xact_lock(7070) IS NULL AS locked")
+                    .fetch_all(self)
+                    .await?;
             }
             self.locked = true;
         }

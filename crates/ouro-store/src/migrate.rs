@@ -54,7 +54,9 @@ pub(crate) async fn apply(pools: &Pools, migrations: &[Migration]) -> Result<(),
     let mut tx = pools.begin().await?;
     if backend == Backend::Postgres {
         // Two servers starting at once must not both migrate.
-        q("SELECT pg_advisory_xact_lock(7071) IS NULL AS locked").fetch_all(&mut tx).await?;
+        q("SELECT pg_advisory_xact_lock(7071) IS NULL AS locked")
+            .fetch_all(&mut tx)
+            .await?;
     }
     // Reading the table first keeps a newer database untouched: the CREATE below is a no-op there.
     q(CREATE_TABLE).execute(&mut tx).await?;
@@ -63,7 +65,9 @@ pub(crate) async fn apply(pools: &Pools, migrations: &[Migration]) -> Result<(),
         .await?;
     for row in &applied {
         let (component, version) = (row.text("component")?, row.i64("version")?);
-        let known = migrations.iter().find(|m| m.component == component && m.version == version);
+        let known = migrations
+            .iter()
+            .find(|m| m.component == component && m.version == version);
         match known {
             None => {
                 let newest = migrations
@@ -91,15 +95,24 @@ pub(crate) async fn apply(pools: &Pools, migrations: &[Migration]) -> Result<(),
     }
     for m in migrations {
         let done = applied.iter().any(|r| {
-            r.text("component").is_ok_and(|c| c == m.component) && r.i64("version").is_ok_and(|v| v == m.version)
+            r.text("component").is_ok_and(|c| c == m.component)
+                && r.i64("version").is_ok_and(|v| v == m.version)
         });
         if done {
             continue;
         }
-        tracing::info!(component = m.component, version = m.version, name = m.name, "applying migration");
-        run_script(&mut tx, m.script(backend))
-            .await
-            .map_err(|e| StoreError::Migration(format!("migration {} v{} failed: {e}", m.component, m.version)))?;
+        tracing::info!(
+            component = m.component,
+            version = m.version,
+            name = m.name,
+            "applying migration"
+        );
+        run_script(&mut tx, m.script(backend)).await.map_err(|e| {
+            StoreError::Migration(format!(
+                "migration {} v{} failed: {e}",
+                m.component, m.version
+            ))
+        })?;
         q("INSERT INTO ouro_migrations (component, version, name, checksum, applied_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(m.component)
             .bind(m.version)

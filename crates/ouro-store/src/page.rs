@@ -17,20 +17,30 @@ pub struct PageReq {
 
 impl Default for PageReq {
     fn default() -> Self {
-        PageReq { after: 0, limit: DEFAULT_LIMIT }
+        PageReq {
+            after: 0,
+            limit: DEFAULT_LIMIT,
+        }
     }
 }
 
 impl PageReq {
     pub fn new(after: i64, limit: Option<i64>) -> PageReq {
-        PageReq { after: after.max(0), limit: limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT) }
+        PageReq {
+            after: after.max(0),
+            limit: limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT),
+        }
     }
 
     /// Builds the page from up to `limit + 1` fetched rows (the extra row says there is more).
     pub fn finish<T>(self, mut items: Vec<T>, key: impl Fn(&T) -> i64) -> Page<T> {
         let more = items.len() as i64 > self.limit;
         items.truncate(self.limit as usize);
-        let next_cursor = if more { items.last().map(|i| key(i).to_string()) } else { None };
+        let next_cursor = if more {
+            items.last().map(|i| key(i).to_string())
+        } else {
+            None
+        };
         Page { items, next_cursor }
     }
 }

@@ -29,9 +29,19 @@ impl TestDb {
         match self {
             TestDb::Sqlite => format!("sqlite://{}", dir.join("ouro.db").display()),
             TestDb::Postgres { admin_url } => {
-                let name = format!("ouro_t_{}", crate::crypto::random_token("").to_lowercase().replace(['-', '_'], "")[..20].to_string());
-                let opts = PgConnectOptions::from_str(admin_url).expect("OURO_TEST_DATABASE_URL is a valid PostgreSQL URL");
-                let mut conn = opts.connect().await.expect("cannot connect to OURO_TEST_DATABASE_URL");
+                let name = format!(
+                    "ouro_t_{}",
+                    crate::crypto::random_token("")
+                        .to_lowercase()
+                        .replace(['-', '_'], "")[..20]
+                        .to_string()
+                );
+                let opts = PgConnectOptions::from_str(admin_url)
+                    .expect("OURO_TEST_DATABASE_URL is a valid PostgreSQL URL");
+                let mut conn = opts
+                    .connect()
+                    .await
+                    .expect("cannot connect to OURO_TEST_DATABASE_URL");
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .execute(&mut conn)
                     .await
@@ -65,7 +75,9 @@ pub fn backends() -> Vec<TestDb> {
         Ok(url) if !url.is_empty() => v.push(TestDb::Postgres { admin_url: url }),
         _ => {
             if std::env::var("CI").is_ok_and(|c| c == "true") {
-                panic!("CI=true but OURO_TEST_DATABASE_URL is not set: storage tests must run on PostgreSQL in CI");
+                panic!(
+                    "CI=true but OURO_TEST_DATABASE_URL is not set: storage tests must run on PostgreSQL in CI"
+                );
             }
             static WARNED: std::sync::Once = std::sync::Once::new();
             WARNED.call_once(|| {
@@ -80,7 +92,13 @@ pub fn backends() -> Vec<TestDb> {
 mod tests {
     #[test]
     fn swaps_database_names() {
-        assert_eq!(super::with_database("postgres:///postgres?host=/run/pg", "x"), "postgres:///x?host=/run/pg");
-        assert_eq!(super::with_database("postgres://u:p@h:5432/db", "x"), "postgres://u:p@h:5432/x");
+        assert_eq!(
+            super::with_database("postgres:///postgres?host=/run/pg", "x"),
+            "postgres:///x?host=/run/pg"
+        );
+        assert_eq!(
+            super::with_database("postgres://u:p@h:5432/db", "x"),
+            "postgres://u:p@h:5432/x"
+        );
     }
 }

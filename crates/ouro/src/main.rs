@@ -9,7 +9,11 @@ use ouro_core::Actor;
 use ouro_server::{Overrides, Settings};
 
 #[derive(Parser)]
-#[command(name = "ouro", version, about = "Ouro: the whole DevOps loop in one binary")]
+#[command(
+    name = "ouro",
+    version,
+    about = "Ouro: the whole DevOps loop in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -104,44 +108,83 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OURO_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("OURO_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     rt.block_on(run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => serve(a).await,
-        Command::Admin(AdminCommand::CreateUser { store, name, admin, password_stdin }) => {
+        Command::Admin(AdminCommand::CreateUser {
+            store,
+            name,
+            admin,
+            password_stdin,
+        }) => {
             debug_assert!(password_stdin);
             let mut pw = String::new();
-            std::io::stdin().read_to_string(&mut pw).context("cannot read the password from standard input")?;
+            std::io::stdin()
+                .read_to_string(&mut pw)
+                .context("cannot read the password from standard input")?;
             let pw = pw.trim_end_matches(['\r', '\n']);
             let settings = settings(&store, None)?;
             let st = ouro_server::open_store(&settings).await?;
-            let user = ouro_store::accounts::create_user(&st, &Actor::System("cli"), &name, pw, admin)
-                .await
-                .map_err(|e| anyhow::anyhow!(ouro_core::OuroError::from(e).message))?;
+            let user =
+                ouro_store::accounts::create_user(&st, &Actor::System("cli"), &name, pw, admin)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(ouro_core::OuroError::from(e).message))?;
             st.close().await;
-            println!("created user {}{}", user.name, if user.is_admin { " (admin)" } else { "" });
+            println!(
+                "created user {}{}",
+                user.name,
+                if user.is_admin { " (admin)" } else { "" }
+            );
             Ok(())
         }
-        Command::Admin(AdminCommand::CreateToken { store, user, scopes, expires, name }) => {
+        Command::Admin(AdminCommand::CreateToken {
+            store,
+            user,
+            scopes,
+            expires,
+            name,
+        }) => {
             let settings = settings(&store, None)?;
             let st = ouro_server::open_store(&settings).await?;
             let u = ouro_store::accounts::user_by_name(&mut st.read().await?, &user)
                 .await?
-                .with_context(|| format!("no user named {user:?}; create it with `ouro admin create-user`"))?;
-            let scopes = if scopes.is_empty() { vec!["api".to_string()] } else { scopes };
-            let (token, secret) =
-                ouro_store::accounts::create_token(&st, &Actor::System("cli"), &u, &name, &scopes, expires)
-                    .await
-                    .map_err(|e| anyhow::anyhow!(ouro_core::OuroError::from(e).message))?;
+                .with_context(|| {
+                    format!("no user named {user:?}; create it with `ouro admin create-user`")
+                })?;
+            let scopes = if scopes.is_empty() {
+                vec!["api".to_string()]
+            } else {
+                scopes
+            };
+            let (token, secret) = ouro_store::accounts::create_token(
+                &st,
+                &Actor::System("cli"),
+                &u,
+                &name,
+                &scopes,
+                expires,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!(ouro_core::OuroError::from(e).message))?;
             st.close().await;
-            println!("created token {} for {} (scopes: {})", token.id, u.name, token.scopes.join(","));
+            println!(
+                "created token {} for {} (scopes: {})",
+                token.id,
+                u.name,
+                token.scopes.join(",")
+            );
             println!("{secret}");
             Ok(())
         }

@@ -20,27 +20,62 @@ use crate::extract::{Ctx, Json, Query};
 use crate::registry::Registry;
 
 pub fn register(reg: &mut Registry) {
-    reg.route(Method::GET, "/api/v1/events", Permission::Authenticated, list)
-        .doc("events", "Events you may see, in ledger order")
-        .query("after", "Only events with seq greater than this (same as cursor)")
-        .query("limit", "Page size, 1 to 500 (default 50)")
-        .query("cursor", "next_cursor of the previous page")
-        .query("project", "Only this project's events (slug)")
-        .query("kind", "A kind (project.created) or a prefix pattern (project.*)")
-        .response::<Page<Event>>(200);
-    reg.route(Method::GET, "/api/v1/events/stream", Permission::Authenticated, stream)
-        .doc("events", "Live events as Server-Sent Events; reconnect with Last-Event-ID to resume")
-        .query("after", "Start after this seq (Last-Event-ID wins when both are given)")
-        .query("project", "Only this project's events (slug)")
-        .query("kind", "A kind or a prefix pattern");
-    reg.route(Method::GET, "/api/v1/projects/{slug}/events", Permission::Project(Role::Viewer), project_events)
-        .doc("events", "A project's events, in ledger order")
-        .query("after", "Only events with seq greater than this")
-        .query("limit", "Page size, 1 to 500 (default 50)")
-        .query("kind", "A kind or a prefix pattern")
-        .response::<Page<Event>>(200);
-    reg.route(Method::GET, "/api/v1/event-kinds", Permission::Public, kinds)
-        .doc("events", "Every event kind: name, phase, schema version, subject type");
+    reg.route(
+        Method::GET,
+        "/api/v1/events",
+        Permission::Authenticated,
+        list,
+    )
+    .doc("events", "Events you may see, in ledger order")
+    .query(
+        "after",
+        "Only events with seq greater than this (same as cursor)",
+    )
+    .query("limit", "Page size, 1 to 500 (default 50)")
+    .query("cursor", "next_cursor of the previous page")
+    .query("project", "Only this project's events (slug)")
+    .query(
+        "kind",
+        "A kind (project.created) or a prefix pattern (project.*)",
+    )
+    .response::<Page<Event>>(200);
+    reg.route(
+        Method::GET,
+        "/api/v1/events/stream",
+        Permission::Authenticated,
+        stream,
+    )
+    .doc(
+        "events",
+        "Live events as Server-Sent Events; reconnect with Last-Event-ID to resume",
+    )
+    .query(
+        "after",
+        "Start after this seq (Last-Event-ID wins when both are given)",
+    )
+    .query("project", "Only this project's events (slug)")
+    .query("kind", "A kind or a prefix pattern");
+    reg.route(
+        Method::GET,
+        "/api/v1/projects/{slug}/events",
+        Permission::Project(Role::Viewer),
+        project_events,
+    )
+    .doc("events", "A project's events, in ledger order")
+    .query("after", "Only events with seq greater than this")
+    .query("limit", "Page size, 1 to 500 (default 50)")
+    .query("kind", "A kind or a prefix pattern")
+    .response::<Page<Event>>(200);
+    reg.route(
+        Method::GET,
+        "/api/v1/event-kinds",
+        Permission::Public,
+        kinds,
+    )
+    .doc(
+        "events",
+        "Every event kind: name, phase, schema version, subject type",
+    );
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,7 +95,10 @@ impl EventQuery {
     fn page(&self) -> Result<PageReq, ApiError> {
         let cursor = match self.cursor.as_deref() {
             None | Some("") => None,
-            Some(c) => Some(c.parse::<i64>().map_err(|_| invalid("invalid cursor: pass back next_cursor as given"))?),
+            Some(c) => Some(
+                c.parse::<i64>()
+                    .map_err(|_| invalid("invalid cursor: pass back next_cursor as given"))?,
+            ),
         };
         if let Some(l) = self.limit
             && !(1..=ouro_store::page::MAX_LIMIT).contains(&l)
@@ -73,16 +111,26 @@ impl EventQuery {
     fn kind_filter(&self) -> Result<Option<String>, ApiError> {
         match self.kind.as_deref() {
             None | Some("") => Ok(None),
-            Some(k) if k.len() <= 100 && k.chars().all(|c| c.is_ascii_lowercase() || c == '.' || c == '_' || c == '*') => {
+            Some(k)
+                if k.len() <= 100
+                    && k.chars()
+                        .all(|c| c.is_ascii_lowercase() || c == '.' || c == '_' || c == '*') =>
+            {
                 Ok(Some(k.to_string()))
             }
-            Some(_) => Err(invalid("kind must be an event kind such as project.created, or a pattern such as project.*")),
+            Some(_) => Err(invalid(
+                "kind must be an event kind such as project.created, or a pattern such as project.*",
+            )),
         }
     }
 }
 
 /// The events the caller may see, and the filter asked for.
-async fn scope(st: &AppState, ctx: &Ctx, q: &EventQuery) -> Result<(Visibility, EventFilter), ApiError> {
+async fn scope(
+    st: &AppState,
+    ctx: &Ctx,
+    q: &EventQuery,
+) -> Result<(Visibility, EventFilter), ApiError> {
     let user = ctx.user()?;
     let mut conn = st.store.read().await?;
     let vis = if user.is_admin {
@@ -99,17 +147,44 @@ async fn scope(st: &AppState, ctx: &Ctx, q: &EventQuery) -> Result<(Visibility, 
             Some(p.id)
         }
     };
-    Ok((vis, EventFilter { project_id, kind: q.kind_filter()? }))
+    Ok((
+        vis,
+        EventFilter {
+            project_id,
+            kind: q.kind_filter()?,
+        },
+    ))
 }
 
-async fn list(State(st): State<AppState>, ctx: Ctx, Query(q): Query<EventQuery>) -> ApiResult<Json<Page<Event>>> {
+async fn list(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Query(q): Query<EventQuery>,
+) -> ApiResult<Json<Page<Event>>> {
     let (vis, filter) = scope(&st, &ctx, &q).await?;
-    Ok(Json(events::list(&mut st.store.read().await?, &vis, &filter, q.page()?).await?))
+    Ok(Json(
+        events::list(&mut st.store.read().await?, &vis, &filter, q.page()?).await?,
+    ))
 }
 
-async fn project_events(State(st): State<AppState>, ctx: Ctx, Query(q): Query<EventQuery>) -> ApiResult<Json<Page<Event>>> {
-    let filter = EventFilter { project_id: Some(ctx.project()?.id), kind: q.kind_filter()? };
-    Ok(Json(events::list(&mut st.store.read().await?, &Visibility::All, &filter, q.page()?).await?))
+async fn project_events(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Query(q): Query<EventQuery>,
+) -> ApiResult<Json<Page<Event>>> {
+    let filter = EventFilter {
+        project_id: Some(ctx.project()?.id),
+        kind: q.kind_filter()?,
+    };
+    Ok(Json(
+        events::list(
+            &mut st.store.read().await?,
+            &Visibility::All,
+            &filter,
+            q.page()?,
+        )
+        .await?,
+    ))
 }
 
 async fn kinds() -> Json<&'static [EventKind]> {
@@ -126,7 +201,10 @@ async fn stream(
     Query(q): Query<EventQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let (vis, filter) = scope(&st, &ctx, &q).await?;
-    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok());
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
     let start = match resume.or(q.after) {
         Some(s) => s,
         // A new subscriber without a position starts at "now".
@@ -141,7 +219,9 @@ async fn stream(
                 return;
             }
             let page = match st.store.read().await {
-                Ok(mut c) => events::list(&mut c, &vis, &filter, PageReq::new(after, Some(200))).await,
+                Ok(mut c) => {
+                    events::list(&mut c, &vis, &filter, PageReq::new(after, Some(200))).await
+                }
                 Err(e) => Err(e),
             };
             match page {

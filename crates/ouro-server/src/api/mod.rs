@@ -35,9 +35,12 @@ impl PageQuery {
     pub fn to_req(&self) -> Result<ouro_store::PageReq, ApiError> {
         let after = match self.cursor.as_deref() {
             None | Some("") => 0,
-            Some(c) => c
-                .parse::<i64>()
-                .map_err(|_| ApiError(OuroError::new(ErrorCode::InvalidQuery, "invalid cursor: pass back next_cursor as given")))?,
+            Some(c) => c.parse::<i64>().map_err(|_| {
+                ApiError(OuroError::new(
+                    ErrorCode::InvalidQuery,
+                    "invalid cursor: pass back next_cursor as given",
+                ))
+            })?,
         };
         if let Some(l) = self.limit
             && !(1..=ouro_store::page::MAX_LIMIT).contains(&l)
@@ -53,7 +56,10 @@ impl PageQuery {
 
 /// 404 for paths no route matches (JSON for the API, a page for the UI).
 pub async fn fallback(req: Request) -> Response {
-    let err = OuroError::new(ErrorCode::RouteNotFound, format!("no route for {} {}", req.method(), req.uri().path()));
+    let err = OuroError::new(
+        ErrorCode::RouteNotFound,
+        format!("no route for {} {}", req.method(), req.uri().path()),
+    );
     if crate::auth::is_api_path(req.uri().path()) {
         ApiError(err).into_response()
     } else {
@@ -73,7 +79,10 @@ pub async fn method_not_allowed(req: Request) -> Response {
 /// logged 500 with the error shape instead of a dropped connection.
 pub async fn catch_panic_and_headers(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
-    let mut res = match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
+    let mut res = match std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+    {
         Ok(r) => r,
         Err(_) => {
             tracing::error!(%path, "handler panicked");
@@ -81,9 +90,15 @@ pub async fn catch_panic_and_headers(req: Request, next: Next) -> Response {
         }
     };
     let h = res.headers_mut();
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     if !crate::auth::is_api_path(&path) {
         h.insert(
             header::CONTENT_SECURITY_POLICY,

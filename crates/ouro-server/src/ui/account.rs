@@ -38,7 +38,9 @@ struct LoginPage {
 
 fn setup_token_valid(st: &AppState, token: &str) -> bool {
     let guard = st.setup_token.lock().unwrap_or_else(|p| p.into_inner());
-    guard.as_deref().is_some_and(|h| h == ouro_store::crypto::token_hash(token))
+    guard
+        .as_deref()
+        .is_some_and(|h| h == ouro_store::crypto::token_hash(token))
 }
 
 /// The link also dies when a user was created some other way (the CLI) after the server started.
@@ -52,7 +54,10 @@ async fn users_exist(st: &AppState) -> Result<bool, crate::ui::UiError> {
 
 fn setup_gone() -> crate::ui::UiError {
     crate::ui::UiError(
-        OuroError::new(ErrorCode::SetupInvalid, "this setup link is not valid or was already used; sign in instead"),
+        OuroError::new(
+            ErrorCode::SetupInvalid,
+            "this setup link is not valid or was already used; sign in instead",
+        ),
         None,
     )
 }
@@ -62,7 +67,12 @@ pub async fn setup_page(State(st): State<AppState>, ctx: Ctx, q: NextQ) -> UiRes
     if !setup_token_valid(&st, &token) || users_exist(&st).await? {
         return Err(setup_gone());
     }
-    Ok(render(&SetupPage { chrome: Chrome::of(&ctx), token, name: String::new(), errors: FieldErrors::default() }))
+    Ok(render(&SetupPage {
+        chrome: Chrome::of(&ctx),
+        token,
+        name: String::new(),
+        errors: FieldErrors::default(),
+    }))
 }
 
 pub async fn setup_submit(State(st): State<AppState>, ctx: Ctx, form: Form) -> UiResult {
@@ -81,25 +91,36 @@ pub async fn setup_submit(State(st): State<AppState>, ctx: Ctx, form: Form) -> U
         *guard = None;
     }
     let restore = |st: &AppState| {
-        *st.setup_token.lock().unwrap_or_else(|p| p.into_inner()) = Some(ouro_store::crypto::token_hash(&token));
+        *st.setup_token.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(ouro_store::crypto::token_hash(&token));
     };
-    let user = match accounts::create_user(&st.store, &Actor::System("setup"), &name, &password, true).await {
-        Ok(u) => u,
-        Err(e) => {
-            restore(&st);
-            let e: OuroError = e.into();
-            let mut errors = FieldErrors::default();
-            match e.code {
-                ErrorCode::InvalidPassword => errors.password = Some(e.message),
-                ErrorCode::InvalidUserName | ErrorCode::UserNameTaken => errors.name = Some(e.message),
-                _ => return Err(crate::ui::UiError(e, None)),
+    let user =
+        match accounts::create_user(&st.store, &Actor::System("setup"), &name, &password, true)
+            .await
+        {
+            Ok(u) => u,
+            Err(e) => {
+                restore(&st);
+                let e: OuroError = e.into();
+                let mut errors = FieldErrors::default();
+                match e.code {
+                    ErrorCode::InvalidPassword => errors.password = Some(e.message),
+                    ErrorCode::InvalidUserName | ErrorCode::UserNameTaken => {
+                        errors.name = Some(e.message)
+                    }
+                    _ => return Err(crate::ui::UiError(e, None)),
+                }
+                return Ok(render_status(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &SetupPage {
+                        chrome: Chrome::of(&ctx),
+                        token: token.clone(),
+                        name,
+                        errors,
+                    },
+                ));
             }
-            return Ok(render_status(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &SetupPage { chrome: Chrome::of(&ctx), token: token.clone(), name, errors },
-            ));
-        }
-    };
+        };
     let (secret, _) = accounts::create_session(&st.store, &user, &ctx.client_ip).await?;
     Ok(crate::ui::redirect_with_cookie(
         "/projects",
@@ -124,22 +145,41 @@ pub async fn login_submit(State(st): State<AppState>, ctx: Ctx, form: Form) -> U
     let password = form.get("password");
     let next = crate::ui::safe_next(&form.get("next"));
     let retry = |status: StatusCode, msg: String| {
-        render_status(status, &LoginPage { chrome: Chrome::of(&ctx), next: next.clone(), name: name.clone(), error: Some(msg) })
+        render_status(
+            status,
+            &LoginPage {
+                chrome: Chrome::of(&ctx),
+                next: next.clone(),
+                name: name.clone(),
+                error: Some(msg),
+            },
+        )
     };
     if let Err(secs) = st.throttle.check(&name, &ctx.client_ip) {
-        let _ = accounts::record_failed_sign_in(&st.store, &name, &ctx.client_ip, "throttled").await;
-        return Ok(retry(StatusCode::TOO_MANY_REQUESTS, crate::auth::throttled(secs).0.message));
+        let _ =
+            accounts::record_failed_sign_in(&st.store, &name, &ctx.client_ip, "throttled").await;
+        return Ok(retry(
+            StatusCode::TOO_MANY_REQUESTS,
+            crate::auth::throttled(secs).0.message,
+        ));
     }
     match accounts::check_password(&st.store, &name, &password).await? {
         Some(user) => {
             st.throttle.succeed(&name);
             let (secret, _) = accounts::create_session(&st.store, &user, &ctx.client_ip).await?;
-            Ok(crate::ui::redirect_with_cookie(&next, crate::ui::session_cookie(&secret, accounts::SESSION_TTL_MS / 1000)))
+            Ok(crate::ui::redirect_with_cookie(
+                &next,
+                crate::ui::session_cookie(&secret, accounts::SESSION_TTL_MS / 1000),
+            ))
         }
         None => {
             st.throttle.fail(&name, &ctx.client_ip);
-            accounts::record_failed_sign_in(&st.store, &name, &ctx.client_ip, "bad credentials").await?;
-            Ok(retry(StatusCode::UNAUTHORIZED, "The user name or password is not right.".into()))
+            accounts::record_failed_sign_in(&st.store, &name, &ctx.client_ip, "bad credentials")
+                .await?;
+            Ok(retry(
+                StatusCode::UNAUTHORIZED,
+                "The user name or password is not right.".into(),
+            ))
         }
     }
 }
@@ -150,5 +190,8 @@ pub async fn logout(State(st): State<AppState>, ctx: Ctx) -> UiResult {
     {
         accounts::delete_session(&st.store, secret, &p.user).await?;
     }
-    Ok(crate::ui::redirect_with_cookie("/login", crate::ui::session_cookie("", 0)))
+    Ok(crate::ui::redirect_with_cookie(
+        "/login",
+        crate::ui::session_cookie("", 0),
+    ))
 }

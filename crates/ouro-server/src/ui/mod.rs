@@ -69,7 +69,11 @@ pub fn render_status(status: StatusCode, t: &impl Template) -> Response {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "template failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, Html("<h1>Internal error</h1>".to_string())).into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Html("<h1>Internal error</h1>".to_string()),
+            )
+                .into_response()
         }
     }
 }
@@ -97,12 +101,26 @@ fn title_of(code: ErrorCode) -> &'static str {
 /// An error as a page, with the caller's frame when known.
 pub fn error_page(_state: &AppState, p: Option<&Principal>, e: &OuroError) -> Response {
     let status = crate::auth::status_of(e.code);
-    render_status(status, &ErrorPage { chrome: Chrome::from_principal(p), title: title_of(e.code), message: &e.message })
+    render_status(
+        status,
+        &ErrorPage {
+            chrome: Chrome::from_principal(p),
+            title: title_of(e.code),
+            message: &e.message,
+        },
+    )
 }
 
 pub fn plain_error_page(e: &OuroError) -> Response {
     let status = crate::auth::status_of(e.code);
-    render_status(status, &ErrorPage { chrome: Chrome::from_principal(None), title: title_of(e.code), message: &e.message })
+    render_status(
+        status,
+        &ErrorPage {
+            chrome: Chrome::from_principal(None),
+            title: title_of(e.code),
+            message: &e.message,
+        },
+    )
 }
 
 /// A failed UI action: rendered as an error page.
@@ -113,7 +131,11 @@ impl IntoResponse for UiError {
         let status = crate::auth::status_of(self.0.code);
         render_status(
             status,
-            &ErrorPage { chrome: Chrome::from_principal(self.1.as_ref()), title: title_of(self.0.code), message: &self.0.message },
+            &ErrorPage {
+                chrome: Chrome::from_principal(self.1.as_ref()),
+                title: title_of(self.0.code),
+                message: &self.0.message,
+            },
         )
     }
 }
@@ -156,7 +178,9 @@ pub fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -221,13 +245,28 @@ async fn home(ctx: Ctx) -> Response {
 const CSS: &str = include_str!("../../assets/ouro.css");
 const HTMX: &str = include_str!("../../assets/htmx-2.0.11.min.js");
 
-async fn asset(State(_): State<AppState>, crate::extract::Path(file): crate::extract::Path<String>) -> Response {
+async fn asset(
+    State(_): State<AppState>,
+    crate::extract::Path(file): crate::extract::Path<String>,
+) -> Response {
     let (body, ctype) = match file.as_str() {
         "ouro.css" => (CSS, "text/css; charset=utf-8"),
         "htmx-2.0.11.min.js" => (HTMX, "text/javascript; charset=utf-8"),
-        _ => return plain_error_page(&OuroError::new(ErrorCode::RouteNotFound, format!("no asset {file:?}"))),
+        _ => {
+            return plain_error_page(&OuroError::new(
+                ErrorCode::RouteNotFound,
+                format!("no asset {file:?}"),
+            ));
+        }
     };
-    ([(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, ctype),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 #[derive(serde::Deserialize, Default)]

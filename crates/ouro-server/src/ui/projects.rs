@@ -14,12 +14,17 @@ use crate::registry::Registry;
 use crate::ui::{Chrome, Form, UiError, UiResult, render, render_status};
 
 pub fn register(reg: &mut Registry) {
-    use Permission::{Authenticated, Public};
     use Permission::Project as InProject;
+    use Permission::{Authenticated, Public};
     reg.route(Method::GET, "/projects", Public, list);
     reg.route(Method::GET, "/projects/new", Authenticated, new_page);
     reg.route(Method::POST, "/projects", Authenticated, create);
-    reg.route(Method::GET, "/projects/{slug}", InProject(Role::Viewer), overview);
+    reg.route(
+        Method::GET,
+        "/projects/{slug}",
+        InProject(Role::Viewer),
+        overview,
+    );
 }
 
 /// One phase of the loop as the project navigation shows it.
@@ -32,14 +37,54 @@ pub struct PhaseLink {
 }
 
 pub const PHASES: &[PhaseLink] = &[
-    PhaseLink { name: "Plan", path: "plan", blurb: "Backlog, boards, sprints and the roadmap.", ready: false },
-    PhaseLink { name: "Code", path: "code", blurb: "Repositories, change requests, reviews and the merge gate.", ready: false },
-    PhaseLink { name: "Build", path: "build", blurb: "Pipelines as code, runners, logs and artifacts.", ready: false },
-    PhaseLink { name: "Test", path: "test", blurb: "Test reports, flaky tests, coverage and quality gates.", ready: false },
-    PhaseLink { name: "Release", path: "release", blurb: "Versions, notes, bundles and approvals.", ready: false },
-    PhaseLink { name: "Deploy", path: "deploy", blurb: "Environments, blue-green, canary, rollback and flags.", ready: false },
-    PhaseLink { name: "Operate", path: "operate", blurb: "Health checks, self-healing, scaling and incidents.", ready: false },
-    PhaseLink { name: "Monitor", path: "monitor", blurb: "Metrics, logs, alerts, DORA and feedback.", ready: false },
+    PhaseLink {
+        name: "Plan",
+        path: "plan",
+        blurb: "Backlog, boards, sprints and the roadmap.",
+        ready: false,
+    },
+    PhaseLink {
+        name: "Code",
+        path: "code",
+        blurb: "Repositories, change requests, reviews and the merge gate.",
+        ready: false,
+    },
+    PhaseLink {
+        name: "Build",
+        path: "build",
+        blurb: "Pipelines as code, runners, logs and artifacts.",
+        ready: false,
+    },
+    PhaseLink {
+        name: "Test",
+        path: "test",
+        blurb: "Test reports, flaky tests, coverage and quality gates.",
+        ready: false,
+    },
+    PhaseLink {
+        name: "Release",
+        path: "release",
+        blurb: "Versions, notes, bundles and approvals.",
+        ready: false,
+    },
+    PhaseLink {
+        name: "Deploy",
+        path: "deploy",
+        blurb: "Environments, blue-green, canary, rollback and flags.",
+        ready: false,
+    },
+    PhaseLink {
+        name: "Operate",
+        path: "operate",
+        blurb: "Health checks, self-healing, scaling and incidents.",
+        ready: false,
+    },
+    PhaseLink {
+        name: "Monitor",
+        path: "monitor",
+        blurb: "Metrics, logs, alerts, DORA and feedback.",
+        ready: false,
+    },
 ];
 
 #[derive(Template)]
@@ -86,8 +131,17 @@ struct OverviewPage<'a> {
 
 async fn list(State(st): State<AppState>, ctx: Ctx) -> UiResult {
     let user = ctx.principal.as_ref().map(|p| &p.user);
-    let page = projects::list_visible(&mut st.store.read().await?, user, PageReq::new(0, Some(500)), None).await?;
-    Ok(render(&ListPage { chrome: Chrome::of(&ctx), projects: page.items }))
+    let page = projects::list_visible(
+        &mut st.store.read().await?,
+        user,
+        PageReq::new(0, Some(500)),
+        None,
+    )
+    .await?;
+    Ok(render(&ListPage {
+        chrome: Chrome::of(&ctx),
+        projects: page.items,
+    }))
 }
 
 async fn new_page(ctx: Ctx) -> UiResult {
@@ -103,7 +157,11 @@ async fn new_page(ctx: Ctx) -> UiResult {
 
 async fn create(State(st): State<AppState>, ctx: Ctx, form: Form) -> UiResult {
     let user = ctx.user()?;
-    let (name, slug, description) = (form.get("name"), form.get("slug").trim().to_string(), form.get("description"));
+    let (name, slug, description) = (
+        form.get("name"),
+        form.get("slug").trim().to_string(),
+        form.get("description"),
+    );
     let visibility = form.get("visibility");
     let vis = Visibility::parse(&visibility).unwrap_or(Visibility::Private);
     match projects::create(&st.store, user, &slug, &name, &description, vis).await {
@@ -119,7 +177,14 @@ async fn create(State(st): State<AppState>, ctx: Ctx, form: Form) -> UiResult {
             }
             Ok(render_status(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                &NewPage { chrome: Chrome::of(&ctx), name, slug, description, visibility: vis.as_str().into(), errors },
+                &NewPage {
+                    chrome: Chrome::of(&ctx),
+                    name,
+                    slug,
+                    description,
+                    visibility: vis.as_str().into(),
+                    errors,
+                },
             ))
         }
     }
@@ -131,7 +196,11 @@ async fn overview(State(st): State<AppState>, ctx: Ctx) -> UiResult {
     let events = ouro_store::events::recent(&mut conn, project.id, 20)
         .await?
         .iter()
-        .map(|e| EventLine { time: ouro_core::time::rfc3339(e.time), kind: e.kind.clone(), actor: e.actor.clone() })
+        .map(|e| EventLine {
+            time: ouro_core::time::rfc3339(e.time),
+            kind: e.kind.clone(),
+            actor: e.actor.clone(),
+        })
         .collect();
     Ok(render(&OverviewPage {
         chrome: Chrome::of(&ctx),

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 pub use ouro_store::testing::backends;
 
+#[allow(dead_code)] // Not every test module uses every field.
 pub struct TestServer {
     pub base: String,
     pub db: TestDb,
@@ -31,7 +32,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { with_admin: true, tweak: |_| {} }
+        Options {
+            with_admin: true,
+            tweak: |_| {},
+        }
     }
 }
 
@@ -60,16 +64,43 @@ impl TestServer {
         }));
         let mut admin_token = String::new();
         if opts.with_admin {
-            let admin = ouro_store::accounts::create_user(&state.store, &Actor::System("test"), "admin", "admin-password", true)
-                .await
-                .unwrap();
-            admin_token = ouro_store::accounts::create_token(&state.store, &Actor::System("test"), &admin, "t", &["api".into()], None)
-                .await
-                .unwrap()
-                .1;
+            let admin = ouro_store::accounts::create_user(
+                &state.store,
+                &Actor::System("test"),
+                "admin",
+                "admin-password",
+                true,
+            )
+            .await
+            .unwrap();
+            admin_token = ouro_store::accounts::create_token(
+                &state.store,
+                &Actor::System("test"),
+                &admin,
+                "t",
+                &["api".into()],
+                None,
+            )
+            .await
+            .unwrap()
+            .1;
         }
-        let client = Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(30)).build().unwrap();
-        TestServer { base, db: db.clone(), state, admin_token, setup_url, client, dir, stop: Some(stop), task: Some(task) }
+        let client = Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        TestServer {
+            base,
+            db: db.clone(),
+            state,
+            admin_token,
+            setup_url,
+            client,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -85,7 +116,13 @@ impl TestServer {
     }
 
     /// Sends JSON (or nothing) and returns status and parsed body (Null when empty or not JSON).
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut r = self.req(method, path, token);
         if let Some(b) = body {
             r = r.json(&b);
@@ -94,20 +131,36 @@ impl TestServer {
     }
 
     pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.call(method, path, Some(&self.admin_token.clone()), body).await
+        self.call(method, path, Some(&self.admin_token.clone()), body)
+            .await
     }
 
     /// Creates a user and a token for it; returns the token.
     pub async fn user(&self, name: &str) -> String {
         let (s, _) = self
-            .admin(Method::POST, "/api/v1/users", Some(serde_json::json!({"name": name, "password": "password-123"})))
+            .admin(
+                Method::POST,
+                "/api/v1/users",
+                Some(serde_json::json!({"name": name, "password": "password-123"})),
+            )
             .await;
         assert_eq!(s, 201);
-        let u = ouro_store::accounts::user_by_name(&mut self.state.store.read().await.unwrap(), name).await.unwrap().unwrap();
-        ouro_store::accounts::create_token(&self.state.store, &Actor::System("test"), &u, "t", &["api".into()], None)
-            .await
-            .unwrap()
-            .1
+        let u =
+            ouro_store::accounts::user_by_name(&mut self.state.store.read().await.unwrap(), name)
+                .await
+                .unwrap()
+                .unwrap();
+        ouro_store::accounts::create_token(
+            &self.state.store,
+            &Actor::System("test"),
+            &u,
+            "t",
+            &["api".into()],
+            None,
+        )
+        .await
+        .unwrap()
+        .1
     }
 
     pub async fn stop(mut self) {
@@ -129,6 +182,9 @@ pub async fn parse(r: Response) -> (u16, Value) {
 /// Asserts the one error shape and returns the code.
 pub fn error_code(body: &Value) -> String {
     let e = &body["error"];
-    assert!(e["code"].is_string() && e["message"].is_string(), "not the error shape: {body}");
+    assert!(
+        e["code"].is_string() && e["message"].is_string(),
+        "not the error shape: {body}"
+    );
     e["code"].as_str().unwrap().to_string()
 }

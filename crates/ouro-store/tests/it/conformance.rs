@@ -3,7 +3,9 @@ use ouro_core::{Actor, ErrorCode, NewEvent, OuroError, Role};
 use ouro_store::events::{EventFilter, Visibility};
 use ouro_store::projects::{ProjectPatch, Visibility as PV};
 use ouro_store::testing::{TestDb, backends};
-use ouro_store::{Migration, PLATFORM_MIGRATIONS, PageReq, Store, StoreError, accounts, projects, q};
+use ouro_store::{
+    Migration, PLATFORM_MIGRATIONS, PageReq, Store, StoreError, accounts, projects, q,
+};
 use serde_json::json;
 
 struct Env {
@@ -15,8 +17,14 @@ struct Env {
 async fn open(db: &TestDb) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let url = db.fresh_url(dir.path()).await;
-    let store = Store::open(&url, PLATFORM_MIGRATIONS).await.unwrap_or_else(|e| panic!("{}: {e}", db.name()));
-    Env { store, url, _dir: dir }
+    let store = Store::open(&url, PLATFORM_MIGRATIONS)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", db.name()));
+    Env {
+        store,
+        url,
+        _dir: dir,
+    }
 }
 
 fn code(e: StoreError) -> ErrorCode {
@@ -30,7 +38,10 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused_untouched() {
         env.store.close().await;
         // Opening again applies nothing and works.
         let again = Store::open(&env.url, PLATFORM_MIGRATIONS).await.unwrap();
-        let n = q("SELECT COUNT(*) AS n FROM ouro_migrations").fetch_one(&mut again.read().await.unwrap()).await.unwrap();
+        let n = q("SELECT COUNT(*) AS n FROM ouro_migrations")
+            .fetch_one(&mut again.read().await.unwrap())
+            .await
+            .unwrap();
         assert_eq!(n.i64("n").unwrap(), 1, "{}", db.name());
         again.close().await;
 
@@ -45,14 +56,26 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused_untouched() {
         });
         Store::open(&env.url, &newer).await.unwrap().close().await;
         // ... and the older binary then refuses to start, naming the problem, changing nothing.
-        let err = Store::open(&env.url, PLATFORM_MIGRATIONS).await.err().expect("must refuse").to_string();
-        assert!(err.contains("newer than this binary") && err.contains("platform v2"), "{}: {err}", db.name());
+        let err = Store::open(&env.url, PLATFORM_MIGRATIONS)
+            .await
+            .err()
+            .expect("must refuse")
+            .to_string();
+        assert!(
+            err.contains("newer than this binary") && err.contains("platform v2"),
+            "{}: {err}",
+            db.name()
+        );
 
         // An edited released migration is refused too.
         let mut edited = newer.clone();
         edited[1].sqlite = "CREATE TABLE extra (id BIGINT, x TEXT)";
         edited[1].postgres = "CREATE TABLE extra (id BIGINT, x TEXT)";
-        let err = Store::open(&env.url, &edited).await.err().expect("must refuse").to_string();
+        let err = Store::open(&env.url, &edited)
+            .await
+            .err()
+            .expect("must refuse")
+            .to_string();
         assert!(err.contains("never be edited"), "{}: {err}", db.name());
     }
 }
@@ -62,33 +85,134 @@ async fn users_tokens_and_sessions() {
     for db in backends() {
         let env = open(&db).await;
         let s = &env.store;
-        let alice = accounts::create_user(s, &Actor::System("test"), "alice", "password1", true).await.unwrap();
-        assert_eq!(code(accounts::create_user(s, &Actor::System("test"), "alice", "password1", false).await.unwrap_err()), ErrorCode::UserNameTaken);
-        assert_eq!(code(accounts::create_user(s, &Actor::System("test"), "Bad Name", "password1", false).await.unwrap_err()), ErrorCode::InvalidUserName);
-        assert_eq!(code(accounts::create_user(s, &Actor::System("test"), "bob", "short", false).await.unwrap_err()), ErrorCode::InvalidPassword);
-        assert!(accounts::check_password(s, "alice", "password1").await.unwrap().is_some());
-        assert!(accounts::check_password(s, "alice", "nope-nope").await.unwrap().is_none());
-        assert!(accounts::check_password(s, "nobody", "password1").await.unwrap().is_none());
+        let alice = accounts::create_user(s, &Actor::System("test"), "alice", "password1", true)
+            .await
+            .unwrap();
+        assert_eq!(
+            code(
+                accounts::create_user(s, &Actor::System("test"), "alice", "password1", false)
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::UserNameTaken
+        );
+        assert_eq!(
+            code(
+                accounts::create_user(s, &Actor::System("test"), "Bad Name", "password1", false)
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::InvalidUserName
+        );
+        assert_eq!(
+            code(
+                accounts::create_user(s, &Actor::System("test"), "bob", "short", false)
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::InvalidPassword
+        );
+        assert!(
+            accounts::check_password(s, "alice", "password1")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            accounts::check_password(s, "alice", "nope-nope")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            accounts::check_password(s, "nobody", "password1")
+                .await
+                .unwrap()
+                .is_none()
+        );
 
-        let (tok, secret) = accounts::create_token(s, &alice.actor(), &alice, "ci", &["read_api".into()], Some(30)).await.unwrap();
-        let (u, scopes) = accounts::authenticate_token(s, &secret).await.unwrap().unwrap();
-        assert_eq!((u.name.as_str(), scopes), ("alice", vec!["read_api".to_string()]));
-        let listed = accounts::list_tokens(&mut s.read().await.unwrap(), alice.id).await.unwrap();
-        assert!(listed[0].last_used_at.is_some(), "{}: use is recorded", db.name());
-        assert!(accounts::authenticate_token(s, "ouro_wrong").await.unwrap().is_none());
-        accounts::revoke_token(s, &alice.actor(), &alice, tok.id).await.unwrap();
-        assert!(accounts::authenticate_token(s, &secret).await.unwrap().is_none(), "revoked");
-        assert_eq!(code(accounts::revoke_token(s, &alice.actor(), &alice, tok.id).await.unwrap_err()), ErrorCode::TokenNotFound);
-        assert_eq!(code(accounts::create_token(s, &alice.actor(), &alice, "x", &["root".into()], None).await.unwrap_err()), ErrorCode::ValidationFailed);
+        let (tok, secret) = accounts::create_token(
+            s,
+            &alice.actor(),
+            &alice,
+            "ci",
+            &["read_api".into()],
+            Some(30),
+        )
+        .await
+        .unwrap();
+        let (u, scopes) = accounts::authenticate_token(s, &secret)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (u.name.as_str(), scopes),
+            ("alice", vec!["read_api".to_string()])
+        );
+        let listed = accounts::list_tokens(&mut s.read().await.unwrap(), alice.id)
+            .await
+            .unwrap();
+        assert!(
+            listed[0].last_used_at.is_some(),
+            "{}: use is recorded",
+            db.name()
+        );
+        assert!(
+            accounts::authenticate_token(s, "ouro_wrong")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        accounts::revoke_token(s, &alice.actor(), &alice, tok.id)
+            .await
+            .unwrap();
+        assert!(
+            accounts::authenticate_token(s, &secret)
+                .await
+                .unwrap()
+                .is_none(),
+            "revoked"
+        );
+        assert_eq!(
+            code(
+                accounts::revoke_token(s, &alice.actor(), &alice, tok.id)
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::TokenNotFound
+        );
+        assert_eq!(
+            code(
+                accounts::create_token(s, &alice.actor(), &alice, "x", &["root".into()], None)
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::ValidationFailed
+        );
 
         // An expired token is refused.
-        let (t2, secret2) = accounts::create_token(s, &alice.actor(), &alice, "old", &["api".into()], Some(1)).await.unwrap();
+        let (t2, secret2) =
+            accounts::create_token(s, &alice.actor(), &alice, "old", &["api".into()], Some(1))
+                .await
+                .unwrap();
         let mut tx = s.begin().await.unwrap();
-        q("UPDATE api_tokens SET expires_at = 1 WHERE id = $1").bind(t2.id).execute(&mut tx).await.unwrap();
+        q("UPDATE api_tokens SET expires_at = 1 WHERE id = $1")
+            .bind(t2.id)
+            .execute(&mut tx)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
-        assert!(accounts::authenticate_token(s, &secret2).await.unwrap().is_none(), "expired");
+        assert!(
+            accounts::authenticate_token(s, &secret2)
+                .await
+                .unwrap()
+                .is_none(),
+            "expired"
+        );
 
-        let (cookie, csrf) = accounts::create_session(s, &alice, "127.0.0.1").await.unwrap();
+        let (cookie, csrf) = accounts::create_session(s, &alice, "127.0.0.1")
+            .await
+            .unwrap();
         let sess = accounts::session(s, &cookie).await.unwrap().unwrap();
         assert_eq!((sess.user.id, sess.csrf), (alice.id, csrf));
         accounts::delete_session(s, &cookie, &alice).await.unwrap();
@@ -102,60 +226,205 @@ async fn projects_members_visibility_and_optimistic_concurrency() {
         let env = open(&db).await;
         let s = &env.store;
         let sys = Actor::System("test");
-        let alice = accounts::create_user(s, &sys, "alice", "password1", false).await.unwrap();
-        let bob = accounts::create_user(s, &sys, "bob", "password1", false).await.unwrap();
-        let p = projects::create(s, &alice, "demo", "Demo", "", PV::Private).await.unwrap();
-        assert_eq!(code(projects::create(s, &alice, "demo", "Again", "", PV::Private).await.unwrap_err()), ErrorCode::SlugTaken);
-        assert_eq!(code(projects::create(s, &alice, "Bad!", "x", "", PV::Private).await.unwrap_err()), ErrorCode::InvalidSlug);
+        let alice = accounts::create_user(s, &sys, "alice", "password1", false)
+            .await
+            .unwrap();
+        let bob = accounts::create_user(s, &sys, "bob", "password1", false)
+            .await
+            .unwrap();
+        let p = projects::create(s, &alice, "demo", "Demo", "", PV::Private)
+            .await
+            .unwrap();
+        assert_eq!(
+            code(
+                projects::create(s, &alice, "demo", "Again", "", PV::Private)
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::SlugTaken
+        );
+        assert_eq!(
+            code(
+                projects::create(s, &alice, "Bad!", "x", "", PV::Private)
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::InvalidSlug
+        );
 
         let mut c = s.read().await.unwrap();
-        assert_eq!(projects::access(&mut c, "demo", Some(&alice)).await.unwrap().unwrap().1, Role::Owner);
-        assert!(projects::access(&mut c, "demo", Some(&bob)).await.unwrap().is_none(), "private hides");
-        assert!(projects::access(&mut c, "demo", None).await.unwrap().is_none());
+        assert_eq!(
+            projects::access(&mut c, "demo", Some(&alice))
+                .await
+                .unwrap()
+                .unwrap()
+                .1,
+            Role::Owner
+        );
+        assert!(
+            projects::access(&mut c, "demo", Some(&bob))
+                .await
+                .unwrap()
+                .is_none(),
+            "private hides"
+        );
+        assert!(
+            projects::access(&mut c, "demo", None)
+                .await
+                .unwrap()
+                .is_none()
+        );
         drop(c);
 
         // Stale version: 409 with the current version.
-        let p2 = projects::update(s, &alice.actor(), "demo", Some(p.version), ProjectPatch { name: Some("Demo 2".into()), ..Default::default() }).await.unwrap();
+        let p2 = projects::update(
+            s,
+            &alice.actor(),
+            "demo",
+            Some(p.version),
+            ProjectPatch {
+                name: Some("Demo 2".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(p2.version, p.version + 1);
-        let e: OuroError = projects::update(s, &alice.actor(), "demo", Some(p.version), ProjectPatch { name: Some("Lost".into()), ..Default::default() })
-            .await
-            .unwrap_err()
-            .into();
+        let e: OuroError = projects::update(
+            s,
+            &alice.actor(),
+            "demo",
+            Some(p.version),
+            ProjectPatch {
+                name: Some("Lost".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err()
+        .into();
         assert_eq!(e.code, ErrorCode::StaleVersion);
         assert_eq!(e.details.unwrap()["current_version"], json!(p2.version));
 
-        projects::update(s, &alice.actor(), "demo", None, ProjectPatch { visibility: Some(PV::Internal), ..Default::default() }).await.unwrap();
+        projects::update(
+            s,
+            &alice.actor(),
+            "demo",
+            None,
+            ProjectPatch {
+                visibility: Some(PV::Internal),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
         let mut c = s.read().await.unwrap();
-        assert_eq!(projects::access(&mut c, "demo", Some(&bob)).await.unwrap().unwrap().1, Role::Viewer, "internal");
-        assert!(projects::access(&mut c, "demo", None).await.unwrap().is_none());
+        assert_eq!(
+            projects::access(&mut c, "demo", Some(&bob))
+                .await
+                .unwrap()
+                .unwrap()
+                .1,
+            Role::Viewer,
+            "internal"
+        );
+        assert!(
+            projects::access(&mut c, "demo", None)
+                .await
+                .unwrap()
+                .is_none()
+        );
         drop(c);
 
-        let p = projects::by_slug(&mut s.read().await.unwrap(), "demo").await.unwrap().unwrap();
-        projects::set_member(s, &alice.actor(), &p, "bob", Role::Developer).await.unwrap();
-        projects::set_member(s, &alice.actor(), &p, "bob", Role::Maintainer).await.unwrap();
-        assert_eq!(code(projects::set_member(s, &alice.actor(), &p, "alice", Role::Viewer).await.unwrap_err()), ErrorCode::LastOwner);
-        assert_eq!(code(projects::remove_member(s, &alice.actor(), &p, "alice").await.unwrap_err()), ErrorCode::LastOwner);
-        assert_eq!(code(projects::set_member(s, &alice.actor(), &p, "ghost", Role::Viewer).await.unwrap_err()), ErrorCode::UserNotFound);
-        let members = projects::members(&mut s.read().await.unwrap(), p.id).await.unwrap();
-        assert_eq!(members.iter().map(|m| (m.user.as_str(), m.role)).collect::<Vec<_>>(), vec![("alice", Role::Owner), ("bob", Role::Maintainer)]);
-        projects::remove_member(s, &alice.actor(), &p, "bob").await.unwrap();
+        let p = projects::by_slug(&mut s.read().await.unwrap(), "demo")
+            .await
+            .unwrap()
+            .unwrap();
+        projects::set_member(s, &alice.actor(), &p, "bob", Role::Developer)
+            .await
+            .unwrap();
+        projects::set_member(s, &alice.actor(), &p, "bob", Role::Maintainer)
+            .await
+            .unwrap();
+        assert_eq!(
+            code(
+                projects::set_member(s, &alice.actor(), &p, "alice", Role::Viewer)
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::LastOwner
+        );
+        assert_eq!(
+            code(
+                projects::remove_member(s, &alice.actor(), &p, "alice")
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::LastOwner
+        );
+        assert_eq!(
+            code(
+                projects::set_member(s, &alice.actor(), &p, "ghost", Role::Viewer)
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::UserNotFound
+        );
+        let members = projects::members(&mut s.read().await.unwrap(), p.id)
+            .await
+            .unwrap();
+        assert_eq!(
+            members
+                .iter()
+                .map(|m| (m.user.as_str(), m.role))
+                .collect::<Vec<_>>(),
+            vec![("alice", Role::Owner), ("bob", Role::Maintainer)]
+        );
+        projects::remove_member(s, &alice.actor(), &p, "bob")
+            .await
+            .unwrap();
 
-        let page = projects::list_visible(&mut s.read().await.unwrap(), Some(&alice), PageReq::new(0, Some(10)), Some("dem")).await.unwrap();
+        let page = projects::list_visible(
+            &mut s.read().await.unwrap(),
+            Some(&alice),
+            PageReq::new(0, Some(10)),
+            Some("dem"),
+        )
+        .await
+        .unwrap();
         assert_eq!(page.items.len(), 1);
 
         // The ledger has every change, in order, scoped to the project.
-        let evs = ouro_store::events::list(&mut s.read().await.unwrap(), &Visibility::Projects(vec![p.id]), &EventFilter::default(), PageReq::new(0, Some(100)))
-            .await
-            .unwrap();
+        let evs = ouro_store::events::list(
+            &mut s.read().await.unwrap(),
+            &Visibility::Projects(vec![p.id]),
+            &EventFilter::default(),
+            PageReq::new(0, Some(100)),
+        )
+        .await
+        .unwrap();
         let kinds: Vec<&str> = evs.items.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(
             kinds,
-            ["project.created", "member.added", "project.updated", "project.updated", "member.added", "member.role_changed", "member.removed"],
+            [
+                "project.created",
+                "member.added",
+                "project.updated",
+                "project.updated",
+                "member.added",
+                "member.role_changed",
+                "member.removed"
+            ],
             "{}",
             db.name()
         );
         projects::delete(s, &alice.actor(), "demo").await.unwrap();
-        assert!(projects::by_slug(&mut s.read().await.unwrap(), "demo").await.unwrap().is_none());
+        assert!(
+            projects::by_slug(&mut s.read().await.unwrap(), "demo")
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }
 
@@ -168,11 +437,24 @@ async fn ledger_sequence_pages_filters_and_cursors() {
         let mut rx = s.subscribe_seq();
         let mut tx = s.begin().await.unwrap();
         for i in 0..5 {
-            tx.append(NewEvent::new(ev::PROJECT_UPDATED, &sys, i, json!({"i": i})).in_project(7, "p7")).await.unwrap();
+            tx.append(
+                NewEvent::new(ev::PROJECT_UPDATED, &sys, i, json!({"i": i})).in_project(7, "p7"),
+            )
+            .await
+            .unwrap();
         }
-        tx.append(NewEvent::new(ev::USER_CREATED, &sys, 1, json!({}))).await.unwrap();
+        tx.append(NewEvent::new(ev::USER_CREATED, &sys, 1, json!({})))
+            .await
+            .unwrap();
         // Nothing is visible before commit ...
-        let none = ouro_store::events::list(&mut s.read().await.unwrap(), &Visibility::All, &EventFilter::default(), PageReq::default()).await.unwrap();
+        let none = ouro_store::events::list(
+            &mut s.read().await.unwrap(),
+            &Visibility::All,
+            &EventFilter::default(),
+            PageReq::default(),
+        )
+        .await
+        .unwrap();
         assert!(none.items.is_empty());
         tx.commit().await.unwrap();
         // ... and subscribers learn the newest seq at commit.
@@ -181,31 +463,80 @@ async fn ledger_sequence_pages_filters_and_cursors() {
 
         // A rolled-back transaction leaves no event.
         let mut tx = s.begin().await.unwrap();
-        tx.append(NewEvent::new(ev::USER_CREATED, &sys, 2, json!({}))).await.unwrap();
+        tx.append(NewEvent::new(ev::USER_CREATED, &sys, 2, json!({})))
+            .await
+            .unwrap();
         drop(tx);
 
         let mut c = s.read().await.unwrap();
-        let p1 = ouro_store::events::list(&mut c, &Visibility::All, &EventFilter::default(), PageReq::new(0, Some(4))).await.unwrap();
-        assert_eq!(p1.items.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        let p1 = ouro_store::events::list(
+            &mut c,
+            &Visibility::All,
+            &EventFilter::default(),
+            PageReq::new(0, Some(4)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            p1.items.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
         assert_eq!(p1.next_cursor.as_deref(), Some("4"));
-        let p2 = ouro_store::events::list(&mut c, &Visibility::All, &EventFilter::default(), PageReq::new(4, Some(4))).await.unwrap();
+        let p2 = ouro_store::events::list(
+            &mut c,
+            &Visibility::All,
+            &EventFilter::default(),
+            PageReq::new(4, Some(4)),
+        )
+        .await
+        .unwrap();
         assert_eq!(p2.items.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 6]);
         assert_eq!(p2.next_cursor, None);
         assert_eq!(p2.items[1].project, None);
         assert_eq!(p2.items[0].project.as_deref(), Some("p7"));
 
-        let only = ouro_store::events::list(&mut c, &Visibility::All, &EventFilter { project_id: None, kind: Some("user.*".into()) }, PageReq::default()).await.unwrap();
+        let only = ouro_store::events::list(
+            &mut c,
+            &Visibility::All,
+            &EventFilter {
+                project_id: None,
+                kind: Some("user.*".into()),
+            },
+            PageReq::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(only.items.len(), 1);
-        let hidden = ouro_store::events::list(&mut c, &Visibility::Projects(vec![8]), &EventFilter::default(), PageReq::default()).await.unwrap();
-        assert!(hidden.items.is_empty(), "other projects' events are invisible");
+        let hidden = ouro_store::events::list(
+            &mut c,
+            &Visibility::Projects(vec![8]),
+            &EventFilter::default(),
+            PageReq::default(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            hidden.items.is_empty(),
+            "other projects' events are invisible"
+        );
 
         assert_eq!(ouro_store::events::cursor(&mut c, "c1").await.unwrap(), 0);
         drop(c);
         let mut tx = s.begin().await.unwrap();
-        ouro_store::events::set_cursor(&mut tx, "c1", 4).await.unwrap();
-        ouro_store::events::set_cursor(&mut tx, "c1", 2).await.unwrap();
+        ouro_store::events::set_cursor(&mut tx, "c1", 4)
+            .await
+            .unwrap();
+        ouro_store::events::set_cursor(&mut tx, "c1", 2)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
-        assert_eq!(ouro_store::events::cursor(&mut s.read().await.unwrap(), "c1").await.unwrap(), 4, "cursors never move back");
+        assert_eq!(
+            ouro_store::events::cursor(&mut s.read().await.unwrap(), "c1")
+                .await
+                .unwrap(),
+            4,
+            "cursors never move back"
+        );
     }
 }
 
@@ -222,7 +553,14 @@ async fn concurrent_appends_commit_in_seq_order() {
             handles.push(tokio::spawn(async move {
                 for i in 0..25 {
                     let mut tx = s.begin().await.unwrap();
-                    tx.append(NewEvent::new(ev::PROJECT_UPDATED, &Actor::System("t"), w * 100 + i, json!({}))).await.unwrap();
+                    tx.append(NewEvent::new(
+                        ev::PROJECT_UPDATED,
+                        &Actor::System("t"),
+                        w * 100 + i,
+                        json!({}),
+                    ))
+                    .await
+                    .unwrap();
                     tx.commit().await.unwrap();
                 }
             }));
@@ -234,9 +572,14 @@ async fn concurrent_appends_commit_in_seq_order() {
                 let mut after = 0;
                 let mut seen = 0;
                 while seen < 100 {
-                    let page = ouro_store::events::list(&mut s.read().await.unwrap(), &Visibility::All, &EventFilter::default(), PageReq::new(after, Some(500)))
-                        .await
-                        .unwrap();
+                    let page = ouro_store::events::list(
+                        &mut s.read().await.unwrap(),
+                        &Visibility::All,
+                        &EventFilter::default(),
+                        PageReq::new(after, Some(500)),
+                    )
+                    .await
+                    .unwrap();
                     for e in page.items {
                         assert_eq!(e.seq, after + 1, "gap or reorder after seq {after}");
                         after = e.seq;
@@ -249,6 +592,9 @@ async fn concurrent_appends_commit_in_seq_order() {
         for h in handles {
             h.await.unwrap();
         }
-        tokio::time::timeout(std::time::Duration::from_secs(30), reader).await.expect("reader finished").unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(30), reader)
+            .await
+            .expect("reader finished")
+            .unwrap();
     }
 }

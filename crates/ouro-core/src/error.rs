@@ -5,10 +5,10 @@
 use serde_json::Value;
 
 macro_rules! error_codes {
-    ($( $(#[$doc:meta])* $variant:ident = ($code:literal, $status:literal), )*) => {
+    ($( #[doc = $doc:literal] $variant:ident = ($code:literal, $status:literal), )*) => {
         /// A stable error code. See `docs/errors.md` for the table.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum ErrorCode { $( $(#[$doc])* $variant, )* }
+        pub enum ErrorCode { $( #[doc = $doc] $variant, )* }
 
         impl ErrorCode {
             /// Every code, in table order.
@@ -22,6 +22,11 @@ macro_rules! error_codes {
             /// The HTTP status this code is always sent with.
             pub fn http_status(self) -> u16 {
                 match self { $( ErrorCode::$variant => $status, )* }
+            }
+
+            /// What the code means, for the documentation table.
+            pub fn description(self) -> &'static str {
+                match self { $( ErrorCode::$variant => $doc.trim(), )* }
             }
         }
     };
@@ -137,6 +142,25 @@ impl OuroError {
         }
         serde_json::json!({ "error": e })
     }
+}
+
+/// The Markdown table in `docs/errors.md` (a test keeps the file in step with this table).
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "# Error codes\n\nEvery error response has the shape \
+         `{\"error\":{\"code\":\"...\",\"message\":\"...\",\"details\":{...}}}`. \
+         Match on `code`; it never changes meaning. `message` is for people and may be reworded.\n\n\
+         | code | HTTP status | meaning |\n|---|---|---|\n",
+    );
+    for c in ErrorCode::ALL {
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            c.as_str(),
+            c.http_status(),
+            c.description()
+        ));
+    }
+    out
 }
 
 pub type Result<T, E = OuroError> = std::result::Result<T, E>;

@@ -46,6 +46,8 @@ pub struct Inner {
     /// Flips to true when shutdown starts; long-lived responses (event streams) end on it.
     pub shutting_down: watch::Receiver<bool>,
     pub http: reqwest::Client,
+    /// The OpenAPI document, built on first request.
+    pub openapi: std::sync::OnceLock<serde_json::Value>,
 }
 
 impl std::ops::Deref for AppState {
@@ -163,6 +165,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<Running,
         shutting_down,
         http,
         settings,
+        openapi: std::sync::OnceLock::new(),
     }));
     let router = app(state.clone());
     Ok(Running {

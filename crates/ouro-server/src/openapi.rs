@@ -26,7 +26,11 @@ fn status_text(code: u16) -> &'static str {
 }
 
 pub fn document(specs: &[RouteSpec]) -> Value {
-    let mut generator = SchemaSettings::openapi3().into_generator();
+    // OpenAPI 3.1 schemas are JSON Schema 2020-12; only the place of shared definitions differs.
+    let mut settings = SchemaSettings::draft2020_12();
+    settings.definitions_path = "/components/schemas".into();
+    settings.meta_schema = None;
+    let mut generator = settings.into_generator();
     let mut paths: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
     for spec in specs.iter().filter(|s| s.api) {
         let mut op = Map::new();

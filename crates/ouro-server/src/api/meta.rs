@@ -60,6 +60,8 @@ async fn metrics(State(st): State<AppState>) -> Response {
 }
 
 async fn openapi(State(st): State<AppState>) -> Response {
-    let reg = crate::registry(st);
-    axum::Json(crate::openapi::document(reg.specs())).into_response()
+    let doc = st
+        .openapi
+        .get_or_init(|| crate::openapi::document(crate::registry(st.clone()).specs()));
+    axum::Json(doc.clone()).into_response()
 }

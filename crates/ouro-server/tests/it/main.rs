@@ -4,6 +4,7 @@
 mod support;
 
 mod api;
+mod drift;
 mod events;
 mod guard;
 mod meta;

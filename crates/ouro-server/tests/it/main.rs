@@ -8,3 +8,5 @@ mod drift;
 mod events;
 mod guard;
 mod meta;
+mod props;
+mod ui_auth;

@@ -83,6 +83,12 @@ impl Metrics {
             "Webhook delivery attempts by outcome",
             webhook_deliveries.clone(),
         );
+        // Both series exist from the start, so a dashboard shows 0 rather than "no data".
+        for outcome in ["success", "failure"] {
+            webhook_deliveries.get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            });
+        }
         Arc::new(Metrics {
             registry,
             requests,

@@ -1,0 +1,3 @@
+//! The `ouro` binary as users run it: real processes, real signals.
+
+mod cli;

@@ -29,13 +29,10 @@ impl TestDb {
         match self {
             TestDb::Sqlite => format!("sqlite://{}", dir.join("ouro.db").display()),
             TestDb::Postgres { admin_url } => {
-                let name = format!(
-                    "ouro_t_{}",
-                    crate::crypto::random_token("")
-                        .to_lowercase()
-                        .replace(['-', '_'], "")[..20]
-                        .to_string()
-                );
+                let suffix = crate::crypto::random_token("")
+                    .to_lowercase()
+                    .replace(['-', '_'], "");
+                let name = format!("ouro_t_{}", &suffix[..20]);
                 let opts = PgConnectOptions::from_str(admin_url)
                     .expect("OURO_TEST_DATABASE_URL is a valid PostgreSQL URL");
                 let mut conn = opts

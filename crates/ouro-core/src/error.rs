@@ -146,12 +146,7 @@ impl OuroError {
 
 /// The Markdown table in `docs/errors.md` (a test keeps the file in step with this table).
 pub fn markdown_table() -> String {
-    let mut out = String::from(
-        "# Error codes\n\nEvery error response has the shape \
-         `{\"error\":{\"code\":\"...\",\"message\":\"...\",\"details\":{...}}}`. \
-         Match on `code`; it never changes meaning. `message` is for people and may be reworded.\n\n\
-         | code | HTTP status | meaning |\n|---|---|---|\n",
-    );
+    let mut out = String::from("| code | HTTP status | meaning |\n|---|---|---|\n");
     for c in ErrorCode::ALL {
         out.push_str(&format!(
             "| `{}` | {} | {} |\n",

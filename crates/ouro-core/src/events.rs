@@ -113,17 +113,10 @@ kinds! {
     FEEDBACK_RECEIVED = ("feedback.received", Monitor, 1, "feedback", "Feedback from users or production arrived; Plan turns it into an item."),
 }
 
-/// The Markdown document `docs/events.md` (a test keeps the file in step with this table).
+/// The table of kinds in `docs/events.md` (a test keeps the file in step with this table).
 pub fn markdown_table() -> String {
-    let mut out = String::from(
-        "# Event kinds\n\nEvery state change in Ouro appends one event to the ledger, in the same \
-         transaction as the change. An event has `seq` (monotonic, gap-free in commit order), `time`, \
-         `project` (slug, or null for instance-wide events), `actor` (`user:NAME`, `system:COMPONENT` \
-         or `anonymous`), `kind`, `schema_version`, `subject` (`type` and `id`) and `payload` (JSON).\n\n\
-         Kinds are stable names; a payload change that breaks consumers bumps `schema_version`. \
-         Kinds of phases that are not built yet are reserved here so consumers can be written against them.\n\n\
-         | kind | phase | schema | subject | meaning |\n|---|---|---|---|---|\n",
-    );
+    let mut out =
+        String::from("| kind | phase | schema | subject | meaning |\n|---|---|---|---|---|\n");
     for k in KINDS {
         let phase = serde_json::to_value(k.phase)
             .ok()

@@ -4,17 +4,29 @@
 use crate::support::*;
 use reqwest::Method;
 
+const START: &str = "<!-- generated:start -->\n";
+const END: &str = "<!-- generated:end -->";
+
+/// Compares a generated file, or the generated part of a hand-written one (between the markers).
 fn check(rel: &str, generated: &str) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .join(rel);
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    let expected = match (committed.find(START), committed.find(END)) {
+        (Some(a), Some(b)) if a < b => format!(
+            "{}{generated}{}",
+            &committed[..a + START.len()],
+            &committed[b..]
+        ),
+        _ => generated.to_string(),
+    };
     if std::env::var("OURO_BLESS").is_ok_and(|v| v == "1") {
-        std::fs::write(&path, generated).unwrap();
+        std::fs::write(&path, &expected).unwrap();
         return;
     }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
-        committed == generated,
+        committed == expected,
         "{rel} is out of date with the code. Regenerate it with: OURO_BLESS=1 cargo test -p ouro-server --test it drift::"
     );
 }

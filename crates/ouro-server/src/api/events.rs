@@ -200,7 +200,10 @@ async fn stream(
     headers: HeaderMap,
     Query(q): Query<EventQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
-    let (vis, filter) = scope(&st, &ctx, &q).await?;
+    let (_, filter) = scope(&st, &ctx, &q).await?;
+    // None: an admin, who sees everything.
+    let user = ctx.user()?.clone();
+    let user = (!user.is_admin).then_some(user);
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -218,10 +221,28 @@ async fn stream(
             if *shutdown.borrow() {
                 return;
             }
+            // Visibility is looked up again on each wake: projects the user joins or creates
+            // after connecting must show up in the stream too.
             let page = match st.store.read().await {
-                Ok(mut c) => {
-                    events::list(&mut c, &vis, &filter, PageReq::new(after, Some(200))).await
-                }
+                Ok(mut c) => match &user {
+                    Some(u) => match ouro_store::projects::visible_ids(&mut c, Some(u)).await {
+                        Ok(ids) => {
+                            let vis = Visibility::Projects(ids);
+                            events::list(&mut c, &vis, &filter, PageReq::new(after, Some(200)))
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    },
+                    None => {
+                        events::list(
+                            &mut c,
+                            &Visibility::All,
+                            &filter,
+                            PageReq::new(after, Some(200)),
+                        )
+                        .await
+                    }
+                },
                 Err(e) => Err(e),
             };
             match page {

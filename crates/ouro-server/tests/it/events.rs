@@ -193,6 +193,36 @@ async fn live_stream_delivers_new_events_and_resumes_from_last_event_id() {
                 .0,
             401
         );
+
+        // A non-admin's stream includes projects created after it connected, and only those
+        // the user can see.
+        let bob = s.user("bob").await;
+        let resp = s
+            .req(
+                Method::GET,
+                "/api/v1/events/stream?kind=project.*",
+                Some(&bob),
+            )
+            .send()
+            .await
+            .unwrap();
+        let reader = tokio::spawn(read_events(resp, 1));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.admin(
+            Method::POST,
+            "/api/v1/projects",
+            Some(json!({"slug": "hidden", "name": "Hidden"})),
+        )
+        .await;
+        s.call(
+            Method::POST,
+            "/api/v1/projects",
+            Some(&bob),
+            Some(json!({"slug": "bobs", "name": "B"})),
+        )
+        .await;
+        let got = reader.await.unwrap();
+        assert_eq!(got[0].1["project"], "bobs");
         // Shutdown ends open streams instead of hanging.
         let open = stream(Some(0)).await.unwrap();
         let t = tokio::time::Instant::now();

@@ -4,6 +4,8 @@
 mod support;
 
 mod api;
+mod browser;
 mod events;
 mod guard;
 mod meta;
+mod ui_pages;

@@ -48,12 +48,17 @@ impl Flash {
 
 /// Redirects to `to` and leaves `msg` for the page there.
 pub fn redirect_with_flash(to: &str, msg: &str) -> Response {
+    with_flash(Redirect::to(to).into_response(), msg)
+}
+
+/// Adds the cookie that carries `msg` to the next page.
+pub fn with_flash(mut res: Response, msg: &str) -> Response {
     let msg: String = msg.chars().take(300).collect();
-    let mut res = Redirect::to(to).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!(
+    let cookie = format!(
         "{FLASH_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age=60",
         url_encode(&msg)
-    )) {
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
         res.headers_mut().append(header::SET_COOKIE, v);
     }
     res

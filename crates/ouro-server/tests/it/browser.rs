@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
+use ouro_core::Actor;
+use ouro_store::projects::{self, ProjectPatch};
 use ouro_store::testing::TestDb;
 use serde_json::json;
 
@@ -259,7 +261,27 @@ impl Browser {
         }
     }
 
-    /// Saves the page as `NN-name.png`, numbered in walk order.
+    /// Like [`Browser::shot`], but the whole page rather than the window, for long pages: the
+    /// window grows to the page's height for the picture and goes back to its size after.
+    async fn shot_full(&mut self, name: &str) {
+        let dims = self
+            .c
+            .execute(
+                "return [document.documentElement.scrollHeight, window.outerHeight - window.innerHeight]",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let height = dims[0].as_u64().unwrap_or(900) + dims[1].as_u64().unwrap_or(0);
+        self.c
+            .set_window_size(1280, height.max(900) as u32)
+            .await
+            .unwrap();
+        self.shot(name).await;
+        self.c.set_window_size(1280, 900).await.unwrap();
+    }
+
+    /// Saves the window as `NN-name.png`, numbered in walk order.
     async fn shot(&mut self, name: &str) {
         self.step += 1;
         let png = self.c.screenshot().await.unwrap();
@@ -288,6 +310,12 @@ async fn browser_walk_from_setup_link_to_working_token() {
         .expect("a fresh instance prints a setup link");
     let driver = Driver::start(&driver_bin).await;
     let mut b = Browser::open(&driver, &chromium, &s.base).await;
+    // Pictures of an earlier run would mix with this one's.
+    for f in std::fs::read_dir(&b.shots).unwrap().flatten() {
+        if f.path().extension().is_some_and(|e| e == "png") {
+            let _ = std::fs::remove_file(f.path());
+        }
+    }
 
     // First start: the setup link creates the administrator and signs them in.
     b.goto(&setup_url).await;
@@ -332,20 +360,80 @@ async fn browser_walk_from_setup_link_to_working_token() {
     assert_eq!(b.path().await, "/projects/payments");
     b.shot("project-overview").await;
 
-    // The project's members and settings pages render for its owner.
+    // The administrator creates an account for a teammate and invites her to the project.
+    b.click(".topnav a[href='/admin/users']").await;
+    b.find("#create-user").await;
+    b.fill("#user-name", "grace").await;
+    b.fill("#user-password", "grace-password-1").await;
+    b.click("#create-user").await;
+    b.find("#user-list tr[data-user=grace]").await;
+    assert!(b.text(".flash").await.contains("grace"));
+    b.shot("admin-users").await;
     b.goto("/projects/payments/members").await;
-    assert!(b.text("#member-list").await.contains("ada"));
+    b.fill("#add-user", "grace").await;
+    b.find("#add-role")
+        .await
+        .select_by_value("developer")
+        .await
+        .unwrap();
+    b.click("#add-member").await;
+    b.find("#member-list tr[data-user=grace]").await;
+    assert!(
+        b.text(".flash")
+            .await
+            .contains("grace was added as developer")
+    );
     b.shot("project-members").await;
+
+    // Settings, with the danger zone for the owner.
     b.goto("/projects/payments/settings").await;
     b.find("#settings-form").await;
     b.find("#delete-project").await;
-    b.shot("project-settings").await;
+    b.shot_full("project-settings").await;
+
+    // Someone else saves while the form is open: saving shows the conflict and the current values.
+    let elsewhere = ProjectPatch {
+        description: Some("Changed elsewhere.".into()),
+        ..Default::default()
+    };
+    projects::update(
+        &s.state.store,
+        &Actor::System("test"),
+        "payments",
+        None,
+        elsewhere,
+    )
+    .await
+    .unwrap();
+    b.fill("#name", "Payments").await;
+    b.click("#save-settings").await;
+    assert!(b.text("#conflict").await.contains("were not saved"));
+    let description = b.find("#description").await.prop("value").await.unwrap();
+    assert_eq!(description.as_deref(), Some("Changed elsewhere."));
+    b.shot("project-settings-conflict").await;
+    b.fill("#name", "Payments").await;
+    b.click("#save-settings").await;
+    assert_eq!(b.text(".flash").await, "Settings saved.");
+    assert_eq!(b.text(".projectnav-title a").await, "Payments");
 
     // Create a read-only token; its secret is shown once and works against the API.
     b.goto("/account/tokens").await;
     b.find("#create-token").await;
     b.shot("tokens-empty").await;
+    // A mistyped expiry comes back with the message next to the field and nothing created.
     b.fill("#token-name", "browser test").await;
+    b.fill("#expires-days", "soon").await;
+    b.click("#create-token").await;
+    assert!(b.text("#expires-error").await.contains("whole number"));
+    let described = b
+        .find("#expires-days")
+        .await
+        .attr("aria-describedby")
+        .await
+        .unwrap();
+    assert!(described.unwrap_or_default().contains("expires-error"));
+    b.shot("token-field-error").await;
+    b.find("#expires-days").await.clear().await.unwrap();
     b.click("input[name=scope][value=read_api]").await;
     b.click("#create-token").await;
     let secret = b.text("#new-token").await.trim().to_string();
@@ -356,7 +444,7 @@ async fn browser_walk_from_setup_link_to_working_token() {
             .contains("Authorization: Bearer")
     );
     assert!(b.text("#token-list").await.contains("browser test"));
-    b.shot("token-created").await;
+    b.shot_full("token-created").await;
     let r = reqwest::Client::new()
         .get(s.url("/api/v1/projects/payments"))
         .bearer_auth(&secret)
@@ -370,6 +458,7 @@ async fn browser_walk_from_setup_link_to_working_token() {
     // Signed out, a page that needs an account sends the visitor to sign in.
     b.click("#sign-out").await;
     b.find("#sign-in").await;
+    assert_eq!(b.text(".flash").await, "You are signed out.");
     b.goto("/projects/new").await;
     b.find("#sign-in").await;
     let path = b.path().await;

@@ -2,8 +2,9 @@
 //! fantoccini, against the real server. It walks a new instance from the setup link to an API
 //! token that works, and saves a screenshot of every step under `target/browser-screenshots/`.
 //!
-//! Needs `chromedriver` and `chromium` (Debian packages of the same names). When they are missing
-//! the test says so loudly and passes, except with `CI=true`, where a missing browser is a failure.
+//! Needs `/usr/bin/chromedriver` and `/usr/bin/chromium` (Debian packages `chromium-driver` and
+//! `chromium`; `OURO_CHROMEDRIVER` and `OURO_CHROMIUM` point elsewhere). When they are missing the
+//! test says so loudly and passes, except with `CI=true`, where a missing browser is a failure.
 //! SQLite only: the storage suite covers PostgreSQL, and a browser adds nothing there.
 
 use std::path::{Path, PathBuf};
@@ -40,7 +41,7 @@ fn browser_binaries() -> Option<(PathBuf, PathBuf)> {
         return Some((driver, chromium));
     }
     let msg = format!(
-        "browser test needs {} (install the Debian packages chromedriver and chromium, or set OURO_CHROMEDRIVER / OURO_CHROMIUM)",
+        "browser test needs {} (install the Debian packages chromium-driver and chromium, or set OURO_CHROMEDRIVER / OURO_CHROMIUM)",
         missing.join(" and ")
     );
     if std::env::var("CI").is_ok_and(|c| c == "true") {
@@ -54,12 +55,16 @@ fn browser_binaries() -> Option<(PathBuf, PathBuf)> {
     None
 }
 
-/// A chromedriver child process. Dropping it (also while unwinding from a failed assertion)
-/// kills chromedriver and the browser it started, so no test run leaves Chromium behind.
+/// A chromedriver child process. Dropping it (also while unwinding from a failed assertion) ends
+/// the browser session, which makes chromedriver quit Chromium, then kills chromedriver: a
+/// killed chromedriver alone would leave Chromium running.
 struct Driver {
     child: Child,
+    port: u16,
     url: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    /// The WebDriver session to end on drop, once one is open.
+    session: std::sync::Mutex<Option<String>>,
 }
 
 impl Driver {
@@ -76,19 +81,15 @@ impl Driver {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        #[cfg(unix)]
-        {
-            // Its own process group, so Drop can end chromedriver and every browser process it spawned.
-            use std::os::unix::process::CommandExt;
-            cmd.process_group(0);
-        }
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
         let mut driver = Driver {
             child,
+            port,
             url: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
+            dir,
+            session: std::sync::Mutex::new(None),
         };
         driver.wait_ready().await;
         driver
@@ -116,27 +117,42 @@ impl Driver {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("chromedriver.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("chromedriver.log")).unwrap_or_default()
     }
 
     fn profile_dir(&self) -> PathBuf {
-        self._dir.path().join("profile")
+        self.dir.path().join("profile")
     }
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        #[cfg(unix)]
-        {
-            // Negative pid: the whole process group this test created for chromedriver.
-            let _ = Command::new("kill")
-                .args(["-KILL", &format!("-{}", self.child.id())])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+        let session = self
+            .session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(id) = session {
+            // Plain blocking HTTP: Drop cannot await, and the runtime may be unwinding.
+            delete_session(self.port, &id);
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `DELETE /session/{id}`: chromedriver closes the browser and answers when it is gone.
+fn delete_session(port: u16, id: &str) {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = format!(
+        "DELETE /session/{id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    if conn.write_all(request.as_bytes()).is_ok() {
+        let _ = conn.read_to_end(&mut Vec::new());
     }
 }
 
@@ -189,6 +205,7 @@ impl Browser {
             .connect(&driver.url)
             .await
             .unwrap_or_else(|e| panic!("cannot open a Chromium session: {e}\n{}", driver.log()));
+        *driver.session.lock().unwrap() = c.session_id().await.unwrap();
         Browser {
             c,
             base: base.to_string(),
@@ -473,6 +490,7 @@ async fn browser_walk_from_setup_link_to_working_token() {
     b.shot("signed-out-redirect").await;
 
     b.c.close().await.unwrap();
+    driver.session.lock().unwrap().take();
     drop(driver);
     s.stop().await;
 }

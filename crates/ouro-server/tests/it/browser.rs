@@ -47,10 +47,13 @@ fn browser_binaries() -> Option<(PathBuf, PathBuf)> {
     if std::env::var("CI").is_ok_and(|c| c == "true") {
         panic!("CI=true and {msg}");
     }
-    eprintln!(
-        "\n{}\n*** SKIPPING the browser test: {msg} ***\n{}\n",
-        "*".repeat(78),
-        "*".repeat(78)
+    // Straight to stderr: the test harness hides eprintln! output of passing tests, and a skip
+    // must not go unnoticed.
+    use std::io::Write;
+    let bar = "*".repeat(78);
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n{bar}\n*** SKIPPING the browser test: {msg} ***\n{bar}\n"
     );
     None
 }

@@ -196,7 +196,11 @@ async fn members(State(st): State<AppState>, ctx: Ctx) -> ApiResult<Json<Vec<Mem
 }
 
 /// Owners alone may hand out or take away ownership.
-fn check_owner_rule(ctx: &Ctx, old: Option<Role>, new: Option<Role>) -> Result<(), ApiError> {
+pub(crate) fn check_owner_rule(
+    ctx: &Ctx,
+    old: Option<Role>,
+    new: Option<Role>,
+) -> Result<(), ApiError> {
     let touches_owner = old == Some(Role::Owner) || new == Some(Role::Owner);
     if touches_owner && ctx.role() != Some(Role::Owner) {
         return Err(ApiError(OuroError::new(

@@ -10,6 +10,7 @@ use ouro_store::accounts;
 use crate::AppState;
 use crate::auth::Via;
 use crate::extract::Ctx;
+use crate::ui::common::Flash;
 use crate::ui::{Chrome, Form, NextQ, UiResult, render, render_status};
 
 #[derive(Default)]
@@ -128,16 +129,16 @@ pub async fn setup_submit(State(st): State<AppState>, ctx: Ctx, form: Form) -> U
     ))
 }
 
-pub async fn login_page(ctx: Ctx, q: NextQ) -> Response {
+pub async fn login_page(ctx: Ctx, q: NextQ, flash: Flash) -> Response {
     if ctx.principal.is_some() {
         return Redirect::to(&crate::ui::safe_next(&q.0.next.unwrap_or_default())).into_response();
     }
-    render(&LoginPage {
-        chrome: Chrome::of(&ctx),
+    flash.finish(render(&LoginPage {
+        chrome: Chrome::of(&ctx).with_flash(flash.message()),
         next: q.0.next.unwrap_or_else(|| "/projects".into()),
         name: String::new(),
         error: None,
-    })
+    }))
 }
 
 pub async fn login_submit(State(st): State<AppState>, ctx: Ctx, form: Form) -> UiResult {
@@ -190,8 +191,6 @@ pub async fn logout(State(st): State<AppState>, ctx: Ctx) -> UiResult {
     {
         accounts::delete_session(&st.store, secret, &p.user).await?;
     }
-    Ok(crate::ui::redirect_with_cookie(
-        "/login",
-        crate::ui::session_cookie("", 0),
-    ))
+    let res = crate::ui::redirect_with_cookie("/login", crate::ui::session_cookie("", 0));
+    Ok(crate::ui::common::with_flash(res, "You are signed out."))
 }

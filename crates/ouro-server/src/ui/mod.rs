@@ -3,6 +3,11 @@
 //! permission and the guard enforces it (anonymous visitors are sent to the sign-in page).
 
 pub mod account;
+pub mod account_tokens;
+pub mod admin;
+pub mod common;
+pub mod members;
+pub mod project_settings;
 pub mod projects;
 
 use std::collections::HashMap;
@@ -28,6 +33,10 @@ pub fn register(reg: &mut Registry) {
     reg.route(Method::GET, "/login", Public, account::login_page);
     reg.route(Method::POST, "/login", Public, account::login_submit);
     reg.route(Method::POST, "/logout", Authenticated, account::logout);
+    account_tokens::register(reg);
+    admin::register(reg);
+    members::register(reg);
+    project_settings::register(reg);
     projects::register(reg);
 }
 

@@ -11,6 +11,7 @@ use ouro_store::projects::{self, Project, Visibility};
 use crate::AppState;
 use crate::extract::Ctx;
 use crate::registry::Registry;
+use crate::ui::common::Flash;
 use crate::ui::{Chrome, Form, UiError, UiResult, render, render_status};
 
 pub fn register(reg: &mut Registry) {
@@ -129,7 +130,7 @@ struct OverviewPage<'a> {
     events: Vec<EventLine>,
 }
 
-async fn list(State(st): State<AppState>, ctx: Ctx) -> UiResult {
+async fn list(State(st): State<AppState>, ctx: Ctx, flash: Flash) -> UiResult {
     let user = ctx.principal.as_ref().map(|p| &p.user);
     let page = projects::list_visible(
         &mut st.store.read().await?,
@@ -138,10 +139,11 @@ async fn list(State(st): State<AppState>, ctx: Ctx) -> UiResult {
         None,
     )
     .await?;
-    Ok(render(&ListPage {
-        chrome: Chrome::of(&ctx),
+    let chrome = Chrome::of(&ctx).with_flash(flash.message());
+    Ok(flash.finish(render(&ListPage {
+        chrome,
         projects: page.items,
-    }))
+    })))
 }
 
 async fn new_page(ctx: Ctx) -> UiResult {

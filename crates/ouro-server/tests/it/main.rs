@@ -4,9 +4,11 @@
 mod support;
 
 mod api;
+mod browser;
 mod drift;
 mod events;
 mod guard;
 mod meta;
 mod props;
 mod ui_auth;
+mod ui_pages;

@@ -1,0 +1,499 @@
+//! The web UI in a real browser: headless Chromium driven through chromedriver (WebDriver) with
+//! fantoccini, against the real server. It walks a new instance from the setup link to an API
+//! token that works, and saves a screenshot of every step under `target/browser-screenshots/`.
+//!
+//! Needs `/usr/bin/chromedriver` and `/usr/bin/chromium` (Debian packages `chromium-driver` and
+//! `chromium`; `OURO_CHROMEDRIVER` and `OURO_CHROMIUM` point elsewhere). When they are missing the
+//! test says so loudly and passes, except with `CI=true`, where a missing browser is a failure.
+//! SQLite only: the storage suite covers PostgreSQL, and a browser adds nothing there.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use ouro_core::Actor;
+use ouro_store::projects::{self, ProjectPatch};
+use ouro_store::testing::TestDb;
+use serde_json::json;
+
+use crate::support::*;
+
+/// Long enough for a cold Chromium on a busy two-core machine; waits end as soon as the element shows.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The browser binaries, or `None` (after the skip message) when this machine has none.
+fn browser_binaries() -> Option<(PathBuf, PathBuf)> {
+    let driver = PathBuf::from(
+        std::env::var("OURO_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into()),
+    );
+    let chromium = PathBuf::from(
+        std::env::var("OURO_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+    );
+    let missing: Vec<String> = [&driver, &chromium]
+        .iter()
+        .filter(|p| !p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if missing.is_empty() {
+        return Some((driver, chromium));
+    }
+    let msg = format!(
+        "browser test needs {} (install the Debian packages chromium-driver and chromium, or set OURO_CHROMEDRIVER / OURO_CHROMIUM)",
+        missing.join(" and ")
+    );
+    if std::env::var("CI").is_ok_and(|c| c == "true") {
+        panic!("CI=true and {msg}");
+    }
+    // Straight to stderr: the test harness hides eprintln! output of passing tests, and a skip
+    // must not go unnoticed.
+    use std::io::Write;
+    let bar = "*".repeat(78);
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n{bar}\n*** SKIPPING the browser test: {msg} ***\n{bar}\n"
+    );
+    None
+}
+
+/// A chromedriver child process. Dropping it (also while unwinding from a failed assertion) ends
+/// the browser session, which makes chromedriver quit Chromium, then kills chromedriver: a
+/// killed chromedriver alone would leave Chromium running.
+struct Driver {
+    child: Child,
+    port: u16,
+    url: String,
+    dir: tempfile::TempDir,
+    /// The WebDriver session to end on drop, once one is open.
+    session: std::sync::Mutex<Option<String>>,
+}
+
+impl Driver {
+    async fn start(binary: &Path) -> Driver {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(dir.path().join("chromedriver.log")).unwrap();
+        let mut cmd = Command::new(binary);
+        cmd.arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let mut driver = Driver {
+            child,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            session: std::sync::Mutex::new(None),
+        };
+        driver.wait_ready().await;
+        driver
+    }
+
+    async fn wait_ready(&mut self) {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("chromedriver exited with {status}: {}", self.log());
+            }
+            if let Ok(r) = http.get(format!("{}/status", self.url)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not answer within {WAIT:?}: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("chromedriver.log")).unwrap_or_default()
+    }
+
+    fn profile_dir(&self) -> PathBuf {
+        self.dir.path().join("profile")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let session = self
+            .session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(id) = session {
+            // Plain blocking HTTP: Drop cannot await, and the runtime may be unwinding.
+            delete_session(self.port, &id);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `DELETE /session/{id}`: chromedriver closes the browser and answers when it is gone.
+fn delete_session(port: u16, id: &str) {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = format!(
+        "DELETE /session/{id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    if conn.write_all(request.as_bytes()).is_ok() {
+        let _ = conn.read_to_end(&mut Vec::new());
+    }
+}
+
+/// Where screenshots go: `<target dir>/browser-screenshots/`.
+fn screenshot_dir() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) if Path::new(&t).is_absolute() => PathBuf::from(t),
+        Some(t) => workspace.join(t),
+        None => workspace.join("target"),
+    };
+    let dir = target.join("browser-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The browser session plus the small vocabulary the walk is written in.
+struct Browser {
+    c: Client,
+    base: String,
+    shots: PathBuf,
+    step: usize,
+}
+
+impl Browser {
+    async fn open(driver: &Driver, chromium: &Path, base: &str) -> Browser {
+        let profile = driver.profile_dir();
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            &format!("--user-data-dir={}", profile.display()),
+            "--window-size=1280,900",
+        ];
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({"binary": chromium.display().to_string(), "args": args}),
+        );
+        // Plain HTTP: chromedriver is on localhost, and the rustls builder would need a process-wide
+        // crypto provider choice (the dependency graph enables two).
+        let mut builder = ClientBuilder::new(HttpConnector::new());
+        builder.capabilities(caps);
+        let c = builder
+            .connect(&driver.url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open a Chromium session: {e}\n{}", driver.log()));
+        *driver.session.lock().unwrap() = c.session_id().await.unwrap();
+        Browser {
+            c,
+            base: base.to_string(),
+            shots: screenshot_dir(),
+            step: 0,
+        }
+    }
+
+    async fn goto(&self, path_or_url: &str) {
+        let url = if path_or_url.starts_with("http") {
+            path_or_url.to_string()
+        } else {
+            format!("{}{path_or_url}", self.base)
+        };
+        self.c
+            .goto(&url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open {url}: {e}"));
+    }
+
+    /// Waits until `css` is on the page; on timeout fails with the URL and the page's text.
+    async fn find(&self, css: &str) -> Element {
+        match self
+            .c
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(e) => e,
+            Err(e) => {
+                let url = self
+                    .c
+                    .current_url()
+                    .await
+                    .map(|u| u.to_string())
+                    .unwrap_or_default();
+                let text = match self.c.find(Locator::Css("body")).await {
+                    Ok(b) => b.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                panic!("no {css:?} within {WAIT:?} on {url}: {e}\npage text:\n{text}");
+            }
+        }
+    }
+
+    async fn fill(&self, css: &str, value: &str) {
+        let e = self.find(css).await;
+        e.clear().await.unwrap();
+        e.send_keys(value).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.find(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("cannot click {css:?}: {e}"));
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.find(css).await.text().await.unwrap()
+    }
+
+    async fn path(&self) -> String {
+        let u = self.c.current_url().await.unwrap();
+        match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_string(),
+        }
+    }
+
+    /// Like [`Browser::shot`], but the whole page rather than the window, for long pages: the
+    /// window grows to the page's height for the picture and goes back to its size after.
+    async fn shot_full(&mut self, name: &str) {
+        let dims = self
+            .c
+            .execute(
+                "return [document.documentElement.scrollHeight, window.outerHeight - window.innerHeight]",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let height = dims[0].as_u64().unwrap_or(900) + dims[1].as_u64().unwrap_or(0);
+        self.c
+            .set_window_size(1280, height.max(900) as u32)
+            .await
+            .unwrap();
+        self.shot(name).await;
+        self.c.set_window_size(1280, 900).await.unwrap();
+    }
+
+    /// Saves the window as `NN-name.png`, numbered in walk order.
+    async fn shot(&mut self, name: &str) {
+        self.step += 1;
+        let png = self.c.screenshot().await.unwrap();
+        let file = self.shots.join(format!("{:02}-{name}.png", self.step));
+        std::fs::write(&file, png).unwrap();
+        eprintln!("screenshot: {}", file.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_walk_from_setup_link_to_working_token() {
+    let Some((driver_bin, chromium)) = browser_binaries() else {
+        return;
+    };
+    let s = TestServer::start_with(
+        &TestDb::Sqlite,
+        Options {
+            with_admin: false,
+            ..Default::default()
+        },
+    )
+    .await;
+    let setup_url = s
+        .setup_url
+        .clone()
+        .expect("a fresh instance prints a setup link");
+    let driver = Driver::start(&driver_bin).await;
+    let mut b = Browser::open(&driver, &chromium, &s.base).await;
+    // Pictures of an earlier run would mix with this one's.
+    for f in std::fs::read_dir(&b.shots).unwrap().flatten() {
+        if f.path().extension().is_some_and(|e| e == "png") {
+            let _ = std::fs::remove_file(f.path());
+        }
+    }
+
+    // First start: the setup link creates the administrator and signs them in.
+    b.goto(&setup_url).await;
+    b.find("#create-admin").await;
+    b.shot("setup").await;
+    b.fill("#name", "ada").await;
+    b.fill("#password", "correct-horse-battery").await;
+    b.click("#create-admin").await;
+    b.find("#new-project").await;
+    assert_eq!(b.text(".account .who").await, "ada");
+    b.shot("projects-empty").await;
+
+    // Sign out, then a wrong password is refused with a message on the sign-in page.
+    b.click("#sign-out").await;
+    b.find("#sign-in").await;
+    b.fill("#name", "ada").await;
+    b.fill("#password", "not-the-password").await;
+    b.click("#sign-in").await;
+    let error = b.text("#form-error").await;
+    assert!(
+        error.contains("not right"),
+        "sign-in error says what went wrong: {error:?}"
+    );
+    b.shot("sign-in-wrong-password").await;
+
+    // The right password signs in.
+    b.fill("#name", "ada").await;
+    b.fill("#password", "correct-horse-battery").await;
+    b.click("#sign-in").await;
+    b.find("#new-project").await;
+
+    // Create a project.
+    b.click("#new-project").await;
+    b.find("#create-project").await;
+    b.fill("#name", "Payments API").await;
+    b.fill("#slug", "payments").await;
+    b.fill("#description", "Takes the money and keeps the books.")
+        .await;
+    b.shot("project-new").await;
+    b.click("#create-project").await;
+    assert_eq!(b.text("#project-title").await, "Payments API");
+    assert_eq!(b.path().await, "/projects/payments");
+    b.shot("project-overview").await;
+
+    // The administrator creates an account for a teammate and invites her to the project.
+    b.click(".topnav a[href='/admin/users']").await;
+    b.find("#create-user").await;
+    b.fill("#user-name", "grace").await;
+    b.fill("#user-password", "grace-password-1").await;
+    b.click("#create-user").await;
+    b.find("#user-list tr[data-user=grace]").await;
+    assert!(b.text(".flash").await.contains("grace"));
+    b.shot("admin-users").await;
+    b.goto("/projects/payments/members").await;
+    b.fill("#add-user", "grace").await;
+    b.find("#add-role")
+        .await
+        .select_by_value("developer")
+        .await
+        .unwrap();
+    b.click("#add-member").await;
+    b.find("#member-list tr[data-user=grace]").await;
+    assert!(
+        b.text(".flash")
+            .await
+            .contains("grace was added as developer")
+    );
+    b.shot("project-members").await;
+
+    // Settings, with the danger zone for the owner.
+    b.goto("/projects/payments/settings").await;
+    b.find("#settings-form").await;
+    b.find("#delete-project").await;
+    b.shot_full("project-settings").await;
+
+    // Someone else saves while the form is open: saving shows the conflict and the current values.
+    let elsewhere = ProjectPatch {
+        description: Some("Changed elsewhere.".into()),
+        ..Default::default()
+    };
+    projects::update(
+        &s.state.store,
+        &Actor::System("test"),
+        "payments",
+        None,
+        elsewhere,
+    )
+    .await
+    .unwrap();
+    b.fill("#name", "Payments").await;
+    b.click("#save-settings").await;
+    assert!(b.text("#conflict").await.contains("were not saved"));
+    let description = b.find("#description").await.prop("value").await.unwrap();
+    assert_eq!(description.as_deref(), Some("Changed elsewhere."));
+    b.shot("project-settings-conflict").await;
+    b.fill("#name", "Payments").await;
+    b.click("#save-settings").await;
+    assert_eq!(b.text(".flash").await, "Settings saved.");
+    assert_eq!(b.text(".projectnav-title a").await, "Payments");
+
+    // Create a read-only token; its secret is shown once and works against the API.
+    b.goto("/account/tokens").await;
+    b.find("#create-token").await;
+    b.shot("tokens-empty").await;
+    // A mistyped expiry comes back with the message next to the field and nothing created.
+    b.fill("#token-name", "browser test").await;
+    b.fill("#expires-days", "soon").await;
+    b.click("#create-token").await;
+    assert!(b.text("#expires-error").await.contains("whole number"));
+    let described = b
+        .find("#expires-days")
+        .await
+        .attr("aria-describedby")
+        .await
+        .unwrap();
+    assert!(described.unwrap_or_default().contains("expires-error"));
+    b.shot("token-field-error").await;
+    b.find("#expires-days").await.clear().await.unwrap();
+    b.click("input[name=scope][value=read_api]").await;
+    b.click("#create-token").await;
+    let secret = b.text("#new-token").await.trim().to_string();
+    assert!(secret.starts_with("ouro_"), "a token secret: {secret:?}");
+    assert!(
+        b.text("#token-usage")
+            .await
+            .contains("Authorization: Bearer")
+    );
+    assert!(b.text("#token-list").await.contains("browser test"));
+    b.shot_full("token-created").await;
+    let r = reqwest::Client::new()
+        .get(s.url("/api/v1/projects/payments"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the new token reads the project");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["slug"], "payments");
+
+    // Signed out, a page that needs an account sends the visitor to sign in.
+    b.click("#sign-out").await;
+    b.find("#sign-in").await;
+    assert_eq!(b.text(".flash").await, "You are signed out.");
+    b.goto("/projects/new").await;
+    b.find("#sign-in").await;
+    let path = b.path().await;
+    assert!(
+        path.starts_with("/login?next="),
+        "redirected to sign in: {path}"
+    );
+    assert!(
+        path.contains("projects%2Fnew") || path.contains("projects/new"),
+        "comes back afterwards: {path}"
+    );
+    b.shot("signed-out-redirect").await;
+
+    b.c.close().await.unwrap();
+    driver.session.lock().unwrap().take();
+    drop(driver);
+    s.stop().await;
+}

@@ -85,7 +85,7 @@ impl Metrics {
         );
         // Both series exist from the start, so a dashboard shows 0 rather than "no data".
         for outcome in ["success", "failure"] {
-            webhook_deliveries.get_or_create(&OutcomeLabels {
+            let _ = webhook_deliveries.get_or_create(&OutcomeLabels {
                 outcome: outcome.into(),
             });
         }

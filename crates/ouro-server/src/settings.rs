@@ -272,7 +272,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn env_of(m: &HashMap<&str, String>) -> impl Fn(&str) -> Option<String> + '_ {
+    fn env_of<'a>(m: &'a HashMap<&str, String>) -> impl Fn(&str) -> Option<String> + 'a {
         move |k| m.get(k).cloned()
     }
 

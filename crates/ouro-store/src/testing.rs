@@ -31,10 +31,9 @@ impl TestDb {
             TestDb::Postgres { admin_url } => {
                 let name = format!(
                     "ouro_t_{}",
-                    crate::crypto::random_token("")
+                    &crate::crypto::random_token("")
                         .to_lowercase()
                         .replace(['-', '_'], "")[..20]
-                        .to_string()
                 );
                 let opts = PgConnectOptions::from_str(admin_url)
                     .expect("OURO_TEST_DATABASE_URL is a valid PostgreSQL URL");

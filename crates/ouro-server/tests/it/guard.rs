@@ -105,7 +105,7 @@ async fn every_route_refuses_callers_it_should() {
                     404,
                     "{what}: non-member must not learn the project exists"
                 );
-                if let Some((below, tok)) = by_role.iter().filter(|(r, _)| *r < min).next_back() {
+                if let Some((below, tok)) = by_role.iter().rfind(|(r, _)| *r < min) {
                     let r = send(Some(tok.clone())).await.unwrap();
                     assert_eq!(
                         r.status().as_u16(),

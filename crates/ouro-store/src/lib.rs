@@ -3,6 +3,7 @@
 //! appends its event to the ledger ([`Tx::append`]).
 
 pub mod accounts;
+pub mod consumers;
 pub mod crypto;
 pub mod db;
 pub mod events;

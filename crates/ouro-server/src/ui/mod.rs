@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod projects;
+pub mod webhooks;
 
 use std::collections::HashMap;
 
@@ -29,6 +30,7 @@ pub fn register(reg: &mut Registry) {
     reg.route(Method::POST, "/login", Public, account::login_submit);
     reg.route(Method::POST, "/logout", Authenticated, account::logout);
     projects::register(reg);
+    webhooks::register(reg);
 }
 
 /// What every page's frame needs: who is signed in, their CSRF token, a one-off message.

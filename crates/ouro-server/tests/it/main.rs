@@ -10,3 +10,4 @@ mod guard;
 mod meta;
 mod props;
 mod ui_auth;
+mod webhooks;

@@ -3,6 +3,7 @@
 //! appends its event to the ledger ([`Tx::append`]).
 
 pub mod accounts;
+pub mod consumers;
 pub mod crypto;
 pub mod db;
 pub mod events;
@@ -11,6 +12,7 @@ pub mod page;
 pub mod projects;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

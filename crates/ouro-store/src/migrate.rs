@@ -31,13 +31,22 @@ impl Migration {
 }
 
 /// The platform's own migrations: identity, projects, the ledger, webhooks.
-pub const PLATFORM_MIGRATIONS: &[Migration] = &[Migration {
-    component: "platform",
-    version: 1,
-    name: "platform",
-    sqlite: include_str!("../migrations/sqlite/0001_platform.sql"),
-    postgres: include_str!("../migrations/postgres/0001_platform.sql"),
-}];
+pub const PLATFORM_MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "platform",
+        version: 1,
+        name: "platform",
+        sqlite: include_str!("../migrations/sqlite/0001_platform.sql"),
+        postgres: include_str!("../migrations/postgres/0001_platform.sql"),
+    },
+    Migration {
+        component: "platform",
+        version: 2,
+        name: "webhook_delivery",
+        sqlite: include_str!("../migrations/sqlite/0002_webhook_delivery.sql"),
+        postgres: include_str!("../migrations/postgres/0002_webhook_delivery.sql"),
+    },
+];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS ouro_migrations (
     component TEXT NOT NULL,

@@ -9,6 +9,7 @@ pub mod common;
 pub mod members;
 pub mod project_settings;
 pub mod projects;
+pub mod webhooks;
 
 use std::collections::HashMap;
 
@@ -38,6 +39,7 @@ pub fn register(reg: &mut Registry) {
     members::register(reg);
     project_settings::register(reg);
     projects::register(reg);
+    webhooks::register(reg);
 }
 
 /// What every page's frame needs: who is signed in, their CSRF token, a one-off message.

@@ -12,3 +12,4 @@ mod meta;
 mod props;
 mod ui_auth;
 mod ui_pages;
+mod webhooks;

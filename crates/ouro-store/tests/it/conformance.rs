@@ -42,14 +42,25 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused_untouched() {
             .fetch_one(&mut again.read().await.unwrap())
             .await
             .unwrap();
-        assert_eq!(n.i64("n").unwrap(), 1, "{}", db.name());
+        assert_eq!(
+            n.i64("n").unwrap(),
+            PLATFORM_MIGRATIONS.len() as i64,
+            "{}",
+            db.name()
+        );
         again.close().await;
 
         // A binary that knows one migration more applies it ...
         let mut newer = PLATFORM_MIGRATIONS.to_vec();
+        let next = PLATFORM_MIGRATIONS
+            .iter()
+            .map(|m| m.version)
+            .max()
+            .unwrap_or(0)
+            + 1;
         newer.push(Migration {
             component: "platform",
-            version: 2,
+            version: next,
             name: "extra",
             sqlite: "CREATE TABLE extra (id BIGINT)",
             postgres: "CREATE TABLE extra (id BIGINT)",
@@ -62,15 +73,16 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused_untouched() {
             .expect("must refuse")
             .to_string();
         assert!(
-            err.contains("newer than this binary") && err.contains("platform v2"),
+            err.contains("newer than this binary") && err.contains(&format!("platform v{next}")),
             "{}: {err}",
             db.name()
         );
 
         // An edited released migration is refused too.
         let mut edited = newer.clone();
-        edited[1].sqlite = "CREATE TABLE extra (id BIGINT, x TEXT)";
-        edited[1].postgres = "CREATE TABLE extra (id BIGINT, x TEXT)";
+        let last = edited.len() - 1;
+        edited[last].sqlite = "CREATE TABLE extra (id BIGINT, x TEXT)";
+        edited[last].postgres = "CREATE TABLE extra (id BIGINT, x TEXT)";
         let err = Store::open(&env.url, &edited)
             .await
             .err()

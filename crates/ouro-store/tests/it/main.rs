@@ -2,3 +2,5 @@
 //! `OURO_TEST_DATABASE_URL` is set (CI sets it).
 
 mod conformance;
+mod consumers;
+mod webhooks;

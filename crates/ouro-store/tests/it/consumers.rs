@@ -1,0 +1,226 @@
+//! The in-process consumer runner: order, retries without skipping, resume after restart.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ouro_core::events as ev;
+use ouro_core::{Actor, Event, NewEvent, OuroError};
+use ouro_store::consumers::{self, BoxFuture, Consumer, RunOptions};
+use ouro_store::testing::{TestDb, backends};
+use ouro_store::{PLATFORM_MIGRATIONS, Store};
+use serde_json::json;
+use tokio::sync::watch;
+
+struct Env {
+    store: Store,
+    _dir: tempfile::TempDir,
+}
+
+async fn open(db: &TestDb) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let url = db.fresh_url(dir.path()).await;
+    let store = Store::open(&url, PLATFORM_MIGRATIONS)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", db.name()));
+    Env { store, _dir: dir }
+}
+
+/// Records what it handled; fails the events listed in `failures` that many times first.
+#[derive(Default)]
+struct Recorder {
+    handled: Mutex<Vec<i64>>,
+    calls: Mutex<HashMap<i64, usize>>,
+    failures: Mutex<HashMap<i64, usize>>,
+}
+
+impl Recorder {
+    fn failing(seq: i64, times: usize) -> Recorder {
+        let r = Recorder::default();
+        r.failures.lock().unwrap().insert(seq, times);
+        r
+    }
+    fn handled(&self) -> Vec<i64> {
+        self.handled.lock().unwrap().clone()
+    }
+    fn calls(&self, seq: i64) -> usize {
+        self.calls.lock().unwrap().get(&seq).copied().unwrap_or(0)
+    }
+}
+
+impl Consumer for Recorder {
+    fn name(&self) -> &'static str {
+        "test-recorder"
+    }
+
+    fn handle<'a>(
+        &'a self,
+        _store: &'a Store,
+        event: &'a Event,
+    ) -> BoxFuture<'a, Result<(), OuroError>> {
+        Box::pin(async move {
+            *self.calls.lock().unwrap().entry(event.seq).or_default() += 1;
+            if let Some(left) = self.failures.lock().unwrap().get_mut(&event.seq)
+                && *left > 0
+            {
+                *left -= 1;
+                return Err(OuroError::internal());
+            }
+            self.handled.lock().unwrap().push(event.seq);
+            Ok(())
+        })
+    }
+}
+
+const FAST: RunOptions = RunOptions {
+    batch: 2,
+    initial_backoff: Duration::from_millis(20),
+    max_backoff: Duration::from_millis(80),
+    poll: Duration::from_millis(200),
+};
+
+async fn append(store: &Store, n: i64) {
+    for i in 0..n {
+        let mut tx = store.begin().await.unwrap();
+        tx.append(
+            NewEvent::new(
+                ev::PROJECT_UPDATED,
+                &Actor::System("test"),
+                i,
+                json!({"i": i}),
+            )
+            .in_project(1, "p"),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+struct Runner {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start(store: &Store, consumer: Arc<Recorder>) -> Runner {
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(consumers::run_with(store.clone(), consumer, rx, FAST));
+    Runner { stop, task }
+}
+
+impl Runner {
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("the runner stops on shutdown")
+            .unwrap();
+    }
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn cursor_reaches(store: &Store, seq: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while cursor(store).await != seq {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cursor did not reach {seq}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn cursor(store: &Store) -> i64 {
+    ouro_store::events::cursor(&mut store.read().await.unwrap(), "test-recorder")
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn events_arrive_in_order_failures_are_retried_and_a_restart_resumes() {
+    for db in backends() {
+        let env = open(&db).await;
+        let s = &env.store;
+        append(s, 5).await;
+
+        // Event 3 fails twice: it is retried, and 4 and 5 wait for it.
+        let rec = Arc::new(Recorder::failing(3, 2));
+        let runner = start(s, rec.clone());
+        until("the backlog", || rec.handled().len() == 5).await;
+        assert_eq!(rec.handled(), [1, 2, 3, 4, 5], "{}", db.name());
+        assert_eq!(
+            rec.calls(3),
+            3,
+            "{}: two failures then the success",
+            db.name()
+        );
+        assert_eq!(rec.calls(4), 1);
+        cursor_reaches(s, 5).await;
+
+        // Live events wake the runner.
+        append(s, 2).await;
+        until("live events", || rec.handled().len() == 7).await;
+        assert_eq!(rec.handled()[5..], [6, 7]);
+        runner.stop().await;
+
+        // Events appended while stopped are handled after a restart, and nothing before them again.
+        append(s, 2).await;
+        let rec2 = Arc::new(Recorder::default());
+        let runner = start(s, rec2.clone());
+        until("the events written while stopped", || {
+            rec2.handled().len() == 2
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            rec2.handled(),
+            [8, 9],
+            "{}: resumes after the stored cursor",
+            db.name()
+        );
+        cursor_reaches(s, 9).await;
+        runner.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_failing_event_holds_the_cursor_and_shutdown_still_stops_the_runner() {
+    for db in backends() {
+        let env = open(&db).await;
+        let s = &env.store;
+        append(s, 3).await;
+        let rec = Arc::new(Recorder::failing(2, usize::MAX));
+        let runner = start(s, rec.clone());
+        until("several retries", || rec.calls(2) >= 3).await;
+        assert_eq!(
+            rec.handled(),
+            [1],
+            "{}: 3 is not handled before 2 succeeds",
+            db.name()
+        );
+        assert_eq!(
+            cursor(s).await,
+            1,
+            "{}: the cursor stays before the failing event",
+            db.name()
+        );
+        runner.stop().await;
+
+        // After a restart the failing event is tried again, not skipped.
+        let rec2 = Arc::new(Recorder::default());
+        let runner = start(s, rec2.clone());
+        until("the held events", || rec2.handled().len() == 2).await;
+        assert_eq!(rec2.handled(), [2, 3], "{}", db.name());
+        runner.stop().await;
+    }
+}

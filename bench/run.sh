@@ -22,7 +22,7 @@ echo "-- the floor: starting the process at all (hyperfine -N ouro --version)"
 hyperfine -N --warmup 3 --runs 30 "$BIN --version" 2>/dev/null | grep -E 'Time|Range'
 
 echo "== idle RSS"
-echo 'bench-password' | "$BIN" admin create-user --data-dir "$DATA" --name admin --admin --password-stdin >/dev/null
+echo "bench-password" | "$BIN" admin create-user --data-dir "$DATA" --name admin --admin --password-stdin >/dev/null 2>&1
 TOKEN=$("$BIN" admin create-token --data-dir "$DATA" --user admin | tail -n 1)
 "$BIN" serve --data-dir "$DATA" --listen "127.0.0.1:$PORT" >/dev/null 2>&1 &
 PID=$!

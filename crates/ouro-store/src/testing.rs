@@ -49,6 +49,28 @@ impl TestDb {
     }
 }
 
+/// A fresh store with the platform migrations applied. The temporary directory (the SQLite file)
+/// lives as long as this value.
+pub struct TestStore {
+    pub store: crate::Store,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Opens a fresh, migrated store on `db`.
+pub async fn open_store(db: &TestDb) -> TestStore {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = db.fresh_url(dir.path()).await;
+    let store = crate::Store::open(&url, crate::PLATFORM_MIGRATIONS)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", db.name()));
+    TestStore {
+        store,
+        url,
+        _dir: dir,
+    }
+}
+
 /// Replaces the database name in a PostgreSQL URL, keeping credentials, host and parameters.
 pub fn with_database(url: &str, db: &str) -> String {
     let (base, query) = match url.split_once('?') {

@@ -188,3 +188,18 @@ pub fn error_code(body: &Value) -> String {
     );
     e["code"].as_str().unwrap().to_string()
 }
+
+/// An `application/x-www-form-urlencoded` body.
+pub fn form_body(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                ouro_server::ui::url_encode(k),
+                ouro_server::ui::url_encode(v)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}

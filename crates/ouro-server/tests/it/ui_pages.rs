@@ -21,20 +21,6 @@ struct Page {
     body: String,
 }
 
-fn form_body(fields: &[(&str, &str)]) -> String {
-    fields
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{}={}",
-                ouro_server::ui::url_encode(k),
-                ouro_server::ui::url_encode(v)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
 impl<'a> Session<'a> {
     async fn sign_in(s: &'a TestServer, name: &str, password: &str) -> Session<'a> {
         let mut me = Session {

@@ -773,14 +773,6 @@ async fn the_secret_is_never_returned_and_is_stored_encrypted() {
     }
 }
 
-fn form(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={}", ouro_server::ui::url_encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
 async fn post_form(s: &TestServer, path: &str, body: String) -> (u16, String, String) {
     let r = s
         .req(Method::POST, path, Some(&s.admin_token))
@@ -824,7 +816,7 @@ async fn the_web_pages_add_show_redeliver_and_delete() {
         let (st, _, html) = post_form(
             &s,
             "/projects/demo/webhooks",
-            form(&[("url", "nope"), ("kinds", "*")]),
+            form_body(&[("url", "nope"), ("kinds", "*")]),
         )
         .await;
         assert_eq!(st, 422);
@@ -836,7 +828,7 @@ async fn the_web_pages_add_show_redeliver_and_delete() {
         let (st, _, html) = post_form(
             &s,
             "/projects/demo/webhooks",
-            form(&[("url", &rx.url), ("kinds", "project.*, member.*")]),
+            form_body(&[("url", &rx.url), ("kinds", "project.*, member.*")]),
         )
         .await;
         assert_eq!(st, 201, "{html}");
@@ -884,7 +876,7 @@ async fn the_web_pages_add_show_redeliver_and_delete() {
         let (st, location, _) = post_form(
             &s,
             &detail,
-            form(&[("url", &rx.url), ("kinds", "*"), ("version", "1")]),
+            form_body(&[("url", &rx.url), ("kinds", "*"), ("version", "1")]),
         )
         .await;
         assert_eq!((st, location.as_str()), (303, detail.as_str()));

@@ -2,30 +2,11 @@ use ouro_core::events as ev;
 use ouro_core::{Actor, ErrorCode, NewEvent, OuroError, Role};
 use ouro_store::events::{EventFilter, Visibility};
 use ouro_store::projects::{ProjectPatch, Visibility as PV};
-use ouro_store::testing::{TestDb, backends};
+use ouro_store::testing::{backends, open_store};
 use ouro_store::{
     Migration, PLATFORM_MIGRATIONS, PageReq, Store, StoreError, accounts, projects, q,
 };
 use serde_json::json;
-
-struct Env {
-    store: Store,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-async fn open(db: &TestDb) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let url = db.fresh_url(dir.path()).await;
-    let store = Store::open(&url, PLATFORM_MIGRATIONS)
-        .await
-        .unwrap_or_else(|e| panic!("{}: {e}", db.name()));
-    Env {
-        store,
-        url,
-        _dir: dir,
-    }
-}
 
 fn code(e: StoreError) -> ErrorCode {
     OuroError::from(e).code
@@ -34,7 +15,7 @@ fn code(e: StoreError) -> ErrorCode {
 #[tokio::test]
 async fn migrations_are_idempotent_and_a_newer_schema_is_refused_untouched() {
     for db in backends() {
-        let env = open(&db).await;
+        let env = open_store(&db).await;
         env.store.close().await;
         // Opening again applies nothing and works.
         let again = Store::open(&env.url, PLATFORM_MIGRATIONS).await.unwrap();
@@ -95,7 +76,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused_untouched() {
 #[tokio::test]
 async fn users_tokens_and_sessions() {
     for db in backends() {
-        let env = open(&db).await;
+        let env = open_store(&db).await;
         let s = &env.store;
         let alice = accounts::create_user(s, &Actor::System("test"), "alice", "password1", true)
             .await
@@ -235,7 +216,7 @@ async fn users_tokens_and_sessions() {
 #[tokio::test]
 async fn projects_members_visibility_and_optimistic_concurrency() {
     for db in backends() {
-        let env = open(&db).await;
+        let env = open_store(&db).await;
         let s = &env.store;
         let sys = Actor::System("test");
         let alice = accounts::create_user(s, &sys, "alice", "password1", false)
@@ -443,7 +424,7 @@ async fn projects_members_visibility_and_optimistic_concurrency() {
 #[tokio::test]
 async fn ledger_sequence_pages_filters_and_cursors() {
     for db in backends() {
-        let env = open(&db).await;
+        let env = open_store(&db).await;
         let s = &env.store;
         let sys = Actor::System("test");
         let mut rx = s.subscribe_seq();
@@ -557,7 +538,7 @@ async fn ledger_sequence_pages_filters_and_cursors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_commit_in_seq_order() {
     for db in backends() {
-        let env = open(&db).await;
+        let env = open_store(&db).await;
         let s = env.store.clone();
         let mut handles = Vec::new();
         for w in 0..4 {

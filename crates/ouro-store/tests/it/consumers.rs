@@ -6,25 +6,11 @@ use std::time::Duration;
 
 use ouro_core::events as ev;
 use ouro_core::{Actor, Event, NewEvent, OuroError};
+use ouro_store::Store;
 use ouro_store::consumers::{self, BoxFuture, Consumer, RunOptions};
-use ouro_store::testing::{TestDb, backends};
-use ouro_store::{PLATFORM_MIGRATIONS, Store};
+use ouro_store::testing::{backends, open_store};
 use serde_json::json;
 use tokio::sync::watch;
-
-struct Env {
-    store: Store,
-    _dir: tempfile::TempDir,
-}
-
-async fn open(db: &TestDb) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let url = db.fresh_url(dir.path()).await;
-    let store = Store::open(&url, PLATFORM_MIGRATIONS)
-        .await
-        .unwrap_or_else(|e| panic!("{}: {e}", db.name()));
-    Env { store, _dir: dir }
-}
 
 /// Records what it handled; fails the events listed in `failures` that many times first.
 #[derive(Default)]
@@ -149,7 +135,7 @@ async fn cursor(store: &Store) -> i64 {
 #[tokio::test]
 async fn events_arrive_in_order_failures_are_retried_and_a_restart_resumes() {
     for db in backends() {
-        let env = open(&db).await;
+        let env = open_store(&db).await;
         let s = &env.store;
         append(s, 5).await;
 
@@ -196,7 +182,7 @@ async fn events_arrive_in_order_failures_are_retried_and_a_restart_resumes() {
 #[tokio::test]
 async fn a_failing_event_holds_the_cursor_and_shutdown_still_stops_the_runner() {
     for db in backends() {
-        let env = open(&db).await;
+        let env = open_store(&db).await;
         let s = &env.store;
         append(s, 3).await;
         let rec = Arc::new(Recorder::failing(2, usize::MAX));

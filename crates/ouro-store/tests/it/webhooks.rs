@@ -3,23 +3,9 @@
 use ouro_core::{Actor, ErrorCode, OuroError};
 use ouro_store::events::{EventFilter, Visibility};
 use ouro_store::projects::Visibility as PV;
-use ouro_store::testing::{TestDb, backends};
+use ouro_store::testing::{backends, open_store};
 use ouro_store::webhooks::{self, Attempt, DeliveryStatus, WebhookPatch};
-use ouro_store::{PLATFORM_MIGRATIONS, PageReq, Store, StoreError, accounts, projects};
-
-struct Env {
-    store: Store,
-    _dir: tempfile::TempDir,
-}
-
-async fn open(db: &TestDb) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let url = db.fresh_url(dir.path()).await;
-    let store = Store::open(&url, PLATFORM_MIGRATIONS)
-        .await
-        .unwrap_or_else(|e| panic!("{}: {e}", db.name()));
-    Env { store, _dir: dir }
-}
+use ouro_store::{PageReq, StoreError, accounts, projects};
 
 fn err(e: StoreError) -> OuroError {
     OuroError::from(e)
@@ -32,7 +18,7 @@ fn kinds(k: &[&str]) -> Vec<String> {
 #[tokio::test]
 async fn webhooks_crud_events_and_optimistic_concurrency() {
     for db in backends() {
-        let env = open(&db).await;
+        let env = open_store(&db).await;
         let s = &env.store;
         let alice = accounts::create_user(s, &Actor::System("test"), "alice", "password1", false)
             .await
@@ -187,7 +173,7 @@ async fn webhooks_crud_events_and_optimistic_concurrency() {
 #[tokio::test]
 async fn deliveries_enqueue_once_claim_record_page_and_redeliver() {
     for db in backends() {
-        let env = open(&db).await;
+        let env = open_store(&db).await;
         let s = &env.store;
         let alice = accounts::create_user(s, &Actor::System("test"), "alice", "password1", false)
             .await

@@ -73,6 +73,8 @@ struct MembersPage<'a> {
     project: &'a Project,
     phases: &'static [PhaseLink],
     active: &'static str,
+    /// Maintainers see the settings and webhooks links.
+    manage: bool,
     your_role: &'static str,
     can_manage: bool,
     members: Vec<MemberRow>,
@@ -132,6 +134,7 @@ async fn build<'a>(
         project,
         phases: PHASES,
         active: "members",
+        manage: ctx.role() >= Some(ouro_core::Role::Maintainer),
         your_role: ctx.role().map(Role::as_str).unwrap_or("viewer"),
         can_manage,
         members,

@@ -58,6 +58,8 @@ struct SettingsPage<'a> {
     project: &'a Project,
     phases: &'static [PhaseLink],
     active: &'static str,
+    /// Maintainers see the settings and webhooks links.
+    manage: bool,
     is_owner: bool,
     name: String,
     description: String,
@@ -76,6 +78,7 @@ impl<'a> SettingsPage<'a> {
             project,
             phases: PHASES,
             active: "settings",
+            manage: ctx.role() >= Some(ouro_core::Role::Maintainer),
             is_owner: ctx.role() == Some(Role::Owner),
             name: project.name.clone(),
             description: project.description.clone(),

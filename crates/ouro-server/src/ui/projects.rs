@@ -127,6 +127,8 @@ struct OverviewPage<'a> {
     role: &'static str,
     phases: &'static [PhaseLink],
     active: &'static str,
+    /// Maintainers see the settings and webhooks links.
+    manage: bool,
     events: Vec<EventLine>,
 }
 
@@ -210,6 +212,7 @@ async fn overview(State(st): State<AppState>, ctx: Ctx) -> UiResult {
         role: ctx.role().map(Role::as_str).unwrap_or("viewer"),
         phases: PHASES,
         active: "",
+        manage: ctx.role() >= Some(ouro_core::Role::Maintainer),
         events,
     }))
 }

@@ -257,3 +257,45 @@ async fn sign_in_is_throttled_per_account_and_audited() {
     assert_eq!(evs["items"][0]["actor"], "user:carol");
     s.stop().await;
 }
+
+/// The project navigation offers settings and webhooks only to those who may open them.
+#[tokio::test]
+async fn project_nav_shows_management_links_to_maintainers_only() {
+    let s = TestServer::start(&backends()[0]).await;
+    s.admin(
+        Method::POST,
+        "/api/v1/projects",
+        Some(serde_json::json!({"slug": "nav", "name": "Nav"})),
+    )
+    .await;
+    let viewer = s.user("vic").await;
+    s.admin(
+        Method::PUT,
+        "/api/v1/projects/nav/members/vic",
+        Some(serde_json::json!({"role": "viewer"})),
+    )
+    .await;
+    let page = |tok: String| {
+        let s = &s;
+        async move {
+            s.req(Method::GET, "/projects/nav", Some(&tok))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let as_viewer = page(viewer).await;
+    assert!(as_viewer.contains("/projects/nav/members"));
+    assert!(
+        !as_viewer.contains("/projects/nav/settings")
+            && !as_viewer.contains("/projects/nav/webhooks")
+    );
+    let as_owner = page(s.admin_token.clone()).await;
+    assert!(
+        as_owner.contains("/projects/nav/settings") && as_owner.contains("/projects/nav/webhooks")
+    );
+    s.stop().await;
+}

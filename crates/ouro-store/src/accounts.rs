@@ -69,7 +69,11 @@ pub async fn create_user(
 ) -> Result<User, StoreError> {
     ouro_core::ids::validate_user_name(name)?;
     validate_password(password)?;
-    let hash = crypto::hash_password(password);
+    // argon2 takes tens of milliseconds of CPU: keep it off the async worker threads.
+    let pw = password.to_string();
+    let hash = tokio::task::spawn_blocking(move || crypto::hash_password(&pw))
+        .await
+        .map_err(|e| StoreError::Config(format!("password hashing failed: {e}")))?;
     let mut tx = store.begin().await?;
     let row = on_unique(
         q(format!(

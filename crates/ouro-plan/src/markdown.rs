@@ -365,7 +365,7 @@ mod tests {
             ("**@bold** _@em_ [@link](/u)", &["bold", "em", "link"]),
             ("> @quoted", &["quoted"]),
             ("- [ ] @task", &["task"]),
-            (&"@aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", &[]), // 41 characters
+            ("@aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", &[]), // 41 characters
             ("@ünicode @é", &[]),
         ];
         for (md, want) in table {

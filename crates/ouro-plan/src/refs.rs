@@ -173,9 +173,12 @@ mod tests {
         parse(text).into_iter().map(|r| (r.key, r.action)).collect()
     }
 
+    /// A text and the (key, action) pairs expected from it.
+    type Case<'a> = (&'a str, &'a [(&'a str, Option<Action>)]);
+
     #[test]
     fn commit_messages() {
-        let table: &[(&str, &[(&str, Option<Action>)])] = &[
+        let table: &[Case] = &[
             ("DEMO-42", &[("DEMO-42", None)]),
             ("Add login form (DEMO-42)", &[("DEMO-42", None)]),
             ("DEMO-42: add login form", &[("DEMO-42", None)]),

@@ -362,3 +362,27 @@ proptest! {
         }
     }
 }
+
+/// The worked example in docs/query-language.md.
+#[test]
+fn documented_example() {
+    let q = parse("assignee:me -label:blocked login").unwrap();
+    let (s, args) = to_sql(&q, &ctx()).unwrap();
+    let doc = include_str!("../../../../docs/query-language.md");
+    let block = doc
+        .split("```sql\n")
+        .nth(1)
+        .unwrap()
+        .split("\n-- ")
+        .next()
+        .unwrap();
+    assert_eq!(s, block.replace('\n', " "));
+    assert_eq!(
+        args,
+        vec![
+            SqlArg::I64(7),
+            SqlArg::Text("blocked".into()),
+            SqlArg::Text("%login%".into())
+        ]
+    );
+}

@@ -80,10 +80,11 @@ fn scan_mentions(text: &str, out: &mut Vec<String>) {
         }
         // A sentence may continue with '-' ("@alice- thanks"); names never end with it.
         let name = rest[..len].trim_end_matches('-');
-        if name.is_empty() || name.len() > 40 || name.starts_with('-') {
+        let name = name.to_ascii_lowercase();
+        // The platform's own rule for user names (length, no leading '-').
+        if ouro_core::ids::validate_user_name(&name).is_err() {
             continue;
         }
-        let name = name.to_ascii_lowercase();
         if !out.contains(&name) {
             out.push(name);
         }

@@ -682,13 +682,9 @@ fn split_cmp(s: &str) -> (Cmp, &str) {
     (Cmp::Eq, s)
 }
 
+/// The platform's own rule, so a query can name every user and only users.
 fn is_user_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 40
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
+    ouro_core::ids::validate_user_name(s).is_ok()
 }
 
 fn value(field: Field, term: &Term) -> Result<Value, QueryError> {

@@ -116,16 +116,11 @@ fn step_down(b: &[u8]) -> Vec<u8> {
         return vec![b[0] - 1];
     }
     let mut out = b.to_vec();
-    loop {
-        let Some(i) = out.iter().rposition(|&d| d > 0) else {
-            break;
-        };
+    while let Some(i) = out.iter().rposition(|&d| d > 0) {
         // Subtracting one from ...d00 gives ...(d-1)zz.
         out[i] -= 1;
         out[i + 1..].fill(BASE - 1);
-        if out.iter().all(|&d| d == 0) {
-            break;
-        }
+        // A rank may not end in 0: step once more; all zeros is no rank at all.
         if out.last() != Some(&0) {
             return out;
         }

@@ -514,12 +514,24 @@ impl Lexer {
     }
 }
 
+/// The longest query accepted, in chars: far more than anyone types, and it bounds the work
+/// (and the number of SQL parameters) a single request can cause.
+pub const MAX_QUERY_CHARS: usize = 4096;
+
 /// Parses a query. Field names and keywords are case-insensitive.
 pub fn parse(input: &str) -> Result<Query, QueryError> {
     let mut lx = Lexer {
         chars: input.chars().collect(),
         pos: 0,
     };
+    if lx.chars.len() > MAX_QUERY_CHARS {
+        return Err(QueryError {
+            position: MAX_QUERY_CHARS,
+            expected: format!("at most {MAX_QUERY_CHARS} characters"),
+            found: format!("{} characters", lx.chars.len()),
+            code: "query.too_long",
+        });
+    }
     let mut query = Query::default();
     loop {
         lx.skip_space();

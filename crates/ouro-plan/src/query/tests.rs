@@ -233,6 +233,19 @@ fn error_messages() {
 }
 
 #[test]
+fn length_limit() {
+    let ok = "x ".repeat(MAX_QUERY_CHARS / 2);
+    assert_eq!(parse(&ok).unwrap().clauses.len(), MAX_QUERY_CHARS / 2);
+    let long = format!("{ok}y");
+    let e = parse(&long).unwrap_err();
+    assert_eq!((e.code, e.position), ("query.too_long", MAX_QUERY_CHARS));
+    assert_eq!(
+        e.to_string(),
+        "at 4096: expected at most 4096 characters, found 4097 characters"
+    );
+}
+
+#[test]
 fn display_format() {
     let e = parse("type:story state:").unwrap_err();
     assert_eq!(

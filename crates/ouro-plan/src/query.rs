@@ -456,7 +456,7 @@ impl Lexer {
                 quoted: true,
             });
         }
-        // A field name is letters/underscores followed by ':'; anything else is a bare word.
+        // A field name is letters, digits or underscores followed by ':'; anything else is a bare word.
         let mut end = body;
         while self
             .chars

@@ -23,6 +23,7 @@ pub const MAX_COMMENT: usize = 65_536;
 pub const MAX_LABELS: usize = 20;
 pub const MAX_LABEL: usize = 50;
 pub const MAX_ESTIMATE: i64 = 1_000;
+pub const MAX_WORDS: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -235,6 +236,18 @@ fn stale(current: i64) -> OuroError {
     .with_details(json!({"current_version": current}))
 }
 
+/// PostgreSQL TEXT cannot hold NUL; refusing it up front keeps both engines alike and such
+/// input a 422 instead of a database error.
+fn no_nul(field: &str, s: &str) -> Result<(), OuroError> {
+    if s.contains('\0') {
+        return Err(OuroError::field(
+            field,
+            format!("{field} must not contain NUL characters"),
+        ));
+    }
+    Ok(())
+}
+
 fn validate_title(t: &str) -> Result<String, OuroError> {
     let t = t.trim();
     let n = t.chars().count();
@@ -244,10 +257,17 @@ fn validate_title(t: &str) -> Result<String, OuroError> {
             format!("the title must have 1 to {MAX_TITLE} characters"),
         ));
     }
+    if t.chars().any(char::is_control) {
+        return Err(OuroError::field(
+            "title",
+            "the title must be one line without control characters",
+        ));
+    }
     Ok(t.to_string())
 }
 
 fn validate_description(d: &str) -> Result<(), OuroError> {
+    no_nul("description", d)?;
     if d.chars().count() > MAX_DESCRIPTION {
         return Err(OuroError::field(
             "description",
@@ -280,7 +300,8 @@ fn validate_labels(labels: &[String]) -> Result<Vec<String>, OuroError> {
     }
     for l in &set {
         let n = l.chars().count();
-        if n == 0 || n > MAX_LABEL || l.chars().any(|c| c.is_whitespace() || c == ',') {
+        let bad = |c: char| c.is_whitespace() || c.is_control() || c == ',';
+        if n == 0 || n > MAX_LABEL || l.chars().any(bad) {
             return Err(OuroError::field(
                 "labels",
                 format!("label {l:?}: use 1 to {MAX_LABEL} characters without spaces or commas"),
@@ -379,6 +400,9 @@ pub async fn get(
     project_id: i64,
     key: &str,
 ) -> Result<Option<Item>, StoreError> {
+    if key.contains('\0') {
+        return Ok(None);
+    }
     let row = q(format!("{SELECT} WHERE i.project_id = $1 AND i.key = $2"))
         .bind(project_id)
         .bind(key.trim().to_ascii_uppercase())
@@ -406,6 +430,23 @@ pub async fn list(
     filter: &ItemFilter,
     page: PageReq,
 ) -> Result<Page<Item>, StoreError> {
+    let values = [
+        &filter.text,
+        &filter.item_type,
+        &filter.state,
+        &filter.assignee,
+        &filter.label,
+    ];
+    if values
+        .iter()
+        .any(|v| v.as_deref().is_some_and(|v| v.contains('\0')))
+    {
+        // Nothing stored contains NUL, so nothing matches (and PostgreSQL would refuse it).
+        return Ok(Page {
+            items: vec![],
+            next_cursor: None,
+        });
+    }
     let mut sql = format!("{SELECT} WHERE i.project_id = $1 AND i.number > $2");
     let mut args: Vec<Arg> = vec![project_id.into(), page.after.into()];
     let mut push = |sql: &mut String, cond: &str, a: Arg| {
@@ -435,7 +476,8 @@ pub async fn list(
     if let Some(text) = filter.text.as_deref() {
         // Every word must appear; LIKE wildcards typed by the user are taken out, not escaped,
         // which keeps the SQL identical on both engines.
-        for word in text.split_whitespace() {
+        // A bounded number of words keeps the statement within every engine's parameter limit.
+        for word in text.split_whitespace().take(MAX_WORDS) {
             let pat = format!("%{}%", word.to_lowercase().replace(['%', '_'], ""));
             push(&mut sql, " AND LOWER(i.title) LIKE $?", pat.into());
         }
@@ -461,6 +503,7 @@ async fn assignable(
     project_id: i64,
     name: &str,
 ) -> Result<i64, StoreError> {
+    no_nul("assignee", name)?;
     let row = q(
         "SELECT u.id FROM users u WHERE u.name = $1 AND (u.is_admin = TRUE OR EXISTS \
                  (SELECT 1 FROM members m WHERE m.project_id = $2 AND m.user_id = u.id))",
@@ -881,6 +924,7 @@ pub async fn add_comment(
     key: &str,
     body: &str,
 ) -> Result<Comment, StoreError> {
+    no_nul("body", body)?;
     let n = body.trim().chars().count();
     if n == 0 || body.chars().count() > MAX_COMMENT {
         return Err(OuroError::field(

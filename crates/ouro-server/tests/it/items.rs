@@ -220,6 +220,34 @@ async fn items_stale_update_is_a_conflict() {
             .admin(Method::GET, &format!("{ITEMS}?cursor=x"), None)
             .await;
         assert_eq!(st, 400);
+        // NUL cannot be stored on PostgreSQL: refused or matched against nothing, never a 500.
+        let (st, _) = s
+            .admin(
+                Method::POST,
+                ITEMS,
+                Some(json!({"type": "task", "title": "a\0b"})),
+            )
+            .await;
+        assert_eq!(st, 422);
+        let (st, _) = s
+            .admin(
+                Method::PATCH,
+                &url,
+                Some(json!({"description": "\0", "assignee": "\0"})),
+            )
+            .await;
+        assert_eq!(st, 422);
+        let (st, _) = s.admin(Method::GET, &format!("{ITEMS}/%00"), None).await;
+        assert_eq!(st, 404);
+        let (st, page) = s
+            .admin(Method::GET, &format!("{ITEMS}?q=%00&label=%00"), None)
+            .await;
+        assert_eq!((st, &page["items"]), (200, &json!([])));
+        let many = "w+".repeat(5000);
+        let (st, _) = s
+            .admin(Method::GET, &format!("{ITEMS}?q={many}"), None)
+            .await;
+        assert_eq!(st, 200);
         s.stop().await;
     }
 }

@@ -95,6 +95,10 @@ error_codes! {
     Unavailable = ("service.unavailable", 503),
     /// A bug or an unexpected failure; the message never carries internals.
     Internal = ("internal", 500),
+    /// The work item does not exist in this project.
+    ItemNotFound = ("item.not_found", 404),
+    /// The workflow does not allow this move; `details.allowed` lists the states it allows.
+    InvalidTransition = ("item.invalid_transition", 422),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

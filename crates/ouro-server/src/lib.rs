@@ -75,7 +75,7 @@ pub enum StartError {
 
 /// Every component's migrations, in the order they apply. Phase crates append theirs here.
 pub fn all_migrations() -> Vec<Migration> {
-    PLATFORM_MIGRATIONS.to_vec()
+    [PLATFORM_MIGRATIONS, ouro_plan::MIGRATIONS].concat()
 }
 
 /// Opens the store the settings point at (creating the data dir for SQLite).

@@ -1,6 +1,7 @@
 //! The JSON API under `/api/v1`, plus health, metrics and the OpenAPI document.
 
 pub mod events;
+pub mod items;
 pub mod meta;
 pub mod projects;
 pub mod users;
@@ -21,6 +22,7 @@ pub fn register(reg: &mut Registry) {
     projects::register(reg);
     users::register(reg);
     events::register(reg);
+    items::register(reg);
     crate::webhooks::register(reg);
 }
 

@@ -8,6 +8,7 @@ mod browser;
 mod drift;
 mod events;
 mod guard;
+mod items;
 mod meta;
 mod props;
 mod ui_auth;

@@ -254,7 +254,7 @@ fn serve_refuses_a_database_newer_than_the_binary_and_leaves_it_alone() {
     let db = dir.path().join("ouro.db");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut newer = ouro_store::PLATFORM_MIGRATIONS.to_vec();
+        let mut newer = ouro_server::all_migrations();
         newer.push(ouro_store::Migration {
             component: "platform",
             version: 99,

@@ -1,0 +1,11 @@
+//! Plan's own migrations (component `plan`), applied after the platform's.
+
+use ouro_store::Migration;
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    component: "plan",
+    version: 1,
+    name: "items",
+    sqlite: include_str!("../migrations/sqlite/0001_items.sql"),
+    postgres: include_str!("../migrations/postgres/0001_items.sql"),
+}];

@@ -1,0 +1,4 @@
+//! Plan's storage tests: every test runs on SQLite, and on PostgreSQL when
+//! `OURO_TEST_DATABASE_URL` is set.
+
+mod items;

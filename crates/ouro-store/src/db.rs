@@ -384,7 +384,24 @@ impl Q {
         self
     }
 
+    /// PostgreSQL cannot store NUL in text and answers with an error; SQLite would store it.
+    /// Refusing it here, for both, keeps behaviour identical and turns it into a 422, not a 500.
+    fn check_args(&self) -> Result<(), StoreError> {
+        if self
+            .args
+            .iter()
+            .any(|a| matches!(a, Arg::Text(t) if t.contains('\0')))
+        {
+            return Err(StoreError::Domain(ouro_core::OuroError::new(
+                ouro_core::ErrorCode::ValidationFailed,
+                "text must not contain NUL characters",
+            )));
+        }
+        Ok(())
+    }
+
     pub async fn fetch_all(self, ex: &mut impl Executor) -> Result<Vec<Row>, StoreError> {
+        self.check_args()?;
         match ex.raw() {
             RawConn::Sqlite(c) => {
                 let q = bind_all!(sqlx::query::<Sqlite>(AssertSqlSafe(self.sql)), self.args);
@@ -409,6 +426,7 @@ impl Q {
 
     /// Runs the statement and returns the number of rows it changed.
     pub async fn execute(self, ex: &mut impl Executor) -> Result<u64, StoreError> {
+        self.check_args()?;
         match ex.raw() {
             RawConn::Sqlite(c) => {
                 let q = bind_all!(sqlx::query::<Sqlite>(AssertSqlSafe(self.sql)), self.args);

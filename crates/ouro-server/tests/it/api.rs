@@ -461,6 +461,16 @@ async fn bad_input_gets_the_error_shape_and_never_a_500() {
             )
             .await,
         ));
+        // PostgreSQL cannot store NUL; both backends must refuse it the same way.
+        cases.push((
+            "nul_in_text",
+            s.admin(
+                Method::POST,
+                "/api/v1/projects",
+                Some(json!({"slug": "ok", "name": "a\u{0}b"})),
+            )
+            .await,
+        ));
         let big = "x".repeat(10_000);
         cases.push((
             "too_large",

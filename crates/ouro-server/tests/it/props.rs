@@ -32,6 +32,7 @@ fn json_value() -> impl Strategy<Value = Value> {
             Just("public".to_string()),
             Just("owner".to_string()),
             Just("api".to_string()),
+            Just("nul\u{0}inside".to_string()),
             ".{0,40}",
             "[a-z0-9-]{1,45}",
         ]

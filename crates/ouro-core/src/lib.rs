@@ -4,6 +4,7 @@
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod refs;
 pub mod role;
 pub mod time;
 

@@ -1,14 +1,13 @@
 //! Plan: work items (epics, features, stories, tasks, bugs, incidents, feedback), their types and
 //! workflows, project-scoped keys (`DEMO-42`), comments, watchers and history from the ledger;
-//! and the pure building blocks the other phases share: backlog ranks, the item query language,
-//! the item reference parser and safe Markdown.
+//! and the pure building blocks of planning: backlog ranks, the item query language and safe
+//! Markdown. The item reference parser every phase uses lives in `ouro_core::refs`.
 
 pub mod items;
 pub mod markdown;
 pub mod migrations;
 pub mod query;
 pub mod rank;
-pub mod refs;
 pub mod workflow;
 
 pub use migrations::MIGRATIONS;

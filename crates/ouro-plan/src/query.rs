@@ -746,7 +746,7 @@ fn value(field: Field, term: &Term) -> Result<Value, QueryError> {
                 return Ok(Value::None);
             }
             let key = raw.to_uppercase();
-            match crate::refs::parse(&key).as_slice() {
+            match ouro_core::refs::parse(&key).as_slice() {
                 [r] if r.key == key => Ok(Value::ItemKey { key }),
                 _ if field == Field::Key => Err(invalid(term, "an item key like DEMO-42")),
                 _ => Err(invalid(term, "an item key like DEMO-42, or none")),

@@ -1,5 +1,7 @@
 //! The `ouro` command. Thin: it parses flags, loads settings and calls into the library crates.
 
+mod items;
+
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -29,6 +31,9 @@ enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Work items on a running server (needs --token or OURO_TOKEN).
+    #[command(subcommand)]
+    Items(items::ItemsCommand),
 }
 
 #[derive(Args, Clone)]
@@ -188,6 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{secret}");
             Ok(())
         }
+        Command::Items(cmd) => items::run(cmd).await,
         Command::Config(ConfigCommand::Default) => {
             print!("{}", ouro_server::settings::DEFAULT_TOML);
             Ok(())

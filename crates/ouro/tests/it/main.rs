@@ -1,3 +1,4 @@
 //! The `ouro` binary as users run it: real processes, real signals.
 
 mod cli;
+mod items;

@@ -120,8 +120,10 @@ impl Category {
     }
 }
 
-/// The priorities, highest first; `sort:priority` puts the highest first.
-pub const PRIORITIES: [&str; 4] = ["urgent", "high", "medium", "low"];
+/// The priorities, highest first; `sort:priority` puts the highest first. They are the values
+/// `items.priority` stores (`ouro_plan::items::Priority`); "no priority" is stored as the text
+/// `none`, not NULL, and `priority:none` matches it.
+pub const PRIORITIES: [&str; 4] = ["critical", "high", "medium", "low"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Cmp {
@@ -738,7 +740,7 @@ fn value(field: Field, term: &Term) -> Result<Value, QueryError> {
             _ if PRIORITIES.contains(&lower.as_str()) => Ok(Value::Text { text: lower }),
             _ => Err(invalid(
                 term,
-                "a priority: urgent, high, medium, low or none",
+                "a priority: critical, high, medium, low or none",
             )),
         },
         Field::Parent | Field::Epic | Field::Key => {
@@ -904,6 +906,9 @@ impl Sql {
 /// i.parent_id, i.epic_id, i.sprint_id, i.key, i.estimate, i.due_at, i.created_at,
 /// i.updated_at`; tables `item_labels (item_id, label)`, `users (id, name)`,
 /// `sprints (id, project_id, name, state)`. Times are Unix milliseconds, days are UTC.
+///
+/// Sprints do not exist yet (`items.sprint_id` is always NULL and there is no `sprints` table):
+/// `sprint:NAME` and `sprint:current` match nothing, `sprint:none` matches every item.
 pub fn to_sql(query: &Query, ctx: &SqlContext) -> Result<(String, Vec<SqlArg>), QueryError> {
     let mut sql = Sql {
         args: Vec::new(),
@@ -970,6 +975,8 @@ fn item_column(field: Field) -> &'static str {
 fn condition(field: Field, v: &Value, ctx: &SqlContext, sql: &mut Sql) -> String {
     let col = item_column(field);
     match (field, v) {
+        // Items store "no priority" as the text `none` (the column is NOT NULL).
+        (Field::Priority, Value::None) => format!("{col} = {}", sql.text("none")),
         (_, Value::None) => format!("{col} IS NULL"),
         (_, Value::Me) => match ctx.me {
             Some(id) => format!("{col} = {}", sql.int(id)),
@@ -994,13 +1001,9 @@ fn condition(field: Field, v: &Value, ctx: &SqlContext, sql: &mut Sql) -> String
                 sql.text(text)
             )
         }
-        (Field::Sprint, Value::Text { text }) => format!(
-            "{col} IN (SELECT id FROM sprints WHERE name = {} AND project_id = i.project_id)",
-            sql.text(text)
-        ),
-        (Field::Sprint, Value::Current) => format!(
-            "{col} IN (SELECT id FROM sprints WHERE project_id = i.project_id AND state = 'active')"
-        ),
+        // There is no `sprints` table yet, so no item is in a named or the current sprint. Matching
+        // nothing (rather than refusing the query) lets saved views keep working when sprints come.
+        (Field::Sprint, Value::Text { .. } | Value::Current) => "1 = 0".into(),
         (_, Value::Text { text }) => format!("{col} = {}", sql.text(text)),
         (_, Value::Category { category }) => format!("{col} = {}", sql.text(category.name())),
         (Field::Key, Value::ItemKey { key }) => format!("{col} = {}", sql.text(key)),

@@ -1,8 +1,8 @@
 use ouro_core::{Actor, ErrorCode, OuroError};
-use ouro_plan::items::{self, ItemFilter, ItemPatch, NewItem};
+use ouro_plan::items::{self, ItemFilter, ItemPatch, ListPage, NewItem};
 use ouro_store::projects::{self, Project, Visibility};
 use ouro_store::testing::{TestDb, backends};
-use ouro_store::{PLATFORM_MIGRATIONS, PageReq, Store, StoreError};
+use ouro_store::{PLATFORM_MIGRATIONS, Store, StoreError};
 
 /// A fresh store with the platform's and Plan's migrations, plus a project owned by `alice`.
 struct Fixture {
@@ -151,7 +151,10 @@ async fn hierarchy_epics_and_filters() {
                     &mut store.read().await.unwrap(),
                     pid,
                     &filter,
-                    PageReq::new(0, Some(2)),
+                    &ListPage {
+                        cursor: None,
+                        limit: 2,
+                    },
                 )
                 .await
                 .unwrap()
@@ -159,7 +162,7 @@ async fn hierarchy_epics_and_filters() {
         };
         let page = list(ItemFilter::default()).await;
         assert_eq!(page.items.len(), 2);
-        assert_eq!(page.next_cursor.as_deref(), Some("2"));
+        assert_eq!(page.next_cursor, Some(format!("r:{}", page.items[1].rank)));
         let only = list(ItemFilter {
             label: Some("ui".into()),
             ..ItemFilter::default()
@@ -201,5 +204,189 @@ async fn transitions_follow_the_workflow() {
             .await
             .unwrap();
         assert_eq!(inc.state, "Open");
+    }
+}
+
+async fn list_all(f: &Fixture, filter: ItemFilter) -> Vec<items::Item> {
+    let mut r = f.store.read().await.unwrap();
+    let page = ListPage {
+        cursor: None,
+        limit: 500,
+    };
+    items::list(&mut r, f.project.id, &filter, &page)
+        .await
+        .unwrap()
+        .items
+}
+
+async fn keys_in_order(f: &Fixture) -> Vec<String> {
+    list_all(f, ItemFilter::default())
+        .await
+        .into_iter()
+        .map(|i| i.key)
+        .collect()
+}
+
+fn before(k: &str) -> items::RankMove {
+    items::RankMove {
+        before: Some(k.into()),
+        after: None,
+    }
+}
+
+fn after(k: &str) -> items::RankMove {
+    items::RankMove {
+        before: None,
+        after: Some(k.into()),
+    }
+}
+
+#[tokio::test]
+async fn moves_reorder_the_backlog_writing_one_row() {
+    for db in backends() {
+        let f = fixture(&db).await;
+        let mut k = Vec::new();
+        for t in ["a", "b", "c", "d", "e"] {
+            k.push(
+                items::create(&f.store, &f.project, &f.actor, new("task", t))
+                    .await
+                    .unwrap()
+                    .key,
+            );
+        }
+        assert_eq!(keys_in_order(&f).await, k, "{}: creation order", db.name());
+        let mv = |key: String, to: items::RankMove| {
+            let (store, project, actor) = (f.store.clone(), f.project.clone(), f.actor.clone());
+            async move { items::move_rank(&store, &project, &actor, &key, to).await }
+        };
+        let old = list_all(&f, ItemFilter::default()).await;
+        let moved = mv(k[4].clone(), before(&k[0])).await.unwrap();
+        // Only the moved row changed: every other item keeps its rank and version.
+        let now = list_all(&f, ItemFilter::default()).await;
+        for o in &old {
+            let n = now.iter().find(|n| n.id == o.id).unwrap();
+            if o.key == moved.key {
+                assert_eq!(n.version, o.version + 1);
+                assert_ne!(n.rank, o.rank);
+            } else {
+                assert_eq!((n.version, &n.rank), (o.version, &o.rank), "{}", db.name());
+            }
+        }
+        mv(k[0].clone(), after(&k[2])).await.unwrap();
+        // Into the last place, and before the first.
+        mv(k[1].clone(), after(&k[3])).await.unwrap();
+        let expect = [&k[4], &k[2], &k[0], &k[3], &k[1]].map(|s| s.clone());
+        assert_eq!(keys_in_order(&f).await, expect, "{}", db.name());
+        // A new item goes after the current last one.
+        let last = items::create(&f.store, &f.project, &f.actor, new("task", "f"))
+            .await
+            .unwrap();
+        assert_eq!(keys_in_order(&f).await.last(), Some(&last.key));
+
+        let hist = items::history(&mut f.store.read().await.unwrap(), f.project.id, &moved.key)
+            .await
+            .unwrap();
+        let ev = hist.last().unwrap();
+        assert_eq!(ev.kind, "item.updated");
+        assert_eq!(ev.payload["changes"]["rank"]["new"], moved.rank);
+
+        let e = mv(k[0].clone(), before("PAYAPI-99")).await.unwrap_err();
+        assert_eq!(code(e), ErrorCode::ItemNotFound);
+        let both = items::RankMove {
+            before: Some(k[1].clone()),
+            after: Some(k[2].clone()),
+        };
+        assert_eq!(
+            code(mv(k[0].clone(), both).await.unwrap_err()),
+            ErrorCode::ValidationFailed
+        );
+        assert_eq!(
+            code(mv(k[0].clone(), items::RankMove::default()).await.unwrap_err()),
+            ErrorCode::ValidationFailed
+        );
+        assert_eq!(
+            code(mv(k[0].clone(), before(&k[0])).await.unwrap_err()),
+            ErrorCode::ValidationFailed
+        );
+    }
+}
+
+#[tokio::test]
+async fn old_zero_padded_ranks_keep_working() {
+    for db in backends() {
+        let f = fixture(&db).await;
+        let mut k = Vec::new();
+        for t in ["a", "b", "c"] {
+            k.push(
+                items::create(&f.store, &f.project, &f.actor, new("task", t))
+                    .await
+                    .unwrap()
+                    .key,
+            );
+        }
+        // What the placeholder ranks looked like; 10 and 20 end in 0, which rank refuses as is.
+        let mut tx = f.store.begin().await.unwrap();
+        for (n, r) in [(1, "000000000010"), (2, "000000000020"), (3, "000000000030")] {
+            ouro_store::q("UPDATE items SET rank = $1 WHERE project_id = $2 AND number = $3")
+                .bind(r)
+                .bind(f.project.id)
+                .bind(n)
+                .execute(&mut tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let d = items::create(&f.store, &f.project, &f.actor, new("task", "d"))
+            .await
+            .unwrap();
+        items::move_rank(&f.store, &f.project, &f.actor, &d.key, after(&k[0]))
+            .await
+            .unwrap();
+        items::move_rank(&f.store, &f.project, &f.actor, &k[2], before(&k[0]))
+            .await
+            .unwrap();
+        let expect = [&k[2], &k[0], &d.key, &k[1]].map(|s| s.clone());
+        assert_eq!(keys_in_order(&f).await, expect, "{}", db.name());
+    }
+}
+
+#[tokio::test]
+async fn concurrent_moves_never_share_a_rank() {
+    for db in backends() {
+        let f = fixture(&db).await;
+        let mut k = Vec::new();
+        for i in 0..6 {
+            k.push(
+                items::create(&f.store, &f.project, &f.actor, new("task", &format!("t{i}")))
+                    .await
+                    .unwrap()
+                    .key,
+            );
+        }
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let (store, project, actor) = (f.store.clone(), f.project.clone(), f.actor.clone());
+            // Many moves aim at the same few gaps (around items 0 and 1) at once.
+            let key = k[2 + i % 4].clone();
+            let target = k[i % 2].clone();
+            let to = if i % 3 == 0 { before(&target) } else { after(&target) };
+            tasks.push(tokio::spawn(async move {
+                items::move_rank(&store, &project, &actor, &key, to).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let all = list_all(&f, ItemFilter::default()).await;
+        assert_eq!(all.len(), 6);
+        let ranks: Vec<&str> = all.iter().map(|i| i.rank.as_str()).collect();
+        let mut sorted = ranks.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(ranks, sorted, "{}: distinct ranks in list order", db.name());
+        assert!(ranks.iter().all(|r| ouro_plan::rank::is_valid(r)));
+        // Each item moved last got a version bump per move: 20 moves in all.
+        let bumps: i64 = all.iter().map(|i| i.version - 1).sum();
+        assert_eq!(bumps, 20, "{}", db.name());
     }
 }

@@ -390,3 +390,255 @@ async fn concurrent_moves_never_share_a_rank() {
         assert_eq!(bumps, 20, "{}", db.name());
     }
 }
+
+/// A realistic mix: (A) story by alice, (B) overdue critical bug, (C) task under A in progress,
+/// (D) done story due far ahead, (E) a bug whose title is an injection attempt.
+async fn mix(f: &Fixture) -> [String; 5] {
+    let mk = |ni: NewItem| {
+        let (store, project, actor) = (f.store.clone(), f.project.clone(), f.actor.clone());
+        async move { items::create(&store, &project, &actor, ni).await.unwrap().key }
+    };
+    let a = mk(NewItem {
+        labels: vec!["Auth".into(), "ui".into()],
+        assignee: Some("alice".into()),
+        estimate: Some(3),
+        priority: Some(items::Priority::High),
+        ..new("story", "Login page")
+    })
+    .await;
+    let b = mk(NewItem {
+        labels: vec!["auth".into()],
+        estimate: Some(8),
+        due_at: Some("2020-01-01".into()),
+        priority: Some(items::Priority::Critical),
+        description: "users see a 500".into(),
+        ..new("bug", "Login fails")
+    })
+    .await;
+    let c = mk(NewItem {
+        parent: Some(a.clone()),
+        ..new("task", "Write docs")
+    })
+    .await;
+    let d = mk(NewItem {
+        labels: vec!["payments".into()],
+        due_at: Some("2999-01-01".into()),
+        estimate: Some(5),
+        ..new("story", "Payment retry")
+    })
+    .await;
+    let e = mk(new("bug", "'; DROP TABLE items; --")).await;
+    items::transition(&f.store, &f.project, &f.actor, &c, "In progress", None)
+        .await
+        .unwrap();
+    items::transition(&f.store, &f.project, &f.actor, &d, "Done", None)
+        .await
+        .unwrap();
+    [a, b, c, d, e]
+}
+
+async fn query(f: &Fixture, q: &str) -> Result<Vec<String>, OuroError> {
+    let filter = ItemFilter {
+        query: Some(q.into()),
+        me: Some(f.actor.user_id().unwrap()),
+        ..ItemFilter::default()
+    };
+    let page = ListPage {
+        cursor: None,
+        limit: 500,
+    };
+    let mut r = f.store.read().await.unwrap();
+    match items::list(&mut r, f.project.id, &filter, &page).await {
+        Ok(p) => Ok(p.items.into_iter().map(|i| i.key).collect()),
+        Err(e) => Err(OuroError::from(e)),
+    }
+}
+
+#[tokio::test]
+async fn the_query_language_filters_and_sorts_the_list() {
+    for db in backends() {
+        let f = fixture(&db).await;
+        let [a, b, c, d, e] = mix(&f).await;
+        let parent = format!("parent:{a}");
+        let cases: Vec<(&str, Vec<&String>)> = vec![
+            ("", vec![&a, &b, &c, &d, &e]),
+            ("type:bug", vec![&b, &e]),
+            ("TYPE:Story", vec![&a, &d]),
+            (r#"state:"In progress""#, vec![&c]),
+            ("-type:bug", vec![&a, &c, &d]),
+            ("label:AUTH", vec![&a, &b]),
+            ("-label:auth", vec![&c, &d, &e]),
+            ("assignee:me", vec![&a]),
+            ("assignee:none", vec![&b, &c, &d, &e]),
+            ("login", vec![&a, &b]),
+            ("\"a 500\"", vec![&b]),
+            ("estimate:>=3 estimate:<8", vec![&a, &d]),
+            ("estimate:none", vec![&c, &e]),
+            ("due:overdue", vec![&b]),
+            ("due:<2030-01-01", vec![&b]),
+            ("category:done", vec![&d]),
+            ("priority:critical", vec![&b]),
+            ("priority:none", vec![&c, &d, &e]),
+            (&parent, vec![&c]),
+            ("sprint:current", vec![]),
+            ("sprint:none type:task", vec![&c]),
+            ("sort:-estimate", vec![&b, &d, &a, &c, &e]),
+            ("type:story sort:title", vec![&a, &d]),
+            ("sort:priority", vec![&b, &a, &c, &d, &e]),
+        ];
+        for (q, want) in cases {
+            let got = query(&f, q).await.unwrap();
+            let want: Vec<String> = want.into_iter().cloned().collect();
+            assert_eq!(got, want, "{}: {q}", db.name());
+        }
+        // Injection attempts are values like any other: no error, no effect.
+        // (Unquoted, the trailing `--` is "not containing -", which rules the title out.)
+        for (q, want) in [
+            ("\"'; DROP TABLE items; --\"", vec![e.clone()]),
+            ("'; DROP TABLE items; --", vec![]),
+            ("label:\"x' OR '1'='1\"", vec![]),
+            ("state:\"Done'); DELETE FROM items; --\"", vec![]),
+            ("text:\"%\"", vec![]),
+            ("text:\"_\"", vec![]),
+        ] {
+            let got = query(&f, q).await.unwrap();
+            assert_eq!(got, want, "{}: {q}", db.name());
+        }
+        assert_eq!(query(&f, "").await.unwrap().len(), 5);
+
+        let err = query(&f, "type:bug statu:done").await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidItemQuery);
+        let d = err.details.unwrap();
+        assert_eq!(d["position"], 9);
+        assert_eq!(d["reason"], "query.unknown_field");
+        assert_eq!(d["caret"], "type:bug statu:done\n         ^");
+        let err = query(&f, "estimate:>=x").await.unwrap_err();
+        assert_eq!(err.details.unwrap()["position"], 9);
+
+        // Explicit filters still apply, together with the query.
+        let filter = ItemFilter {
+            item_type: Some("bug".into()),
+            query: Some("login".into()),
+            ..ItemFilter::default()
+        };
+        let page = ListPage {
+            cursor: None,
+            limit: 50,
+        };
+        let got = items::list(&mut f.store.read().await.unwrap(), f.project.id, &filter, &page)
+            .await
+            .unwrap();
+        assert_eq!(got.items.len(), 1);
+        assert_eq!(got.items[0].key, b);
+    }
+}
+
+#[tokio::test]
+async fn pages_follow_rank_or_offset_cursors() {
+    for db in backends() {
+        let f = fixture(&db).await;
+        let all = mix(&f).await.to_vec();
+        // Move one so rank order differs from creation order.
+        items::move_rank(&f.store, &f.project, &f.actor, &all[4], before(&all[0]))
+            .await
+            .unwrap();
+        for (q, prefix) in [("", "r:"), ("sort:title", "o:"), ("sort:-rank", "o:")] {
+            let whole = query(&f, q).await.unwrap();
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let filter = ItemFilter {
+                    query: Some(q.into()).filter(|q: &String| !q.is_empty()),
+                    ..ItemFilter::default()
+                };
+                let page = ListPage { cursor, limit: 2 };
+                let p = items::list(&mut f.store.read().await.unwrap(), f.project.id, &filter, &page)
+                    .await
+                    .unwrap();
+                seen.extend(p.items.into_iter().map(|i| i.key));
+                match p.next_cursor {
+                    Some(c) => {
+                        assert!(c.starts_with(prefix), "{q}: {c}");
+                        cursor = Some(c);
+                    }
+                    None => break,
+                }
+            }
+            assert_eq!(seen, whole, "{}: {q}", db.name());
+        }
+        // A cursor of the other kind, or garbage, is a 400, not a 500.
+        for (q, c) in [("", "o:2"), ("sort:title", "r:1"), ("", "r:'"), ("", "x")] {
+            let filter = ItemFilter {
+                query: Some(q.into()).filter(|q: &String| !q.is_empty()),
+                ..ItemFilter::default()
+            };
+            let page = ListPage {
+                cursor: Some(c.into()),
+                limit: 2,
+            };
+            let e = items::list(&mut f.store.read().await.unwrap(), f.project.id, &filter, &page)
+                .await
+                .unwrap_err();
+            assert_eq!(code(e), ErrorCode::InvalidQuery, "{q} {c}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn bulk_edits_are_all_or_nothing() {
+    for db in backends() {
+        let f = fixture(&db).await;
+        let [a, b, _c, d, _e] = mix(&f).await;
+        let edit = |keys: Vec<String>, set: items::BulkSet| {
+            let (store, project, actor) = (f.store.clone(), f.project.clone(), f.actor.clone());
+            async move { items::bulk_edit(&store, &project, &actor, items::BulkEdit { keys, set }).await }
+        };
+        // D is done and may only reopen to Ready: the whole request is refused.
+        let set = items::BulkSet {
+            state: Some("in progress".into()),
+            add_labels: vec!["x".into()],
+            ..items::BulkSet::default()
+        };
+        let err = OuroError::from(
+            edit(vec![a.clone(), d.clone(), "PAYAPI-99".into()], set.clone())
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(err.code, ErrorCode::ValidationFailed);
+        let details = err.details.unwrap();
+        let failing: Vec<&str> = details["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["code"].as_str().unwrap())
+            .collect();
+        assert_eq!(failing, ["item.invalid_transition", "item.not_found"]);
+        let mut r = f.store.read().await.unwrap();
+        let a_now = items::get(&mut r, f.project.id, &a).await.unwrap().unwrap();
+        assert_eq!((a_now.state.as_str(), a_now.version), ("New", 1));
+        assert!(!a_now.labels.contains(&"x".to_string()));
+        drop(r);
+
+        let set = items::BulkSet {
+            state: Some("in progress".into()),
+            assignee: Some(Some("alice".into())),
+            add_labels: vec!["x".into()],
+            remove_labels: vec!["auth".into()],
+        };
+        let out = edit(vec![a.clone(), b.clone()], set).await.unwrap();
+        assert_eq!(out.len(), 2);
+        for i in &out {
+            assert_eq!(i.state, "In progress");
+            assert_eq!(i.assignee.as_deref(), Some("alice"));
+            assert!(i.labels.contains(&"x".to_string()));
+            assert!(!i.labels.contains(&"auth".to_string()));
+        }
+        let hist = items::history(&mut f.store.read().await.unwrap(), f.project.id, &b)
+            .await
+            .unwrap();
+        let kinds: Vec<&str> = hist.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["item.created", "item.transitioned", "item.updated"]);
+        let none = edit(vec![], items::BulkSet::default()).await.unwrap_err();
+        assert_eq!(code(none), ErrorCode::ValidationFailed);
+    }
+}

@@ -520,6 +520,11 @@ impl Lexer {
 /// (and the number of SQL parameters) a single request can cause.
 pub const MAX_QUERY_CHARS: usize = 4096;
 
+/// The most terms (words, filters, sort keys) a query may have. Each becomes one SQL condition
+/// joined with AND or OR, and SQLite refuses expressions nested deeper than 1,000, so without a
+/// bound a long query of short words would fail in the database instead of here.
+pub const MAX_TERMS: usize = 100;
+
 /// Parses a query. Field names and keywords are case-insensitive.
 pub fn parse(input: &str) -> Result<Query, QueryError> {
     let mut lx = Lexer {
@@ -535,10 +540,20 @@ pub fn parse(input: &str) -> Result<Query, QueryError> {
         });
     }
     let mut query = Query::default();
+    let mut terms = 0;
     loop {
         lx.skip_space();
         if lx.peek().is_none() {
             break;
+        }
+        terms += 1;
+        if terms > MAX_TERMS {
+            return Err(QueryError {
+                position: lx.pos,
+                expected: format!("at most {MAX_TERMS} terms"),
+                found: "more".into(),
+                code: "query.too_many_terms",
+            });
         }
         let term = lx.term()?;
         let field = match &term.field {

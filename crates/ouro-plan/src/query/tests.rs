@@ -234,8 +234,8 @@ fn error_messages() {
 
 #[test]
 fn length_limit() {
-    let ok = "x ".repeat(MAX_QUERY_CHARS / 2);
-    assert_eq!(parse(&ok).unwrap().clauses.len(), MAX_QUERY_CHARS / 2);
+    let ok = format!("{}{}", "x ".repeat(MAX_TERMS), " ".repeat(MAX_QUERY_CHARS - 2 * MAX_TERMS));
+    assert_eq!(parse(&ok).unwrap().clauses.len(), MAX_TERMS);
     let long = format!("{ok}y");
     let e = parse(&long).unwrap_err();
     assert_eq!((e.code, e.position), ("query.too_long", MAX_QUERY_CHARS));
@@ -243,6 +243,12 @@ fn length_limit() {
         e.to_string(),
         "at 4096: expected at most 4096 characters, found 4097 characters"
     );
+}
+
+#[test]
+fn term_limit() {
+    let e = parse(&"x ".repeat(MAX_TERMS + 1)).unwrap_err();
+    assert_eq!((e.code, e.position), ("query.too_many_terms", 2 * MAX_TERMS));
 }
 
 #[test]

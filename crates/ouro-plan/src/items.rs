@@ -229,8 +229,9 @@ fn as_bound(r: &str) -> String {
 fn rank_between(before: Option<&str>, after: Option<&str>) -> Result<String, StoreError> {
     let before = before.map(as_bound).filter(|b| !b.is_empty());
     let after = after.map(as_bound);
-    crate::rank::between(before.as_deref(), after.as_deref())
-        .map_err(|e| StoreError::Decode(format!("cannot rank between {before:?} and {after:?}: {e}")))
+    crate::rank::between(before.as_deref(), after.as_deref()).map_err(|e| {
+        StoreError::Decode(format!("cannot rank between {before:?} and {after:?}: {e}"))
+    })
 }
 
 /// Where to move an item in the backlog: exactly one of `before` and `after`.
@@ -545,12 +546,10 @@ fn bad_cursor() -> OuroError {
 
 /// The 400 for a query that does not parse, located for display.
 fn query_error(q: &str, e: &crate::query::QueryError) -> OuroError {
-    OuroError::new(ErrorCode::InvalidItemQuery, format!("invalid query: {e}")).with_details(
-        json!({
-            "position": e.position, "expected": e.expected, "found": e.found,
-            "reason": e.code, "caret": crate::query::caret(q, e),
-        }),
-    )
+    OuroError::new(ErrorCode::InvalidItemQuery, format!("invalid query: {e}")).with_details(json!({
+        "position": e.position, "expected": e.expected, "found": e.found,
+        "reason": e.code, "caret": crate::query::caret(q, e),
+    }))
 }
 
 /// Items matching `filter`, one page at a time, in backlog (rank) order unless the query sorts.
@@ -577,7 +576,8 @@ pub async fn list(
             // Ranks only ever hold 0-9 and a-z.
             (true, Some(("r", r)))
                 if !r.is_empty()
-                    && r.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()) =>
+                    && r.bytes()
+                        .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()) =>
             {
                 (Some(r.to_string()), 0)
             }
@@ -650,8 +650,8 @@ pub async fn list(
         now_ms: ouro_core::time::now_ms(),
         next_param: args.len() + 1,
     };
-    let (cond, qargs) =
-        query::to_sql(&parsed, &ctx).map_err(|e| query_error(filter.query.as_deref().unwrap_or(""), &e))?;
+    let (cond, qargs) = query::to_sql(&parsed, &ctx)
+        .map_err(|e| query_error(filter.query.as_deref().unwrap_or(""), &e))?;
     sql.push_str(&format!(" AND ({cond})"));
     args.extend(qargs.into_iter().map(|a| match a {
         SqlArg::I64(n) => Arg::from(n),
@@ -1177,7 +1177,9 @@ pub async fn bulk_edit(
         {
             let ty = workflow::item_type(&mut tx, project.id, &cur.item_type)
                 .await?
-                .ok_or_else(|| StoreError::Decode(format!("item type {:?} is gone", cur.item_type)))?;
+                .ok_or_else(|| {
+                    StoreError::Decode(format!("item type {:?} is gone", cur.item_type))
+                })?;
             let allowed =
                 workflow::allowed_targets(&mut tx, project.id, &ty.workflow, &cur.state).await?;
             match allowed.iter().find(|s| s.name.eq_ignore_ascii_case(to)) {
@@ -1203,8 +1205,10 @@ pub async fn bulk_edit(
             .into_iter()
             .collect();
         if labels.len() > MAX_LABELS {
-            errors.push(json!({"key": cur.key, "code": ErrorCode::ValidationFailed.as_str(),
-                               "message": format!("an item can have at most {MAX_LABELS} labels")}));
+            errors.push(
+                json!({"key": cur.key, "code": ErrorCode::ValidationFailed.as_str(),
+                               "message": format!("an item can have at most {MAX_LABELS} labels")}),
+            );
             continue;
         }
         plans.push((cur, target, labels));
@@ -1233,8 +1237,10 @@ pub async fn bulk_edit(
             out.push(cur);
             continue;
         }
-        q("UPDATE items SET state = $1, state_category = $2, assignee_id = $3, updated_at = $4, \
-           version = version + 1 WHERE id = $5")
+        q(
+            "UPDATE items SET state = $1, state_category = $2, assignee_id = $3, updated_at = $4, \
+           version = version + 1 WHERE id = $5",
+        )
         .bind(&state)
         .bind(category.as_str())
         .bind(new_assignee)

@@ -234,7 +234,11 @@ fn error_messages() {
 
 #[test]
 fn length_limit() {
-    let ok = format!("{}{}", "x ".repeat(MAX_TERMS), " ".repeat(MAX_QUERY_CHARS - 2 * MAX_TERMS));
+    let ok = format!(
+        "{}{}",
+        "x ".repeat(MAX_TERMS),
+        " ".repeat(MAX_QUERY_CHARS - 2 * MAX_TERMS)
+    );
     assert_eq!(parse(&ok).unwrap().clauses.len(), MAX_TERMS);
     let long = format!("{ok}y");
     let e = parse(&long).unwrap_err();
@@ -248,7 +252,10 @@ fn length_limit() {
 #[test]
 fn term_limit() {
     let e = parse(&"x ".repeat(MAX_TERMS + 1)).unwrap_err();
-    assert_eq!((e.code, e.position), ("query.too_many_terms", 2 * MAX_TERMS));
+    assert_eq!(
+        (e.code, e.position),
+        ("query.too_many_terms", 2 * MAX_TERMS)
+    );
 }
 
 #[test]

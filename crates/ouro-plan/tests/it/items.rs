@@ -301,7 +301,11 @@ async fn moves_reorder_the_backlog_writing_one_row() {
             ErrorCode::ValidationFailed
         );
         assert_eq!(
-            code(mv(k[0].clone(), items::RankMove::default()).await.unwrap_err()),
+            code(
+                mv(k[0].clone(), items::RankMove::default())
+                    .await
+                    .unwrap_err()
+            ),
             ErrorCode::ValidationFailed
         );
         assert_eq!(
@@ -326,7 +330,11 @@ async fn old_zero_padded_ranks_keep_working() {
         }
         // What the placeholder ranks looked like; 10 and 20 end in 0, which rank refuses as is.
         let mut tx = f.store.begin().await.unwrap();
-        for (n, r) in [(1, "000000000010"), (2, "000000000020"), (3, "000000000030")] {
+        for (n, r) in [
+            (1, "000000000010"),
+            (2, "000000000020"),
+            (3, "000000000030"),
+        ] {
             ouro_store::q("UPDATE items SET rank = $1 WHERE project_id = $2 AND number = $3")
                 .bind(r)
                 .bind(f.project.id)
@@ -357,10 +365,15 @@ async fn concurrent_moves_never_share_a_rank() {
         let mut k = Vec::new();
         for i in 0..6 {
             k.push(
-                items::create(&f.store, &f.project, &f.actor, new("task", &format!("t{i}")))
-                    .await
-                    .unwrap()
-                    .key,
+                items::create(
+                    &f.store,
+                    &f.project,
+                    &f.actor,
+                    new("task", &format!("t{i}")),
+                )
+                .await
+                .unwrap()
+                .key,
             );
         }
         let mut tasks = Vec::new();
@@ -369,7 +382,11 @@ async fn concurrent_moves_never_share_a_rank() {
             // Many moves aim at the same few gaps (around items 0 and 1) at once.
             let key = k[2 + i % 4].clone();
             let target = k[i % 2].clone();
-            let to = if i % 3 == 0 { before(&target) } else { after(&target) };
+            let to = if i % 3 == 0 {
+                before(&target)
+            } else {
+                after(&target)
+            };
             tasks.push(tokio::spawn(async move {
                 items::move_rank(&store, &project, &actor, &key, to).await
             }));
@@ -396,7 +413,12 @@ async fn concurrent_moves_never_share_a_rank() {
 async fn mix(f: &Fixture) -> [String; 5] {
     let mk = |ni: NewItem| {
         let (store, project, actor) = (f.store.clone(), f.project.clone(), f.actor.clone());
-        async move { items::create(&store, &project, &actor, ni).await.unwrap().key }
+        async move {
+            items::create(&store, &project, &actor, ni)
+                .await
+                .unwrap()
+                .key
+        }
     };
     let a = mk(NewItem {
         labels: vec!["Auth".into(), "ui".into()],
@@ -525,9 +547,14 @@ async fn the_query_language_filters_and_sorts_the_list() {
             cursor: None,
             limit: 50,
         };
-        let got = items::list(&mut f.store.read().await.unwrap(), f.project.id, &filter, &page)
-            .await
-            .unwrap();
+        let got = items::list(
+            &mut f.store.read().await.unwrap(),
+            f.project.id,
+            &filter,
+            &page,
+        )
+        .await
+        .unwrap();
         assert_eq!(got.items.len(), 1);
         assert_eq!(got.items[0].key, b);
     }
@@ -552,9 +579,14 @@ async fn pages_follow_rank_or_offset_cursors() {
                     ..ItemFilter::default()
                 };
                 let page = ListPage { cursor, limit: 2 };
-                let p = items::list(&mut f.store.read().await.unwrap(), f.project.id, &filter, &page)
-                    .await
-                    .unwrap();
+                let p = items::list(
+                    &mut f.store.read().await.unwrap(),
+                    f.project.id,
+                    &filter,
+                    &page,
+                )
+                .await
+                .unwrap();
                 seen.extend(p.items.into_iter().map(|i| i.key));
                 match p.next_cursor {
                     Some(c) => {
@@ -576,9 +608,14 @@ async fn pages_follow_rank_or_offset_cursors() {
                 cursor: Some(c.into()),
                 limit: 2,
             };
-            let e = items::list(&mut f.store.read().await.unwrap(), f.project.id, &filter, &page)
-                .await
-                .unwrap_err();
+            let e = items::list(
+                &mut f.store.read().await.unwrap(),
+                f.project.id,
+                &filter,
+                &page,
+            )
+            .await
+            .unwrap_err();
             assert_eq!(code(e), ErrorCode::InvalidQuery, "{q} {c}");
         }
     }
@@ -591,7 +628,9 @@ async fn bulk_edits_are_all_or_nothing() {
         let [a, b, _c, d, _e] = mix(&f).await;
         let edit = |keys: Vec<String>, set: items::BulkSet| {
             let (store, project, actor) = (f.store.clone(), f.project.clone(), f.actor.clone());
-            async move { items::bulk_edit(&store, &project, &actor, items::BulkEdit { keys, set }).await }
+            async move {
+                items::bulk_edit(&store, &project, &actor, items::BulkEdit { keys, set }).await
+            }
         };
         // D is done and may only reopen to Ready: the whole request is refused.
         let set = items::BulkSet {

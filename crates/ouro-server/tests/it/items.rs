@@ -61,7 +61,11 @@ async fn items_contract_flow() {
         let cursor = page["next_cursor"].as_str().unwrap().to_string();
         assert!(cursor.starts_with("r:"), "{cursor}");
         let (_, page) = s
-            .admin(Method::GET, &format!("{ITEMS}?limit=1&cursor={cursor}"), None)
+            .admin(
+                Method::GET,
+                &format!("{ITEMS}?limit=1&cursor={cursor}"),
+                None,
+            )
             .await;
         assert_eq!(page["items"][0]["key"], "DEMO-2");
 
@@ -246,19 +250,29 @@ async fn items_stale_update_is_a_conflict() {
         assert_eq!((st, &page["items"]), (200, &json!([])));
         // Each term is one SQL condition; the bound keeps statements within SQLite's limits.
         let (st, _) = s
-            .admin(Method::GET, &format!("{ITEMS}?q={}", "w+".repeat(100)), None)
+            .admin(
+                Method::GET,
+                &format!("{ITEMS}?q={}", "w+".repeat(100)),
+                None,
+            )
             .await;
         assert_eq!(st, 200);
         let many = "w+".repeat(2000);
         let (st, e) = s
             .admin(Method::GET, &format!("{ITEMS}?q={many}"), None)
             .await;
-        assert_eq!((st, &e["error"]["details"]["reason"]), (400, &json!("query.too_many_terms")));
+        assert_eq!(
+            (st, &e["error"]["details"]["reason"]),
+            (400, &json!("query.too_many_terms"))
+        );
         let many = "w+".repeat(5000);
         let (st, e) = s
             .admin(Method::GET, &format!("{ITEMS}?q={many}"), None)
             .await;
-        assert_eq!((st, &e["error"]["details"]["reason"]), (400, &json!("query.too_long")));
+        assert_eq!(
+            (st, &e["error"]["details"]["reason"]),
+            (400, &json!("query.too_long"))
+        );
         s.stop().await;
     }
 }
@@ -437,8 +451,16 @@ async fn items_query_rank_and_bulk_over_http() {
     for db in backends() {
         let s = TestServer::start(&db).await;
         with_demo(&s).await;
-        create(&s, json!({"type": "story", "title": "Pay by card", "assignee": "admin"})).await;
-        create(&s, json!({"type": "bug", "title": "Refund fails", "labels": ["Pay"]})).await;
+        create(
+            &s,
+            json!({"type": "story", "title": "Pay by card", "assignee": "admin"}),
+        )
+        .await;
+        create(
+            &s,
+            json!({"type": "bug", "title": "Refund fails", "labels": ["Pay"]}),
+        )
+        .await;
         create(&s, json!({"type": "task", "title": "Docs", "estimate": 2})).await;
         let keys = |page: &Value| -> Vec<String> {
             page["items"]
@@ -460,7 +482,11 @@ async fn items_query_rank_and_bulk_over_http() {
             assert_eq!(keys(&page), want, "{}: {q}", db.name());
         }
         let (st, e) = s
-            .admin(Method::GET, &format!("{ITEMS}?q=type%3Abug%20prio%3Ahigh"), None)
+            .admin(
+                Method::GET,
+                &format!("{ITEMS}?q=type%3Abug%20prio%3Ahigh"),
+                None,
+            )
             .await;
         assert_eq!(st, 400, "{e}");
         assert_eq!(e["error"]["code"], "item.invalid_query");

@@ -183,10 +183,6 @@ pub struct ItemFilter {
     /// A user name.
     pub assignee: Option<String>,
     pub label: Option<String>,
-    /// A query in the item query language (`docs/query-language.md`).
-    pub query: Option<String>,
-    /// The caller's user id, for `me` in the query.
-    pub me: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
@@ -527,12 +523,18 @@ async fn get_or_404(
         .ok_or_else(|| not_found(key))?)
 }
 
-/// Where a page of [`list`] starts: `None` for the first page, else the previous page's
-/// `next_cursor`. In the default order (rank) the cursor is `r:RANK`, the last rank seen, so
-/// moves and inserts elsewhere never repeat or skip an item; with a `sort:` in the query it is
-/// `o:OFFSET`, a plain offset (sort values are not unique and can change between pages).
+/// A query in the item query language and the page of [`search`] to return.
+///
+/// `cursor` is `None` for the first page, else the previous page's `next_cursor`. In the default
+/// order (rank) that is `r:RANK`, the last rank seen, so moves and inserts elsewhere never repeat
+/// or skip an item; with a `sort:` in the query it is `o:OFFSET`, a plain offset (sort values
+/// tie and change between pages, so there is no stable key to continue from).
 #[derive(Debug, Clone, Default)]
-pub struct ListPage {
+pub struct Search {
+    /// A query in the item query language (`docs/query-language.md`).
+    pub query: Option<String>,
+    /// The caller's user id, for `me` in the query.
+    pub me: Option<i64>,
     pub cursor: Option<String>,
     pub limit: i64,
 }
@@ -552,23 +554,57 @@ fn query_error(q: &str, e: &crate::query::QueryError) -> OuroError {
     }))
 }
 
-/// Items matching `filter`, one page at a time, in backlog (rank) order unless the query sorts.
+/// Items matching `filter`, in backlog (rank) order, one page at a time; the cursor is the
+/// number of items already seen (for callers that page with numbers; [`search`] pages by rank).
 pub async fn list(
     ex: &mut impl Executor,
     project_id: i64,
     filter: &ItemFilter,
-    page: &ListPage,
+    page: PageReq,
+) -> Result<Page<Item>, StoreError> {
+    let s = Search {
+        cursor: Some(format!("o:{}", page.after)),
+        limit: page.limit,
+        ..Search::default()
+    };
+    let out = search_impl(ex, project_id, filter, &s, true).await?;
+    Ok(Page {
+        items: out.items,
+        next_cursor: out
+            .next_cursor
+            .map(|c| c.trim_start_matches("o:").to_string()),
+    })
+}
+
+/// Items matching `filter` and the query in `s`, one page at a time, in backlog (rank) order
+/// unless the query sorts. A query that does not parse is `400 item.invalid_query`.
+pub async fn search(
+    ex: &mut impl Executor,
+    project_id: i64,
+    filter: &ItemFilter,
+    s: &Search,
+) -> Result<Page<Item>, StoreError> {
+    search_impl(ex, project_id, filter, s, false).await
+}
+
+async fn search_impl(
+    ex: &mut impl Executor,
+    project_id: i64,
+    filter: &ItemFilter,
+    page: &Search,
+    offset_paging: bool,
 ) -> Result<Page<Item>, StoreError> {
     use crate::query::{self, SortField, SqlArg, SqlContext};
-    let parsed = match filter.query.as_deref() {
+    let parsed = match page.query.as_deref() {
         Some(text) => query::parse(text).map_err(|e| query_error(text, &e))?,
         None => query::Query::default(),
     };
-    let by_rank = match parsed.sort.as_slice() {
-        [] => true,
-        [k] => k.field == SortField::Rank && !k.descending,
-        _ => false,
-    };
+    let by_rank = !offset_paging
+        && match parsed.sort.as_slice() {
+            [] => true,
+            [k] => k.field == SortField::Rank && !k.descending,
+            _ => false,
+        };
     let limit = page.limit.clamp(1, ouro_store::page::MAX_LIMIT);
     let (after_rank, offset) = match page.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => (None, 0),
@@ -594,7 +630,7 @@ pub async fn list(
         &filter.state,
         &filter.assignee,
         &filter.label,
-        &filter.query,
+        &page.query,
         &page.cursor,
     ];
     if values
@@ -646,12 +682,12 @@ pub async fn list(
         }
     }
     let ctx = SqlContext {
-        me: filter.me,
+        me: page.me,
         now_ms: ouro_core::time::now_ms(),
         next_param: args.len() + 1,
     };
     let (cond, qargs) = query::to_sql(&parsed, &ctx)
-        .map_err(|e| query_error(filter.query.as_deref().unwrap_or(""), &e))?;
+        .map_err(|e| query_error(page.query.as_deref().unwrap_or(""), &e))?;
     sql.push_str(&format!(" AND ({cond})"));
     args.extend(qargs.into_iter().map(|a| match a {
         SqlArg::I64(n) => Arg::from(n),

@@ -1,5 +1,6 @@
 use ouro_core::{Actor, ErrorCode, OuroError};
-use ouro_plan::items::{self, ItemFilter, ItemPatch, ListPage, NewItem};
+use ouro_plan::items::{self, ItemFilter, ItemPatch, NewItem, Search};
+use ouro_store::PageReq;
 use ouro_store::projects::{self, Project, Visibility};
 use ouro_store::testing::{TestDb, backends};
 use ouro_store::{PLATFORM_MIGRATIONS, Store, StoreError};
@@ -151,10 +152,7 @@ async fn hierarchy_epics_and_filters() {
                     &mut store.read().await.unwrap(),
                     pid,
                     &filter,
-                    &ListPage {
-                        cursor: None,
-                        limit: 2,
-                    },
+                    PageReq::new(0, Some(2)),
                 )
                 .await
                 .unwrap()
@@ -162,7 +160,7 @@ async fn hierarchy_epics_and_filters() {
         };
         let page = list(ItemFilter::default()).await;
         assert_eq!(page.items.len(), 2);
-        assert_eq!(page.next_cursor, Some(format!("r:{}", page.items[1].rank)));
+        assert_eq!(page.next_cursor.as_deref(), Some("2"));
         let only = list(ItemFilter {
             label: Some("ui".into()),
             ..ItemFilter::default()
@@ -209,11 +207,7 @@ async fn transitions_follow_the_workflow() {
 
 async fn list_all(f: &Fixture, filter: ItemFilter) -> Vec<items::Item> {
     let mut r = f.store.read().await.unwrap();
-    let page = ListPage {
-        cursor: None,
-        limit: 500,
-    };
-    items::list(&mut r, f.project.id, &filter, &page)
+    items::list(&mut r, f.project.id, &filter, PageReq::new(0, Some(500)))
         .await
         .unwrap()
         .items
@@ -460,17 +454,14 @@ async fn mix(f: &Fixture) -> [String; 5] {
 }
 
 async fn query(f: &Fixture, q: &str) -> Result<Vec<String>, OuroError> {
-    let filter = ItemFilter {
+    let s = Search {
         query: Some(q.into()),
         me: Some(f.actor.user_id().unwrap()),
-        ..ItemFilter::default()
-    };
-    let page = ListPage {
         cursor: None,
         limit: 500,
     };
     let mut r = f.store.read().await.unwrap();
-    match items::list(&mut r, f.project.id, &filter, &page).await {
+    match items::search(&mut r, f.project.id, &ItemFilter::default(), &s).await {
         Ok(p) => Ok(p.items.into_iter().map(|i| i.key).collect()),
         Err(e) => Err(OuroError::from(e)),
     }
@@ -540,14 +531,14 @@ async fn the_query_language_filters_and_sorts_the_list() {
         // Explicit filters still apply, together with the query.
         let filter = ItemFilter {
             item_type: Some("bug".into()),
-            query: Some("login".into()),
             ..ItemFilter::default()
         };
-        let page = ListPage {
-            cursor: None,
+        let page = Search {
+            query: Some("login".into()),
             limit: 50,
+            ..Search::default()
         };
-        let got = items::list(
+        let got = items::search(
             &mut f.store.read().await.unwrap(),
             f.project.id,
             &filter,
@@ -574,12 +565,14 @@ async fn pages_follow_rank_or_offset_cursors() {
             let mut seen = Vec::new();
             let mut cursor = None;
             loop {
-                let filter = ItemFilter {
+                let filter = ItemFilter::default();
+                let page = Search {
                     query: Some(q.into()).filter(|q: &String| !q.is_empty()),
-                    ..ItemFilter::default()
+                    cursor,
+                    limit: 2,
+                    me: None,
                 };
-                let page = ListPage { cursor, limit: 2 };
-                let p = items::list(
+                let p = items::search(
                     &mut f.store.read().await.unwrap(),
                     f.project.id,
                     &filter,
@@ -600,15 +593,14 @@ async fn pages_follow_rank_or_offset_cursors() {
         }
         // A cursor of the other kind, or garbage, is a 400, not a 500.
         for (q, c) in [("", "o:2"), ("sort:title", "r:1"), ("", "r:'"), ("", "x")] {
-            let filter = ItemFilter {
+            let filter = ItemFilter::default();
+            let page = Search {
                 query: Some(q.into()).filter(|q: &String| !q.is_empty()),
-                ..ItemFilter::default()
-            };
-            let page = ListPage {
                 cursor: Some(c.into()),
                 limit: 2,
+                me: None,
             };
-            let e = items::list(
+            let e = items::search(
                 &mut f.store.read().await.unwrap(),
                 f.project.id,
                 &filter,

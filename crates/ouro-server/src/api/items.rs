@@ -5,7 +5,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use ouro_core::{Event, Permission, Role};
 use ouro_plan::items::{
-    self, BulkEdit, Comment, Item, ItemFilter, ItemPatch, ListPage, NewItem, RankMove, Watchers,
+    self, BulkEdit, Comment, Item, ItemFilter, ItemPatch, NewItem, RankMove, Search, Watchers,
 };
 use ouro_plan::workflow::{self, Workflows};
 use ouro_store::Page;
@@ -222,20 +222,20 @@ async fn list(
     }
     .to_req()?;
     let filter = ItemFilter {
-        query: given(q.q),
-        me: ctx.principal.as_ref().map(|p| p.user.id),
         item_type: given(q.item_type),
         state: given(q.state),
         assignee: given(q.assignee),
         label: given(q.label),
         ..ItemFilter::default()
     };
-    let page = ListPage {
+    let page = Search {
+        query: given(q.q),
+        me: ctx.principal.as_ref().map(|p| p.user.id),
         cursor: q.cursor,
         limit: page.limit,
     };
     Ok(Json(
-        items::list(
+        items::search(
             &mut st.store.read().await?,
             ctx.project()?.id,
             &filter,

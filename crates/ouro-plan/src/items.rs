@@ -3,6 +3,11 @@
 //! Keys are `KEY-N`: KEY comes from the project slug (upper case, dashes dropped, at most 10
 //! characters) and N from the project's `plan_counters` row, incremented in the item's own
 //! transaction, so numbers are unique, gap-free while nothing fails, and never handed out twice.
+//!
+//! Backlog order is a fractional rank per item ([`crate::rank`]): creating appends, [`move_rank`]
+//! rewrites only the moved row, and a UNIQUE (project_id, rank) index backs the project lock that
+//! serialises rank writers. [`search`] runs the item query language; [`bulk_edit`] changes many
+//! items in one transaction.
 
 use std::collections::BTreeSet;
 

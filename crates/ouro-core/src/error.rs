@@ -99,6 +99,8 @@ error_codes! {
     ItemNotFound = ("item.not_found", 404),
     /// The workflow does not allow this move; `details.allowed` lists the states it allows.
     InvalidTransition = ("item.invalid_transition", 422),
+    /// The item query (`q`) does not parse; `details` has `position`, `expected`, `found`, `reason` (e.g. `query.unknown_field`) and `caret`, the query with a `^` under the error.
+    InvalidItemQuery = ("item.invalid_query", 400),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

@@ -3,6 +3,11 @@
 //! Keys are `KEY-N`: KEY comes from the project slug (upper case, dashes dropped, at most 10
 //! characters) and N from the project's `plan_counters` row, incremented in the item's own
 //! transaction, so numbers are unique, gap-free while nothing fails, and never handed out twice.
+//!
+//! Backlog order is a fractional rank per item ([`crate::rank`]): creating appends, [`move_rank`]
+//! rewrites only the moved row, and a UNIQUE (project_id, rank) index backs the project lock that
+//! serialises rank writers. [`search`] runs the item query language; [`bulk_edit`] changes many
+//! items in one transaction.
 
 use std::collections::BTreeSet;
 
@@ -214,11 +219,111 @@ pub fn key_prefix(slug: &str) -> String {
         .collect()
 }
 
-/// Placeholder backlog rank: the zero-padded number, so `ORDER BY rank` is creation order.
-/// Ranks between two neighbours (for reordering) come from `ouro_plan::rank` once it is merged;
-/// these values stay valid there because they are plain sortable text.
-fn initial_rank(number: i64) -> String {
-    format!("{number:012}")
+/// Items created before fractional ranks got the zero-padded number (`000000000010`), which
+/// `rank` refuses when it ends in `0`. As a base-36 fraction, dropping trailing zeros keeps the
+/// value, so such a rank still works as a bound and the order of old and new rows agrees.
+fn as_bound(r: &str) -> String {
+    r.trim_end_matches('0').to_string()
+}
+
+/// A rank strictly between two neighbours (`None` = open end), both as stored.
+fn rank_between(before: Option<&str>, after: Option<&str>) -> Result<String, StoreError> {
+    let before = before.map(as_bound).filter(|b| !b.is_empty());
+    let after = after.map(as_bound);
+    crate::rank::between(before.as_deref(), after.as_deref()).map_err(|e| {
+        StoreError::Decode(format!("cannot rank between {before:?} and {after:?}: {e}"))
+    })
+}
+
+/// Where to move an item in the backlog: exactly one of `before` and `after`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RankMove {
+    /// Key of the item to place this one right before.
+    pub before: Option<String>,
+    /// Key of the item to place this one right after.
+    pub after: Option<String>,
+}
+
+/// Locks the project's counter row until commit. On PostgreSQL this serialises rank writers
+/// (creates take the same row), so the neighbour read and the write cannot interleave with
+/// another move into the same gap; on SQLite the one writer already does. The no-op UPDATE is
+/// the one spelling of a row lock both engines accept.
+async fn lock_project(tx: &mut Tx, project_id: i64) -> Result<(), StoreError> {
+    q("UPDATE plan_counters SET last_number = last_number WHERE project_id = $1")
+        .bind(project_id)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Moves an item right before or right after another one. Only the moved row is written: its
+/// new rank lies between the target and the target's neighbour on that side.
+pub async fn move_rank(
+    store: &Store,
+    project: &Project,
+    actor: &Actor,
+    key: &str,
+    to: RankMove,
+) -> Result<Item, StoreError> {
+    let (target_key, before) = match (&to.before, &to.after) {
+        (Some(k), None) => (k.as_str(), true),
+        (None, Some(k)) => (k.as_str(), false),
+        _ => {
+            return Err(OuroError::field("before", "give exactly one of before and after").into());
+        }
+    };
+    let mut tx = store.begin().await?;
+    lock_project(&mut tx, project.id).await?;
+    let cur = get_or_404(&mut tx, project.id, key).await?;
+    let target = get_or_404(&mut tx, project.id, target_key).await?;
+    if target.id == cur.id {
+        let field = if before { "before" } else { "after" };
+        return Err(OuroError::field(field, "an item cannot move next to itself").into());
+    }
+    // The neighbour on the far side of the target, not counting the moved item itself.
+    let sql = if before {
+        "SELECT rank FROM items WHERE project_id = $1 AND rank < $2 AND id <> $3 \
+         ORDER BY rank DESC LIMIT 1"
+    } else {
+        "SELECT rank FROM items WHERE project_id = $1 AND rank > $2 AND id <> $3 \
+         ORDER BY rank ASC LIMIT 1"
+    };
+    let other = q(sql)
+        .bind(project.id)
+        .bind(&target.rank)
+        .bind(cur.id)
+        .fetch_optional(&mut tx)
+        .await?
+        .map(|r| r.text("rank"))
+        .transpose()?;
+    let rank = if before {
+        rank_between(other.as_deref(), Some(&target.rank))?
+    } else {
+        rank_between(Some(&target.rank), other.as_deref())?
+    };
+    q("UPDATE items SET rank = $1, updated_at = $2, version = version + 1 WHERE id = $3")
+        .bind(&rank)
+        .bind(ouro_core::time::now_ms())
+        .bind(cur.id)
+        .execute(&mut tx)
+        .await?;
+    let item = get_or_404(&mut tx, project.id, &cur.key).await?;
+    let mut changes = Map::new();
+    change(&mut changes, "rank", &cur.rank, &item.rank);
+    let place = if before { "before" } else { "after" };
+    tx.append(
+        NewEvent::new(
+            ev::ITEM_UPDATED,
+            actor,
+            cur.id,
+            json!({"key": cur.key, "changes": Value::Object(changes), place: target.key}),
+        )
+        .in_project(project.id, &project.slug),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(item)
 }
 
 pub fn not_found(key: &str) -> OuroError {
@@ -423,19 +528,115 @@ async fn get_or_404(
         .ok_or_else(|| not_found(key))?)
 }
 
-/// Items matching `filter`, in creation order, one page at a time (the cursor is the number).
+/// A query in the item query language and the page of [`search`] to return.
+///
+/// `cursor` is `None` for the first page, else the previous page's `next_cursor`. In the default
+/// order (rank) that is `r:RANK`, the last rank seen, so moves and inserts elsewhere never repeat
+/// or skip an item; with a `sort:` in the query it is `o:OFFSET`, a plain offset (sort values
+/// tie and change between pages, so there is no stable key to continue from).
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    /// A query in the item query language (`docs/query-language.md`).
+    pub query: Option<String>,
+    /// The caller's user id, for `me` in the query.
+    pub me: Option<i64>,
+    pub cursor: Option<String>,
+    pub limit: i64,
+}
+
+fn bad_cursor() -> OuroError {
+    OuroError::new(
+        ErrorCode::InvalidQuery,
+        "invalid cursor: pass back next_cursor as given, with the same query",
+    )
+}
+
+/// The 400 for a query that does not parse, located for display.
+fn query_error(q: &str, e: &crate::query::QueryError) -> OuroError {
+    OuroError::new(ErrorCode::InvalidItemQuery, format!("invalid query: {e}")).with_details(json!({
+        "position": e.position, "expected": e.expected, "found": e.found,
+        "reason": e.code, "caret": crate::query::caret(q, e),
+    }))
+}
+
+/// Items matching `filter`, in backlog (rank) order, one page at a time; the cursor is the
+/// number of items already seen (for callers that page with numbers; [`search`] pages by rank).
 pub async fn list(
     ex: &mut impl Executor,
     project_id: i64,
     filter: &ItemFilter,
     page: PageReq,
 ) -> Result<Page<Item>, StoreError> {
+    let s = Search {
+        cursor: Some(format!("o:{}", page.after)),
+        limit: page.limit,
+        ..Search::default()
+    };
+    let out = search_impl(ex, project_id, filter, &s, true).await?;
+    Ok(Page {
+        items: out.items,
+        next_cursor: out
+            .next_cursor
+            .map(|c| c.trim_start_matches("o:").to_string()),
+    })
+}
+
+/// Items matching `filter` and the query in `s`, one page at a time, in backlog (rank) order
+/// unless the query sorts. A query that does not parse is `400 item.invalid_query`.
+pub async fn search(
+    ex: &mut impl Executor,
+    project_id: i64,
+    filter: &ItemFilter,
+    s: &Search,
+) -> Result<Page<Item>, StoreError> {
+    search_impl(ex, project_id, filter, s, false).await
+}
+
+async fn search_impl(
+    ex: &mut impl Executor,
+    project_id: i64,
+    filter: &ItemFilter,
+    page: &Search,
+    offset_paging: bool,
+) -> Result<Page<Item>, StoreError> {
+    use crate::query::{self, SortField, SqlArg, SqlContext};
+    let parsed = match page.query.as_deref() {
+        Some(text) => query::parse(text).map_err(|e| query_error(text, &e))?,
+        None => query::Query::default(),
+    };
+    let by_rank = !offset_paging
+        && match parsed.sort.as_slice() {
+            [] => true,
+            [k] => k.field == SortField::Rank && !k.descending,
+            _ => false,
+        };
+    let limit = page.limit.clamp(1, ouro_store::page::MAX_LIMIT);
+    let (after_rank, offset) = match page.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => (None, 0),
+        Some(c) => match (by_rank, c.split_once(':')) {
+            // Ranks only ever hold 0-9 and a-z.
+            (true, Some(("r", r)))
+                if !r.is_empty()
+                    && r.bytes()
+                        .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()) =>
+            {
+                (Some(r.to_string()), 0)
+            }
+            (false, Some(("o", n))) => match n.parse::<i64>() {
+                Ok(n) if n >= 0 => (None, n),
+                _ => return Err(bad_cursor().into()),
+            },
+            _ => return Err(bad_cursor().into()),
+        },
+    };
     let values = [
         &filter.text,
         &filter.item_type,
         &filter.state,
         &filter.assignee,
         &filter.label,
+        &page.query,
+        &page.cursor,
     ];
     if values
         .iter()
@@ -447,12 +648,15 @@ pub async fn list(
             next_cursor: None,
         });
     }
-    let mut sql = format!("{SELECT} WHERE i.project_id = $1 AND i.number > $2");
-    let mut args: Vec<Arg> = vec![project_id.into(), page.after.into()];
+    let mut sql = format!("{SELECT} WHERE i.project_id = $1");
+    let mut args: Vec<Arg> = vec![project_id.into()];
     let mut push = |sql: &mut String, cond: &str, a: Arg| {
         args.push(a);
         sql.push_str(&cond.replace("$?", &format!("${}", args.len())));
     };
+    if let Some(r) = after_rank {
+        push(&mut sql, " AND i.rank > $?", r.into());
+    }
     if let Some(t) = filter.item_type.as_deref() {
         push(&mut sql, " AND i.type = $?", t.into());
     }
@@ -482,18 +686,44 @@ pub async fn list(
             push(&mut sql, " AND LOWER(i.title) LIKE $?", pat.into());
         }
     }
-    args.push((page.limit + 1).into());
-    sql.push_str(&format!(" ORDER BY i.number LIMIT ${}", args.len()));
-    let mut query = q(sql);
-    for a in args {
-        query = query.bind(a);
+    let ctx = SqlContext {
+        me: page.me,
+        now_ms: ouro_core::time::now_ms(),
+        next_param: args.len() + 1,
+    };
+    let (cond, qargs) = query::to_sql(&parsed, &ctx)
+        .map_err(|e| query_error(page.query.as_deref().unwrap_or(""), &e))?;
+    sql.push_str(&format!(" AND ({cond})"));
+    args.extend(qargs.into_iter().map(|a| match a {
+        SqlArg::I64(n) => Arg::from(n),
+        SqlArg::Text(t) => Arg::from(t),
+    }));
+    args.push((limit + 1).into());
+    sql.push_str(&format!(
+        " ORDER BY {} LIMIT ${}",
+        query::order_by(&parsed),
+        args.len()
+    ));
+    if offset > 0 {
+        args.push(offset.into());
+        sql.push_str(&format!(" OFFSET ${}", args.len()));
     }
-    let rows = query.fetch_all(ex).await?;
-    let items = rows.iter().map(item_from).collect::<Result<Vec<_>, _>>()?;
-    let page = page.finish(items, |i| i.number);
+    let mut stmt = q(sql);
+    for a in args {
+        stmt = stmt.bind(a);
+    }
+    let rows = stmt.fetch_all(ex).await?;
+    let mut items = rows.iter().map(item_from).collect::<Result<Vec<_>, _>>()?;
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next_cursor = match items.last() {
+        Some(last) if more && by_rank => Some(format!("r:{}", last.rank)),
+        Some(_) if more => Some(format!("o:{}", offset + limit)),
+        _ => None,
+    };
     Ok(Page {
-        items: with_labels(ex, page.items).await?,
-        next_cursor: page.next_cursor,
+        items: with_labels(ex, items).await?,
+        next_cursor,
     })
 }
 
@@ -618,6 +848,14 @@ pub async fn create(
     .await?
     .i64("last_number")?;
     workflow::ensure_defaults(&mut tx, project.id).await?;
+    // After the current last item; the counter row locked above keeps this read current.
+    let last = q("SELECT rank FROM items WHERE project_id = $1 ORDER BY rank DESC LIMIT 1")
+        .bind(project.id)
+        .fetch_optional(&mut tx)
+        .await?
+        .map(|r| r.text("rank"))
+        .transpose()?;
+    let rank = rank_between(last.as_deref(), None)?;
     let ty = workflow::item_type(&mut tx, project.id, input.item_type.trim())
         .await?
         .filter(|t| t.enabled)
@@ -668,7 +906,7 @@ pub async fn create(
     .bind(epic_id)
     .bind(due_at)
     .bind(target_at)
-    .bind(initial_rank(number))
+    .bind(&rank)
     .bind(now)
     .fetch_one(&mut tx)
     .await?
@@ -907,6 +1145,190 @@ pub async fn transition(
     Ok(item)
 }
 
+/// The most items one bulk edit may change.
+pub const MAX_BULK: usize = 100;
+
+/// One change applied to several items, all or nothing.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkEdit {
+    /// Item keys, 1 to 100 (duplicates count once).
+    pub keys: Vec<String>,
+    pub set: BulkSet,
+}
+
+/// What to change; absent fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkSet {
+    /// Target state name (case-insensitive); items already in it stay.
+    pub state: Option<String>,
+    /// A project member's user name; `null` unassigns.
+    #[serde(default, deserialize_with = "nullable")]
+    pub assignee: Option<Option<String>>,
+    #[serde(default)]
+    pub add_labels: Vec<String>,
+    #[serde(default)]
+    pub remove_labels: Vec<String>,
+}
+
+/// Applies `edit` to every listed item in one transaction. Every item is checked first; if any
+/// cannot take the change (unknown key, a transition its workflow forbids, too many labels),
+/// nothing is written and the 422 lists each failing item in `details.items`. Each changed item
+/// gets the same events a single update or transition would write.
+pub async fn bulk_edit(
+    store: &Store,
+    project: &Project,
+    actor: &Actor,
+    edit: BulkEdit,
+) -> Result<Vec<Item>, StoreError> {
+    let mut keys: Vec<String> = Vec::new();
+    for k in &edit.keys {
+        let k = k.trim().to_ascii_uppercase();
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    if keys.is_empty() || keys.len() > MAX_BULK {
+        return Err(OuroError::field("keys", format!("give 1 to {MAX_BULK} item keys")).into());
+    }
+    let add = validate_labels(&edit.set.add_labels)?;
+    let remove = validate_labels(&edit.set.remove_labels)?;
+    if let Some(s) = &edit.set.state {
+        no_nul("state", s)?;
+    }
+    let mut tx = store.begin().await?;
+    let assignee_id = match &edit.set.assignee {
+        Some(Some(name)) => Some(Some(assignable(&mut tx, project.id, name).await?)),
+        Some(None) => Some(None),
+        None => None,
+    };
+    // Check every item before writing anything, so the answer lists all problems at once.
+    let mut plans = Vec::new();
+    let mut errors = Vec::new();
+    for key in &keys {
+        let Some(cur) = get(&mut tx, project.id, key).await? else {
+            errors.push(json!({"key": key, "code": ErrorCode::ItemNotFound.as_str(),
+                               "message": "no such item in this project"}));
+            continue;
+        };
+        let mut target = None;
+        if let Some(to) = edit.set.state.as_deref().map(str::trim)
+            && !cur.state.eq_ignore_ascii_case(to)
+        {
+            let ty = workflow::item_type(&mut tx, project.id, &cur.item_type)
+                .await?
+                .ok_or_else(|| {
+                    StoreError::Decode(format!("item type {:?} is gone", cur.item_type))
+                })?;
+            let allowed =
+                workflow::allowed_targets(&mut tx, project.id, &ty.workflow, &cur.state).await?;
+            match allowed.iter().find(|s| s.name.eq_ignore_ascii_case(to)) {
+                Some(t) => target = Some(t.clone()),
+                None => {
+                    let names: Vec<&str> = allowed.iter().map(|s| s.name.as_str()).collect();
+                    errors.push(json!({
+                        "key": cur.key, "code": ErrorCode::InvalidTransition.as_str(),
+                        "message": format!("cannot move from {:?} to {to:?}", cur.state),
+                        "from": cur.state, "allowed": names,
+                    }));
+                    continue;
+                }
+            }
+        }
+        let labels: Vec<String> = cur
+            .labels
+            .iter()
+            .chain(add.iter())
+            .filter(|l| !remove.contains(l))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if labels.len() > MAX_LABELS {
+            errors.push(
+                json!({"key": cur.key, "code": ErrorCode::ValidationFailed.as_str(),
+                               "message": format!("an item can have at most {MAX_LABELS} labels")}),
+            );
+            continue;
+        }
+        plans.push((cur, target, labels));
+    }
+    if !errors.is_empty() {
+        return Err(OuroError::new(
+            ErrorCode::ValidationFailed,
+            format!(
+                "{} of {} items cannot take this change; nothing was changed",
+                errors.len(),
+                keys.len()
+            ),
+        )
+        .with_details(json!({"items": errors}))
+        .into());
+    }
+    let now = ouro_core::time::now_ms();
+    let mut out = Vec::new();
+    for (cur, target, labels) in plans {
+        let new_assignee = assignee_id.unwrap_or(cur.assignee_id);
+        let (state, category) = match &target {
+            Some(t) => (t.name.clone(), t.category),
+            None => (cur.state.clone(), cur.state_category),
+        };
+        if target.is_none() && new_assignee == cur.assignee_id && labels == cur.labels {
+            out.push(cur);
+            continue;
+        }
+        q(
+            "UPDATE items SET state = $1, state_category = $2, assignee_id = $3, updated_at = $4, \
+           version = version + 1 WHERE id = $5",
+        )
+        .bind(&state)
+        .bind(category.as_str())
+        .bind(new_assignee)
+        .bind(now)
+        .bind(cur.id)
+        .execute(&mut tx)
+        .await?;
+        if labels != cur.labels {
+            set_labels(&mut tx, cur.id, &labels).await?;
+        }
+        let item = get_or_404(&mut tx, project.id, &cur.key).await?;
+        if let Some(t) = &target {
+            tx.append(
+                NewEvent::new(
+                    ev::ITEM_TRANSITIONED,
+                    actor,
+                    cur.id,
+                    json!({
+                        "key": cur.key, "from": cur.state, "to": t.name,
+                        "from_category": cur.state_category, "to_category": t.category,
+                    }),
+                )
+                .in_project(project.id, &project.slug),
+            )
+            .await?;
+        }
+        let mut changes = Map::new();
+        change(&mut changes, "assignee", &cur.assignee, &item.assignee);
+        change(&mut changes, "labels", &cur.labels, &item.labels);
+        if !changes.is_empty() {
+            tx.append(
+                NewEvent::new(
+                    ev::ITEM_UPDATED,
+                    actor,
+                    cur.id,
+                    json!({"key": cur.key, "changes": Value::Object(changes)}),
+                )
+                .in_project(project.id, &project.slug),
+            )
+            .await?;
+        }
+        out.push(item);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
 fn comment_from(r: &Row) -> Result<Comment, StoreError> {
     Ok(Comment {
         id: r.i64("id")?,
@@ -1076,9 +1498,14 @@ mod tests {
     }
 
     #[test]
-    fn ranks_sort_like_numbers() {
-        assert!(initial_rank(9) < initial_rank(10));
-        assert!(initial_rank(99_999) < initial_rank(100_000));
+    fn old_padded_ranks_work_as_bounds() {
+        // `000000000010` ends in 0, which rank refuses as is.
+        let r = rank_between(Some("000000000010"), Some("000000000011")).unwrap();
+        assert!("000000000010" < r.as_str() && r.as_str() < "000000000011");
+        let r = rank_between(Some("000000000020"), None).unwrap();
+        assert!(r.as_str() > "000000000020");
+        let r = rank_between(None, Some("000000000001")).unwrap();
+        assert!(r.as_str() < "000000000001");
     }
 
     #[test]

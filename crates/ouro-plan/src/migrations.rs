@@ -2,10 +2,19 @@
 
 use ouro_store::Migration;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    component: "plan",
-    version: 1,
-    name: "items",
-    sqlite: include_str!("../migrations/sqlite/0001_items.sql"),
-    postgres: include_str!("../migrations/postgres/0001_items.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "plan",
+        version: 1,
+        name: "items",
+        sqlite: include_str!("../migrations/sqlite/0001_items.sql"),
+        postgres: include_str!("../migrations/postgres/0001_items.sql"),
+    },
+    Migration {
+        component: "plan",
+        version: 2,
+        name: "ranks",
+        sqlite: include_str!("../migrations/sqlite/0002_ranks.sql"),
+        postgres: include_str!("../migrations/postgres/0002_ranks.sql"),
+    },
+];

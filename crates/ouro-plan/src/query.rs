@@ -120,8 +120,10 @@ impl Category {
     }
 }
 
-/// The priorities, highest first; `sort:priority` puts the highest first.
-pub const PRIORITIES: [&str; 4] = ["urgent", "high", "medium", "low"];
+/// The priorities, highest first; `sort:priority` puts the highest first. They are the values
+/// `items.priority` stores (`ouro_plan::items::Priority`); "no priority" is stored as the text
+/// `none`, not NULL, and `priority:none` matches it.
+pub const PRIORITIES: [&str; 4] = ["critical", "high", "medium", "low"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Cmp {
@@ -518,6 +520,11 @@ impl Lexer {
 /// (and the number of SQL parameters) a single request can cause.
 pub const MAX_QUERY_CHARS: usize = 4096;
 
+/// The most terms (words, filters, sort keys) a query may have. Each becomes one SQL condition
+/// joined with AND or OR, and SQLite refuses expressions nested deeper than 1,000, so without a
+/// bound a long query of short words would fail in the database instead of here.
+pub const MAX_TERMS: usize = 100;
+
 /// Parses a query. Field names and keywords are case-insensitive.
 pub fn parse(input: &str) -> Result<Query, QueryError> {
     let mut lx = Lexer {
@@ -533,10 +540,20 @@ pub fn parse(input: &str) -> Result<Query, QueryError> {
         });
     }
     let mut query = Query::default();
+    let mut terms = 0;
     loop {
         lx.skip_space();
         if lx.peek().is_none() {
             break;
+        }
+        terms += 1;
+        if terms > MAX_TERMS {
+            return Err(QueryError {
+                position: lx.pos,
+                expected: format!("at most {MAX_TERMS} terms"),
+                found: "more".into(),
+                code: "query.too_many_terms",
+            });
         }
         let term = lx.term()?;
         let field = match &term.field {
@@ -738,7 +755,7 @@ fn value(field: Field, term: &Term) -> Result<Value, QueryError> {
             _ if PRIORITIES.contains(&lower.as_str()) => Ok(Value::Text { text: lower }),
             _ => Err(invalid(
                 term,
-                "a priority: urgent, high, medium, low or none",
+                "a priority: critical, high, medium, low or none",
             )),
         },
         Field::Parent | Field::Epic | Field::Key => {
@@ -904,6 +921,9 @@ impl Sql {
 /// i.parent_id, i.epic_id, i.sprint_id, i.key, i.estimate, i.due_at, i.created_at,
 /// i.updated_at`; tables `item_labels (item_id, label)`, `users (id, name)`,
 /// `sprints (id, project_id, name, state)`. Times are Unix milliseconds, days are UTC.
+///
+/// Sprints do not exist yet (`items.sprint_id` is always NULL and there is no `sprints` table):
+/// `sprint:NAME` and `sprint:current` match nothing, `sprint:none` matches every item.
 pub fn to_sql(query: &Query, ctx: &SqlContext) -> Result<(String, Vec<SqlArg>), QueryError> {
     let mut sql = Sql {
         args: Vec::new(),
@@ -970,6 +990,8 @@ fn item_column(field: Field) -> &'static str {
 fn condition(field: Field, v: &Value, ctx: &SqlContext, sql: &mut Sql) -> String {
     let col = item_column(field);
     match (field, v) {
+        // Items store "no priority" as the text `none` (the column is NOT NULL).
+        (Field::Priority, Value::None) => format!("{col} = {}", sql.text("none")),
         (_, Value::None) => format!("{col} IS NULL"),
         (_, Value::Me) => match ctx.me {
             Some(id) => format!("{col} = {}", sql.int(id)),
@@ -994,13 +1016,9 @@ fn condition(field: Field, v: &Value, ctx: &SqlContext, sql: &mut Sql) -> String
                 sql.text(text)
             )
         }
-        (Field::Sprint, Value::Text { text }) => format!(
-            "{col} IN (SELECT id FROM sprints WHERE name = {} AND project_id = i.project_id)",
-            sql.text(text)
-        ),
-        (Field::Sprint, Value::Current) => format!(
-            "{col} IN (SELECT id FROM sprints WHERE project_id = i.project_id AND state = 'active')"
-        ),
+        // There is no `sprints` table yet, so no item is in a named or the current sprint. Matching
+        // nothing (rather than refusing the query) lets saved views keep working when sprints come.
+        (Field::Sprint, Value::Text { .. } | Value::Current) => "1 = 0".into(),
         (_, Value::Text { text }) => format!("{col} = {}", sql.text(text)),
         (_, Value::Category { category }) => format!("{col} = {}", sql.text(category.name())),
         (Field::Key, Value::ItemKey { key }) => format!("{col} = {}", sql.text(key)),

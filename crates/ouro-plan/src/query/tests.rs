@@ -214,7 +214,7 @@ fn error_messages() {
         "estimate:-1",
         "due:2026-13-01",
         "created:yesterday",
-        "priority:critical",
+        "priority:urgent",
         "parent:42",
         "key:none",
         "assignee:bob@example.com",
@@ -234,14 +234,27 @@ fn error_messages() {
 
 #[test]
 fn length_limit() {
-    let ok = "x ".repeat(MAX_QUERY_CHARS / 2);
-    assert_eq!(parse(&ok).unwrap().clauses.len(), MAX_QUERY_CHARS / 2);
+    let ok = format!(
+        "{}{}",
+        "x ".repeat(MAX_TERMS),
+        " ".repeat(MAX_QUERY_CHARS - 2 * MAX_TERMS)
+    );
+    assert_eq!(parse(&ok).unwrap().clauses.len(), MAX_TERMS);
     let long = format!("{ok}y");
     let e = parse(&long).unwrap_err();
     assert_eq!((e.code, e.position), ("query.too_long", MAX_QUERY_CHARS));
     assert_eq!(
         e.to_string(),
         "at 4096: expected at most 4096 characters, found 4097 characters"
+    );
+}
+
+#[test]
+fn term_limit() {
+    let e = parse(&"x ".repeat(MAX_TERMS + 1)).unwrap_err();
+    assert_eq!(
+        (e.code, e.position),
+        ("query.too_many_terms", 2 * MAX_TERMS)
     );
 }
 
@@ -280,7 +293,7 @@ fn sql_snapshots() {
         "label:api -label:blocked",
         "-label:a -label:b",
         r#"login "50% off_" "back\\slash""#,
-        "priority:high priority:urgent sort:priority",
+        "priority:high priority:critical sort:priority",
         "sprint:current",
         r#"sprint:"Sprint 4" sprint:none"#,
         "parent:DEMO-3 epic:none key:DEMO-4",

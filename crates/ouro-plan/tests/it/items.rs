@@ -1,8 +1,9 @@
 use ouro_core::{Actor, ErrorCode, OuroError};
-use ouro_plan::items::{self, ItemFilter, ItemPatch, NewItem};
+use ouro_plan::items::{self, ItemFilter, ItemPatch, NewItem, Search};
+use ouro_store::PageReq;
 use ouro_store::projects::{self, Project, Visibility};
 use ouro_store::testing::{TestDb, backends};
-use ouro_store::{PLATFORM_MIGRATIONS, PageReq, Store, StoreError};
+use ouro_store::{PLATFORM_MIGRATIONS, Store, StoreError};
 
 /// A fresh store with the platform's and Plan's migrations, plus a project owned by `alice`.
 struct Fixture {
@@ -201,5 +202,474 @@ async fn transitions_follow_the_workflow() {
             .await
             .unwrap();
         assert_eq!(inc.state, "Open");
+    }
+}
+
+async fn list_all(f: &Fixture, filter: ItemFilter) -> Vec<items::Item> {
+    let mut r = f.store.read().await.unwrap();
+    items::list(&mut r, f.project.id, &filter, PageReq::new(0, Some(500)))
+        .await
+        .unwrap()
+        .items
+}
+
+async fn keys_in_order(f: &Fixture) -> Vec<String> {
+    list_all(f, ItemFilter::default())
+        .await
+        .into_iter()
+        .map(|i| i.key)
+        .collect()
+}
+
+fn before(k: &str) -> items::RankMove {
+    items::RankMove {
+        before: Some(k.into()),
+        after: None,
+    }
+}
+
+fn after(k: &str) -> items::RankMove {
+    items::RankMove {
+        before: None,
+        after: Some(k.into()),
+    }
+}
+
+#[tokio::test]
+async fn moves_reorder_the_backlog_writing_one_row() {
+    for db in backends() {
+        let f = fixture(&db).await;
+        let mut k = Vec::new();
+        for t in ["a", "b", "c", "d", "e"] {
+            k.push(
+                items::create(&f.store, &f.project, &f.actor, new("task", t))
+                    .await
+                    .unwrap()
+                    .key,
+            );
+        }
+        assert_eq!(keys_in_order(&f).await, k, "{}: creation order", db.name());
+        let mv = |key: String, to: items::RankMove| {
+            let (store, project, actor) = (f.store.clone(), f.project.clone(), f.actor.clone());
+            async move { items::move_rank(&store, &project, &actor, &key, to).await }
+        };
+        let old = list_all(&f, ItemFilter::default()).await;
+        let moved = mv(k[4].clone(), before(&k[0])).await.unwrap();
+        // Only the moved row changed: every other item keeps its rank and version.
+        let now = list_all(&f, ItemFilter::default()).await;
+        for o in &old {
+            let n = now.iter().find(|n| n.id == o.id).unwrap();
+            if o.key == moved.key {
+                assert_eq!(n.version, o.version + 1);
+                assert_ne!(n.rank, o.rank);
+            } else {
+                assert_eq!((n.version, &n.rank), (o.version, &o.rank), "{}", db.name());
+            }
+        }
+        mv(k[0].clone(), after(&k[2])).await.unwrap();
+        // Into the last place, and before the first.
+        mv(k[1].clone(), after(&k[3])).await.unwrap();
+        let expect = [&k[4], &k[2], &k[0], &k[3], &k[1]].map(|s| s.clone());
+        assert_eq!(keys_in_order(&f).await, expect, "{}", db.name());
+        // A new item goes after the current last one.
+        let last = items::create(&f.store, &f.project, &f.actor, new("task", "f"))
+            .await
+            .unwrap();
+        assert_eq!(keys_in_order(&f).await.last(), Some(&last.key));
+
+        let hist = items::history(&mut f.store.read().await.unwrap(), f.project.id, &moved.key)
+            .await
+            .unwrap();
+        let ev = hist.last().unwrap();
+        assert_eq!(ev.kind, "item.updated");
+        assert_eq!(ev.payload["changes"]["rank"]["new"], moved.rank);
+
+        let e = mv(k[0].clone(), before("PAYAPI-99")).await.unwrap_err();
+        assert_eq!(code(e), ErrorCode::ItemNotFound);
+        let both = items::RankMove {
+            before: Some(k[1].clone()),
+            after: Some(k[2].clone()),
+        };
+        assert_eq!(
+            code(mv(k[0].clone(), both).await.unwrap_err()),
+            ErrorCode::ValidationFailed
+        );
+        assert_eq!(
+            code(
+                mv(k[0].clone(), items::RankMove::default())
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::ValidationFailed
+        );
+        assert_eq!(
+            code(mv(k[0].clone(), before(&k[0])).await.unwrap_err()),
+            ErrorCode::ValidationFailed
+        );
+    }
+}
+
+#[tokio::test]
+async fn old_zero_padded_ranks_keep_working() {
+    for db in backends() {
+        let f = fixture(&db).await;
+        let mut k = Vec::new();
+        for t in ["a", "b", "c"] {
+            k.push(
+                items::create(&f.store, &f.project, &f.actor, new("task", t))
+                    .await
+                    .unwrap()
+                    .key,
+            );
+        }
+        // What the placeholder ranks looked like; 10 and 20 end in 0, which rank refuses as is.
+        let mut tx = f.store.begin().await.unwrap();
+        for (n, r) in [
+            (1, "000000000010"),
+            (2, "000000000020"),
+            (3, "000000000030"),
+        ] {
+            ouro_store::q("UPDATE items SET rank = $1 WHERE project_id = $2 AND number = $3")
+                .bind(r)
+                .bind(f.project.id)
+                .bind(n)
+                .execute(&mut tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let d = items::create(&f.store, &f.project, &f.actor, new("task", "d"))
+            .await
+            .unwrap();
+        items::move_rank(&f.store, &f.project, &f.actor, &d.key, after(&k[0]))
+            .await
+            .unwrap();
+        items::move_rank(&f.store, &f.project, &f.actor, &k[2], before(&k[0]))
+            .await
+            .unwrap();
+        let expect = [&k[2], &k[0], &d.key, &k[1]].map(|s| s.clone());
+        assert_eq!(keys_in_order(&f).await, expect, "{}", db.name());
+    }
+}
+
+#[tokio::test]
+async fn concurrent_moves_never_share_a_rank() {
+    for db in backends() {
+        let f = fixture(&db).await;
+        let mut k = Vec::new();
+        for i in 0..6 {
+            k.push(
+                items::create(
+                    &f.store,
+                    &f.project,
+                    &f.actor,
+                    new("task", &format!("t{i}")),
+                )
+                .await
+                .unwrap()
+                .key,
+            );
+        }
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let (store, project, actor) = (f.store.clone(), f.project.clone(), f.actor.clone());
+            // Many moves aim at the same few gaps (around items 0 and 1) at once.
+            let key = k[2 + i % 4].clone();
+            let target = k[i % 2].clone();
+            let to = if i % 3 == 0 {
+                before(&target)
+            } else {
+                after(&target)
+            };
+            tasks.push(tokio::spawn(async move {
+                items::move_rank(&store, &project, &actor, &key, to).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let all = list_all(&f, ItemFilter::default()).await;
+        assert_eq!(all.len(), 6);
+        let ranks: Vec<&str> = all.iter().map(|i| i.rank.as_str()).collect();
+        let mut sorted = ranks.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(ranks, sorted, "{}: distinct ranks in list order", db.name());
+        assert!(ranks.iter().all(|r| ouro_plan::rank::is_valid(r)));
+        // Each item moved last got a version bump per move: 20 moves in all.
+        let bumps: i64 = all.iter().map(|i| i.version - 1).sum();
+        assert_eq!(bumps, 20, "{}", db.name());
+    }
+}
+
+/// A realistic mix: (A) story by alice, (B) overdue critical bug, (C) task under A in progress,
+/// (D) done story due far ahead, (E) a bug whose title is an injection attempt.
+async fn mix(f: &Fixture) -> [String; 5] {
+    let mk = |ni: NewItem| {
+        let (store, project, actor) = (f.store.clone(), f.project.clone(), f.actor.clone());
+        async move {
+            items::create(&store, &project, &actor, ni)
+                .await
+                .unwrap()
+                .key
+        }
+    };
+    let a = mk(NewItem {
+        labels: vec!["Auth".into(), "ui".into()],
+        assignee: Some("alice".into()),
+        estimate: Some(3),
+        priority: Some(items::Priority::High),
+        ..new("story", "Login page")
+    })
+    .await;
+    let b = mk(NewItem {
+        labels: vec!["auth".into()],
+        estimate: Some(8),
+        due_at: Some("2020-01-01".into()),
+        priority: Some(items::Priority::Critical),
+        description: "users see a 500".into(),
+        ..new("bug", "Login fails")
+    })
+    .await;
+    let c = mk(NewItem {
+        parent: Some(a.clone()),
+        ..new("task", "Write docs")
+    })
+    .await;
+    let d = mk(NewItem {
+        labels: vec!["payments".into()],
+        due_at: Some("2999-01-01".into()),
+        estimate: Some(5),
+        ..new("story", "Payment retry")
+    })
+    .await;
+    let e = mk(new("bug", "'; DROP TABLE items; --")).await;
+    items::transition(&f.store, &f.project, &f.actor, &c, "In progress", None)
+        .await
+        .unwrap();
+    items::transition(&f.store, &f.project, &f.actor, &d, "Done", None)
+        .await
+        .unwrap();
+    [a, b, c, d, e]
+}
+
+async fn query(f: &Fixture, q: &str) -> Result<Vec<String>, OuroError> {
+    let s = Search {
+        query: Some(q.into()),
+        me: Some(f.actor.user_id().unwrap()),
+        cursor: None,
+        limit: 500,
+    };
+    let mut r = f.store.read().await.unwrap();
+    match items::search(&mut r, f.project.id, &ItemFilter::default(), &s).await {
+        Ok(p) => Ok(p.items.into_iter().map(|i| i.key).collect()),
+        Err(e) => Err(OuroError::from(e)),
+    }
+}
+
+#[tokio::test]
+async fn the_query_language_filters_and_sorts_the_list() {
+    for db in backends() {
+        let f = fixture(&db).await;
+        let [a, b, c, d, e] = mix(&f).await;
+        let parent = format!("parent:{a}");
+        let cases: Vec<(&str, Vec<&String>)> = vec![
+            ("", vec![&a, &b, &c, &d, &e]),
+            ("type:bug", vec![&b, &e]),
+            ("TYPE:Story", vec![&a, &d]),
+            (r#"state:"In progress""#, vec![&c]),
+            ("-type:bug", vec![&a, &c, &d]),
+            ("label:AUTH", vec![&a, &b]),
+            ("-label:auth", vec![&c, &d, &e]),
+            ("assignee:me", vec![&a]),
+            ("assignee:none", vec![&b, &c, &d, &e]),
+            ("login", vec![&a, &b]),
+            ("\"a 500\"", vec![&b]),
+            ("estimate:>=3 estimate:<8", vec![&a, &d]),
+            ("estimate:none", vec![&c, &e]),
+            ("due:overdue", vec![&b]),
+            ("due:<2030-01-01", vec![&b]),
+            ("category:done", vec![&d]),
+            ("priority:critical", vec![&b]),
+            ("priority:none", vec![&c, &d, &e]),
+            (&parent, vec![&c]),
+            ("sprint:current", vec![]),
+            ("sprint:none type:task", vec![&c]),
+            ("sort:-estimate", vec![&b, &d, &a, &c, &e]),
+            ("type:story sort:title", vec![&a, &d]),
+            ("sort:priority", vec![&b, &a, &c, &d, &e]),
+        ];
+        for (q, want) in cases {
+            let got = query(&f, q).await.unwrap();
+            let want: Vec<String> = want.into_iter().cloned().collect();
+            assert_eq!(got, want, "{}: {q}", db.name());
+        }
+        // Injection attempts are values like any other: no error, no effect.
+        // (Unquoted, the trailing `--` is "not containing -", which rules the title out.)
+        for (q, want) in [
+            ("\"'; DROP TABLE items; --\"", vec![e.clone()]),
+            ("'; DROP TABLE items; --", vec![]),
+            ("label:\"x' OR '1'='1\"", vec![]),
+            ("state:\"Done'); DELETE FROM items; --\"", vec![]),
+            ("text:\"%\"", vec![]),
+            ("text:\"_\"", vec![]),
+        ] {
+            let got = query(&f, q).await.unwrap();
+            assert_eq!(got, want, "{}: {q}", db.name());
+        }
+        assert_eq!(query(&f, "").await.unwrap().len(), 5);
+
+        let err = query(&f, "type:bug statu:done").await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidItemQuery);
+        let d = err.details.unwrap();
+        assert_eq!(d["position"], 9);
+        assert_eq!(d["reason"], "query.unknown_field");
+        assert_eq!(d["caret"], "type:bug statu:done\n         ^");
+        let err = query(&f, "estimate:>=x").await.unwrap_err();
+        assert_eq!(err.details.unwrap()["position"], 9);
+
+        // Explicit filters still apply, together with the query.
+        let filter = ItemFilter {
+            item_type: Some("bug".into()),
+            ..ItemFilter::default()
+        };
+        let page = Search {
+            query: Some("login".into()),
+            limit: 50,
+            ..Search::default()
+        };
+        let got = items::search(
+            &mut f.store.read().await.unwrap(),
+            f.project.id,
+            &filter,
+            &page,
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.items.len(), 1);
+        assert_eq!(got.items[0].key, b);
+    }
+}
+
+#[tokio::test]
+async fn pages_follow_rank_or_offset_cursors() {
+    for db in backends() {
+        let f = fixture(&db).await;
+        let all = mix(&f).await.to_vec();
+        // Move one so rank order differs from creation order.
+        items::move_rank(&f.store, &f.project, &f.actor, &all[4], before(&all[0]))
+            .await
+            .unwrap();
+        for (q, prefix) in [("", "r:"), ("sort:title", "o:"), ("sort:-rank", "o:")] {
+            let whole = query(&f, q).await.unwrap();
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let filter = ItemFilter::default();
+                let page = Search {
+                    query: Some(q.into()).filter(|q: &String| !q.is_empty()),
+                    cursor,
+                    limit: 2,
+                    me: None,
+                };
+                let p = items::search(
+                    &mut f.store.read().await.unwrap(),
+                    f.project.id,
+                    &filter,
+                    &page,
+                )
+                .await
+                .unwrap();
+                seen.extend(p.items.into_iter().map(|i| i.key));
+                match p.next_cursor {
+                    Some(c) => {
+                        assert!(c.starts_with(prefix), "{q}: {c}");
+                        cursor = Some(c);
+                    }
+                    None => break,
+                }
+            }
+            assert_eq!(seen, whole, "{}: {q}", db.name());
+        }
+        // A cursor of the other kind, or garbage, is a 400, not a 500.
+        for (q, c) in [("", "o:2"), ("sort:title", "r:1"), ("", "r:'"), ("", "x")] {
+            let filter = ItemFilter::default();
+            let page = Search {
+                query: Some(q.into()).filter(|q: &String| !q.is_empty()),
+                cursor: Some(c.into()),
+                limit: 2,
+                me: None,
+            };
+            let e = items::search(
+                &mut f.store.read().await.unwrap(),
+                f.project.id,
+                &filter,
+                &page,
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(code(e), ErrorCode::InvalidQuery, "{q} {c}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn bulk_edits_are_all_or_nothing() {
+    for db in backends() {
+        let f = fixture(&db).await;
+        let [a, b, _c, d, _e] = mix(&f).await;
+        let edit = |keys: Vec<String>, set: items::BulkSet| {
+            let (store, project, actor) = (f.store.clone(), f.project.clone(), f.actor.clone());
+            async move {
+                items::bulk_edit(&store, &project, &actor, items::BulkEdit { keys, set }).await
+            }
+        };
+        // D is done and may only reopen to Ready: the whole request is refused.
+        let set = items::BulkSet {
+            state: Some("in progress".into()),
+            add_labels: vec!["x".into()],
+            ..items::BulkSet::default()
+        };
+        let err = OuroError::from(
+            edit(vec![a.clone(), d.clone(), "PAYAPI-99".into()], set.clone())
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(err.code, ErrorCode::ValidationFailed);
+        let details = err.details.unwrap();
+        let failing: Vec<&str> = details["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["code"].as_str().unwrap())
+            .collect();
+        assert_eq!(failing, ["item.invalid_transition", "item.not_found"]);
+        let mut r = f.store.read().await.unwrap();
+        let a_now = items::get(&mut r, f.project.id, &a).await.unwrap().unwrap();
+        assert_eq!((a_now.state.as_str(), a_now.version), ("New", 1));
+        assert!(!a_now.labels.contains(&"x".to_string()));
+        drop(r);
+
+        let set = items::BulkSet {
+            state: Some("in progress".into()),
+            assignee: Some(Some("alice".into())),
+            add_labels: vec!["x".into()],
+            remove_labels: vec!["auth".into()],
+        };
+        let out = edit(vec![a.clone(), b.clone()], set).await.unwrap();
+        assert_eq!(out.len(), 2);
+        for i in &out {
+            assert_eq!(i.state, "In progress");
+            assert_eq!(i.assignee.as_deref(), Some("alice"));
+            assert!(i.labels.contains(&"x".to_string()));
+            assert!(!i.labels.contains(&"auth".to_string()));
+        }
+        let hist = items::history(&mut f.store.read().await.unwrap(), f.project.id, &b)
+            .await
+            .unwrap();
+        let kinds: Vec<&str> = hist.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["item.created", "item.transitioned", "item.updated"]);
+        let none = edit(vec![], items::BulkSet::default()).await.unwrap_err();
+        assert_eq!(code(none), ErrorCode::ValidationFailed);
     }
 }

@@ -4,7 +4,9 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use ouro_core::{Event, Permission, Role};
-use ouro_plan::items::{self, Comment, Item, ItemFilter, ItemPatch, NewItem, Watchers};
+use ouro_plan::items::{
+    self, BulkEdit, Comment, Item, ItemFilter, ItemPatch, NewItem, RankMove, Search, Watchers,
+};
 use ouro_plan::workflow::{self, Workflows};
 use ouro_store::Page;
 use schemars::JsonSchema;
@@ -31,10 +33,13 @@ pub fn register(reg: &mut Registry) {
     )
     .response::<Workflows>(200);
     reg.route(Method::GET, "/api/v1/projects/{slug}/items", read, list)
-        .doc("items", "Work items, oldest first, filtered")
+        .doc(
+            "items",
+            "Work items in backlog (rank) order, filtered; 400 item.invalid_query locates a bad `q`",
+        )
         .query(
             "q",
-            "Words that must all appear in the title (the full query language comes with the query module)",
+            "A query in the item query language (docs/query-language.md), e.g. `type:bug assignee:me sort:-updated`",
         )
         .query("type", "Only items of this type (`story`, `bug`, ...)")
         .query("state", "Only items in this state (case-insensitive)")
@@ -82,6 +87,30 @@ pub fn register(reg: &mut Registry) {
     )
     .request::<TransitionBody>()
     .response::<Item>(200);
+    reg.route(
+        Method::POST,
+        "/api/v1/projects/{slug}/items/{key}/rank",
+        write,
+        rank,
+    )
+    .doc(
+        "items",
+        "Move a work item in the backlog right before or after another one (exactly one of `before`, `after`)",
+    )
+    .request::<RankMove>()
+    .response::<Item>(200);
+    reg.route(
+        Method::POST,
+        "/api/v1/projects/{slug}/items/bulk",
+        write,
+        bulk,
+    )
+    .doc(
+        "items",
+        "Change several work items at once, all or nothing; per-item errors are in `details.items`",
+    )
+    .request::<BulkEdit>()
+    .response::<Vec<Item>>(200);
     reg.route(
         Method::GET,
         "/api/v1/projects/{slug}/items/{key}/comments",
@@ -186,24 +215,31 @@ async fn list(
     ctx: Ctx,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Page<Item>>> {
+    // Checks the limit; the cursor is text here (see ListPage), so it is passed on as is.
     let page = PageQuery {
         limit: q.limit,
-        cursor: q.cursor,
+        cursor: None,
     }
     .to_req()?;
     let filter = ItemFilter {
-        text: given(q.q),
         item_type: given(q.item_type),
         state: given(q.state),
         assignee: given(q.assignee),
         label: given(q.label),
+        ..ItemFilter::default()
+    };
+    let page = Search {
+        query: given(q.q),
+        me: ctx.principal.as_ref().map(|p| p.user.id),
+        cursor: q.cursor,
+        limit: page.limit,
     };
     Ok(Json(
-        items::list(
+        items::search(
             &mut st.store.read().await?,
             ctx.project()?.id,
             &filter,
-            page,
+            &page,
         )
         .await?,
     ))
@@ -256,6 +292,27 @@ async fn transition(
             body.version,
         )
         .await?,
+    ))
+}
+
+async fn rank(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, key)): Path<(String, String)>,
+    Json(body): Json<RankMove>,
+) -> ApiResult<Json<Item>> {
+    Ok(Json(
+        items::move_rank(&st.store, ctx.project()?, &ctx.actor(), &key, body).await?,
+    ))
+}
+
+async fn bulk(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Json(body): Json<BulkEdit>,
+) -> ApiResult<Json<Vec<Item>>> {
+    Ok(Json(
+        items::bulk_edit(&st.store, ctx.project()?, &ctx.actor(), body).await?,
     ))
 }
 

@@ -58,9 +58,14 @@ async fn items_contract_flow() {
         let (_, page) = s
             .admin(Method::GET, &format!("{ITEMS}?limit=1"), None)
             .await;
-        assert_eq!(page["next_cursor"], "1");
+        let cursor = page["next_cursor"].as_str().unwrap().to_string();
+        assert!(cursor.starts_with("r:"), "{cursor}");
         let (_, page) = s
-            .admin(Method::GET, &format!("{ITEMS}?limit=1&cursor=1"), None)
+            .admin(
+                Method::GET,
+                &format!("{ITEMS}?limit=1&cursor={cursor}"),
+                None,
+            )
             .await;
         assert_eq!(page["items"][0]["key"], "DEMO-2");
 
@@ -243,11 +248,31 @@ async fn items_stale_update_is_a_conflict() {
             .admin(Method::GET, &format!("{ITEMS}?q=%00&label=%00"), None)
             .await;
         assert_eq!((st, &page["items"]), (200, &json!([])));
-        let many = "w+".repeat(5000);
+        // Each term is one SQL condition; the bound keeps statements within SQLite's limits.
         let (st, _) = s
-            .admin(Method::GET, &format!("{ITEMS}?q={many}"), None)
+            .admin(
+                Method::GET,
+                &format!("{ITEMS}?q={}", "w+".repeat(100)),
+                None,
+            )
             .await;
         assert_eq!(st, 200);
+        let many = "w+".repeat(2000);
+        let (st, e) = s
+            .admin(Method::GET, &format!("{ITEMS}?q={many}"), None)
+            .await;
+        assert_eq!(
+            (st, &e["error"]["details"]["reason"]),
+            (400, &json!("query.too_many_terms"))
+        );
+        let many = "w+".repeat(5000);
+        let (st, e) = s
+            .admin(Method::GET, &format!("{ITEMS}?q={many}"), None)
+            .await;
+        assert_eq!(
+            (st, &e["error"]["details"]["reason"]),
+            (400, &json!("query.too_long"))
+        );
         s.stop().await;
     }
 }
@@ -417,6 +442,116 @@ async fn items_permissions_and_parallel_creates() {
         }
         keys.sort();
         assert_eq!(keys, (2..=11).collect::<Vec<_>>());
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn items_query_rank_and_bulk_over_http() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        with_demo(&s).await;
+        create(
+            &s,
+            json!({"type": "story", "title": "Pay by card", "assignee": "admin"}),
+        )
+        .await;
+        create(
+            &s,
+            json!({"type": "bug", "title": "Refund fails", "labels": ["Pay"]}),
+        )
+        .await;
+        create(&s, json!({"type": "task", "title": "Docs", "estimate": 2})).await;
+        let keys = |page: &Value| -> Vec<String> {
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["key"].as_str().unwrap().to_string())
+                .collect()
+        };
+        for (q, want) in [
+            ("assignee%3Ame", vec!["DEMO-1"]),
+            ("label%3Apay", vec!["DEMO-2"]),
+            ("-type%3Abug%20sort%3A-estimate", vec!["DEMO-3", "DEMO-1"]),
+            ("state%3A%22New%22", vec!["DEMO-1", "DEMO-2", "DEMO-3"]),
+            ("%22'%20OR%201%3D1%20--%22", vec![]),
+        ] {
+            let (st, page) = s.admin(Method::GET, &format!("{ITEMS}?q={q}"), None).await;
+            assert_eq!(st, 200, "{q}: {page}");
+            assert_eq!(keys(&page), want, "{}: {q}", db.name());
+        }
+        let (st, e) = s
+            .admin(
+                Method::GET,
+                &format!("{ITEMS}?q=type%3Abug%20prio%3Ahigh"),
+                None,
+            )
+            .await;
+        assert_eq!(st, 400, "{e}");
+        assert_eq!(e["error"]["code"], "item.invalid_query");
+        let d = &e["error"]["details"];
+        assert_eq!(d["position"], 9);
+        assert_eq!(d["reason"], "query.unknown_field");
+        assert_eq!(d["caret"], "type:bug prio:high\n         ^");
+        assert!(d["expected"].as_str().unwrap().contains("priority"), "{d}");
+
+        let rank = |key: &str, body: Value| {
+            let url = format!("{ITEMS}/{key}/rank");
+            let s = &s;
+            async move { s.admin(Method::POST, &url, Some(body)).await }
+        };
+        let (st, moved) = rank("DEMO-3", json!({"before": "DEMO-1"})).await;
+        assert_eq!(st, 200, "{moved}");
+        let (st, _) = rank("DEMO-1", json!({"after": "DEMO-2"})).await;
+        assert_eq!(st, 200);
+        let (_, page) = s.admin(Method::GET, ITEMS, None).await;
+        assert_eq!(keys(&page), ["DEMO-3", "DEMO-2", "DEMO-1"], "{}", db.name());
+        let (st, e) = rank("DEMO-1", json!({"after": "DEMO-99"})).await;
+        assert_eq!((st, &e["error"]["code"]), (404, &json!("item.not_found")));
+        let (st, _) = rank("DEMO-1", json!({"after": "DEMO-2", "before": "DEMO-3"})).await;
+        assert_eq!(st, 422);
+        let (st, _) = rank("DEMO-1", json!({})).await;
+        assert_eq!(st, 422);
+        let (st, _) = rank("DEMO-99", json!({"after": "DEMO-2"})).await;
+        assert_eq!(st, 404);
+
+        let bulk = format!("{ITEMS}/bulk");
+        let (st, done) = s
+            .admin(
+                Method::POST,
+                &format!("{ITEMS}/DEMO-2/transitions"),
+                Some(json!({"to": "Done"})),
+            )
+            .await;
+        assert_eq!(st, 200, "{done}");
+        let (st, e) = s
+            .admin(
+                Method::POST,
+                &bulk,
+                Some(json!({"keys": ["DEMO-1", "DEMO-2"], "set": {"state": "In progress"}})),
+            )
+            .await;
+        assert_eq!(st, 422, "{e}");
+        assert_eq!(e["error"]["details"]["items"][0]["key"], "DEMO-2");
+        let (_, one) = s.admin(Method::GET, &format!("{ITEMS}/DEMO-1"), None).await;
+        assert_eq!(one["state"], "New");
+        let (st, out) = s
+            .admin(
+                Method::POST,
+                &bulk,
+                Some(json!({"keys": ["DEMO-1", "DEMO-3"],
+                            "set": {"state": "In progress", "assignee": null, "add_labels": ["x"]}})),
+            )
+            .await;
+        assert_eq!(st, 200, "{out}");
+        assert_eq!(out[0]["state"], "In progress");
+        assert_eq!(out[0]["assignee"], Value::Null);
+        assert_eq!(out[1]["labels"], json!(["x"]));
+        let (st, _) = s
+            .admin(Method::POST, &bulk, Some(json!({"keys": [], "set": {}})))
+            .await;
+        assert_eq!(st, 422);
         s.stop().await;
     }
 }

@@ -300,7 +300,7 @@ async fn plan_ui_edit_conflict_and_hostile_input() {
                 assert!(!p.body.contains("onerror=\""), "{path}");
                 assert!(!p.body.contains("href=\"javascript"), "{path}");
                 assert!(
-                    p.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+                    p.body.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
                     "{path}: title escaped"
                 );
             }
@@ -314,7 +314,7 @@ async fn plan_ui_edit_conflict_and_hostile_input() {
         assert!(p.body.contains("id=\"item-title\">First title<"));
         assert!(p.body.contains(">api</span>") && p.body.contains("3 pts"));
         assert!(
-            p.body.contains("title</span> &lt;script&gt;"),
+            p.body.contains("title</span> &#60;script&#62;"),
             "history shows the title change"
         );
         let p = edit(&s, &dev, &item, "Second title", v).await;

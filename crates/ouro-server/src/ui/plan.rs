@@ -240,8 +240,11 @@ async fn build_backlog<'a>(
         })
         .collect();
     // States of every workflow, each name once, in board order of the first workflow using it.
+    // The standard workflow goes first: most items use it, incidents are the exception.
+    let mut flows: Vec<&workflow::Workflow> = wf.workflows.iter().collect();
+    flows.sort_by_key(|w| w.name != workflow::STANDARD);
     let mut names: Vec<(String, &'static str)> = Vec::new();
-    for w in &wf.workflows {
+    for w in flows {
         for s in &w.states {
             if !names.iter().any(|(n, _)| n == &s.name) {
                 names.push((s.name.clone(), s.category.as_str()));
@@ -493,7 +496,12 @@ fn history_line(e: &Event) -> HistoryLine {
         other => (other.to_string(), vec![]),
     };
     HistoryLine {
-        actor: e.actor.clone(),
+        // Ledger actors are `user:NAME` (or `system:...`); people read the name.
+        actor: e
+            .actor
+            .strip_prefix("user:")
+            .unwrap_or(&e.actor)
+            .to_string(),
         when: When::of(e.time),
         what,
         changes,

@@ -140,12 +140,24 @@ async fn plan_ui_create_search_transition_comment() {
             &[("type", "nope"), ("title", "x")],
         )
         .await;
-        assert!(
-            (400..500).contains(&p.status),
-            "unknown type: {} {}",
-            p.status,
-            p.body
-        );
+        assert_eq!(p.status, 422, "unknown type: {}", p.body);
+        assert!(p.body.contains("id=\"new-type-error\""), "{}", p.body);
+        let p = post(
+            &s,
+            &dev,
+            &format!("{PLAN}/items"),
+            &[("type", "story"), ("title", "a\0b")],
+        )
+        .await;
+        assert_eq!(p.status, 422, "NUL in a title: {}", p.body);
+        for q in [
+            "%00",
+            "%25%5F",
+            "a%20b%20c%20d%20e%20f%20g%20h%20i%20j%20k%20l%20m%20n%20o%20p%20q%20r",
+        ] {
+            let p = get(&s, &dev, &format!("{PLAN}?q={q}&state=%00")).await;
+            assert_eq!(p.status, 200, "search {q}");
+        }
 
         let p = post(
             &s,

@@ -130,6 +130,9 @@ struct BacklogPage<'a> {
     can_edit: bool,
     rows: Vec<Row>,
     q: String,
+    /// The type and state filters, carried by the search form so a search keeps them.
+    type_filter: String,
+    state_filter: String,
     /// Whether any search or filter is applied (changes what the empty state says).
     filtered: bool,
     type_chips: Vec<Chip>,
@@ -279,6 +282,8 @@ async fn build_backlog<'a>(
         rows: list.items.into_iter().map(Row::of).collect(),
         filtered: q.is_some() || ty.is_some() || state.is_some() || after > 0,
         q: q.clone().unwrap_or_default(),
+        type_filter: ty.clone().unwrap_or_default(),
+        state_filter: state.clone().unwrap_or_default(),
         type_chips,
         state_chips,
         clear_href: format!("/projects/{slug}/plan"),

@@ -197,6 +197,11 @@ async fn plan_ui_create_search_transition_comment() {
         assert_eq!(p.status, 200);
         assert!(p.body.contains("No items match"));
         let p = get(&s, &dev, &format!("{PLAN}?type=bug")).await;
+        assert!(
+            p.body
+                .contains("<input type=\"hidden\" name=\"type\" value=\"bug\">"),
+            "a search keeps the type filter"
+        );
         assert!(!p.body.contains("data-key=\"DEMO-1\"") && p.body.contains("data-key=\"DEMO-2\""));
         let p = get(&s, &dev, &format!("{PLAN}?state=new&cursor=junk")).await;
         assert_eq!(p.status, 200);

@@ -7,6 +7,7 @@ pub mod account_tokens;
 pub mod admin;
 pub mod common;
 pub mod members;
+pub mod plan;
 pub mod project_settings;
 pub mod projects;
 pub mod webhooks;
@@ -37,6 +38,7 @@ pub fn register(reg: &mut Registry) {
     account_tokens::register(reg);
     admin::register(reg);
     members::register(reg);
+    plan::register(reg);
     project_settings::register(reg);
     projects::register(reg);
     webhooks::register(reg);

@@ -42,7 +42,7 @@ pub const PHASES: &[PhaseLink] = &[
         name: "Plan",
         path: "plan",
         blurb: "Backlog, boards, sprints and the roadmap.",
-        ready: false,
+        ready: true,
     },
     PhaseLink {
         name: "Code",

@@ -10,6 +10,7 @@ mod events;
 mod guard;
 mod items;
 mod meta;
+mod plan_ui;
 mod props;
 mod ui_auth;
 mod ui_pages;

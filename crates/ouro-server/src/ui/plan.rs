@@ -135,6 +135,8 @@ struct BacklogPage<'a> {
     state_filter: String,
     /// Whether any search or filter is applied (changes what the empty state says).
     filtered: bool,
+    /// A query that did not parse: the message and the query with a caret under the position.
+    search_error: Option<(String, String)>,
     type_chips: Vec<Chip>,
     state_chips: Vec<Chip>,
     clear_href: String,
@@ -210,23 +212,49 @@ async fn build_backlog<'a>(
         .await
         .map_err(|e| fail(ctx, e))?;
     let filter = ItemFilter {
-        text: q.clone(),
+        text: None,
         item_type: ty.clone(),
         state: state.clone(),
         assignee: None,
         label: None,
     };
+    // The search box takes the item query language (docs/query-language.md); a query that does
+    // not parse is shown with its position under the box instead of failing the page.
+    let search = items::Search {
+        query: q.clone(),
+        me: ctx.principal.as_ref().map(|p| p.user.id),
+        cursor: query.cursor.clone().filter(|c| !c.trim().is_empty()),
+        limit: PAGE,
+    };
     let mut conn = st.store.read().await.map_err(|e| fail(ctx, e))?;
-    let list = match items::list(
-        &mut conn,
-        project.id,
-        &filter,
-        PageReq::new(after, Some(PAGE)),
-    )
-    .await
-    {
-        Ok(l) => l,
-        Err(e) => return Err(fail(ctx, e)),
+    let mut result = items::search(&mut conn, project.id, &filter, &search).await;
+    if result.is_err() && search.cursor.is_some() {
+        // A stale or hand-edited cursor starts from the top rather than failing the page.
+        let from_top = items::Search {
+            cursor: None,
+            ..search
+        };
+        result = items::search(&mut conn, project.id, &filter, &from_top).await;
+    }
+    let (list, search_error) = match result {
+        Ok(l) => (l, None),
+        Err(e) => {
+            let e: OuroError = e.into();
+            if e.code.http_status() == 400 {
+                let caret = e
+                    .details
+                    .as_ref()
+                    .and_then(|d| d["caret"].as_str())
+                    .map(String::from);
+                let empty = ouro_store::Page {
+                    items: Vec::new(),
+                    next_cursor: None,
+                };
+                (empty, Some((e.message, caret.unwrap_or_default())))
+            } else {
+                return Err(fail(ctx, e));
+            }
+        }
     };
     let slug = &project.slug;
     let enabled: Vec<&workflow::ItemType> = wf.types.iter().filter(|t| t.enabled).collect();
@@ -281,6 +309,7 @@ async fn build_backlog<'a>(
         can_edit,
         rows: list.items.into_iter().map(Row::of).collect(),
         filtered: q.is_some() || ty.is_some() || state.is_some() || after > 0,
+        search_error,
         q: q.clone().unwrap_or_default(),
         type_filter: ty.clone().unwrap_or_default(),
         state_filter: state.clone().unwrap_or_default(),

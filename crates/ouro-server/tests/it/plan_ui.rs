@@ -414,3 +414,61 @@ async fn plan_ui_edit_conflict_and_hostile_input() {
         s.stop().await;
     }
 }
+
+/// The backlog's search box speaks the query language; a query that does not parse is explained
+/// under the box, with the position, instead of failing the page.
+#[tokio::test]
+async fn backlog_search_uses_the_query_language() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        let (dev, _) = setup(&s).await;
+        for (ty, title) in [
+            ("story", "Sign in with SSO"),
+            ("bug", "Crash on empty cart"),
+            ("bug", "Typo on sign in page"),
+        ] {
+            let (st, _) = s
+                .call(
+                    Method::POST,
+                    "/api/v1/projects/demo/items",
+                    Some(&dev),
+                    Some(json!({"type": ty, "title": title})),
+                )
+                .await;
+            assert_eq!(st, 201);
+        }
+        let page = get(
+            &s,
+            &dev,
+            &format!("{PLAN}?q={}", ouro_server::ui::url_encode("type:bug sign")),
+        )
+        .await;
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("Typo on sign in page"), "{}", page.body);
+        assert!(
+            !page.body.contains("Crash on empty cart") && !page.body.contains("Sign in with SSO")
+        );
+        let page = get(
+            &s,
+            &dev,
+            &format!("{PLAN}?q={}", ouro_server::ui::url_encode("-type:bug")),
+        )
+        .await;
+        assert!(
+            page.body.contains("Sign in with SSO") && !page.body.contains("Crash on empty cart")
+        );
+        let page = get(
+            &s,
+            &dev,
+            &format!("{PLAN}?q={}", ouro_server::ui::url_encode("state:")),
+        )
+        .await;
+        assert_eq!(page.status, 200);
+        assert!(
+            page.body.contains("id=\"q-error\"") && page.body.contains("^"),
+            "{}",
+            page.body
+        );
+        s.stop().await;
+    }
+}

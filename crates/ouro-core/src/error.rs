@@ -101,6 +101,10 @@ error_codes! {
     InvalidTransition = ("item.invalid_transition", 422),
     /// The item query (`q`) does not parse; `details` has `position`, `expected`, `found`, `reason` (e.g. `query.unknown_field`) and `caret`, the query with a `^` under the error.
     InvalidItemQuery = ("item.invalid_query", 400),
+    /// The saved query does not exist in this project, or it is someone else's personal one.
+    SavedQueryNotFound = ("saved_query.not_found", 404),
+    /// A saved query with this name already exists (among yours, or among the project's shared ones).
+    SavedQueryNameTaken = ("saved_query.name_taken", 409),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

@@ -552,7 +552,7 @@ fn bad_cursor() -> OuroError {
 }
 
 /// The 400 for a query that does not parse, located for display.
-fn query_error(q: &str, e: &crate::query::QueryError) -> OuroError {
+pub(crate) fn query_error(q: &str, e: &crate::query::QueryError) -> OuroError {
     OuroError::new(ErrorCode::InvalidItemQuery, format!("invalid query: {e}")).with_details(json!({
         "position": e.position, "expected": e.expected, "found": e.found,
         "reason": e.code, "caret": crate::query::caret(q, e),

@@ -8,6 +8,7 @@ pub mod markdown;
 pub mod migrations;
 pub mod query;
 pub mod rank;
+pub mod saved_queries;
 pub mod workflow;
 
 pub use migrations::MIGRATIONS;

@@ -17,4 +17,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_ranks.sql"),
         postgres: include_str!("../migrations/postgres/0002_ranks.sql"),
     },
+    Migration {
+        component: "plan",
+        version: 4,
+        name: "saved_queries",
+        sqlite: include_str!("../migrations/sqlite/0004_saved_queries.sql"),
+        postgres: include_str!("../migrations/postgres/0004_saved_queries.sql"),
+    },
 ];

@@ -4,6 +4,7 @@ pub mod events;
 pub mod items;
 pub mod meta;
 pub mod projects;
+pub mod saved_queries;
 pub mod users;
 
 use axum::extract::Request;
@@ -23,6 +24,7 @@ pub fn register(reg: &mut Registry) {
     users::register(reg);
     events::register(reg);
     items::register(reg);
+    saved_queries::register(reg);
     crate::webhooks::register(reg);
 }
 

@@ -12,6 +12,7 @@ mod items;
 mod meta;
 mod plan_ui;
 mod props;
+mod saved_queries;
 mod ui_auth;
 mod ui_pages;
 mod webhooks;

@@ -8,7 +8,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect};
 use ouro_core::{ErrorCode, Event, OuroError, Permission, Role};
 use ouro_plan::items::{self, Comment, Item, ItemFilter, ItemPatch, NewItem, Priority};
-use ouro_plan::{markdown, workflow};
+use ouro_plan::{markdown, saved_queries, workflow};
 use ouro_store::PageReq;
 use ouro_store::projects::Project;
 use serde::Deserialize;
@@ -26,6 +26,18 @@ pub fn register(reg: &mut Registry) {
     let (read, write) = (InProject(Role::Viewer), InProject(Role::Developer));
     reg.route(Method::GET, "/projects/{slug}/plan", read, backlog);
     reg.route(Method::POST, "/projects/{slug}/plan/items", write, create);
+    reg.route(
+        Method::POST,
+        "/projects/{slug}/plan/saved",
+        read,
+        save_query,
+    );
+    reg.route(
+        Method::POST,
+        "/projects/{slug}/plan/saved/{id}/delete",
+        read,
+        delete_query,
+    );
     reg.route(
         Method::GET,
         "/projects/{slug}/plan/items/{key}",
@@ -145,6 +157,18 @@ struct BacklogPage<'a> {
     new_title: String,
     new_description: String,
     new_errors: NewErrors,
+    saved: Vec<SavedChip>,
+    /// Whether the "Save this search" form shows, and its shared checkbox.
+    can_save: bool,
+    can_share: bool,
+}
+
+/// A saved query on the backlog: a chip linking to its search, with a delete button.
+pub struct SavedChip {
+    pub id: i64,
+    pub name: String,
+    pub href: String,
+    pub shared: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -300,6 +324,17 @@ async fn build_backlog<'a>(
         format!("{base}{sep}cursor={}", url_encode(c))
     });
     let (manage, can_edit) = page_head(ctx);
+    let caller = crate::api::saved_queries::caller(ctx);
+    let saved = saved_queries::list(&mut st.store.read().await?, project.id, caller.user_id)
+        .await?
+        .into_iter()
+        .map(|s| SavedChip {
+            id: s.id,
+            href: backlog_href(slug, &Some(s.query), &None, &None),
+            name: s.name,
+            shared: s.shared,
+        })
+        .collect();
     Ok(BacklogPage {
         chrome: Chrome::of(ctx),
         project,
@@ -327,7 +362,46 @@ async fn build_backlog<'a>(
         new_title: String::new(),
         new_description: String::new(),
         new_errors: NewErrors::default(),
+        saved,
+        can_save: ctx.principal.is_some(),
+        can_share: caller.can_share,
     })
+}
+
+/// Saves the current search; any refusal (bad name, bad query, duplicate) comes back as a flash
+/// on the backlog, with the search kept.
+async fn save_query(State(st): State<AppState>, ctx: Ctx, form: Form) -> UiResult {
+    let project = ctx.project()?;
+    ctx.user()?;
+    let q = form.get("q");
+    let back = backlog_href(&project.slug, &Some(q.clone()), &None, &None);
+    let shared = form.get("shared") == "on";
+    let caller = crate::api::saved_queries::caller(&ctx);
+    let msg =
+        match saved_queries::create(&st.store, project.id, caller, &form.get("name"), &q, shared)
+            .await
+        {
+            Ok(s) => format!("Saved the search as {:?}.", s.name),
+            Err(e) => OuroError::from(e).message,
+        };
+    Ok(redirect_with_flash(&back, &msg))
+}
+
+async fn delete_query(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, id)): Path<(String, i64)>,
+) -> UiResult {
+    let project = ctx.project()?;
+    ctx.user()?;
+    let caller = crate::api::saved_queries::caller(&ctx);
+    saved_queries::delete(&st.store, project.id, caller, id)
+        .await
+        .map_err(|e| fail(&ctx, e))?;
+    Ok(redirect_with_flash(
+        &format!("/projects/{}/plan", project.slug),
+        "Deleted the saved search.",
+    ))
 }
 
 async fn backlog(

@@ -180,3 +180,82 @@ async fn saved_queries_over_http() {
         s.stop().await;
     }
 }
+
+async fn post_form(s: &TestServer, tok: &str, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+    let res = s
+        .req(Method::POST, path, Some(tok))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(form))
+        .send()
+        .await
+        .unwrap();
+    let loc = res
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (res.status().as_u16(), loc)
+}
+
+async fn page(s: &TestServer, tok: &str, path: &str) -> String {
+    let res = s.req(Method::GET, path, Some(tok)).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    res.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn backlog_saves_lists_and_deletes_searches() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        let (vic, val) = setup(&s).await;
+        let body = page(&s, &vic, "/projects/demo/plan?q=type%3Abug").await;
+        assert!(body.contains("save-search-form"), "{}", db.name());
+        assert!(!body.contains("name=\"shared\""), "a viewer cannot share");
+        let (st, loc) = post_form(
+            &s,
+            &vic,
+            "/projects/demo/plan/saved",
+            &[("name", "My bugs"), ("q", "type:bug")],
+        )
+        .await;
+        assert_eq!(st, 303);
+        assert!(loc.starts_with("/projects/demo/plan?q=type"), "{loc}");
+        // A bad query is refused and nothing is saved.
+        let (st, _) = post_form(
+            &s,
+            &vic,
+            "/projects/demo/plan/saved",
+            &[("name", "bad"), ("q", "bogus:x")],
+        )
+        .await;
+        assert_eq!(st, 303);
+
+        let body = page(&s, &vic, "/projects/demo/plan").await;
+        assert!(body.contains("My bugs"));
+        assert!(
+            body.contains("href=\"/projects/demo/plan?q=type%3Abug\""),
+            "{body}"
+        );
+        assert!(!body.contains(">bad<"));
+        assert!(
+            !page(&s, &val, "/projects/demo/plan")
+                .await
+                .contains("My bugs")
+        );
+
+        let (_, list) = s.call(Method::GET, SAVED, Some(&vic), None).await;
+        assert_eq!(names(&list), ["My bugs"]);
+        let del = format!("/projects/demo/plan/saved/{}/delete", list[0]["id"]);
+        let (st, _) = post_form(&s, &val, &del, &[]).await;
+        assert_eq!(st, 404);
+        let (st, _) = post_form(&s, &vic, &del, &[]).await;
+        assert_eq!(st, 303);
+        assert!(
+            !page(&s, &vic, "/projects/demo/plan")
+                .await
+                .contains("My bugs")
+        );
+        s.stop().await;
+    }
+}

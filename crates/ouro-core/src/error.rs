@@ -101,6 +101,10 @@ error_codes! {
     InvalidTransition = ("item.invalid_transition", 422),
     /// The item query (`q`) does not parse; `details` has `position`, `expected`, `found`, `reason` (e.g. `query.unknown_field`) and `caret`, the query with a `^` under the error.
     InvalidItemQuery = ("item.invalid_query", 400),
+    /// The two items are already linked this way.
+    LinkExists = ("item.link_exists", 409),
+    /// The link does not exist on this item.
+    LinkNotFound = ("item.link_not_found", 404),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

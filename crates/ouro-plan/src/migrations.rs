@@ -17,4 +17,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_ranks.sql"),
         postgres: include_str!("../migrations/postgres/0002_ranks.sql"),
     },
+    Migration {
+        component: "plan",
+        version: 3,
+        name: "links",
+        sqlite: include_str!("../migrations/sqlite/0003_links.sql"),
+        postgres: include_str!("../migrations/postgres/0003_links.sql"),
+    },
 ];

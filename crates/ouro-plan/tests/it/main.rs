@@ -2,3 +2,4 @@
 //! `OURO_TEST_DATABASE_URL` is set.
 
 mod items;
+mod links;

@@ -349,3 +349,106 @@ pub async fn list_subjects(
         })
         .collect()
 }
+
+/// The consumer that links items to the ledger subjects whose text mentions them.
+pub const REFERENCES_CONSUMER: &str = "plan-references";
+
+/// Reads events of a project whose payload carries text and links every mentioned item key that
+/// exists in that project. The payload fields it reads (the Code phase will emit them):
+///
+/// - `code.pushed`: `commits: [{"id": SHA, "message": TEXT, "url": URL?}]`; one `commit` subject
+///   per commit, titled with the message's first line.
+/// - `cr.opened` / `cr.updated`: `title`, `description`, `url?`; one `change_request` subject
+///   whose id is the event's subject id.
+///
+/// Linking is idempotent (UNIQUE + ON CONFLICT DO NOTHING), so a redelivered event adds nothing.
+pub struct References;
+
+impl ouro_store::consumers::Consumer for References {
+    fn name(&self) -> &'static str {
+        REFERENCES_CONSUMER
+    }
+
+    fn handle<'a>(
+        &'a self,
+        store: &'a Store,
+        event: &'a ouro_core::Event,
+    ) -> ouro_store::consumers::BoxFuture<'a, Result<(), OuroError>> {
+        Box::pin(async move { references(store, event).await.map_err(OuroError::from) })
+    }
+}
+
+fn str_field<'a>(v: &'a serde_json::Value, field: &str) -> &'a str {
+    v.get(field).and_then(|s| s.as_str()).unwrap_or("")
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(MAX_SUBJECT_TITLE)
+        .collect()
+}
+
+async fn references(store: &Store, event: &ouro_core::Event) -> Result<(), StoreError> {
+    // (subject, text to scan)
+    let mut found: Vec<(NewSubject, String)> = Vec::new();
+    let url = |v: &serde_json::Value| v.get("url").and_then(|u| u.as_str()).map(String::from);
+    match event.kind.as_str() {
+        k if k == ev::CODE_PUSHED.name => {
+            let commits = event.payload.get("commits").and_then(|c| c.as_array());
+            for c in commits.into_iter().flatten() {
+                let (id, message) = (str_field(c, "id"), str_field(c, "message"));
+                found.push((
+                    NewSubject {
+                        subject_type: "commit".into(),
+                        id: id.into(),
+                        title: first_line(message),
+                        url: url(c),
+                    },
+                    message.into(),
+                ));
+            }
+        }
+        k if k == ev::CR_OPENED.name || k == ev::CR_UPDATED.name => {
+            let p = &event.payload;
+            let title = str_field(p, "title");
+            found.push((
+                NewSubject {
+                    subject_type: "change_request".into(),
+                    id: event.subject.id.clone(),
+                    title: first_line(title),
+                    url: url(p),
+                },
+                format!("{title}\n{}", str_field(p, "description")),
+            ));
+        }
+        _ => return Ok(()),
+    }
+    let Some(slug) = event.project.as_deref() else {
+        return Ok(());
+    };
+    let Some(project) = ouro_store::projects::by_slug(&mut store.read().await?, slug).await? else {
+        return Ok(());
+    };
+    let actor = Actor::System(REFERENCES_CONSUMER);
+    for (subject, text) in found {
+        let mut keys: Vec<String> = ouro_core::refs::parse(&text)
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            match link_subject(store, &project, &actor, &key, &subject, Some(event.seq)).await {
+                Ok(_) => {}
+                // Unknown keys (and other projects' keys) and malformed subjects are skipped:
+                // retrying would never succeed and would stall the consumer.
+                Err(StoreError::Domain(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}

@@ -214,3 +214,79 @@ async fn subject_links_are_idempotent() {
         assert_eq!(code(e), ErrorCode::ValidationFailed);
     }
 }
+
+async fn push(f: &Fixture, project: &Project, commits: serde_json::Value) {
+    let mut tx = f.store.begin().await.unwrap();
+    tx.append(
+        ouro_core::NewEvent::new(
+            ouro_core::events::CODE_PUSHED,
+            &f.actor,
+            "repo-1",
+            serde_json::json!({"ref": "refs/heads/main", "commits": commits}),
+        )
+        .in_project(project.id, &project.slug),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn subjects(f: &Fixture, project: &Project, key: &str) -> Vec<(String, Option<i64>)> {
+    let mut r = f.store.read().await.unwrap();
+    let item = items::get(&mut r, project.id, key).await.unwrap().unwrap();
+    links::list_subjects(&mut r, item.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.subject_id, s.source_event_seq))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_reference_consumer_links_commits_once() {
+    for db in backends() {
+        let f = fixture(&db).await;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let runner = tokio::spawn(ouro_store::consumers::run(
+            f.store.clone(),
+            std::sync::Arc::new(links::References),
+            stop_rx,
+        ));
+        let commit = serde_json::json!([
+            {"id": "c1", "message": "fixes DEMO-1 and DEMO-99, see OTHER-1"},
+        ]);
+        // The same push twice (a redelivery) and one in the other project naming DEMO-2.
+        push(&f, &f.project, commit.clone()).await;
+        push(&f, &f.project, commit).await;
+        push(
+            &f,
+            &f.other,
+            serde_json::json!([{"id": "c2", "message": "DEMO-2 OTHER-1"}]),
+        )
+        .await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let a = subjects(&f, &f.project, "DEMO-1").await;
+            let o = subjects(&f, &f.other, "OTHER-1").await;
+            if !a.is_empty() && !o.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no links on {}",
+                db.name()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // Events are handled in order and the other project's push came last, so both DEMO
+        // pushes have been handled by now.
+        let a = subjects(&f, &f.project, "DEMO-1").await;
+        assert_eq!(a.len(), 1, "{}", db.name());
+        assert_eq!(a[0].0, "c1");
+        assert!(a[0].1.is_some());
+        assert!(subjects(&f, &f.project, "DEMO-2").await.is_empty());
+        assert_eq!(subjects(&f, &f.other, "OTHER-1").await.len(), 1);
+        let _ = stop_tx.send(true);
+        runner.await.unwrap();
+    }
+}

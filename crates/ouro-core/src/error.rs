@@ -105,6 +105,10 @@ error_codes! {
     SavedQueryNotFound = ("saved_query.not_found", 404),
     /// A saved query with this name already exists (among yours, or among the project's shared ones).
     SavedQueryNameTaken = ("saved_query.name_taken", 409),
+    /// The two items are already linked this way.
+    LinkExists = ("item.link_exists", 409),
+    /// The link does not exist on this item.
+    LinkNotFound = ("item.link_not_found", 404),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

@@ -1,4 +1,4 @@
-//! Plan's own migrations (component `plan`), applied after the platform's.
+//! Plan's own migrations (component `plan`), applied after the platform's, in this order.
 
 use ouro_store::Migration;
 
@@ -16,6 +16,13 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "ranks",
         sqlite: include_str!("../migrations/sqlite/0002_ranks.sql"),
         postgres: include_str!("../migrations/postgres/0002_ranks.sql"),
+    },
+    Migration {
+        component: "plan",
+        version: 3,
+        name: "links",
+        sqlite: include_str!("../migrations/sqlite/0003_links.sql"),
+        postgres: include_str!("../migrations/postgres/0003_links.sql"),
     },
     Migration {
         component: "plan",

@@ -2,4 +2,5 @@
 //! `OURO_TEST_DATABASE_URL` is set.
 
 mod items;
+mod links;
 mod saved_queries;

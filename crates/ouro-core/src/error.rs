@@ -140,6 +140,16 @@ impl OuroError {
             .with_details(serde_json::json!({ "field": field }))
     }
 
+    /// The 409 for an update made against an old `version` of a record (`what`: "project",
+    /// "item", ...); the details carry the version the record has now.
+    pub fn stale_version(what: &str, current: i64) -> Self {
+        Self::new(
+            ErrorCode::StaleVersion,
+            format!("the {what} was changed by someone else; reload and apply your change again"),
+        )
+        .with_details(serde_json::json!({ "current_version": current }))
+    }
+
     /// An internal error: the cause is logged by the caller, the client sees a generic message.
     pub fn internal() -> Self {
         Self::new(

@@ -333,14 +333,6 @@ pub fn not_found(key: &str) -> OuroError {
     )
 }
 
-fn stale(current: i64) -> OuroError {
-    OuroError::new(
-        ErrorCode::StaleVersion,
-        "the item was changed by someone else; reload and apply your change again",
-    )
-    .with_details(json!({"current_version": current}))
-}
-
 /// PostgreSQL TEXT cannot hold NUL; refusing it up front keeps both engines alike and such
 /// input a 422 instead of a database error.
 fn no_nul(field: &str, s: &str) -> Result<(), OuroError> {
@@ -975,7 +967,7 @@ pub async fn update(
     if let Some(v) = patch.version
         && v != cur.version
     {
-        return Err(stale(cur.version).into());
+        return Err(OuroError::stale_version("item", cur.version).into());
     }
     let assignee_id = match &patch.assignee {
         Some(Some(name)) => Some(assignable(&mut tx, project.id, name).await?),
@@ -1042,7 +1034,7 @@ pub async fn update(
     .bind(cur.version)
     .fetch_optional(&mut tx)
     .await?
-    .ok_or_else(|| stale(cur.version + 1))?;
+    .ok_or_else(|| OuroError::stale_version("item", cur.version + 1))?;
     if epic_id != cur.epic_id && kind != Kind::Epic {
         // The epic is derived from the parent chain, which is at most two levels below a
         // feature (story, then task or bug), so children and grandchildren follow here.
@@ -1086,7 +1078,7 @@ pub async fn transition(
     if let Some(v) = expected_version
         && v != cur.version
     {
-        return Err(stale(cur.version).into());
+        return Err(OuroError::stale_version("item", cur.version).into());
     }
     let ty = workflow::item_type(&mut tx, project.id, &cur.item_type)
         .await?
@@ -1125,7 +1117,7 @@ pub async fn transition(
     .bind(cur.version)
     .fetch_optional(&mut tx)
     .await?
-    .ok_or_else(|| stale(cur.version + 1))?;
+    .ok_or_else(|| OuroError::stale_version("item", cur.version + 1))?;
     let item = get_or_404(&mut tx, project.id, &cur.key).await?;
     tx.append(
         NewEvent::new(

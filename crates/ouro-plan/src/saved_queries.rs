@@ -84,14 +84,6 @@ fn taken(name: &str) -> OuroError {
     )
 }
 
-fn stale(current: i64) -> OuroError {
-    OuroError::new(
-        ErrorCode::StaleVersion,
-        "the saved query was changed by someone else; reload and apply your change again",
-    )
-    .with_details(json!({"current_version": current}))
-}
-
 fn from_row(r: &Row) -> Result<SavedQuery, StoreError> {
     Ok(SavedQuery {
         id: r.i64("id")?,
@@ -216,7 +208,7 @@ pub async fn update(
     if let Some(v) = patch.version
         && v != cur.version
     {
-        return Err(stale(cur.version).into());
+        return Err(OuroError::stale_version("saved query", cur.version).into());
     }
     let name = name.unwrap_or(cur.name.clone());
     let query = query.unwrap_or(cur.query.clone());
@@ -237,7 +229,7 @@ pub async fn update(
         .await,
         || taken(&name),
     )?
-    .ok_or_else(|| stale(cur.version + 1))?;
+    .ok_or_else(|| OuroError::stale_version("saved query", cur.version + 1))?;
     let saved = from_row(&row)?;
     tx.commit().await?;
     Ok(saved)

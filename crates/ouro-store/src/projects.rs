@@ -286,7 +286,7 @@ pub async fn update(
     if let Some(v) = expected_version
         && v != cur.version
     {
-        return Err(stale(cur.version).into());
+        return Err(OuroError::stale_version("project", cur.version).into());
     }
     let mut changes = Map::new();
     let name = patch
@@ -325,7 +325,7 @@ pub async fn update(
     .bind(cur.version)
     .fetch_optional(&mut tx)
     .await?
-    .ok_or_else(|| stale(cur.version + 1))?;
+    .ok_or_else(|| OuroError::stale_version("project", cur.version + 1))?;
     let p = project_from(&row)?;
     tx.append(
         NewEvent::new(
@@ -339,14 +339,6 @@ pub async fn update(
     .await?;
     tx.commit().await?;
     Ok(p)
-}
-
-fn stale(current: i64) -> OuroError {
-    OuroError::new(
-        ErrorCode::StaleVersion,
-        "the project was changed by someone else; reload and apply your change again",
-    )
-    .with_details(json!({"current_version": current}))
 }
 
 pub async fn delete(store: &Store, actor: &Actor, slug: &str) -> Result<(), StoreError> {

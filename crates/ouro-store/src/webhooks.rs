@@ -347,14 +347,6 @@ pub struct WebhookPatch {
     pub secret_enc: Option<String>,
 }
 
-fn stale(current: i64) -> OuroError {
-    OuroError::new(
-        ErrorCode::StaleVersion,
-        "the webhook was changed by someone else; reload and apply your change again",
-    )
-    .with_details(json!({"current_version": current}))
-}
-
 /// Applies `patch` if the webhook is still at `expected_version` (when given); otherwise 409
 /// with the current version in the details.
 pub async fn update(
@@ -376,7 +368,7 @@ pub async fn update(
     if let Some(v) = expected_version
         && v != cur.version
     {
-        return Err(stale(cur.version).into());
+        return Err(OuroError::stale_version("webhook", cur.version).into());
     }
     let url = patch.url.unwrap_or(cur.url.clone());
     let kinds = kinds.unwrap_or(cur.kinds.clone());
@@ -412,7 +404,7 @@ pub async fn update(
         .bind(cur.version)
         .fetch_optional(&mut tx)
         .await?
-        .ok_or_else(|| stale(cur.version + 1))?;
+        .ok_or_else(|| OuroError::stale_version("webhook", cur.version + 1))?;
     let hook = webhook_from(&row)?;
     tx.append(
         NewEvent::new(

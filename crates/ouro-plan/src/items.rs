@@ -665,7 +665,7 @@ async fn search_impl(
     if let Some(l) = filter.label.as_deref() {
         push(
             &mut sql,
-            " AND EXISTS (SELECT 1 FROM item_labels l WHERE l.item_id = i.id AND l.label = $?)",
+            " AND i.id IN (SELECT l.item_id FROM item_labels l WHERE l.label = $?)",
             l.trim().into(),
         );
     }

@@ -31,4 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_saved_queries.sql"),
         postgres: include_str!("../migrations/postgres/0004_saved_queries.sql"),
     },
+    Migration {
+        component: "plan",
+        version: 9,
+        name: "label_index",
+        sqlite: include_str!("../migrations/sqlite/0009_label_index.sql"),
+        postgres: include_str!("../migrations/postgres/0009_label_index.sql"),
+    },
 ];

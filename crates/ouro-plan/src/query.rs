@@ -997,8 +997,10 @@ fn condition(field: Field, v: &Value, ctx: &SqlContext, sql: &mut Sql) -> String
             Some(id) => format!("{col} = {}", sql.int(id)),
             None => "1 = 0".into(),
         },
+        // An uncorrelated IN over the LOWER(label) index lets the planner start from the
+        // label's items instead of testing every item of the project in rank order.
         (Field::Label, Value::Text { text }) => format!(
-            "EXISTS (SELECT 1 FROM item_labels l WHERE l.item_id = i.id AND LOWER(l.label) = {})",
+            "i.id IN (SELECT l.item_id FROM item_labels l WHERE LOWER(l.label) = {})",
             sql.text(text)
         ),
         (Field::Text, Value::Text { text }) => {

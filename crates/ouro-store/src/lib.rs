@@ -100,6 +100,7 @@ impl Store {
     pub async fn open(url: &str, migrations: &[Migration]) -> Result<Store, StoreError> {
         let pools = db::Pools::connect(url).await?;
         migrate::apply(&pools, migrations).await?;
+        pools.optimize().await?;
         let store = Store {
             pools,
             seq: Arc::new(watch::channel(0).0),
@@ -123,6 +124,7 @@ impl Store {
             locked: false,
             seq: self.seq.clone(),
             counter: self.appended.clone(),
+            pools: self.pools.clone(),
         })
     }
 
@@ -171,7 +173,12 @@ pub struct Tx {
     locked: bool,
     seq: Arc<watch::Sender<i64>>,
     counter: Arc<AtomicU64>,
+    pools: db::Pools,
 }
+
+/// After this many appended events (a proxy for rows written) the planner statistics are
+/// refreshed in the background, so a database that grew from empty plans like an analyzed one.
+const OPTIMIZE_EVERY_EVENTS: u64 = 10_000;
 
 impl Executor for Tx {
     fn raw(&mut self) -> db::RawConn<'_> {
@@ -204,7 +211,15 @@ impl Tx {
             db::TxInner::Sqlite(t) => t.commit().await?,
             db::TxInner::Postgres(t) => t.commit().await?,
         }
-        self.counter.fetch_add(self.appended, Ordering::Relaxed);
+        let before = self.counter.fetch_add(self.appended, Ordering::Relaxed);
+        if before / OPTIMIZE_EVERY_EVENTS != (before + self.appended) / OPTIMIZE_EVERY_EVENTS {
+            let pools = self.pools.clone();
+            tokio::spawn(async move {
+                if let Err(e) = pools.optimize().await {
+                    tracing::warn!(error = %e, "refreshing planner statistics failed");
+                }
+            });
+        }
         if let Some(seq) = self.last_seq {
             self.seq.send_if_modified(|cur| {
                 if seq > *cur {

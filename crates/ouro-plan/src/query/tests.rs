@@ -318,7 +318,7 @@ fn sql_params_start_at_next_param_and_me_absent() {
     let (s, args) = to_sql(&q, &c).unwrap();
     assert_eq!(
         s,
-        "1 = 0 AND EXISTS (SELECT 1 FROM item_labels l WHERE l.item_id = i.id AND LOWER(l.label) = $4) \
+        "1 = 0 AND i.id IN (SELECT l.item_id FROM item_labels l WHERE LOWER(l.label) = $4) \
          AND (LOWER(i.title) LIKE $5 ESCAPE '\\' OR LOWER(i.description) LIKE $5 ESCAPE '\\')"
     );
     assert_eq!(

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Plan at scale (issue 3): 100k items in one project, on SQLite or PostgreSQL (release build).
+#
+#   bench/plan.sh [path/to/release/ouro] [postgres://...]   # no URL = SQLite in a fresh data dir
+#
+# Seeds through the API (bench/seed_plan.py), then measures with oha, 4 connections, 2,000
+# requests each after a warm-up:
+#   - the board page (HTML, server-rendered) filtered to the 2,000 cards labelled `board`;
+#   - the query `label:x state:"In progress" text:zeta` on the items API;
+#   - a rank move (POST .../rank, one row written, one event appended), one connection.
+# For scale, the same oha run on GET /healthz is printed first: the floor of the HTTP stack.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${1:-target/release/ouro}
+DB=${2:-}
+N=${N:-100000}
+[ -x "$BIN" ] || { echo "build first: cargo build --release -p ouro" >&2; exit 1; }
+PORT=${PORT:-7098}
+DATA=$(mktemp -d)
+PID=
+trap '[ -n "$PID" ] && kill $PID 2>/dev/null; rm -rf "$DATA"' EXIT
+DBARGS=(--data-dir "$DATA")
+[ -n "$DB" ] && DBARGS+=(--database-url "$DB")
+
+echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "== database: ${DB:+PostgreSQL}${DB:-SQLite (data dir)}, $N items"
+echo "bench-password" | "$BIN" admin create-user "${DBARGS[@]}" --name admin --admin --password-stdin >/dev/null 2>&1
+TOKEN=$("$BIN" admin create-token "${DBARGS[@]}" --user admin | tail -n 1)
+"$BIN" serve "${DBARGS[@]}" --listen "127.0.0.1:$PORT" >"$DATA/serve.log" 2>&1 &
+PID=$!
+until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; do sleep 0.05; done
+BASE="http://127.0.0.1:$PORT"
+curl -sf -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  -d '{"slug":"demo","name":"Demo"}' "$BASE/api/v1/projects" >/dev/null
+python3 bench/seed_plan.py "$BASE" "$TOKEN" demo "$N" --board 2000
+
+AUTH=(-H "Authorization: Bearer $TOKEN")
+SUMMARY='Requests/sec|Slowest|Average|50.00%|99.00%|\[[0-9]{3}\] [0-9]+ responses'
+run() { # name, then oha arguments
+  local name=$1; shift
+  oha -n 200 -c 4 --no-tui "${AUTH[@]}" "$@" >/dev/null
+  echo "-- $name"
+  oha -n 2000 -c 4 --no-tui "${AUTH[@]}" "$@" | grep -E "$SUMMARY"
+}
+run "GET /healthz (floor)" "$BASE/healthz"
+BOARD="$BASE/projects/demo/plan/board?q=label%3Aboard"
+echo "board cards: $(curl -sf "${AUTH[@]}" "$BOARD" | grep -c 'class="card')"
+run "board page, 2,000 cards (HTML)" "$BOARD"
+Q="$BASE/api/v1/projects/demo/items?q=label%3Ax%20state%3A%22In%20progress%22%20text%3Azeta"
+echo "query hits: $(curl -sf "${AUTH[@]}" "$Q" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')"
+run 'query label:x state:"In progress" text:zeta' "$Q"
+echo "-- rank move DEMO-50000 before DEMO-10 (1 connection, 2,000 moves)"
+oha -n 2000 -c 1 --no-tui "${AUTH[@]}" -m POST -T application/json -d '{"before":"DEMO-10"}' \
+  "$BASE/api/v1/projects/demo/items/DEMO-$((N / 2))/rank" | grep -E "$SUMMARY"
+echo "RSS: $(awk '/VmRSS/{print $2, $3}' /proc/$PID/status)"

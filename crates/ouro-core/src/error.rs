@@ -109,6 +109,8 @@ error_codes! {
     LinkExists = ("item.link_exists", 409),
     /// The link does not exist on this item.
     LinkNotFound = ("item.link_not_found", 404),
+    /// The automation rule does not exist in this project.
+    RuleNotFound = ("rule.not_found", 404),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

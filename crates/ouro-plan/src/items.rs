@@ -1137,6 +1137,39 @@ pub async fn transition(
     Ok(item)
 }
 
+/// Deletes an item with its comments, labels, watchers and links; children lose their parent.
+/// The key is never handed out again (numbers come from the project counter) and the ledger
+/// keeps the item's history.
+pub async fn delete(
+    store: &Store,
+    project: &Project,
+    actor: &Actor,
+    key: &str,
+) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    let cur = get_or_404(&mut tx, project.id, key).await?;
+    // Children of the deleted item keep their own epic unless it was this item.
+    q("UPDATE items SET epic_id = NULL WHERE epic_id = $1")
+        .bind(cur.id)
+        .execute(&mut tx)
+        .await?;
+    q("DELETE FROM items WHERE id = $1")
+        .bind(cur.id)
+        .execute(&mut tx)
+        .await?;
+    tx.append(
+        NewEvent::new(
+            ev::ITEM_DELETED,
+            actor,
+            cur.id,
+            json!({"key": cur.key, "type": cur.item_type, "title": cur.title}),
+        )
+        .in_project(project.id, &project.slug),
+    )
+    .await?;
+    tx.commit().await
+}
+
 /// The most items one bulk edit may change.
 pub const MAX_BULK: usize = 100;
 

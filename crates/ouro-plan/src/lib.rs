@@ -9,7 +9,9 @@ pub mod markdown;
 pub mod migrations;
 pub mod query;
 pub mod rank;
+pub mod rules;
 pub mod saved_queries;
+pub mod trail;
 pub mod workflow;
 
 pub use migrations::MIGRATIONS;

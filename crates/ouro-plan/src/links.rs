@@ -350,6 +350,90 @@ pub async fn list_subjects(
         .collect()
 }
 
+/// For events of the later stages of the loop: the subject to link and the upstream subjects
+/// (type, id) it came from. Payload fields read (documented in docs/plan.md, "Trail"):
+///
+/// - `pipeline.*` (subject `pipeline_run`): `commit` (a SHA) and/or `change_request` (an id),
+///   `name?`, `url?`;
+/// - `release.*` (subject `release`): `version`, `commits: [SHA]`, `pipelines: [id]`, `url?`;
+/// - `deployment.*` (subject `deployment`): `release` (an id), `environment`, `version?`, `url?`.
+pub fn chain(event: &ouro_core::Event) -> Option<(NewSubject, Vec<(&'static str, String)>)> {
+    let p = &event.payload;
+    let text = |f: &str| p.get(f).and_then(|v| v.as_str()).map(str::to_string);
+    let list = |f: &str| -> Vec<String> {
+        p.get(f)
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| match v {
+                        serde_json::Value::String(s) => Some(s.clone()),
+                        serde_json::Value::Number(n) => Some(n.to_string()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let id = event.subject.id.clone();
+    let kind = event.kind.as_str();
+    let mut upstream: Vec<(&'static str, String)> = Vec::new();
+    let (subject_type, title) = if kind.starts_with("pipeline.") {
+        upstream.extend(text("commit").map(|c| ("commit", c)));
+        upstream.extend(text("change_request").map(|c| ("change_request", c)));
+        (
+            "pipeline_run",
+            text("name").unwrap_or_else(|| format!("Pipeline {id}")),
+        )
+    } else if kind.starts_with("release.") {
+        upstream.extend(list("commits").into_iter().map(|c| ("commit", c)));
+        upstream.extend(list("pipelines").into_iter().map(|c| ("pipeline_run", c)));
+        (
+            "release",
+            text("version").unwrap_or_else(|| format!("Release {id}")),
+        )
+    } else if kind.starts_with("deployment.") {
+        upstream.extend(text("release").map(|r| ("release", r)));
+        let env = text("environment").unwrap_or_else(|| "?".into());
+        let what = text("version").unwrap_or_else(|| format!("Deployment {id}"));
+        ("deployment", format!("{what} to {env}"))
+    } else {
+        return None;
+    };
+    if upstream.is_empty() {
+        return None;
+    }
+    Some((
+        NewSubject {
+            subject_type: subject_type.into(),
+            id,
+            title: first_line(&title),
+            url: text("url"),
+        },
+        upstream,
+    ))
+}
+
+/// Keys of the items of `project_id` linked to the subject (`subject_type`, `subject_id`).
+pub async fn items_linked_to(
+    ex: &mut impl Executor,
+    project_id: i64,
+    subject_type: &str,
+    subject_id: &str,
+) -> Result<Vec<String>, StoreError> {
+    q(
+        "SELECT i.key FROM item_subject_links s JOIN items i ON i.id = s.item_id \
+       WHERE s.subject_type = $1 AND s.subject_id = $2 AND i.project_id = $3 ORDER BY i.id",
+    )
+    .bind(subject_type)
+    .bind(subject_id)
+    .bind(project_id)
+    .fetch_all(ex)
+    .await?
+    .iter()
+    .map(|r| r.text("key"))
+    .collect()
+}
+
 /// The consumer that links items to the ledger subjects whose text mentions them.
 pub const REFERENCES_CONSUMER: &str = "plan-references";
 
@@ -424,15 +508,47 @@ async fn references(store: &Store, event: &ouro_core::Event) -> Result<(), Store
                 format!("{title}\n{}", str_field(p, "description")),
             ));
         }
-        _ => return Ok(()),
+        k if k == ev::INCIDENT_OPENED.name => {
+            let p = &event.payload;
+            let title = str_field(p, "title");
+            found.push((
+                NewSubject {
+                    subject_type: "incident".into(),
+                    id: event.subject.id.clone(),
+                    title: first_line(title),
+                    url: url(p),
+                },
+                format!("{title}\n{}", str_field(p, "description")),
+            ));
+        }
+        _ => {}
     }
     let Some(slug) = event.project.as_deref() else {
         return Ok(());
     };
+    let chained = chain(event);
+    if found.is_empty() && chained.is_none() {
+        return Ok(());
+    }
     let Some(project) = ouro_store::projects::by_slug(&mut store.read().await?, slug).await? else {
         return Ok(());
     };
     let actor = Actor::System(REFERENCES_CONSUMER);
+    if let Some((subject, upstream)) = chained {
+        // The items already linked to what this subject was built from get it too.
+        let mut keys = Vec::new();
+        for (t, id) in &upstream {
+            keys.extend(items_linked_to(&mut store.read().await?, project.id, t, id).await?);
+        }
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            match link_subject(store, &project, &actor, &key, &subject, Some(event.seq)).await {
+                Ok(_) | Err(StoreError::Domain(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
     for (subject, text) in found {
         let mut keys: Vec<String> = ouro_core::refs::parse(&text)
             .into_iter()

@@ -38,4 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0009_label_index.sql"),
         postgres: include_str!("../migrations/postgres/0009_label_index.sql"),
     },
+    Migration {
+        component: "plan",
+        version: 10,
+        name: "rules",
+        sqlite: include_str!("../migrations/sqlite/0010_rules.sql"),
+        postgres: include_str!("../migrations/postgres/0010_rules.sql"),
+    },
 ];

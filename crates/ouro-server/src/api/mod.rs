@@ -2,8 +2,10 @@
 
 pub mod events;
 pub mod items;
+pub mod links;
 pub mod meta;
 pub mod projects;
+pub mod rules;
 pub mod saved_queries;
 pub mod users;
 
@@ -24,6 +26,8 @@ pub fn register(reg: &mut Registry) {
     users::register(reg);
     events::register(reg);
     items::register(reg);
+    links::register(reg);
+    rules::register(reg);
     saved_queries::register(reg);
     crate::webhooks::register(reg);
 }

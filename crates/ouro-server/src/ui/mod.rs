@@ -8,6 +8,7 @@ pub mod admin;
 pub mod common;
 pub mod members;
 pub mod plan;
+pub mod plan_links;
 pub mod project_settings;
 pub mod projects;
 pub mod webhooks;
@@ -39,6 +40,7 @@ pub fn register(reg: &mut Registry) {
     admin::register(reg);
     members::register(reg);
     plan::register(reg);
+    plan_links::register(reg);
     project_settings::register(reg);
     projects::register(reg);
     webhooks::register(reg);

@@ -416,7 +416,7 @@ async fn backlog(
     Ok(flash.finish(render_status(StatusCode::OK, &p)))
 }
 
-fn item_href(project: &Project, key: &str) -> String {
+pub(crate) fn item_href(project: &Project, key: &str) -> String {
     format!("/projects/{}/plan/items/{}", project.slug, url_encode(key))
 }
 
@@ -515,7 +515,7 @@ pub struct Conflict {
 
 #[derive(Template)]
 #[template(path = "plan_item.html")]
-struct ItemPage<'a> {
+pub(crate) struct ItemPage<'a> {
     chrome: Chrome,
     project: &'a Project,
     phases: &'static [PhaseLink],
@@ -531,7 +531,7 @@ struct ItemPage<'a> {
     description_html: String,
     targets: Vec<(String, &'static str)>,
     /// A refused transition or edit, shown above the fields.
-    error: Option<String>,
+    pub(crate) error: Option<String>,
     comments: Vec<CommentView>,
     comment_body: String,
     comment_error: Option<String>,
@@ -544,6 +544,10 @@ struct ItemPage<'a> {
     edit_open: bool,
     conflict: Option<Conflict>,
     priorities: Vec<Opt>,
+    links: Vec<ouro_plan::links::ItemLink>,
+    /// A refused link, shown in the Links section.
+    pub(crate) link_error: Option<String>,
+    trail: Vec<crate::ui::plan_links::TrailStageView>,
 }
 
 fn short(v: &Value) -> String {
@@ -626,7 +630,7 @@ fn priority_opts(selected: &str) -> Vec<Opt> {
         .collect()
 }
 
-async fn build_item<'a>(
+pub(crate) async fn build_item<'a>(
     st: &AppState,
     ctx: &'a Ctx,
     project: &'a Project,
@@ -672,8 +676,17 @@ async fn build_item<'a>(
         .map(history_line)
         .collect();
     history.reverse();
+    let links = ouro_plan::links::list(&mut conn, item.id)
+        .await
+        .map_err(|e| fail(ctx, e))?;
+    let trail = ouro_plan::trail::of_item(&mut conn, item.id)
+        .await
+        .map_err(|e| fail(ctx, e))?;
     let (manage, can_edit) = page_head(ctx);
     Ok(ItemPage {
+        links,
+        link_error: None,
+        trail: crate::ui::plan_links::TrailStageView::of(trail),
         chrome: Chrome::of(ctx),
         project,
         phases: PHASES,

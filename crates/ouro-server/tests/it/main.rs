@@ -9,6 +9,7 @@ mod drift;
 mod events;
 mod guard;
 mod items;
+mod links_rules;
 mod meta;
 mod plan_ui;
 mod props;

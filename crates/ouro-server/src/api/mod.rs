@@ -1,5 +1,6 @@
 //! The JSON API under `/api/v1`, plus health, metrics and the OpenAPI document.
 
+pub mod csv;
 pub mod events;
 pub mod items;
 pub mod meta;
@@ -24,6 +25,7 @@ pub fn register(reg: &mut Registry) {
     users::register(reg);
     events::register(reg);
     items::register(reg);
+    csv::register(reg);
     saved_queries::register(reg);
     crate::webhooks::register(reg);
 }

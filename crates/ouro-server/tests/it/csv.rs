@@ -171,6 +171,27 @@ async fn export_escapes_formulas_and_round_trips() {
             "{text}"
         );
         assert!(text.contains("<script>alert(1)</script>"), "{text}");
+        // The backlog offers the export of what it shows.
+        let (st, page) = s
+            .req(
+                Method::GET,
+                "/projects/demo/plan?q=script",
+                Some(&s.admin_token.clone()),
+            )
+            .send()
+            .await
+            .map(|r| (r.status().as_u16(), r))
+            .unwrap();
+        assert_eq!(st, 200);
+        {
+            let html = page.text().await.unwrap();
+            assert!(
+                html.contains("action=\"/api/v1/projects/demo/items.csv\""),
+                "{html}"
+            );
+            assert!(html.contains("&#60;script&#62;alert(1)"), "{html}");
+            assert!(!html.contains("<script>alert(1)"));
+        }
         let only_script = export(&s, "script").await;
         assert_eq!(only_script.lines().count(), 1 + 2, "{only_script}");
 

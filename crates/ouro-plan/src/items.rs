@@ -830,25 +830,84 @@ pub async fn create(
     let priority = input.priority.unwrap_or_default();
 
     let mut tx = store.begin().await?;
+    let item = create_in(
+        &mut tx,
+        project,
+        actor,
+        &input,
+        (title, estimate, labels, due_at, target_at, priority),
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(item)
+}
+
+/// Validated fields of a [`NewItem`]: title, estimate, labels, due, target, priority.
+type Checked = (
+    String,
+    Option<i64>,
+    Vec<String>,
+    Option<i64>,
+    Option<i64>,
+    Priority,
+);
+
+/// Creates an item inside a caller's transaction (CSV imports create many in one); `state`
+/// names a state of the type's workflow to start in instead of the first (case-insensitive).
+pub async fn create_in_tx(
+    tx: &mut Tx,
+    project: &Project,
+    actor: &Actor,
+    input: NewItem,
+    state: Option<&str>,
+) -> Result<Item, StoreError> {
+    let title = validate_title(&input.title)?;
+    validate_description(&input.description)?;
+    let estimate = validate_estimate(input.estimate)?;
+    let labels = validate_labels(&input.labels)?;
+    let due_at = parse_time("due_at", input.due_at.as_deref())?;
+    let target_at = parse_time("target_at", input.target_at.as_deref())?;
+    let priority = input.priority.unwrap_or_default();
+    create_in(
+        tx,
+        project,
+        actor,
+        &input,
+        (title, estimate, labels, due_at, target_at, priority),
+        state,
+    )
+    .await
+}
+
+async fn create_in(
+    tx: &mut Tx,
+    project: &Project,
+    actor: &Actor,
+    input: &NewItem,
+    checked: Checked,
+    state: Option<&str>,
+) -> Result<Item, StoreError> {
+    let (title, estimate, labels, due_at, target_at, priority) = checked;
     // Taking the number first also serialises concurrent creates in one project on PostgreSQL
     // (the counter row is locked until commit), so seeding the defaults below cannot race.
     let number = q("INSERT INTO plan_counters (project_id, last_number) VALUES ($1, 1) \
                     ON CONFLICT (project_id) DO UPDATE SET last_number = plan_counters.last_number + 1 \
                     RETURNING last_number")
     .bind(project.id)
-    .fetch_one(&mut tx)
+    .fetch_one(tx)
     .await?
     .i64("last_number")?;
-    workflow::ensure_defaults(&mut tx, project.id).await?;
+    workflow::ensure_defaults(tx, project.id).await?;
     // After the current last item; the counter row locked above keeps this read current.
     let last = q("SELECT rank FROM items WHERE project_id = $1 ORDER BY rank DESC LIMIT 1")
         .bind(project.id)
-        .fetch_optional(&mut tx)
+        .fetch_optional(tx)
         .await?
         .map(|r| r.text("rank"))
         .transpose()?;
     let rank = rank_between(last.as_deref(), None)?;
-    let ty = workflow::item_type(&mut tx, project.id, input.item_type.trim())
+    let ty = workflow::item_type(tx, project.id, input.item_type.trim())
         .await?
         .filter(|t| t.enabled)
         .ok_or_else(|| {
@@ -860,18 +919,28 @@ pub async fn create(
                 ),
             )
         })?;
-    let first = workflow::states(&mut tx, project.id, &ty.workflow)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| StoreError::Decode(format!("workflow {:?} has no states", ty.workflow)))?;
+    let states = workflow::states(tx, project.id, &ty.workflow).await?;
+    let first = match state {
+        Some(name) => states
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(name.trim()))
+            .ok_or_else(|| {
+                OuroError::field(
+                    "state",
+                    format!("{name:?} is not a state of the {:?} workflow", ty.workflow),
+                )
+            })?,
+        None => states.first().ok_or_else(|| {
+            StoreError::Decode(format!("workflow {:?} has no states", ty.workflow))
+        })?,
+    };
     let assignee_id = match input.assignee.as_deref() {
-        Some(name) => Some(assignable(&mut tx, project.id, name).await?),
+        Some(name) => Some(assignable(tx, project.id, name).await?),
         None => None,
     };
     let (parent_id, epic_id) = match input.parent.as_deref() {
         Some(k) => {
-            let (p, epic) = resolve_parent(&mut tx, project.id, ty.kind, k).await?;
+            let (p, epic) = resolve_parent(tx, project.id, ty.kind, k).await?;
             (Some(p.id), epic)
         }
         None => (None, None),
@@ -900,14 +969,14 @@ pub async fn create(
     .bind(target_at)
     .bind(&rank)
     .bind(now)
-    .fetch_one(&mut tx)
+    .fetch_one(tx)
     .await?
     .i64("id")?;
-    set_labels(&mut tx, id, &labels).await?;
+    set_labels(tx, id, &labels).await?;
     if let Some(uid) = actor.user_id() {
-        add_watcher(&mut tx, id, uid).await?;
+        add_watcher(tx, id, uid).await?;
     }
-    let item = get_or_404(&mut tx, project.id, &key).await?;
+    let item = get_or_404(tx, project.id, &key).await?;
     tx.append(
         NewEvent::new(
             ev::ITEM_CREATED,
@@ -923,7 +992,6 @@ pub async fn create(
         .in_project(project.id, &project.slug),
     )
     .await?;
-    tx.commit().await?;
     Ok(item)
 }
 

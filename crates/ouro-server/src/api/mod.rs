@@ -1,5 +1,6 @@
 //! The JSON API under `/api/v1`, plus health, metrics and the OpenAPI document.
 
+pub mod csv;
 pub mod events;
 pub mod items;
 pub mod links;
@@ -28,6 +29,7 @@ pub fn register(reg: &mut Registry) {
     items::register(reg);
     links::register(reg);
     rules::register(reg);
+    csv::register(reg);
     saved_queries::register(reg);
     crate::webhooks::register(reg);
 }

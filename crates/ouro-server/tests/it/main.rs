@@ -5,6 +5,7 @@ mod support;
 
 mod api;
 mod browser;
+mod csv;
 mod drift;
 mod events;
 mod guard;

@@ -109,6 +109,16 @@ error_codes! {
     LinkExists = ("item.link_exists", 409),
     /// The link does not exist on this item.
     LinkNotFound = ("item.link_not_found", 404),
+    /// The item type does not exist in this project.
+    PlanTypeNotFound = ("plan.type_not_found", 404),
+    /// Another item type of the project already has this name.
+    PlanTypeExists = ("plan.type_exists", 409),
+    /// The workflow, or the state in it, does not exist in this project.
+    PlanStateNotFound = ("plan.state_not_found", 404),
+    /// The workflow already has a state with this name.
+    PlanStateExists = ("plan.state_exists", 409),
+    /// Items are still in the state (`details.items` counts them), or it is the last state of a workflow in use.
+    PlanStateInUse = ("plan.state_in_use", 409),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

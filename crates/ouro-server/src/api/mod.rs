@@ -3,6 +3,7 @@
 pub mod events;
 pub mod items;
 pub mod meta;
+pub mod plan_config;
 pub mod projects;
 pub mod saved_queries;
 pub mod users;
@@ -25,6 +26,7 @@ pub fn register(reg: &mut Registry) {
     events::register(reg);
     items::register(reg);
     saved_queries::register(reg);
+    plan_config::register(reg);
     crate::webhooks::register(reg);
 }
 

@@ -10,6 +10,7 @@ mod events;
 mod guard;
 mod items;
 mod meta;
+mod plan_config;
 mod plan_ui;
 mod props;
 mod saved_queries;

@@ -395,3 +395,60 @@ async fn plan_config_needs_a_maintainer() {
         s.stop().await;
     }
 }
+
+/// Hostile type names, state names, titles and labels reach the backlog and item pages only
+/// escaped.
+#[tokio::test]
+async fn plan_config_hostile_names_are_escaped_on_pages() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        with_demo(&s).await;
+        let script = "<script>alert(1)</script>";
+        let img = "\"><img src=x onerror=alert(1)>";
+        let js = "javascript:alert(1)";
+        let (st, t) = s
+            .admin(
+                Method::PATCH,
+                &format!("{TYPES}/story"),
+                Some(json!({ "name": script })),
+            )
+            .await;
+        assert_eq!(st, 200, "{t}");
+        let (st, r) = s
+            .admin(
+                Method::PATCH,
+                &format!("{STD}/states/New"),
+                Some(json!({ "name": img })),
+            )
+            .await;
+        assert_eq!(st, 200, "{r}");
+        let it = create(
+            &s,
+            json!({"type": script, "title": img, "labels": [script, js]}),
+        )
+        .await;
+        assert_eq!(it["state"], img);
+        for path in ["/projects/demo/plan", "/projects/demo/plan/items/DEMO-1"] {
+            let res = s
+                .req(Method::GET, path, Some(&s.admin_token))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status().as_u16(), 200, "{path}");
+            let body = res.text().await.unwrap();
+            assert!(!body.contains(script), "{path}: raw script");
+            assert!(!body.contains("<img src=x"), "{path}: raw img");
+            assert!(!body.contains("onerror=alert(1)>"), "{path}: raw handler");
+            assert!(!body.contains("href=\"javascript"), "{path}: js link");
+            assert!(
+                body.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+                "{path}: escaped type/label"
+            );
+            assert!(
+                body.contains("&#34;&#62;&#60;img src=x onerror=alert(1)&#62;"),
+                "{path}: escaped title/state"
+            );
+        }
+        s.stop().await;
+    }
+}

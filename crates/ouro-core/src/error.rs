@@ -119,6 +119,10 @@ error_codes! {
     PlanStateExists = ("plan.state_exists", 409),
     /// Items are still in the state (`details.items` counts them), or it is the last state of a workflow in use.
     PlanStateInUse = ("plan.state_in_use", 409),
+    /// The custom field does not exist in this project.
+    PlanFieldNotFound = ("plan.field_not_found", 404),
+    /// Another custom field of the project already has this name.
+    PlanFieldExists = ("plan.field_exists", 409),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

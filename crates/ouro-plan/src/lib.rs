@@ -4,6 +4,7 @@
 //! Markdown. The item reference parser every phase uses lives in `ouro_core::refs`.
 
 pub mod config;
+pub mod fields;
 pub mod items;
 pub mod links;
 pub mod markdown;

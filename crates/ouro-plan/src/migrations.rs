@@ -31,4 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_saved_queries.sql"),
         postgres: include_str!("../migrations/postgres/0004_saved_queries.sql"),
     },
+    Migration {
+        component: "plan",
+        version: 8,
+        name: "fields_attachments",
+        sqlite: include_str!("../migrations/sqlite/0008_fields_attachments.sql"),
+        postgres: include_str!("../migrations/postgres/0008_fields_attachments.sql"),
+    },
 ];

@@ -6,6 +6,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use ouro_core::{Permission, Role};
 use ouro_plan::config::{self, NewState, NewType, StatePatch, Transitions, TypePatch};
+use ouro_plan::fields::{self, Field, FieldPatch, NewField};
 use ouro_plan::workflow::{self, ItemType, Workflows};
 
 use crate::AppState;
@@ -94,6 +95,65 @@ pub fn register(reg: &mut Registry) {
     )
     .request::<Transitions>()
     .response::<Workflows>(200);
+    let path = "/api/v1/projects/{slug}/fields";
+    let one = "/api/v1/projects/{slug}/fields/{name}";
+    reg.route(Method::GET, path, read, list_fields)
+        .doc(
+            "plan-settings",
+            "The project's custom fields in display order",
+        )
+        .response::<Vec<Field>>(200);
+    reg.route(Method::POST, path, write, create_field)
+        .doc(
+            "plan-settings",
+            "Add a custom field: text, number, select (with options), user or date",
+        )
+        .request::<NewField>()
+        .response::<Field>(201);
+    reg.route(Method::PATCH, one, write, patch_field)
+        .doc(
+            "plan-settings",
+            "Change a custom field's label or a select field's options",
+        )
+        .request::<FieldPatch>()
+        .response::<Field>(200);
+    reg.route(Method::DELETE, one, write, delete_field)
+        .doc("plan-settings", "Delete a custom field and all its values");
+}
+
+async fn list_fields(State(st): State<AppState>, ctx: Ctx) -> ApiResult<Json<Vec<Field>>> {
+    Ok(Json(
+        fields::list(&mut st.store.read().await?, ctx.project()?.id).await?,
+    ))
+}
+
+async fn create_field(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Json(body): Json<NewField>,
+) -> ApiResult<impl IntoResponse> {
+    let f = fields::create(&st.store, ctx.project()?, &ctx.actor(), body).await?;
+    Ok((StatusCode::CREATED, Json(f)))
+}
+
+async fn patch_field(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, name)): Path<(String, String)>,
+    Json(body): Json<FieldPatch>,
+) -> ApiResult<Json<Field>> {
+    Ok(Json(
+        fields::update(&st.store, ctx.project()?, &ctx.actor(), &name, body).await?,
+    ))
+}
+
+async fn delete_field(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    fields::delete(&st.store, ctx.project()?, &ctx.actor(), &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_types(State(st): State<AppState>, ctx: Ctx) -> ApiResult<Json<Vec<ItemType>>> {

@@ -452,3 +452,198 @@ async fn plan_config_hostile_names_are_escaped_on_pages() {
         s.stop().await;
     }
 }
+
+const FIELDS: &str = "/api/v1/projects/demo/fields";
+
+#[tokio::test]
+async fn plan_config_custom_fields() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        with_demo(&s).await;
+        let dev = s.user("dev").await;
+        let (st, _) = s
+            .admin(
+                Method::PUT,
+                "/api/v1/projects/demo/members/dev",
+                Some(json!({"role": "developer"})),
+            )
+            .await;
+        assert_eq!(st, 200);
+        s.user("outsider").await;
+        for f in [
+            json!({"name": "notes", "type": "text"}),
+            json!({"name": "cost", "label": "Cost (EUR)", "type": "number"}),
+            json!({"name": "env", "type": "select", "options": ["prod", "staging"]}),
+            json!({"name": "qa", "type": "user"}),
+            json!({"name": "found", "type": "date"}),
+        ] {
+            let (st, b) = s.admin(Method::POST, FIELDS, Some(f)).await;
+            assert_eq!(st, 201, "{b}");
+        }
+        // Definition errors.
+        for (body, status, field) in [
+            (json!({"name": "Bad Name", "type": "text"}), 422, "name"),
+            (json!({"name": "sev", "type": "select"}), 422, "options"),
+            (
+                json!({"name": "x", "type": "text", "options": ["a"]}),
+                422,
+                "options",
+            ),
+        ] {
+            let (st, e) = s.admin(Method::POST, FIELDS, Some(body.clone())).await;
+            assert_eq!(
+                (st, e["error"]["details"]["field"].as_str()),
+                (status, Some(field)),
+                "{body}"
+            );
+        }
+        let (st, e) = s
+            .admin(
+                Method::POST,
+                FIELDS,
+                Some(json!({"name": "env", "type": "text"})),
+            )
+            .await;
+        assert_eq!((st, error_code(&e).as_str()), (409, "plan.field_exists"));
+        let (st, _) = s
+            .call(
+                Method::POST,
+                FIELDS,
+                Some(&dev),
+                Some(json!({"name": "y", "type": "text"})),
+            )
+            .await;
+        assert_eq!(st, 403);
+        let (st, list) = s.call(Method::GET, FIELDS, Some(&dev), None).await;
+        assert_eq!(st, 200);
+        assert_eq!(list.as_array().unwrap().len(), 5);
+        assert_eq!(list[1]["label"], "Cost (EUR)");
+        assert_eq!(list[2]["options"], json!(["prod", "staging"]));
+
+        // Values round trip on create and read.
+        let it = create(
+            &s,
+            json!({"type": "bug", "title": "Crash", "fields": {
+                "notes": "seen twice", "cost": 12.5, "env": "prod", "qa": "dev", "found": "2026-11-01"
+            }}),
+        )
+        .await;
+        assert_eq!(
+            it["fields"],
+            json!({"notes": "seen twice", "cost": "12.5", "env": "prod", "qa": "dev", "found": "2026-11-01"})
+        );
+        assert_eq!(item(&s, "DEMO-1").await["fields"], it["fields"]);
+        let (_, page) = s.admin(Method::GET, ITEMS, None).await;
+        assert_eq!(page["items"][0]["fields"]["env"], "prod");
+
+        // Validation per type, as field errors named fields.<name>.
+        for (k, v) in [
+            ("cost", json!("lots")),
+            ("env", json!("dev")),
+            ("qa", json!("outsider")),
+            ("qa", json!("nobody")),
+            ("found", json!("yesterday")),
+            ("nope", json!("x")),
+            ("notes", json!(["a"])),
+        ] {
+            let (st, e) = s
+                .admin(
+                    Method::POST,
+                    ITEMS,
+                    Some(json!({"type": "bug", "title": "x", "fields": {k: v.clone()}})),
+                )
+                .await;
+            assert_eq!(st, 422, "{k}={v}: {e}");
+            assert_eq!(
+                e["error"]["details"]["field"],
+                format!("fields.{k}"),
+                "{k}={v}"
+            );
+        }
+
+        // Patch: set, clear, and history records it; a stale version is 409.
+        let v = it["version"].as_i64().unwrap();
+        let (st, up) = s
+            .admin(
+                Method::PATCH,
+                &format!("{ITEMS}/DEMO-1"),
+                Some(json!({"fields": {"env": "staging", "notes": null}, "version": v})),
+            )
+            .await;
+        assert_eq!(st, 200, "{up}");
+        assert_eq!(up["fields"]["env"], "staging");
+        assert!(up["fields"].get("notes").is_none());
+        assert_eq!(up["fields"]["cost"], "12.5");
+        let (st, e) = s
+            .admin(
+                Method::PATCH,
+                &format!("{ITEMS}/DEMO-1"),
+                Some(json!({"fields": {"env": "prod"}, "version": v})),
+            )
+            .await;
+        assert_eq!(
+            (st, error_code(&e).as_str()),
+            (409, "conflict.stale_version")
+        );
+        let (st, e) = s
+            .admin(
+                Method::PATCH,
+                &format!("{ITEMS}/DEMO-1"),
+                Some(json!({"fields": {"env": "qa"}})),
+            )
+            .await;
+        assert_eq!(
+            (st, e["error"]["details"]["field"].as_str()),
+            (422, Some("fields.env"))
+        );
+        let (st, h) = s
+            .admin(Method::GET, &format!("{ITEMS}/DEMO-1/history"), None)
+            .await;
+        assert_eq!(st, 200, "{h}");
+        let upd = h
+            .as_array()
+            .or_else(|| h["items"].as_array())
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "item.updated")
+            .cloned()
+            .expect("an item.updated in history");
+        assert_eq!(
+            upd["payload"]["changes"]["fields.env"],
+            json!({"old": "prod", "new": "staging"})
+        );
+        assert_eq!(
+            upd["payload"]["changes"]["fields.notes"],
+            json!({"old": "seen twice", "new": null})
+        );
+
+        // Options change, label change; delete removes values.
+        let (st, f) = s
+            .admin(
+                Method::PATCH,
+                &format!("{FIELDS}/env"),
+                Some(json!({"label": "Environment", "options": ["prod", "staging", "qa"]})),
+            )
+            .await;
+        assert_eq!(st, 200, "{f}");
+        assert_eq!(f["label"], "Environment");
+        let (st, _) = s
+            .admin(
+                Method::PATCH,
+                &format!("{ITEMS}/DEMO-1"),
+                Some(json!({"fields": {"env": "qa"}})),
+            )
+            .await;
+        assert_eq!(st, 200);
+        let (st, _) = s
+            .admin(Method::DELETE, &format!("{FIELDS}/env"), None)
+            .await;
+        assert_eq!(st, 204);
+        assert!(item(&s, "DEMO-1").await["fields"].get("env").is_none());
+        let (st, e) = s
+            .admin(Method::DELETE, &format!("{FIELDS}/env"), None)
+            .await;
+        assert_eq!((st, error_code(&e).as_str()), (404, "plan.field_not_found"));
+        s.stop().await;
+    }
+}

@@ -544,6 +544,8 @@ struct ItemPage<'a> {
     edit_open: bool,
     conflict: Option<Conflict>,
     priorities: Vec<Opt>,
+    /// The project's custom fields as (label, value or empty), in display order.
+    custom: Vec<(String, String)>,
 }
 
 fn short(v: &Value) -> String {
@@ -672,8 +674,18 @@ async fn build_item<'a>(
         .map(history_line)
         .collect();
     history.reverse();
+    let custom = ouro_plan::fields::list(&mut conn, project.id)
+        .await
+        .map_err(|e| fail(ctx, e))?
+        .into_iter()
+        .map(|f| {
+            let v = item.fields.get(&f.name).cloned().unwrap_or_default();
+            (f.label, v)
+        })
+        .collect();
     let (manage, can_edit) = page_head(ctx);
     Ok(ItemPage {
+        custom,
         chrome: Chrome::of(ctx),
         project,
         phases: PHASES,

@@ -422,12 +422,21 @@ async fn plan_config_hostile_names_are_escaped_on_pages() {
             )
             .await;
         assert_eq!(st, 200, "{r}");
+        for f in [
+            json!({"name": "notes", "label": script, "type": "text"}),
+            json!({"name": "env", "label": js, "type": "select", "options": [img, js]}),
+        ] {
+            let (st, b) = s.admin(Method::POST, FIELDS, Some(f)).await;
+            assert_eq!(st, 201, "{b}");
+        }
         let it = create(
             &s,
-            json!({"type": script, "title": img, "labels": [script, js]}),
+            json!({"type": script, "title": img, "labels": [script, js],
+                   "fields": {"notes": script, "env": img}}),
         )
         .await;
         assert_eq!(it["state"], img);
+        assert_eq!(it["fields"]["env"], img);
         for path in ["/projects/demo/plan", "/projects/demo/plan/items/DEMO-1"] {
             let res = s
                 .req(Method::GET, path, Some(&s.admin_token))
@@ -449,6 +458,28 @@ async fn plan_config_hostile_names_are_escaped_on_pages() {
                 "{path}: escaped title/state"
             );
         }
+        // The item page shows the custom fields: labels and values, escaped.
+        let res = s
+            .req(
+                Method::GET,
+                "/projects/demo/plan/items/DEMO-1",
+                Some(&s.admin_token),
+            )
+            .send()
+            .await
+            .unwrap();
+        let body = res.text().await.unwrap();
+        assert!(
+            body.contains(
+                "<dt class=\"custom-field\">&#60;script&#62;alert(1)&#60;/script&#62;</dt>"
+            ),
+            "field label escaped"
+        );
+        assert!(
+            body.contains("<dd>&#34;&#62;&#60;img src=x onerror=alert(1)&#62;</dd>"),
+            "select value escaped"
+        );
+        assert!(body.contains("<dt class=\"custom-field\">javascript:alert(1)</dt>"));
         s.stop().await;
     }
 }

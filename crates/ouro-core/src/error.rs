@@ -111,6 +111,20 @@ error_codes! {
     LinkNotFound = ("item.link_not_found", 404),
     /// The automation rule does not exist in this project.
     RuleNotFound = ("rule.not_found", 404),
+    /// The item type does not exist in this project.
+    PlanTypeNotFound = ("plan.type_not_found", 404),
+    /// Another item type of the project already has this name.
+    PlanTypeExists = ("plan.type_exists", 409),
+    /// The workflow, or the state in it, does not exist in this project.
+    PlanStateNotFound = ("plan.state_not_found", 404),
+    /// The workflow already has a state with this name.
+    PlanStateExists = ("plan.state_exists", 409),
+    /// Items are still in the state (`details.items` counts them), or it is the last state of a workflow in use.
+    PlanStateInUse = ("plan.state_in_use", 409),
+    /// The custom field does not exist in this project.
+    PlanFieldNotFound = ("plan.field_not_found", 404),
+    /// Another custom field of the project already has this name.
+    PlanFieldExists = ("plan.field_exists", 409),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

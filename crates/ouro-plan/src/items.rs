@@ -9,7 +9,7 @@
 //! serialises rank writers. [`search`] runs the item query language; [`bulk_edit`] changes many
 //! items in one transaction.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ouro_core::events as ev;
 use ouro_core::{Actor, ErrorCode, Event, NewEvent, OuroError};
@@ -86,6 +86,8 @@ pub struct Item {
     /// Story points.
     pub estimate: Option<i64>,
     pub labels: Vec<String>,
+    /// Custom field values by field name (docs/plan-settings.md).
+    pub fields: BTreeMap<String, String>,
     /// Key of the parent item, or null.
     pub parent: Option<String>,
     /// Key of the epic this item belongs to (directly or through its parents), or null.
@@ -146,6 +148,9 @@ pub struct NewItem {
     pub due_at: Option<String>,
     #[serde(default)]
     pub target_at: Option<String>,
+    /// Custom field values by name; checked against the field's type.
+    #[serde(default)]
+    pub fields: BTreeMap<String, Value>,
 }
 
 /// A partial update: absent fields stay, `null` clears a nullable field.
@@ -167,6 +172,8 @@ pub struct ItemPatch {
     pub due_at: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     pub target_at: Option<Option<String>>,
+    /// Custom field values to set (`null` or "" clears one); fields not named stay.
+    pub fields: Option<BTreeMap<String, Value>>,
     /// The version you read; if the item changed since, the update is refused with 409.
     pub version: Option<i64>,
 }
@@ -409,7 +416,7 @@ fn validate_labels(labels: &[String]) -> Result<Vec<String>, OuroError> {
 }
 
 /// Parses an RFC 3339 time or a `YYYY-MM-DD` date (midnight UTC) into Unix milliseconds.
-fn parse_time(field: &str, s: Option<&str>) -> Result<Option<i64>, OuroError> {
+pub(crate) fn parse_time(field: &str, s: Option<&str>) -> Result<Option<i64>, OuroError> {
     use time::format_description::well_known::Rfc3339;
     let Some(s) = s.map(str::trim) else {
         return Ok(None);
@@ -451,6 +458,7 @@ fn item_from(r: &Row) -> Result<Item, StoreError> {
         priority: Priority::parse(&r.text("priority")?).unwrap_or_default(),
         estimate: r.opt_i64("estimate")?,
         labels: Vec::new(),
+        fields: BTreeMap::new(),
         parent: r.opt_text("parent_key")?,
         epic: r.opt_text("epic_key")?,
         due_at: r.opt_i64("due_at")?,
@@ -486,6 +494,12 @@ async fn with_labels(
         let id = r.i64("item_id")?;
         if let Some(it) = items.iter_mut().find(|i| i.id == id) {
             it.labels.push(r.text("label")?);
+        }
+    }
+    let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
+    for (id, name, value) in crate::fields::values_of(ex, &ids).await? {
+        if let Some(it) = items.iter_mut().find(|i| i.id == id) {
+            it.fields.insert(name, value);
         }
     }
     Ok(items)
@@ -945,6 +959,7 @@ async fn create_in(
         }
         None => (None, None),
     };
+    let field_values = crate::fields::validate(tx, project.id, &input.fields).await?;
     let key = format!("{}-{number}", key_prefix(&project.slug));
     let now = ouro_core::time::now_ms();
     let id = q("INSERT INTO items (project_id, number, key, type, title, description, state, \
@@ -973,6 +988,7 @@ async fn create_in(
     .await?
     .i64("id")?;
     set_labels(tx, id, &labels).await?;
+    crate::fields::set(tx, id, &field_values).await?;
     if let Some(uid) = actor.user_id() {
         add_watcher(tx, id, uid).await?;
     }
@@ -986,7 +1002,7 @@ async fn create_in(
                 "key": item.key, "type": item.item_type, "title": item.title,
                 "state": item.state, "state_category": item.state_category,
                 "assignee": item.assignee, "priority": item.priority,
-                "parent": item.parent, "labels": item.labels,
+                "parent": item.parent, "labels": item.labels, "fields": item.fields,
             }),
         )
         .in_project(project.id, &project.slug),
@@ -1080,6 +1096,14 @@ pub async fn update(
         &rfc(cur.target_at),
         &rfc(target_at),
     );
+    let field_values = match &patch.fields {
+        Some(f) => crate::fields::validate(&mut tx, project.id, f).await?,
+        None => Vec::new(),
+    };
+    for (f, v) in &field_values {
+        let old = cur.fields.get(&f.name).cloned();
+        change(&mut changes, &format!("fields.{}", f.name), &old, v);
+    }
     if changes.is_empty() {
         return Ok(cur);
     }
@@ -1116,6 +1140,7 @@ pub async fn update(
     if labels != cur.labels {
         set_labels(&mut tx, cur.id, &labels).await?;
     }
+    crate::fields::set(&mut tx, cur.id, &field_values).await?;
     let item = get_or_404(&mut tx, project.id, &cur.key).await?;
     tx.append(
         NewEvent::new(

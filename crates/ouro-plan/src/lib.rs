@@ -3,7 +3,9 @@
 //! and the pure building blocks of planning: backlog ranks, the item query language and safe
 //! Markdown. The item reference parser every phase uses lives in `ouro_core::refs`.
 
+pub mod config;
 pub mod csv;
+pub mod fields;
 pub mod items;
 pub mod links;
 pub mod markdown;

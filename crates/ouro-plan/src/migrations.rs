@@ -33,6 +33,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         component: "plan",
+        version: 8,
+        name: "fields_attachments",
+        sqlite: include_str!("../migrations/sqlite/0008_fields_attachments.sql"),
+        postgres: include_str!("../migrations/postgres/0008_fields_attachments.sql"),
+    },
+    Migration {
+        component: "plan",
         version: 9,
         name: "label_index",
         sqlite: include_str!("../migrations/sqlite/0009_label_index.sql"),

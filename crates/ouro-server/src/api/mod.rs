@@ -5,6 +5,7 @@ pub mod events;
 pub mod items;
 pub mod links;
 pub mod meta;
+pub mod plan_config;
 pub mod projects;
 pub mod rules;
 pub mod saved_queries;
@@ -31,6 +32,7 @@ pub fn register(reg: &mut Registry) {
     rules::register(reg);
     csv::register(reg);
     saved_queries::register(reg);
+    plan_config::register(reg);
     crate::webhooks::register(reg);
 }
 

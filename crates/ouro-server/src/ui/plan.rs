@@ -548,6 +548,8 @@ pub(crate) struct ItemPage<'a> {
     /// A refused link, shown in the Links section.
     pub(crate) link_error: Option<String>,
     trail: Vec<crate::ui::plan_links::TrailStageView>,
+    /// The project's custom fields as (label, value or empty), in display order.
+    custom: Vec<(String, String)>,
 }
 
 fn short(v: &Value) -> String {
@@ -682,11 +684,21 @@ pub(crate) async fn build_item<'a>(
     let trail = ouro_plan::trail::of_item(&mut conn, item.id)
         .await
         .map_err(|e| fail(ctx, e))?;
+    let custom = ouro_plan::fields::list(&mut conn, project.id)
+        .await
+        .map_err(|e| fail(ctx, e))?
+        .into_iter()
+        .map(|f| {
+            let v = item.fields.get(&f.name).cloned().unwrap_or_default();
+            (f.label, v)
+        })
+        .collect();
     let (manage, can_edit) = page_head(ctx);
     Ok(ItemPage {
         links,
         link_error: None,
         trail: crate::ui::plan_links::TrailStageView::of(trail),
+        custom,
         chrome: Chrome::of(ctx),
         project,
         phases: PHASES,

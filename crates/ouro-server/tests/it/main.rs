@@ -12,6 +12,7 @@ mod guard;
 mod items;
 mod links_rules;
 mod meta;
+mod plan_config;
 mod plan_ui;
 mod props;
 mod saved_queries;

@@ -3,6 +3,8 @@
 //! and the pure building blocks of planning: backlog ranks, the item query language and safe
 //! Markdown. The item reference parser every phase uses lives in `ouro_core::refs`.
 
+pub mod board;
+pub mod charts;
 pub mod items;
 pub mod links;
 pub mod markdown;
@@ -10,6 +12,7 @@ pub mod migrations;
 pub mod query;
 pub mod rank;
 pub mod saved_queries;
+pub mod sprints;
 pub mod workflow;
 
 pub use migrations::MIGRATIONS;

@@ -31,4 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_saved_queries.sql"),
         postgres: include_str!("../migrations/postgres/0004_saved_queries.sql"),
     },
+    Migration {
+        component: "plan",
+        version: 6,
+        name: "sprints",
+        sqlite: include_str!("../migrations/sqlite/0006_sprints.sql"),
+        postgres: include_str!("../migrations/postgres/0006_sprints.sql"),
+    },
 ];

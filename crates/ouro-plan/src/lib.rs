@@ -11,6 +11,7 @@ pub mod markdown;
 pub mod migrations;
 pub mod query;
 pub mod rank;
+pub mod roadmap;
 pub mod saved_queries;
 pub mod sprints;
 pub mod workflow;

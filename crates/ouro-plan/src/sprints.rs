@@ -228,7 +228,7 @@ fn taken(name: &str) -> OuroError {
 
 const SELECT: &str = "SELECT s.*, \
     (SELECT COUNT(*) FROM items i WHERE i.sprint_id = s.id) AS item_count, \
-    (SELECT COALESCE(SUM(i.estimate), 0) FROM items i WHERE i.sprint_id = s.id) AS points \
+    (SELECT CAST(COALESCE(SUM(i.estimate), 0) AS BIGINT) FROM items i WHERE i.sprint_id = s.id) AS points \
     FROM plan_sprints s";
 
 fn from_row(r: &Row) -> Result<Sprint, StoreError> {

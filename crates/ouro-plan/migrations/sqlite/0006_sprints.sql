@@ -15,9 +15,10 @@ CREATE TABLE plan_sprints (
     completed_points BIGINT,
     version BIGINT NOT NULL DEFAULT 1,
     created_at BIGINT NOT NULL,
-    updated_at BIGINT NOT NULL,
-    UNIQUE (project_id, name)
+    updated_at BIGINT NOT NULL
 );
+-- Names are unique per project regardless of case, as `sprint:NAME` queries compare them.
+CREATE UNIQUE INDEX plan_sprints_name ON plan_sprints(project_id, LOWER(name));
 -- At most one active sprint per project, enforced by the database as well as the domain.
 CREATE UNIQUE INDEX plan_sprints_one_active ON plan_sprints(project_id) WHERE state = 'active';
 CREATE INDEX items_sprint ON items(sprint_id);

@@ -1,5 +1,6 @@
 //! The JSON API under `/api/v1`, plus health, metrics and the OpenAPI document.
 
+pub mod boards;
 pub mod events;
 pub mod items;
 pub mod meta;
@@ -25,6 +26,7 @@ pub fn register(reg: &mut Registry) {
     events::register(reg);
     items::register(reg);
     saved_queries::register(reg);
+    boards::register(reg);
     crate::webhooks::register(reg);
 }
 

@@ -486,3 +486,157 @@ async fn board_columns_wip_swimlanes_and_roadmap() {
         s.stop().await;
     }
 }
+
+async fn page(s: &TestServer, tok: &str, path: &str) -> (u16, String) {
+    let r = s.req(Method::GET, path, Some(tok)).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn form(
+    s: &TestServer,
+    tok: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+    js: bool,
+) -> (u16, String) {
+    let mut r = s
+        .req(Method::POST, path, Some(tok))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(fields));
+    if js {
+        r = r.header("x-board-js", "1");
+    }
+    let res = r.send().await.unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn board_and_sprint_pages() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        let (dev, vic) = setup(&s).await;
+        let a = item(&s, "Card <a>", 2).await;
+        let b = item(&s, "Second card", 3).await;
+        to(&s, &a, "Done").await;
+
+        // The board page shows the cards, the fallback form and the script.
+        let (st, html) = page(&s, &dev, "/projects/demo/plan/board").await;
+        assert_eq!(st, 200, "{html}");
+        assert!(
+            html.contains(&format!("data-key=\"{a}\""))
+                && html.contains(&format!("data-key=\"{b}\""))
+        );
+        assert!(html.contains("Card &#60;a&#62;") && !html.contains("Card <a>"));
+        assert!(html.contains("/assets/board.js") && html.contains("class=\"move-form\""));
+        assert!(
+            html.contains(">Board</a>")
+                && html.contains(">Sprints</a>")
+                && html.contains(">Roadmap</a>")
+        );
+        let (st, js) = page(&s, &vic, "/assets/board.js").await;
+        assert!(st == 200 && js.contains("x-board-js"));
+        // Over the WIP limit: the column is marked and shows count/limit.
+        let (st, _) = s
+            .admin(
+                Method::PUT,
+                &format!("{API}/board/columns/Done"),
+                Some(json!({"wip_limit": 1})),
+            )
+            .await;
+        assert_eq!(st, 200);
+        to(&s, &b, "Done").await;
+        let (_, html) = page(&s, &vic, "/projects/demo/plan/board?swimlane=assignee").await;
+        assert!(html.contains("2/1 over the WIP limit"), "{html}");
+        assert!(html.contains("board-col over-limit"));
+        // A viewer sees no move forms.
+        assert!(!html.contains("class=\"move-form\""));
+
+        // The drag endpoint: a done item may only reopen to Ready; the refusal lists that.
+        let (st, body) = form(
+            &s,
+            &dev,
+            "/projects/demo/plan/board/move",
+            &[("key", &a), ("to", "In progress")],
+            true,
+        )
+        .await;
+        assert_eq!(st, 422, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["code"], "item.invalid_transition");
+        assert_eq!(v["allowed"], json!(["Ready"]));
+        let (st, body) = form(
+            &s,
+            &dev,
+            "/projects/demo/plan/board/move",
+            &[("key", &a), ("to", "Ready")],
+            true,
+        )
+        .await;
+        assert_eq!(st, 200, "{body}");
+        let (_, it) = s
+            .admin(Method::GET, &format!("{API}/items/{a}"), None)
+            .await;
+        assert_eq!(it["state"], "Ready");
+        // Re-rank by dropping before another card; a viewer may not move.
+        let (st, _) = form(
+            &s,
+            &dev,
+            "/projects/demo/plan/board/move",
+            &[("key", &b), ("before", &a)],
+            true,
+        )
+        .await;
+        assert_eq!(st, 200);
+        let (_, list) = s.admin(Method::GET, &format!("{API}/items"), None).await;
+        assert_eq!(keys(&list["items"]), vec![b.clone(), a.clone()]);
+        let (st, _) = form(
+            &s,
+            &vic,
+            "/projects/demo/plan/board/move",
+            &[("key", &b), ("to", "New")],
+            true,
+        )
+        .await;
+        assert_eq!(st, 403);
+
+        // Sprint pages: create through the form, plan, start; charts are inline SVG.
+        let (st, _) = form(
+            &s,
+            &dev,
+            "/projects/demo/plan/sprints",
+            &[("name", "Sprint <1>"), ("capacity", "1")],
+            false,
+        )
+        .await;
+        assert_eq!(st, 303);
+        let (_, list) = s.admin(Method::GET, &format!("{API}/sprints"), None).await;
+        let id = list[0]["id"].as_i64().unwrap();
+        let sp = format!("/projects/demo/plan/sprints/{id}");
+        let (st, _) = form(&s, &dev, &format!("{sp}/items"), &[("add", &a)], false).await;
+        assert_eq!(st, 303);
+        let (st, html) = page(&s, &vic, &sp).await;
+        assert_eq!(st, 200);
+        assert!(
+            html.contains("Sprint &#60;1&#62;") && html.contains("over capacity"),
+            "{html}"
+        );
+        assert!(html.contains("<svg") && html.contains("Burndown") && html.contains("Burnup"));
+        assert!(
+            !html.contains("Start sprint"),
+            "viewers get no start button"
+        );
+        let (_, html) = page(&s, &dev, &sp).await;
+        assert!(html.contains("Start sprint"));
+        let (st, _) = form(&s, &dev, &format!("{sp}/start"), &[], false).await;
+        assert_eq!(st, 303);
+        let (_, html) = page(&s, &dev, &sp).await;
+        assert!(html.contains("Complete sprint") && html.contains("sprint-active"));
+        let (st, html) = page(&s, &vic, "/projects/demo/plan/sprints").await;
+        assert_eq!(st, 200);
+        assert!(html.contains("Sprint &#60;1&#62;") && html.contains("Velocity"));
+        let (st, html) = page(&s, &vic, "/projects/demo/plan/roadmap").await;
+        assert_eq!(st, 200);
+        assert!(html.contains("Nothing is scheduled"), "{html}");
+        s.stop().await;
+    }
+}

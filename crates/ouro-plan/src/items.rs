@@ -1217,6 +1217,9 @@ pub struct BulkSet {
     pub add_labels: Vec<String>,
     #[serde(default)]
     pub remove_labels: Vec<String>,
+    /// A sprint name (case-insensitive) to plan the items into; `null` moves them to the backlog.
+    #[serde(default, deserialize_with = "nullable")]
+    pub sprint: Option<Option<String>>,
 }
 
 /// Applies `edit` to every listed item in one transaction. Every item is checked first; if any
@@ -1247,6 +1250,26 @@ pub async fn bulk_edit(
     let mut tx = store.begin().await?;
     let assignee_id = match &edit.set.assignee {
         Some(Some(name)) => Some(Some(assignable(&mut tx, project.id, name).await?)),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let sprint: Option<Option<(i64, String)>> = match &edit.set.sprint {
+        Some(Some(name)) => {
+            no_nul("sprint", name)?;
+            let row = q(
+                "SELECT id, name, state FROM plan_sprints WHERE project_id = $1 \
+                         AND LOWER(name) = LOWER($2)",
+            )
+            .bind(project.id)
+            .bind(name.trim())
+            .fetch_optional(&mut tx)
+            .await?
+            .ok_or_else(|| OuroError::field("sprint", format!("no sprint named {name:?}")))?;
+            if row.text("state")? == "completed" {
+                return Err(OuroError::field("sprint", "a completed sprint takes no items").into());
+            }
+            Some(Some((row.i64("id")?, row.text("name")?)))
+        }
         Some(None) => Some(None),
         None => None,
     };
@@ -1321,19 +1344,28 @@ pub async fn bulk_edit(
             Some(t) => (t.name.clone(), t.category),
             None => (cur.state.clone(), cur.state_category),
         };
-        if target.is_none() && new_assignee == cur.assignee_id && labels == cur.labels {
+        let new_sprint = match &sprint {
+            Some(s) => s.as_ref().map(|(id, _)| *id),
+            None => cur.sprint_id,
+        };
+        if target.is_none()
+            && new_assignee == cur.assignee_id
+            && labels == cur.labels
+            && new_sprint == cur.sprint_id
+        {
             out.push(cur);
             continue;
         }
         q(
             "UPDATE items SET state = $1, state_category = $2, assignee_id = $3, updated_at = $4, \
-           version = version + 1 WHERE id = $5",
+           sprint_id = $6, version = version + 1 WHERE id = $5",
         )
         .bind(&state)
         .bind(category.as_str())
         .bind(new_assignee)
         .bind(now)
         .bind(cur.id)
+        .bind(new_sprint)
         .execute(&mut tx)
         .await?;
         if labels != cur.labels {
@@ -1358,15 +1390,19 @@ pub async fn bulk_edit(
         let mut changes = Map::new();
         change(&mut changes, "assignee", &cur.assignee, &item.assignee);
         change(&mut changes, "labels", &cur.labels, &item.labels);
+        change(&mut changes, "sprint", &cur.sprint, &item.sprint);
         if !changes.is_empty() {
+            let mut payload = json!({"key": cur.key, "changes": Value::Object(changes)});
+            if new_sprint != cur.sprint_id {
+                // What sprint reports replay (see crate::sprints).
+                payload["sprint_id"] = json!(new_sprint);
+                payload["from_sprint_id"] = json!(cur.sprint_id);
+                payload["estimate"] = json!(item.estimate);
+                payload["done"] = json!(item.state_category == Category::Done);
+            }
             tx.append(
-                NewEvent::new(
-                    ev::ITEM_UPDATED,
-                    actor,
-                    cur.id,
-                    json!({"key": cur.key, "changes": Value::Object(changes)}),
-                )
-                .in_project(project.id, &project.slug),
+                NewEvent::new(ev::ITEM_UPDATED, actor, cur.id, payload)
+                    .in_project(project.id, &project.slug),
             )
             .await?;
         }

@@ -313,6 +313,41 @@ async fn sprint_lifecycle_and_reports() {
             .await;
         assert_eq!(keys(&back["items"]), vec![b.clone(), c.clone()]);
 
+        // Bulk edit plans items by sprint name; a completed sprint is refused.
+        let s3 = sprint(&s, "Sprint 3").await;
+        let (st, out) = s
+            .admin(
+                Method::POST,
+                &format!("{API}/items/bulk"),
+                Some(json!({"keys": [b, c], "set": {"sprint": "sprint 3"}})),
+            )
+            .await;
+        assert_eq!(st, 200, "{out}");
+        assert_eq!(out[0]["sprint"], "Sprint 3");
+        let (_, items3) = s
+            .admin(Method::GET, &format!("{API}/sprints/{s3}/items"), None)
+            .await;
+        assert_eq!(keys(&items3), vec![b.clone(), c.clone()]);
+        let (st, e) = s
+            .admin(
+                Method::POST,
+                &format!("{API}/items/bulk"),
+                Some(json!({"keys": [b], "set": {"sprint": "Sprint 1"}})),
+            )
+            .await;
+        assert_eq!(
+            (st, e["error"]["details"]["field"].as_str()),
+            (422, Some("sprint"))
+        );
+        let (st, _) = s
+            .admin(
+                Method::POST,
+                &format!("{API}/items/bulk"),
+                Some(json!({"keys": [b, c], "set": {"sprint": null}})),
+            )
+            .await;
+        assert_eq!(st, 200);
+
         // Velocity: both completed sprints, oldest first.
         let (_, vel) = s.admin(Method::GET, &format!("{API}/velocity"), None).await;
         let names: Vec<&str> = vel

@@ -125,6 +125,12 @@ error_codes! {
     PlanFieldNotFound = ("plan.field_not_found", 404),
     /// Another custom field of the project already has this name.
     PlanFieldExists = ("plan.field_exists", 409),
+    /// The sprint does not exist in this project.
+    SprintNotFound = ("sprint.not_found", 404),
+    /// The project already has an active sprint; complete it before starting another.
+    SprintAlreadyActive = ("sprint.already_active", 409),
+    /// The sprint is not in a state that allows this action (e.g. starting a completed sprint).
+    SprintInvalidState = ("sprint.invalid_state", 409),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

@@ -92,6 +92,8 @@ pub struct Item {
     pub parent: Option<String>,
     /// Key of the epic this item belongs to (directly or through its parents), or null.
     pub epic: Option<String>,
+    /// Name of the sprint the item is planned into, or null (the backlog).
+    pub sprint: Option<String>,
     #[serde(serialize_with = "ouro_core::time::serde_ms_opt::serialize")]
     #[schemars(with = "Option<String>")]
     pub due_at: Option<i64>,
@@ -116,6 +118,8 @@ pub struct Item {
     pub epic_id: Option<i64>,
     #[serde(skip)]
     pub assignee_id: Option<i64>,
+    #[serde(skip)]
+    pub sprint_id: Option<i64>,
 }
 
 /// What a new item needs: a type and a title; everything else is optional.
@@ -342,7 +346,7 @@ pub fn not_found(key: &str) -> OuroError {
 
 /// PostgreSQL TEXT cannot hold NUL; refusing it up front keeps both engines alike and such
 /// input a 422 instead of a database error.
-fn no_nul(field: &str, s: &str) -> Result<(), OuroError> {
+pub(crate) fn no_nul(field: &str, s: &str) -> Result<(), OuroError> {
     if s.contains('\0') {
         return Err(OuroError::field(
             field,
@@ -381,7 +385,7 @@ fn validate_description(d: &str) -> Result<(), OuroError> {
     Ok(())
 }
 
-fn validate_estimate(e: Option<i64>) -> Result<Option<i64>, OuroError> {
+pub(crate) fn validate_estimate(e: Option<i64>) -> Result<Option<i64>, OuroError> {
     if let Some(v) = e
         && !(0..=MAX_ESTIMATE).contains(&v)
     {
@@ -436,10 +440,11 @@ pub(crate) fn parse_time(field: &str, s: Option<&str>) -> Result<Option<i64>, Ou
 }
 
 const SELECT: &str = "SELECT i.*, t.kind AS type_kind, a.name AS assignee_name, \
-    r.name AS reporter_name, p.key AS parent_key, e.key AS epic_key FROM items i \
+    r.name AS reporter_name, p.key AS parent_key, e.key AS epic_key, sp.name AS sprint_name FROM items i \
     LEFT JOIN item_types t ON t.project_id = i.project_id AND t.name = i.type \
     LEFT JOIN users a ON a.id = i.assignee_id LEFT JOIN users r ON r.id = i.reporter_id \
-    LEFT JOIN items p ON p.id = i.parent_id LEFT JOIN items e ON e.id = i.epic_id";
+    LEFT JOIN items p ON p.id = i.parent_id LEFT JOIN items e ON e.id = i.epic_id \
+    LEFT JOIN plan_sprints sp ON sp.id = i.sprint_id";
 
 fn item_from(r: &Row) -> Result<Item, StoreError> {
     let cat = r.text("state_category")?;
@@ -461,6 +466,7 @@ fn item_from(r: &Row) -> Result<Item, StoreError> {
         fields: BTreeMap::new(),
         parent: r.opt_text("parent_key")?,
         epic: r.opt_text("epic_key")?,
+        sprint: r.opt_text("sprint_name")?,
         due_at: r.opt_i64("due_at")?,
         target_at: r.opt_i64("target_at")?,
         rank: r.text("rank")?,
@@ -471,6 +477,7 @@ fn item_from(r: &Row) -> Result<Item, StoreError> {
         parent_id: r.opt_i64("parent_id")?,
         epic_id: r.opt_i64("epic_id")?,
         assignee_id: r.opt_i64("assignee_id")?,
+        sprint_id: r.opt_i64("sprint_id")?,
     })
 }
 
@@ -524,7 +531,7 @@ pub async fn get(
     Ok(with_labels(ex, vec![item]).await?.pop())
 }
 
-async fn get_or_404(
+pub(crate) async fn get_or_404(
     ex: &mut impl Executor,
     project_id: i64,
     key: &str,
@@ -563,6 +570,54 @@ pub(crate) fn query_error(q: &str, e: &crate::query::QueryError) -> OuroError {
         "position": e.position, "expected": e.expected, "found": e.found,
         "reason": e.code, "caret": crate::query::caret(q, e),
     }))
+}
+
+/// The most items a board or a sprint shows.
+pub const MAX_BOARD: i64 = 5_000;
+
+/// Items matching `query` (and in sprint `sprint_id`, when given), in rank order, at most
+/// [`MAX_BOARD`], in one statement and without labels: what boards and sprint views need.
+pub async fn board_items(
+    ex: &mut impl Executor,
+    project_id: i64,
+    query: Option<&str>,
+    me: Option<i64>,
+    sprint_id: Option<i64>,
+) -> Result<Vec<Item>, StoreError> {
+    use crate::query::{self, SqlArg, SqlContext};
+    let query = query.map(str::trim).filter(|t| !t.is_empty());
+    if query.is_some_and(|t| t.contains('\0')) {
+        return Ok(vec![]);
+    }
+    let parsed = match query {
+        Some(text) => query::parse(text).map_err(|e| query_error(text, &e))?,
+        None => query::Query::default(),
+    };
+    let mut args: Vec<Arg> = vec![project_id.into()];
+    let mut sql = format!("{SELECT} WHERE i.project_id = $1");
+    if let Some(s) = sprint_id {
+        args.push(s.into());
+        sql.push_str(&format!(" AND i.sprint_id = ${}", args.len()));
+    }
+    let ctx = SqlContext {
+        me,
+        now_ms: ouro_core::time::now_ms(),
+        next_param: args.len() + 1,
+    };
+    let (cond, qargs) =
+        query::to_sql(&parsed, &ctx).map_err(|e| query_error(query.unwrap_or(""), &e))?;
+    sql.push_str(&format!(" AND ({cond})"));
+    args.extend(qargs.into_iter().map(|a| match a {
+        SqlArg::I64(n) => Arg::from(n),
+        SqlArg::Text(t) => Arg::from(t),
+    }));
+    args.push(MAX_BOARD.into());
+    sql.push_str(&format!(" ORDER BY i.rank LIMIT ${}", args.len()));
+    let mut stmt = q(sql);
+    for a in args {
+        stmt = stmt.bind(a);
+    }
+    stmt.fetch_all(ex).await?.iter().map(item_from).collect()
 }
 
 /// Items matching `filter`, in backlog (rank) order, one page at a time; the cursor is the
@@ -1011,7 +1066,7 @@ async fn create_in(
     Ok(item)
 }
 
-fn change<T: Serialize + PartialEq>(
+pub(crate) fn change<T: Serialize + PartialEq>(
     changes: &mut Map<String, Value>,
     field: &str,
     old: &T,
@@ -1288,6 +1343,9 @@ pub struct BulkSet {
     pub add_labels: Vec<String>,
     #[serde(default)]
     pub remove_labels: Vec<String>,
+    /// A sprint name (case-insensitive) to plan the items into; `null` moves them to the backlog.
+    #[serde(default, deserialize_with = "nullable")]
+    pub sprint: Option<Option<String>>,
 }
 
 /// Applies `edit` to every listed item in one transaction. Every item is checked first; if any
@@ -1318,6 +1376,26 @@ pub async fn bulk_edit(
     let mut tx = store.begin().await?;
     let assignee_id = match &edit.set.assignee {
         Some(Some(name)) => Some(Some(assignable(&mut tx, project.id, name).await?)),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let sprint: Option<Option<(i64, String)>> = match &edit.set.sprint {
+        Some(Some(name)) => {
+            no_nul("sprint", name)?;
+            let row = q(
+                "SELECT id, name, state FROM plan_sprints WHERE project_id = $1 \
+                         AND LOWER(name) = LOWER($2)",
+            )
+            .bind(project.id)
+            .bind(name.trim())
+            .fetch_optional(&mut tx)
+            .await?
+            .ok_or_else(|| OuroError::field("sprint", format!("no sprint named {name:?}")))?;
+            if row.text("state")? == "completed" {
+                return Err(OuroError::field("sprint", "a completed sprint takes no items").into());
+            }
+            Some(Some((row.i64("id")?, row.text("name")?)))
+        }
         Some(None) => Some(None),
         None => None,
     };
@@ -1392,19 +1470,28 @@ pub async fn bulk_edit(
             Some(t) => (t.name.clone(), t.category),
             None => (cur.state.clone(), cur.state_category),
         };
-        if target.is_none() && new_assignee == cur.assignee_id && labels == cur.labels {
+        let new_sprint = match &sprint {
+            Some(s) => s.as_ref().map(|(id, _)| *id),
+            None => cur.sprint_id,
+        };
+        if target.is_none()
+            && new_assignee == cur.assignee_id
+            && labels == cur.labels
+            && new_sprint == cur.sprint_id
+        {
             out.push(cur);
             continue;
         }
         q(
             "UPDATE items SET state = $1, state_category = $2, assignee_id = $3, updated_at = $4, \
-           version = version + 1 WHERE id = $5",
+           sprint_id = $6, version = version + 1 WHERE id = $5",
         )
         .bind(&state)
         .bind(category.as_str())
         .bind(new_assignee)
         .bind(now)
         .bind(cur.id)
+        .bind(new_sprint)
         .execute(&mut tx)
         .await?;
         if labels != cur.labels {
@@ -1429,15 +1516,19 @@ pub async fn bulk_edit(
         let mut changes = Map::new();
         change(&mut changes, "assignee", &cur.assignee, &item.assignee);
         change(&mut changes, "labels", &cur.labels, &item.labels);
+        change(&mut changes, "sprint", &cur.sprint, &item.sprint);
         if !changes.is_empty() {
+            let mut payload = json!({"key": cur.key, "changes": Value::Object(changes)});
+            if new_sprint != cur.sprint_id {
+                // What sprint reports replay (see crate::sprints).
+                payload["sprint_id"] = json!(new_sprint);
+                payload["from_sprint_id"] = json!(cur.sprint_id);
+                payload["estimate"] = json!(item.estimate);
+                payload["done"] = json!(item.state_category == Category::Done);
+            }
             tx.append(
-                NewEvent::new(
-                    ev::ITEM_UPDATED,
-                    actor,
-                    cur.id,
-                    json!({"key": cur.key, "changes": Value::Object(changes)}),
-                )
-                .in_project(project.id, &project.slug),
+                NewEvent::new(ev::ITEM_UPDATED, actor, cur.id, payload)
+                    .in_project(project.id, &project.slug),
             )
             .await?;
         }

@@ -3,6 +3,8 @@
 //! and the pure building blocks of planning: backlog ranks, the item query language and safe
 //! Markdown. The item reference parser every phase uses lives in `ouro_core::refs`.
 
+pub mod board;
+pub mod charts;
 pub mod config;
 pub mod csv;
 pub mod fields;
@@ -12,8 +14,10 @@ pub mod markdown;
 pub mod migrations;
 pub mod query;
 pub mod rank;
+pub mod roadmap;
 pub mod rules;
 pub mod saved_queries;
+pub mod sprints;
 pub mod trail;
 pub mod workflow;
 

@@ -33,6 +33,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         component: "plan",
+        version: 6,
+        name: "sprints",
+        sqlite: include_str!("../migrations/sqlite/0006_sprints.sql"),
+        postgres: include_str!("../migrations/postgres/0006_sprints.sql"),
+    },
+    Migration {
+        component: "plan",
         version: 8,
         name: "fields_attachments",
         sqlite: include_str!("../migrations/sqlite/0008_fields_attachments.sql"),

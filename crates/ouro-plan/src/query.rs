@@ -920,10 +920,10 @@ impl Sql {
 /// i.state_category, i.assignee_id, i.reporter_id, i.priority, i.title, i.description,
 /// i.parent_id, i.epic_id, i.sprint_id, i.key, i.estimate, i.due_at, i.created_at,
 /// i.updated_at`; tables `item_labels (item_id, label)`, `users (id, name)`,
-/// `sprints (id, project_id, name, state)`. Times are Unix milliseconds, days are UTC.
+/// `plan_sprints s (id, project_id, name, state)`. Times are Unix milliseconds, days are UTC.
 ///
-/// Sprints do not exist yet (`items.sprint_id` is always NULL and there is no `sprints` table):
-/// `sprint:NAME` and `sprint:current` match nothing, `sprint:none` matches every item.
+/// `sprint:NAME` matches items planned into the sprint of that name, `sprint:current` those in
+/// the project's active sprint, `sprint:none` those in the backlog (no sprint).
 pub fn to_sql(query: &Query, ctx: &SqlContext) -> Result<(String, Vec<SqlArg>), QueryError> {
     let mut sql = Sql {
         args: Vec::new(),
@@ -1018,9 +1018,16 @@ fn condition(field: Field, v: &Value, ctx: &SqlContext, sql: &mut Sql) -> String
                 sql.text(text)
             )
         }
-        // There is no `sprints` table yet, so no item is in a named or the current sprint. Matching
-        // nothing (rather than refusing the query) lets saved views keep working when sprints come.
-        (Field::Sprint, Value::Text { .. } | Value::Current) => "1 = 0".into(),
+        // Sprint names are unique per project and compared case-insensitively.
+        (Field::Sprint, Value::Text { text }) => format!(
+            "{col} IN (SELECT s.id FROM plan_sprints s WHERE s.project_id = i.project_id \
+             AND LOWER(s.name) = LOWER({}))",
+            sql.text(text)
+        ),
+        (Field::Sprint, Value::Current) => format!(
+            "{col} IN (SELECT s.id FROM plan_sprints s WHERE s.project_id = i.project_id \
+             AND s.state = 'active')"
+        ),
         (_, Value::Text { text }) => format!("{col} = {}", sql.text(text)),
         (_, Value::Category { category }) => format!("{col} = {}", sql.text(category.name())),
         (Field::Key, Value::ItemKey { key }) => format!("{col} = {}", sql.text(key)),

@@ -655,6 +655,7 @@ async fn bulk_edits_are_all_or_nothing() {
             assignee: Some(Some("alice".into())),
             add_labels: vec!["x".into()],
             remove_labels: vec!["auth".into()],
+            sprint: None,
         };
         let out = edit(vec![a.clone(), b.clone()], set).await.unwrap();
         assert_eq!(out.len(), 2);

@@ -1,5 +1,6 @@
 //! The JSON API under `/api/v1`, plus health, metrics and the OpenAPI document.
 
+pub mod boards;
 pub mod csv;
 pub mod events;
 pub mod items;
@@ -33,6 +34,7 @@ pub fn register(reg: &mut Registry) {
     csv::register(reg);
     saved_queries::register(reg);
     plan_config::register(reg);
+    boards::register(reg);
     crate::webhooks::register(reg);
 }
 

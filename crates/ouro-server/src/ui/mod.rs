@@ -5,6 +5,7 @@
 pub mod account;
 pub mod account_tokens;
 pub mod admin;
+pub mod boards;
 pub mod common;
 pub mod members;
 pub mod plan;
@@ -41,6 +42,7 @@ pub fn register(reg: &mut Registry) {
     members::register(reg);
     plan::register(reg);
     plan_links::register(reg);
+    boards::register(reg);
     project_settings::register(reg);
     projects::register(reg);
     webhooks::register(reg);
@@ -259,6 +261,7 @@ async fn home(ctx: Ctx) -> Response {
 
 const CSS: &str = include_str!("../../assets/ouro.css");
 const HTMX: &str = include_str!("../../assets/htmx-2.0.11.min.js");
+const BOARD_JS: &str = include_str!("../../assets/board.js");
 
 async fn asset(
     State(_): State<AppState>,
@@ -267,6 +270,7 @@ async fn asset(
     let (body, ctype) = match file.as_str() {
         "ouro.css" => (CSS, "text/css; charset=utf-8"),
         "htmx-2.0.11.min.js" => (HTMX, "text/javascript; charset=utf-8"),
+        "board.js" => (BOARD_JS, "text/javascript; charset=utf-8"),
         _ => {
             return plain_error_page(&OuroError::new(
                 ErrorCode::RouteNotFound,

@@ -331,6 +331,7 @@ struct RulesPage<'a> {
     project: &'a Project,
     phases: &'static [PhaseLink],
     active: &'static str,
+    tab: &'static str,
     manage: bool,
     rules: Vec<RuleRow>,
     /// The rule being edited (None on the list page).
@@ -349,6 +350,7 @@ fn page<'a>(ctx: &Ctx, project: &'a Project, rules: &[Rule]) -> RulesPage<'a> {
         project,
         phases: PHASES,
         active: "plan",
+        tab: "rules",
         manage: ctx.role() >= Some(Role::Maintainer),
         rules: rules
             .iter()

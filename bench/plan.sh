@@ -44,7 +44,7 @@ run() { # name, then oha arguments
 }
 run "GET /healthz (floor)" "$BASE/healthz"
 BOARD="$BASE/projects/demo/plan/board?q=label%3Aboard"
-echo "board cards: $(curl -sf "${AUTH[@]}" "$BOARD" | grep -c 'class="card')"
+echo "board cards: $(curl -sf "${AUTH[@]}" "$BOARD" | grep -o 'data-key=' | wc -l)"
 run "board page, 2,000 cards (HTML)" "$BOARD"
 Q="$BASE/api/v1/projects/demo/items?q=label%3Ax%20state%3A%22In%20progress%22%20text%3Azeta"
 echo "query hits: $(curl -sf "${AUTH[@]}" "$Q" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')"

@@ -45,6 +45,18 @@ pub fn register(reg: &mut Registry) {
         manage,
         delete_item,
     );
+    reg.route(
+        Method::GET,
+        "/projects/{slug}/plan/import",
+        read,
+        import_page,
+    );
+    reg.route(
+        Method::POST,
+        "/projects/{slug}/plan/import",
+        write,
+        import_post,
+    );
     reg.route(Method::GET, "/projects/{slug}/plan/rules", read, rules_page);
     reg.route(
         Method::POST,
@@ -556,4 +568,112 @@ async fn delete_rule(
         "Rule deleted.",
     )
     .into_response())
+}
+
+pub struct PreviewRow {
+    pub row: usize,
+    pub key: String,
+    pub item_type: String,
+    pub title: String,
+    pub state: String,
+    pub warnings: String,
+}
+
+#[derive(Template)]
+#[template(path = "plan_import.html")]
+struct ImportPage<'a> {
+    chrome: Chrome,
+    project: &'a Project,
+    phases: &'static [PhaseLink],
+    active: &'static str,
+    tab: &'static str,
+    manage: bool,
+    can_edit: bool,
+    csv: String,
+    error: Option<String>,
+    row_errors: Vec<ouro_plan::csv::RowError>,
+    preview: Vec<PreviewRow>,
+}
+
+fn import_view<'a>(ctx: &Ctx, project: &'a Project) -> ImportPage<'a> {
+    ImportPage {
+        chrome: Chrome::of(ctx),
+        project,
+        phases: PHASES,
+        active: "plan",
+        tab: "import",
+        manage: ctx.role() >= Some(Role::Maintainer),
+        can_edit: ctx.role() >= Some(Role::Developer),
+        csv: String::new(),
+        error: None,
+        row_errors: vec![],
+        preview: vec![],
+    }
+}
+
+async fn import_page(ctx: Ctx, flash: Flash) -> UiResult {
+    let project = ctx.project()?;
+    let mut p = import_view(&ctx, project);
+    p.chrome = p.chrome.with_flash(flash.message());
+    Ok(flash.finish(render_status(StatusCode::OK, &p)))
+}
+
+/// Preview (a dry run) or import the pasted CSV; errors list the rows, nothing is written.
+async fn import_post(State(st): State<AppState>, ctx: Ctx, form: Form) -> UiResult {
+    let project = ctx.project()?;
+    let text = form.get("csv");
+    let dry_run = form.get("mode") != "import";
+    match ouro_plan::csv::import(&st.store, project, &ctx.actor(), &text, dry_run).await {
+        Ok(r) if !dry_run => Ok(redirect_with_flash(
+            &format!("/projects/{}/plan", project.slug),
+            &format!("Imported {} item(s).", r.created),
+        )),
+        Ok(r) => {
+            let mut p = import_view(&ctx, project);
+            p.preview = r
+                .items
+                .into_iter()
+                .map(|i| PreviewRow {
+                    row: i.row,
+                    key: i.item.key,
+                    item_type: i.item.item_type,
+                    title: i.item.title,
+                    state: i.item.state,
+                    warnings: i.warnings.join("; "),
+                })
+                .collect();
+            p.csv = text;
+            Ok(render_status(StatusCode::OK, &p))
+        }
+        Err(e) => {
+            let e: OuroError = e.into();
+            if e.code != ErrorCode::ValidationFailed {
+                return Err(fail(&ctx, e));
+            }
+            let mut p = import_view(&ctx, project);
+            p.row_errors = e
+                .details
+                .as_ref()
+                .and_then(|d| d.get("rows"))
+                .and_then(|r| serde_json::from_value::<Vec<RowErrorIn>>(r.clone()).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| ouro_plan::csv::RowError {
+                    row: r.row,
+                    column: r.column,
+                    message: r.message,
+                })
+                .collect();
+            p.error = Some(e.message);
+            p.csv = text;
+            Ok(render_status(StatusCode::UNPROCESSABLE_ENTITY, &p))
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RowErrorIn {
+    row: usize,
+    column: String,
+    message: String,
 }

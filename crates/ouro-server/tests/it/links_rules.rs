@@ -714,3 +714,52 @@ async fn links_delete_and_rules_in_the_ui() {
     assert_eq!(st, 404);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn csv_import_page_previews_then_imports() {
+    let s = TestServer::start(&ouro_store::testing::TestDb::Sqlite).await;
+    with_demo(&s).await;
+    let (st, html) = page(&s, "/projects/demo/plan/import").await;
+    assert_eq!(st, 200);
+    assert!(html.contains("id=\"import-form\""));
+    let csv = "Summary,Issue Type,Priority,Story Points\nPay by card,Story,Highest,3\nRefund fails,Bug,Low,\n";
+    let (st, _, html) = form(
+        &s,
+        "/projects/demo/plan/import",
+        &[("csv", csv), ("mode", "preview")],
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(
+        html.contains("id=\"preview\"") && html.contains("Refund fails"),
+        "{html}"
+    );
+    let (_, page_of_items) = s.admin(Method::GET, ITEMS, None).await;
+    assert_eq!(
+        page_of_items["items"],
+        json!([]),
+        "a preview writes nothing"
+    );
+    let bad = "Summary,Issue Type,Story Points\nOk,Story,1\nBroken,Story,lots\n";
+    let (st, _, html) = form(
+        &s,
+        "/projects/demo/plan/import",
+        &[("csv", bad), ("mode", "import")],
+    )
+    .await;
+    assert_eq!(st, 422);
+    assert!(
+        html.contains("id=\"row-errors\"") && html.contains("<td>3</td>"),
+        "{html}"
+    );
+    let (st, loc, _) = form(
+        &s,
+        "/projects/demo/plan/import",
+        &[("csv", csv), ("mode", "import")],
+    )
+    .await;
+    assert_eq!((st, loc.as_str()), (303, "/projects/demo/plan"));
+    let (_, items) = s.admin(Method::GET, ITEMS, None).await;
+    assert_eq!(items["items"].as_array().unwrap().len(), 2);
+    s.stop().await;
+}

@@ -497,3 +497,136 @@ async fn browser_walk_from_setup_link_to_working_token() {
     drop(driver);
     s.stop().await;
 }
+
+/// Plan in a real browser: create a story in the backlog, drag it across board columns (the
+/// board's own script posts the transition; a refused drop shows the allowed states), plan and
+/// start a sprint, see the burndown chart, and import a small CSV.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_plan_story_board_sprint_and_import() {
+    let Some((driver_bin, chromium)) = browser_binaries() else {
+        return;
+    };
+    let s = TestServer::start(&TestDb::Sqlite).await;
+    let (st, body) = s
+        .admin(
+            reqwest::Method::POST,
+            "/api/v1/projects",
+            Some(json!({"slug": "shop", "name": "Shop"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{body}");
+    let driver = Driver::start(&driver_bin).await;
+    let mut b = Browser::open(&driver, &chromium, &s.base).await;
+
+    b.goto("/login").await;
+    b.fill("#name", "admin").await;
+    b.fill("#password", "admin-password").await;
+    b.click("#sign-in").await;
+    b.find("#new-project").await;
+
+    // A story from the backlog form.
+    b.goto("/projects/shop/plan").await;
+    b.find("#new-type")
+        .await
+        .select_by_value("story")
+        .await
+        .unwrap();
+    b.fill("#new-title", "Pay with a saved card").await;
+    b.click("#create-item").await;
+    assert_eq!(b.text("#item-title").await, "Pay with a saved card");
+    let key = b.path().await.rsplit('/').next().unwrap().to_string();
+    assert_eq!(key, "SHOP-1");
+    b.shot("plan-item").await;
+
+    // Drag the card from New to Ready, then try a move the workflow refuses.
+    b.goto("/projects/shop/plan/board").await;
+    b.find("#card-SHOP-1").await;
+    let drag = r#"
+        const [key, state] = arguments;
+        const card = document.getElementById('card-' + key);
+        const col = document.querySelector('.board-col[data-state="' + state + '"]');
+        const dt = new DataTransfer();
+        card.dispatchEvent(new DragEvent('dragstart', {bubbles: true, dataTransfer: dt}));
+        col.dispatchEvent(new DragEvent('dragover', {bubbles: true, cancelable: true, dataTransfer: dt}));
+        col.dispatchEvent(new DragEvent('drop', {bubbles: true, cancelable: true, dataTransfer: dt}));
+        card.dispatchEvent(new DragEvent('dragend', {bubbles: true, dataTransfer: dt}));
+    "#;
+    b.c.execute(drag, vec![json!("SHOP-1"), json!("Ready")])
+        .await
+        .unwrap();
+    b.find(".board-col[data-state='Ready'] #card-SHOP-1").await;
+    b.shot("plan-board-after-drag").await;
+    b.c.execute(drag, vec![json!("SHOP-1"), json!("Done")])
+        .await
+        .unwrap();
+    b.find(".board-col[data-state='Done'] #card-SHOP-1").await;
+    // From Done the default workflow only reopens to Ready.
+    b.c.execute(drag, vec![json!("SHOP-1"), json!("In progress")])
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let refusal = loop {
+        let t = b.text("#board-error").await;
+        if !t.is_empty() || Instant::now() > deadline {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        refusal.contains("Allowed: Ready"),
+        "a refused drop says what is allowed: {refusal:?}"
+    );
+    b.shot("plan-board-refused").await;
+    let (_, item) = s
+        .admin(
+            reqwest::Method::GET,
+            "/api/v1/projects/shop/items/SHOP-1",
+            None,
+        )
+        .await;
+    assert_eq!(item["state"], "Done");
+    b.c.execute(drag, vec![json!("SHOP-1"), json!("Ready")])
+        .await
+        .unwrap();
+    b.find(".board-col[data-state='Ready'] #card-SHOP-1").await;
+
+    // Plan a sprint with the story and start it; the burndown renders.
+    b.goto("/projects/shop/plan/sprints").await;
+    b.fill("#new-sprint #name", "Sprint 1").await;
+    b.fill("#new-sprint #capacity", "10").await;
+    b.click("#new-sprint button[type=submit]").await;
+    b.find("#backlog-items").await;
+    b.click("#backlog-items button[aria-label='Add SHOP-1 to the sprint']")
+        .await;
+    b.find("#sprint-items button[aria-label='Remove SHOP-1 from the sprint']")
+        .await;
+    b.click(".actions button.primary").await;
+    b.find(".sprint-active").await;
+    let chart = b.text(".chart-box[aria-label='Burndown']").await;
+    assert!(
+        chart.to_lowercase().contains("burndown"),
+        "the burndown chart has its title: {chart:?}"
+    );
+    b.find(".chart-box[aria-label='Burndown'] svg polyline")
+        .await;
+    b.shot_full("plan-sprint-started").await;
+
+    // Import two items from CSV: preview first, then import.
+    b.goto("/projects/shop/plan/import").await;
+    b.fill(
+        "#import-csv",
+        "Summary,Issue Type,Priority\nRefund to card,Story,High\nReceipt typo,Bug,Low\n",
+    )
+    .await;
+    b.click("#import-preview").await;
+    assert!(b.text("#preview").await.contains("Receipt typo"));
+    b.shot("plan-import-preview").await;
+    b.click("#import-run").await;
+    assert!(b.text(".flash").await.contains("Imported 2"));
+    assert!(b.text("body").await.contains("Refund to card"));
+
+    b.c.close().await.unwrap();
+    driver.session.lock().unwrap().take();
+    drop(driver);
+    s.stop().await;
+}

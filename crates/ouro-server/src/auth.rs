@@ -33,6 +33,9 @@ pub enum Via {
 pub struct Principal {
     pub user: User,
     pub via: Via,
+    /// Unread notifications, counted for browser sessions only (the page header shows it);
+    /// 0 for tokens, which have the API for that.
+    pub unread: i64,
 }
 
 impl Principal {
@@ -71,6 +74,7 @@ pub async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Option<Pri
             Some((user, scopes)) => Ok(Some(Principal {
                 user,
                 via: Via::Token { scopes },
+                unread: 0,
             })),
             None => Err(unauthorized("the token is unknown, expired or revoked")),
         };
@@ -78,7 +82,11 @@ pub async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Option<Pri
     if let Some(secret) = cookie_value(headers, SESSION_COOKIE) {
         // A stale cookie is not an error: the browser is simply signed out.
         if let Some(s) = accounts::session(&state.store, &secret).await? {
+            let unread =
+                ouro_plan::notifications::unread_count(&mut state.store.read().await?, s.user.id)
+                    .await?;
             return Ok(Some(Principal {
+                unread,
                 user: s.user,
                 via: Via::Session {
                     secret,

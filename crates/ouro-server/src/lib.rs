@@ -226,6 +226,11 @@ impl Running {
             std::sync::Arc::new(ouro_plan::rules::Automation),
             state.shutting_down.clone(),
         )));
+        workers.push(tokio::spawn(ouro_store::consumers::run(
+            state.store.clone(),
+            std::sync::Arc::new(ouro_plan::notifications::Notifier),
+            state.shutting_down.clone(),
+        )));
         let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
         let (fired_tx, mut fired_rx) = watch::channel(false);
         let signal = async move {

@@ -6,6 +6,7 @@ pub mod events;
 pub mod items;
 pub mod links;
 pub mod meta;
+pub mod notifications;
 pub mod plan_config;
 pub mod projects;
 pub mod rules;
@@ -35,6 +36,7 @@ pub fn register(reg: &mut Registry) {
     saved_queries::register(reg);
     plan_config::register(reg);
     boards::register(reg);
+    notifications::register(reg);
     crate::webhooks::register(reg);
 }
 

@@ -1,0 +1,1 @@
+//! Intake: the public feedback form and triage.

@@ -3,6 +3,7 @@
 pub mod boards;
 pub mod csv;
 pub mod events;
+pub mod intake;
 pub mod items;
 pub mod links;
 pub mod meta;
@@ -37,6 +38,7 @@ pub fn register(reg: &mut Registry) {
     plan_config::register(reg);
     boards::register(reg);
     notifications::register(reg);
+    intake::register(reg);
     crate::webhooks::register(reg);
 }
 

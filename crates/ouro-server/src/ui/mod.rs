@@ -7,6 +7,7 @@ pub mod account_tokens;
 pub mod admin;
 pub mod boards;
 pub mod common;
+pub mod intake;
 pub mod members;
 pub mod notifications;
 pub mod plan;
@@ -42,6 +43,7 @@ pub fn register(reg: &mut Registry) {
     admin::register(reg);
     members::register(reg);
     notifications::register(reg);
+    intake::register(reg);
     plan::register(reg);
     plan_links::register(reg);
     boards::register(reg);

@@ -354,3 +354,289 @@ async fn reading_notifications_and_the_header_count() {
         s.stop().await;
     }
 }
+
+/// Posts the public feedback form anonymously; returns status and page.
+async fn feedback(s: &TestServer, slug: &str, fields: &[(&str, &str)]) -> (u16, String) {
+    let res = s
+        .req(Method::POST, &format!("/p/{slug}/feedback"), None)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(fields))
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+async fn triage(s: &TestServer, tok: &str, key: &str, body: Value) -> (u16, Value) {
+    let path = format!("/api/v1/projects/demo/triage/{key}");
+    s.call(Method::POST, &path, Some(tok), Some(body)).await
+}
+
+async fn anon_get(s: &TestServer, path: &str) -> u16 {
+    s.req(Method::GET, path, None)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn public_feedback_form_and_triage() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        let t = setup(&s, &["dev"]).await;
+        let dev = &t[0];
+        // A private project, or a form that is switched off: 404.
+        assert_eq!(anon_get(&s, "/p/demo/feedback").await, 404);
+        let (st, body) = s
+            .admin(
+                Method::PUT,
+                "/api/v1/projects/demo/intake",
+                Some(json!({"public_form": true})),
+            )
+            .await;
+        assert_eq!((st, body["public_form"].as_bool()), (200, Some(true)));
+        assert_eq!(anon_get(&s, "/p/demo/feedback").await, 404, "still private");
+        let (st, _) = s
+            .admin(
+                Method::PATCH,
+                "/api/v1/projects/demo",
+                Some(json!({"visibility": "public"})),
+            )
+            .await;
+        assert_eq!(st, 200);
+        assert_eq!(anon_get(&s, "/p/demo/feedback").await, 200);
+        assert_eq!(anon_get(&s, "/p/nope/feedback").await, 404);
+        // Only maintainers switch it.
+        let (st, _) = s
+            .call(
+                Method::PUT,
+                "/api/v1/projects/demo/intake",
+                Some(dev),
+                Some(json!({"public_form": false})),
+            )
+            .await;
+        assert_eq!(st, 403);
+
+        // A submission becomes a feedback item with no reporter and the contact in the text.
+        let (st, html) = feedback(
+            &s,
+            "demo",
+            &[
+                ("title", "Export is slow"),
+                ("body", "Takes a minute"),
+                ("contact", "ann@example.com"),
+                ("website", ""),
+            ],
+        )
+        .await;
+        assert_eq!(st, 201, "{html}");
+        assert!(html.contains("feedback-sent"));
+        let (_, item) = s.admin(Method::GET, &format!("{ITEMS}/DEMO-1"), None).await;
+        assert_eq!(item["type"], "feedback");
+        assert!(item["reporter"].is_null());
+        assert!(
+            item["description"]
+                .as_str()
+                .unwrap()
+                .contains("Contact: ann@example.com"),
+            "{item}"
+        );
+        // The honeypot: thanks, but nothing stored.
+        let (st, html) = feedback(
+            &s,
+            "demo",
+            &[("title", "Buy now"), ("website", "spam.example")],
+        )
+        .await;
+        assert_eq!(st, 200);
+        assert!(html.contains("feedback-sent"));
+        // Bad input is the form again with a 422.
+        let long = "x".repeat(201);
+        let (st, html) = feedback(&s, "demo", &[("title", &long)]).await;
+        assert_eq!(st, 422, "{html}");
+        let (st, _) = feedback(&s, "demo", &[("title", "Hi"), ("contact", "not-an-email")]).await;
+        assert_eq!(st, 422);
+        let (_, page) = s.admin(Method::GET, ITEMS, None).await;
+        assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+
+        // More submissions, then the address is throttled.
+        for i in 2..=5 {
+            let (st, _) = feedback(&s, "demo", &[("title", &format!("Idea {i}"))]).await;
+            assert_eq!(st, 201);
+        }
+        let (st, _) = feedback(&s, "demo", &[("title", "One too many")]).await;
+        assert_eq!(st, 429);
+
+        // An incident and a story: the incident waits for triage too, the story does not.
+        for (ty, title) in [("incident", "Site down"), ("story", "Checkout")] {
+            let (st, _) = s
+                .admin(
+                    Method::POST,
+                    ITEMS,
+                    Some(json!({"type": ty, "title": title})),
+                )
+                .await;
+            assert_eq!(st, 201);
+        }
+        let (st, queue) = s
+            .call(Method::GET, "/api/v1/projects/demo/triage", Some(dev), None)
+            .await;
+        assert_eq!(st, 200);
+        let keys: Vec<&str> = queue
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            ["DEMO-1", "DEMO-2", "DEMO-3", "DEMO-4", "DEMO-5", "DEMO-6"]
+        );
+
+        // Accept the incident as a bug: other workflow, so it moves to the bug's first state.
+        let (st, bug) = triage(
+            &s,
+            dev,
+            "DEMO-6",
+            json!({"action": "accept", "type": "bug"}),
+        )
+        .await;
+        assert_eq!(st, 200, "{bug}");
+        assert_eq!(
+            (bug["type"].as_str(), bug["state"].as_str()),
+            (Some("bug"), Some("New"))
+        );
+        // Accept feedback as a story (same workflow: the state stays).
+        let (st, story) = triage(
+            &s,
+            dev,
+            "DEMO-1",
+            json!({"action": "accept", "type": "story"}),
+        )
+        .await;
+        assert_eq!(st, 200, "{story}");
+        assert_eq!(story["type"], "story");
+        // Merge into the story: comment, duplicates link, closed.
+        let (st, merged) = triage(
+            &s,
+            dev,
+            "DEMO-2",
+            json!({"action": "merge", "into": "DEMO-7"}),
+        )
+        .await;
+        assert_eq!(st, 200, "{merged}");
+        assert_eq!(merged["state_category"], "done");
+        let (_, links) = s
+            .admin(Method::GET, &format!("{ITEMS}/DEMO-2/links"), None)
+            .await;
+        assert_eq!(links["items"][0]["key"], "DEMO-7", "{links}");
+        let (_, comments) = s
+            .admin(Method::GET, &format!("{ITEMS}/DEMO-2/comments"), None)
+            .await;
+        assert!(
+            comments.to_string().contains("Duplicate of DEMO-7"),
+            "{comments}"
+        );
+        // Decline with a reason.
+        let (st, declined) = triage(
+            &s,
+            dev,
+            "DEMO-3",
+            json!({"action": "decline", "reason": "Out of scope"}),
+        )
+        .await;
+        assert_eq!(st, 200, "{declined}");
+        assert_eq!(declined["state_category"], "done");
+        // Bad input, and items that are not waiting.
+        let (st, _) = triage(
+            &s,
+            dev,
+            "DEMO-4",
+            json!({"action": "accept", "type": "epic"}),
+        )
+        .await;
+        assert_eq!(st, 422);
+        let (st, _) = triage(
+            &s,
+            dev,
+            "DEMO-4",
+            json!({"action": "merge", "into": "DEMO-99"}),
+        )
+        .await;
+        assert_eq!(st, 422);
+        let (st, _) = triage(&s, dev, "DEMO-4", json!({"action": "explode"})).await;
+        assert_eq!(st, 422);
+        let (st, body) = triage(
+            &s,
+            dev,
+            "DEMO-7",
+            json!({"action": "decline", "reason": "x"}),
+        )
+        .await;
+        assert_eq!((st, error_code(&body)), (409, "triage.not_pending".into()));
+        let (st, body) = triage(
+            &s,
+            dev,
+            "DEMO-1",
+            json!({"action": "decline", "reason": "x"}),
+        )
+        .await;
+        assert_eq!((st, error_code(&body)), (409, "triage.not_pending".into()));
+        let (_, queue) = s
+            .call(Method::GET, "/api/v1/projects/demo/triage", Some(dev), None)
+            .await;
+        let keys: Vec<&str> = queue
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["DEMO-4", "DEMO-5"]);
+        // Each decision is an item.triaged event.
+        let (_, events) = s
+            .admin(
+                Method::GET,
+                "/api/v1/projects/demo/events?kind=item.triaged",
+                None,
+            )
+            .await;
+        assert_eq!(events["items"].as_array().unwrap().len(), 4, "{events}");
+
+        // The triage page shows the queue and the switch; posting the switch closes the form.
+        let res = s
+            .req(
+                Method::GET,
+                "/projects/demo/plan/triage",
+                Some(&s.admin_token),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        let html = res.text().await.unwrap();
+        assert!(
+            html.contains("triage-DEMO-4") && !html.contains("triage-DEMO-1\""),
+            "{html}"
+        );
+        assert!(
+            html.contains("name=\"public_form\" value=\"on\" checked"),
+            "{html}"
+        );
+        let res = s
+            .req(
+                Method::POST,
+                "/projects/demo/plan/triage/settings",
+                Some(&s.admin_token),
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 303);
+        assert_eq!(anon_get(&s, "/p/demo/feedback").await, 404);
+        s.stop().await;
+    }
+}

@@ -243,7 +243,11 @@ async fn notify(store: &Store, e: &Event) -> Result<(), StoreError> {
     let mut assignee: Option<&str> = None;
     if e.kind == ev::ITEM_CREATED.name {
         assignee = str_at(p, &["assignee"]);
-        mentioned = crate::markdown::mentions(&item.description);
+        // The payload has no description; the item's is the created one only while the item
+        // is unchanged (otherwise the `item.updated` events carry the description's changes).
+        if item.version == 1 {
+            mentioned = crate::markdown::mentions(&item.description);
+        }
     } else if e.kind == ev::ITEM_UPDATED.name {
         assignee = str_at(p, &["changes", "assignee", "new"]);
         if let Some(new) = str_at(p, &["changes", "description", "new"]) {

@@ -191,6 +191,56 @@ async fn assignment_mentions_and_watching_notify_the_right_people() {
         assert_eq!(got[0]["kind"], "mentioned");
         assert_eq!(got[0]["item"], "DEMO-3");
 
+        // So does a new item's description.
+        let (st, _) = s
+            .admin(
+                Method::POST,
+                ITEMS,
+                Some(json!({"type": "bug", "title": "Crash", "description": "@carol saw this"})),
+            )
+            .await;
+        assert_eq!(st, 201);
+        let got = wait_for(&s, carol, 4).await;
+        assert_eq!(
+            (got[0]["kind"].as_str(), got[0]["item"].as_str()),
+            (Some("mentioned"), Some("DEMO-4"))
+        );
+
+        // A redelivered event adds nothing: hand every item event to the consumer again.
+        let before: Vec<usize> = {
+            let mut v = Vec::new();
+            for tok in [&admin, alice, bob, carol] {
+                let (_, b) = s.call(Method::GET, NOTES, Some(tok), None).await;
+                v.push(b["items"].as_array().unwrap().len());
+            }
+            v
+        };
+        let events = ouro_store::events::list(
+            &mut s.state.store.read().await.unwrap(),
+            &ouro_store::events::Visibility::All,
+            &ouro_store::events::EventFilter {
+                project_id: None,
+                kind: Some("item.*".into()),
+            },
+            ouro_store::PageReq::new(0, Some(500)),
+        )
+        .await
+        .unwrap();
+        assert!(events.items.len() >= 7);
+        for e in &events.items {
+            use ouro_store::consumers::Consumer;
+            ouro_plan::notifications::Notifier
+                .handle(&s.state.store, e)
+                .await
+                .unwrap();
+        }
+        let mut after = Vec::new();
+        for tok in [&admin, alice, bob, carol] {
+            let (_, b) = s.call(Method::GET, NOTES, Some(tok), None).await;
+            after.push(b["items"].as_array().unwrap().len());
+        }
+        assert_eq!(before, after);
+
         // Nobody heard of their own changes, and the outsider heard nothing.
         assert_eq!(wait_for(&s, bob, 2).await.len(), 2);
         assert_eq!(wait_for(&s, alice, 1).await.len(), 1);
@@ -319,6 +369,26 @@ async fn reading_notifications_and_the_header_count() {
         assert_eq!(st, 200);
         assert!(html.contains("/projects/demo/plan/items/DEMO-2"), "{html}");
         assert!(html.contains("assigned you DEMO-3"), "{html}");
+
+        // The page's own forms: mark one read (a token needs no CSRF field), not someone else's.
+        let other = got[1]["id"].as_i64().unwrap();
+        let res = s
+            .req(Method::POST, "/notifications/read", Some(carol))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&[("id", &other.to_string())]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 404);
+        let res = s
+            .req(Method::POST, "/notifications/read", Some(bob))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&[("id", &other.to_string())]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 303);
+        assert_eq!(count(&s, bob).await, 1);
 
         // Read all: nothing unread, the header shows no count, the list still has them.
         let (st, body) = s

@@ -331,13 +331,23 @@ pub async fn triage(
     };
     payload["action"] = json!(action);
     let mut tx = store.begin().await?;
-    q("INSERT INTO plan_triage (item_id, action, actor, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(item.id)
-        .bind(action)
-        .bind(actor.label())
-        .bind(ouro_core::time::now_ms())
-        .execute(&mut tx)
-        .await?;
+    // Two triagers at once: the second finds the row taken.
+    q(
+        "INSERT INTO plan_triage (item_id, action, actor, created_at) VALUES ($1, $2, $3, $4) \
+       ON CONFLICT (item_id) DO NOTHING RETURNING item_id",
+    )
+    .bind(item.id)
+    .bind(action)
+    .bind(actor.label())
+    .bind(ouro_core::time::now_ms())
+    .fetch_optional(&mut tx)
+    .await?
+    .ok_or_else(|| {
+        OuroError::new(
+            ErrorCode::TriageNotPending,
+            format!("{} was triaged by someone else meanwhile", item.key),
+        )
+    })?;
     tx.append(
         NewEvent::new(ev::ITEM_TRIAGED, actor, item.id, payload)
             .in_project(project.id, &project.slug),

@@ -23,7 +23,8 @@ DBARGS=(--data-dir "$DATA")
 [ -n "$DB" ] && DBARGS+=(--database-url "$DB")
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "== database: ${DB:+PostgreSQL}${DB:-SQLite (data dir)}, $N items"
+if [ -n "$DB" ]; then ENGINE=PostgreSQL; else ENGINE="SQLite (data dir)"; fi
+echo "== database: $ENGINE, $N items"
 echo "bench-password" | "$BIN" admin create-user "${DBARGS[@]}" --name admin --admin --password-stdin >/dev/null 2>&1
 TOKEN=$("$BIN" admin create-token "${DBARGS[@]}" --user admin | tail -n 1)
 "$BIN" serve "${DBARGS[@]}" --listen "127.0.0.1:$PORT" >"$DATA/serve.log" 2>&1 &

@@ -111,6 +111,12 @@ error_codes! {
     LinkNotFound = ("item.link_not_found", 404),
     /// The automation rule does not exist in this project.
     RuleNotFound = ("rule.not_found", 404),
+    /// The notification does not exist, or it is someone else's.
+    NotificationNotFound = ("notification.not_found", 404),
+    /// The item is not waiting for triage (not feedback or an incident, not in a to-do state, or already triaged).
+    TriageNotPending = ("triage.not_pending", 409),
+    /// Too many feedback submissions from this address; wait `details.retry_after_secs` seconds.
+    IntakeThrottled = ("intake.throttled", 429),
     /// The item type does not exist in this project.
     PlanTypeNotFound = ("plan.type_not_found", 404),
     /// Another item type of the project already has this name.

@@ -59,4 +59,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0010_rules.sql"),
         postgres: include_str!("../migrations/postgres/0010_rules.sql"),
     },
+    Migration {
+        component: "plan",
+        version: 11,
+        name: "notifications_intake",
+        sqlite: include_str!("../migrations/sqlite/0011_notifications_intake.sql"),
+        postgres: include_str!("../migrations/postgres/0011_notifications_intake.sql"),
+    },
 ];

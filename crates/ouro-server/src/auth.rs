@@ -33,6 +33,9 @@ pub enum Via {
 pub struct Principal {
     pub user: User,
     pub via: Via,
+    /// Unread notifications, counted for browser sessions only (the page header shows it);
+    /// 0 for tokens, which have the API for that.
+    pub unread: i64,
 }
 
 impl Principal {
@@ -57,7 +60,14 @@ pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// Resolves credentials. `Err` for credentials that were sent but are not valid: a wrong token
 /// is an error even on a public route, so a client learns its token is bad.
-pub async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
+///
+/// `page` says the request is for a web page (not the API or an asset): only then is the
+/// session's unread notification count read, for the page header.
+pub async fn resolve(
+    state: &AppState,
+    headers: &HeaderMap,
+    page: bool,
+) -> Result<Option<Principal>, ApiError> {
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         let auth = auth.to_str().unwrap_or("");
         let token = auth
@@ -71,6 +81,7 @@ pub async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Option<Pri
             Some((user, scopes)) => Ok(Some(Principal {
                 user,
                 via: Via::Token { scopes },
+                unread: 0,
             })),
             None => Err(unauthorized("the token is unknown, expired or revoked")),
         };
@@ -78,7 +89,14 @@ pub async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Option<Pri
     if let Some(secret) = cookie_value(headers, SESSION_COOKIE) {
         // A stale cookie is not an error: the browser is simply signed out.
         if let Some(s) = accounts::session(&state.store, &secret).await? {
+            let unread = if page {
+                ouro_plan::notifications::unread_count(&mut state.store.read().await?, s.user.id)
+                    .await?
+            } else {
+                0
+            };
             return Ok(Some(Principal {
+                unread,
                 user: s.user,
                 via: Via::Session {
                     secret,
@@ -129,7 +147,8 @@ async fn check(
 ) -> Result<Request, (ApiError, String)> {
     let path = req.uri().path().to_string();
     let fail = |e: ApiError| (e, path.clone());
-    let principal = resolve(state, req.headers()).await.map_err(fail)?;
+    let page = !path.starts_with("/api/") && !path.starts_with("/assets/");
+    let principal = resolve(state, req.headers(), page).await.map_err(fail)?;
     let client_ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

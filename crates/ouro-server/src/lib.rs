@@ -40,6 +40,8 @@ pub struct Inner {
     pub metrics: Arc<metrics::Metrics>,
     pub secrets: SecretBox,
     pub throttle: auth::Throttle,
+    /// Public feedback submissions per client address (docs/intake.md).
+    pub intake_throttle: auth::Throttle,
     /// SHA-256 of the one-time setup token while no user exists.
     pub setup_token: Mutex<Option<String>>,
     pub base_url: String,
@@ -152,6 +154,11 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<Running,
         .build()
         .unwrap_or_default();
     let state = AppState(Arc::new(Inner {
+        intake_throttle: auth::Throttle::new(
+            Duration::from_secs(ui::intake::THROTTLE_WINDOW_SECS),
+            u32::MAX,
+            ui::intake::THROTTLE_PER_IP,
+        ),
         throttle: auth::Throttle::new(
             Duration::from_secs(settings.throttle_window_secs),
             settings.throttle_per_account,
@@ -224,6 +231,11 @@ impl Running {
         workers.push(tokio::spawn(ouro_store::consumers::run(
             state.store.clone(),
             std::sync::Arc::new(ouro_plan::rules::Automation),
+            state.shutting_down.clone(),
+        )));
+        workers.push(tokio::spawn(ouro_store::consumers::run(
+            state.store.clone(),
+            std::sync::Arc::new(ouro_plan::notifications::Notifier),
             state.shutting_down.clone(),
         )));
         let grace = Duration::from_secs(state.settings.shutdown_grace_secs);

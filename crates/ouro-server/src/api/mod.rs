@@ -3,9 +3,11 @@
 pub mod boards;
 pub mod csv;
 pub mod events;
+pub mod intake;
 pub mod items;
 pub mod links;
 pub mod meta;
+pub mod notifications;
 pub mod plan_config;
 pub mod projects;
 pub mod rules;
@@ -35,6 +37,8 @@ pub fn register(reg: &mut Registry) {
     saved_queries::register(reg);
     plan_config::register(reg);
     boards::register(reg);
+    notifications::register(reg);
+    intake::register(reg);
     crate::webhooks::register(reg);
 }
 

@@ -7,7 +7,9 @@ pub mod account_tokens;
 pub mod admin;
 pub mod boards;
 pub mod common;
+pub mod intake;
 pub mod members;
+pub mod notifications;
 pub mod plan;
 pub mod plan_links;
 pub mod project_settings;
@@ -40,6 +42,8 @@ pub fn register(reg: &mut Registry) {
     account_tokens::register(reg);
     admin::register(reg);
     members::register(reg);
+    notifications::register(reg);
+    intake::register(reg);
     plan::register(reg);
     plan_links::register(reg);
     boards::register(reg);
@@ -54,6 +58,8 @@ pub struct Chrome {
     pub csrf: String,
     pub flash: Option<String>,
     pub version: &'static str,
+    /// Unread notifications of the signed-in user (the header's badge).
+    pub unread: i64,
 }
 
 impl Chrome {
@@ -67,6 +73,7 @@ impl Chrome {
             csrf: p.map(|p| p.csrf().to_string()).unwrap_or_default(),
             flash: None,
             version: env!("CARGO_PKG_VERSION"),
+            unread: p.map(|p| p.unread).unwrap_or(0),
         }
     }
 

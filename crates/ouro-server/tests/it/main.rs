@@ -13,6 +13,7 @@ mod guard;
 mod items;
 mod links_rules;
 mod meta;
+mod notify;
 mod plan_config;
 mod plan_ui;
 mod props;

@@ -9,6 +9,7 @@ pub mod boards;
 pub mod common;
 pub mod members;
 pub mod plan;
+pub mod plan_attachments;
 pub mod plan_links;
 pub mod project_settings;
 pub mod projects;
@@ -42,6 +43,7 @@ pub fn register(reg: &mut Registry) {
     members::register(reg);
     plan::register(reg);
     plan_links::register(reg);
+    plan_attachments::register(reg);
     boards::register(reg);
     project_settings::register(reg);
     projects::register(reg);

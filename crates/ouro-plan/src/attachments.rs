@@ -253,7 +253,7 @@ pub async fn add(
 
 /// The attachments of item `item_id`, oldest first.
 pub async fn list(ex: &mut impl Executor, item_id: i64) -> Result<Vec<Attachment>, StoreError> {
-    let rows = q(&format!("{SELECT} WHERE a.item_id = $1 ORDER BY a.id"))
+    let rows = q(format!("{SELECT} WHERE a.item_id = $1 ORDER BY a.id"))
         .bind(item_id)
         .fetch_all(ex)
         .await?;
@@ -268,7 +268,7 @@ pub async fn get(
     id: i64,
 ) -> Result<Attachment, StoreError> {
     let item = item_or_404(ex, project_id, key).await?;
-    let row = q(&format!("{SELECT} WHERE a.id = $1 AND a.item_id = $2"))
+    let row = q(format!("{SELECT} WHERE a.id = $1 AND a.item_id = $2"))
         .bind(id)
         .bind(item.id)
         .fetch_optional(ex)
@@ -292,7 +292,7 @@ pub async fn remove(
 ) -> Result<Attachment, StoreError> {
     let mut tx = store.begin().await?;
     let item = item_or_404(&mut tx, project.id, key).await?;
-    let row = q(&format!("{SELECT} WHERE a.id = $1 AND a.item_id = $2"))
+    let row = q(format!("{SELECT} WHERE a.id = $1 AND a.item_id = $2"))
         .bind(id)
         .bind(item.id)
         .fetch_optional(&mut tx)

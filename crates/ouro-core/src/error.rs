@@ -137,6 +137,10 @@ error_codes! {
     SprintAlreadyActive = ("sprint.already_active", 409),
     /// The sprint is not in a state that allows this action (e.g. starting a completed sprint).
     SprintInvalidState = ("sprint.invalid_state", 409),
+    /// The file is larger than the instance accepts for an attachment (`attachment_max_bytes`; `details.max_bytes`).
+    AttachmentTooLarge = ("item.attachment_too_large", 413),
+    /// The attachment does not exist on this item.
+    AttachmentNotFound = ("item.attachment_not_found", 404),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

@@ -3,6 +3,7 @@
 //! and the pure building blocks of planning: backlog ranks, the item query language and safe
 //! Markdown. The item reference parser every phase uses lives in `ouro_core::refs`.
 
+pub mod attachments;
 pub mod board;
 pub mod charts;
 pub mod config;

@@ -268,11 +268,26 @@ async fn check_csrf(req: Request, expected: &str, limit: usize) -> Result<Reques
             Err(bad())
         };
     }
-    let is_form = req
+    let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        .unwrap_or("");
+    // File uploads (multipart forms) carry the token in the query string, so the body (which
+    // may be far larger than a form) is not read twice.
+    if content_type.starts_with("multipart/form-data") {
+        let token = req
+            .uri()
+            .query()
+            .and_then(|q| form_urlencoded_get(q.as_bytes(), "_csrf"))
+            .unwrap_or_default();
+        return if constant_eq(token.as_bytes(), expected.as_bytes()) {
+            Ok(req)
+        } else {
+            Err(bad())
+        };
+    }
+    let is_form = content_type.starts_with("application/x-www-form-urlencoded");
     if !is_form {
         return Err(bad());
     }

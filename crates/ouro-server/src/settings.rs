@@ -20,6 +20,9 @@ pub struct Settings {
     pub secret_key: Option<String>,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// The largest file accepted as a work item attachment, in bytes. Attachment uploads are
+    /// exempt from `max_body_bytes`.
+    pub attachment_max_bytes: usize,
     /// The URL users reach Ouro at, used in links Ouro prints; defaults to `http://LISTEN`.
     pub public_url: Option<String>,
     /// Failed sign-ins allowed per account, and per client address, in `throttle_window_secs`.
@@ -45,6 +48,7 @@ impl std::fmt::Debug for Settings {
             )
             .field("secret_key", &self.secret_key.as_ref().map(|_| "***"))
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("attachment_max_bytes", &self.attachment_max_bytes)
             .field("public_url", &self.public_url)
             .field("throttle_per_account", &self.throttle_per_account)
             .field("throttle_per_ip", &self.throttle_per_ip)
@@ -65,6 +69,7 @@ impl Default for Settings {
             database_url: None,
             secret_key: None,
             max_body_bytes: 1024 * 1024,
+            attachment_max_bytes: 10 * 1024 * 1024,
             public_url: None,
             throttle_per_account: 5,
             throttle_per_ip: 20,
@@ -87,6 +92,7 @@ pub struct FileConfig {
     pub database_url_file: Option<PathBuf>,
     pub secret_key_file: Option<PathBuf>,
     pub max_body_bytes: Option<usize>,
+    pub attachment_max_bytes: Option<usize>,
     pub public_url: Option<String>,
     pub throttle_per_account: Option<u32>,
     pub throttle_per_ip: Option<u32>,
@@ -180,6 +186,9 @@ impl Settings {
             if let Some(v) = f.max_body_bytes {
                 s.max_body_bytes = v;
             }
+            if let Some(v) = f.attachment_max_bytes {
+                s.attachment_max_bytes = v;
+            }
             if let Some(v) = f.public_url {
                 s.public_url = Some(v);
             }
@@ -228,6 +237,13 @@ impl Settings {
             s.max_body_bytes = v.parse().map_err(|_| {
                 ConfigError(format!(
                     "OURO_MAX_BODY_BYTES={v:?} is not a number of bytes"
+                ))
+            })?;
+        }
+        if let Some(v) = env("OURO_ATTACHMENT_MAX_BYTES") {
+            s.attachment_max_bytes = v.parse().map_err(|_| {
+                ConfigError(format!(
+                    "OURO_ATTACHMENT_MAX_BYTES={v:?} is not a number of bytes"
                 ))
             })?;
         }

@@ -1,5 +1,6 @@
 //! The JSON API under `/api/v1`, plus health, metrics and the OpenAPI document.
 
+pub mod attachments;
 pub mod boards;
 pub mod csv;
 pub mod events;
@@ -32,6 +33,7 @@ pub fn register(reg: &mut Registry) {
     events::register(reg);
     items::register(reg);
     links::register(reg);
+    attachments::register(reg);
     rules::register(reg);
     csv::register(reg);
     saved_queries::register(reg);

@@ -11,6 +11,7 @@ pub mod intake;
 pub mod members;
 pub mod notifications;
 pub mod plan;
+pub mod plan_attachments;
 pub mod plan_links;
 pub mod project_settings;
 pub mod projects;
@@ -46,6 +47,7 @@ pub fn register(reg: &mut Registry) {
     intake::register(reg);
     plan::register(reg);
     plan_links::register(reg);
+    plan_attachments::register(reg);
     boards::register(reg);
     project_settings::register(reg);
     projects::register(reg);

@@ -550,6 +550,11 @@ pub(crate) struct ItemPage<'a> {
     trail: Vec<crate::ui::plan_links::TrailStageView>,
     /// The project's custom fields as (label, value or empty), in display order.
     custom: Vec<(String, String)>,
+    attachments: Vec<crate::ui::plan_attachments::AttachmentView>,
+    /// Where the upload form posts (carries the CSRF token: the body is multipart).
+    attach_action: String,
+    /// A refused upload, shown in the Attachments section.
+    pub(crate) attachment_error: Option<String>,
 }
 
 fn short(v: &Value) -> String {
@@ -694,7 +699,22 @@ pub(crate) async fn build_item<'a>(
         })
         .collect();
     let (manage, can_edit) = page_head(ctx);
+    let attachments = crate::ui::plan_attachments::AttachmentView::of(
+        ctx,
+        ouro_plan::attachments::list(&mut conn, item.id)
+            .await
+            .map_err(|e| fail(ctx, e))?,
+    );
+    let attach_action = format!(
+        "/projects/{}/plan/items/{}/attachments?_csrf={}",
+        project.slug,
+        item.key,
+        url_encode(&Chrome::of(ctx).csrf)
+    );
     Ok(ItemPage {
+        attachments,
+        attach_action,
+        attachment_error: None,
         links,
         link_error: None,
         trail: crate::ui::plan_links::TrailStageView::of(trail),

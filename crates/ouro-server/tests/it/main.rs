@@ -4,6 +4,7 @@
 mod support;
 
 mod api;
+mod attachments;
 mod boards_sprints;
 mod browser;
 mod csv;

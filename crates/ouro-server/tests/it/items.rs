@@ -7,14 +7,7 @@ use serde_json::{Value, json};
 const ITEMS: &str = "/api/v1/projects/demo/items";
 
 async fn with_demo(s: &TestServer) {
-    let (st, body) = s
-        .admin(
-            Method::POST,
-            "/api/v1/projects",
-            Some(json!({"slug": "demo", "name": "Demo"})),
-        )
-        .await;
-    assert_eq!(st, 201, "{body}");
+    s.demo_project().await;
 }
 
 async fn create(s: &TestServer, body: Value) -> Value {

@@ -13,18 +13,7 @@ const ITEMS: &str = "/api/v1/projects/demo/items";
 const RULES: &str = "/api/v1/projects/demo/rules";
 
 async fn with_demo(s: &TestServer) -> ouro_store::projects::Project {
-    let (st, body) = s
-        .admin(
-            Method::POST,
-            "/api/v1/projects",
-            Some(json!({"slug": "demo", "name": "Demo"})),
-        )
-        .await;
-    assert_eq!(st, 201, "{body}");
-    ouro_store::projects::by_slug(&mut s.state.store.read().await.unwrap(), "demo")
-        .await
-        .unwrap()
-        .unwrap()
+    s.demo_project().await
 }
 
 async fn create(s: &TestServer, title: &str) -> String {
@@ -577,32 +566,12 @@ async fn deleted_keys_are_never_reused() {
     }
 }
 
-/// Posts a form with the admin's token (UI routes accept tokens; no CSRF field is needed then).
 async fn form(s: &TestServer, path: &str, fields: &[(&str, &str)]) -> (u16, String, String) {
-    let r = s
-        .req(Method::POST, path, Some(&s.admin_token))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form_body(fields))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let location = r
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    (status, location, r.text().await.unwrap())
+    s.admin_form(path, form_body(fields)).await
 }
 
 async fn page(s: &TestServer, path: &str) -> (u16, String) {
-    let r = s
-        .req(Method::GET, path, Some(&s.admin_token))
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    s.admin_page(path).await
 }
 
 #[tokio::test]

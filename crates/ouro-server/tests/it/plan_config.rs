@@ -10,14 +10,7 @@ const TYPES: &str = "/api/v1/projects/demo/types";
 const STD: &str = "/api/v1/projects/demo/workflows/standard";
 
 async fn with_demo(s: &TestServer) {
-    let (st, body) = s
-        .admin(
-            Method::POST,
-            "/api/v1/projects",
-            Some(json!({"slug": "demo", "name": "Demo"})),
-        )
-        .await;
-    assert_eq!(st, 201, "{body}");
+    s.demo_project().await;
 }
 
 async fn create(s: &TestServer, body: Value) -> Value {

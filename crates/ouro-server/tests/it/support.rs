@@ -163,6 +163,52 @@ impl TestServer {
         .1
     }
 
+    /// Creates the project `demo` ("Demo") as the admin.
+    pub async fn demo_project(&self) -> ouro_store::projects::Project {
+        let (st, body) = self
+            .admin(
+                Method::POST,
+                "/api/v1/projects",
+                Some(serde_json::json!({"slug": "demo", "name": "Demo"})),
+            )
+            .await;
+        assert_eq!(st, 201, "{body}");
+        ouro_store::projects::by_slug(&mut self.state.store.read().await.unwrap(), "demo")
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// GETs a page with the admin's token (UI routes accept tokens): status and body.
+    pub async fn admin_page(&self, path: &str) -> (u16, String) {
+        let r = self
+            .req(Method::GET, path, Some(&self.admin_token))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// POSTs an urlencoded form with the admin's token (a token needs no CSRF field): status,
+    /// Location header and body.
+    pub async fn admin_form(&self, path: &str, body: String) -> (u16, String, String) {
+        let r = self
+            .req(Method::POST, path, Some(&self.admin_token))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let location = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        (status, location, r.text().await.unwrap())
+    }
+
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());

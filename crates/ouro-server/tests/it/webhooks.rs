@@ -774,30 +774,11 @@ async fn the_secret_is_never_returned_and_is_stored_encrypted() {
 }
 
 async fn post_form(s: &TestServer, path: &str, body: String) -> (u16, String, String) {
-    let r = s
-        .req(Method::POST, path, Some(&s.admin_token))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let location = r
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    (status, location, r.text().await.unwrap())
+    s.admin_form(path, body).await
 }
 
 async fn page(s: &TestServer, path: &str) -> (u16, String) {
-    let r = s
-        .req(Method::GET, path, Some(&s.admin_token))
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    s.admin_page(path).await
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@
 //! serialises rank writers. [`search`] runs the item query language; [`bulk_edit`] changes many
 //! items in one transaction.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ouro_core::events as ev;
 use ouro_core::{Actor, ErrorCode, Event, NewEvent, OuroError};
@@ -268,6 +268,12 @@ async fn lock_project(tx: &mut Tx, project_id: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
+struct RankTarget {
+    id: i64,
+    key: String,
+    rank: String,
+}
+
 /// Moves an item right before or right after another one. Only the moved row is written: its
 /// new rank lies between the target and the target's neighbour on that side.
 pub async fn move_rank(
@@ -287,7 +293,22 @@ pub async fn move_rank(
     let mut tx = store.begin().await?;
     lock_project(&mut tx, project.id).await?;
     let cur = get_or_404(&mut tx, project.id, key).await?;
-    let target = get_or_404(&mut tx, project.id, target_key).await?;
+    // Of the target only its place matters: a light read, not the whole item.
+    let target = if target_key.contains('\0') {
+        None
+    } else {
+        q("SELECT id, key, rank FROM items WHERE project_id = $1 AND key = $2")
+            .bind(project.id)
+            .bind(target_key.trim().to_ascii_uppercase())
+            .fetch_optional(&mut tx)
+            .await?
+    };
+    let target = target.ok_or_else(|| not_found(target_key))?;
+    let target = RankTarget {
+        id: target.i64("id")?,
+        key: target.text("key")?,
+        rank: target.text("rank")?,
+    };
     if target.id == cur.id {
         let field = if before { "before" } else { "after" };
         return Err(OuroError::field(field, "an item cannot move next to itself").into());
@@ -313,13 +334,20 @@ pub async fn move_rank(
     } else {
         rank_between(Some(&target.rank), other.as_deref())?
     };
+    let now = ouro_core::time::now_ms();
     q("UPDATE items SET rank = $1, updated_at = $2, version = version + 1 WHERE id = $3")
         .bind(&rank)
-        .bind(ouro_core::time::now_ms())
+        .bind(now)
         .bind(cur.id)
         .execute(&mut tx)
         .await?;
-    let item = get_or_404(&mut tx, project.id, &cur.key).await?;
+    // The row was read under the project lock and only these columns changed.
+    let item = Item {
+        rank,
+        updated_at: now,
+        version: cur.version + 1,
+        ..cur.clone()
+    };
     let mut changes = Map::new();
     change(&mut changes, "rank", &cur.rank, &item.rank);
     let place = if before { "before" } else { "after" };
@@ -446,6 +474,18 @@ const SELECT: &str = "SELECT i.*, t.kind AS type_kind, a.name AS assignee_name, 
     LEFT JOIN items p ON p.id = i.parent_id LEFT JOIN items e ON e.id = i.epic_id \
     LEFT JOIN plan_sprints sp ON sp.id = i.sprint_id";
 
+/// [`SELECT`] without the descriptions: boards and sprint pages list thousands of cards and
+/// show none of them, and a description can be many kilobytes.
+const CARD_SELECT: &str = "SELECT i.id, i.project_id, i.number, i.key, i.type, i.title, \
+    '' AS description, i.state, i.state_category, i.assignee_id, i.reporter_id, i.priority, \
+    i.estimate, i.parent_id, i.epic_id, i.sprint_id, i.due_at, i.target_at, i.rank, i.version, \
+    i.created_at, i.updated_at, t.kind AS type_kind, a.name AS assignee_name, \
+    r.name AS reporter_name, p.key AS parent_key, e.key AS epic_key, sp.name AS sprint_name FROM items i \
+    LEFT JOIN item_types t ON t.project_id = i.project_id AND t.name = i.type \
+    LEFT JOIN users a ON a.id = i.assignee_id LEFT JOIN users r ON r.id = i.reporter_id \
+    LEFT JOIN items p ON p.id = i.parent_id LEFT JOIN items e ON e.id = i.epic_id \
+    LEFT JOIN plan_sprints sp ON sp.id = i.sprint_id";
+
 fn item_from(r: &Row) -> Result<Item, StoreError> {
     let cat = r.text("state_category")?;
     Ok(Item {
@@ -497,16 +537,17 @@ async fn with_labels(
     ))
     .fetch_all(ex)
     .await?;
+    // A page can hold thousands of items: look them up by id, not by a scan per row.
+    let at: HashMap<i64, usize> = items.iter().enumerate().map(|(n, i)| (i.id, n)).collect();
     for r in &rows {
-        let id = r.i64("item_id")?;
-        if let Some(it) = items.iter_mut().find(|i| i.id == id) {
-            it.labels.push(r.text("label")?);
+        if let Some(&n) = at.get(&r.i64("item_id")?) {
+            items[n].labels.push(r.text("label")?);
         }
     }
     let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
     for (id, name, value) in crate::fields::values_of(ex, &ids).await? {
-        if let Some(it) = items.iter_mut().find(|i| i.id == id) {
-            it.fields.insert(name, value);
+        if let Some(&n) = at.get(&id) {
+            items[n].fields.insert(name, value);
         }
     }
     Ok(items)
@@ -576,13 +617,34 @@ pub(crate) fn query_error(q: &str, e: &crate::query::QueryError) -> OuroError {
 pub const MAX_BOARD: i64 = 5_000;
 
 /// Items matching `query` (and in sprint `sprint_id`, when given), in rank order, at most
-/// [`MAX_BOARD`], in one statement and without labels: what boards and sprint views need.
+/// [`MAX_BOARD`], in one statement and without labels or descriptions: what boards and sprint views need.
 pub async fn board_items(
     ex: &mut impl Executor,
     project_id: i64,
     query: Option<&str>,
     me: Option<i64>,
     sprint_id: Option<i64>,
+) -> Result<Vec<Item>, StoreError> {
+    matching(ex, project_id, query, me, sprint_id, CARD_SELECT).await
+}
+
+/// The items of sprint `sprint_id` in rank order, at most [`MAX_BOARD`], complete (with
+/// descriptions, without labels): what the sprint API answers.
+pub async fn in_sprint(
+    ex: &mut impl Executor,
+    project_id: i64,
+    sprint_id: i64,
+) -> Result<Vec<Item>, StoreError> {
+    matching(ex, project_id, None, None, Some(sprint_id), SELECT).await
+}
+
+async fn matching(
+    ex: &mut impl Executor,
+    project_id: i64,
+    query: Option<&str>,
+    me: Option<i64>,
+    sprint_id: Option<i64>,
+    select: &str,
 ) -> Result<Vec<Item>, StoreError> {
     use crate::query::{self, SqlArg, SqlContext};
     let query = query.map(str::trim).filter(|t| !t.is_empty());
@@ -594,7 +656,7 @@ pub async fn board_items(
         None => query::Query::default(),
     };
     let mut args: Vec<Arg> = vec![project_id.into()];
-    let mut sql = format!("{SELECT} WHERE i.project_id = $1");
+    let mut sql = format!("{select} WHERE i.project_id = $1");
     if let Some(s) = sprint_id {
         args.push(s.into());
         sql.push_str(&format!(" AND i.sprint_id = ${}", args.len()));

@@ -66,4 +66,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0011_notifications_intake.sql"),
         postgres: include_str!("../migrations/postgres/0011_notifications_intake.sql"),
     },
+    Migration {
+        component: "plan",
+        version: 12,
+        name: "state_index",
+        sqlite: include_str!("../migrations/sqlite/0012_state_index.sql"),
+        postgres: include_str!("../migrations/postgres/0012_state_index.sql"),
+    },
 ];

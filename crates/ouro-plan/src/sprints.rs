@@ -506,7 +506,7 @@ async fn sprint_items(
 pub async fn items_of(store: &Store, project_id: i64, id: i64) -> Result<Vec<Item>, StoreError> {
     let mut ex = store.read().await?;
     get(&mut ex, project_id, id).await?;
-    sprint_items(&mut ex, project_id, id).await
+    items::in_sprint(&mut ex, project_id, id).await
 }
 
 /// Starts a planned sprint. Refused while another sprint is active (409

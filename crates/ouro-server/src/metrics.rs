@@ -28,6 +28,11 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabels {
+    pub consumer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: String,
 }
@@ -40,6 +45,7 @@ pub struct Metrics {
     pub db_connections: Gauge,
     pub db_idle: Gauge,
     pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    pub consumer_lag: Family<ConsumerLabels, Gauge>,
 }
 
 impl Metrics {
@@ -89,8 +95,15 @@ impl Metrics {
                 outcome: outcome.into(),
             });
         }
+        let consumer_lag = Family::<ConsumerLabels, Gauge>::default();
+        registry.register(
+            "event_consumer_lag",
+            "Committed events an in-process consumer (automation, notifications, webhooks, ...) has not handled yet",
+            consumer_lag.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            consumer_lag,
             requests,
             latency,
             events_appended,
@@ -141,6 +154,13 @@ pub fn render(state: &AppState) -> String {
     let stats = state.store.pool_stats();
     m.db_connections.set(stats.size as i64);
     m.db_idle.set(stats.idle as i64);
+    for (name, lag) in state.store.consumer_lag() {
+        m.consumer_lag
+            .get_or_create(&ConsumerLabels {
+                consumer: name.to_string(),
+            })
+            .set(lag);
+    }
     let appended = state.store.events_appended();
     let cur = m.events_appended.get();
     if appended > cur {

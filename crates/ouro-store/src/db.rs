@@ -9,8 +9,10 @@
 //! wait up to the busy timeout.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Column, PgConnection, Postgres, Sqlite, SqliteConnection, Transaction};
@@ -70,7 +72,11 @@ impl Pools {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10));
+                .busy_timeout(Duration::from_secs(10))
+                // sqlx hands rows from its SQLite thread to the async side through a bounded
+                // channel; at the default 50 a 2,000-row board blocks and wakes that thread
+                // dozens of times. A larger buffer lets the statement run through.
+                .row_buffer_size(1024);
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
@@ -275,15 +281,17 @@ pub enum Value {
 /// A result row, decoded eagerly into portable values so callers never see engine types.
 #[derive(Debug, Clone)]
 pub struct Row {
-    cols: Vec<(String, Value)>,
+    /// Shared by all rows of one result: a page of thousands of rows allocates them once.
+    names: Arc<[String]>,
+    values: Vec<Value>,
 }
 
 impl Row {
     fn value(&self, name: &str) -> Result<&Value, StoreError> {
-        self.cols
+        self.names
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
+            .position(|n| n == name)
+            .map(|i| &self.values[i])
             .ok_or_else(|| StoreError::Decode(format!("no column {name}")))
     }
 
@@ -324,9 +332,26 @@ impl Row {
     }
 }
 
-fn decode_sqlite(r: &sqlx::sqlite::SqliteRow) -> Result<Row, StoreError> {
+/// The column names of `r`, reused from `names` while the result's columns stay the same.
+fn names_of<R: sqlx::Row>(r: &R, names: &mut Option<Arc<[String]>>) -> Arc<[String]> {
+    let cols = r.columns();
+    if let Some(n) = names
+        && n.len() == cols.len()
+        && n.iter().zip(cols).all(|(a, c)| a == c.name())
+    {
+        return n.clone();
+    }
+    let fresh: Arc<[String]> = cols.iter().map(|c| c.name().to_string()).collect();
+    *names = Some(fresh.clone());
+    fresh
+}
+
+fn decode_sqlite(
+    r: &sqlx::sqlite::SqliteRow,
+    names: &mut Option<Arc<[String]>>,
+) -> Result<Row, StoreError> {
     let mut cols = Vec::with_capacity(r.len());
-    for (i, c) in r.columns().iter().enumerate() {
+    for i in 0..r.len() {
         let raw = r.try_get_raw(i)?;
         let v = if sqlx::ValueRef::is_null(&raw) {
             Value::Null
@@ -337,12 +362,18 @@ fn decode_sqlite(r: &sqlx::sqlite::SqliteRow) -> Result<Row, StoreError> {
                 _ => Value::Text(r.try_get(i)?),
             }
         };
-        cols.push((c.name().to_string(), v));
+        cols.push(v);
     }
-    Ok(Row { cols })
+    Ok(Row {
+        names: names_of(r, names),
+        values: cols,
+    })
 }
 
-fn decode_pg(r: &sqlx::postgres::PgRow) -> Result<Row, StoreError> {
+fn decode_pg(
+    r: &sqlx::postgres::PgRow,
+    names: &mut Option<Arc<[String]>>,
+) -> Result<Row, StoreError> {
     let mut cols = Vec::with_capacity(r.len());
     for (i, c) in r.columns().iter().enumerate() {
         let raw = r.try_get_raw(i)?;
@@ -359,9 +390,12 @@ fn decode_pg(r: &sqlx::postgres::PgRow) -> Result<Row, StoreError> {
                 _ => Value::Text(r.try_get(i)?),
             }
         };
-        cols.push((c.name().to_string(), v));
+        cols.push(v);
     }
-    Ok(Row { cols })
+    Ok(Row {
+        names: names_of(r, names),
+        values: cols,
+    })
 }
 
 /// A query: SQL written once for both engines, plus its parameters.
@@ -422,11 +456,24 @@ impl Q {
         match ex.raw() {
             RawConn::Sqlite(c) => {
                 let q = bind_all!(sqlx::query::<Sqlite>(AssertSqlSafe(self.sql)), self.args);
-                q.fetch_all(c).await?.iter().map(decode_sqlite).collect()
+                let mut names = None;
+                let mut out = Vec::new();
+                // Decoded as they arrive: the engine rows are dropped one by one, never all held.
+                let mut rows = q.fetch(c);
+                while let Some(r) = rows.try_next().await? {
+                    out.push(decode_sqlite(&r, &mut names)?);
+                }
+                Ok(out)
             }
             RawConn::Postgres(c) => {
                 let q = bind_all!(sqlx::query::<Postgres>(AssertSqlSafe(self.sql)), self.args);
-                q.fetch_all(c).await?.iter().map(decode_pg).collect()
+                let mut names = None;
+                let mut out = Vec::new();
+                let mut rows = q.fetch(c);
+                while let Some(r) = rows.try_next().await? {
+                    out.push(decode_pg(&r, &mut names)?);
+                }
+                Ok(out)
             }
         }
     }

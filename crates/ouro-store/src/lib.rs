@@ -92,6 +92,8 @@ pub struct Store {
     pools: db::Pools,
     seq: Arc<watch::Sender<i64>>,
     appended: Arc<AtomicU64>,
+    /// The last event each in-process consumer has handled (ahead of its stored cursor).
+    progress: Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, i64>>>,
 }
 
 impl Store {
@@ -105,6 +107,7 @@ impl Store {
             pools,
             seq: Arc::new(watch::channel(0).0),
             appended: Arc::new(AtomicU64::new(0)),
+            progress: Arc::default(),
         };
         let latest = events::latest_seq(&mut store.read().await?).await?;
         store.seq.send_replace(latest);
@@ -146,6 +149,23 @@ impl Store {
     /// Events this process appended since it started (for `/metrics`).
     pub fn events_appended(&self) -> u64 {
         self.appended.load(Ordering::Relaxed)
+    }
+
+    /// Records that consumer `name` has handled every event up to `seq`.
+    pub fn record_progress(&self, name: &'static str, seq: i64) {
+        if let Ok(mut p) = self.progress.lock() {
+            p.insert(name, seq);
+        }
+    }
+
+    /// Per running consumer: how many committed events it has not handled yet (for `/metrics`;
+    /// a backlog here is work the server still does in the background).
+    pub fn consumer_lag(&self) -> Vec<(&'static str, i64)> {
+        let latest = self.latest_seq_hint();
+        match self.progress.lock() {
+            Ok(p) => p.iter().map(|(n, s)| (*n, (latest - s).max(0))).collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
     pub fn pool_stats(&self) -> PoolStats {

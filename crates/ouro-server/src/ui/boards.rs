@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
 use ouro_core::{OuroError, Permission, Role};
-use ouro_plan::board::{self, Board, Swimlane};
+use ouro_plan::board::{self, Board, Card, Swimlane};
 use ouro_plan::items::{self, Item, RankMove};
 use ouro_plan::roadmap::{self, Roadmap};
 use ouro_plan::sprints::{self, MoveTo, NewSprint, Sprint, SprintItems, SprintState};
@@ -114,12 +114,13 @@ fn head(ctx: &Ctx) -> (bool, bool) {
 }
 
 fn rows_of(b: &Board) -> Vec<LaneRow<'_>> {
-    let find = |key: &str| {
-        b.columns
-            .iter()
-            .flat_map(|c| c.cards.iter())
-            .find(|c| c.key == key)
-    };
+    let by_key: std::collections::HashMap<&str, &Card> = b
+        .columns
+        .iter()
+        .flat_map(|c| c.cards.iter())
+        .map(|c| (c.key.as_str(), c))
+        .collect();
+    let find = |key: &String| by_key.get(key.as_str()).copied();
     if b.lanes.is_empty() {
         return vec![LaneRow {
             name: String::new(),
@@ -133,7 +134,7 @@ fn rows_of(b: &Board) -> Vec<LaneRow<'_>> {
             cells: l
                 .cards
                 .iter()
-                .map(|keys| keys.iter().filter_map(|k| find(k)).collect())
+                .map(|keys| keys.iter().filter_map(find).collect())
                 .collect(),
         })
         .collect()

@@ -48,6 +48,41 @@ async fn metrics_count_requests_events_and_pool() {
         .unwrap();
     let n: u64 = appended.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(n >= 4, "{appended}");
+
+    // Every in-process consumer reports its backlog, which drains to 0.
+    let mut tries = 0;
+    loop {
+        let text = s
+            .req(Method::GET, "/metrics", None)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let lags: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("ouro_event_consumer_lag{"))
+            .collect();
+        for c in [
+            "webhooks",
+            "plan-automation",
+            "plan-references",
+            "plan-notifications",
+        ] {
+            assert!(
+                lags.iter()
+                    .any(|l| l.contains(&format!("consumer=\"{c}\""))),
+                "no lag gauge for {c} in {lags:?}"
+            );
+        }
+        if lags.iter().all(|l| l.ends_with(" 0")) {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 100, "consumers did not catch up: {lags:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     s.stop().await;
 }
 

@@ -63,6 +63,7 @@ const FAST: RunOptions = RunOptions {
     initial_backoff: Duration::from_millis(20),
     max_backoff: Duration::from_millis(80),
     poll: Duration::from_millis(200),
+    save_every: Duration::from_millis(50),
 };
 
 async fn append(store: &Store, n: i64) {
@@ -208,5 +209,39 @@ async fn a_failing_event_holds_the_cursor_and_shutdown_still_stops_the_runner() 
         until("the held events", || rec2.handled().len() == 2).await;
         assert_eq!(rec2.handled(), [2, 3], "{}", db.name());
         runner.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn the_cursor_is_written_once_per_interval_and_at_shutdown() {
+    for db in backends() {
+        let env = open_store(&db).await;
+        let s = &env.store;
+        append(s, 5).await;
+        let rec = Arc::new(Recorder::default());
+        let (stop, rx) = watch::channel(false);
+        let slow = RunOptions {
+            save_every: Duration::from_secs(3600),
+            ..FAST
+        };
+        let runner = Runner {
+            stop,
+            task: tokio::spawn(consumers::run_with(s.clone(), rec.clone(), rx, slow)),
+        };
+        until("the backlog", || rec.handled().len() == 5).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            cursor(s).await,
+            0,
+            "{}: no cursor write per event within the interval",
+            db.name()
+        );
+        runner.stop().await;
+        assert_eq!(
+            cursor(s).await,
+            5,
+            "{}: shutdown records the progress",
+            db.name()
+        );
     }
 }

@@ -67,6 +67,12 @@ pub fn write_blob(data_dir: &Path, bytes: &[u8]) -> std::io::Result<String> {
     std::fs::create_dir_all(&dir)?;
     let dest = dir.join(&sha);
     if dest.exists() {
+        // Freshen it: [`collect_garbage`] spares young blobs, and this one is about to get a
+        // row again even if the last row that used it is gone.
+        std::fs::File::options()
+            .write(true)
+            .open(&dest)?
+            .set_modified(std::time::SystemTime::now())?;
         return Ok(sha);
     }
     let tmp = dir.join(format!(
@@ -280,8 +286,8 @@ pub async fn get(
 }
 
 /// Removes attachment `id` from item `key`. Its uploader may, and so may a maintainer
-/// (`may_manage`); anyone else gets 403. The blob stays in the data dir (another attachment may
-/// share it).
+/// (`may_manage`); anyone else gets 403. The blob stays in the data dir until
+/// [`collect_garbage`] finds no attachment using it (another one may share it).
 pub async fn remove(
     store: &Store,
     project: &Project,
@@ -325,6 +331,81 @@ pub async fn remove(
     .await?;
     tx.commit().await?;
     Ok(a)
+}
+
+/// What a [`collect_garbage`] pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Blobs (and stale temporary files) deleted.
+    pub deleted: usize,
+    pub bytes: u64,
+    /// Blobs still referenced by an attachment, or too young to judge.
+    pub kept: usize,
+}
+
+/// Deletes blobs that no attachment refers to any more (removed attachments, deleted items and
+/// projects) and temporary files a crash left behind. Only files older than `min_age` go: an
+/// upload writes (or freshens) its blob before the row that refers to it commits, so a young
+/// unreferenced blob may be about to be used.
+pub async fn collect_garbage(
+    store: &Store,
+    data_dir: &Path,
+    min_age: std::time::Duration,
+) -> Result<GcReport, StoreError> {
+    let dir = blob_dir(data_dir);
+    if !dir.is_dir() {
+        return Ok(GcReport::default());
+    }
+    let rows = q("SELECT DISTINCT sha256 FROM plan_attachments")
+        .fetch_all(&mut store.read().await?)
+        .await?;
+    let used: std::collections::HashSet<String> = rows
+        .iter()
+        .map(|r| r.text("sha256"))
+        .collect::<Result<_, _>>()?;
+    let dir2 = dir.clone();
+    let sweep = move || -> std::io::Result<GcReport> {
+        let mut report = GcReport::default();
+        let now = std::time::SystemTime::now();
+        for entry in std::fs::read_dir(&dir2)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let meta = entry.metadata()?;
+            if !meta.is_file() {
+                continue;
+            }
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age >= min_age);
+            let orphan = name.starts_with(".tmp-") || !used.contains(&name);
+            if orphan && old {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => {
+                        report.deleted += 1;
+                        report.bytes += meta.len();
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            } else {
+                report.kept += 1;
+            }
+        }
+        Ok(report)
+    };
+    let failed = |e: String| -> StoreError {
+        OuroError::new(
+            ErrorCode::Internal,
+            format!("cannot sweep attachments in {}: {e}", dir.display()),
+        )
+        .into()
+    };
+    tokio::task::spawn_blocking(sweep)
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| failed(e.to_string()))
 }
 
 #[cfg(test)]

@@ -238,6 +238,7 @@ impl Running {
             std::sync::Arc::new(ouro_plan::notifications::Notifier),
             state.shutting_down.clone(),
         )));
+        workers.push(tokio::spawn(attachment_gc(state.clone())));
         let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
         let (fired_tx, mut fired_rx) = watch::channel(false);
         let signal = async move {
@@ -260,11 +261,50 @@ impl Running {
             r = server => r?,
             _ = bounded => {}
         }
+        // Consumers store their cursor when they see the shutdown: give them a moment to.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            futures::future::join_all(workers.iter_mut()),
+        )
+        .await;
         for w in workers {
             w.abort();
         }
         state.store.close().await;
         Ok(())
+    }
+}
+
+/// Unreferenced attachment blobs are swept a minute after start and then hourly; only blobs
+/// older than an hour go (see `ouro_plan::attachments::collect_garbage`).
+async fn attachment_gc(state: AppState) {
+    let mut shutdown = state.shutting_down.clone();
+    let mut wait = Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        wait = Duration::from_secs(3600);
+        match ouro_plan::attachments::collect_garbage(
+            &state.store,
+            &state.settings.data_dir,
+            Duration::from_secs(3600),
+        )
+        .await
+        {
+            Ok(r) if r.deleted > 0 => {
+                tracing::info!(
+                    deleted = r.deleted,
+                    bytes = r.bytes,
+                    "removed unused attachment files"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "attachment sweep failed; trying again in an hour")
+            }
+        }
     }
 }
 

@@ -190,7 +190,8 @@ struct SettingsPage<'a> {
     active: &'static str,
     tab: &'static str,
     manage: bool,
-    types: Vec<workflow::ItemType>,
+    /// The item types with the anchor of their workflow's section.
+    types: Vec<(workflow::ItemType, String)>,
     kinds: Vec<&'static str>,
     workflow_names: Vec<String>,
     workflows: Vec<WorkflowView>,
@@ -307,7 +308,14 @@ async fn build<'a>(
         kinds: Kind::ALL.iter().map(|k| k.as_str()).collect(),
         workflow_names: w.workflows.iter().map(|x| x.name.clone()).collect(),
         workflows: workflow_views(&w),
-        types: w.types,
+        types: w
+            .types
+            .into_iter()
+            .map(|t| {
+                let a = anchor_of(&t.workflow);
+                (t, a)
+            })
+            .collect(),
         categories: CATEGORIES.iter().map(|(c, l)| (c.as_str(), *l)).collect(),
         fields: defs
             .into_iter()

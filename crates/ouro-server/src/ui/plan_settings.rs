@@ -269,9 +269,11 @@ async fn build<'a>(
     ctx: &'a Ctx,
     project: &'a Project,
 ) -> Result<SettingsPage<'a>, UiError> {
-    let w = workflow::for_project(&st.store, project.id)
+    let mut w = workflow::for_project(&st.store, project.id)
         .await
         .map_err(|e| fail(ctx, e))?;
+    // The standard workflow first: most types follow it, and its states are the board columns.
+    w.workflows.sort_by_key(|x| x.name != workflow::STANDARD);
     let mut conn = st.store.read().await.map_err(|e| fail(ctx, e))?;
     let defs = fields::list(&mut conn, project.id)
         .await

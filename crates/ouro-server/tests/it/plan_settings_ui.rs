@@ -639,3 +639,86 @@ async fn plan_settings_ui_xss_in_fields_is_inert() {
         s.stop().await;
     }
 }
+
+/// A signed-in browser session: the forms carry the page's CSRF token, and the notice of a
+/// change shows once on the page the redirect leads to.
+#[tokio::test]
+async fn plan_settings_ui_browser_session_and_csrf() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        s.demo_project().await;
+        let login = s
+            .req(Method::POST, "/login", None)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&[
+                ("name", "admin"),
+                ("password", "admin-password"),
+                ("next", "/projects"),
+            ]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status().as_u16(), 303);
+        let cookie = login
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let page = s
+            .req(Method::GET, SETTINGS, None)
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let marker = "name=\"_csrf\" value=\"";
+        let at = page.find(marker).expect("forms carry the CSRF token") + marker.len();
+        let csrf = page[at..].split('"').next().unwrap().to_string();
+        assert!(!csrf.is_empty());
+        let post = |fields: Vec<(&'static str, String)>| {
+            let refs: Vec<(&str, &str)> = fields.iter().map(|(a, b)| (*a, b.as_str())).collect();
+            s.req(Method::POST, &format!("{SETTINGS}/fields"), None)
+                .header("cookie", &cookie)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form_body(&refs))
+        };
+        // Without the token the form is refused and nothing is added.
+        let r = post(vec![("name", "team".into()), ("type", "text".into())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403);
+        let r = post(vec![
+            ("_csrf", csrf.clone()),
+            ("name", "team".into()),
+            ("type", "text".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(r.status().as_u16(), 303);
+        let flash = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+            .find(|c| c.starts_with("ouro_flash="))
+            .expect("a notice for the next page");
+        let page = s
+            .req(Method::GET, SETTINGS, None)
+            .header("cookie", format!("{cookie}; {flash}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("Added the custom field"), "{page}");
+        assert!(page.contains("data-field=\"team\""), "{page}");
+        s.stop().await;
+    }
+}

@@ -929,7 +929,7 @@ async fn edit(
 ) -> UiResult {
     let project = ctx.project()?;
     let (values, patch) = read_edit(&form);
-    let patch = match patch {
+    let mut patch = match patch {
         Ok(p) => p,
         Err(errors) => {
             return edit_failed(
@@ -945,6 +945,23 @@ async fn edit(
             .await;
         }
     };
+    // Only the custom fields the user changed are sent: a value that is no longer allowed (an
+    // option since removed, a user who left the project) must not block saving other changes.
+    let stored = items::get(
+        &mut st.store.read().await.map_err(|e| fail(&ctx, e))?,
+        project.id,
+        &key,
+    )
+    .await
+    .map_err(|e| fail(&ctx, e))?
+    .map(|i| i.fields)
+    .unwrap_or_default();
+    if let Some(f) = patch.fields.as_mut() {
+        f.retain(|name, v| {
+            let typed = v.as_str().unwrap_or("");
+            !custom_fields::unchanged(stored.get(name).map(String::as_str), typed)
+        });
+    }
     match items::update(&st.store, project, &ctx.actor(), &key, patch).await {
         Ok(item) => Ok(redirect_with_flash(
             &item_href(project, &item.key),

@@ -855,6 +855,17 @@ pub fn to_values(v: &BTreeMap<String, String>) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// Whether a typed value is the stored one as the form showed it (a date input shows only the
+/// day of a stored time).
+pub fn unchanged(stored: Option<&str>, typed: &str) -> bool {
+    let (stored, typed) = (stored.unwrap_or("").trim(), typed.trim());
+    stored == typed
+        || (!typed.is_empty()
+            && stored.len() > 10
+            && stored.as_bytes()[10] == b'T'
+            && stored.get(..10) == Some(typed))
+}
+
 /// The custom field a refusal names (`fields.NAME`), with its message.
 pub fn field_error(e: &OuroError) -> Option<(String, String)> {
     crate::ui::common::field_of(e)
@@ -889,6 +900,16 @@ mod tests {
         assert_eq!(parse_options("a, b ,,c"), vec!["a", "b", "c"]);
         assert_eq!(parse_options("x, y\nz\n\n"), vec!["x, y", "z"]);
         assert!(parse_options("  ").is_empty());
+    }
+
+    #[test]
+    fn unchanged_values() {
+        assert!(unchanged(None, ""));
+        assert!(unchanged(Some("3"), " 3 "));
+        assert!(unchanged(Some("2026-01-02T10:00:00Z"), "2026-01-02"));
+        assert!(!unchanged(Some("2026-01-02T10:00:00Z"), "2026-01-03"));
+        assert!(!unchanged(Some("3"), ""));
+        assert!(!unchanged(None, "x"));
     }
 
     #[test]

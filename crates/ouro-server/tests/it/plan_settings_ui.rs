@@ -571,6 +571,40 @@ async fn plan_settings_ui_custom_fields_in_item_forms() {
             item(&s, "DEMO-1").await["fields"],
             json!({"team": "red", "cost": "7", "due_on": "2026-12-24", "note": "hello"})
         );
+        // An option removed later stays on the item, is still shown selected in the form, and
+        // does not block saving other changes.
+        post_ok(
+            &s,
+            &format!("{SETTINGS}/fields/update"),
+            &[
+                ("field", "team"),
+                ("label", "team"),
+                ("options", "blue\ngreen"),
+            ],
+        )
+        .await;
+        let it = item(&s, "DEMO-1").await;
+        let (_, page) = s.admin_page("/projects/demo/plan/items/DEMO-1").await;
+        assert!(page.contains("<option value=\"red\" selected>"), "{page}");
+        let version = it["version"].as_i64().unwrap().to_string();
+        let (st, _, body) = s
+            .admin_form(
+                "/projects/demo/plan/items/DEMO-1/edit",
+                form_body(&[
+                    ("version", &version),
+                    ("title", "Renamed"),
+                    ("priority", "none"),
+                    ("cf.team", "red"),
+                    ("cf.cost", "7"),
+                    ("cf.due_on", "2026-12-24"),
+                    ("cf.note", "hello"),
+                ]),
+            )
+            .await;
+        assert_eq!(st, 303, "{body}");
+        let it = item(&s, "DEMO-1").await;
+        assert_eq!(it["title"], "Renamed");
+        assert_eq!(it["fields"]["team"], "red");
         s.stop().await;
     }
 }

@@ -303,7 +303,12 @@ async fn plan_settings_ui_refused_state_delete_and_wip_limits() {
                 .any(|x| x["name"] == "In review")
         );
 
-        // WIP limits: one form for all columns; empty clears.
+        // WIP limits: one form for all columns; empty clears. The board links to it.
+        let (_, board_page) = s.admin_page("/projects/demo/plan/board").await;
+        assert!(
+            board_page.contains("href=\"/projects/demo/plan/settings#wip\""),
+            "{board_page}"
+        );
         let (_, page) = s.admin_page(SETTINGS).await;
         assert!(page.contains("id=\"wip-form\""), "{page}");
         let cols = ["New", "Ready", "In progress", "Done"];

@@ -173,6 +173,8 @@ pub struct Drafts {
     pub type_workflow: String,
     pub state_name: String,
     pub state_workflow: String,
+    /// The name typed into the "new workflow" form.
+    pub new_workflow: String,
     pub field_name: String,
     pub field_label: String,
     pub field_type: String,
@@ -482,16 +484,24 @@ async fn add_state(State(st): State<AppState>, ctx: Ctx, form: Form) -> UiResult
             config::add_state(&st.store, project, &ctx.actor(), &wf, input).await
         }
     };
+    // The "new workflow" form creates a workflow with its first state; its refusals show there.
+    let new = form.get("new_workflow") == "true";
+    let anchor = if new {
+        "new-workflow".to_string()
+    } else {
+        anchor_of(&wf)
+    };
     let drafts = Drafts {
         state_name: name,
-        state_workflow: wf.clone(),
+        state_workflow: if new { String::new() } else { wf.clone() },
+        new_workflow: if new { wf.clone() } else { String::new() },
         ..Drafts::default()
     };
     finish(
         &st,
         &ctx,
         project,
-        &anchor_of(&wf),
+        &anchor,
         result,
         |s| format!("Added the state \"{}\" to {wf}.", s.name),
         drafts,

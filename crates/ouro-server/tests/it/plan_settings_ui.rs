@@ -141,6 +141,55 @@ async fn plan_settings_ui_types_states_fields_and_matrix() {
             .expect("QA state");
         assert_eq!(qa["category"], "done");
 
+        // A new workflow with its first state, then a type following it.
+        post_ok(
+            &s,
+            &format!("{SETTINGS}/states"),
+            &[
+                ("new_workflow", "true"),
+                ("workflow", "Support"),
+                ("name", "Waiting"),
+                ("category", "todo"),
+            ],
+        )
+        .await;
+        post_ok(
+            &s,
+            &format!("{SETTINGS}/types"),
+            &[
+                ("name", "Ticket"),
+                ("kind", "task"),
+                ("workflow", "Support"),
+            ],
+        )
+        .await;
+        let (_, page) = s.admin_page(SETTINGS).await;
+        assert!(page.contains("id=\"wf-support\""), "{page}");
+        let wf = workflows(&s).await;
+        let ticket = wf["types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "Ticket")
+            .cloned()
+            .unwrap();
+        assert_eq!(ticket["workflow"], "Support");
+        // A refusal on that form shows next to it, the name kept.
+        let (st, _, body) = s
+            .admin_form(
+                &format!("{SETTINGS}/states"),
+                form_body(&[
+                    ("new_workflow", "true"),
+                    ("workflow", "Ops"),
+                    ("name", ""),
+                    ("category", "todo"),
+                ]),
+            )
+            .await;
+        assert_eq!(st, 422, "{body}");
+        assert!(body.contains("id=\"new-workflow-error\""), "{body}");
+        assert!(body.contains("value=\"Ops\""), "{body}");
+
         // The matrix: the page shows one checkbox per ordered pair of distinct states, and a
         // submit replaces all transitions with the checked ones.
         let (_, page) = s.admin_page(SETTINGS).await;
@@ -251,7 +300,7 @@ async fn plan_settings_ui_types_states_fields_and_matrix() {
         assert!(body.contains("value=\"area\""), "{body}");
 
         // Each change went through the domain and appended plan.config_changed.
-        assert!(config_events(&s).await >= before + 10);
+        assert!(config_events(&s).await >= before + 12);
         s.stop().await;
     }
 }

@@ -106,7 +106,8 @@ fn lane_of(it: &Item, s: Swimlane) -> Option<String> {
     }
 }
 
-async fn wip_limits(
+/// The stored WIP limits by column (state) name; columns without a row have no limit.
+pub async fn wip_limits(
     ex: &mut impl Executor,
     project_id: i64,
 ) -> Result<Vec<(String, Option<i64>)>, StoreError> {

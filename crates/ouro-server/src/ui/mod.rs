@@ -13,6 +13,7 @@ pub mod notifications;
 pub mod plan;
 pub mod plan_attachments;
 pub mod plan_links;
+pub mod plan_settings;
 pub mod project_settings;
 pub mod projects;
 pub mod webhooks;
@@ -47,6 +48,7 @@ pub fn register(reg: &mut Registry) {
     intake::register(reg);
     plan::register(reg);
     plan_links::register(reg);
+    plan_settings::register(reg);
     plan_attachments::register(reg);
     boards::register(reg);
     project_settings::register(reg);

@@ -13,11 +13,13 @@ use ouro_store::PageReq;
 use ouro_store::projects::Project;
 use serde::Deserialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 use crate::AppState;
 use crate::extract::{Ctx, Path, Query};
 use crate::registry::Registry;
 use crate::ui::common::{Flash, When, fail, field_of, redirect_with_flash};
+use crate::ui::plan_settings::{self as custom_fields, FieldInput};
 use crate::ui::projects::{PHASES, PhaseLink};
 use crate::ui::{Chrome, Form, UiError, UiResult, render_status, url_encode};
 
@@ -157,6 +159,8 @@ struct BacklogPage<'a> {
     new_title: String,
     new_description: String,
     new_errors: NewErrors,
+    /// One input per custom field of the project on the new-item form.
+    custom_inputs: Vec<FieldInput>,
     saved: Vec<SavedChip>,
     /// Whether the "Save this search" form shows, and its shared checkbox.
     can_save: bool,
@@ -335,7 +339,11 @@ async fn build_backlog<'a>(
             shared: s.shared,
         })
         .collect();
+    let (defs, members) = custom_fields::defs_and_members(&mut st.store.read().await?, project.id)
+        .await
+        .map_err(|e| fail(ctx, e))?;
     Ok(BacklogPage {
+        custom_inputs: custom_fields::inputs(&defs, &members, &BTreeMap::new(), None),
         chrome: Chrome::of(ctx),
         project,
         phases: PHASES,
@@ -423,10 +431,15 @@ pub(crate) fn item_href(project: &Project, key: &str) -> String {
 async fn create(State(st): State<AppState>, ctx: Ctx, form: Form) -> UiResult {
     let project = ctx.project()?;
     let (ty, title, description) = (form.get("type"), form.get("title"), form.get("description"));
+    let (defs, members) = custom_fields::defs_and_members(&mut st.store.read().await?, project.id)
+        .await
+        .map_err(|e| fail(&ctx, e))?;
+    let typed = custom_fields::submitted(&defs, &form);
     let input = NewItem {
         item_type: ty.trim().to_string(),
         title: title.clone(),
         description: description.clone(),
+        fields: custom_fields::to_values(&typed),
         ..Default::default()
     };
     match items::create(&st.store, project, &ctx.actor(), input).await {
@@ -434,7 +447,10 @@ async fn create(State(st): State<AppState>, ctx: Ctx, form: Form) -> UiResult {
         Err(e) => {
             let e: OuroError = e.into();
             let mut errors = NewErrors::default();
+            let custom_error =
+                custom_fields::field_error(&e).filter(|(n, _)| defs.iter().any(|d| &d.name == n));
             match (e.code, field_of(&e)) {
+                _ if e.code == ErrorCode::ValidationFailed && custom_error.is_some() => {}
                 (ErrorCode::ValidationFailed, Some("title")) => errors.title = Some(e.message),
                 (ErrorCode::ValidationFailed, Some("description")) => {
                     errors.description = Some(e.message)
@@ -450,6 +466,7 @@ async fn create(State(st): State<AppState>, ctx: Ctx, form: Form) -> UiResult {
             p.new_title = title;
             p.new_description = description;
             p.new_errors = errors;
+            p.custom_inputs = custom_fields::inputs(&defs, &members, &typed, custom_error.as_ref());
             Ok(render_status(StatusCode::UNPROCESSABLE_ENTITY, &p))
         }
     }
@@ -482,6 +499,8 @@ pub struct EditValues {
     pub assignee: String,
     pub labels: String,
     pub version: i64,
+    /// Custom field values by field name.
+    pub fields: BTreeMap<String, String>,
 }
 
 impl EditValues {
@@ -494,6 +513,7 @@ impl EditValues {
             assignee: i.assignee.clone().unwrap_or_default(),
             labels: i.labels.join(" "),
             version: i.version,
+            fields: i.fields.clone(),
         }
     }
 }
@@ -506,6 +526,8 @@ pub struct EditErrors {
     pub estimate: Option<String>,
     pub assignee: Option<String>,
     pub labels: Option<String>,
+    /// A refused custom field value: (field name, message).
+    pub custom: Option<(String, String)>,
 }
 
 /// A stale edit: someone else's values next to the ones that were submitted.
@@ -550,6 +572,10 @@ pub(crate) struct ItemPage<'a> {
     trail: Vec<crate::ui::plan_links::TrailStageView>,
     /// The project's custom fields as (label, value or empty), in display order.
     custom: Vec<(String, String)>,
+    /// The custom field inputs of the edit form.
+    custom_inputs: Vec<FieldInput>,
+    field_defs: Vec<ouro_plan::fields::Field>,
+    members: Vec<String>,
     attachments: Vec<crate::ui::plan_attachments::AttachmentView>,
     /// Where the upload form posts (carries the CSRF token: the body is multipart).
     attach_action: String,
@@ -689,15 +715,17 @@ pub(crate) async fn build_item<'a>(
     let trail = ouro_plan::trail::of_item(&mut conn, item.id)
         .await
         .map_err(|e| fail(ctx, e))?;
-    let custom = ouro_plan::fields::list(&mut conn, project.id)
+    let (field_defs, members) = custom_fields::defs_and_members(&mut conn, project.id)
         .await
-        .map_err(|e| fail(ctx, e))?
-        .into_iter()
+        .map_err(|e| fail(ctx, e))?;
+    let custom = field_defs
+        .iter()
         .map(|f| {
             let v = item.fields.get(&f.name).cloned().unwrap_or_default();
-            (f.label, v)
+            (f.label.clone(), v)
         })
         .collect();
+    let custom_inputs = custom_fields::inputs(&field_defs, &members, &item.fields, None);
     let (manage, can_edit) = page_head(ctx);
     let attachments = crate::ui::plan_attachments::AttachmentView::of(
         ctx,
@@ -719,6 +747,9 @@ pub(crate) async fn build_item<'a>(
         link_error: None,
         trail: crate::ui::plan_links::TrailStageView::of(trail),
         custom,
+        custom_inputs,
+        field_defs,
+        members,
         chrome: Chrome::of(ctx),
         project,
         phases: PHASES,
@@ -845,6 +876,11 @@ fn read_edit(form: &Form) -> (EditValues, Result<ItemPatch, EditErrors>) {
         assignee: form.get("assignee").trim().to_string(),
         labels: form.get("labels"),
         version: form.get("version").trim().parse().unwrap_or(0),
+        fields: form
+            .0
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("cf.").map(|n| (n.to_string(), v.clone())))
+            .collect(),
     };
     let mut errors = EditErrors::default();
     let priority = Priority::parse(&v.priority);
@@ -876,6 +912,7 @@ fn read_edit(form: &Form) -> (EditValues, Result<ItemPatch, EditErrors>) {
         assignee: Some(Some(v.assignee.clone()).filter(|a| !a.is_empty())),
         estimate,
         labels: Some(labels),
+        fields: Some(custom_fields::to_values(&v.fields)),
         // 0 is never a stored version, so a missing or garbled version is a conflict, not a
         // silent overwrite.
         version: Some(v.version),
@@ -892,7 +929,7 @@ async fn edit(
 ) -> UiResult {
     let project = ctx.project()?;
     let (values, patch) = read_edit(&form);
-    let patch = match patch {
+    let mut patch = match patch {
         Ok(p) => p,
         Err(errors) => {
             return edit_failed(
@@ -908,6 +945,23 @@ async fn edit(
             .await;
         }
     };
+    // Only the custom fields the user changed are sent: a value that is no longer allowed (an
+    // option since removed, a user who left the project) must not block saving other changes.
+    let stored = items::get(
+        &mut st.store.read().await.map_err(|e| fail(&ctx, e))?,
+        project.id,
+        &key,
+    )
+    .await
+    .map_err(|e| fail(&ctx, e))?
+    .map(|i| i.fields)
+    .unwrap_or_default();
+    if let Some(f) = patch.fields.as_mut() {
+        f.retain(|name, v| {
+            let typed = v.as_str().unwrap_or("");
+            !custom_fields::unchanged(stored.get(name).map(String::as_str), typed)
+        });
+    }
     match items::update(&st.store, project, &ctx.actor(), &key, patch).await {
         Ok(item) => Ok(redirect_with_flash(
             &item_href(project, &item.key),
@@ -937,7 +991,20 @@ async fn edit(
                     ]
                     .into_iter()
                     .map(|(f, a, b)| (f.to_string(), a.clone(), b.clone()))
-                    .collect();
+                    .collect::<Vec<_>>();
+                    let mut rows = rows;
+                    let defs = ouro_plan::fields::list(
+                        &mut st.store.read().await.map_err(|e| fail(&ctx, e))?,
+                        project.id,
+                    )
+                    .await
+                    .map_err(|e| fail(&ctx, e))?;
+                    for d in defs {
+                        let get = |m: &BTreeMap<String, String>| {
+                            m.get(&d.name).cloned().unwrap_or_default()
+                        };
+                        rows.push((d.label.clone(), get(&now.fields), get(&values.fields)));
+                    }
                     return edit_failed(
                         &st,
                         &ctx,
@@ -961,6 +1028,9 @@ async fn edit(
                     errors.assignee = Some(e.message)
                 }
                 (ErrorCode::ValidationFailed, Some("labels")) => errors.labels = Some(e.message),
+                (ErrorCode::ValidationFailed, Some(f)) if f.starts_with("fields.") => {
+                    errors.custom = custom_fields::field_error(&e)
+                }
                 (ErrorCode::ValidationFailed, _) => errors.title = Some(e.message),
                 _ => return Err(fail(&ctx, e)),
             }
@@ -1005,6 +1075,19 @@ async fn edit_failed(
         ..values.clone()
     };
     p.priorities = priority_opts(&values.priority);
+    let mut errors = errors;
+    p.custom_inputs = custom_fields::inputs(
+        &p.field_defs,
+        &p.members,
+        &values.fields,
+        errors.custom.as_ref(),
+    );
+    // A value for a field the project does not have (a stale form) still shows its message.
+    if let Some((n, m)) = &errors.custom
+        && !p.field_defs.iter().any(|d| &d.name == n)
+    {
+        errors.title = Some(m.clone());
+    }
     p.edit_errors = errors;
     p.edit_open = true;
     p.conflict = conflict;

@@ -16,6 +16,7 @@ mod links_rules;
 mod meta;
 mod notify;
 mod plan_config;
+mod plan_settings_ui;
 mod plan_ui;
 mod props;
 mod saved_queries;

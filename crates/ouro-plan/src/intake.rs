@@ -9,7 +9,7 @@
 use ouro_core::events as ev;
 use ouro_core::{Actor, ErrorCode, NewEvent, OuroError};
 use ouro_store::projects::Project;
-use ouro_store::{Executor, Store, StoreError, q};
+use ouro_store::{Executor, Store, StoreError, Tx, q};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -269,10 +269,16 @@ pub async fn triage(
     key: &str,
     decision: Decision,
 ) -> Result<Item, StoreError> {
-    let item = items::get(&mut store.read().await?, project.id, key)
+    if let Decision::Decline { reason } = &decision {
+        check_len("reason", reason, 1, MAX_REASON)?;
+    }
+    // One transaction: the decision's comment, link, type change and transition land together
+    // or not at all.
+    let mut tx = store.begin().await?;
+    let item = items::get(&mut tx, project.id, key)
         .await?
         .ok_or_else(|| items::not_found(key))?;
-    if !is_pending(&mut store.read().await?, project.id, &item.key).await? {
+    if !is_pending(&mut tx, project.id, &item.key).await? {
         return Err(OuroError::new(
             ErrorCode::TriageNotPending,
             format!(
@@ -282,56 +288,13 @@ pub async fn triage(
         )
         .into());
     }
-    let mut payload = json!({"key": item.key, "from_type": item.item_type});
     let action = match &decision {
-        Decision::Accept { item_type } => {
-            accept(store, project, actor, &item, item_type, &mut payload).await?;
-            "accept"
-        }
-        Decision::Merge { into } => {
-            let target = items::get(&mut store.read().await?, project.id, into)
-                .await?
-                .ok_or_else(|| {
-                    OuroError::field("into", format!("{into} does not exist in this project"))
-                })?;
-            if target.id == item.id {
-                return Err(
-                    OuroError::field("into", "an item cannot be merged into itself").into(),
-                );
-            }
-            items::add_comment(
-                store,
-                project,
-                actor,
-                &item.key,
-                &format!("Duplicate of {}.", target.key),
-            )
-            .await?;
-            crate::links::link(store, project, actor, &item.key, "duplicates", &target.key).await?;
-            let done = done_state(&mut store.read().await?, project.id, &item).await?;
-            items::transition(store, project, actor, &item.key, &done, None).await?;
-            payload["into"] = json!(target.key);
-            "merge"
-        }
-        Decision::Decline { reason } => {
-            check_len("reason", reason, 1, MAX_REASON)?;
-            items::add_comment(
-                store,
-                project,
-                actor,
-                &item.key,
-                &format!("Declined: {}", reason.trim()),
-            )
-            .await?;
-            let done = done_state(&mut store.read().await?, project.id, &item).await?;
-            items::transition(store, project, actor, &item.key, &done, None).await?;
-            payload["reason"] = json!(reason.trim());
-            "decline"
-        }
+        Decision::Accept { .. } => "accept",
+        Decision::Merge { .. } => "merge",
+        Decision::Decline { .. } => "decline",
     };
-    payload["action"] = json!(action);
-    let mut tx = store.begin().await?;
-    // Two triagers at once: the second finds the row taken.
+    // Claimed first: a second triager at the same time waits for this transaction (the row's
+    // key) and then finds the item taken.
     q(
         "INSERT INTO plan_triage (item_id, action, actor, created_at) VALUES ($1, $2, $3, $4) \
        ON CONFLICT (item_id) DO NOTHING RETURNING item_id",
@@ -348,6 +311,46 @@ pub async fn triage(
             format!("{} was triaged by someone else meanwhile", item.key),
         )
     })?;
+    let mut payload = json!({"key": item.key, "from_type": item.item_type});
+    match &decision {
+        Decision::Accept { item_type } => {
+            accept(&mut tx, project, actor, &item, item_type, &mut payload).await?;
+        }
+        Decision::Merge { into } => {
+            let target = items::get(&mut tx, project.id, into)
+                .await?
+                .ok_or_else(|| {
+                    OuroError::field("into", format!("{into} does not exist in this project"))
+                })?;
+            if target.id == item.id {
+                return Err(
+                    OuroError::field("into", "an item cannot be merged into itself").into(),
+                );
+            }
+            let note = format!("Duplicate of {}.", target.key);
+            items::add_comment_in(&mut tx, project, actor, &item.key, &note).await?;
+            crate::links::link_in(
+                &mut tx,
+                project,
+                actor,
+                &item.key,
+                "duplicates",
+                &target.key,
+            )
+            .await?;
+            let done = done_state(&mut tx, project.id, &item).await?;
+            items::transition_in(&mut tx, project, actor, &item.key, &done, None).await?;
+            payload["into"] = json!(target.key);
+        }
+        Decision::Decline { reason } => {
+            let note = format!("Declined: {}", reason.trim());
+            items::add_comment_in(&mut tx, project, actor, &item.key, &note).await?;
+            let done = done_state(&mut tx, project.id, &item).await?;
+            items::transition_in(&mut tx, project, actor, &item.key, &done, None).await?;
+            payload["reason"] = json!(reason.trim());
+        }
+    }
+    payload["action"] = json!(action);
     tx.append(
         NewEvent::new(ev::ITEM_TRIAGED, actor, item.id, payload)
             .in_project(project.id, &project.slug),
@@ -363,21 +366,20 @@ pub async fn triage(
 /// Changes the item's type; when the new type uses another workflow, the item moves to that
 /// workflow's first state.
 async fn accept(
-    store: &Store,
+    tx: &mut Tx,
     project: &Project,
     actor: &Actor,
     item: &Item,
     to_type: &str,
     payload: &mut serde_json::Value,
 ) -> Result<(), StoreError> {
-    let mut tx = store.begin().await?;
     let bad = || {
         OuroError::field(
             "type",
             format!("{to_type:?} is not an enabled item type of this project"),
         )
     };
-    let new_ty = workflow::item_type(&mut tx, project.id, to_type.trim())
+    let new_ty = workflow::item_type(&mut *tx, project.id, to_type.trim())
         .await?
         .filter(|t| t.enabled)
         .ok_or_else(bad)?;
@@ -391,11 +393,11 @@ async fn accept(
         )
         .into());
     }
-    let old_ty = workflow::item_type(&mut tx, project.id, &item.item_type).await?;
+    let old_ty = workflow::item_type(&mut *tx, project.id, &item.item_type).await?;
     let (state, category) = if old_ty.is_some_and(|o| o.workflow == new_ty.workflow) {
         (item.state.clone(), item.state_category)
     } else {
-        let first = workflow::states(&mut tx, project.id, &new_ty.workflow)
+        let first = workflow::states(&mut *tx, project.id, &new_ty.workflow)
             .await?
             .into_iter()
             .next()
@@ -414,7 +416,7 @@ async fn accept(
     .bind(ouro_core::time::now_ms())
     .bind(item.id)
     .bind(item.version)
-    .fetch_optional(&mut tx)
+    .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| OuroError::stale_version("item", item.version + 1))?;
     let mut changes = serde_json::Map::new();
@@ -447,7 +449,6 @@ async fn accept(
         )
         .await?;
     }
-    tx.commit().await?;
     payload["type"] = json!(new_ty.name);
     payload["state"] = json!(state);
     Ok(())

@@ -1120,6 +1120,9 @@ async fn create_in(
                 "state": item.state, "state_category": item.state_category,
                 "assignee": item.assignee, "priority": item.priority,
                 "parent": item.parent, "labels": item.labels, "fields": item.fields,
+                // Who the description names: consumers see the event after later edits may
+                // have changed the description.
+                "mentions": crate::markdown::mentions(&item.description),
             }),
         )
         .in_project(project.id, &project.slug),
@@ -1284,16 +1287,30 @@ pub async fn transition(
     expected_version: Option<i64>,
 ) -> Result<Item, StoreError> {
     let mut tx = store.begin().await?;
-    let cur = get_or_404(&mut tx, project.id, key).await?;
+    let item = transition_in(&mut tx, project, actor, key, to, expected_version).await?;
+    tx.commit().await?;
+    Ok(item)
+}
+
+/// [`transition`] inside the caller's transaction.
+pub async fn transition_in(
+    tx: &mut Tx,
+    project: &Project,
+    actor: &Actor,
+    key: &str,
+    to: &str,
+    expected_version: Option<i64>,
+) -> Result<Item, StoreError> {
+    let cur = get_or_404(&mut *tx, project.id, key).await?;
     if let Some(v) = expected_version
         && v != cur.version
     {
         return Err(OuroError::stale_version("item", cur.version).into());
     }
-    let ty = workflow::item_type(&mut tx, project.id, &cur.item_type)
+    let ty = workflow::item_type(&mut *tx, project.id, &cur.item_type)
         .await?
         .ok_or_else(|| StoreError::Decode(format!("item type {:?} is gone", cur.item_type)))?;
-    let allowed = workflow::allowed_targets(&mut tx, project.id, &ty.workflow, &cur.state).await?;
+    let allowed = workflow::allowed_targets(&mut *tx, project.id, &ty.workflow, &cur.state).await?;
     let Some(target) = allowed
         .iter()
         .find(|s| s.name.eq_ignore_ascii_case(to.trim()))
@@ -1325,10 +1342,10 @@ pub async fn transition(
     .bind(ouro_core::time::now_ms())
     .bind(cur.id)
     .bind(cur.version)
-    .fetch_optional(&mut tx)
+    .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| OuroError::stale_version("item", cur.version + 1))?;
-    let item = get_or_404(&mut tx, project.id, &cur.key).await?;
+    let item = get_or_404(&mut *tx, project.id, &cur.key).await?;
     tx.append(
         NewEvent::new(
             ev::ITEM_TRANSITIONED,
@@ -1343,7 +1360,6 @@ pub async fn transition(
         .in_project(project.id, &project.slug),
     )
     .await?;
-    tx.commit().await?;
     Ok(item)
 }
 
@@ -1627,7 +1643,28 @@ pub async fn add_comment(
         .into());
     }
     let mut tx = store.begin().await?;
-    let item = get_or_404(&mut tx, project.id, key).await?;
+    let comment = add_comment_in(&mut tx, project, actor, key, body).await?;
+    tx.commit().await?;
+    Ok(comment)
+}
+
+/// [`add_comment`] inside the caller's transaction (the body is checked again).
+pub async fn add_comment_in(
+    tx: &mut Tx,
+    project: &Project,
+    actor: &Actor,
+    key: &str,
+    body: &str,
+) -> Result<Comment, StoreError> {
+    no_nul("body", body)?;
+    if body.trim().is_empty() || body.chars().count() > MAX_COMMENT {
+        return Err(OuroError::field(
+            "body",
+            format!("a comment must have 1 to {MAX_COMMENT} characters"),
+        )
+        .into());
+    }
+    let item = get_or_404(&mut *tx, project.id, key).await?;
     let row = q(
         "INSERT INTO item_comments (item_id, author_id, body, created_at) \
                  VALUES ($1, $2, $3, $4) RETURNING id",
@@ -1636,16 +1673,16 @@ pub async fn add_comment(
     .bind(actor.user_id())
     .bind(body)
     .bind(ouro_core::time::now_ms())
-    .fetch_one(&mut tx)
+    .fetch_one(&mut *tx)
     .await?;
     let id = row.i64("id")?;
     if let Some(uid) = actor.user_id() {
-        add_watcher(&mut tx, item.id, uid).await?;
+        add_watcher(&mut *tx, item.id, uid).await?;
     }
     let comment = q("SELECT c.*, u.name AS author FROM item_comments c \
                      LEFT JOIN users u ON u.id = c.author_id WHERE c.id = $1")
     .bind(id)
-    .fetch_one(&mut tx)
+    .fetch_one(&mut *tx)
     .await
     .and_then(|r| comment_from(&r))?;
     tx.append(
@@ -1658,7 +1695,6 @@ pub async fn add_comment(
         .in_project(project.id, &project.slug),
     )
     .await?;
-    tx.commit().await?;
     Ok(comment)
 }
 

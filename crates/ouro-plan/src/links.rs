@@ -9,7 +9,7 @@
 use ouro_core::events as ev;
 use ouro_core::{Actor, ErrorCode, NewEvent, OuroError};
 use ouro_store::projects::Project;
-use ouro_store::{Executor, Row, Store, StoreError, q};
+use ouro_store::{Executor, Row, Store, StoreError, Tx, q};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -109,8 +109,27 @@ pub async fn link(
         );
     }
     let mut tx = store.begin().await?;
-    let src = item_or_404(&mut tx, project.id, from).await?;
-    let Some(dst) = items::get(&mut tx, project.id, to).await? else {
+    let link = link_in(&mut tx, project, actor, from, kind, to).await?;
+    tx.commit().await?;
+    Ok(link)
+}
+
+/// [`link`] inside the caller's transaction.
+pub async fn link_in(
+    tx: &mut Tx,
+    project: &Project,
+    actor: &Actor,
+    from: &str,
+    kind: &str,
+    to: &str,
+) -> Result<ItemLink, StoreError> {
+    if !KINDS.contains(&kind) {
+        return Err(
+            OuroError::field("kind", format!("kind must be one of {}", KINDS.join(", "))).into(),
+        );
+    }
+    let src = item_or_404(&mut *tx, project.id, from).await?;
+    let Some(dst) = items::get(&mut *tx, project.id, to).await? else {
         // A key with another project's prefix: say why rather than only "not found".
         let prefix = src.key.rsplit_once('-').map(|(p, _)| p).unwrap_or("");
         let other = to.trim().to_ascii_uppercase();
@@ -134,7 +153,7 @@ pub async fn link(
         let rev = q("SELECT id FROM item_links WHERE from_item_id = $1 AND kind = 'relates' AND to_item_id = $2")
             .bind(dst.id)
             .bind(src.id)
-            .fetch_optional(&mut tx)
+            .fetch_optional(&mut *tx)
             .await?;
         if rev.is_some() {
             return Err(
@@ -151,7 +170,7 @@ pub async fn link(
         .bind(dst.id)
         .bind(actor.user_id())
         .bind(now)
-        .fetch_optional(&mut tx)
+        .fetch_optional(&mut *tx)
         .await?;
     let Some(row) = row else {
         return Err(OuroError::new(
@@ -171,7 +190,6 @@ pub async fn link(
         .in_project(project.id, &project.slug),
     )
     .await?;
-    tx.commit().await?;
     Ok(ItemLink {
         id,
         kind: kind.into(),

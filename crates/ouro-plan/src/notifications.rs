@@ -243,10 +243,19 @@ async fn notify(store: &Store, e: &Event) -> Result<(), StoreError> {
     let mut assignee: Option<&str> = None;
     if e.kind == ev::ITEM_CREATED.name {
         assignee = str_at(p, &["assignee"]);
-        // The payload has no description; the item's is the created one only while the item
-        // is unchanged (otherwise the `item.updated` events carry the description's changes).
-        if item.version == 1 {
-            mentioned = crate::markdown::mentions(&item.description);
+        match p.get("mentions").and_then(|m| m.as_array()) {
+            Some(names) => {
+                mentioned = names
+                    .iter()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect();
+            }
+            // Events written before the payload named the mentions: the item's description is
+            // the created one only while the item is unchanged.
+            None if item.version == 1 => {
+                mentioned = crate::markdown::mentions(&item.description);
+            }
+            None => {}
         }
     } else if e.kind == ev::ITEM_UPDATED.name {
         assignee = str_at(p, &["changes", "assignee", "new"]);

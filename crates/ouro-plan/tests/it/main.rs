@@ -4,4 +4,5 @@
 mod attachments;
 mod items;
 mod links;
+mod notifications;
 mod saved_queries;

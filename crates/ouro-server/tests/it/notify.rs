@@ -638,6 +638,38 @@ async fn public_feedback_form_and_triage() {
         assert_eq!(st, 422);
         let (st, _) = triage(&s, dev, "DEMO-4", json!({"action": "explode"})).await;
         assert_eq!(st, 422);
+        // A decision is all or nothing: DEMO-4 already duplicates DEMO-7, so the merge fails at
+        // its link step, after its comment, and leaves neither a comment nor a triage behind.
+        let (st, _) = s
+            .admin(
+                Method::POST,
+                &format!("{ITEMS}/DEMO-4/links"),
+                Some(json!({"kind": "duplicates", "target": "DEMO-7"})),
+            )
+            .await;
+        assert_eq!(st, 201);
+        let (st, body) = triage(
+            &s,
+            dev,
+            "DEMO-4",
+            json!({"action": "merge", "into": "DEMO-7"}),
+        )
+        .await;
+        assert_eq!(
+            (st, error_code(&body)),
+            (409, "item.link_exists".into()),
+            "{body}"
+        );
+        let (_, comments) = s
+            .admin(Method::GET, &format!("{ITEMS}/DEMO-4/comments"), None)
+            .await;
+        assert_eq!(
+            comments["items"],
+            json!([]),
+            "no half-made decision: {comments}"
+        );
+        let (_, four) = s.admin(Method::GET, &format!("{ITEMS}/DEMO-4"), None).await;
+        assert_ne!(four["state_category"], "done", "{four}");
         let (st, body) = triage(
             &s,
             dev,

@@ -3,6 +3,10 @@
 #
 #   bench/plan.sh [path/to/release/ouro] [postgres://...]   # no URL = SQLite in a fresh data dir
 #
+# Seeding 100k items takes minutes (longer on PostgreSQL). To measure again on a data dir (and
+# database) seeded before, pass DATA_DIR=... and TOKEN=... (an admin API token): seeding is
+# skipped and the data dir is kept.
+#
 # Seeds through the API (bench/seed_plan.py), then measures with oha, 4 connections, 2,000
 # requests each after a warm-up:
 #   - the board page (HTML, server-rendered) filtered to the 2,000 cards labelled `board`;
@@ -16,24 +20,36 @@ DB=${2:-}
 N=${N:-100000}
 [ -x "$BIN" ] || { echo "build first: cargo build --release -p ouro" >&2; exit 1; }
 PORT=${PORT:-7098}
-DATA=$(mktemp -d)
 PID=
-trap '[ -n "$PID" ] && kill $PID 2>/dev/null; rm -rf "$DATA"' EXIT
+if [ -n "${DATA_DIR:-}" ]; then
+  DATA=$DATA_DIR
+  trap '[ -n "$PID" ] && kill $PID 2>/dev/null' EXIT
+else
+  DATA=$(mktemp -d)
+  trap '[ -n "$PID" ] && kill $PID 2>/dev/null; rm -rf "$DATA"' EXIT
+fi
 DBARGS=(--data-dir "$DATA")
 [ -n "$DB" ] && DBARGS+=(--database-url "$DB")
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 if [ -n "$DB" ]; then ENGINE=PostgreSQL; else ENGINE="SQLite (data dir)"; fi
 echo "== database: $ENGINE, $N items"
-echo "bench-password" | "$BIN" admin create-user "${DBARGS[@]}" --name admin --admin --password-stdin >/dev/null 2>&1
-TOKEN=$("$BIN" admin create-token "${DBARGS[@]}" --user admin | tail -n 1)
+if [ -z "${TOKEN:-}" ]; then
+  echo "bench-password" | "$BIN" admin create-user "${DBARGS[@]}" --name admin --admin --password-stdin >/dev/null 2>&1
+  TOKEN=$("$BIN" admin create-token "${DBARGS[@]}" --user admin | tail -n 1)
+  SEED=1
+fi
 "$BIN" serve "${DBARGS[@]}" --listen "127.0.0.1:$PORT" >"$DATA/serve.log" 2>&1 &
 PID=$!
 until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; do sleep 0.05; done
 BASE="http://127.0.0.1:$PORT"
-curl -sf -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
-  -d '{"slug":"demo","name":"Demo"}' "$BASE/api/v1/projects" >/dev/null
-python3 bench/seed_plan.py "$BASE" "$TOKEN" demo "$N" --board 2000
+if [ -n "${SEED:-}" ]; then
+  curl -sf -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{"slug":"demo","name":"Demo"}' "$BASE/api/v1/projects" >/dev/null
+  python3 bench/seed_plan.py "$BASE" "$TOKEN" demo "$N" --board 2000
+else
+  echo "reusing the data seeded in $DATA"
+fi
 # The in-process consumers (automation, references, notifications, webhooks) handle every seeded
 # event in the background; measure the steady state, not the catch-up.
 T0=$(date +%s)

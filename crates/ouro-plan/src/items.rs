@@ -474,17 +474,55 @@ const SELECT: &str = "SELECT i.*, t.kind AS type_kind, a.name AS assignee_name, 
     LEFT JOIN items p ON p.id = i.parent_id LEFT JOIN items e ON e.id = i.epic_id \
     LEFT JOIN plan_sprints sp ON sp.id = i.sprint_id";
 
-/// [`SELECT`] without the descriptions: boards and sprint pages list thousands of cards and
-/// show none of them, and a description can be many kilobytes.
-const CARD_SELECT: &str = "SELECT i.id, i.project_id, i.number, i.key, i.type, i.title, \
-    '' AS description, i.state, i.state_category, i.assignee_id, i.reporter_id, i.priority, \
-    i.estimate, i.parent_id, i.epic_id, i.sprint_id, i.due_at, i.target_at, i.rank, i.version, \
-    i.created_at, i.updated_at, t.kind AS type_kind, a.name AS assignee_name, \
-    r.name AS reporter_name, p.key AS parent_key, e.key AS epic_key, sp.name AS sprint_name FROM items i \
-    LEFT JOIN item_types t ON t.project_id = i.project_id AND t.name = i.type \
-    LEFT JOIN users a ON a.id = i.assignee_id LEFT JOIN users r ON r.id = i.reporter_id \
-    LEFT JOIN items p ON p.id = i.parent_id LEFT JOIN items e ON e.id = i.epic_id \
+/// The columns a card shows (key, title, type, state, assignee, priority, estimate, epic,
+/// sprint, rank) and what moving one needs; see [`card_from`]. Boards and sprint pages list
+/// thousands of cards, and every column costs on each of them.
+const CARD_SELECT: &str = "SELECT i.id, i.key, i.type, i.title, i.state, i.state_category, \
+    i.priority, i.estimate, i.rank, i.version, i.sprint_id, i.epic_id, i.assignee_id, \
+    a.name AS assignee_name, e.key AS epic_key, sp.name AS sprint_name FROM items i \
+    LEFT JOIN users a ON a.id = i.assignee_id LEFT JOIN items e ON e.id = i.epic_id \
     LEFT JOIN plan_sprints sp ON sp.id = i.sprint_id";
+
+/// An item from a [`CARD_SELECT`] row: the card's fields are filled; description, reporter,
+/// parent, dates, labels and custom fields are left empty.
+fn card_from(r: &Row) -> Result<Item, StoreError> {
+    let cat = r.text("state_category")?;
+    let key = r.text("key")?;
+    Ok(Item {
+        id: r.i64("id")?,
+        number: key
+            .rsplit_once('-')
+            .and_then(|(_, n)| n.parse().ok())
+            .unwrap_or(0),
+        key,
+        item_type: r.text("type")?,
+        title: r.text("title")?,
+        description: String::new(),
+        state: r.text("state")?,
+        state_category: Category::parse(&cat)
+            .ok_or_else(|| StoreError::Decode(format!("unknown state category {cat:?}")))?,
+        assignee: r.opt_text("assignee_name")?,
+        reporter: None,
+        priority: Priority::parse(&r.text("priority")?).unwrap_or_default(),
+        estimate: r.opt_i64("estimate")?,
+        labels: Vec::new(),
+        fields: BTreeMap::new(),
+        parent: None,
+        epic: r.opt_text("epic_key")?,
+        sprint: r.opt_text("sprint_name")?,
+        due_at: None,
+        target_at: None,
+        rank: r.text("rank")?,
+        version: r.i64("version")?,
+        created_at: 0,
+        updated_at: 0,
+        kind: None,
+        parent_id: None,
+        epic_id: r.opt_i64("epic_id")?,
+        assignee_id: r.opt_i64("assignee_id")?,
+        sprint_id: r.opt_i64("sprint_id")?,
+    })
+}
 
 fn item_from(r: &Row) -> Result<Item, StoreError> {
     let cat = r.text("state_category")?;
@@ -617,7 +655,8 @@ pub(crate) fn query_error(q: &str, e: &crate::query::QueryError) -> OuroError {
 pub const MAX_BOARD: i64 = 5_000;
 
 /// Items matching `query` (and in sprint `sprint_id`, when given), in rank order, at most
-/// [`MAX_BOARD`], in one statement and without labels or descriptions: what boards and sprint views need.
+/// [`MAX_BOARD`], in one statement, as cards (see [`card_from`]: only what boards and sprint
+/// views show and what moving a card needs).
 pub async fn board_items(
     ex: &mut impl Executor,
     project_id: i64,
@@ -625,7 +664,7 @@ pub async fn board_items(
     me: Option<i64>,
     sprint_id: Option<i64>,
 ) -> Result<Vec<Item>, StoreError> {
-    matching(ex, project_id, query, me, sprint_id, CARD_SELECT).await
+    matching(ex, project_id, query, me, sprint_id, CARD_SELECT, card_from).await
 }
 
 /// The items of sprint `sprint_id` in rank order, at most [`MAX_BOARD`], complete (with
@@ -635,7 +674,16 @@ pub async fn in_sprint(
     project_id: i64,
     sprint_id: i64,
 ) -> Result<Vec<Item>, StoreError> {
-    matching(ex, project_id, None, None, Some(sprint_id), SELECT).await
+    matching(
+        ex,
+        project_id,
+        None,
+        None,
+        Some(sprint_id),
+        SELECT,
+        item_from,
+    )
+    .await
 }
 
 async fn matching(
@@ -645,6 +693,7 @@ async fn matching(
     me: Option<i64>,
     sprint_id: Option<i64>,
     select: &str,
+    decode: fn(&Row) -> Result<Item, StoreError>,
 ) -> Result<Vec<Item>, StoreError> {
     use crate::query::{self, SqlArg, SqlContext};
     let query = query.map(str::trim).filter(|t| !t.is_empty());
@@ -679,7 +728,7 @@ async fn matching(
     for a in args {
         stmt = stmt.bind(a);
     }
-    stmt.fetch_all(ex).await?.iter().map(item_from).collect()
+    stmt.fetch_all(ex).await?.iter().map(decode).collect()
 }
 
 /// Items matching `filter`, in backlog (rank) order, one page at a time; the cursor is the

@@ -724,7 +724,8 @@ async fn matching(
     }));
     args.push(MAX_BOARD.into());
     sql.push_str(&format!(" ORDER BY i.rank LIMIT ${}", args.len()));
-    let mut stmt = q(sql);
+    // Query-language statements are planned with their values (see `Q::plan_each_run`).
+    let mut stmt = q(sql).plan_each_run();
     for a in args {
         stmt = stmt.bind(a);
     }
@@ -880,7 +881,7 @@ async fn search_impl(
         args.push(offset.into());
         sql.push_str(&format!(" OFFSET ${}", args.len()));
     }
-    let mut stmt = q(sql);
+    let mut stmt = q(sql).plan_each_run();
     for a in args {
         stmt = stmt.bind(a);
     }

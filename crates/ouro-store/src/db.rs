@@ -57,13 +57,7 @@ impl Pools {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::Config(format!(
                 "invalid PostgreSQL URL: {e}; expected postgres://USER:PASSWORD@HOST:PORT/DATABASE"
-            )))?
-            // sqlx keeps statements prepared, and after five runs PostgreSQL may switch a
-            // prepared statement to a generic plan, blind to its parameters. For the item query
-            // language that plan scanned the whole project in rank order (54 ms instead of
-            // 12 ms at 100k items; 430 ms for a 2,000-card board): the best plan depends on the
-            // values. Planning each run costs well under a millisecond here.
-            .options([("plan_cache_mode", "force_custom_plan")]);
+            )))?;
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
@@ -409,6 +403,7 @@ fn decode_pg(
 pub struct Q {
     sql: String,
     args: Vec<Arg>,
+    prepared: bool,
 }
 
 /// Starts a query. Use `$1`, `$2`, ... placeholders.
@@ -416,6 +411,7 @@ pub fn q(sql: impl Into<String>) -> Q {
     Q {
         sql: sql.into(),
         args: Vec::new(),
+        prepared: true,
     }
 }
 
@@ -441,6 +437,16 @@ impl Q {
         self
     }
 
+    /// Plans the statement with this run's values instead of keeping it prepared. sqlx keeps
+    /// statements prepared per connection, and after five runs PostgreSQL may switch one to a
+    /// generic plan that ignores the values. That suits lookups by key, not the item query
+    /// language, whose best plan depends on them: the generic plan scanned the whole project
+    /// in rank order (54 ms instead of 12 ms at 100k items, 430 ms for a 2,000-card board).
+    pub fn plan_each_run(mut self) -> Self {
+        self.prepared = false;
+        self
+    }
+
     /// PostgreSQL cannot store NUL in text and answers with an error; SQLite would store it.
     /// Refusing it here, for both, keeps behaviour identical and turns it into a 422, not a 500.
     fn check_args(&self) -> Result<(), StoreError> {
@@ -461,7 +467,8 @@ impl Q {
         self.check_args()?;
         match ex.raw() {
             RawConn::Sqlite(c) => {
-                let q = bind_all!(sqlx::query::<Sqlite>(AssertSqlSafe(self.sql)), self.args);
+                let q = bind_all!(sqlx::query::<Sqlite>(AssertSqlSafe(self.sql)), self.args)
+                    .persistent(self.prepared);
                 let mut names = None;
                 let mut out = Vec::new();
                 // Decoded as they arrive: the engine rows are dropped one by one, never all held.
@@ -472,7 +479,8 @@ impl Q {
                 Ok(out)
             }
             RawConn::Postgres(c) => {
-                let q = bind_all!(sqlx::query::<Postgres>(AssertSqlSafe(self.sql)), self.args);
+                let q = bind_all!(sqlx::query::<Postgres>(AssertSqlSafe(self.sql)), self.args)
+                    .persistent(self.prepared);
                 let mut names = None;
                 let mut out = Vec::new();
                 let mut rows = q.fetch(c);

@@ -593,17 +593,38 @@ async fn concurrent_appends_commit_in_seq_order() {
 }
 
 #[tokio::test]
-async fn postgres_plans_each_run_with_its_parameters() {
+async fn statements_planned_each_run_are_not_kept_prepared() {
     for db in backends() {
         let env = open_store(&db).await;
-        if env.store.backend() != ouro_store::Backend::Postgres {
-            continue;
+        // Both engines run it; only PostgreSQL lets us see what the session keeps prepared.
+        let mut tx = env.store.begin().await.unwrap();
+        for _ in 0..7 {
+            let r = q("SELECT CAST($1 AS BIGINT) + 1 AS each_run")
+                .bind(41_i64)
+                .plan_each_run()
+                .fetch_one(&mut tx)
+                .await
+                .unwrap();
+            assert_eq!(r.i64("each_run").unwrap(), 42, "{}", db.name());
+            q("SELECT CAST($1 AS BIGINT) + 2 AS kept")
+                .bind(40_i64)
+                .fetch_one(&mut tx)
+                .await
+                .unwrap();
         }
-        // Generic plans of prepared statements ignore the values; see db.rs for the cost.
-        let row = q("SELECT current_setting('plan_cache_mode') AS mode")
-            .fetch_one(&mut env.store.read().await.unwrap())
-            .await
-            .unwrap();
-        assert_eq!(row.text("mode").unwrap(), "force_custom_plan");
+        if env.store.backend() == ouro_store::Backend::Postgres {
+            let kept = |needle: &'static str| {
+                q("SELECT COUNT(*) AS n FROM pg_prepared_statements WHERE statement LIKE $1")
+                    .bind(format!("%{needle}%"))
+            };
+            let n = kept("AS each_run").fetch_one(&mut tx).await.unwrap();
+            assert_eq!(n.i64("n").unwrap(), 0, "planned each run, never kept");
+            let n = kept("AS kept").fetch_one(&mut tx).await.unwrap();
+            assert_eq!(
+                n.i64("n").unwrap(),
+                1,
+                "the default keeps statements prepared"
+            );
+        }
     }
 }

@@ -273,3 +273,43 @@ pub async fn record(
     tx.commit().await?;
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn only_moved_refs_count() {
+        let before = refs(&[
+            ("refs/heads/main", "a"),
+            ("refs/heads/old", "b"),
+            ("refs/tags/t", "c"),
+        ]);
+        let after = refs(&[
+            ("refs/heads/main", "d"),
+            ("refs/heads/new", "e"),
+            ("refs/tags/t", "c"),
+        ]);
+        let m = moved(&before, &after);
+        let got: Vec<(&str, &str, &str)> = m
+            .iter()
+            .map(|u| (u.refname.as_str(), u.old.as_str(), u.new.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("refs/heads/main", "a", "d"),
+                ("refs/heads/new", ZERO_ID, "e"),
+                ("refs/heads/old", "b", ZERO_ID),
+            ]
+        );
+        assert!(moved(&after, &after).is_empty());
+    }
+}

@@ -366,3 +366,62 @@ pub async fn delete(
     let _ = std::fs::remove_dir_all(repo.dir(root));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["app", "my-app", "my_app", "v1.2", "A9", "a.b-c_d"] {
+            assert_eq!(validate_name(ok).unwrap(), ok);
+        }
+        for bad in [
+            "", "a b", "a/b", "a\\b", "..", "a..b", ".hidden", "-x", "app.git", "APP.GIT", "ü",
+            "a:b", "a\nb",
+        ] {
+            let e = validate_name(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::ValidationFailed, "{bad:?}");
+            assert_eq!(e.details.unwrap()["field"], "name", "{bad:?}");
+        }
+        assert!(validate_name(&"a".repeat(MAX_NAME)).is_ok());
+        assert!(validate_name(&"a".repeat(MAX_NAME + 1)).is_err());
+    }
+
+    #[test]
+    fn import_urls() {
+        let root = tempfile::tempdir().unwrap();
+        for ok in [
+            "https://example.com/a.git",
+            "http://h/r",
+            "git://h/r",
+            "file:///srv/r",
+        ] {
+            assert!(validate_import_url(ok, root.path()).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "ftp://h/r",
+            "/srv/r",
+            "ssh://h/r",
+            "https://h/a b",
+            "ext::sh -c x",
+        ] {
+            let e = validate_import_url(bad, root.path()).unwrap_err();
+            assert_eq!(e.details.unwrap()["field"], "import_url", "{bad:?}");
+        }
+        // Not another project's repository.
+        let inner = root.path().join("1").join("2.git");
+        std::fs::create_dir_all(&inner).unwrap();
+        let url = format!("file://{}", inner.display());
+        assert!(validate_import_url(&url, root.path()).is_err());
+    }
+
+    #[test]
+    fn directories_use_ids() {
+        assert_eq!(
+            dir(Path::new("/d/repos"), 3, 14),
+            PathBuf::from("/d/repos/3/14.git")
+        );
+    }
+}

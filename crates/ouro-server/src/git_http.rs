@@ -48,6 +48,16 @@ pub fn register(reg: &mut Registry) {
         .doc("code", "git smart HTTP (upload-pack, receive-pack)");
 }
 
+/// What `ouro serve` says when the git CLI is missing.
+pub const GIT_MISSING: &str = "Ouro needs the git command line tool (2.28 or newer) to host repositories, \
+and `git --version` does not run. Install it (Debian/Ubuntu: apt-get install git; Fedora: dnf install git; \
+Alpine: apk add git; macOS: xcode-select --install) and make sure it is on PATH, then start Ouro again.";
+
+/// Checks that `git` runs; returns its version line, or [`GIT_MISSING`].
+pub async fn require_git() -> Result<String, &'static str> {
+    ouro_code::git::version().await.ok_or(GIT_MISSING)
+}
+
 /// True for paths of the git protocol (refusals there are plain text, 401 with `WWW-Authenticate`).
 pub fn is_git_path(path: &str) -> bool {
     path.starts_with("/git/")

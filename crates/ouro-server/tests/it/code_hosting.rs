@@ -459,3 +459,60 @@ async fn import_from_a_file_url_and_name_rules() {
         s.stop().await;
     }
 }
+
+#[tokio::test]
+async fn code_page_lists_and_creates_repositories() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        s.demo_project().await;
+        let (st, html) = s.admin_page("/projects/demo/code").await;
+        assert_eq!(st, 200);
+        assert!(html.contains("No repositories yet"), "{html}");
+        assert!(html.contains("id=\"new-repo-form\""));
+        // The Code phase is lit in the project navigation.
+        assert!(html.contains("href=\"/projects/demo/code\" aria-current=\"page\""));
+
+        let (st, loc, _) = s
+            .admin_form(
+                "/projects/demo/code/repos",
+                form_body(&[("name", "web"), ("import_url", "")]),
+            )
+            .await;
+        assert_eq!((st, loc.as_str()), (303, "/projects/demo/code"));
+        let (_, html) = s.admin_page("/projects/demo/code").await;
+        assert!(html.contains("data-repo=\"web\""), "{html}");
+        assert!(html.contains("/git/demo/web.git"));
+        assert!(html.contains("data-copy=\"clone-web\""));
+        let (st, js) = s.admin_page("/assets/copy.js").await;
+        assert_eq!(st, 200);
+        assert!(js.contains("clipboard"));
+
+        // A bad name comes back with the form as typed and the reason.
+        let (st, _, html) = s
+            .admin_form(
+                "/projects/demo/code/repos",
+                form_body(&[("name", "web.git"), ("import_url", "")]),
+            )
+            .await;
+        assert_eq!(st, 422);
+        assert!(html.contains("id=\"repo-error\""), "{html}");
+        assert!(html.contains("value=\"web.git\""));
+        let (st, _, _) = s
+            .admin_form("/projects/demo/code/repos", form_body(&[("name", "web")]))
+            .await;
+        assert_eq!(st, 409);
+
+        // A viewer sees the list but not the form.
+        let viewer = member(&s, "viewer", "viewer").await;
+        let r = s
+            .req(Method::GET, "/projects/demo/code", Some(&viewer))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let html = r.text().await.unwrap();
+        assert!(html.contains("data-repo=\"web\""));
+        assert!(!html.contains("id=\"new-repo-form\""));
+        s.stop().await;
+    }
+}

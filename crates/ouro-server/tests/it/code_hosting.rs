@@ -516,3 +516,55 @@ async fn code_page_lists_and_creates_repositories() {
         s.stop().await;
     }
 }
+
+/// Bytes that do not compress (a simple xorshift), so the pack is as large as the file.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pushes_stream_past_the_json_body_limit() {
+    for db in backends() {
+        let s = TestServer::start_with(
+            &db,
+            Options {
+                tweak: |st| st.max_body_bytes = 4096,
+                ..Options::default()
+            },
+        )
+        .await;
+        s.demo_project().await;
+        let (st, repo) = create_repo(&s, json!({"name": "big"})).await;
+        assert_eq!(st, 201, "{repo}");
+        let url = with_credentials(repo["clone_url"].as_str().unwrap(), "admin", &s.admin_token);
+        let git = Git::new();
+        let work = git.dir("w");
+        git.run(&work, &["init", "-q", "-b", "main", "big"]).await;
+        let big = work.join("big");
+        // 3 MB of noise: a pack far over the 4 KB JSON limit goes through the stream.
+        std::fs::write(big.join("blob.bin"), noise(3 * 1024 * 1024)).unwrap();
+        git.run(&big, &["add", "."]).await;
+        git.run(&big, &["commit", "-q", "-m", "Big file"]).await;
+        git.run(&big, &["push", "-q", &url, "main"]).await;
+        git.run(&work, &["clone", "-q", &url, "again"]).await;
+        assert_eq!(
+            std::fs::read(work.join("again/blob.bin")).unwrap().len(),
+            3 * 1024 * 1024
+        );
+        let events = pushed_events(&s).await;
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            events[0]["payload"]["commits"][0]["files"],
+            json!(["blob.bin"])
+        );
+        s.stop().await;
+    }
+}

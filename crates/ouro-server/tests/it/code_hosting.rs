@@ -568,3 +568,47 @@ async fn pushes_stream_past_the_json_body_limit() {
         s.stop().await;
     }
 }
+
+#[tokio::test]
+async fn concurrent_pushes_and_a_long_negotiation() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        s.demo_project().await;
+        let (st, repo) = create_repo(&s, json!({"name": "app"})).await;
+        assert_eq!(st, 201, "{repo}");
+        let url = with_credentials(repo["clone_url"].as_str().unwrap(), "admin", &s.admin_token);
+        let git = Git::new();
+        let work = git.dir("w");
+        git.run(&work, &["init", "-q", "-b", "main", "a"]).await;
+        let a = work.join("a");
+        git.commit(&a, "f", "1\n", "Base").await;
+        git.run(&a, &["push", "-q", &url, "main"]).await;
+        git.run(&work, &["clone", "-q", &url, "b"]).await;
+        let b = work.join("b");
+        let ca = git.commit(&a, "a.txt", "a\n", "On branch one").await;
+        let cb = git.commit(&b, "b.txt", "b\n", "On branch two").await;
+        // Two pushes at once to different branches: each gets its own event with its commit.
+        let args_a = ["push", url.as_str(), "HEAD:refs/heads/one"];
+        let args_b = ["push", url.as_str(), "HEAD:refs/heads/two"];
+        let (ra, rb) = tokio::join!(git.try_run(&a, &args_a), git.try_run(&b, &args_b));
+        assert!(ra.0 && rb.0, "{ra:?} {rb:?}");
+        let events = pushed_events(&s).await;
+        assert_eq!(events.len(), 3, "{events:?}");
+        for (r, c) in [("refs/heads/one", &ca), ("refs/heads/two", &cb)] {
+            let e = events
+                .iter()
+                .find(|e| e["payload"]["ref"] == r)
+                .unwrap_or_else(|| panic!("no event for {r}"));
+            assert_eq!(e["payload"]["commits"].as_array().unwrap().len(), 1);
+            assert_eq!(e["payload"]["commits"][0]["id"], c.as_str());
+        }
+        // Many local commits make the fetch negotiation large (git gzips such requests).
+        for i in 0..60 {
+            git.commit(&a, "n.txt", &format!("{i}\n"), &format!("Local {i}"))
+                .await;
+        }
+        git.run(&a, &["fetch", "-q", &url, "two"]).await;
+        assert_eq!(git.run(&a, &["rev-parse", "FETCH_HEAD"]).await.trim(), cb);
+        s.stop().await;
+    }
+}

@@ -607,7 +607,17 @@ async fn concurrent_pushes_and_a_long_negotiation() {
             git.commit(&a, "n.txt", &format!("{i}\n"), &format!("Local {i}"))
                 .await;
         }
-        git.run(&a, &["fetch", "-q", &url, "two"]).await;
+        let mut fetch = git.cmd(&a, &["fetch", "-q", &url, "two"]);
+        fetch
+            .env("GIT_TRACE_CURL", "1")
+            .env("GIT_TRACE_CURL_NO_DATA", "1");
+        let out = tokio::process::Command::from(fetch).output().await.unwrap();
+        let trace = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(out.status.success(), "{trace}");
+        assert!(
+            trace.contains("content-encoding: gzip"),
+            "the fetch request was not gzipped: {trace}"
+        );
         assert_eq!(git.run(&a, &["rev-parse", "FETCH_HEAD"]).await.trim(), cb);
         s.stop().await;
     }

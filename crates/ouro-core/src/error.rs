@@ -141,6 +141,14 @@ error_codes! {
     AttachmentTooLarge = ("item.attachment_too_large", 413),
     /// The attachment does not exist on this item.
     AttachmentNotFound = ("item.attachment_not_found", 404),
+    /// No repository of that name exists in this project.
+    RepoNotFound = ("code.repo_not_found", 404),
+    /// The project already has a repository of that name.
+    RepoNameTaken = ("code.repo_name_taken", 409),
+    /// Cloning the import URL failed (unreachable, not a git repository, or refused); `details.git` has git's message.
+    RepoImportFailed = ("code.import_failed", 422),
+    /// The git command needed for this operation failed on the server.
+    GitFailed = ("code.git_failed", 500),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

@@ -79,6 +79,7 @@ kinds! {
     SPRINT_COMPLETED = ("sprint.completed", Plan, 1, "sprint", "A sprint was completed."),
     // Code
     REPO_CREATED = ("repo.created", Code, 1, "repo", "A git repository was created, imported or mirrored."),
+    REPO_DELETED = ("repo.deleted", Code, 1, "repo", "A git repository was deleted with its history."),
     CODE_PUSHED = ("code.pushed", Code, 1, "repo", "A push was accepted: ref, old and new ids, new commits."),
     CODE_PUSH_REJECTED = ("code.push_rejected", Code, 1, "repo", "A push was refused by protection, secret scanning or limits."),
     CR_OPENED = ("cr.opened", Code, 1, "change_request", "A change request was opened."),

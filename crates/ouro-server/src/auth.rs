@@ -70,6 +70,12 @@ pub async fn resolve(
 ) -> Result<Option<Principal>, ApiError> {
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         let auth = auth.to_str().unwrap_or("");
+        if let Some(basic) = auth
+            .strip_prefix("Basic ")
+            .or_else(|| auth.strip_prefix("basic "))
+        {
+            return basic_auth(state, basic.trim()).await.map(Some);
+        }
         let token = auth
             .strip_prefix("Bearer ")
             .or_else(|| auth.strip_prefix("bearer "))
@@ -108,6 +114,29 @@ pub async fn resolve(
     Ok(None)
 }
 
+/// HTTP Basic for git clients: the user name and an API token as the password. The name must
+/// be the token owner's.
+async fn basic_auth(state: &AppState, encoded: &str) -> Result<Principal, ApiError> {
+    use base64::Engine;
+    let bad = || unauthorized("use your user name and an API token as the password");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let (name, token) = raw.split_once(':').ok_or_else(bad)?;
+    if token.is_empty() {
+        return Err(bad());
+    }
+    match accounts::authenticate_token(&state.store, token).await? {
+        Some((user, scopes)) if user.name.eq_ignore_ascii_case(name) => Ok(Principal {
+            user,
+            via: Via::Token { scopes },
+            unread: 0,
+        }),
+        _ => Err(bad()),
+    }
+}
+
 fn unauthorized(msg: &str) -> ApiError {
     ApiError(OuroError::new(ErrorCode::AuthRequired, msg))
 }
@@ -124,8 +153,10 @@ pub fn is_api_path(path: &str) -> bool {
 /// Enforces `perm` for one route.
 pub async fn guard(state: AppState, perm: Permission, req: Request, next: Next) -> Response {
     let api = is_api_path(req.uri().path());
+    let git = crate::git_http::is_git_path(req.uri().path());
     match check(&state, perm, req).await {
         Ok(req) => next.run(req).await,
+        Err((ApiError(e), _)) if git => crate::git_http::refusal(&e),
         Err((e, _)) if api => e.into_response(),
         Err(e) => ui_refusal(&state, e, api),
     }
@@ -147,7 +178,9 @@ async fn check(
 ) -> Result<Request, (ApiError, String)> {
     let path = req.uri().path().to_string();
     let fail = |e: ApiError| (e, path.clone());
-    let page = !path.starts_with("/api/") && !path.starts_with("/assets/");
+    let page = !path.starts_with("/api/")
+        && !path.starts_with("/assets/")
+        && !crate::git_http::is_git_path(&path);
     let principal = resolve(state, req.headers(), page).await.map_err(fail)?;
     let client_ip = req
         .extensions()
@@ -161,6 +194,7 @@ async fn check(
         ..
     }) = &principal
         && !is_safe(req.method())
+        && !crate::git_http::is_git_read_post(&path)
         && !scopes.iter().any(|s| s == "api")
     {
         return Err(fail(ApiError(OuroError::new(
@@ -245,11 +279,13 @@ async fn check(
     Ok(req)
 }
 
-/// The `{slug}` of `/api/v1/projects/{slug}/...` or `/projects/{slug}/...`, percent-decoded.
+/// The `{slug}` of `/api/v1/projects/{slug}/...`, `/projects/{slug}/...` or `/git/{slug}/...`,
+/// percent-decoded.
 fn project_slug(path: &str) -> Option<String> {
     let rest = path
         .strip_prefix("/api/v1/projects/")
-        .or_else(|| path.strip_prefix("/projects/"))?;
+        .or_else(|| path.strip_prefix("/projects/"))
+        .or_else(|| path.strip_prefix("/git/"))?;
     let raw = rest.split('/').next()?;
     crate::ui::url_decode(raw)
 }
@@ -428,6 +464,10 @@ mod tests {
             Some("demo")
         );
         assert_eq!(project_slug("/projects/demo").as_deref(), Some("demo"));
+        assert_eq!(
+            project_slug("/git/demo/app.git/info/refs").as_deref(),
+            Some("demo")
+        );
         assert_eq!(project_slug("/api/v1/users"), None);
     }
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod git_http;
 pub mod metrics;
 pub mod openapi;
 pub mod registry;
@@ -77,7 +78,12 @@ pub enum StartError {
 
 /// Every component's migrations, in the order they apply. Phase crates append theirs here.
 pub fn all_migrations() -> Vec<Migration> {
-    [PLATFORM_MIGRATIONS, ouro_plan::MIGRATIONS].concat()
+    [
+        PLATFORM_MIGRATIONS,
+        ouro_plan::MIGRATIONS,
+        ouro_code::MIGRATIONS,
+    ]
+    .concat()
 }
 
 /// Opens the store the settings point at (creating the data dir for SQLite).

@@ -202,6 +202,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    // Code hosting runs `git http-backend`: refuse to start without git.
+    let git = ouro_server::git_http::require_git()
+        .await
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!("using {git}");
     let settings = settings(&a.store, a.listen)?;
     tracing::debug!(?settings, "settings");
     let listener = tokio::net::TcpListener::bind(settings.listen)

@@ -11,6 +11,7 @@ pub mod meta;
 pub mod notifications;
 pub mod plan_config;
 pub mod projects;
+pub mod repos;
 pub mod rules;
 pub mod saved_queries;
 pub mod users;
@@ -41,6 +42,8 @@ pub fn register(reg: &mut Registry) {
     boards::register(reg);
     notifications::register(reg);
     intake::register(reg);
+    repos::register(reg);
+    crate::git_http::register(reg);
     crate::webhooks::register(reg);
 }
 

@@ -6,6 +6,7 @@ pub mod account;
 pub mod account_tokens;
 pub mod admin;
 pub mod boards;
+pub mod code;
 pub mod common;
 pub mod intake;
 pub mod members;
@@ -51,6 +52,7 @@ pub fn register(reg: &mut Registry) {
     plan_settings::register(reg);
     plan_attachments::register(reg);
     boards::register(reg);
+    code::register(reg);
     project_settings::register(reg);
     projects::register(reg);
     webhooks::register(reg);
@@ -273,6 +275,7 @@ async fn home(ctx: Ctx) -> Response {
 const CSS: &str = include_str!("../../assets/ouro.css");
 const HTMX: &str = include_str!("../../assets/htmx-2.0.11.min.js");
 const BOARD_JS: &str = include_str!("../../assets/board.js");
+const COPY_JS: &str = include_str!("../../assets/copy.js");
 
 async fn asset(
     State(_): State<AppState>,
@@ -282,6 +285,7 @@ async fn asset(
         "ouro.css" => (CSS, "text/css; charset=utf-8"),
         "htmx-2.0.11.min.js" => (HTMX, "text/javascript; charset=utf-8"),
         "board.js" => (BOARD_JS, "text/javascript; charset=utf-8"),
+        "copy.js" => (COPY_JS, "text/javascript; charset=utf-8"),
         _ => {
             return plain_error_page(&OuroError::new(
                 ErrorCode::RouteNotFound,

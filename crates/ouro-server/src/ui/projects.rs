@@ -48,7 +48,7 @@ pub const PHASES: &[PhaseLink] = &[
         name: "Code",
         path: "code",
         blurb: "Repositories, change requests, reviews and the merge gate.",
-        ready: false,
+        ready: true,
     },
     PhaseLink {
         name: "Build",

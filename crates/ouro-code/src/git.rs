@@ -1,0 +1,139 @@
+//! The git CLI, run as a child process: creating bare repositories, importing, reading refs.
+//! The CLI is a runtime dependency of Ouro (`ouro serve` checks for it at start).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+/// The all-zero object id git uses for "no commit" (a created or deleted ref).
+pub const ZERO_ID: &str = "0000000000000000000000000000000000000000";
+
+/// What a failed git command said.
+#[derive(Debug, thiserror::Error)]
+#[error("git {what}: {message}")]
+pub struct GitError {
+    pub what: String,
+    pub message: String,
+}
+
+/// A git command with a clean environment: no terminal prompts, no user or system config
+/// that could change what the server does.
+pub fn command(args: &[&str]) -> Command {
+    let mut c = Command::new("git");
+    c.args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_ASKPASS", "")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
+/// Runs git and returns its stdout, or its stderr as the error.
+pub async fn run(args: &[&str]) -> Result<String, GitError> {
+    let what = args.first().copied().unwrap_or("").to_string();
+    let out = command(args).output().await.map_err(|e| GitError {
+        what: what.clone(),
+        message: format!("cannot run git: {e}"),
+    })?;
+    if !out.status.success() {
+        return Err(GitError {
+            what,
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The installed git's version line, or `None` when git cannot be run.
+pub async fn version() -> Option<String> {
+    run(&["--version"]).await.ok().map(|v| v.trim().to_string())
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// `git init --bare` with `branch` as the initial HEAD.
+pub async fn init_bare(dir: &Path, branch: &str) -> Result<(), GitError> {
+    let head = format!("--initial-branch={branch}");
+    run(&["init", "--bare", "--quiet", &head, &path_str(dir)]).await?;
+    configure(dir).await
+}
+
+/// `git clone --bare URL` (an import); returns the default branch the source's HEAD names.
+pub async fn clone_bare(url: &str, dir: &Path) -> Result<String, GitError> {
+    run(&["clone", "--bare", "--quiet", "--", url, &path_str(dir)]).await?;
+    configure(dir).await?;
+    let head = run(&["-C", &path_str(dir), "symbolic-ref", "--short", "HEAD"]).await?;
+    Ok(head.trim().to_string())
+}
+
+/// Server-side settings every hosted repository gets: pushes over HTTP are allowed (Ouro has
+/// authenticated the pusher), and the repository keeps reflogs for recovery.
+async fn configure(dir: &Path) -> Result<(), GitError> {
+    let d = path_str(dir);
+    for (k, v) in [
+        ("http.receivepack", "true"),
+        ("core.logAllRefUpdates", "true"),
+        ("receive.fsckObjects", "true"),
+    ] {
+        run(&["-C", &d, "config", k, v]).await?;
+    }
+    Ok(())
+}
+
+/// Every ref of the repository and the object it points at.
+pub async fn refs(dir: &Path) -> Result<BTreeMap<String, String>, GitError> {
+    let out = run(&[
+        "-C",
+        &path_str(dir),
+        "for-each-ref",
+        "--format=%(objectname) %(refname)",
+    ])
+    .await?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(id, name)| (name.to_string(), id.to_string()))
+        .collect())
+}
+
+/// The commits reachable from `tip` and from none of `known`, oldest first.
+pub async fn new_commits(dir: &Path, tip: &str, known: &[String]) -> Result<Vec<String>, GitError> {
+    use tokio::io::AsyncWriteExt;
+    let mut c = command(&["-C", &path_str(dir), "rev-list", "--reverse", "--stdin"]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let err = |e: std::io::Error| GitError {
+        what: "rev-list".into(),
+        message: e.to_string(),
+    };
+    let mut child = c.spawn().map_err(err)?;
+    let mut input = format!("{tip}\n");
+    for k in known {
+        input.push('^');
+        input.push_str(k);
+        input.push('\n');
+    }
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let writer = tokio::spawn(async move {
+        let _ = stdin.write_all(input.as_bytes()).await;
+    });
+    let out = child.wait_with_output().await.map_err(err)?;
+    let _ = writer.await;
+    if !out.status.success() {
+        return Err(GitError {
+            what: "rev-list".into(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect())
+}

@@ -1,0 +1,379 @@
+//! Smart HTTP for hosted repositories: `/git/{slug}/{name}.git/...` is served by running
+//! `git http-backend` as a CGI program. The request body streams into its stdin and its stdout
+//! streams back as the response (after the CGI header block), so neither direction is held in
+//! memory. Gzip request bodies are passed through with `HTTP_CONTENT_ENCODING`, which
+//! http-backend inflates itself.
+//!
+//! Authorization: the route guard (viewer; HTTP Basic with user name and an API token, a Bearer
+//! token or a session; anonymous on public projects) and, for pushes, a developer check here.
+//! Refusals are plain text; a missing or wrong credential is a 401 with `WWW-Authenticate`, so
+//! git asks for a password.
+//!
+//! A push (`POST git-receive-pack`) holds the repository's push lock from before the refs are
+//! read until the events are written: refs before, http-backend, refs after,
+//! `ouro_code::push::record`. That work runs in its own task, so a client that disconnects
+//! mid-push cannot leave moved refs without their `code.pushed` events.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use ouro_code::repos;
+use ouro_core::{ErrorCode, OuroError, Permission, Role};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+use crate::AppState;
+use crate::auth::{Principal, Via};
+use crate::extract::{Ctx, Path};
+use crate::registry::Registry;
+
+/// The realm git shows when it asks for credentials.
+pub const REALM: &str = "Basic realm=\"Ouro\"";
+/// The CGI header block may not be larger than this.
+const MAX_CGI_HEADER: usize = 64 * 1024;
+const CHUNK: usize = 64 * 1024;
+
+pub fn register(reg: &mut Registry) {
+    let path = "/git/{slug}/{repo}/{*rest}";
+    // Reading needs a viewer (the guard); pushing needs a developer, checked below because the
+    // same `info/refs` path serves both (`?service=git-receive-pack`).
+    reg.route(Method::GET, path, Permission::Project(Role::Viewer), serve)
+        .doc("code", "git smart HTTP (clone, fetch; push advertisement)");
+    reg.route(Method::POST, path, Permission::Project(Role::Viewer), serve)
+        .doc("code", "git smart HTTP (upload-pack, receive-pack)");
+}
+
+/// What `ouro serve` says when the git CLI is missing.
+pub const GIT_MISSING: &str = "Ouro needs the git command line tool (2.28 or newer) to host repositories, \
+and `git --version` does not run. Install it (Debian/Ubuntu: apt-get install git; Fedora: dnf install git; \
+Alpine: apk add git; macOS: xcode-select --install) and make sure it is on PATH, then start Ouro again.";
+
+/// Checks that `git` runs; returns its version line, or [`GIT_MISSING`].
+pub async fn require_git() -> Result<String, &'static str> {
+    ouro_code::git::version().await.ok_or(GIT_MISSING)
+}
+
+/// True for paths of the git protocol (refusals there are plain text, 401 with `WWW-Authenticate`).
+pub fn is_git_path(path: &str) -> bool {
+    path.starts_with("/git/")
+}
+
+/// True for the one unsafe-method git request that only reads (a fetch negotiates over POST).
+pub fn is_git_read_post(path: &str) -> bool {
+    is_git_path(path) && path.ends_with("/git-upload-pack")
+}
+
+/// The refusal git clients understand: a status, a text message, and the Basic challenge on 401.
+pub fn refusal(err: &OuroError) -> Response {
+    let status =
+        StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut res = (status, format!("{}\n", err.message)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        res.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(REALM));
+    }
+    res.extensions_mut().insert(err.code);
+    res
+}
+
+fn wants_push(rest: &str, query: &str) -> bool {
+    rest == "git-receive-pack"
+        || (rest == "info/refs" && query.split('&').any(|kv| kv == "service=git-receive-pack"))
+}
+
+async fn serve(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, repo, rest)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    match run(st, ctx, repo, rest, req).await {
+        Ok(r) => r,
+        Err(e) => refusal(&e),
+    }
+}
+
+async fn run(
+    st: AppState,
+    ctx: Ctx,
+    repo: String,
+    rest: String,
+    req: Request,
+) -> Result<Response, OuroError> {
+    let project = ctx.project().map_err(|e| e.0)?.clone();
+    let name = repo.strip_suffix(".git").unwrap_or(&repo);
+    if rest.split('/').any(|s| s == ".." || s.is_empty()) {
+        return Err(OuroError::new(ErrorCode::RouteNotFound, "no such git path"));
+    }
+    let query = req.uri().query().unwrap_or("").to_string();
+    let push = wants_push(&rest, &query);
+    if push {
+        match &ctx.principal {
+            None => {
+                return Err(OuroError::new(
+                    ErrorCode::AuthRequired,
+                    "pushing needs a user name and an API token",
+                ));
+            }
+            Some(Principal {
+                via: Via::Token { scopes },
+                ..
+            }) if !scopes.iter().any(|s| s == "api") => {
+                return Err(OuroError::new(
+                    ErrorCode::InsufficientScope,
+                    "this token has the read_api scope; pushing needs a token with the api scope",
+                ));
+            }
+            _ => {}
+        }
+        if ctx.role().is_none_or(|r| r < Role::Developer) {
+            return Err(OuroError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "pushing to {:?} needs the developer role; you are {}",
+                    project.slug,
+                    ctx.role().map(|r| r.as_str()).unwrap_or("nobody")
+                ),
+            ));
+        }
+    }
+    let repo = repos::by_name(&mut st.store.read().await?, project.id, name)
+        .await?
+        .ok_or_else(|| repos::not_found(name))?;
+    let root = repos::root(&st.settings.data_dir);
+    let dir = repo.dir(&root);
+    let receive = push && req.method() == Method::POST;
+
+    // A push holds the repository's lock until its events are written (in the task below).
+    let guard = if receive {
+        Some(ouro_code::push::lock(&dir).lock_owned().await)
+    } else {
+        None
+    };
+    let before = if receive {
+        Some(ouro_code::git::refs(&dir).await.map_err(git_error)?)
+    } else {
+        None
+    };
+
+    let (parts, body) = req.into_parts();
+    let header = |h: &str| {
+        parts
+            .headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let user = ctx
+        .principal
+        .as_ref()
+        .map(|p| p.user.name.clone())
+        .unwrap_or_default();
+    let mut cmd = ouro_code::git::command(&["http-backend"]);
+    cmd.env("GIT_PROJECT_ROOT", &root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env(
+            "PATH_INFO",
+            format!("/{}/{}.git/{rest}", repo.project_id, repo.id),
+        )
+        .env("REQUEST_METHOD", parts.method.as_str())
+        .env("QUERY_STRING", &query)
+        .env("CONTENT_TYPE", header("content-type"))
+        .env("REMOTE_ADDR", &ctx.client_ip)
+        .env("SERVER_PROTOCOL", "HTTP/1.1");
+    let length = header("content-length");
+    if !length.is_empty() {
+        cmd.env("CONTENT_LENGTH", length);
+    }
+    let encoding = header("content-encoding");
+    if !encoding.is_empty() {
+        cmd.env("HTTP_CONTENT_ENCODING", encoding);
+    }
+    let protocol = header("git-protocol");
+    if !protocol.is_empty() {
+        cmd.env("HTTP_GIT_PROTOCOL", protocol);
+    }
+    if !user.is_empty() {
+        cmd.env("REMOTE_USER", &user);
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // The task below waits for it; on shutdown an orphan must not linger.
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| {
+        OuroError::new(
+            ErrorCode::GitFailed,
+            format!("cannot run git http-backend: {e}"),
+        )
+    })?;
+
+    // Request body -> stdin, chunk by chunk. A client that goes away closes stdin early; git
+    // then refuses the incomplete request and changes nothing.
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    tokio::spawn(async move {
+        let mut chunks = body.into_data_stream();
+        while let Some(chunk) = chunks.next().await {
+            let Ok(chunk) = chunk else { break };
+            if stdin.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = stdin.shutdown().await;
+    });
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                tracing::warn!(target: "ouro::git", "http-backend: {l}");
+            }
+        });
+    }
+
+    let mut stdout = BufReader::with_capacity(CHUNK, child.stdout.take().expect("piped stdout"));
+    let (status, headers) = read_cgi_headers(&mut stdout).await?;
+
+    // stdout -> response body, through a small bounded channel (backpressure, no buffering).
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let actor = ctx.actor();
+    tokio::spawn(async move {
+        let mut client_gone = false;
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            match stdout.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if !client_gone && tx.send(Ok(Bytes::from(buf))).await.is_err() {
+                        // Keep draining so git finishes (or stops) on its own.
+                        client_gone = true;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    break;
+                }
+            }
+        }
+        let _ = child.wait().await;
+        if let Some(before) = before
+            && let Err(e) = after_push(&st, &dir, &repo, &project.slug, &actor, &before).await
+        {
+            tracing::error!(error = %e, repo = repo.id, "recording a push failed");
+        }
+        drop(guard);
+        drop(tx);
+    });
+
+    let mut res = Response::new(Body::from_stream(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    ));
+    *res.status_mut() = status;
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (
+            header::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(&v),
+        ) {
+            res.headers_mut().append(k, v);
+        }
+    }
+    Ok(res)
+}
+
+async fn after_push(
+    st: &AppState,
+    dir: &std::path::Path,
+    repo: &repos::Repo,
+    slug: &str,
+    actor: &ouro_core::Actor,
+    before: &BTreeMap<String, String>,
+) -> Result<(), OuroError> {
+    let after = ouro_code::git::refs(dir).await.map_err(git_error)?;
+    ouro_code::push::record(&st.store, dir, repo, slug, actor, before, &after).await?;
+    Ok(())
+}
+
+fn git_error(e: ouro_code::git::GitError) -> OuroError {
+    tracing::error!(error = %e, "git failed");
+    OuroError::new(ErrorCode::GitFailed, "a git command failed on the server")
+}
+
+/// Reads the CGI header block (`Name: value` lines up to an empty line). `Status: 404 Not
+/// Found` sets the status; everything else is passed on.
+async fn read_cgi_headers<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+) -> Result<(StatusCode, Vec<(String, String)>), OuroError> {
+    let bad = |m: &str| {
+        tracing::error!("git http-backend: {m}");
+        OuroError::new(ErrorCode::GitFailed, "git http-backend answered badly")
+    };
+    let mut status = StatusCode::OK;
+    let mut headers = Vec::new();
+    let mut total = 0;
+    loop {
+        let mut line = Vec::new();
+        let n = r
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|e| bad(&e.to_string()))?;
+        if n == 0 {
+            return Err(bad("ended before its headers did"));
+        }
+        total += n;
+        if total > MAX_CGI_HEADER {
+            return Err(bad("header block too large"));
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        if text.is_empty() {
+            break;
+        }
+        let Some((k, v)) = text.split_once(':') else {
+            return Err(bad("a header line without ':'"));
+        };
+        let (k, v) = (k.trim(), v.trim());
+        if k.eq_ignore_ascii_case("status") {
+            let code = v.split_whitespace().next().unwrap_or("");
+            status = code
+                .parse::<u16>()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .ok_or_else(|| bad("an invalid Status"))?;
+        } else {
+            headers.push((k.to_string(), v.to_string()));
+        }
+    }
+    Ok((status, headers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn cgi_headers_set_status_and_pass_the_rest() {
+        let mut input: &[u8] =
+            b"Status: 404 Not Found\r\nContent-Type: text/plain\r\nExpires: 0\r\n\r\nbody";
+        let (status, headers) = read_cgi_headers(&mut input).await.unwrap();
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(headers.len(), 2);
+        assert_eq!(headers[0], ("Content-Type".into(), "text/plain".into()));
+        assert_eq!(input, b"body");
+        let mut cut: &[u8] = b"Content-Type: x\r\n";
+        assert!(read_cgi_headers(&mut cut).await.is_err());
+    }
+
+    #[test]
+    fn push_is_recognised() {
+        assert!(wants_push("git-receive-pack", ""));
+        assert!(wants_push("info/refs", "service=git-receive-pack"));
+        assert!(!wants_push("info/refs", "service=git-upload-pack"));
+        assert!(!wants_push("git-upload-pack", ""));
+    }
+}

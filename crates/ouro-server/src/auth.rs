@@ -62,19 +62,22 @@ pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
 /// is an error even on a public route, so a client learns its token is bad.
 ///
 /// `page` says the request is for a web page (not the API or an asset): only then is the
-/// session's unread notification count read, for the page header.
+/// session's unread notification count read, for the page header. `basic` accepts HTTP Basic
+/// (user name + API token as the password), which only git clients use (`/git/...`).
 pub async fn resolve(
     state: &AppState,
     headers: &HeaderMap,
     page: bool,
+    basic: bool,
 ) -> Result<Option<Principal>, ApiError> {
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         let auth = auth.to_str().unwrap_or("");
-        if let Some(basic) = auth
+        if let Some(encoded) = auth
             .strip_prefix("Basic ")
             .or_else(|| auth.strip_prefix("basic "))
+            .filter(|_| basic)
         {
-            return basic_auth(state, basic.trim()).await.map(Some);
+            return basic_auth(state, encoded.trim()).await.map(Some);
         }
         let token = auth
             .strip_prefix("Bearer ")
@@ -181,7 +184,10 @@ async fn check(
     let page = !path.starts_with("/api/")
         && !path.starts_with("/assets/")
         && !crate::git_http::is_git_path(&path);
-    let principal = resolve(state, req.headers(), page).await.map_err(fail)?;
+    let git = crate::git_http::is_git_path(&path);
+    let principal = resolve(state, req.headers(), page, git)
+        .await
+        .map_err(fail)?;
     let client_ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

@@ -430,6 +430,8 @@ pub async fn values_of(
          JOIN plan_fields f ON f.id = v.field_id WHERE v.item_id IN ({})",
         list.join(",")
     ))
+    // Its text changes with every page: keeping it prepared would only churn the cache.
+    .plan_each_run()
     .fetch_all(ex)
     .await?
     .iter()

@@ -573,6 +573,8 @@ async fn with_labels(
         "SELECT item_id, label FROM item_labels WHERE item_id IN ({}) ORDER BY label",
         ids.join(",")
     ))
+    // Its text changes with every page: keeping it prepared would only churn the cache.
+    .plan_each_run()
     .fetch_all(ex)
     .await?;
     // A page can hold thousands of items: look them up by id, not by a scan per row.

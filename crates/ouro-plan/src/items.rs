@@ -1685,22 +1685,13 @@ pub async fn add_comment(
     key: &str,
     body: &str,
 ) -> Result<Comment, StoreError> {
-    no_nul("body", body)?;
-    let n = body.trim().chars().count();
-    if n == 0 || body.chars().count() > MAX_COMMENT {
-        return Err(OuroError::field(
-            "body",
-            format!("a comment must have 1 to {MAX_COMMENT} characters"),
-        )
-        .into());
-    }
     let mut tx = store.begin().await?;
     let comment = add_comment_in(&mut tx, project, actor, key, body).await?;
     tx.commit().await?;
     Ok(comment)
 }
 
-/// [`add_comment`] inside the caller's transaction (the body is checked again).
+/// [`add_comment`] inside the caller's transaction.
 pub async fn add_comment_in(
     tx: &mut Tx,
     project: &Project,

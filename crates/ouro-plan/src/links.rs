@@ -103,11 +103,6 @@ pub async fn link(
     kind: &str,
     to: &str,
 ) -> Result<ItemLink, StoreError> {
-    if !KINDS.contains(&kind) {
-        return Err(
-            OuroError::field("kind", format!("kind must be one of {}", KINDS.join(", "))).into(),
-        );
-    }
     let mut tx = store.begin().await?;
     let link = link_in(&mut tx, project, actor, from, kind, to).await?;
     tx.commit().await?;

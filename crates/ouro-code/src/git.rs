@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::process::Command;
 
@@ -48,6 +50,71 @@ pub async fn run(args: &[&str]) -> Result<String, GitError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// How long an import clone or a mirror fetch may take (`ouro serve` sets it from
+/// `git_fetch_timeout_secs`): a source that hangs must not hold a request or the mirror
+/// scheduler forever.
+static FETCH_TIMEOUT_SECS: AtomicU64 = AtomicU64::new(600);
+
+pub fn set_fetch_timeout(d: Duration) {
+    FETCH_TIMEOUT_SECS.store(d.as_secs().max(1), Ordering::Relaxed);
+}
+
+pub fn fetch_timeout() -> Duration {
+    Duration::from_secs(FETCH_TIMEOUT_SECS.load(Ordering::Relaxed))
+}
+
+/// [`run`] with a deadline; git is killed when it passes.
+pub async fn run_for(args: &[&str], limit: Duration) -> Result<String, GitError> {
+    match tokio::time::timeout(limit, run(args)).await {
+        Ok(r) => r,
+        Err(_) => Err(GitError {
+            what: args.first().copied().unwrap_or("").to_string(),
+            message: format!(
+                "gave up after {} s (the limit is git_fetch_timeout_secs)",
+                limit.as_secs()
+            ),
+        }),
+    }
+}
+
+/// The URL with any password replaced by `***` (`https://me:***@host/r.git`), for showing and
+/// storing where a secret may not go.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (auth, host) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match auth.rsplit_once('@') {
+        Some((userinfo, hostpart)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{hostpart}{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// The password part of a URL's user info, if any (to mask it in git's messages).
+pub fn url_password(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let auth = rest.split('/').next()?;
+    let userinfo = auth.rsplit_once('@')?.0;
+    userinfo
+        .split_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| !p.is_empty())
+}
+
+/// `message` with the URL's password masked.
+pub fn mask_in(message: &str, url: &str) -> String {
+    match url_password(url) {
+        Some(p) => message.replace(p, "***"),
+        None => message.to_string(),
+    }
+}
+
 /// The installed git's version line, or `None` when git cannot be run.
 pub async fn version() -> Option<String> {
     run(&["--version"]).await.ok().map(|v| v.trim().to_string())
@@ -65,8 +132,19 @@ pub async fn init_bare(dir: &Path, branch: &str) -> Result<(), GitError> {
 }
 
 /// `git clone --bare URL` (an import); returns the default branch the source's HEAD names.
+/// The source is forgotten afterwards (`origin` removed), so a password in the URL never stays
+/// in the repository's config; mirrors fetch with the URL given each time ([`fetch_mirror`]).
 pub async fn clone_bare(url: &str, dir: &Path) -> Result<String, GitError> {
-    run(&["clone", "--bare", "--quiet", "--", url, &path_str(dir)]).await?;
+    run_for(
+        &["clone", "--bare", "--quiet", "--", url, &path_str(dir)],
+        fetch_timeout(),
+    )
+    .await
+    .map_err(|e| GitError {
+        message: mask_in(&e.message, url),
+        ..e
+    })?;
+    run(&["-C", &path_str(dir), "remote", "remove", "origin"]).await?;
     configure(dir).await?;
     let head = run(&["-C", &path_str(dir), "symbolic-ref", "--short", "HEAD"]).await?;
     Ok(head.trim().to_string())
@@ -136,4 +214,61 @@ pub async fn new_commits(dir: &Path, tip: &str, known: &[String]) -> Result<Vec<
         .lines()
         .map(String::from)
         .collect())
+}
+
+/// Fetches branches and tags from `url` into a mirror, pruning what the source deleted
+/// (bounded by [`fetch_timeout`]; the password of the URL is masked in errors).
+pub async fn fetch_mirror(dir: &Path, url: &str) -> Result<(), GitError> {
+    run_for(
+        &[
+            "-C",
+            &path_str(dir),
+            "fetch",
+            "--prune",
+            "--quiet",
+            "--no-write-fetch-head",
+            "--",
+            url,
+            "+refs/heads/*:refs/heads/*",
+            "+refs/tags/*:refs/tags/*",
+        ],
+        fetch_timeout(),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| GitError {
+        message: mask_in(&e.message, url),
+        ..e
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            mask_url("https://me:s3cret@example.com/r.git"),
+            "https://me:***@example.com/r.git"
+        );
+        assert_eq!(
+            mask_url("https://me@example.com/r.git"),
+            "https://me@example.com/r.git"
+        );
+        assert_eq!(
+            mask_url("https://example.com/a@b"),
+            "https://example.com/a@b"
+        );
+        assert_eq!(mask_url("file:///srv/r.git"), "file:///srv/r.git");
+        assert_eq!(url_password("https://me:s3cret@h/r"), Some("s3cret"));
+        assert_eq!(url_password("https://h/me:x@y"), None);
+        assert_eq!(
+            mask_in(
+                "fatal: cannot reach https://me:s3cret@h/r",
+                "https://me:s3cret@h/r"
+            ),
+            "fatal: cannot reach https://me:***@h/r"
+        );
+    }
 }

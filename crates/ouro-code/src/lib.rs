@@ -5,7 +5,9 @@
 //! new commits read by gix.
 
 pub mod git;
+pub mod index;
 pub mod migrations;
+pub mod mirror;
 pub mod push;
 pub mod repos;
 

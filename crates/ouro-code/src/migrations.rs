@@ -2,10 +2,20 @@
 
 use ouro_store::Migration;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    component: "code",
-    version: 1,
-    name: "repos",
-    sqlite: include_str!("../migrations/sqlite/0001_repos.sql"),
-    postgres: include_str!("../migrations/postgres/0001_repos.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "code",
+        version: 1,
+        name: "repos",
+        sqlite: include_str!("../migrations/sqlite/0001_repos.sql"),
+        postgres: include_str!("../migrations/postgres/0001_repos.sql"),
+    },
+    // 0002 to 0004 belong to change requests, push rules and browsing.
+    Migration {
+        component: "code",
+        version: 5,
+        name: "mirrors",
+        sqlite: include_str!("../migrations/sqlite/0005_mirrors.sql"),
+        postgres: include_str!("../migrations/postgres/0005_mirrors.sql"),
+    },
+];

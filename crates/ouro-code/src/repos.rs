@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ouro_core::events as ev;
 use ouro_core::{Actor, ErrorCode, NewEvent, OuroError};
+use ouro_store::crypto::SecretBox;
 use ouro_store::{Executor, Row, Store, StoreError, on_unique, q};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -164,7 +165,7 @@ fn git_failed(e: &git::GitError) -> OuroError {
         .with_details(json!({"git": e.to_string()}))
 }
 
-fn from_row(r: &Row) -> Result<Repo, StoreError> {
+pub(crate) fn from_row(r: &Row) -> Result<Repo, StoreError> {
     Ok(Repo {
         id: r.i64("id")?,
         project_id: r.i64("project_id")?,
@@ -219,9 +220,17 @@ pub struct NewRepo {
     /// Clone this URL (https, http, git or file) instead of starting empty.
     #[serde(default)]
     pub import_url: Option<String>,
+    /// Keep following `import_url`: fetched every `mirror_interval_minutes` and on demand;
+    /// pushes are refused. A password in the URL is stored encrypted and never shown.
+    #[serde(default)]
+    pub mirror: bool,
+    /// Minutes between a mirror's fetches (1 to 10080; default 60).
+    #[serde(default)]
+    pub mirror_interval_minutes: Option<u32>,
 }
 
 /// Creates a repository (empty, or imported from `import_url`) and appends `repo.created`.
+/// Mirrors need the instance's secret box: see [`create_with`].
 pub async fn create(
     store: &Store,
     root: &Path,
@@ -229,7 +238,57 @@ pub async fn create(
     actor: &Actor,
     new: &NewRepo,
 ) -> Result<Repo, StoreError> {
+    create_with(store, root, project, actor, new, None).await
+}
+
+/// Creates a repository: empty, imported from `import_url`, or a mirror of it (`secrets`
+/// seals the mirror's URL). An import's or mirror's history is indexed into `code.pushed`
+/// events (see [`crate::index`]) in the same transaction as the row and `repo.created`.
+pub async fn create_with(
+    store: &Store,
+    root: &Path,
+    project: (i64, &str),
+    actor: &Actor,
+    new: &NewRepo,
+    secrets: Option<&SecretBox>,
+) -> Result<Repo, StoreError> {
     let (project_id, slug) = project;
+    let mirror_interval = if new.mirror {
+        if new
+            .import_url
+            .as_deref()
+            .is_none_or(|u| u.trim().is_empty())
+        {
+            return Err(OuroError::field(
+                "import_url",
+                "a mirror needs the URL to follow in import_url",
+            )
+            .into());
+        }
+        Some(crate::mirror::validate_interval(
+            new.mirror_interval_minutes
+                .unwrap_or(crate::mirror::DEFAULT_INTERVAL_MINUTES),
+        )?)
+    } else {
+        if new.mirror_interval_minutes.is_some() {
+            return Err(OuroError::field(
+                "mirror_interval_minutes",
+                "an interval only applies to a mirror (set \"mirror\": true)",
+            )
+            .into());
+        }
+        None
+    };
+    let secrets = match (mirror_interval, secrets) {
+        (Some(_), None) => {
+            return Err(OuroError::new(
+                ErrorCode::Internal,
+                "mirrors cannot be created here (no secret key to seal the URL)",
+            )
+            .into());
+        }
+        (_, s) => s,
+    };
     let name = validate_name(&new.name)?.to_string();
     let import = new
         .import_url
@@ -267,8 +326,11 @@ pub async fn create(
         }
         Some(url) => {
             let branch = git::clone_bare(url, &tmp.0).await.map_err(|e| {
-                OuroError::field("import_url", format!("cannot import {url}: {}", e.message))
-                    .with_details(json!({"field": "import_url", "git": e.message}))
+                OuroError::field(
+                    "import_url",
+                    format!("cannot import {}: {}", git::mask_url(url), e.message),
+                )
+                .with_details(json!({"field": "import_url", "git": e.message}))
             });
             let branch = match branch {
                 Ok(b) => b,
@@ -277,9 +339,22 @@ pub async fn create(
                     return Err(e.into());
                 }
             };
-            (RepoKind::Import, branch)
+            let kind = if mirror_interval.is_some() {
+                RepoKind::Mirror
+            } else {
+                RepoKind::Import
+            };
+            (kind, branch)
         }
     };
+    let history = if import.is_some() {
+        crate::index::history(&tmp.0, &branch)
+            .await
+            .map_err(|e| git_failed(&e))?
+    } else {
+        Vec::new()
+    };
+    let shown_url = import.as_deref().map(git::mask_url);
     let now = ouro_core::time::now_ms();
     let mut tx = store.begin().await?;
     let row = on_unique(
@@ -291,7 +366,7 @@ pub async fn create(
         .bind(name.as_str())
         .bind(branch.as_str())
         .bind(kind.as_str())
-        .bind(import.clone())
+        .bind(shown_url.clone())
         .bind(actor.user_id())
         .bind(now)
         .fetch_one(&mut tx)
@@ -308,12 +383,19 @@ pub async fn create(
                 "name": repo.name,
                 "kind": kind.as_str(),
                 "default_branch": repo.default_branch,
-                "source_url": import,
+                "source_url": shown_url,
+                "mirror": mirror_interval.map(crate::mirror::created_payload),
             }),
         )
         .in_project(project_id, slug),
     )
     .await?;
+    if let (Some(minutes), Some(secrets), Some(url)) = (mirror_interval, secrets, &import) {
+        crate::mirror::insert(&mut tx, secrets, repo.id, url, minutes, now).await?;
+    }
+    for e in crate::index::events(repo.id, &repo.name, (project_id, slug), actor, history) {
+        tx.append(e).await?;
+    }
     let dest = repo.dir(root);
     // A directory left by a crashed earlier attempt with the same id cannot hold a live repo.
     let _ = std::fs::remove_dir_all(&dest);

@@ -149,6 +149,10 @@ error_codes! {
     RepoImportFailed = ("code.import_failed", 422),
     /// The git command needed for this operation failed on the server.
     GitFailed = ("code.git_failed", 500),
+    /// The repository mirrors an external URL and only changes by fetching from it: push to the source instead.
+    MirrorReadOnly = ("code.mirror_read_only", 409),
+    /// The repository is not a mirror (only mirrors can be synced).
+    NotAMirror = ("code.not_a_mirror", 409),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

@@ -145,6 +145,9 @@ async fn run(
     let repo = repos::by_name(&mut st.store.read().await?, project.id, name)
         .await?
         .ok_or_else(|| repos::not_found(name))?;
+    if push && repo.kind == repos::RepoKind::Mirror {
+        return Err(ouro_code::mirror::read_only(&repo));
+    }
     let root = repos::root(&st.settings.data_dir);
     let dir = repo.dir(&root);
     let receive = push && req.method() == Method::POST;

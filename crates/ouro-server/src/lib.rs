@@ -144,6 +144,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<Running,
     let addr = listener.local_addr().map_err(StartError::Listener)?;
     let store = open_store(&settings).await?;
     let secrets = SecretBox::new(&instance_secret(&settings)?);
+    ouro_code::git::set_fetch_timeout(Duration::from_secs(settings.git_fetch_timeout_secs));
     let (shutdown_tx, shutting_down) = watch::channel(false);
     let users = ouro_store::accounts::count_users(&mut store.read().await?).await?;
     let base_url = settings.base_url(addr);
@@ -245,6 +246,7 @@ impl Running {
             state.shutting_down.clone(),
         )));
         workers.push(tokio::spawn(attachment_gc(state.clone())));
+        workers.push(tokio::spawn(mirror_scheduler(state.clone())));
         let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
         let (fired_tx, mut fired_rx) = watch::channel(false);
         let signal = async move {
@@ -278,6 +280,27 @@ impl Running {
         }
         state.store.close().await;
         Ok(())
+    }
+}
+
+/// Mirrors are fetched when their interval has passed; the scheduler looks every 30 seconds
+/// and fetches the due ones one after another (see `ouro_code::mirror`).
+async fn mirror_scheduler(state: AppState) {
+    let mut shutdown = state.shutting_down.clone();
+    let root = ouro_code::repos::root(&state.settings.data_dir);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        tokio::select! {
+            r = ouro_code::mirror::sync_due(&state.store, &root, &state.secrets) => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "the mirror scheduler could not read its work");
+                }
+            }
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
     }
 }
 

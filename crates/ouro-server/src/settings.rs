@@ -35,6 +35,8 @@ pub struct Settings {
     pub webhook_timeout_secs: u64,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace_secs: u64,
+    /// Seconds a repository import or a mirror fetch may take before git is stopped.
+    pub git_fetch_timeout_secs: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -57,6 +59,7 @@ impl std::fmt::Debug for Settings {
             .field("webhook_retry_base_ms", &self.webhook_retry_base_ms)
             .field("webhook_timeout_secs", &self.webhook_timeout_secs)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("git_fetch_timeout_secs", &self.git_fetch_timeout_secs)
             .finish()
     }
 }
@@ -78,6 +81,7 @@ impl Default for Settings {
             webhook_retry_base_ms: 2000,
             webhook_timeout_secs: 10,
             shutdown_grace_secs: 10,
+            git_fetch_timeout_secs: 600,
         }
     }
 }
@@ -101,6 +105,7 @@ pub struct FileConfig {
     pub webhook_retry_base_ms: Option<u64>,
     pub webhook_timeout_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
+    pub git_fetch_timeout_secs: Option<u64>,
 }
 
 /// Values given on the command line; they win over everything else.
@@ -213,6 +218,9 @@ impl Settings {
             if let Some(v) = f.shutdown_grace_secs {
                 s.shutdown_grace_secs = v;
             }
+            if let Some(v) = f.git_fetch_timeout_secs {
+                s.git_fetch_timeout_secs = v;
+            }
         }
         // Environment.
         if let Some(v) = env_data_dir {
@@ -249,6 +257,13 @@ impl Settings {
         }
         if let Some(v) = env("OURO_PUBLIC_URL") {
             s.public_url = Some(v);
+        }
+        if let Some(v) = env("OURO_GIT_FETCH_TIMEOUT_SECS") {
+            s.git_fetch_timeout_secs = v.parse().map_err(|_| {
+                ConfigError(format!(
+                    "OURO_GIT_FETCH_TIMEOUT_SECS={v:?} is not a number of seconds"
+                ))
+            })?;
         }
         // Flags.
         if let Some(v) = &over.data_dir {

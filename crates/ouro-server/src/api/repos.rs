@@ -4,7 +4,8 @@
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
-use ouro_code::repos::{self, NewRepo, Repo};
+use ouro_code::mirror::{self, MirrorPatch, MirrorStatus};
+use ouro_code::repos::{self, NewRepo, Repo, RepoKind};
 use ouro_core::{Permission, Role};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -48,6 +49,26 @@ pub fn register(reg: &mut Registry) {
         "code",
         "Delete a repository and its git data (cannot be undone)",
     );
+    reg.route(
+        Method::POST,
+        "/api/v1/projects/{slug}/repos/{name}/mirror/sync",
+        Permission::Project(Role::Developer),
+        sync_mirror,
+    )
+    .doc(
+        "code",
+        "Fetch a mirror from its source now; the answer is the outcome (`last_status` ok or failed, `last_error`); 409 code.not_a_mirror",
+    )
+    .response::<MirrorStatus>(200);
+    reg.route(
+        Method::PATCH,
+        "/api/v1/projects/{slug}/repos/{name}/mirror",
+        Permission::Project(Role::Maintainer),
+        patch_mirror,
+    )
+    .doc("code", "Change a mirror's fetch interval")
+    .request::<MirrorPatch>()
+    .response::<MirrorStatus>(200);
 }
 
 /// A repository as the API shows it.
@@ -57,6 +78,9 @@ pub struct RepoView {
     pub repo: Repo,
     /// `git clone` this (smart HTTP; user name and an API token as password).
     pub clone_url: String,
+    /// A mirror's schedule and last fetch (absent for other repositories).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorStatus>,
 }
 
 pub fn clone_url(st: &AppState, slug: &str, name: &str) -> String {
@@ -67,7 +91,21 @@ pub fn view(st: &AppState, slug: &str, repo: Repo) -> RepoView {
     RepoView {
         clone_url: clone_url(st, slug, &repo.name),
         repo,
+        mirror: None,
     }
+}
+
+/// [`view`] with a mirror's status read.
+pub async fn full_view(st: &AppState, slug: &str, repo: Repo) -> ApiResult<RepoView> {
+    let mirror = if repo.kind == RepoKind::Mirror {
+        mirror::status(&mut st.store.read().await?, repo.id).await?
+    } else {
+        None
+    };
+    Ok(RepoView {
+        mirror,
+        ..view(st, slug, repo)
+    })
 }
 
 pub fn repos_root(st: &AppState) -> std::path::PathBuf {
@@ -77,9 +115,11 @@ pub fn repos_root(st: &AppState) -> std::path::PathBuf {
 async fn list(State(st): State<AppState>, ctx: Ctx) -> ApiResult<Json<Vec<RepoView>>> {
     let p = ctx.project()?;
     let rows = repos::list(&mut st.store.read().await?, p.id).await?;
-    Ok(Json(
-        rows.into_iter().map(|r| view(&st, &p.slug, r)).collect(),
-    ))
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(full_view(&st, &p.slug, r).await?);
+    }
+    Ok(Json(out))
 }
 
 async fn create(
@@ -88,15 +128,19 @@ async fn create(
     Json(body): Json<NewRepo>,
 ) -> ApiResult<impl IntoResponse> {
     let p = ctx.project()?;
-    let repo = repos::create(
+    let repo = repos::create_with(
         &st.store,
         &repos_root(&st),
         (p.id, &p.slug),
         &ctx.actor(),
         &body,
+        Some(&st.secrets),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(view(&st, &p.slug, repo))))
+    Ok((
+        StatusCode::CREATED,
+        Json(full_view(&st, &p.slug, repo).await?),
+    ))
 }
 
 async fn show(
@@ -106,7 +150,29 @@ async fn show(
 ) -> ApiResult<Json<RepoView>> {
     let p = ctx.project()?;
     let repo = repos::get(&mut st.store.read().await?, p.id, &name).await?;
-    Ok(Json(view(&st, &p.slug, repo)))
+    Ok(Json(full_view(&st, &p.slug, repo).await?))
+}
+
+async fn sync_mirror(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, name)): Path<(String, String)>,
+) -> ApiResult<Json<MirrorStatus>> {
+    let p = ctx.project()?;
+    let repo = repos::get(&mut st.store.read().await?, p.id, &name).await?;
+    let out = mirror::sync(&st.store, &repos_root(&st), &st.secrets, &repo, &p.slug).await?;
+    Ok(Json(out))
+}
+
+async fn patch_mirror(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, name)): Path<(String, String)>,
+    Json(body): Json<MirrorPatch>,
+) -> ApiResult<Json<MirrorStatus>> {
+    let p = ctx.project()?;
+    let repo = repos::get(&mut st.store.read().await?, p.id, &name).await?;
+    Ok(Json(mirror::set_interval(&st.store, &repo, &body).await?))
 }
 
 async fn delete(

@@ -13,17 +13,17 @@ use serde_json::{Value, json};
 const REPOS: &str = "/api/v1/projects/demo/repos";
 
 /// A git runner with its own HOME (no user config), never prompting.
-struct Git {
+pub(crate) struct Git {
     home: tempfile::TempDir,
 }
 
 impl Git {
-    fn new() -> Git {
+    pub(crate) fn new() -> Git {
         let home = tempfile::tempdir().unwrap();
         Git { home }
     }
 
-    fn cmd(&self, dir: &Path, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, dir: &Path, args: &[&str]) -> Command {
         let mut c = Command::new("git");
         c.args(args)
             .current_dir(dir)
@@ -42,7 +42,7 @@ impl Git {
 
     /// Runs git; returns (success, stdout + stderr).
     /// (Async: the server runs on the test's runtime, so git must not block its thread.)
-    async fn try_run(&self, dir: &Path, args: &[&str]) -> (bool, String) {
+    pub(crate) async fn try_run(&self, dir: &Path, args: &[&str]) -> (bool, String) {
         let out = tokio::process::Command::from(self.cmd(dir, args))
             .output()
             .await
@@ -55,20 +55,26 @@ impl Git {
         (out.status.success(), text)
     }
 
-    async fn run(&self, dir: &Path, args: &[&str]) -> String {
+    pub(crate) async fn run(&self, dir: &Path, args: &[&str]) -> String {
         let (ok, text) = self.try_run(dir, args).await;
         assert!(ok, "git {args:?} failed: {text}");
         text
     }
 
-    fn dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn dir(&self, name: &str) -> PathBuf {
         let d = self.home.path().join(name);
         std::fs::create_dir_all(&d).unwrap();
         d
     }
 
     /// Writes a file and commits it; returns the commit id.
-    async fn commit(&self, repo: &Path, file: &str, content: &str, message: &str) -> String {
+    pub(crate) async fn commit(
+        &self,
+        repo: &Path,
+        file: &str,
+        content: &str,
+        message: &str,
+    ) -> String {
         std::fs::write(repo.join(file), content).unwrap();
         self.run(repo, &["add", "."]).await;
         self.run(repo, &["commit", "-q", "-m", message]).await;
@@ -80,7 +86,7 @@ impl Git {
 }
 
 /// `http://user:token@host:port/git/...` from the API's clone URL.
-fn with_credentials(clone_url: &str, user: &str, token: &str) -> String {
+pub(crate) fn with_credentials(clone_url: &str, user: &str, token: &str) -> String {
     clone_url.replacen("http://", &format!("http://{user}:{token}@"), 1)
 }
 
@@ -88,7 +94,7 @@ async fn create_repo(s: &TestServer, body: Value) -> (u16, Value) {
     s.admin(Method::POST, REPOS, Some(body)).await
 }
 
-async fn member(s: &TestServer, name: &str, role: &str) -> String {
+pub(crate) async fn member(s: &TestServer, name: &str, role: &str) -> String {
     let tok = s.user(name).await;
     let (st, b) = s
         .admin(

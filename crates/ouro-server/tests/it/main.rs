@@ -8,6 +8,7 @@ mod attachments;
 mod boards_sprints;
 mod browser;
 mod code_hosting;
+mod code_mirrors;
 mod csv;
 mod drift;
 mod events;

@@ -348,9 +348,18 @@ pub async fn create_with(
         }
     };
     let history = if import.is_some() {
-        crate::index::history(&tmp.0, &branch)
+        let started = std::time::Instant::now();
+        let h = crate::index::history(&tmp.0, &branch)
             .await
-            .map_err(|e| git_failed(&e))?
+            .map_err(|e| git_failed(&e))?;
+        tracing::info!(
+            repo = %name,
+            refs = h.len(),
+            commits = h.iter().map(|r| r.commits.len()).sum::<usize>(),
+            ms = started.elapsed().as_millis() as u64,
+            "read the imported history"
+        );
+        h
     } else {
         Vec::new()
     };

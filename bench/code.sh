@@ -50,7 +50,7 @@ PY
 
 echo "bench-password" | "$BIN" admin create-user "${DBARGS[@]}" --name admin --admin --password-stdin >/dev/null 2>&1
 TOKEN=$("$BIN" admin create-token "${DBARGS[@]}" --user admin | tail -n 1)
-"$BIN" serve "${DBARGS[@]}" --listen "127.0.0.1:$PORT" >"$DATA/serve.log" 2>&1 &
+NO_COLOR=1 OURO_LOG=info "$BIN" serve "${DBARGS[@]}" --listen "127.0.0.1:$PORT" >"$DATA/serve.log" 2>&1 &
 PID=$!
 until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; do sleep 0.05; done
 BASE="http://127.0.0.1:$PORT"
@@ -60,6 +60,10 @@ T0=$(date +%s.%N)
 curl -sf "${AUTH[@]}" -d "{\"name\":\"app\",\"import_url\":\"file://$WORK/src.git\"}" \
   "$BASE/api/v1/projects/demo/repos" >/dev/null
 echo "import through the API: $(echo "$(date +%s.%N) - $T0" | bc) s"
+# The import indexes the whole history into code.pushed events (one transaction with the row).
+echo "  of which reading the $COMMITS commits for their events: $(grep -o 'read the imported history.*' "$DATA/serve.log" | grep -o 'ms=[0-9]*') "
+EVENTS=$(curl -sf "${AUTH[@]}" "$BASE/api/v1/projects/demo/events?kind=code.pushed&limit=500" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(len(e["payload"]["commits"]) for e in d["items"]), "commits in", len(d["items"]), "code.pushed events")')
+echo "  indexed: $EVENTS"
 URL="http://admin:$TOKEN@127.0.0.1:$PORT/git/demo/app.git"
 
 echo "-- git clone: Ouro (smart HTTP) vs file:// (the limit)"

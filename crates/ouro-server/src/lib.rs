@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use ouro_store::crypto::SecretBox;
@@ -255,6 +256,14 @@ impl Running {
             let _ = shutdown_tx.send(true);
             let _ = fired_tx.send(true);
         };
+        // Without TCP_NODELAY the last small write of a streamed body (the chunked terminator)
+        // waits for the client's delayed ACK: about 40 ms on every streamed response, e.g.
+        // twice per `git push`.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),

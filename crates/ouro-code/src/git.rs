@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -23,7 +24,11 @@ pub struct GitError {
 /// A git command with a clean environment: no terminal prompts, no user or system config
 /// that could change what the server does.
 pub fn command(args: &[&str]) -> Command {
-    let mut c = Command::new("git");
+    program(std::ffi::OsStr::new("git"), args)
+}
+
+fn program(path: &std::ffi::OsStr, args: &[&str]) -> Command {
+    let mut c = Command::new(path);
     c.args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -164,20 +169,59 @@ async fn configure(dir: &Path) -> Result<(), GitError> {
     Ok(())
 }
 
-/// Every ref of the repository and the object it points at.
+/// Every ref of the repository (under `refs/`) and the object it points at; symbolic refs are
+/// left out (they move only with their target). Read in-process with gix: a push reads the refs
+/// twice, and two `git for-each-ref` processes cost more than the read.
 pub async fn refs(dir: &Path) -> Result<BTreeMap<String, String>, GitError> {
-    let out = run(&[
-        "-C",
-        &path_str(dir),
-        "for-each-ref",
-        "--format=%(objectname) %(refname)",
-    ])
-    .await?;
-    Ok(out
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(id, name)| (name.to_string(), id.to_string()))
-        .collect())
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || read_refs(&dir))
+        .await
+        .map_err(|e| refs_failed(e.to_string()))?
+}
+
+fn refs_failed(message: String) -> GitError {
+    GitError {
+        what: "read refs".into(),
+        message,
+    }
+}
+
+fn read_refs(dir: &Path) -> Result<BTreeMap<String, String>, GitError> {
+    let repo = gix::open(dir).map_err(|e| refs_failed(e.to_string()))?;
+    let platform = repo.references().map_err(|e| refs_failed(e.to_string()))?;
+    let mut out = BTreeMap::new();
+    for r in platform.all().map_err(|e| refs_failed(e.to_string()))? {
+        let r = r.map_err(|e| refs_failed(e.to_string()))?;
+        if let gix::refs::TargetRef::Object(id) = r.target() {
+            out.insert(r.name().as_bstr().to_string(), id.to_hex().to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// The path of `git-http-backend` (from `git --exec-path`), so a request runs it directly
+/// instead of through the `git` wrapper (one process less per request). `None` when git is
+/// missing; callers fall back to `git http-backend`.
+pub fn http_backend_path() -> Option<&'static Path> {
+    static PATH: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = std::process::Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .ok()?;
+        let dir = String::from_utf8(out.stdout).ok()?;
+        let p = Path::new(dir.trim()).join("git-http-backend");
+        p.is_file().then_some(p)
+    })
+    .as_deref()
+}
+
+/// `git http-backend` with [`command`]'s clean environment.
+pub fn http_backend() -> Command {
+    match http_backend_path() {
+        Some(p) => program(p.as_os_str(), &[]),
+        None => command(&["http-backend"]),
+    }
 }
 
 /// The commits reachable from `tip` and from none of `known`, oldest first.
@@ -245,6 +289,52 @@ pub async fn fetch_mirror(dir: &Path, url: &str) -> Result<(), GitError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// git in `dir` with an identity (reflogs and tags need one).
+    async fn g(dir: &str, args: &[&str]) -> String {
+        let mut all = vec!["-C", dir, "-c", "user.name=A", "-c", "user.email=a@e"];
+        all.extend_from_slice(args);
+        run(&all).await.unwrap().trim().to_string()
+    }
+
+    #[tokio::test]
+    async fn refs_match_for_each_ref() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("r.git");
+        init_bare(&d, "main").await.unwrap();
+        assert!(
+            refs(&d).await.unwrap().is_empty(),
+            "an empty repository has no refs"
+        );
+        let p = path_str(&d);
+        let tree = g(&p, &["mktree"]).await;
+        let c = g(&p, &["commit-tree", "-m", "x", &tree]).await;
+        for name in ["refs/heads/main", "refs/heads/a/b", "refs/tags/v1"] {
+            g(&p, &["update-ref", name, &c]).await;
+        }
+        g(&p, &["tag", "-a", "-m", "note", "v2", &c]).await;
+        g(&p, &["pack-refs", "--all"]).await;
+        g(&p, &["update-ref", "refs/heads/loose", &c]).await;
+        g(&p, &["symbolic-ref", "refs/heads/alias", "refs/heads/main"]).await;
+        let listed = g(
+            &p,
+            &[
+                "for-each-ref",
+                "--format=%(objectname) %(refname) %(symref)",
+            ],
+        )
+        .await;
+        let expected: BTreeMap<String, String> = listed
+            .lines()
+            .map(|l| l.splitn(3, ' ').collect::<Vec<_>>())
+            .filter(|f| f.get(2).is_none_or(|sym| sym.is_empty()))
+            .map(|f| (f[1].to_string(), f[0].to_string()))
+            .collect();
+        let got = refs(&d).await.unwrap();
+        assert_eq!(got, expected);
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert_ne!(got["refs/tags/v2"], c, "an annotated tag is its tag object");
+    }
 
     #[test]
     fn passwords_are_masked() {

@@ -178,7 +178,7 @@ async fn run(
         .as_ref()
         .map(|p| p.user.name.clone())
         .unwrap_or_default();
-    let mut cmd = ouro_code::git::command(&["http-backend"]);
+    let mut cmd = ouro_code::git::http_backend();
     cmd.env("GIT_PROJECT_ROOT", &root)
         .env("GIT_HTTP_EXPORT_ALL", "1")
         .env(

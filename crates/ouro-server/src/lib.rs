@@ -21,9 +21,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::serve::ListenerExt;
 use ouro_store::crypto::SecretBox;
 use ouro_store::{Migration, PLATFORM_MIGRATIONS, Store};
 use tokio::net::TcpListener;

@@ -18,4 +18,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0005_mirrors.sql"),
         postgres: include_str!("../migrations/postgres/0005_mirrors.sql"),
     },
+    Migration {
+        component: "code",
+        version: 6,
+        name: "change_requests",
+        sqlite: include_str!("../migrations/sqlite/0006_change_requests.sql"),
+        postgres: include_str!("../migrations/postgres/0006_change_requests.sql"),
+    },
 ];

@@ -153,6 +153,12 @@ error_codes! {
     MirrorReadOnly = ("code.mirror_read_only", 409),
     /// The repository is not a mirror (only mirrors can be synced).
     NotAMirror = ("code.not_a_mirror", 409),
+    /// No change request with that number exists in this repository.
+    CrNotFound = ("code.cr_not_found", 404),
+    /// The repository has no commit with that id.
+    CommitNotFound = ("code.commit_not_found", 404),
+    /// The merge gate is not passed; `details.conditions` lists each unmet condition (`id`, `message`).
+    MergeBlocked = ("code.merge_blocked", 409),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

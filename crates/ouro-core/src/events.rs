@@ -87,6 +87,8 @@ kinds! {
     CR_REVIEWED = ("cr.reviewed", Code, 1, "change_request", "A review was submitted (approve or request changes)."),
     CR_MERGED = ("cr.merged", Code, 1, "change_request", "A change request was merged through the merge gate."),
     CR_CLOSED = ("cr.closed", Code, 1, "change_request", "A change request was closed without merging."),
+    CODE_STATUS = ("code.status", Code, 1, "repo", "A status (pending, success, failure, error) was posted for a commit: payload has sha, name, state."),
+    REPO_SETTINGS_CHANGED = ("repo.settings_changed", Code, 1, "repo", "A repository's merge rules or other settings changed; payload says what."),
     // Build
     PIPELINE_QUEUED = ("pipeline.queued", Build, 1, "pipeline_run", "A pipeline run was created for a trigger."),
     PIPELINE_STARTED = ("pipeline.started", Build, 1, "pipeline_run", "The first job of a pipeline run started."),

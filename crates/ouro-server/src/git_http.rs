@@ -299,6 +299,8 @@ async fn after_push(
 ) -> Result<(), OuroError> {
     let after = ouro_code::git::refs(dir).await.map_err(git_error)?;
     ouro_code::push::record(&st.store, dir, repo, slug, actor, before, &after).await?;
+    // Open change requests whose source moved get the new head (and their gate re-runs).
+    ouro_code::cr::refresh(&st.store, &repos::root(&st.settings.data_dir), repo, slug).await?;
     Ok(())
 }
 

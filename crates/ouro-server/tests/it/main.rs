@@ -7,6 +7,7 @@ mod api;
 mod attachments;
 mod boards_sprints;
 mod browser;
+mod change_requests;
 mod code_hosting;
 mod code_mirrors;
 mod csv;

@@ -6,12 +6,16 @@
 use std::path::Path;
 use std::process::Stdio;
 
-use ouro_core::Role;
+use ouro_core::events as ev;
+use ouro_core::{Actor, NewEvent, Role};
+use ouro_store::{Store, StoreError};
+use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::git::{self, GitError, ZERO_ID};
 use crate::hook::{HookRequest, HookUpdate};
 use crate::push_rules::PushRules;
+use crate::repos::Repo;
 use crate::secrets::{self, AllowList};
 
 /// At most this many secret hits are listed in a refusal (the count says how many more).
@@ -432,4 +436,41 @@ pub fn refusal_lines(violations: &[Violation]) -> Vec<String> {
         ));
     }
     lines
+}
+
+/// Appends one `code.push_rejected` for a refused push: the refs it would have moved, each
+/// violation (ref, rule, message) and the pusher; `ref` and `rule` repeat the first violation.
+pub async fn record_rejection(
+    store: &Store,
+    repo: &Repo,
+    project_slug: &str,
+    actor: &Actor,
+    updates: &[HookUpdate],
+    violations: &[Violation],
+) -> Result<(), StoreError> {
+    let first = violations.first();
+    let pusher = match actor {
+        Actor::User { name, .. } => name.clone(),
+        other => other.label(),
+    };
+    let mut tx = store.begin().await?;
+    tx.append(
+        NewEvent::new(
+            ev::CODE_PUSH_REJECTED,
+            actor,
+            repo.id,
+            json!({
+                "repo": repo.name,
+                "pusher": pusher,
+                "ref": first.map(|v| v.refname.clone()).unwrap_or_default(),
+                "rule": first.map(|v| v.rule.clone()).unwrap_or_default(),
+                "refs": updates.iter().map(|u| json!({"ref": u.refname, "old": u.old, "new": u.new})).collect::<Vec<_>>(),
+                "violations": violations.iter().map(|v| json!({"ref": v.refname, "rule": v.rule, "message": v.message})).collect::<Vec<_>>(),
+            }),
+        )
+        .in_project(repo.project_id, project_slug),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -145,7 +145,7 @@ fn github(line: &str, out: &mut Vec<Hit>) {
                 return;
             }
             let n = run_len(b, i + 4, |c| c.is_ascii_alphanumeric());
-            if (36..=255).contains(&n) && !b.get(i + 4 + n).is_some_and(|c| *c == b'_') {
+            if (36..=255).contains(&n) && b.get(i + 4 + n).is_none_or(|c| *c != b'_') {
                 out.push(Hit {
                     rule: "github-token",
                     start: i,
@@ -439,10 +439,12 @@ fn high_entropy(line: &str, out: &mut Vec<Hit>) {
     }
 }
 
+type Finder = fn(&str, &mut Vec<Hit>);
+
 /// Every hit of the enabled rules in one line, earlier rules winning over overlapping later
 /// ones, ordered by position.
 pub fn scan_line(line: &str, enabled: &dyn Fn(&str) -> bool) -> Vec<Hit> {
-    let finders: [(&str, fn(&str, &mut Vec<Hit>)); 7] = [
+    let finders: [(&str, Finder); 7] = [
         ("private-key", private_key),
         ("aws-access-key-id", aws),
         ("github-token", github),

@@ -741,3 +741,76 @@ async fn push_faults_leave_refs_and_events_consistent() {
         s.stop().await;
     }
 }
+
+#[tokio::test]
+async fn settings_page_saves_push_rules() {
+    for db in backends() {
+        let Setup { s, dev, .. } = setup(&db, Options::default()).await;
+        let page = "/projects/demo/code/app/settings";
+        let (st, html) = s.admin_page(page).await;
+        assert_eq!(st, 200, "{html}");
+        assert!(html.contains("Protected branches"), "{html}");
+        assert!(html.contains("value=\"main\""), "{html}");
+        assert!(html.contains("secret.high-entropy"), "{html}");
+        let (st, list) = s.admin_page("/projects/demo/code").await;
+        assert_eq!(st, 200);
+        assert!(list.contains(page), "{list}");
+        let r = s.req(Method::GET, page, Some(&dev)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 403);
+
+        let mut fields = vec![
+            ("rows", "2"),
+            ("pattern.0", "main"),
+            ("role.0", "developer"),
+            ("delete.0", "on"),
+            ("pattern.1", "release/*"),
+            ("role.1", "nobody"),
+            ("max_file_bytes", "5000"),
+            ("max_push_bytes", ""),
+        ];
+        let on: Vec<String> = ouro_code::secrets::RULES
+            .iter()
+            .filter(|r| r.id != "high-entropy")
+            .map(|r| format!("secret.{}", r.id))
+            .collect();
+        for f in &on {
+            fields.push((f.as_str(), "on"));
+        }
+        let (st, location, body) = s.admin_form(page, form_body(&fields)).await;
+        assert_eq!(st, 303, "{body}");
+        assert_eq!(location, page);
+        let (st, rules) = s
+            .admin(
+                Method::GET,
+                "/api/v1/projects/demo/repos/app/push-rules",
+                None,
+            )
+            .await;
+        assert_eq!(st, 200);
+        assert_eq!(rules["custom_protection"], true);
+        assert_eq!(
+            rules["protected_branches"],
+            json!([
+                {"pattern": "main", "push_role": "developer", "allow_force_push": false, "allow_deletion": true},
+                {"pattern": "release/*", "push_role": "nobody", "allow_force_push": false, "allow_deletion": false}
+            ])
+        );
+        assert_eq!(rules["disabled_secret_rules"], json!(["high-entropy"]));
+        assert_eq!(rules["max_file_bytes"], 5000);
+        assert_eq!(rules["max_push_bytes"], Value::Null);
+
+        // Bad input: the page again with the message, nothing saved.
+        let (st, _, html) = s
+            .admin_form(
+                page,
+                form_body(&[("rows", "1"), ("pattern.0", "a b"), ("role.0", "developer")]),
+            )
+            .await;
+        assert_eq!(st, 422, "{html}");
+        assert!(html.contains("not a valid branch pattern"), "{html}");
+        let (st, html) = s.admin_page(page).await;
+        assert_eq!(st, 200);
+        assert!(html.contains("value=\"release/*\""), "{html}");
+        s.stop().await;
+    }
+}

@@ -39,6 +39,10 @@ pub struct Context<'a> {
     pub rules: &'a PushRules,
     /// The largest blob a push may add, in bytes.
     pub max_file_bytes: u64,
+    /// The repository had no branch before this push: its first push may create a protected
+    /// branch (GitLab's "fully protected after the initial push"), so a developer can push the
+    /// first commit of a new repository.
+    pub initial_push: bool,
 }
 
 fn cmd(dir: &Path, env: &[(&'static str, String)], args: &[&str]) -> tokio::process::Command {
@@ -211,7 +215,8 @@ async fn refs_and_protection(
         }
         return Ok(());
     }
-    if !rule.push_role.allows(ctx.role) {
+    let first_branch = ctx.initial_push && u.old == ZERO_ID;
+    if !first_branch && !rule.push_role.allows(ctx.role) {
         let who = match rule.push_role {
             crate::push_rules::PushRole::Nobody => "nobody may push to it directly".to_string(),
             r => format!("direct pushes need the {} role; you are {you}", r.as_str()),
@@ -317,14 +322,8 @@ async fn secrets_of(
     {
         return Ok(());
     }
-    // The allow-list as the pushed tip has it.
-    let spec = format!("{}:{}", u.new, secrets::ALLOW_FILE);
-    let (found, text) = output(dir, env, &["cat-file", "-p", &spec], None).await?;
-    let allow = if found {
-        AllowList::parse(&text).0
-    } else {
-        AllowList::default()
-    };
+    // The allow-list as the pushed tip has it, read at the first finding.
+    let mut allow: Option<AllowList> = None;
 
     let mut args = vec![
         "-c",
@@ -347,8 +346,7 @@ async fn secrets_of(
     };
     let mut child = c.spawn().map_err(err)?;
     let mut lines = BufReader::new(child.stdout.take().expect("piped stdout"));
-    let enabled =
-        |id: &str| ctx.rules.secret_rule_enabled(id) && !allow.rules.iter().any(|r| r == id);
+    let enabled = |id: &str| ctx.rules.secret_rule_enabled(id);
     let (mut commit, mut path, mut line_no) = (String::new(), String::new(), 0usize);
     let mut hits = 0usize;
     let mut buf = Vec::new();
@@ -381,7 +379,16 @@ async fn secrets_of(
             for h in secrets::scan_line(added, &enabled) {
                 let secret = h.secret(added);
                 let fp = secrets::fingerprint(secret);
-                if allow.allows(&path, h.rule, &fp) {
+                if allow.is_none() {
+                    let spec = format!("{}:{}", u.new, secrets::ALLOW_FILE);
+                    let (found, text) = output(dir, env, &["cat-file", "-p", &spec], None).await?;
+                    allow = Some(if found {
+                        AllowList::parse(&text).0
+                    } else {
+                        AllowList::default()
+                    });
+                }
+                if allow.as_ref().is_some_and(|a| a.allows(&path, h.rule, &fp)) {
                     continue;
                 }
                 hits += 1;

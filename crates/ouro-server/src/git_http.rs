@@ -303,6 +303,9 @@ async fn run(
                 actor: actor.clone(),
                 role: ctx.role(),
                 rules: rules.clone(),
+                had_branches: before
+                    .as_ref()
+                    .is_some_and(|b| b.keys().any(|r| r.starts_with("refs/heads/"))),
             },
         ))),
         _ => None,
@@ -398,6 +401,8 @@ struct Pusher {
     actor: ouro_core::Actor,
     role: Option<Role>,
     rules: PushRules,
+    /// Whether the repository had any branch before the push.
+    had_branches: bool,
 }
 
 /// Answers the pre-receive hook of one push: waits for its request, runs the checks, appends
@@ -424,6 +429,7 @@ async fn pre_receive(st: AppState, mut hook: HookDir, p: Pusher) -> HookDir {
             .max_file_bytes
             .map(|v| v as u64)
             .unwrap_or(st.settings.push_max_file_bytes),
+        initial_push: !p.had_branches,
     };
     let internal = |why: &str| check::Violation {
         refname: String::new(),

@@ -254,6 +254,26 @@ async fn protected_branches_default_and_saved() {
         );
         assert_eq!(events(&s, "code.pushed").await.len(), 4);
 
+        // The first push into a repository without branches may create the default branch,
+        // even for a developer; afterwards it is protected.
+        let (st, body) = s
+            .call(
+                Method::POST,
+                REPOS,
+                Some(&dev),
+                Some(json!({"name": "fresh"})),
+            )
+            .await;
+        assert_eq!(st, 201, "{body}");
+        let fresh_url = creds(body["clone_url"].as_str().unwrap(), "dev", &dev);
+        let f = git.clone(&fresh_url, "fresh").await;
+        git.run(&f, &["checkout", "-q", "-b", "main"]).await;
+        git.commit(&f, "a.txt", b"a\n", "First").await;
+        git.run(&f, &["push", "-q", "origin", "main"]).await;
+        git.commit(&f, "a.txt", b"b\n", "Second").await;
+        let out = git.fails(&f, &["push", "origin", "main"]).await;
+        assert!(out.contains("refs/heads/main is protected"), "{out}");
+
         // The API: maintainers only; the default rule is shown until rules are saved.
         let path = "/api/v1/projects/demo/repos/app/protected-branches";
         let (st, _) = s.call(Method::GET, path, Some(&dev), None).await;

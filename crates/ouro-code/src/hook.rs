@@ -71,7 +71,9 @@ pub fn hooks_dir(data_dir: &Path) -> PathBuf {
 /// hooks directory (the value for `core.hooksPath`).
 pub fn install(data_dir: &Path) -> io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = hooks_dir(data_dir);
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    // Absolute: git resolves a relative core.hooksPath against the repository it runs in.
+    let dir = std::path::absolute(hooks_dir(data_dir))?;
     std::fs::create_dir_all(&dir)?;
     let file = dir.join("pre-receive");
     let current = std::fs::read_to_string(&file).ok();
@@ -80,12 +82,27 @@ pub fn install(data_dir: &Path) -> io::Result<PathBuf> {
         .unwrap_or(false);
     if current.as_deref() != Some(SCRIPT) || !mode_ok {
         // Written next to it and renamed, so a concurrent push never runs half a script.
-        let tmp = dir.join(format!(".pre-receive.{}", std::process::id()));
+        let tmp = dir.join(format!(
+            ".pre-receive.{}.{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::write(&tmp, SCRIPT)?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
         std::fs::rename(&tmp, &file)?;
     }
     Ok(dir)
+}
+
+/// Where the per-push channel directories are made (`DATA_DIR/run/push`).
+pub fn channels_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("run").join("push")
+}
+
+/// Removes channel directories a previous process left behind (it was killed mid-push); called
+/// at start, before any push is served.
+pub fn clean_stale(data_dir: &Path) {
+    let _ = std::fs::remove_dir_all(channels_dir(data_dir));
 }
 
 /// One update as the hook reported it.
@@ -178,7 +195,8 @@ impl HookDir {
         use std::os::unix::fs::DirBuilderExt;
         static SEQ: AtomicU64 = AtomicU64::new(0);
         std::fs::create_dir_all(base)?;
-        let path = base.join(format!(
+        // Absolute: the hook runs inside the repository directory.
+        let path = std::path::absolute(base)?.join(format!(
             "push-{}-{}-{}",
             std::process::id(),
             ouro_core::time::now_ms(),
@@ -327,6 +345,7 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let hooks = install(data.path()).unwrap();
         install(data.path()).unwrap();
+        assert!(hooks.is_absolute());
 
         // Without the channel the hook refuses.
         let (ok, err) = run_hook(&hooks, None, "a b refs/heads/x\n").await;

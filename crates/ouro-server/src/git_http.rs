@@ -184,13 +184,15 @@ async fn run(
     })?;
     let mut hook = if receive {
         Some(
-            HookDir::create(&st.settings.data_dir.join("run").join("push")).map_err(|e| {
-                tracing::error!(error = %e, "cannot create the hook channel");
-                OuroError::new(
-                    ErrorCode::GitFailed,
-                    "the server cannot prepare the push check",
-                )
-            })?,
+            HookDir::create(&ouro_code::hook::channels_dir(&st.settings.data_dir)).map_err(
+                |e| {
+                    tracing::error!(error = %e, "cannot create the hook channel");
+                    OuroError::new(
+                        ErrorCode::GitFailed,
+                        "the server cannot prepare the push check",
+                    )
+                },
+            )?,
         )
     } else {
         None

@@ -144,6 +144,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<Running,
     let addr = listener.local_addr().map_err(StartError::Listener)?;
     let store = open_store(&settings).await?;
     // The pre-receive hook every push runs (Code push rules); rewritten when it changed.
+    ouro_code::hook::clean_stale(&settings.data_dir);
     if let Err(e) = ouro_code::hook::install(&settings.data_dir) {
         tracing::warn!(error = %e, "cannot write the git hooks directory; pushes will be refused");
     }

@@ -346,6 +346,143 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn rules_are_stored_on_both_databases() {
+        for db in ouro_store::testing::backends() {
+            let dir = tempfile::tempdir().unwrap();
+            let url = db.fresh_url(dir.path()).await;
+            let migrations: Vec<ouro_store::Migration> = ouro_store::PLATFORM_MIGRATIONS
+                .iter()
+                .chain(crate::MIGRATIONS)
+                .copied()
+                .collect();
+            let store = Store::open(&url, &migrations).await.unwrap();
+            let actor = Actor::System("test");
+            let user =
+                ouro_store::accounts::create_user(&store, &actor, "ann", "password-123", true)
+                    .await
+                    .unwrap();
+            let project = ouro_store::projects::create(
+                &store,
+                &user,
+                "demo",
+                "Demo",
+                "",
+                ouro_store::projects::Visibility::Private,
+            )
+            .await
+            .unwrap();
+            let root = dir.path().join("repos");
+            let repo = crate::repos::create(
+                &store,
+                &root,
+                (project.id, "demo"),
+                &actor,
+                &crate::repos::NewRepo {
+                    name: "app".into(),
+                    import_url: None,
+                },
+            )
+            .await
+            .unwrap();
+
+            // Nothing saved: the default branch, maintainers only.
+            let r = load(&mut store.read().await.unwrap(), &repo).await.unwrap();
+            assert!(!r.custom_protection, "{}", db.name());
+            assert_eq!(r.protected_branches, vec![default_protection(&repo)]);
+            assert!(r.protection("main").is_some());
+            assert!(r.protection("feature").is_none());
+
+            // Limits and secret rules alone keep the default protection.
+            let saved = save(
+                &store,
+                &repo,
+                "demo",
+                &actor,
+                &PushRulesUpdate {
+                    disabled_secret_rules: Some(vec!["high-entropy".into(), "high-entropy".into()]),
+                    max_file_bytes: Some(10),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            assert!(!saved.custom_protection);
+            assert_eq!(saved.disabled_secret_rules, vec!["high-entropy"]);
+            assert_eq!(saved.max_file_bytes, Some(10));
+            assert!(!saved.secret_rule_enabled("high-entropy"));
+
+            // Saved rules replace the default, in order; the first match decides.
+            let rules = vec![
+                ProtectedBranch {
+                    pattern: "refs/heads/release/**".into(),
+                    push_role: PushRole::Nobody,
+                    allow_force_push: false,
+                    allow_deletion: true,
+                },
+                ProtectedBranch {
+                    pattern: "*".into(),
+                    push_role: PushRole::Developer,
+                    allow_force_push: true,
+                    allow_deletion: false,
+                },
+            ];
+            let saved = save(
+                &store,
+                &repo,
+                "demo",
+                &actor,
+                &PushRulesUpdate {
+                    protected_branches: Some(rules),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            assert!(saved.custom_protection);
+            assert_eq!(saved.protected_branches[0].pattern, "release/**");
+            assert_eq!(saved.disabled_secret_rules, vec!["high-entropy"]);
+            assert_eq!(saved.max_file_bytes, None);
+            let again = load(&mut store.read().await.unwrap(), &repo).await.unwrap();
+            assert_eq!(again, saved);
+            assert_eq!(
+                again.protection("release/1/x").unwrap().push_role,
+                PushRole::Nobody
+            );
+            assert_eq!(
+                again.protection("main").unwrap().push_role,
+                PushRole::Developer
+            );
+
+            // Bad input changes nothing.
+            for bad in [
+                PushRulesUpdate {
+                    protected_branches: Some(vec![
+                        again.protected_branches[1].clone(),
+                        again.protected_branches[1].clone(),
+                    ]),
+                    ..Default::default()
+                },
+                PushRulesUpdate {
+                    disabled_secret_rules: Some(vec!["nope".into()]),
+                    ..Default::default()
+                },
+                PushRulesUpdate {
+                    max_push_bytes: Some(0),
+                    ..Default::default()
+                },
+            ] {
+                let e: OuroError = save(&store, &repo, "demo", &actor, &bad)
+                    .await
+                    .unwrap_err()
+                    .into();
+                assert_eq!(e.code, ouro_core::ErrorCode::ValidationFailed);
+            }
+            let after = load(&mut store.read().await.unwrap(), &repo).await.unwrap();
+            assert_eq!(after, saved);
+        }
+    }
+
     #[test]
     fn roles() {
         assert!(!PushRole::Nobody.allows(Some(Role::Owner)));

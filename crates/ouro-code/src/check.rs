@@ -481,3 +481,137 @@ pub async fn record_rejection(
     tx.commit().await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::push_rules::{ProtectedBranch, PushRole};
+
+    async fn git(dir: &Path, args: &[&str]) -> String {
+        let mut full = vec!["-C", dir.to_str().unwrap()];
+        full.extend(args);
+        let mut c = git::command(&full);
+        c.env("GIT_AUTHOR_NAME", "A")
+            .env("GIT_AUTHOR_EMAIL", "a@example.com")
+            .env("GIT_COMMITTER_NAME", "A")
+            .env("GIT_COMMITTER_EMAIL", "a@example.com");
+        let out = c.output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    async fn commit(dir: &Path, file: &str, text: &str) -> String {
+        std::fs::write(dir.join(file), text).unwrap();
+        git(dir, &["add", "-A"]).await;
+        git(dir, &["commit", "-q", "-m", "c"]).await;
+        git(dir, &["rev-parse", "HEAD"]).await
+    }
+
+    fn rules(role: PushRole) -> PushRules {
+        PushRules {
+            custom_protection: true,
+            protected_branches: vec![ProtectedBranch {
+                pattern: "main".into(),
+                push_role: role,
+                allow_force_push: false,
+                allow_deletion: false,
+            }],
+            disabled_secret_rules: Vec::new(),
+            max_push_bytes: None,
+            max_file_bytes: None,
+        }
+    }
+
+    fn update(old: &str, new: &str, refname: &str) -> HookRequest {
+        HookRequest {
+            updates: vec![HookUpdate {
+                old: old.into(),
+                new: new.into(),
+                refname: refname.into(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// Commits not yet referenced by any ref stand in for a quarantined push.
+    #[tokio::test]
+    async fn checks_find_lines_sizes_and_force_pushes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        git(dir, &["init", "-q", "-b", "main"]).await;
+        let body: String = (1..=9).map(|i| format!("line {i}\n")).collect();
+        let c1 = commit(dir, "app.env", &body).await;
+        let changed = body.replace("line 6\n", "API_TOKEN=9f8e7d6c5b4a3\n");
+        let c2 = commit(dir, "app.env", &changed).await;
+        git(dir, &["reset", "-q", "--hard", &c1]).await;
+        let c3 = commit(dir, "big.bin", &"x".repeat(5000)).await;
+        git(dir, &["reset", "-q", "--hard", &c1]).await;
+
+        let r = rules(PushRole::Developer);
+        let ctx = Context {
+            role: Some(Role::Developer),
+            rules: &r,
+            max_file_bytes: 1000,
+            initial_push: false,
+        };
+        // A secret in the middle of a changed file: the line number of the new version.
+        let v = run(dir, &update(&c1, &c2, "refs/heads/main"), &ctx)
+            .await
+            .unwrap();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].rule, "secret.generic-assignment");
+        assert!(v[0].message.contains("app.env line 6"), "{}", v[0].message);
+        assert!(!v[0].message.contains("9f8e7d6c5b4a3"), "{}", v[0].message);
+        // A file over the limit.
+        let v = run(dir, &update(&c1, &c3, "refs/heads/topic"), &ctx)
+            .await
+            .unwrap();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].rule, "limit.file_size");
+        assert!(v[0].message.contains("file big.bin"), "{}", v[0].message);
+        // main at c2 moved to c3 (not a descendant): a force push.
+        git(dir, &["update-ref", "refs/heads/main", &c2]).await;
+        let v = run(dir, &update(&c2, &c3, "refs/heads/main"), &ctx)
+            .await
+            .unwrap();
+        assert!(v.iter().any(|v| v.rule == "protected.force_push"), "{v:?}");
+        // A developer where maintainers are required; deletion; a ref outside heads/tags.
+        let m = rules(PushRole::Maintainer);
+        let dev = Context {
+            rules: &m,
+            ..ctx.clone()
+        };
+        let v = run(dir, &update(&c2, &c1, "refs/heads/main"), &dev)
+            .await
+            .unwrap();
+        assert_eq!(v[0].rule, "protected.push");
+        let v = run(dir, &update(&c2, ZERO_ID, "refs/heads/main"), &dev)
+            .await
+            .unwrap();
+        assert_eq!(v[0].rule, "protected.deletion");
+        let v = run(dir, &update(ZERO_ID, &c1, "refs/notes/x"), &dev)
+            .await
+            .unwrap();
+        assert_eq!(v[0].rule, "ref.namespace");
+        // The first push into a repository without branches may create main.
+        let first = Context {
+            initial_push: true,
+            ..dev.clone()
+        };
+        let v = run(dir, &update(ZERO_ID, &c1, "refs/heads/main"), &first)
+            .await
+            .unwrap();
+        assert!(v.is_empty(), "{v:?}");
+        let lines = refusal_lines(&[Violation {
+            refname: "refs/heads/main".into(),
+            rule: "secret.x".into(),
+            message: "m".into(),
+        }]);
+        assert!(lines.iter().all(|l| l.starts_with("ouro: ")), "{lines:?}");
+        assert!(lines.iter().any(|l| l.contains(secrets::ALLOW_FILE)));
+    }
+}

@@ -273,12 +273,15 @@ const PLACEHOLDERS: &[&str] = &[
     "yourtoken",
     "xxxx",
     "****",
-    "....",
+    "...",
     "todo",
     "fixme",
     "notasecret",
     "not-a-secret",
     "sample",
+    "test",
+    "fake",
+    "mock",
 ];
 
 /// True for values that are obviously not a real secret: templates, references, placeholders.
@@ -375,6 +378,13 @@ fn assignment(line: &str, out: &mut Vec<Hit>) {
             if v.bytes()
                 .any(|c| matches!(c, b'(' | b')' | b'[' | b']' | b'{' | b'}' | b'.' | b'<'))
                 || v.bytes().all(|c| c.is_ascii_alphabetic() || c == b'_')
+                // Type annotations and paths (`token: token::Paren`), references, escapes.
+                || v.contains("::")
+                || v.starts_with(['&', '*', '\\', '_', ':'])
+                // A snake_case identifier (`SECRET = default_secret_v2`).
+                || (v.contains('_')
+                    && v.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+                    && v.as_bytes()[0].is_ascii_alphabetic())
                 || matches!(v, "true" | "false" | "null" | "None" | "nil")
             {
                 continue;
@@ -405,6 +415,37 @@ pub fn entropy(s: &str) -> f64 {
         .sum()
 }
 
+/// The share of `v` covered by capitalised words (`[A-Z][a-z]{2,}`): identifiers such as
+/// `PropertyNameLongEastAsianWidthV1` score over 0.75; random base64 rarely over 0.6.
+fn camel_coverage(v: &str) -> f64 {
+    let b = v.as_bytes();
+    let (mut i, mut covered) = (0, 0);
+    while i < b.len() {
+        if b[i].is_ascii_uppercase() {
+            let n = run_len(b, i + 1, |c| c.is_ascii_lowercase());
+            if n >= 2 {
+                covered += n + 1;
+                i += n + 1;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    covered as f64 / b.len().max(1) as f64
+}
+
+/// Looks like code or an alphabet rather than a key: camel-case words, `snake_case` names
+/// (one underscore per 10 characters or more), or 5 consecutive characters in sequence
+/// (`ABCDE`, `01234`).
+fn not_random(v: &str) -> bool {
+    let b = v.as_bytes();
+    let underscores = b.iter().filter(|c| **c == b'_').count();
+    camel_coverage(v) >= 0.75
+        || (underscores >= 3 && underscores * 10 >= b.len())
+        || b.windows(5)
+            .any(|w| w.windows(2).all(|p| p[1] == p[0].wrapping_add(1)))
+}
+
 fn high_entropy(line: &str, out: &mut Vec<Hit>) {
     let b = line.as_bytes();
     let b64 = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'_' | b'-');
@@ -425,7 +466,12 @@ fn high_entropy(line: &str, out: &mut Vec<Hit>) {
             let integrity = ["sha1-", "sha256-", "sha384-", "sha512-"]
                 .iter()
                 .any(|p| v.starts_with(p));
-            if mixed && !integrity && !v.contains("//") && entropy(v) >= ENTROPY_THRESHOLD {
+            if mixed
+                && !integrity
+                && !v.contains("//")
+                && !not_random(v)
+                && entropy(v) >= ENTROPY_THRESHOLD
+            {
                 out.push(Hit {
                     rule: "high-entropy",
                     start,
@@ -648,8 +694,21 @@ mod tests {
         none("SECRET_NAME=OTHER_VARIABLE");
         none("if token == \"abcdefgh123\" {");
         none("TOKENIZER=wordpiece_v2_large");
+        none("    paren_token: token::Paren,");
+        none("    private_key: &PrivateKey,");
+        none("SECRET = default_secret_v2");
+        none("pub const ACCESS_KEY: _bindgen_ty_3 = 1;");
         none("PASSWORD=xxxxxxxxxxxx");
         none("api_key: ''");
+        none("API_TOKEN = \"test-token-1234\"");
+        none("password: Option<String>,");
+        none("fn login(password: &str) -> bool");
+        none("SECRET_KEY = os.environ.get(\"SECRET_KEY\")");
+        one(
+            "SECRET_KEY = 'django-insecure-k2#9x!q7'",
+            "generic-assignment",
+            "django-insecure-k2#9x!q7",
+        );
     }
 
     #[test]
@@ -667,6 +726,16 @@ mod tests {
             "\"integrity\": \"sha512-q8Z2mX4vB7nL1kP9sD3fG6hJ0wE5rT2yq8Z2mX4vB7nL1kP9sD3fG6hJ0wE5rT2y\"",
         );
         none("\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"");
+        // Alphabets, camel-case and snake_case identifiers.
+        none("\"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/\"");
+        none("\"PropertyNameParseIndicSyllabicCategoryV1\"");
+        none("\"aws_lc_0_47_0_X509_REVOKED_set_revocationDate\"");
+        // Real-looking base64 still counts.
+        one(
+            "k = \"QME/vQVMciqjwvIRc8Bp6kl9NSlrzCRl9vnQQQh716k=\"",
+            "high-entropy",
+            "QME/vQVMciqjwvIRc8Bp6kl9NSlrzCRl9vnQQQh716k=",
+        );
     }
 
     #[test]

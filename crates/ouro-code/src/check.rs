@@ -228,14 +228,7 @@ async fn refs_and_protection(
         return Ok(());
     }
     if u.old != ZERO_ID && !rule.allow_force_push {
-        let (ancestor, _) = output(
-            dir,
-            env,
-            &["merge-base", "--is-ancestor", &u.old, &u.new],
-            None,
-        )
-        .await?;
-        if !ancestor {
+        if !is_ancestor(dir, env, &u.old, &u.new).await? {
             out.push(v(
                 "protected.force_push",
                 format!(
@@ -247,6 +240,32 @@ async fn refs_and_protection(
         }
     }
     Ok(())
+}
+
+/// `git merge-base --is-ancestor`: exit 0 yes, 1 no, anything else an error (a missing object).
+async fn is_ancestor(
+    dir: &Path,
+    env: &[(&'static str, String)],
+    old: &str,
+    new: &str,
+) -> Result<bool, GitError> {
+    let status = cmd(dir, env, &["merge-base", "--is-ancestor", old, new])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .map_err(|e| GitError {
+            what: "merge-base".into(),
+            message: e.to_string(),
+        })?;
+    match status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => Err(GitError {
+            what: "merge-base".into(),
+            message: format!("cannot compare {old} and {new}"),
+        }),
+    }
 }
 
 /// Arguments selecting what `u` brings that the repository does not have: `new --not --all
@@ -597,6 +616,18 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(v[0].rule, "ref.namespace");
+        // Missing objects are an error (the server refuses the push), not a verdict.
+        let missing = "1234567890123456789012345678901234567890";
+        assert!(
+            run(dir, &update(&c2, missing, "refs/heads/main"), &ctx)
+                .await
+                .is_err()
+        );
+        assert!(
+            run(dir, &update(ZERO_ID, missing, "refs/heads/topic"), &ctx)
+                .await
+                .is_err()
+        );
         // The first push into a repository without branches may create main.
         let first = Context {
             initial_push: true,

@@ -752,6 +752,32 @@ async fn push_faults_leave_refs_and_events_consistent() {
             .count();
         assert_eq!(deleted, 1);
 
+        // Ouro's hook refuses a push that did not come through Ouro (no channel).
+        let hooks = ouro_code::hook::hooks_dir(&s.state.settings.data_dir);
+        // (A local push runs receive-pack with this command, as a server configured by hand would.)
+        let hooks_cfg = format!(
+            "--receive-pack=git -c core.hooksPath={} receive-pack",
+            hooks.display()
+        );
+        let out = git
+            .fails(
+                &b,
+                &[
+                    "push",
+                    &hooks_cfg,
+                    repo.to_str().unwrap(),
+                    "HEAD:refs/heads/local",
+                ],
+            )
+            .await;
+        assert!(out.contains("pushes go through Ouro"), "{out}");
+        assert!(
+            !server_refs(&repo)
+                .await
+                .iter()
+                .any(|r| r.0 == "refs/heads/local")
+        );
+
         // No FIFO channel is left behind.
         let run = s.state.settings.data_dir.join("run").join("push");
         let left: Vec<_> = std::fs::read_dir(&run)

@@ -227,17 +227,18 @@ async fn refs_and_protection(
         ));
         return Ok(());
     }
-    if u.old != ZERO_ID && !rule.allow_force_push {
-        if !is_ancestor(dir, env, &u.old, &u.new).await? {
-            out.push(v(
-                "protected.force_push",
-                format!(
-                    "{protected}: force pushes are not allowed ({} is not an ancestor of {}). Pull and merge or rebase onto it, or push to a new branch and open a change request.",
-                    short(&u.old),
-                    short(&u.new)
-                ),
-            ));
-        }
+    let forced = u.old != ZERO_ID
+        && !rule.allow_force_push
+        && !is_ancestor(dir, env, &u.old, &u.new).await?;
+    if forced {
+        out.push(v(
+            "protected.force_push",
+            format!(
+                "{protected}: force pushes are not allowed ({} is not an ancestor of {}). Pull and merge or rebase onto it, or push to a new branch and open a change request.",
+                short(&u.old),
+                short(&u.new)
+            ),
+        ));
     }
     Ok(())
 }

@@ -294,8 +294,9 @@ async fn run(
         });
     }
     let actor = ctx.actor();
+    // Aborted (and its channel removed) when dropped: also if this request fails below.
     let hook_task = match (hook.take(), &rules) {
-        (Some(h), Some(rules)) => Some(tokio::spawn(pre_receive(
+        (Some(h), Some(rules)) => Some(AbortOnDrop(Some(tokio::spawn(pre_receive(
             st.clone(),
             h,
             Pusher {
@@ -309,7 +310,7 @@ async fn run(
                     .as_ref()
                     .is_some_and(|b| b.keys().any(|r| r.starts_with("refs/heads/"))),
             },
-        ))),
+        ))))),
         _ => None,
     };
 
@@ -340,7 +341,7 @@ async fn run(
         let _ = child.wait().await;
         // receive-pack is done: a hook that never ran (nothing to update) is not waited for,
         // and dropping the channel removes its FIFOs.
-        if let Some(t) = hook_task {
+        if let Some(t) = hook_task.and_then(|mut t| t.0.take()) {
             t.abort();
             let _ = t.await;
         }
@@ -393,6 +394,17 @@ async fn run(
         }
     }
     Ok(res)
+}
+
+/// A task that is aborted when this is dropped.
+struct AbortOnDrop<T>(Option<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.abort();
+        }
+    }
 }
 
 /// Who pushes where, for the pre-receive checks.

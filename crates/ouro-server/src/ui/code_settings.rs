@@ -13,7 +13,7 @@ use ouro_store::projects::Project;
 use crate::AppState;
 use crate::extract::{Ctx, Path};
 use crate::registry::Registry;
-use crate::ui::common::{Flash, fail, redirect_with_flash};
+use crate::ui::common::{Flash, When, fail, redirect_with_flash};
 use crate::ui::projects::{PHASES, PhaseLink};
 use crate::ui::{Chrome, Form, UiResult, render, render_status};
 
@@ -41,6 +41,20 @@ pub struct BranchRow {
     pub delete: bool,
 }
 
+/// A refused push, newest first.
+pub struct Refusal {
+    pub when: When,
+    pub pusher: String,
+    pub refname: String,
+    pub rule: String,
+    pub message: String,
+}
+
+/// How many recent events of the repository are looked through for refusals, and how many
+/// are shown.
+const REFUSALS_SCANNED: i64 = 500;
+const REFUSALS_SHOWN: usize = 10;
+
 pub struct SecretRow {
     pub id: &'static str,
     pub title: &'static str,
@@ -66,6 +80,7 @@ struct SettingsPage<'a> {
     server_push_bytes: u64,
     server_file_bytes: u64,
     allow_file: &'static str,
+    refusals: Vec<Refusal>,
     error: Option<String>,
 }
 
@@ -86,6 +101,28 @@ async fn build<'a>(
     let rules = push_rules::load(&mut db, &repo)
         .await
         .map_err(|e| fail(ctx, e))?;
+    let refusals: Vec<Refusal> =
+        ouro_store::events::for_subject(&mut db, "repo", &repo.id.to_string(), REFUSALS_SCANNED)
+            .await
+            .map_err(|e| fail(ctx, e))?
+            .into_iter()
+            .rev()
+            .filter(|e| e.kind == ouro_core::events::CODE_PUSH_REJECTED.name)
+            .take(REFUSALS_SHOWN)
+            .map(|e| {
+                let text = |k: &str| e.payload[k].as_str().unwrap_or("").to_string();
+                Refusal {
+                    when: When::of(e.time),
+                    pusher: text("pusher"),
+                    refname: text("ref"),
+                    rule: text("rule"),
+                    message: e.payload["violations"][0]["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                }
+            })
+            .collect();
     let mut branches: Vec<BranchRow> = rules
         .protected_branches
         .iter()
@@ -136,6 +173,7 @@ async fn build<'a>(
         server_push_bytes: st.settings.push_max_bytes,
         server_file_bytes: st.settings.push_max_file_bytes,
         allow_file: secrets::ALLOW_FILE,
+        refusals,
         error: None,
     })
 }

@@ -791,10 +791,24 @@ async fn push_faults_leave_refs_and_events_consistent() {
 #[tokio::test]
 async fn settings_page_saves_push_rules() {
     for db in backends() {
-        let Setup { s, dev, .. } = setup(&db, Options::default()).await;
+        let Setup {
+            s,
+            dev,
+            dev_url,
+            git,
+            ..
+        } = setup(&db, Options::default()).await;
         let page = "/projects/demo/code/app/settings";
         let (st, html) = s.admin_page(page).await;
         assert_eq!(st, 200, "{html}");
+        assert!(html.contains("id=\"no-refusals\""), "{html}");
+        // A refused push shows up on the page.
+        let d = git.clone(&dev_url, "dev").await;
+        git.commit(&d, "x.txt", b"x\n", "Direct").await;
+        git.fails(&d, &["push", "origin", "HEAD:main"]).await;
+        let (_, html) = s.admin_page(page).await;
+        assert!(html.contains("id=\"refusals\""), "{html}");
+        assert!(html.contains("protected.push"), "{html}");
         assert!(html.contains("Protected branches"), "{html}");
         assert!(html.contains("value=\"main\""), "{html}");
         assert!(html.contains("secret.high-entropy"), "{html}");

@@ -4,12 +4,17 @@
 //! compares the refs before and after and appends one `code.pushed` event per moved ref, with the
 //! new commits read by gix.
 
+pub mod check;
 pub mod cr;
 pub mod git;
+pub mod glob;
+pub mod hook;
 pub mod index;
 pub mod migrations;
 pub mod mirror;
 pub mod push;
+pub mod push_rules;
 pub mod repos;
+pub mod secrets;
 
 pub use migrations::MIGRATIONS;

@@ -10,7 +10,14 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0001_repos.sql"),
         postgres: include_str!("../migrations/postgres/0001_repos.sql"),
     },
-    // 0002 to 0004 belong to change requests, push rules and browsing.
+    Migration {
+        component: "code",
+        version: 3,
+        name: "push_rules",
+        sqlite: include_str!("../migrations/sqlite/0003_push_rules.sql"),
+        postgres: include_str!("../migrations/postgres/0003_push_rules.sql"),
+    },
+    // 0002 and 0004 are not used (numbers were reserved for parallel work).
     Migration {
         component: "code",
         version: 5,

@@ -82,6 +82,7 @@ kinds! {
     REPO_DELETED = ("repo.deleted", Code, 1, "repo", "A git repository was deleted with its history."),
     CODE_PUSHED = ("code.pushed", Code, 1, "repo", "A push was accepted: ref, old and new ids, new commits."),
     CODE_PUSH_REJECTED = ("code.push_rejected", Code, 1, "repo", "A push was refused by protection, secret scanning or limits."),
+    REPO_PUSH_RULES_CHANGED = ("repo.push_rules_changed", Code, 1, "repo", "A repository's protected branches, secret scanning rules or push limits changed."),
     CR_OPENED = ("cr.opened", Code, 1, "change_request", "A change request was opened."),
     CR_UPDATED = ("cr.updated", Code, 1, "change_request", "A change request's source branch or fields changed."),
     CR_REVIEWED = ("cr.reviewed", Code, 1, "change_request", "A review was submitted (approve or request changes)."),

@@ -13,6 +13,12 @@
 //! read until the events are written: refs before, http-backend, refs after,
 //! `ouro_code::push::record`. That work runs in its own task, so a client that disconnects
 //! mid-push cannot leave moved refs without their `code.pushed` events.
+//!
+//! Push rules: every http-backend gets `core.hooksPath` (Ouro's one hooks directory) and, for
+//! a push, `receive.maxInputSize` through `GIT_CONFIG_*` variables, plus `OURO_HOOK_DIR`, the
+//! per-push FIFO channel of `ouro_code::hook`. While receive-pack runs, [`pre_receive`] answers
+//! the hook: it runs `ouro_code::check` against the quarantined objects and accepts or refuses
+//! (appending `code.push_rejected`).
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -31,9 +37,16 @@ use crate::AppState;
 use crate::auth::{Principal, Via};
 use crate::extract::{Ctx, Path};
 use crate::registry::Registry;
+use ouro_code::check;
+use ouro_code::hook::HookDir;
+use ouro_code::push_rules::PushRules;
 
 /// The realm git shows when it asks for credentials.
 pub const REALM: &str = "Basic realm=\"Ouro\"";
+/// How long the push checks may take before the push is refused.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+/// How long Ouro waits for the hook to read its answer.
+const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The CGI header block may not be larger than this.
 const MAX_CGI_HEADER: usize = 64 * 1024;
 const CHUNK: usize = 64 * 1024;
@@ -163,6 +176,30 @@ async fn run(
     } else {
         None
     };
+    let rules = if receive {
+        Some(ouro_code::push_rules::load(&mut st.store.read().await?, &repo).await?)
+    } else {
+        None
+    };
+    let hooks = ouro_code::hook::install(&st.settings.data_dir).map_err(|e| {
+        tracing::error!(error = %e, "cannot write the hooks directory");
+        OuroError::new(ErrorCode::GitFailed, "the server cannot prepare git hooks")
+    })?;
+    let mut hook = if receive {
+        Some(
+            HookDir::create(&ouro_code::hook::channels_dir(&st.settings.data_dir)).map_err(
+                |e| {
+                    tracing::error!(error = %e, "cannot create the hook channel");
+                    OuroError::new(
+                        ErrorCode::GitFailed,
+                        "the server cannot prepare the push check",
+                    )
+                },
+            )?,
+        )
+    } else {
+        None
+    };
 
     let (parts, body) = req.into_parts();
     let header = |h: &str| {
@@ -205,6 +242,23 @@ async fn run(
     if !user.is_empty() {
         cmd.env("REMOTE_USER", &user);
     }
+    // Ouro's hooks, never the repository's own; a push's size limit.
+    let mut config = vec![("core.hooksPath", hooks.to_string_lossy().into_owned())];
+    if let Some(rules) = &rules {
+        let max = rules
+            .max_push_bytes
+            .map(|v| v as u64)
+            .unwrap_or(st.settings.push_max_bytes);
+        config.push(("receive.maxInputSize", max.to_string()));
+    }
+    cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
+    for (i, (k, v)) in config.iter().enumerate() {
+        cmd.env(format!("GIT_CONFIG_KEY_{i}"), k)
+            .env(format!("GIT_CONFIG_VALUE_{i}"), v);
+    }
+    if let Some(h) = &hook {
+        cmd.env("OURO_HOOK_DIR", h.path());
+    }
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -220,10 +274,14 @@ async fn run(
     // Request body -> stdin, chunk by chunk. A client that goes away closes stdin early; git
     // then refuses the incomplete request and changes nothing.
     let mut stdin = child.stdin.take().expect("piped stdin");
+    // Bytes of the request body, to tell a push refused for its size (receive.maxInputSize).
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = received.clone();
     tokio::spawn(async move {
         let mut chunks = body.into_data_stream();
         while let Some(chunk) = chunks.next().await {
             let Ok(chunk) = chunk else { break };
+            counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
             if stdin.write_all(&chunk).await.is_err() {
                 break;
             }
@@ -238,13 +296,32 @@ async fn run(
             }
         });
     }
+    let actor = ctx.actor();
+    // Aborted (and its channel removed) when dropped: also if this request fails below.
+    let hook_task = match (hook.take(), &rules) {
+        (Some(h), Some(rules)) => Some(AbortOnDrop(Some(tokio::spawn(pre_receive(
+            st.clone(),
+            h,
+            Pusher {
+                dir: dir.clone(),
+                repo: repo.clone(),
+                slug: project.slug.clone(),
+                actor: actor.clone(),
+                role: ctx.role(),
+                rules: rules.clone(),
+                had_branches: before
+                    .as_ref()
+                    .is_some_and(|b| b.keys().any(|r| r.starts_with("refs/heads/"))),
+            },
+        ))))),
+        _ => None,
+    };
 
     let mut stdout = BufReader::with_capacity(CHUNK, child.stdout.take().expect("piped stdout"));
     let (status, headers) = read_cgi_headers(&mut stdout).await?;
 
     // stdout -> response body, through a small bounded channel (backpressure, no buffering).
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    let actor = ctx.actor();
     tokio::spawn(async move {
         let mut client_gone = false;
         loop {
@@ -265,6 +342,39 @@ async fn run(
             }
         }
         let _ = child.wait().await;
+        // receive-pack is done: a hook that never ran (nothing to update) is not waited for,
+        // and dropping the channel removes its FIFOs.
+        if let Some(t) = hook_task.and_then(|mut t| t.0.take()) {
+            t.abort();
+            let _ = t.await;
+        }
+        let max = rules.as_ref().map(|r| {
+            r.max_push_bytes
+                .map(|v| v as u64)
+                .unwrap_or(st.settings.push_max_bytes)
+        });
+        // A body over the limit that moved no ref: receive-pack refused the pack for its size
+        // (the pusher saw git's "pack exceeds maximum allowed size").
+        if let (Some(max), Some(before)) = (max, &before)
+            && received.load(std::sync::atomic::Ordering::Relaxed) > max
+            && ouro_code::git::refs(&dir)
+                .await
+                .is_ok_and(|now| &now == before)
+        {
+            let v = check::Violation {
+                refname: String::new(),
+                rule: "limit.push_size".into(),
+                message: format!(
+                    "the push is larger than the limit of {}",
+                    check::human_bytes(max)
+                ),
+            };
+            if let Err(e) =
+                check::record_rejection(&st.store, &repo, &project.slug, &actor, &[], &[v]).await
+            {
+                tracing::error!(error = %e, repo = repo.id, "recording a refused push failed");
+            }
+        }
         if let Some(before) = before
             && let Err(e) = after_push(&st, &dir, &repo, &project.slug, &actor, &before).await
         {
@@ -287,6 +397,95 @@ async fn run(
         }
     }
     Ok(res)
+}
+
+/// A task that is aborted when this is dropped.
+struct AbortOnDrop<T>(Option<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.abort();
+        }
+    }
+}
+
+/// Who pushes where, for the pre-receive checks.
+struct Pusher {
+    dir: std::path::PathBuf,
+    repo: repos::Repo,
+    slug: String,
+    actor: ouro_core::Actor,
+    role: Option<Role>,
+    rules: PushRules,
+    /// Whether the repository had any branch before the push.
+    had_branches: bool,
+}
+
+/// Answers the pre-receive hook of one push: waits for its request, runs the checks, appends
+/// `code.push_rejected` on a refusal and writes the verdict. Any failure on Ouro's side refuses
+/// the push. Returns the channel so the caller drops (removes) it.
+async fn pre_receive(st: AppState, mut hook: HookDir, p: Pusher) -> HookDir {
+    let req = match hook.receive().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, repo = p.repo.id, "the pre-receive hook sent a bad request");
+            let lines = vec![
+                "ouro: push refused: the push check could not read the push; nothing was changed."
+                    .to_string(),
+            ];
+            let _ = hook.respond(&lines, false, ANSWER_WAIT).await;
+            return hook;
+        }
+    };
+    let ctx = check::Context {
+        role: p.role,
+        rules: &p.rules,
+        max_file_bytes: p
+            .rules
+            .max_file_bytes
+            .map(|v| v as u64)
+            .unwrap_or(st.settings.push_max_file_bytes),
+        initial_push: !p.had_branches,
+    };
+    let internal = |why: &str| check::Violation {
+        refname: String::new(),
+        rule: "internal".into(),
+        message: format!(
+            "the push check {why} on the server; nothing was changed. Try again, or ask an administrator."
+        ),
+    };
+    let violations = match tokio::time::timeout(CHECK_TIMEOUT, check::run(&p.dir, &req, &ctx)).await
+    {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, repo = p.repo.id, "the push check failed");
+            vec![internal("failed")]
+        }
+        Err(_) => vec![internal("took too long")],
+    };
+    let accept = violations.is_empty();
+    let lines = if accept {
+        Vec::new()
+    } else {
+        if let Err(e) = check::record_rejection(
+            &st.store,
+            &p.repo,
+            &p.slug,
+            &p.actor,
+            &req.updates,
+            &violations,
+        )
+        .await
+        {
+            tracing::error!(error = %e, repo = p.repo.id, "recording a refused push failed");
+        }
+        check::refusal_lines(&violations)
+    };
+    if let Err(e) = hook.respond(&lines, accept, ANSWER_WAIT).await {
+        tracing::error!(error = %e, repo = p.repo.id, "the pre-receive hook did not take its answer");
+    }
+    hook
 }
 
 async fn after_push(

@@ -144,6 +144,11 @@ pub struct Running {
 pub async fn start(settings: Settings, listener: TcpListener) -> Result<Running, StartError> {
     let addr = listener.local_addr().map_err(StartError::Listener)?;
     let store = open_store(&settings).await?;
+    // The pre-receive hook every push runs (Code push rules); rewritten when it changed.
+    ouro_code::hook::clean_stale(&settings.data_dir);
+    if let Err(e) = ouro_code::hook::install(&settings.data_dir) {
+        tracing::warn!(error = %e, "cannot write the git hooks directory; pushes will be refused");
+    }
     let secrets = SecretBox::new(&instance_secret(&settings)?);
     ouro_code::git::set_fetch_timeout(Duration::from_secs(settings.git_fetch_timeout_secs));
     let (shutdown_tx, shutting_down) = watch::channel(false);

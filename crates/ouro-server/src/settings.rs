@@ -37,6 +37,10 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// Seconds a repository import or a mirror fetch may take before git is stopped.
     pub git_fetch_timeout_secs: u64,
+    /// The largest git push (pack bytes) and the largest file (blob) a push may add; a
+    /// repository's push rules can set their own.
+    pub push_max_bytes: u64,
+    pub push_max_file_bytes: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -60,6 +64,8 @@ impl std::fmt::Debug for Settings {
             .field("webhook_timeout_secs", &self.webhook_timeout_secs)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("git_fetch_timeout_secs", &self.git_fetch_timeout_secs)
+            .field("push_max_bytes", &self.push_max_bytes)
+            .field("push_max_file_bytes", &self.push_max_file_bytes)
             .finish()
     }
 }
@@ -82,6 +88,8 @@ impl Default for Settings {
             webhook_timeout_secs: 10,
             shutdown_grace_secs: 10,
             git_fetch_timeout_secs: 600,
+            push_max_bytes: 2 * 1024 * 1024 * 1024,
+            push_max_file_bytes: 100 * 1024 * 1024,
         }
     }
 }
@@ -106,6 +114,8 @@ pub struct FileConfig {
     pub webhook_timeout_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
     pub git_fetch_timeout_secs: Option<u64>,
+    pub push_max_bytes: Option<u64>,
+    pub push_max_file_bytes: Option<u64>,
 }
 
 /// Values given on the command line; they win over everything else.
@@ -221,6 +231,12 @@ impl Settings {
             if let Some(v) = f.git_fetch_timeout_secs {
                 s.git_fetch_timeout_secs = v;
             }
+            if let Some(v) = f.push_max_bytes {
+                s.push_max_bytes = v;
+            }
+            if let Some(v) = f.push_max_file_bytes {
+                s.push_max_file_bytes = v;
+            }
         }
         // Environment.
         if let Some(v) = env_data_dir {
@@ -255,6 +271,16 @@ impl Settings {
                 ))
             })?;
         }
+        for (key, slot) in [
+            ("OURO_PUSH_MAX_BYTES", &mut s.push_max_bytes),
+            ("OURO_PUSH_MAX_FILE_BYTES", &mut s.push_max_file_bytes),
+        ] {
+            if let Some(v) = env(key) {
+                *slot = v
+                    .parse()
+                    .map_err(|_| ConfigError(format!("{key}={v:?} is not a number of bytes")))?;
+            }
+        }
         if let Some(v) = env("OURO_PUBLIC_URL") {
             s.public_url = Some(v);
         }
@@ -274,6 +300,11 @@ impl Settings {
         }
         if let Some(v) = &over.database_url {
             s.database_url = Some(v.clone());
+        }
+        if s.push_max_bytes == 0 || s.push_max_file_bytes == 0 {
+            return Err(ConfigError(
+                "push_max_bytes and push_max_file_bytes must be at least 1".into(),
+            ));
         }
         if s.max_body_bytes < 1024 {
             return Err(ConfigError("max_body_bytes must be at least 1024".into()));

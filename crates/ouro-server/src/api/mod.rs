@@ -12,6 +12,7 @@ pub mod meta;
 pub mod notifications;
 pub mod plan_config;
 pub mod projects;
+pub mod push_rules;
 pub mod repos;
 pub mod rules;
 pub mod saved_queries;
@@ -45,6 +46,7 @@ pub fn register(reg: &mut Registry) {
     intake::register(reg);
     repos::register(reg);
     change_requests::register(reg);
+    push_rules::register(reg);
     crate::git_http::register(reg);
     crate::webhooks::register(reg);
 }

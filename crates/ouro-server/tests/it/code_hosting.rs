@@ -133,7 +133,9 @@ async fn create_clone_push_fetch_over_http() {
             .await;
         assert_eq!(st, 201, "{item}");
         let key = item["key"].as_str().unwrap().to_string();
-        let dev = member(&s, "dev", "developer").await;
+        // A maintainer: main is a protected branch (docs/push-rules.md), and this test pushes
+        // to it directly more than once.
+        let dev = member(&s, "dev", "maintainer").await;
         let viewer = member(&s, "viewer", "viewer").await;
 
         // A developer creates the repository; the clone URL follows the contract.

@@ -22,6 +22,7 @@ mod plan_config;
 mod plan_settings_ui;
 mod plan_ui;
 mod props;
+mod push_rules;
 mod saved_queries;
 mod ui_auth;
 mod ui_pages;

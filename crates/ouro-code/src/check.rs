@@ -1,0 +1,649 @@
+//! The pre-receive checks of a push (see [`crate::hook`] for how a push reaches them): ref names,
+//! branch protection, file size limit and secret scanning, run with git against the quarantined
+//! objects. The result is a list of [`Violation`]s; any violation refuses the whole push (git's
+//! pre-receive semantics: no ref moves).
+
+use std::path::Path;
+use std::process::Stdio;
+
+use ouro_core::events as ev;
+use ouro_core::{Actor, NewEvent, Role};
+use ouro_store::{Store, StoreError};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::git::{self, GitError, ZERO_ID};
+use crate::hook::{HookRequest, HookUpdate};
+use crate::push_rules::PushRules;
+use crate::repos::Repo;
+use crate::secrets::{self, AllowList};
+
+/// At most this many secret hits are listed in a refusal (the count says how many more).
+pub const MAX_LISTED_HITS: usize = 20;
+
+/// Why a push is refused, for one ref.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub refname: String,
+    /// A stable rule id: `ref.invalid`, `ref.namespace`, `protected.push`,
+    /// `protected.force_push`, `protected.deletion`, `limit.file_size`, `secret.<rule id>`.
+    pub rule: String,
+    /// What the pusher reads (without the `ouro: ` prefix).
+    pub message: String,
+}
+
+/// Who pushes and what the server allows.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    pub role: Option<Role>,
+    pub rules: &'a PushRules,
+    /// The largest blob a push may add, in bytes.
+    pub max_file_bytes: u64,
+    /// The repository had no branch before this push: its first push may create a protected
+    /// branch (GitLab's "fully protected after the initial push"), so a developer can push the
+    /// first commit of a new repository.
+    pub initial_push: bool,
+}
+
+fn cmd(dir: &Path, env: &[(&'static str, String)], args: &[&str]) -> tokio::process::Command {
+    let mut full = vec!["-C".to_string(), dir.to_string_lossy().into_owned()];
+    full.extend(args.iter().map(|a| a.to_string()));
+    let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+    let mut c = git::command(&refs);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+async fn output(
+    dir: &Path,
+    env: &[(&'static str, String)],
+    args: &[&str],
+    input: Option<String>,
+) -> Result<(bool, String), GitError> {
+    let what = args.first().copied().unwrap_or("").to_string();
+    let err = |e: std::io::Error| GitError {
+        what: what.clone(),
+        message: e.to_string(),
+    };
+    let mut c = cmd(dir, env, args);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    if input.is_some() {
+        c.stdin(Stdio::piped());
+    }
+    let mut child = c.spawn().map_err(err)?;
+    let writer = input.map(|text| {
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        tokio::spawn(async move {
+            let _ = stdin.write_all(text.as_bytes()).await;
+        })
+    });
+    let out = child.wait_with_output().await.map_err(err)?;
+    if let Some(w) = writer {
+        let _ = w.await;
+    }
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
+async fn must(
+    dir: &Path,
+    env: &[(&'static str, String)],
+    args: &[&str],
+    input: Option<String>,
+) -> Result<String, GitError> {
+    let (ok, out) = output(dir, env, args, input).await?;
+    if !ok {
+        return Err(GitError {
+            what: args.first().copied().unwrap_or("").to_string(),
+            message: "failed in the push check".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// True when `name` is a valid full ref name (`git check-ref-format`).
+pub async fn valid_ref(name: &str) -> bool {
+    if name.starts_with('-') {
+        return false;
+    }
+    git::command(&["check-ref-format", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(10)]
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut v = bytes as f64;
+    let mut unit = "bytes";
+    for u in UNITS {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit} ({bytes} bytes)")
+}
+
+pub fn human_bytes(bytes: u64) -> String {
+    human(bytes)
+}
+
+/// Runs every check; returns the violations (empty: accept).
+pub async fn run(
+    dir: &Path,
+    req: &HookRequest,
+    ctx: &Context<'_>,
+) -> Result<Vec<Violation>, GitError> {
+    let env = req.git_env();
+    let mut out = Vec::new();
+    let mut scanned: Vec<String> = Vec::new();
+    for u in &req.updates {
+        let before = out.len();
+        refs_and_protection(dir, &env, u, ctx, &mut out).await?;
+        if out.len() > before || u.new == ZERO_ID {
+            continue;
+        }
+        file_sizes(dir, &env, u, &scanned, ctx, &mut out).await?;
+        secrets_of(dir, &env, u, &scanned, ctx, &mut out).await?;
+        scanned.push(u.new.clone());
+    }
+    Ok(out)
+}
+
+async fn refs_and_protection(
+    dir: &Path,
+    env: &[(&'static str, String)],
+    u: &HookUpdate,
+    ctx: &Context<'_>,
+    out: &mut Vec<Violation>,
+) -> Result<(), GitError> {
+    let v = |rule: &str, message: String| Violation {
+        refname: u.refname.clone(),
+        rule: rule.to_string(),
+        message,
+    };
+    if !valid_ref(&u.refname).await {
+        out.push(v(
+            "ref.invalid",
+            format!(
+                "{:?} is not a valid ref name (see git check-ref-format).",
+                u.refname
+            ),
+        ));
+        return Ok(());
+    }
+    let Some(branch) = u.refname.strip_prefix("refs/heads/") else {
+        if !u.refname.starts_with("refs/tags/") {
+            out.push(v(
+                "ref.namespace",
+                format!(
+                    "{} is outside refs/heads/ and refs/tags/; only branches and tags can be pushed.",
+                    u.refname
+                ),
+            ));
+        }
+        return Ok(());
+    };
+    let Some(rule) = ctx.rules.protection(branch) else {
+        return Ok(());
+    };
+    let you = ctx.role.map(|r| r.as_str()).unwrap_or("nobody");
+    let protected = format!("{} is protected (rule {:?})", u.refname, rule.pattern);
+    if u.new == ZERO_ID {
+        if !rule.allow_deletion {
+            out.push(v(
+                "protected.deletion",
+                format!(
+                    "{protected}: it cannot be deleted. A maintainer can change this in the repository's settings."
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    let first_branch = ctx.initial_push && u.old == ZERO_ID;
+    if !first_branch && !rule.push_role.allows(ctx.role) {
+        let who = match rule.push_role {
+            crate::push_rules::PushRole::Nobody => "nobody may push to it directly".to_string(),
+            r => format!("direct pushes need the {} role; you are {you}", r.as_str()),
+        };
+        out.push(v(
+            "protected.push",
+            format!("{protected}: {who}. Push to a new branch and open a change request."),
+        ));
+        return Ok(());
+    }
+    let forced = u.old != ZERO_ID
+        && !rule.allow_force_push
+        && !is_ancestor(dir, env, &u.old, &u.new).await?;
+    if forced {
+        out.push(v(
+            "protected.force_push",
+            format!(
+                "{protected}: force pushes are not allowed ({} is not an ancestor of {}). Pull and merge or rebase onto it, or push to a new branch and open a change request.",
+                short(&u.old),
+                short(&u.new)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `git merge-base --is-ancestor`: exit 0 yes, 1 no, anything else an error (a missing object).
+async fn is_ancestor(
+    dir: &Path,
+    env: &[(&'static str, String)],
+    old: &str,
+    new: &str,
+) -> Result<bool, GitError> {
+    let status = cmd(dir, env, &["merge-base", "--is-ancestor", old, new])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .map_err(|e| GitError {
+            what: "merge-base".into(),
+            message: e.to_string(),
+        })?;
+    match status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => Err(GitError {
+            what: "merge-base".into(),
+            message: format!("cannot compare {old} and {new}"),
+        }),
+    }
+}
+
+/// Arguments selecting what `u` brings that the repository does not have: `new --not --all
+/// <earlier tips of this push>`.
+fn new_range<'a>(u: &'a HookUpdate, scanned: &'a [String]) -> Vec<&'a str> {
+    let mut args = vec![u.new.as_str(), "--not", "--all"];
+    args.extend(scanned.iter().map(String::as_str));
+    args
+}
+
+async fn file_sizes(
+    dir: &Path,
+    env: &[(&'static str, String)],
+    u: &HookUpdate,
+    scanned: &[String],
+    ctx: &Context<'_>,
+    out: &mut Vec<Violation>,
+) -> Result<(), GitError> {
+    let mut args = vec!["rev-list", "--objects"];
+    args.extend(new_range(u, scanned));
+    let objects = must(dir, env, &args, None).await?;
+    if objects.is_empty() {
+        return Ok(());
+    }
+    let sizes = must(
+        dir,
+        env,
+        &[
+            "cat-file",
+            "--batch-check=%(objecttype) %(objectsize) %(objectname) %(rest)",
+        ],
+        Some(objects),
+    )
+    .await?;
+    for line in sizes.lines() {
+        let mut p = line.splitn(4, ' ');
+        let (kind, size, id, path) = (
+            p.next().unwrap_or(""),
+            p.next().unwrap_or("0"),
+            p.next().unwrap_or(""),
+            p.next().unwrap_or(""),
+        );
+        let size: u64 = size.parse().unwrap_or(0);
+        if kind == "blob" && size > ctx.max_file_bytes {
+            out.push(Violation {
+                refname: u.refname.clone(),
+                rule: "limit.file_size".into(),
+                message: format!(
+                    "{}: file {} (blob {}) is {}; the limit is {} per file. Remove it from the commits (git rm --cached, then amend or rebase) and push again.",
+                    u.refname,
+                    if path.is_empty() { "?" } else { path },
+                    short(id),
+                    human(size),
+                    human(ctx.max_file_bytes)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn secrets_of(
+    dir: &Path,
+    env: &[(&'static str, String)],
+    u: &HookUpdate,
+    scanned: &[String],
+    ctx: &Context<'_>,
+    out: &mut Vec<Violation>,
+) -> Result<(), GitError> {
+    if secrets::RULES
+        .iter()
+        .all(|r| !ctx.rules.secret_rule_enabled(r.id))
+    {
+        return Ok(());
+    }
+    // The allow-list as the pushed tip has it, read at the first finding.
+    let mut allow: Option<AllowList> = None;
+
+    let mut args = vec![
+        "-c",
+        "core.quotePath=false",
+        "log",
+        "-p",
+        "-U0",
+        "--no-color",
+        "--no-ext-diff",
+        "--no-textconv",
+        "--no-renames",
+        "--format=%x01%H",
+    ];
+    args.extend(new_range(u, scanned));
+    let mut c = cmd(dir, env, &args);
+    c.stdout(Stdio::piped()).stderr(Stdio::null());
+    let err = |e: std::io::Error| GitError {
+        what: "log".into(),
+        message: e.to_string(),
+    };
+    let mut child = c.spawn().map_err(err)?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let enabled = |id: &str| ctx.rules.secret_rule_enabled(id);
+    let (mut commit, mut path, mut line_no) = (String::new(), String::new(), 0usize);
+    let mut hits = 0usize;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if lines.read_until(b'\n', &mut buf).await.map_err(err)? == 0 {
+            break;
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let l = text.trim_end_matches(['\n', '\r']);
+        if let Some(id) = l.strip_prefix('\u{1}') {
+            commit = id.to_string();
+            path.clear();
+        } else if let Some(p) = l.strip_prefix("+++ ") {
+            path = p.strip_prefix("b/").unwrap_or(p).to_string();
+        } else if l.starts_with("diff --git ") {
+            path.clear();
+        } else if let Some(h) = l.strip_prefix("@@ ") {
+            // @@ -a,b +c,d @@: added lines start at c.
+            line_no = h
+                .split(' ')
+                .find_map(|p| p.strip_prefix('+'))
+                .and_then(|p| p.split(',').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+        } else if let Some(added) = l.strip_prefix('+') {
+            if path.is_empty() || path == "/dev/null" {
+                continue;
+            }
+            for h in secrets::scan_line(added, &enabled) {
+                let secret = h.secret(added);
+                let fp = secrets::fingerprint(secret);
+                if allow.is_none() {
+                    let spec = format!("{}:{}", u.new, secrets::ALLOW_FILE);
+                    let (found, text) = output(dir, env, &["cat-file", "-p", &spec], None).await?;
+                    allow = Some(if found {
+                        AllowList::parse(&text).0
+                    } else {
+                        AllowList::default()
+                    });
+                }
+                if allow.as_ref().is_some_and(|a| a.allows(&path, h.rule, &fp)) {
+                    continue;
+                }
+                hits += 1;
+                if hits <= MAX_LISTED_HITS {
+                    out.push(Violation {
+                        refname: u.refname.clone(),
+                        rule: format!("secret.{}", h.rule),
+                        message: format!(
+                            "possible secret in {path} line {line_no} (commit {}): rule {}, {}, fingerprint {fp}",
+                            short(&commit),
+                            h.rule,
+                            secrets::mask(secret),
+                        ),
+                    });
+                }
+            }
+            line_no += 1;
+        }
+    }
+    let status = child.wait().await.map_err(err)?;
+    if !status.success() {
+        return Err(GitError {
+            what: "log".into(),
+            message: "failed in the push check".into(),
+        });
+    }
+    if hits > MAX_LISTED_HITS {
+        out.push(Violation {
+            refname: u.refname.clone(),
+            rule: "secret.more".into(),
+            message: format!("... and {} more possible secrets", hits - MAX_LISTED_HITS),
+        });
+    }
+    Ok(())
+}
+
+/// The `remote:` lines for a refusal: each violation, then what to do.
+pub fn refusal_lines(violations: &[Violation]) -> Vec<String> {
+    let mut lines = vec!["ouro: push refused; no ref was changed.".to_string()];
+    for v in violations {
+        if v.rule.starts_with("secret.") {
+            lines.push(format!("ouro: {}: {}", v.refname, v.message));
+        } else {
+            lines.push(format!("ouro: {}", v.message));
+        }
+    }
+    if violations.iter().any(|v| v.rule.starts_with("secret.")) {
+        lines.push(format!(
+            "ouro: Remove secrets from the commits (rewrite them, e.g. git commit --amend or git rebase -i) and revoke them. \
+             If a finding is not a secret, list it in {} in the pushed commit (fingerprint: <fp>, rule: <id> or path: <glob>).",
+            secrets::ALLOW_FILE
+        ));
+    }
+    lines
+}
+
+/// Appends one `code.push_rejected` for a refused push: the refs it would have moved, each
+/// violation (ref, rule, message) and the pusher; `ref` and `rule` repeat the first violation.
+pub async fn record_rejection(
+    store: &Store,
+    repo: &Repo,
+    project_slug: &str,
+    actor: &Actor,
+    updates: &[HookUpdate],
+    violations: &[Violation],
+) -> Result<(), StoreError> {
+    let first = violations.first();
+    let pusher = match actor {
+        Actor::User { name, .. } => name.clone(),
+        other => other.label(),
+    };
+    let mut tx = store.begin().await?;
+    tx.append(
+        NewEvent::new(
+            ev::CODE_PUSH_REJECTED,
+            actor,
+            repo.id,
+            json!({
+                "repo": repo.name,
+                "pusher": pusher,
+                "ref": first.map(|v| v.refname.clone()).unwrap_or_default(),
+                "rule": first.map(|v| v.rule.clone()).unwrap_or_default(),
+                "refs": updates.iter().map(|u| json!({"ref": u.refname, "old": u.old, "new": u.new})).collect::<Vec<_>>(),
+                "violations": violations.iter().map(|v| json!({"ref": v.refname, "rule": v.rule, "message": v.message})).collect::<Vec<_>>(),
+            }),
+        )
+        .in_project(repo.project_id, project_slug),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::push_rules::{ProtectedBranch, PushRole};
+
+    async fn git(dir: &Path, args: &[&str]) -> String {
+        let mut full = vec!["-C", dir.to_str().unwrap()];
+        full.extend(args);
+        let mut c = git::command(&full);
+        c.env("GIT_AUTHOR_NAME", "A")
+            .env("GIT_AUTHOR_EMAIL", "a@example.com")
+            .env("GIT_COMMITTER_NAME", "A")
+            .env("GIT_COMMITTER_EMAIL", "a@example.com");
+        let out = c.output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    async fn commit(dir: &Path, file: &str, text: &str) -> String {
+        std::fs::write(dir.join(file), text).unwrap();
+        git(dir, &["add", "-A"]).await;
+        git(dir, &["commit", "-q", "-m", "c"]).await;
+        git(dir, &["rev-parse", "HEAD"]).await
+    }
+
+    fn rules(role: PushRole) -> PushRules {
+        PushRules {
+            custom_protection: true,
+            protected_branches: vec![ProtectedBranch {
+                pattern: "main".into(),
+                push_role: role,
+                allow_force_push: false,
+                allow_deletion: false,
+            }],
+            disabled_secret_rules: Vec::new(),
+            max_push_bytes: None,
+            max_file_bytes: None,
+        }
+    }
+
+    fn update(old: &str, new: &str, refname: &str) -> HookRequest {
+        HookRequest {
+            updates: vec![HookUpdate {
+                old: old.into(),
+                new: new.into(),
+                refname: refname.into(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// Commits not yet referenced by any ref stand in for a quarantined push.
+    #[tokio::test]
+    async fn checks_find_lines_sizes_and_force_pushes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        git(dir, &["init", "-q", "-b", "main"]).await;
+        let body: String = (1..=9).map(|i| format!("line {i}\n")).collect();
+        let c1 = commit(dir, "app.env", &body).await;
+        let changed = body.replace("line 6\n", "API_TOKEN=9f8e7d6c5b4a3\n");
+        let c2 = commit(dir, "app.env", &changed).await;
+        git(dir, &["reset", "-q", "--hard", &c1]).await;
+        let c3 = commit(dir, "big.bin", &"x".repeat(5000)).await;
+        git(dir, &["reset", "-q", "--hard", &c1]).await;
+
+        let r = rules(PushRole::Developer);
+        let ctx = Context {
+            role: Some(Role::Developer),
+            rules: &r,
+            max_file_bytes: 1000,
+            initial_push: false,
+        };
+        // A secret in the middle of a changed file: the line number of the new version.
+        let v = run(dir, &update(&c1, &c2, "refs/heads/main"), &ctx)
+            .await
+            .unwrap();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].rule, "secret.generic-assignment");
+        assert!(v[0].message.contains("app.env line 6"), "{}", v[0].message);
+        assert!(!v[0].message.contains("9f8e7d6c5b4a3"), "{}", v[0].message);
+        // A file over the limit.
+        let v = run(dir, &update(&c1, &c3, "refs/heads/topic"), &ctx)
+            .await
+            .unwrap();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].rule, "limit.file_size");
+        assert!(v[0].message.contains("file big.bin"), "{}", v[0].message);
+        // main at c2 moved to c3 (not a descendant): a force push.
+        git(dir, &["update-ref", "refs/heads/main", &c2]).await;
+        let v = run(dir, &update(&c2, &c3, "refs/heads/main"), &ctx)
+            .await
+            .unwrap();
+        assert!(v.iter().any(|v| v.rule == "protected.force_push"), "{v:?}");
+        // A developer where maintainers are required; deletion; a ref outside heads/tags.
+        let m = rules(PushRole::Maintainer);
+        let dev = Context {
+            rules: &m,
+            ..ctx.clone()
+        };
+        let v = run(dir, &update(&c2, &c1, "refs/heads/main"), &dev)
+            .await
+            .unwrap();
+        assert_eq!(v[0].rule, "protected.push");
+        let v = run(dir, &update(&c2, ZERO_ID, "refs/heads/main"), &dev)
+            .await
+            .unwrap();
+        assert_eq!(v[0].rule, "protected.deletion");
+        let v = run(dir, &update(ZERO_ID, &c1, "refs/notes/x"), &dev)
+            .await
+            .unwrap();
+        assert_eq!(v[0].rule, "ref.namespace");
+        // Missing objects are an error (the server refuses the push), not a verdict.
+        let missing = "1234567890123456789012345678901234567890";
+        assert!(
+            run(dir, &update(&c2, missing, "refs/heads/main"), &ctx)
+                .await
+                .is_err()
+        );
+        assert!(
+            run(dir, &update(ZERO_ID, missing, "refs/heads/topic"), &ctx)
+                .await
+                .is_err()
+        );
+        // The first push into a repository without branches may create main.
+        let first = Context {
+            initial_push: true,
+            ..dev.clone()
+        };
+        let v = run(dir, &update(ZERO_ID, &c1, "refs/heads/main"), &first)
+            .await
+            .unwrap();
+        assert!(v.is_empty(), "{v:?}");
+        let lines = refusal_lines(&[Violation {
+            refname: "refs/heads/main".into(),
+            rule: "secret.x".into(),
+            message: "m".into(),
+        }]);
+        assert!(lines.iter().all(|l| l.starts_with("ouro: ")), "{lines:?}");
+        assert!(lines.iter().any(|l| l.contains(secrets::ALLOW_FILE)));
+    }
+}

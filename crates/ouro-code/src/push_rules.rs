@@ -380,7 +380,7 @@ mod tests {
                 &actor,
                 &crate::repos::NewRepo {
                     name: "app".into(),
-                    import_url: None,
+                    ..Default::default()
                 },
             )
             .await

@@ -359,6 +359,7 @@ fn event(
         "target": cr.target,
         "head": cr.head,
         "state": cr.state,
+        "url": format!("/projects/{slug}/code/{}/change-requests/{}", repo.name, cr.number),
     });
     if let (Some(p), Some(e)) = (payload.as_object_mut(), extra.as_object()) {
         for (k, v) in e {

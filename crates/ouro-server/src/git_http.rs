@@ -250,6 +250,9 @@ async fn run(
             .map(|v| v as u64)
             .unwrap_or(st.settings.push_max_bytes);
         config.push(("receive.maxInputSize", max.to_string()));
+        // Housekeeping runs after the response instead (below): the pusher does not wait for
+        // git to decide whether it is due.
+        config.push(("receive.autogc", "false".into()));
     }
     cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
     for (i, (k, v)) in config.iter().enumerate() {
@@ -355,6 +358,7 @@ async fn run(
         });
         // A body over the limit that moved no ref: receive-pack refused the pack for its size
         // (the pusher saw git's "pack exceeds maximum allowed size").
+        let pushed = before.is_some();
         if let (Some(max), Some(before)) = (max, &before)
             && received.load(std::sync::atomic::Ordering::Relaxed) > max
             && ouro_code::git::refs(&dir)
@@ -382,6 +386,16 @@ async fn run(
         }
         drop(guard);
         drop(tx);
+        if pushed {
+            // What `receive.autogc` would have done, once the pusher has the answer: pack loose
+            // objects when git finds enough of them (git takes its own locks).
+            let d = dir.to_string_lossy().into_owned();
+            if let Err(e) =
+                ouro_code::git::run(&["-C", &d, "maintenance", "run", "--auto", "--quiet"]).await
+            {
+                tracing::warn!(error = %e, repo = repo.id, "git maintenance after a push failed");
+            }
+        }
     });
 
     let mut res = Response::new(Body::from_stream(

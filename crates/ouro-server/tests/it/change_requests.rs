@@ -103,12 +103,24 @@ async fn a_change_request_is_blocked_until_a_status_and_an_approval_then_merges(
             assert_eq!(b["error"]["details"]["field"], field, "{b}");
         }
 
-        // The contract: open → 201 with a number.
+        // The contract: open → 201 with a number. An item named in the text gets linked.
+        let (st, item) = s
+            .admin(
+                Method::POST,
+                "/api/v1/projects/demo/items",
+                Some(json!({"type": "story", "title": "The feature"})),
+            )
+            .await;
+        assert_eq!(st, 201, "{item}");
+        let key = item["key"].as_str().unwrap().to_string();
         let (st, cr) = s
             .admin(
                 Method::POST,
                 &format!("{REPO}/change-requests"),
-                Some(json!({"source": "feature", "target": "main", "title": "Add the feature"})),
+                Some(
+                    json!({"source": "feature", "target": "main", "title": "Add the feature",
+                            "description": format!("Implements {key}.")}),
+                ),
             )
             .await;
         assert_eq!(st, 201, "{cr}");
@@ -268,6 +280,22 @@ async fn a_change_request_is_blocked_until_a_status_and_an_approval_then_merges(
         let (st, b) = s.admin(Method::POST, &format!("{one}/merge"), None).await;
         assert_eq!(st, 409, "{b}");
         assert!(unmet(&b).contains(&"open".to_string()));
+        let mut linked = false;
+        for _ in 0..100 {
+            let (_, links) = s
+                .admin(
+                    Method::GET,
+                    &format!("/api/v1/projects/demo/items/{key}/links"),
+                    None,
+                )
+                .await;
+            if links.to_string().contains("change_request") {
+                linked = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(linked, "the change request naming {key} is linked to it");
         // The ledger has the story.
         for kind in ["cr.opened", "cr.reviewed", "cr.merged", "code.status"] {
             let (_, evs) = s

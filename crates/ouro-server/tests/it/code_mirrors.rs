@@ -476,3 +476,69 @@ async fn the_code_page_creates_and_fetches_mirrors() {
         s.stop().await;
     }
 }
+
+/// Git's automatic housekeeping still happens, after the push has its answer (receive-pack's own
+/// `autogc` is off): with a threshold of one loose object, the loose objects get packed.
+#[tokio::test]
+async fn housekeeping_runs_after_a_push() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        let project = s.demo_project().await;
+        let (st, repo) = s
+            .admin(Method::POST, REPOS, Some(json!({"name": "app"})))
+            .await;
+        assert_eq!(st, 201);
+        let dir = ouro_code::repos::root(&s.state.settings.data_dir)
+            .join(project.id.to_string())
+            .join(format!("{}.git", repo["id"]));
+        let git = Git::new();
+        let d = dir.to_string_lossy().to_string();
+        git.run(&dir, &["-C", &d, "config", "gc.auto", "1"]).await;
+        git.run(&dir, &["-C", &d, "config", "gc.autoDetach", "false"])
+            .await;
+        // git estimates the loose objects from one of its 256 fan-out directories: write enough
+        // that the estimate passes the threshold.
+        let blobs = git.dir("blobs");
+        let mut args: Vec<String> = vec!["-C".into(), d.clone(), "hash-object".into(), "-w".into()];
+        for i in 0..1500 {
+            let p = blobs.join(format!("b{i}"));
+            std::fs::write(&p, format!("blob {i}\n")).unwrap();
+            args.push(p.to_string_lossy().into_owned());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        git.run(&dir, &args).await;
+        assert!(!packed_now(&dir), "nothing is packed before the pushes");
+        let url = with_credentials(repo["clone_url"].as_str().unwrap(), "admin", &s.admin_token);
+        let work = git.dir("w");
+        git.run(&work, &["clone", "-q", &url, "app"]).await;
+        let app = work.join("app");
+        for i in 0..3 {
+            git.commit(&app, &format!("f{i}.txt"), "x\n", &format!("C{i}"))
+                .await;
+            git.run(&app, &["push", "-q", "origin", "HEAD:main"]).await;
+        }
+        let packed = || packed_now(&dir);
+        let mut ok = packed();
+        for _ in 0..100 {
+            if ok {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            ok = packed();
+        }
+        assert!(
+            ok,
+            "git maintenance packed the loose objects after the pushes"
+        );
+        s.stop().await;
+    }
+}
+
+fn packed_now(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir.join("objects/pack"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .any(|e| e.path().extension().is_some_and(|x| x == "pack"))
+        })
+        .unwrap_or(false)
+}

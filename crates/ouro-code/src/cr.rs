@@ -359,6 +359,7 @@ fn event(
         "target": cr.target,
         "head": cr.head,
         "state": cr.state,
+        "author": cr.author,
         "url": format!("/projects/{slug}/code/{}/change-requests/{}", repo.name, cr.number),
     });
     if let (Some(p), Some(e)) = (payload.as_object_mut(), extra.as_object()) {
@@ -1075,6 +1076,19 @@ pub async fn merge(
     let cr = get(&mut store.read().await?, repo.id, number).await?;
     let g = gate(store, root, repo, &cr).await?;
     if !g.mergeable {
+        // The refusal is recorded (the author is notified, webhooks see it), then returned.
+        let unmet: Vec<&Condition> = g.conditions.iter().filter(|c| !c.met).collect();
+        let mut tx = store.begin().await?;
+        tx.append(event(
+            ev::CR_MERGE_REFUSED,
+            actor,
+            repo,
+            slug,
+            &cr,
+            json!({"conditions": unmet}),
+        ))
+        .await?;
+        tx.commit().await?;
         return Err(blocked(&g).into());
     }
     let before = git::refs(&dir).await.map_err(|e| git_failed(&e))?;

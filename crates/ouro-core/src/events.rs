@@ -88,6 +88,7 @@ kinds! {
     CR_REVIEWED = ("cr.reviewed", Code, 1, "change_request", "A review was submitted (approve or request changes)."),
     CR_MERGED = ("cr.merged", Code, 1, "change_request", "A change request was merged through the merge gate."),
     CR_CLOSED = ("cr.closed", Code, 1, "change_request", "A change request was closed without merging."),
+    CR_MERGE_REFUSED = ("cr.merge_refused", Code, 1, "change_request", "A merge was refused by the gate; payload lists the unmet conditions (the author is notified)."),
     CODE_STATUS = ("code.status", Code, 1, "repo", "A status (pending, success, failure, error) was posted for a commit: payload has sha, name, state."),
     REPO_SETTINGS_CHANGED = ("repo.settings_changed", Code, 1, "repo", "A repository's merge rules or other settings changed; payload says what."),
     // Build

@@ -26,6 +26,10 @@ pub const ASSIGNED: &str = "assigned";
 pub const MENTIONED: &str = "mentioned";
 pub const STATE_CHANGED: &str = "state_changed";
 pub const COMMENTED: &str = "commented";
+/// Change requests (Code): the author hears about reviews, merges and refused merges by others.
+pub const CR_REVIEWED: &str = "cr_reviewed";
+pub const CR_MERGED: &str = "cr_merged";
+pub const CR_MERGE_REFUSED: &str = "cr_merge_refused";
 
 /// One notification of the signed-in user.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
@@ -58,9 +62,24 @@ impl Notification {
             MENTIONED => "mentioned you on",
             STATE_CHANGED => "changed the state of",
             COMMENTED => "commented on",
+            CR_REVIEWED => "reviewed your change request",
+            CR_MERGED => "merged your change request",
+            CR_MERGE_REFUSED => "could not merge your change request",
             _ => "changed",
         };
         format!("{who} {what} {}", self.item)
+    }
+
+    /// Where the notification points: the item, or the change request (`item` is then
+    /// `repo!number`).
+    pub fn url(&self) -> String {
+        match self.item.split_once('!') {
+            Some((repo, number)) => format!(
+                "/projects/{}/code/{repo}/change-requests/{number}",
+                self.project
+            ),
+            None => format!("/projects/{}/plan/items/{}", self.project, self.item),
+        }
     }
 }
 
@@ -210,7 +229,48 @@ fn str_at<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
     cur.as_str()
 }
 
+/// A change request's author is told about reviews, merges and refused merges that others did.
+async fn notify_cr(store: &Store, e: &Event) -> Result<(), StoreError> {
+    let kind = match e.kind.as_str() {
+        k if k == ev::CR_REVIEWED.name => CR_REVIEWED,
+        k if k == ev::CR_MERGED.name => CR_MERGED,
+        k if k == ev::CR_MERGE_REFUSED.name => CR_MERGE_REFUSED,
+        _ => return Ok(()),
+    };
+    let p = &e.payload;
+    let (Some(slug), Some(author), Some(repo), Some(number)) = (
+        e.project.as_deref(),
+        str_at(p, &["author"]),
+        str_at(p, &["repo"]),
+        p.get("number").and_then(|n| n.as_i64()),
+    ) else {
+        return Ok(());
+    };
+    if e.actor.strip_prefix("user:") == Some(author) {
+        return Ok(());
+    }
+    let mut c = store.read().await?;
+    let Some(project) = ouro_store::projects::by_slug(&mut c, slug).await? else {
+        return Ok(());
+    };
+    let Some(uid) = recipient(&mut c, project.id, author).await? else {
+        return Ok(());
+    };
+    drop(c);
+    write(
+        store,
+        &project,
+        &format!("{repo}!{number}"),
+        e,
+        &[(uid, kind)],
+    )
+    .await
+}
+
 async fn notify(store: &Store, e: &Event) -> Result<(), StoreError> {
+    if e.kind.starts_with("cr.") {
+        return notify_cr(store, e).await;
+    }
     let kinds = [
         ev::ITEM_CREATED.name,
         ev::ITEM_UPDATED.name,

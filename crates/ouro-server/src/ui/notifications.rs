@@ -85,8 +85,14 @@ fn row(n: Notification) -> Row {
     Row {
         id: n.id,
         summary: n.summary(),
-        url: format!("/projects/{}/plan/items/{}", n.project, n.item),
-        title: n.title.clone().unwrap_or_else(|| "(deleted)".into()),
+        url: n.url(),
+        title: n.title.clone().unwrap_or_else(|| {
+            if n.item.contains('!') {
+                String::new()
+            } else {
+                "(deleted)".into()
+            }
+        }),
         read: n.read,
         kind: n.kind.replace('_', " "),
         when: When::of(n.created_at),

@@ -228,7 +228,9 @@ async fn a_change_request_is_blocked_until_a_status_and_an_approval_then_merges(
             (404, "code.commit_not_found".into()),
             "{b}"
         );
-        let (_, b) = s.admin(Method::POST, &format!("{one}/merge"), None).await;
+        let (_, b) = s
+            .call(Method::POST, &format!("{one}/merge"), Some(&dev), None)
+            .await;
         assert_eq!(unmet(&b), vec!["approvals"], "{b}");
         let (st, r) = s
             .call(
@@ -296,8 +298,38 @@ async fn a_change_request_is_blocked_until_a_status_and_an_approval_then_merges(
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert!(linked, "the change request naming {key} is linked to it");
+        // The author hears about what others did: the refused merge, the review, the merge.
+        let mut kinds: Vec<String> = Vec::new();
+        for _ in 0..100 {
+            let (_, notes) = s.admin(Method::GET, "/api/v1/notifications", None).await;
+            // (Automation may also tell the author about the linked item moving.)
+            kinds = notes["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["item"] == "app!1")
+                .map(|n| n["kind"].as_str().unwrap().to_string())
+                .collect();
+            if kinds.len() >= 3 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        kinds.sort();
+        assert_eq!(kinds, vec!["cr_merge_refused", "cr_merged", "cr_reviewed"]);
+        let (_, html) = s.admin_page("/notifications").await;
+        assert!(
+            html.contains("/projects/demo/code/app/change-requests/1"),
+            "{html}"
+        );
         // The ledger has the story.
-        for kind in ["cr.opened", "cr.reviewed", "cr.merged", "code.status"] {
+        for kind in [
+            "cr.opened",
+            "cr.reviewed",
+            "cr.merged",
+            "cr.merge_refused",
+            "code.status",
+        ] {
             let (_, evs) = s
                 .admin(
                     Method::GET,

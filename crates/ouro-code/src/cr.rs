@@ -401,10 +401,20 @@ pub async fn open(
             format!("there is no branch {:?} in {}", new.source, repo.name),
         )
     })?;
-    if branch_head(&dir, &new.target).await?.is_none() {
+    let Some(target_head) = branch_head(&dir, &new.target).await? else {
         return Err(OuroError::field(
             "target",
             format!("there is no branch {:?} in {}", new.target, repo.name),
+        )
+        .into());
+    };
+    if head == target_head || is_ancestor(&dir, &head, &target_head).await? {
+        return Err(OuroError::field(
+            "source",
+            format!(
+                "nothing to merge: every commit of {} is already in {}",
+                new.source, new.target
+            ),
         )
         .into());
     }
@@ -461,8 +471,10 @@ pub async fn refresh(
     let dir = repo.dir(root);
     let refs = git::refs(&dir).await.map_err(|e| git_failed(&e))?;
     let open = list(&mut store.read().await?, repo.id, Some("open")).await?;
+    let landed = landed(store, &dir, repo, slug, &refs, &open).await?;
     let moved: Vec<(ChangeRequest, Option<String>)> = open
         .into_iter()
+        .filter(|cr| !landed.contains(&cr.id))
         .filter_map(|cr| {
             let now = refs.get(&format!("refs/heads/{}", cr.source)).cloned();
             (now.as_deref() != Some(cr.head.as_str())).then_some((cr, now))
@@ -509,6 +521,52 @@ pub async fn refresh(
     }
     tx.commit().await?;
     Ok(n)
+}
+
+/// Marks merged the open change requests whose head is already in their target: merged by a
+/// push, or by a merge whose ref moved before the server could record it (a crash between
+/// `update-ref` and the database). Returns their ids.
+async fn landed(
+    store: &Store,
+    dir: &Path,
+    repo: &Repo,
+    slug: &str,
+    refs: &std::collections::BTreeMap<String, String>,
+    open: &[ChangeRequest],
+) -> Result<Vec<i64>, StoreError> {
+    let mut done = Vec::new();
+    for cr in open {
+        let Some(target) = refs.get(&format!("refs/heads/{}", cr.target)) else {
+            continue;
+        };
+        let in_target = target == &cr.head || is_ancestor(dir, &cr.head, target).await?;
+        if !in_target {
+            continue;
+        }
+        let now = ouro_core::time::now_ms();
+        let mut tx = store.begin().await?;
+        let n = q("UPDATE code_change_requests SET state = 'merged', merge_commit = $1, merged_at = $2,              updated_at = $2, version = version + 1 WHERE id = $3 AND state = 'open'")
+        .bind(target.as_str())
+        .bind(now)
+        .bind(cr.id)
+        .execute(&mut tx)
+        .await?;
+        if n == 1 {
+            let merged = get(&mut tx, repo.id, cr.number).await?;
+            tx.append(event(
+                ev::CR_MERGED,
+                &Actor::System("code"),
+                repo,
+                slug,
+                &merged,
+                json!({"merge_commit": target, "detected": true}),
+            ))
+            .await?;
+        }
+        tx.commit().await?;
+        done.push(cr.id);
+    }
+    Ok(done)
 }
 
 /// The reviews of a change request, oldest first.

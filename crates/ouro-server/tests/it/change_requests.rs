@@ -520,6 +520,51 @@ async fn merge_methods_conflicts_and_stale_approvals() {
         assert_eq!(st, 409, "{b}");
         assert!(b.to_string().contains("unrelated histories"), "{b}");
 
+        // Nothing to merge: a source already in the target is refused.
+        let (st, b) = s
+            .admin(
+                Method::POST,
+                &format!("{REPO}/change-requests"),
+                Some(json!({"source": "ff", "target": "main", "title": "Again"})),
+            )
+            .await;
+        assert_eq!(st, 422, "{b}");
+        assert!(b.to_string().contains("nothing to merge"), "{b}");
+
+        // A merge whose ref moved but was never recorded (a crash between update-ref and the
+        // database), or a change pushed straight into the target: the change request is seen
+        // as merged, once, with no second merge commit.
+        git.run(&work, &["fetch", "-q", "origin"]).await;
+        let head = branch(&git, &work, "late", "origin/main", "late.txt", "late\n").await;
+        let (_, cr) = s
+            .admin(
+                Method::POST,
+                &format!("{REPO}/change-requests"),
+                Some(json!({"source": "late", "target": "main", "title": "Late"})),
+            )
+            .await;
+        let one = format!("{REPO}/change-requests/{}", cr["number"]);
+        git.run(&work, &["push", "-q", "origin", "late:main"]).await;
+        let (_, view) = s.admin(Method::GET, &one, None).await;
+        assert_eq!(view["state"], "merged", "{view}");
+        assert_eq!(view["merge_commit"], json!(head));
+        let (st, b) = s.admin(Method::POST, &format!("{one}/merge"), None).await;
+        assert_eq!(st, 409, "{b}");
+        let (_, evs) = s
+            .admin(
+                Method::GET,
+                "/api/v1/projects/demo/events?kind=cr.merged",
+                None,
+            )
+            .await;
+        let detected = evs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["payload"]["detected"] == true)
+            .count();
+        assert_eq!(detected, 1, "{evs}");
+
         // Lists filter by state; unknown numbers are 404.
         let (_, merged_list) = s
             .admin(
@@ -528,7 +573,7 @@ async fn merge_methods_conflicts_and_stale_approvals() {
                 None,
             )
             .await;
-        assert_eq!(merged_list.as_array().unwrap().len(), 2, "{merged_list}");
+        assert_eq!(merged_list.as_array().unwrap().len(), 3, "{merged_list}");
         let (st, b) = s
             .admin(Method::GET, &format!("{REPO}/change-requests/99"), None)
             .await;

@@ -4,6 +4,8 @@
 //! compares the refs before and after and appends one `code.pushed` event per moved ref, with the
 //! new commits read by gix.
 
+pub mod browse;
+pub mod diff;
 pub mod git;
 pub mod migrations;
 pub mod push;

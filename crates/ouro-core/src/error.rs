@@ -149,6 +149,10 @@ error_codes! {
     RepoImportFailed = ("code.import_failed", 422),
     /// The git command needed for this operation failed on the server.
     GitFailed = ("code.git_failed", 500),
+    /// No branch, tag or commit of that name exists in the repository (browsing).
+    RefNotFound = ("code.ref_not_found", 404),
+    /// No file or directory exists at that path at the given ref (browsing).
+    PathNotFound = ("code.path_not_found", 404),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

@@ -528,6 +528,17 @@ pub async fn raw_target(
     }
 }
 
+/// `git cat-file blob <id>` with stdout piped: the blob's bytes, for streaming them raw.
+/// `id` must be a full object id (from [`raw_target`]).
+pub fn cat_blob(dir: &Path, id: &str) -> Result<tokio::process::Command, OuroError> {
+    if id.len() != 40 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(git_failed(format!("not an object id: {id:?}")));
+    }
+    let mut c = cmd(dir, &["cat-file", "blob", id]);
+    c.stderr(Stdio::null());
+    Ok(c)
+}
+
 /// A minimal standard base64 encoder (the only place this crate needs one).
 mod base64_lite {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

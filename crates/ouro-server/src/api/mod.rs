@@ -2,6 +2,7 @@
 
 pub mod attachments;
 pub mod boards;
+pub mod code_browse;
 pub mod csv;
 pub mod events;
 pub mod intake;
@@ -43,6 +44,7 @@ pub fn register(reg: &mut Registry) {
     notifications::register(reg);
     intake::register(reg);
     repos::register(reg);
+    code_browse::register(reg);
     crate::git_http::register(reg);
     crate::webhooks::register(reg);
 }

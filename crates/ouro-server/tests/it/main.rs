@@ -7,6 +7,7 @@ mod api;
 mod attachments;
 mod boards_sprints;
 mod browser;
+mod code_browse;
 mod code_hosting;
 mod csv;
 mod drift;

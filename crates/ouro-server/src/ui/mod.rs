@@ -7,6 +7,7 @@ pub mod account_tokens;
 pub mod admin;
 pub mod boards;
 pub mod code;
+pub mod code_browse;
 pub mod common;
 pub mod intake;
 pub mod members;
@@ -53,6 +54,7 @@ pub fn register(reg: &mut Registry) {
     plan_attachments::register(reg);
     boards::register(reg);
     code::register(reg);
+    code_browse::register(reg);
     project_settings::register(reg);
     projects::register(reg);
     webhooks::register(reg);

@@ -531,3 +531,148 @@ async fn empty_repositories_are_empty_states() {
         s.stop().await;
     }
 }
+
+#[tokio::test]
+async fn pages_tree_blob_commits_diff_branches_tags_compare() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        s.demo_project().await;
+        let b = build(&s).await;
+        let page = |p: String| {
+            let s = &s;
+            async move { s.admin_page(&format!("/projects/demo/code/app{p}")).await }
+        };
+
+        // The repo list links to the repo home; the home shows the tree, the README
+        // (sanitised) and the clone URL with a copy button; the tab bar links everywhere.
+        let (st, html) = s.admin_page("/projects/demo/code").await;
+        assert_eq!(st, 200);
+        assert!(html.contains("href=\"/projects/demo/code/app\""));
+        let (st, html) = page(String::new()).await;
+        assert_eq!(st, 200, "{html}");
+        assert!(html.contains("Now with more"), "README rendered");
+        assert!(html.contains("<h1>Hello app</h1>"), "as Markdown");
+        assert!(html.contains("/git/demo/app.git") && html.contains("copy-button"));
+        assert!(html.contains("/projects/demo/code/app/change-requests"));
+        assert!(html.contains("/projects/demo/code/app/settings"));
+        assert!(html.contains("href=\"/projects/demo/code/app/tree/main/src\""));
+        assert!(html.contains("name is not UTF-8"));
+        // An old README with a script tag is sanitised.
+        let (st, html) = page("/tree/v1".into()).await;
+        assert_eq!(st, 200);
+        assert!(!html.contains("<script>alert"), "sanitised");
+
+        // A branch with '/' and a path: the longest ref prefix wins.
+        let (st, html) = page("/tree/feature/x/src".into()).await;
+        assert_eq!(st, 200, "{html}");
+        assert!(html.contains("/blob/feature/x/src/main.rs"), "{html}");
+        // A tree URL of a file goes to the blob.
+        let r = s
+            .req(
+                Method::GET,
+                "/projects/demo/code/app/tree/main/README.md",
+                Some(&s.admin_token),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_redirection() || r.status() == 200,
+            "{}",
+            r.status()
+        );
+
+        // Blob: numbered lines with anchors, a raw link; lossy, binary and huge files.
+        let (st, html) = page("/blob/feature/x/src/main.rs".into()).await;
+        assert_eq!(st, 200);
+        assert!(html.contains("id=\"L10\"") && html.contains("href=\"#L10\""));
+        assert!(html.contains("LINE TEN"));
+        assert!(html.contains("/projects/demo/code/app/raw/feature/x/src/main.rs"));
+        let (_, html) = page("/blob/main/latin1.txt".into()).await;
+        assert!(html.contains("blob-lossy"));
+        let (_, html) = page("/blob/main/bin.dat".into()).await;
+        assert!(html.contains("blob-binary"));
+        let (_, html) = page("/blob/main/big.txt".into()).await;
+        assert!(html.contains("blob-too-large"));
+        assert!(!html.contains("id=\"L1\""));
+        let r = s
+            .req(
+                Method::GET,
+                "/projects/demo/code/app/raw/main/bin.dat",
+                Some(&s.admin_token),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "application/octet-stream");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+
+        // Bad input on pages: invalid ref 422, unknown 404, '..' 422, missing path 404.
+        let (st, _) = page("/tree/a..b".into()).await;
+        assert_eq!(st, 422, "a..b is not a valid ref name");
+        let (st, _) = page("/tree/nope/src".into()).await;
+        assert_eq!(st, 404, "no such ref");
+        let (st, _) = page(format!("/blob/{}/README.md", b.root)).await;
+        assert_eq!(st, 200, "a full commit id as the ref");
+        let (st, _) = page("/blob/main/src/..%2FREADME.md".into()).await;
+        assert_eq!(st, 422);
+        let (st, _) = page("/blob/main/nope.txt".into()).await;
+        assert_eq!(st, 404);
+        let (st, _) = page("/commits/a%20b".into()).await;
+        assert_eq!(st, 422);
+        let (st, _) = page("/commit/zzz".into()).await;
+        assert_eq!(st, 422);
+
+        // Commits, paged.
+        let (st, html) = page("/commits/main".into()).await;
+        assert_eq!(st, 200);
+        assert!(html.contains(&b.merge[..10]) && html.contains(&b.root[..10]));
+        assert!(!html.contains("rel=\"next\""), "five commits fit one page");
+        let (st, html) = page("/commits/feature/x".into()).await;
+        assert_eq!(st, 200);
+        assert!(!html.contains(&b.readme[..10]));
+
+        // A commit: metadata and the diff, unified and split; the big file collapsed with
+        // an htmx link that loads it.
+        let (st, html) = page(format!("/commit/{}", b.feature)).await;
+        assert_eq!(st, 200);
+        assert!(html.contains("Shout line ten"));
+        assert!(html.contains("diff-unified") && html.contains("-line 10"));
+        let (_, html) = page(format!("/commit/{}?view=split", b.feature)).await;
+        assert!(html.contains("diff-split"));
+        let (_, html) = page(format!("/commit/{}", b.files)).await;
+        assert!(html.contains("Binary file not shown"));
+        assert!(html.contains("This file&#x27;s diff is large") || html.contains("diff is large"));
+        let href = format!(
+            "/projects/demo/code/app/diff-file?base={}&#38;head={}&#38;view=unified&#38;path=big.txt",
+            b.root, b.files
+        );
+        assert!(html.contains(&href), "{html}");
+        let (st, frag) = s.admin_page(&href.replace("&#38;", "&")).await;
+        assert_eq!(st, 200);
+        assert!(frag.contains("000119999"), "the whole file");
+        assert!(!frag.contains("<html"), "a fragment");
+        let (_, html) = page(format!("/commit/{}", b.root)).await;
+        assert!(html.contains("root commit"));
+        let (_, html) = page(format!("/commit/{}", b.merge)).await;
+        assert!(html.contains("merge: changes against the first parent"));
+        assert!(html.contains("src/main.rs") && !html.contains("data-path=\"README.md\""));
+
+        // Branches, tags, compare.
+        let (st, html) = page("/branches".into()).await;
+        assert_eq!(st, 200);
+        assert!(
+            html.contains("data-branch=\"feature/x\"") && html.contains("compare/main...feature/x")
+        );
+        let (st, html) = page("/tags".into()).await;
+        assert_eq!(st, 200);
+        assert!(html.contains("data-tag=\"v2\"") && html.contains("annotated"));
+        let (st, html) = page("/compare/v1...feature/x".into()).await;
+        assert_eq!(st, 200, "{html}");
+        assert!(html.contains("Shout line ten") && html.contains("LINE TEN"));
+        let (st, _) = page("/compare/main".into()).await;
+        assert_eq!(st, 422);
+        s.stop().await;
+    }
+}

@@ -4,8 +4,10 @@
 //! compares the refs before and after and appends one `code.pushed` event per moved ref, with the
 //! new commits read by gix.
 
+pub mod browse;
 pub mod check;
 pub mod cr;
+pub mod diff;
 pub mod git;
 pub mod glob;
 pub mod hook;

@@ -159,6 +159,10 @@ error_codes! {
     CommitNotFound = ("code.commit_not_found", 404),
     /// The merge gate is not passed; `details.conditions` lists each unmet condition (`id`, `message`).
     MergeBlocked = ("code.merge_blocked", 409),
+    /// No branch, tag or commit of that name exists in the repository (browsing).
+    RefNotFound = ("code.ref_not_found", 404),
+    /// No file or directory exists at that path at the given ref (browsing).
+    PathNotFound = ("code.path_not_found", 404),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

@@ -7,6 +7,7 @@ pub mod account_tokens;
 pub mod admin;
 pub mod boards;
 pub mod code;
+pub mod code_browse;
 pub mod code_settings;
 pub mod common;
 pub mod intake;
@@ -55,6 +56,7 @@ pub fn register(reg: &mut Registry) {
     boards::register(reg);
     code::register(reg);
     code_settings::register(reg);
+    code_browse::register(reg);
     project_settings::register(reg);
     projects::register(reg);
     webhooks::register(reg);

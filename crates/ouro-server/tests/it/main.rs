@@ -1,13 +1,12 @@
 //! Integration tests: the real server, in-process on port 0, over real HTTP. Each test runs on
 //! SQLite and, when `OURO_TEST_DATABASE_URL` is set, on PostgreSQL.
 
-mod support;
-
 mod api;
 mod attachments;
 mod boards_sprints;
 mod browser;
 mod change_requests;
+mod code_browse;
 mod code_hosting;
 mod code_mirrors;
 mod csv;
@@ -24,6 +23,7 @@ mod plan_ui;
 mod props;
 mod push_rules;
 mod saved_queries;
+mod support;
 mod ui_auth;
 mod ui_pages;
 mod webhooks;

@@ -6,6 +6,7 @@ pub mod account;
 pub mod account_tokens;
 pub mod admin;
 pub mod boards;
+pub mod change_requests;
 pub mod code;
 pub mod code_settings;
 pub mod common;
@@ -55,6 +56,7 @@ pub fn register(reg: &mut Registry) {
     boards::register(reg);
     code::register(reg);
     code_settings::register(reg);
+    change_requests::register(reg);
     project_settings::register(reg);
     projects::register(reg);
     webhooks::register(reg);

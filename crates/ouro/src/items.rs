@@ -14,10 +14,10 @@ pub struct Remote {
     token: String,
     /// The project's slug.
     #[arg(long, short)]
-    project: String,
+    pub(crate) project: String,
     /// Print the API's JSON instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Subcommand)]
@@ -64,14 +64,14 @@ pub enum ItemsCommand {
     },
 }
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
 }
 
 impl Client {
-    fn new(r: &Remote) -> anyhow::Result<Client> {
+    pub(crate) fn new(r: &Remote) -> anyhow::Result<Client> {
         let http = reqwest::Client::builder()
             .build()
             .context("cannot set up the HTTP client")?;
@@ -83,7 +83,7 @@ impl Client {
     }
 
     /// Sends a request; an API error becomes a message with its code (and the caret for a bad query).
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -112,6 +112,16 @@ impl Client {
                 let names: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();
                 msg.push_str(&format!("\nallowed: {}", names.join(", ")));
             }
+            // A refused merge lists the conditions that are not met.
+            if let Some(conds) = e["details"]["conditions"].as_array() {
+                for c in conds.iter().filter(|c| c["met"] != Value::Bool(true)) {
+                    msg.push_str(&format!(
+                        "\n  ✗ {}: {}",
+                        c["id"].as_str().unwrap_or("?"),
+                        c["message"].as_str().unwrap_or("")
+                    ));
+                }
+            }
             if let Some(caret) = e["details"]["caret"].as_str() {
                 msg.push('\n');
                 msg.push_str(caret);
@@ -125,7 +135,7 @@ impl Client {
     }
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
@@ -150,7 +160,7 @@ fn line(item: &Value) -> String {
     )
 }
 
-fn print(json: bool, v: &Value, text: impl FnOnce(&Value) -> String) {
+pub(crate) fn print(json: bool, v: &Value, text: impl FnOnce(&Value) -> String) {
     if json {
         println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     } else {

@@ -1,5 +1,6 @@
 //! The `ouro` command. Thin: it parses flags, loads settings and calls into the library crates.
 
+mod cr;
 mod items;
 
 use std::io::Read;
@@ -34,6 +35,9 @@ enum Command {
     /// Work items on a running server (needs --token or OURO_TOKEN).
     #[command(subcommand)]
     Items(items::ItemsCommand),
+    /// Change requests on a running server (needs --token or OURO_TOKEN).
+    #[command(subcommand)]
+    Cr(cr::CrCommand),
 }
 
 #[derive(Args, Clone)]
@@ -194,6 +198,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Items(cmd) => items::run(cmd).await,
+        Command::Cr(cmd) => cr::run(cmd).await,
         Command::Config(ConfigCommand::Default) => {
             print!("{}", ouro_server::settings::DEFAULT_TOML);
             Ok(())

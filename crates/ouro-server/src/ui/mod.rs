@@ -6,6 +6,7 @@ pub mod account;
 pub mod account_tokens;
 pub mod admin;
 pub mod boards;
+pub mod change_requests;
 pub mod code;
 pub mod code_browse;
 pub mod code_settings;
@@ -57,6 +58,7 @@ pub fn register(reg: &mut Registry) {
     code::register(reg);
     code_settings::register(reg);
     code_browse::register(reg);
+    change_requests::register(reg);
     project_settings::register(reg);
     projects::register(reg);
     webhooks::register(reg);

@@ -6,6 +6,7 @@ mod attachments;
 mod boards_sprints;
 mod browser;
 mod change_requests;
+mod change_requests_ui;
 mod code_browse;
 mod code_hosting;
 mod code_mirrors;

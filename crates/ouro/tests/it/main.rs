@@ -1,4 +1,5 @@
 //! The `ouro` binary as users run it: real processes, real signals.
 
 mod cli;
+mod cr;
 mod items;

@@ -1,0 +1,223 @@
+//! `ouro cr ...`: change requests from the command line, through the HTTP API of a running server.
+
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::items::{Client, Remote, enc, print};
+
+#[derive(Args, Clone)]
+pub struct Target {
+    #[command(flatten)]
+    remote: Remote,
+    /// The repository's name.
+    #[arg(long, short)]
+    repo: String,
+}
+
+#[derive(Subcommand)]
+pub enum CrCommand {
+    /// List a repository's change requests, newest first.
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// Only open, merged or closed ones.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Show one change request with its reviews, checks and merge gate.
+    Show {
+        #[command(flatten)]
+        target: Target,
+        number: i64,
+    },
+    /// Open a change request and print its number.
+    Create {
+        #[command(flatten)]
+        target: Target,
+        /// The branch with the change.
+        #[arg(long)]
+        source: String,
+        /// The branch it should go into.
+        #[arg(long = "target")]
+        into: String,
+        #[arg(long)]
+        title: String,
+        /// Markdown.
+        #[arg(long)]
+        description: Option<String>,
+        /// Not ready to merge yet.
+        #[arg(long)]
+        draft: bool,
+    },
+    /// Merge a change request through its gate; fails with the unmet conditions when blocked.
+    Merge {
+        #[command(flatten)]
+        target: Target,
+        number: i64,
+        /// Delete the source branch after the merge.
+        #[arg(long)]
+        delete_source: bool,
+    },
+}
+
+fn base(t: &Target) -> String {
+    format!(
+        "/api/v1/projects/{}/repos/{}/change-requests",
+        enc(&t.remote.project),
+        enc(&t.repo)
+    )
+}
+
+fn text(v: &Value, k: &str) -> String {
+    v[k].as_str().unwrap_or("").to_string()
+}
+
+fn line(c: &Value) -> String {
+    format!(
+        "!{:<5} {:<7} {} -> {}  {}{}",
+        c["number"],
+        text(c, "state"),
+        text(c, "source"),
+        text(c, "target"),
+        text(c, "title"),
+        if c["draft"] == Value::Bool(true) {
+            " (draft)"
+        } else {
+            ""
+        }
+    )
+}
+
+fn details(v: &Value) -> String {
+    let mut out = format!("!{}  {}\n", v["number"], text(v, "title"));
+    out.push_str(&format!(
+        "state      {}{}\n",
+        text(v, "state"),
+        if v["draft"] == Value::Bool(true) {
+            " (draft)"
+        } else {
+            ""
+        }
+    ));
+    out.push_str(&format!(
+        "branches   {} -> {}\n",
+        text(v, "source"),
+        text(v, "target")
+    ));
+    out.push_str(&format!(
+        "author     {}\n",
+        v["author"].as_str().unwrap_or("-")
+    ));
+    out.push_str(&format!("head       {}\n", text(v, "head")));
+    for s in v["statuses"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "check      {}: {}\n",
+            text(s, "name"),
+            text(s, "state")
+        ));
+    }
+    for r in v["reviews"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "review     {}: {}{}\n",
+            text(r, "reviewer"),
+            text(r, "verdict"),
+            if r["dismissed"] == Value::Bool(true) {
+                " (dismissed)"
+            } else {
+                ""
+            }
+        ));
+    }
+    let gate = &v["gate"];
+    out.push_str(&format!(
+        "\nmerge ({}): {}\n",
+        text(gate, "merge_method"),
+        if gate["mergeable"] == Value::Bool(true) {
+            "ready"
+        } else {
+            "blocked"
+        }
+    ));
+    for c in gate["conditions"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {} {}: {}\n",
+            if c["met"] == Value::Bool(true) {
+                "✓"
+            } else {
+                "✗"
+            },
+            text(c, "id"),
+            text(c, "message")
+        ));
+    }
+    if let Some(d) = v["description"].as_str().filter(|d| !d.is_empty()) {
+        out.push('\n');
+        out.push_str(d);
+    }
+    out.trim_end().to_string()
+}
+
+pub async fn run(cmd: CrCommand) -> anyhow::Result<()> {
+    match cmd {
+        CrCommand::List { target, state } => {
+            let c = Client::new(&target.remote)?;
+            let mut path = base(&target);
+            if let Some(s) = state {
+                path.push_str(&format!("?state={}", enc(&s)));
+            }
+            let v = c.call(Method::GET, &path, None).await?;
+            print(target.remote.json, &v, |v| {
+                let rows = v.as_array().cloned().unwrap_or_default();
+                if rows.is_empty() {
+                    return "no change requests".to_string();
+                }
+                rows.iter().map(line).collect::<Vec<_>>().join("\n")
+            });
+        }
+        CrCommand::Show { target, number } => {
+            let c = Client::new(&target.remote)?;
+            let path = format!("{}/{number}", base(&target));
+            let v = c.call(Method::GET, &path, None).await?;
+            print(target.remote.json, &v, details);
+        }
+        CrCommand::Create {
+            target,
+            source,
+            into,
+            title,
+            description,
+            draft,
+        } => {
+            let c = Client::new(&target.remote)?;
+            let body = json!({"source": source, "target": into, "title": title,
+                              "description": description, "draft": draft});
+            let v = c.call(Method::POST, &base(&target), Some(body)).await?;
+            print(target.remote.json, &v, |v| v["number"].to_string());
+        }
+        CrCommand::Merge {
+            target,
+            number,
+            delete_source,
+        } => {
+            let c = Client::new(&target.remote)?;
+            let path = format!("{}/{number}/merge", base(&target));
+            let v = c
+                .call(
+                    Method::POST,
+                    &path,
+                    Some(json!({"delete_source": delete_source})),
+                )
+                .await?;
+            print(target.remote.json, &v, |v| {
+                format!(
+                    "merged !{} into {} as {}",
+                    v["number"],
+                    text(v, "target"),
+                    text(v, "merge_commit")
+                )
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! `ouro cr` against a real server started in-process, with a repository pushed with git.
+
+use std::path::Path;
+use std::process::Command;
+
+use ouro_core::Actor;
+use ouro_store::testing::backends;
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn cr(base: &str, token: &str, args: &[String]) -> Out {
+    let out = Command::new(env!("CARGO_BIN_EXE_ouro"))
+        .arg("cr")
+        .args(args)
+        .env("OURO_SERVER", base)
+        .env("OURO_TOKEN", token)
+        .output()
+        .unwrap();
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Alice",
+            "-c",
+            "user.email=alice@example.com",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_list_show_and_merge_change_requests_from_the_command_line() {
+    for db in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = ouro_server::Settings {
+            data_dir: dir.path().to_path_buf(),
+            database_url: Some(db.fresh_url(dir.path()).await),
+            ..Default::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let running = ouro_server::start(settings, listener).await.unwrap();
+        let base = format!("http://{}", running.addr);
+        let store = running.state.store.clone();
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(running.serve(async move {
+            let _ = rx.await;
+        }));
+        let alice = ouro_store::accounts::create_user(
+            &store,
+            &Actor::System("test"),
+            "alice",
+            "password-1",
+            false,
+        )
+        .await
+        .unwrap();
+        let token = ouro_store::accounts::create_token(
+            &store,
+            &Actor::System("test"),
+            &alice,
+            "cli",
+            &["api".into()],
+            None,
+        )
+        .await
+        .unwrap()
+        .1;
+        ouro_store::projects::create(
+            &store,
+            &alice,
+            "demo",
+            "Demo",
+            "",
+            ouro_store::projects::Visibility::Private,
+        )
+        .await
+        .unwrap();
+        let repo: serde_json::Value = reqwest::Client::new()
+            .post(format!("{base}/api/v1/projects/demo/repos"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"name": "app"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let url = repo["clone_url"].as_str().unwrap().replacen(
+            "http://",
+            &format!("http://alice:{token}@"),
+            1,
+        );
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let w = work.clone();
+        tokio::task::spawn_blocking(move || {
+            git(&w, &["init", "-q", "-b", "main"]);
+            std::fs::write(w.join("README.md"), "hello\n").unwrap();
+            git(&w, &["add", "."]);
+            git(&w, &["commit", "-q", "-m", "Start"]);
+            git(&w, &["push", "-q", &url, "main"]);
+            git(&w, &["checkout", "-q", "-b", "feature"]);
+            std::fs::write(w.join("feature.txt"), "new\n").unwrap();
+            git(&w, &["add", "."]);
+            git(&w, &["commit", "-q", "-m", "Add the feature"]);
+            git(&w, &["push", "-q", &url, "feature"]);
+        })
+        .await
+        .unwrap();
+
+        let (b, t) = (base.clone(), token.clone());
+        let run = move |a: Vec<String>| {
+            let (b, t) = (b.clone(), t.clone());
+            tokio::task::spawn_blocking(move || cr(&b, &t, &a))
+        };
+        let out = run(args(&[
+            "create",
+            "-p",
+            "demo",
+            "-r",
+            "app",
+            "--source",
+            "feature",
+            "--target",
+            "main",
+            "--title",
+            "Add it",
+            "--description",
+            "Why",
+        ]))
+        .await
+        .unwrap();
+        assert!(out.ok, "{}", out.stderr);
+        assert_eq!(out.stdout.trim(), "1");
+        // A bad source is refused with the API's message.
+        let out = run(args(&[
+            "create", "-p", "demo", "-r", "app", "--source", "nope", "--target", "main", "--title",
+            "X",
+        ]))
+        .await
+        .unwrap();
+        assert!(!out.ok);
+        assert!(out.stderr.contains("no branch"), "{}", out.stderr);
+
+        let out = run(args(&[
+            "list", "-p", "demo", "-r", "app", "--state", "open",
+        ]))
+        .await
+        .unwrap();
+        assert!(out.ok, "{}", out.stderr);
+        assert!(out.stdout.contains("!1"), "{}", out.stdout);
+        assert!(out.stdout.contains("feature -> main"), "{}", out.stdout);
+
+        // Show prints the gate: one approval is needed by default and alice is the author.
+        let out = run(args(&["show", "-p", "demo", "-r", "app", "1"]))
+            .await
+            .unwrap();
+        assert!(out.ok, "{}", out.stderr);
+        assert!(out.stdout.contains("blocked"), "{}", out.stdout);
+        assert!(out.stdout.contains("✗ approvals"), "{}", out.stdout);
+        assert!(out.stdout.contains("✓ open"), "{}", out.stdout);
+
+        // Merging is refused with the unmet conditions and a non-zero exit.
+        let out = run(args(&["merge", "-p", "demo", "-r", "app", "1"]))
+            .await
+            .unwrap();
+        assert!(!out.ok);
+        assert!(out.stderr.contains("code.merge_blocked"), "{}", out.stderr);
+        assert!(out.stderr.contains("✗ approvals"), "{}", out.stderr);
+
+        // With no approvals required it merges.
+        let res = reqwest::Client::new()
+            .put(format!("{base}/api/v1/projects/demo/repos/app/merge-rules"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"merge_method": "squash", "required_approvals": 0}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        let out = run(args(&[
+            "merge",
+            "-p",
+            "demo",
+            "-r",
+            "app",
+            "1",
+            "--delete-source",
+        ]))
+        .await
+        .unwrap();
+        assert!(out.ok, "{}", out.stderr);
+        assert!(out.stdout.contains("merged !1 into main"), "{}", out.stdout);
+        let out = run(args(&[
+            "list", "-p", "demo", "-r", "app", "--state", "merged",
+        ]))
+        .await
+        .unwrap();
+        assert!(out.stdout.contains("!1"), "{}", out.stdout);
+
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+}

@@ -269,12 +269,6 @@ fn from_row(r: &Row) -> Result<ChangeRequest, StoreError> {
     })
 }
 
-/// The commit a branch points at, if the branch exists.
-async fn branch_head(dir: &Path, branch: &str) -> Result<Option<String>, OuroError> {
-    let refs = git::refs(dir).await.map_err(|e| git_failed(&e))?;
-    Ok(refs.get(&format!("refs/heads/{branch}")).cloned())
-}
-
 fn validate_branch_name(field: &str, name: &str) -> Result<(), OuroError> {
     let ok = !name.is_empty()
         && name.len() <= 250
@@ -395,13 +389,15 @@ pub async fn open(
         return Err(OuroError::field("target", "the target must differ from the source").into());
     }
     let dir = repo.dir(root);
-    let head = branch_head(&dir, &new.source).await?.ok_or_else(|| {
+    let refs = git::refs(&dir).await.map_err(|e| git_failed(&e))?;
+    let branch_head = |b: &str| refs.get(&format!("refs/heads/{b}")).cloned();
+    let head = branch_head(&new.source).ok_or_else(|| {
         OuroError::field(
             "source",
             format!("there is no branch {:?} in {}", new.source, repo.name),
         )
     })?;
-    let Some(target_head) = branch_head(&dir, &new.target).await? else {
+    let Some(target_head) = branch_head(&new.target) else {
         return Err(OuroError::field(
             "target",
             format!("there is no branch {:?} in {}", new.target, repo.name),

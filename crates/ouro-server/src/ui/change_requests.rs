@@ -396,36 +396,17 @@ fn method_text(m: MergeMethod) -> &'static str {
 /// The commits the change brings: on its head and not on the target (for an open or closed
 /// change request; once merged the target contains them, so the list is empty).
 async fn commits(dir: &std::path::Path, target: &str, head: &str) -> Vec<CommitRow> {
-    let d = dir.to_string_lossy().to_string();
-    let range = format!("refs/heads/{target}..{head}");
-    let Ok(out) = ouro_code::git::run(&[
-        "-C",
-        &d,
-        "log",
-        "--max-count=250",
-        "--format=%H%x1f%an%x1f%ct%x1f%s",
-        "--end-of-options",
-        &range,
-        "--",
-    ])
-    .await
-    else {
-        return Vec::new();
-    };
-    out.lines()
-        .filter_map(|l| {
-            let mut f = l.split('\u{1f}');
-            let sha = f.next()?.to_string();
-            let author = f.next()?.to_string();
-            let secs: i64 = f.next()?.parse().ok()?;
-            let subject = f.next().unwrap_or("").to_string();
-            Some(CommitRow {
-                short: sha.chars().take(10).collect(),
-                sha,
-                subject,
-                author,
-                when: When::of(secs * 1000),
-            })
+    // A listing problem (a branch gone meanwhile) shows no commits rather than failing the page.
+    let list = browse::log_range(dir, &format!("refs/heads/{target}"), head, 250)
+        .await
+        .unwrap_or_default();
+    list.into_iter()
+        .map(|c| CommitRow {
+            short: c.id.chars().take(10).collect(),
+            sha: c.id,
+            subject: c.subject,
+            author: c.author_name,
+            when: When::of(c.authored_at * 1000),
         })
         .collect()
 }

@@ -1,0 +1,7 @@
+//! Ouro's Build phase: pipelines as code. This crate holds the domain logic and knows nothing of
+//! HTTP: the pipeline file model and its parser with diagnostics (`pipeline`, `diag`), and the
+//! expression language used by `${{ ... }}` and `if:` (`expr`).
+
+pub mod diag;
+pub mod expr;
+pub mod pipeline;

@@ -716,6 +716,7 @@ async fn matching(
         me,
         now_ms: ouro_core::time::now_ms(),
         next_param: args.len() + 1,
+        backend: ex.backend(),
     };
     let (cond, qargs) =
         query::to_sql(&parsed, &ctx).map_err(|e| query_error(query.unwrap_or(""), &e))?;
@@ -865,6 +866,7 @@ async fn search_impl(
         me: page.me,
         now_ms: ouro_core::time::now_ms(),
         next_param: args.len() + 1,
+        backend: ex.backend(),
     };
     let (cond, qargs) = query::to_sql(&parsed, &ctx)
         .map_err(|e| query_error(page.query.as_deref().unwrap_or(""), &e))?;

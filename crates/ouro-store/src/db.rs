@@ -191,6 +191,14 @@ pub enum Conn {
 pub trait Executor: Send {
     #[doc(hidden)]
     fn raw(&mut self) -> RawConn<'_>;
+
+    /// The engine behind this executor, for the rare statement whose best shape differs.
+    fn backend(&mut self) -> Backend {
+        match self.raw() {
+            RawConn::Sqlite(_) => Backend::Sqlite,
+            RawConn::Postgres(_) => Backend::Postgres,
+        }
+    }
 }
 
 #[doc(hidden)]

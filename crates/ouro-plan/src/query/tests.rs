@@ -6,6 +6,7 @@ fn ctx() -> SqlContext {
         me: Some(7),
         now_ms: 1_790_000_000_000,
         next_param: 1,
+        backend: ouro_store::Backend::Sqlite,
     }
 }
 
@@ -314,6 +315,7 @@ fn sql_params_start_at_next_param_and_me_absent() {
         me: None,
         now_ms: 0,
         next_param: 4,
+        backend: ouro_store::Backend::Sqlite,
     };
     let (s, args) = to_sql(&q, &c).unwrap();
     assert_eq!(
@@ -411,4 +413,22 @@ fn documented_example() {
             SqlArg::Text("%login%".into())
         ]
     );
+}
+
+#[test]
+fn label_condition_takes_the_array_form_on_postgres() {
+    let q = parse("label:x -label:y").unwrap();
+    let pg = SqlContext {
+        backend: ouro_store::Backend::Postgres,
+        ..ctx()
+    };
+    let (s, args) = to_sql(&q, &pg).unwrap();
+    assert_eq!(
+        s,
+        "i.id = ANY(ARRAY(SELECT l.item_id FROM item_labels l WHERE LOWER(l.label) = $1)) \
+         AND NOT COALESCE(i.id = ANY(ARRAY(SELECT l.item_id FROM item_labels l WHERE LOWER(l.label) = $2)), 1 = 0)"
+    );
+    assert_eq!(args.len(), 2);
+    let (lite, _) = to_sql(&q, &ctx()).unwrap();
+    assert!(lite.starts_with("i.id IN (SELECT"), "{lite}");
 }

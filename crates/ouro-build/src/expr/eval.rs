@@ -162,12 +162,11 @@ fn call(func: Func, args: &[Expr], at: usize, ctx: &Context) -> Result<Value, Ev
         }
         Func::Format => {
             let strings: Vec<String> = vals[1..].iter().map(|v| v.to_display()).collect();
-            let out = format(&arg(0).to_display(), &strings)
-                .map_err(|m| EvalError::new(at, "expr.format", m))?;
-            if out.len() > MAX_STRING_LEN {
-                return Err(too_large(at, "the result of format()"));
+            match format(&arg(0).to_display(), &strings) {
+                Ok(out) => Value::String(out),
+                Err(FormatError::TooLarge) => return Err(too_large(at, "the result of format()")),
+                Err(FormatError::Bad(m)) => return Err(EvalError::new(at, "expr.format", m)),
             }
-            Value::String(out)
         }
         Func::Join => {
             let sep = if vals.len() > 1 {
@@ -229,8 +228,13 @@ fn call(func: Func, args: &[Expr], at: usize, ctx: &Context) -> Result<Value, Ev
     })
 }
 
+pub(crate) enum FormatError {
+    Bad(String),
+    TooLarge,
+}
+
 /// `format`: `{N}` is argument N, `{{` and `}}` are literal braces.
-pub(crate) fn format(fmt: &str, args: &[String]) -> Result<String, String> {
+pub(crate) fn format(fmt: &str, args: &[String]) -> Result<String, FormatError> {
     let mut out = String::with_capacity(fmt.len());
     let mut chars = fmt.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
@@ -248,33 +252,33 @@ pub(crate) fn format(fmt: &str, args: &[String]) -> Result<String, String> {
                         Some((_, d)) if d.is_ascii_digit() => {
                             digits += 1;
                             if digits > 6 {
-                                return Err(format!("the placeholder at byte {i} is too long"));
+                                return Err(FormatError::Bad(format!(
+                                    "the placeholder at byte {i} is too long"
+                                )));
                             }
                             n = n * 10 + (d as usize - '0' as usize);
                         }
                         Some((_, '}')) if digits > 0 => break,
                         _ => {
-                            return Err(format!(
+                            return Err(FormatError::Bad(format!(
                                 "the `{{` at byte {i} of the format string is not a placeholder \
                                  like {{0}} (write `{{{{` for a literal brace)"
-                            ));
+                            )));
                         }
                     }
                 }
                 match args.get(n) {
                     Some(a) => out.push_str(a),
                     None => {
-                        return Err(format!(
+                        return Err(FormatError::Bad(format!(
                             "the format string uses {{{n}}} but only {} argument{} given",
                             args.len(),
                             if args.len() == 1 { " is" } else { "s are" }
-                        ));
+                        )));
                     }
                 }
                 if out.len() > MAX_STRING_LEN {
-                    return Err(format!(
-                        "the result would be longer than {MAX_STRING_LEN} bytes"
-                    ));
+                    return Err(FormatError::TooLarge);
                 }
             }
             '}' => {
@@ -282,10 +286,10 @@ pub(crate) fn format(fmt: &str, args: &[String]) -> Result<String, String> {
                     chars.next();
                     out.push('}');
                 } else {
-                    return Err(format!(
+                    return Err(FormatError::Bad(format!(
                         "the `}}` at byte {i} of the format string has no `{{` (write `}}}}` for a \
                          literal brace)"
-                    ));
+                    )));
                 }
             }
             c => out.push(c),
@@ -297,5 +301,8 @@ pub(crate) fn format(fmt: &str, args: &[String]) -> Result<String, String> {
 /// Checks a literal format string against the number of arguments given (parse time).
 pub(crate) fn check_format(fmt: &str, nargs: usize) -> Result<(), String> {
     let placeholders = vec![String::new(); nargs];
-    format(fmt, &placeholders).map(|_| ())
+    match format(fmt, &placeholders) {
+        Ok(_) | Err(FormatError::TooLarge) => Ok(()),
+        Err(FormatError::Bad(m)) => Err(m),
+    }
 }

@@ -312,3 +312,31 @@ fn job_names() {
     );
     assert_eq!(job_name("lint", &Combo::new()), "lint");
 }
+
+/// The example of docs/expressions.md ("Matrix"), result and names.
+#[test]
+fn docs_example() {
+    let combos = expand(
+        &axes(json!([
+            ["os", ["linux", "mac"]],
+            ["rust", ["1.80", "stable"]]
+        ])),
+        &maps(json!([{"rust": "stable", "coverage": true}, {"os": "windows", "rust": "stable"}])),
+        &maps(json!([{"os": "mac", "rust": "1.80"}])),
+        MAX_JOBS,
+    )
+    .unwrap();
+    let names: Vec<String> = combos
+        .iter()
+        .map(|c| job_name_ordered("test", c, &["os", "rust"]))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "test (linux, 1.80)",
+            "test (linux, stable, true)",
+            "test (mac, stable, true)",
+            "test (windows, stable)",
+        ]
+    );
+}

@@ -335,6 +335,16 @@ impl Condition {
         }
     }
 
+    /// A condition from an already parsed expression (implicit `success()` when it calls no
+    /// status function).
+    pub fn from_expr(expr: Expr) -> Condition {
+        let implicit_success = !calls_status_function(&expr);
+        Condition {
+            expr,
+            implicit_success,
+        }
+    }
+
     pub fn eval(&self, ctx: &Context) -> Result<bool, EvalError> {
         if self.implicit_success && ctx.status != JobStatus::Success {
             return Ok(false);
@@ -374,11 +384,7 @@ pub fn parse_condition(src: &str) -> Result<Condition, ExprError> {
     } else {
         parse::parse_expr_at(src, 0)?
     };
-    let implicit_success = !calls_status_function(&expr);
-    Ok(Condition {
-        expr,
-        implicit_success,
-    })
+    Ok(Condition::from_expr(expr))
 }
 
 /// Parses and evaluates an `if:` in one call.
@@ -455,6 +461,33 @@ pub fn contexts_used(expr: &Expr) -> Vec<ContextRef> {
         _ => {}
     });
     out
+}
+
+/// Refuses a context that is not available where the expression is written: the first
+/// reference to a context outside `allowed` gives `expr.context_not_allowed` at its offset.
+/// `place` names the place for the message (`runs-on`, "a job's `if`").
+pub fn check_contexts(expr: &Expr, allowed: &[&str], place: &str) -> Result<(), ExprError> {
+    match contexts_used(expr)
+        .into_iter()
+        .find(|r| !allowed.contains(&r.context.as_str()))
+    {
+        None => Ok(()),
+        Some(r) => {
+            let avail = if allowed.is_empty() {
+                "no context is".to_string()
+            } else {
+                format!("only {} are", allowed.join(", "))
+            };
+            Err(ExprError::new(
+                r.offset,
+                "expr.context_not_allowed",
+                format!(
+                    "`{}` is not available in {place}: {avail} available there",
+                    r.context
+                ),
+            ))
+        }
+    }
 }
 
 /// Pre-order walk over every node (the parser bounds the depth, so recursion is safe).

@@ -455,6 +455,24 @@ fn contexts_used_lists_references() {
 }
 
 #[test]
+fn contexts_can_be_restricted() {
+    let e = parse("ouro.branch == 'main' && secrets.TOKEN != ''").unwrap();
+    let err = expr::check_contexts(&e, &["ouro", "env", "inputs"], "`runs-on`").unwrap_err();
+    assert_eq!((err.code, err.offset), ("expr.context_not_allowed", 25));
+    assert_eq!(
+        err.message,
+        "`secrets` is not available in `runs-on`: only ouro, env, inputs are available there"
+    );
+    assert!(expr::check_contexts(&e, &["ouro", "secrets"], "a step").is_ok());
+    assert!(expr::check_contexts(&parse("1 == 1").unwrap(), &[], "x").is_ok());
+    // A condition built from a parsed expression gets the implicit success() too.
+    let c = expr::Condition::from_expr(parse("env.CI").unwrap());
+    assert!(c.implicit_success);
+    assert!(!c.eval(&ctx().with_status(JobStatus::Failure)).unwrap());
+    assert!(c.eval(&ctx()).unwrap());
+}
+
+#[test]
 fn parse_errors_have_codes_and_offsets() {
     let cases: &[(&str, &str, usize)] = &[
         ("", "expr.empty", 0),

@@ -274,6 +274,24 @@ impl Template {
         })
     }
 
+    /// The one expression when the template is exactly `${{ expr }}` (no text around it).
+    pub fn single_expr(&self) -> Option<&Expr> {
+        match self.parts.as_slice() {
+            [Part::Expr(e)] => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The typed value for fields that are not strings (`timeout-minutes: ${{ inputs.t }}`,
+    /// `continue-on-error: ${{ ... }}`): a template that is exactly one `${{ expr }}` gives the
+    /// expression's value as is; any other template gives its rendered string.
+    pub fn eval_value(&self, ctx: &Context) -> Result<Value, EvalError> {
+        match self.single_expr() {
+            Some(e) => eval(e, ctx),
+            None => self.render(ctx).map(Value::String),
+        }
+    }
+
     /// Renders the template: each expression's value as a string (see [`Value::to_display`]).
     pub fn render(&self, ctx: &Context) -> Result<String, EvalError> {
         let mut out = String::new();

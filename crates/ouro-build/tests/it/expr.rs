@@ -408,6 +408,13 @@ fn templates() {
     let t = parse_template("x ${{ secrets.TOKEN }} ${{ matrix.os }}").unwrap();
     let used: Vec<String> = t.contexts_used().into_iter().map(|r| r.context).collect();
     assert_eq!(used, ["secrets", "matrix"]);
+    // Typed values: a template that is one expression keeps the value's type.
+    let t = parse_template("${{ inputs.count }}").unwrap();
+    assert!(t.single_expr().is_some());
+    assert_eq!(t.eval_value(&ctx()).unwrap(), Value::Number(2.0));
+    let t = parse_template("n=${{ inputs.count }}").unwrap();
+    assert!(t.single_expr().is_none());
+    assert_eq!(t.eval_value(&ctx()).unwrap(), Value::String("n=2".into()));
     // A node's offset in a template points at it.
     let t = parse_template("ab${{ env.CI }}").unwrap();
     assert_eq!(t.exprs().next().unwrap().offset, 6);

@@ -146,11 +146,11 @@ impl Glob {
         if negated {
             p = p[1..].trim_start();
         }
-        while let Some(rest) = p.strip_prefix("./") {
-            p = rest;
-        }
         if p.is_empty() {
             return Err(format!("the pattern `{pattern}` is empty"));
+        }
+        while let Some(rest) = p.strip_prefix("./") {
+            p = rest;
         }
         if p.starts_with('/') || p.contains('\\') || p.contains(':') {
             return Err(format!(
@@ -177,6 +177,10 @@ impl Glob {
 
     /// True when the pattern matches the path or one of its parent directories.
     fn matches(&self, path: &[&str]) -> bool {
+        if self.segs.is_empty() {
+            // `.`: the whole workspace.
+            return true;
+        }
         let n = path.len();
         // reach[j]: the pattern so far matches path[..j].
         let mut reach = vec![false; n + 1];
@@ -304,6 +308,8 @@ mod tests {
         assert!(m("a*b*c", "aXXbYYc"));
         assert!(!m("a*b*c", "aXXbYY"));
         assert!(m("**/**/x", "x"));
+        assert!(m(".", "any/file"));
+        assert!(m("!./", "x"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Matrix expansion: product order, exclude, include (GitHub's rules), the cap, names.
 
 use ouro_build::matrix::{Combo, MAX_JOBS, MatrixError, expand, job_name, job_name_ordered};
+use proptest::prelude::*;
 use serde_json::{Value, json};
 
 fn axes(v: Value) -> Vec<(String, Vec<Value>)> {
@@ -339,4 +340,75 @@ fn docs_example() {
             "test (windows, stable)",
         ]
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Random small matrices: never a panic; without include the jobs are exactly the product
+    /// less the excluded combinations, in product order; include never changes an axis value
+    /// of a product combination; the cap holds.
+    #[test]
+    fn expansion_invariants(
+        sizes in proptest::collection::vec(1usize..5, 0..4),
+        excl in proptest::collection::vec(proptest::collection::vec((0usize..4, 0usize..5), 0..3), 0..3),
+        incl in proptest::collection::vec(proptest::collection::vec((0usize..6, 0usize..5), 0..3), 0..4),
+        cap in 1usize..40,
+    ) {
+        let axes: Vec<(String, Vec<Value>)> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("a{i}"), (0..*n).map(|v| json!(v)).collect()))
+            .collect();
+        let to_map = |pairs: &Vec<(usize, usize)>, limit: usize| -> Combo {
+            pairs
+                .iter()
+                .filter(|(k, _)| *k < limit)
+                .map(|(k, v)| (format!("a{k}"), json!(v)))
+                .collect()
+        };
+        let exclude: Vec<Combo> = excl.iter().map(|p| to_map(p, sizes.len())).collect();
+        let include: Vec<Combo> = incl.iter().map(|p| to_map(p, 6)).collect();
+
+        // The product, by hand.
+        let mut product: Vec<Combo> = vec![Combo::new()];
+        for (name, values) in &axes {
+            product = product
+                .into_iter()
+                .flat_map(|c| values.iter().map(move |v| {
+                    let mut c = c.clone();
+                    c.insert(name.clone(), v.clone());
+                    c
+                }))
+                .collect();
+        }
+        if axes.is_empty() {
+            product.clear();
+        }
+        let kept: Vec<Combo> = product
+            .into_iter()
+            .filter(|c| !exclude.iter().any(|e| e.iter().all(|(k, v)| c.get(k) == Some(v))))
+            .collect();
+
+        match expand(&axes, &[], &exclude, cap) {
+            Ok(got) => prop_assert_eq!(&got, &kept),
+            Err(MatrixError::TooLarge { size, .. }) => {
+                prop_assert!(kept.len() > cap);
+                prop_assert_eq!(size, kept.len() as u128);
+            }
+            Err(MatrixError::Empty) => prop_assert!(kept.is_empty()),
+            Err(e) => prop_assert!(false, "unexpected {e}"),
+        }
+
+        if let Ok(got) = expand(&axes, &include, &exclude, cap) {
+            prop_assert!(got.len() <= cap);
+            // The first kept.len() jobs are the kept combinations, extended but not changed.
+            prop_assert!(got.len() >= kept.len());
+            for (g, k) in got.iter().zip(&kept) {
+                for (key, v) in k {
+                    prop_assert_eq!(g.get(key), Some(v));
+                }
+            }
+        }
+    }
 }

@@ -124,6 +124,7 @@ fn lex(src: &str, base: usize) -> Result<Vec<(Tok, usize)>, ExprError> {
                 let hint = match ch {
                     '-' | '+' => " (there is no arithmetic)",
                     '?' | ':' => " (write `cond && a || b` for a choice)",
+                    '$' => " (`${{ }}` wraps a whole expression; it cannot appear inside one)",
                     _ => "",
                 };
                 return Err(ExprError::new(

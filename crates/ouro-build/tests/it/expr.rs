@@ -522,6 +522,7 @@ fn parse_errors_have_codes_and_offsets() {
         ("== 1", "expr.syntax", 0),
         ("!", "expr.syntax", 1),
         ("€", "expr.syntax", 0),
+        ("true && ${{ false }}", "expr.syntax", 8),
     ];
     for (src, code, offset) in cases {
         let e = parse(src).expect_err(src);
@@ -541,6 +542,7 @@ fn error_messages_snapshot() {
         "\"hi\"",
         "1 = 1",
         "'open",
+        "success() && ${{ env.X }}",
     ];
     let out: Vec<String> = srcs
         .iter()

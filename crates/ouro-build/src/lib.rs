@@ -4,4 +4,5 @@
 
 pub mod diag;
 pub mod expr;
+pub mod matrix;
 pub mod pipeline;

@@ -1,0 +1,4 @@
+//! Integration tests of ouro-build.
+
+mod expr;
+mod matrix;

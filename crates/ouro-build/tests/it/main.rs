@@ -1,0 +1,18 @@
+//! Tests of the pipeline file parser: the model, every diagnostic code, rendered snapshots,
+//! budgets, property tests and the committed JSON Schema.
+
+mod codes;
+mod model;
+mod props;
+mod render;
+mod schema;
+
+use std::path::PathBuf;
+
+pub fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(fixture_dir().join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}

@@ -170,6 +170,16 @@ impl Checker<'_> {
             .or_else(|| s.get("oneOf"))
             .and_then(Value::as_array);
         if let Some(alts) = alts {
+            // Alternatives that are all constants (an enum with documented variants) read as
+            // one list of allowed values.
+            let consts: Option<Vec<&str>> = alts
+                .iter()
+                .map(|a| self.resolve(a).get("const").and_then(Value::as_str))
+                .collect();
+            if let Some(names) = consts {
+                self.allowed_values(node, &names, what);
+                return;
+            }
             let mut best: Option<Vec<Diagnostic>> = None;
             for a in alts {
                 if !self.kind_fits(a, node) {
@@ -198,24 +208,11 @@ impl Checker<'_> {
         }
         if let Some(allowed) = s.get("enum").and_then(Value::as_array) {
             let names: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();
-            let ok = node.as_str().is_some_and(|v| names.contains(&v));
-            if !ok {
-                let shown = node.scalar_text().unwrap_or_else(|| node.describe().into());
-                let list = names
-                    .iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let mut d = node.diag(
-                    self.file,
-                    diag::INVALID_VALUE,
-                    format!("`{shown}` is not allowed for {what}; expected one of {list}"),
-                );
-                if let Some(m) = node.as_str().and_then(|v| did_you_mean(v, &names)) {
-                    d = d.with_help(format!("did you mean `{m}`?"));
-                }
-                self.out.push(d);
-            }
+            self.allowed_values(node, &names, what);
+            return;
+        }
+        if let Some(c) = s.get("const").and_then(Value::as_str) {
+            self.allowed_values(node, &[c], what);
             return;
         }
         if let V::Int(i) = node.v {
@@ -246,6 +243,35 @@ impl Checker<'_> {
             }
             _ => {}
         }
+    }
+
+    fn allowed_values(&mut self, node: &Node, names: &[&str], what: &str) {
+        if node.as_str().is_some_and(|v| names.contains(&v)) {
+            return;
+        }
+        if node.map().is_some() || node.seq().is_some() {
+            self.out.push(node.diag(
+                self.file,
+                diag::INVALID_TYPE,
+                format!("{what} must be a string, found {}", node.describe()),
+            ));
+            return;
+        }
+        let shown = node.scalar_text().unwrap_or_default();
+        let list = names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut d = node.diag(
+            self.file,
+            diag::INVALID_VALUE,
+            format!("`{shown}` is not allowed for {what}; expected one of {list}"),
+        );
+        if let Some(m) = node.as_str().and_then(|v| did_you_mean(v, names)) {
+            d = d.with_help(format!("did you mean `{m}`?"));
+        }
+        self.out.push(d);
     }
 
     fn type_error(&mut self, node: &Node, s: &'static Value, what: &str) {
@@ -812,8 +838,7 @@ impl Checker<'_> {
     /// An `if:` condition: a bare expression or one `${{ ... }}`.
     fn condition(&mut self, node: &Node) {
         let Some(text) = node.as_str() else { return };
-        let trimmed = text.trim();
-        let res = if trimmed.starts_with("${{") && trimmed.ends_with("}}") {
+        let res = if text.contains("${{") {
             check_expression(ExprKind::Template, text)
         } else {
             check_expression(ExprKind::Condition, text)
@@ -856,14 +881,14 @@ impl Checker<'_> {
         {
             col += prefix.chars().count() as u32;
         }
-        let mut d = Diagnostic::error(
+        let d = Diagnostic::error(
             self.file,
             node.line,
             col,
             diag::EXPRESSION,
             format!("invalid expression: {}", e.message),
         );
-        d = d.with_label(e.code.to_string());
+        let _ = e.code;
         self.push(d.with_help("see the expression language in docs/pipelines.md"));
     }
 }

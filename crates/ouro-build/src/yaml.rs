@@ -245,11 +245,14 @@ pub(crate) fn error_to_diag(file: &str, err: &serde_saphyr::Error) -> Diagnostic
                 None => "duplicate key".to_string(),
             },
         )
+        .with_len(key.as_ref().map_or(1, |k| k.chars().count() as u32))
+        .with_label("repeated here")
         .with_help("each key may appear once in a mapping; remove or rename one of them"),
         E::MergeKeyNotAllowed { .. } | E::MergeValueNotMapOrSeqOfMaps { .. } => d(
             diag::MERGE_KEY,
             "merge keys (`<<`) are not supported".to_string(),
         )
+        .with_len(2)
         .with_help(
             "repeat the keys, or put an anchor on a whole value and reuse it with an alias (`*name`)",
         ),
@@ -264,6 +267,11 @@ pub(crate) fn error_to_diag(file: &str, err: &serde_saphyr::Error) -> Diagnostic
         .with_help(format!(
             "pipeline files may nest at most {MAX_DEPTH} levels, hold at most {MAX_NODES} nodes and expand aliases to at most {MAX_ALIAS_REPLAY} events"
         )),
+        _ if text.contains("recursion limit") || text.contains("depth limit") => d(
+            diag::YAML_BUDGET,
+            format!("the YAML nests too deeply: {text}"),
+        )
+        .with_help(format!("pipeline files may nest at most {MAX_DEPTH} levels")),
         E::MultipleDocuments { .. } => d(
             diag::YAML_SYNTAX,
             "a pipeline file holds exactly one YAML document".to_string(),

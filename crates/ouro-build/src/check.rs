@@ -68,6 +68,7 @@ pub(crate) fn check(file: &str, text: &str, root: &Node) -> Vec<Diagnostic> {
         text,
         root: schema(),
         out: Vec::new(),
+        owner: None,
     };
     let s = schema();
     c.validate(root, s, "the pipeline");
@@ -83,6 +84,8 @@ struct Checker<'a> {
     text: &'a str,
     root: &'static Value,
     out: Vec<Diagnostic>,
+    /// The key whose value is being validated (missing keys of a mapping point at its key).
+    owner: Option<Node>,
 }
 
 fn types_of(s: &Value) -> Vec<&str> {
@@ -162,6 +165,7 @@ impl Checker<'_> {
 
     fn validate(&mut self, node: &Node, s: &'static Value, what: &str) {
         let s = self.resolve(s);
+        let owner = self.owner.take();
         if s.as_bool() == Some(true) {
             return;
         }
@@ -186,6 +190,7 @@ impl Checker<'_> {
                     continue;
                 }
                 let saved = std::mem::take(&mut self.out);
+                self.owner.clone_from(&owner);
                 self.validate(node, a, what);
                 let errs = std::mem::replace(&mut self.out, saved);
                 if errs.is_empty() {
@@ -233,7 +238,7 @@ impl Checker<'_> {
             }
         }
         match &node.v {
-            V::Map(entries) => self.validate_map(node, entries, s, what),
+            V::Map(entries) => self.validate_map(owner.as_ref().unwrap_or(node), entries, s, what),
             V::Seq(items) => {
                 if let Some(item) = s.get("items") {
                     for (i, n) in items.iter().enumerate() {
@@ -316,6 +321,7 @@ impl Checker<'_> {
                 continue;
             };
             if let Some(ps) = props.and_then(|p| p.get(&key)) {
+                self.owner = Some(key_pos(k));
                 self.validate(v, ps, &format!("`{key}`"));
                 continue;
             }
@@ -361,6 +367,7 @@ impl Checker<'_> {
                     } else {
                         format!("`{key}`")
                     };
+                    self.owner = Some(key_pos(k));
                     self.validate(v, extra, &label);
                 }
                 _ => {}
@@ -890,6 +897,16 @@ impl Checker<'_> {
         );
         let _ = e.code;
         self.push(d.with_help("see the expression language in docs/pipelines.md"));
+    }
+}
+
+/// A key's position, without its content.
+fn key_pos(k: &Node) -> Node {
+    Node {
+        v: V::Null,
+        line: k.line,
+        col: k.col,
+        len: k.len,
     }
 }
 

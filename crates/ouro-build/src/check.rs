@@ -311,6 +311,8 @@ impl Checker<'_> {
             .unwrap_or_default();
         let is_step = names.contains(&"run") && names.contains(&"shell");
         let mut has_uses = false;
+        // Required keys a misspelt key was suggested for: their absence is already explained.
+        let mut suggested: Vec<&str> = Vec::new();
         for (k, v) in entries {
             let Some(key) = k.scalar_text() else {
                 self.out.push(k.diag(
@@ -348,7 +350,10 @@ impl Checker<'_> {
                         )
                         .with_label("unknown key");
                     d = match did_you_mean(&key, &names) {
-                        Some(m) => d.with_help(format!("did you mean `{m}`?")),
+                        Some(m) => {
+                            suggested.push(m);
+                            d.with_help(format!("did you mean `{m}`?"))
+                        }
                         None if !names.is_empty() => d.with_help(format!(
                             "allowed keys here: {}",
                             names
@@ -375,7 +380,7 @@ impl Checker<'_> {
         }
         if let Some(req) = s.get("required").and_then(Value::as_array) {
             for r in req.iter().filter_map(Value::as_str) {
-                if entries.iter().any(|(k, _)| k.as_str() == Some(r)) {
+                if entries.iter().any(|(k, _)| k.as_str() == Some(r)) || suggested.contains(&r) {
                     continue;
                 }
                 let d = if is_step && r == "run" {

@@ -195,7 +195,7 @@ impl<'de> Visitor<'de> for VVisitor {
 /// The limits that keep a hostile file from costing more than a small one.
 pub const MAX_DEPTH: usize = 64;
 pub const MAX_NODES: usize = 100_000;
-pub const MAX_ALIAS_REPLAY: usize = 100_000;
+pub const MAX_ALIAS_REPLAY: usize = 10_000;
 
 pub(crate) fn options() -> serde_saphyr::Options {
     serde_saphyr::options! {

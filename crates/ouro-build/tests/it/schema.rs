@@ -46,3 +46,15 @@ fn schema_describes_the_keys_editors_complete() {
         10080
     );
 }
+
+#[test]
+fn every_diagnostic_code_is_documented() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/pipelines.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    for (code, _) in ouro_build::diag::CODES {
+        assert!(
+            doc.contains(&format!("| `{code}` |")),
+            "{code} is missing from the diagnostics table of docs/pipelines.md"
+        );
+    }
+}

@@ -125,8 +125,8 @@ impl Checker<'_> {
         for _ in 0..16 {
             match s.get("$ref").and_then(Value::as_str) {
                 Some(r) => {
-                    let name = r.rsplit('/').next().unwrap_or("");
-                    match self.root.get("$defs").and_then(|d| d.get(name)) {
+                    // `#/$defs/Name` or `#/definitions/Name`: a JSON pointer into the root.
+                    match self.root.pointer(r.trim_start_matches('#')) {
                         Some(t) => s = t,
                         None => return s,
                     }
@@ -447,8 +447,8 @@ impl Checker<'_> {
                 Some("schedule") => {
                     for item in v.seq().unwrap_or_default() {
                         let cron = item.get("cron").unwrap_or(item);
-                        if let Some(expr) = cron.as_str() {
-                            self.cron(cron, expr);
+                        if let Some((expr, _)) = cron.strings().into_iter().next() {
+                            self.cron(cron, &expr);
                         }
                     }
                 }
@@ -482,7 +482,7 @@ impl Checker<'_> {
 
     fn globs(&mut self, list: &Node, what: &str) {
         for (pat, n) in list.strings() {
-            let p = pat.strip_prefix('!').unwrap_or(pat);
+            let p = pat.strip_prefix('!').unwrap_or(&pat);
             if p.is_empty() {
                 self.push(n.diag(
                     self.file,
@@ -517,7 +517,7 @@ impl Checker<'_> {
             );
         }
         let kind = v.get("type").and_then(Node::as_str).unwrap_or("string");
-        let options: Vec<&str> = v
+        let options: Vec<String> = v
             .get("options")
             .map(|o| o.strings().into_iter().map(|(s, _)| s).collect())
             .unwrap_or_default();
@@ -543,7 +543,7 @@ impl Checker<'_> {
             let ok = match kind {
                 "boolean" => matches!(def.v, V::Bool(_)),
                 "number" => matches!(def.v, V::Int(_) | V::Float(_)),
-                "choice" => def.as_str().is_some_and(|d| options.contains(&d)),
+                "choice" => def.as_str().is_some_and(|d| options.iter().any(|o| o == d)),
                 _ => matches!(def.v, V::Str(_)),
             };
             if !ok {
@@ -604,6 +604,7 @@ impl Checker<'_> {
             let mut deps = Vec::new();
             if let Some(needs) = job.get("needs") {
                 for (n, node) in needs.strings() {
+                    let n = n.as_str();
                     if id_refs.contains(&n) {
                         deps.push((n.to_string(), node));
                     } else {
@@ -724,6 +725,18 @@ impl Checker<'_> {
                     ));
                 }
                 for step in list {
+                    if let Some(run) = step.get("run")
+                        && run.as_str().is_some_and(|r| r.trim().is_empty())
+                    {
+                        self.push(
+                            run.diag(
+                                self.file,
+                                diag::STEP_WITHOUT_RUN,
+                                "the `run:` of this step is empty".into(),
+                            )
+                            .with_help("give the step the commands to run"),
+                        );
+                    }
                     if let Some(cond) = step.get("if") {
                         self.condition(cond);
                     }
@@ -887,7 +900,7 @@ impl Checker<'_> {
             .chars()
             .skip(node.col.saturating_sub(1) as usize)
             .collect();
-        let prefix = &text[..e.offset.min(text.len())];
+        let prefix = text.get(..e.offset.min(text.len())).unwrap_or("");
         if start.starts_with(text)
             || (text.len() > 4 && start.starts_with(prefix) && !prefix.contains('\n'))
         {

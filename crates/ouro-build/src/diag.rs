@@ -113,7 +113,10 @@ impl Diagnostic {
         let line_no = self.line.to_string();
         let pad = " ".repeat(line_no.len());
         let _ = writeln!(out, "{pad}--> {}:{}:{}", self.file, self.line, self.col);
-        let text = source.and_then(|s| s.lines().nth(self.line as usize - 1));
+        let text = source.and_then(|s| {
+            let idx = (self.line as usize).checked_sub(1)?;
+            s.lines().nth(idx)
+        });
         if let Some(text) = text {
             let text = text.trim_end_matches('\r');
             let _ = writeln!(out, "{pad} |");
@@ -172,7 +175,10 @@ pub const CODES: &[(&str, &str)] = &[
     (NEEDS_UNKNOWN, "`needs` names a job that does not exist"),
     (NEEDS_CYCLE, "the `needs` of some jobs form a cycle"),
     (NO_STEPS, "a job has no steps"),
-    (STEP_WITHOUT_RUN, "a step has no `run` command"),
+    (
+        STEP_WITHOUT_RUN,
+        "a step has no `run` command, or an empty one",
+    ),
     (
         MATRIX_TOO_LARGE,
         "a matrix expands to more jobs than allowed (256)",

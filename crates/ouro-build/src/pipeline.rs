@@ -437,15 +437,11 @@ where
 
 /// The JSON Schema of a pipeline file (docs/pipeline.schema.json), generated from the types.
 pub fn json_schema() -> serde_json::Value {
-    let mut v =
-        serde_json::to_value(schemars::schema_for!(Pipeline)).expect("the schema serialises");
-    if let Some(o) = v.as_object_mut() {
-        o.insert(
-            "$id".into(),
-            "https://ouro.dev/schemas/pipeline.schema.json".into(),
-        );
-    }
-    v
+    // Draft 7: the draft editors' YAML language servers support best.
+    let schema = schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<Pipeline>();
+    serde_json::to_value(schema).expect("the schema serialises")
 }
 
 /// Parses a pipeline file: `file` is the name used in diagnostics, `bytes` its content. Returns the

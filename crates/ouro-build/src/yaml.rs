@@ -90,16 +90,19 @@ impl Node {
             .map(|(k, v)| (k, v))
     }
 
-    /// A string or a list of strings, as (text, node) pairs; other shapes give nothing (the
-    /// schema check reports them).
-    pub fn strings(&self) -> Vec<(&str, &Node)> {
+    /// A scalar or a list of scalars, as (text, node) pairs (numbers and booleans as their text,
+    /// as the typed parse reads them); other shapes give nothing (the schema check reports them).
+    pub fn strings(&self) -> Vec<(String, &Node)> {
+        let one = |n: &Node| match n.v {
+            V::Null | V::Seq(_) | V::Map(_) => None,
+            _ => n.scalar_text(),
+        };
         match &self.v {
-            V::Str(s) => vec![(s.as_str(), self)],
             V::Seq(items) => items
                 .iter()
-                .filter_map(|n| n.as_str().map(|s| (s, n)))
+                .filter_map(|n| one(n).map(|s| (s, n)))
                 .collect(),
-            _ => Vec::new(),
+            _ => one(self).map(|s| (s, self)).into_iter().collect(),
         }
     }
 

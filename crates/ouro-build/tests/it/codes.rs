@@ -190,3 +190,46 @@ fn not_utf8_points_at_the_bad_byte() {
         "bad.yml:2:10: error[pipeline.not_utf8]: the file is not valid UTF-8 (byte 0xe9 at offset 42)"
     );
 }
+
+#[test]
+fn more_semantic_checks() {
+    let codes = |yaml: &str| -> Vec<String> {
+        lint("x.yml", yaml.as_bytes())
+            .iter()
+            .map(|d| format!("{}:{} {}", d.line, d.col, d.code))
+            .collect()
+    };
+    // An empty `run:` is a step without a command.
+    assert_eq!(
+        codes("jobs:\n  a:\n    steps:\n      - run: '  '\n"),
+        ["4:14 pipeline.step_without_run"]
+    );
+    // A cron written as a number is still checked.
+    assert_eq!(
+        codes("on:\n  schedule: [{cron: 5}]\njobs:\n  a:\n    steps: [{run: x}]\n"),
+        ["2:21 pipeline.invalid_cron"]
+    );
+    // Expressions are checked wherever they are, e.g. in a step's env.
+    assert_eq!(
+        codes("jobs:\n  a:\n    steps:\n      - run: x\n        env:\n          A: ${{ }}\n"),
+        ["6:14 pipeline.expression"]
+    );
+    // Matrix excludes are counted: 16 x 16 = 256 minus one is within the cap; 17 x 16 is not.
+    let axis = |n: usize| (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    let m = |a: usize| {
+        format!(
+            "jobs:\n  a:\n    strategy:\n      matrix:\n        x: [{}]\n        y: [{}]\n        exclude: [{{x: 0, y: 0}}]\n    steps: [{{run: x}}]\n",
+            axis(a),
+            axis(16)
+        )
+    };
+    assert!(codes(&m(16)).is_empty());
+    assert_eq!(codes(&m(17)), ["5:9 pipeline.matrix_too_large"]);
+    // Input defaults must fit their type.
+    assert_eq!(
+        codes(
+            "on:\n  manual:\n    inputs:\n      n: {type: number, default: many}\njobs:\n  a:\n    steps: [{run: x}]\n"
+        ),
+        ["4:34 pipeline.invalid_input"]
+    );
+}

@@ -23,7 +23,7 @@ fn committed_json_schema_matches_the_types() {
 fn schema_describes_the_keys_editors_complete() {
     let s = ouro_build::pipeline::json_schema();
     assert_eq!(s["additionalProperties"], false);
-    let job = &s["$defs"]["Job"]["properties"];
+    let job = &s["definitions"]["Job"]["properties"];
     for key in [
         "needs",
         "if",
@@ -39,10 +39,10 @@ fn schema_describes_the_keys_editors_complete() {
     ] {
         assert!(job.get(key).is_some(), "Job.{key} missing from the schema");
     }
-    let step = &s["$defs"]["Step"]["properties"];
+    let step = &s["definitions"]["Step"]["properties"];
     assert!(step.get("working-directory").is_some() && step.get("uses").is_none());
     assert_eq!(
-        s["$defs"]["Job"]["properties"]["timeout-minutes"]["maximum"],
+        s["definitions"]["Job"]["properties"]["timeout-minutes"]["maximum"],
         10080
     );
 }

@@ -423,7 +423,6 @@ impl Checker<'_> {
         if let Some(env) = root.get("env") {
             self.templates(env);
         }
-        // `true:` at the top level means a YAML 1.1 tool rewrote `on:`; YAML 1.2 keeps it a string.
     }
 
     fn triggers(&mut self, on: &Node) {
@@ -678,7 +677,7 @@ impl Checker<'_> {
         for (cycle, node) in found {
             let mut path: Vec<String> = cycle.iter().map(|j| format!("`{j}`")).collect();
             path.push(format!("`{}`", cycle[0]));
-            // The edges are "job needs dep": written as the order they must run in reverse.
+            // `a -> b` reads "a needs b".
             let text = path.join(" -> ");
             self.push(
                 node.diag(

@@ -1,8 +1,13 @@
 //! Ouro's Build phase: pipelines as code. This crate holds the domain logic and knows nothing of
-//! HTTP: the pipeline file model and its parser with diagnostics (`pipeline`, `diag`), and the
-//! expression language used by `${{ ... }}` and `if:` (`expr`).
+//! HTTP: the pipeline file model and its parser with diagnostics (`pipeline`, `check`, `yaml`,
+//! `diag`), and the expression language used by `${{ ... }}` and `if:` (`expr`).
 
+pub mod check;
 pub mod diag;
 pub mod expr;
 pub mod matrix;
 pub mod pipeline;
+mod yaml;
+
+pub use diag::{Diagnostic, Severity};
+pub use pipeline::{Pipeline, lint, parse};

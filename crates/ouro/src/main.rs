@@ -2,6 +2,7 @@
 
 mod cr;
 mod items;
+mod lint;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -38,6 +39,8 @@ enum Command {
     /// Change requests on a running server (needs --token or OURO_TOKEN).
     #[command(subcommand)]
     Cr(cr::CrCommand),
+    /// Check pipeline files (default: .ouro/pipelines/*.yml); exit 1 on errors, 2 on usage errors.
+    Lint(lint::LintArgs),
 }
 
 #[derive(Args, Clone)]
@@ -115,6 +118,10 @@ fn settings(store: &StoreArgs, listen: Option<String>) -> anyhow::Result<Setting
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Offline and synchronous: no runtime, no logging set-up.
+    if let Command::Lint(args) = cli.command {
+        std::process::exit(lint::run(args));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OURO_LOG")
@@ -199,6 +206,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Items(cmd) => items::run(cmd).await,
         Command::Cr(cmd) => cr::run(cmd).await,
+        Command::Lint(_) => unreachable!("handled before the runtime starts"),
         Command::Config(ConfigCommand::Default) => {
             print!("{}", ouro_server::settings::DEFAULT_TOML);
             Ok(())

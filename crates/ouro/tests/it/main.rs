@@ -3,3 +3,4 @@
 mod cli;
 mod cr;
 mod items;
+mod lint;

@@ -1,4 +1,6 @@
 //! Integration tests of ouro-build.
 
 mod expr;
+mod logs;
+mod mask;
 mod matrix;

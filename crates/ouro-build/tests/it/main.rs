@@ -1,5 +1,6 @@
 //! Integration tests of ouro-build.
 
+mod exec;
 mod expr;
 mod logs;
 mod mask;

@@ -1,0 +1,554 @@
+//! Job executors: checkout at the exact commit, the environment allow-list, failure, output
+//! truncation with bounded memory, daemons, timeouts, cancel, rlimits and the sandbox.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use ouro_build::exec::limits::alive;
+use ouro_build::exec::{
+    Checkout, ExecError, ExecEvent, Executor, JobContext, JobOutcome, JobSpec, JobStatus, Limits,
+    SandboxConfig, ShellExecutor, StepSpec, StepStatus,
+};
+use ouro_build::logs::{LogConfig, LogReader, LogWriter, truncation_marker};
+use tokio::sync::mpsc;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A repository with two commits; returns (dir, first sha).
+fn repo() -> (tempfile::TempDir, String) {
+    let d = tempfile::tempdir().unwrap();
+    git(d.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(d.path().join("first.txt"), "one\n").unwrap();
+    git(d.path(), &["add", "."]);
+    git(d.path(), &["commit", "-q", "-m", "first"]);
+    let first = git(d.path(), &["rev-parse", "HEAD"]);
+    std::fs::write(d.path().join("second.txt"), "two\n").unwrap();
+    git(d.path(), &["add", "."]);
+    git(d.path(), &["commit", "-q", "-m", "second"]);
+    (d, first)
+}
+
+fn step(name: &str, run: &str) -> StepSpec {
+    StepSpec {
+        name: name.into(),
+        run: run.into(),
+        ..Default::default()
+    }
+}
+
+fn executor(root: &Path) -> ShellExecutor {
+    let mut e = ShellExecutor::new(root);
+    e.grace = Duration::from_millis(300);
+    e
+}
+
+/// What the event consumer saw: non-log events, the first MiB of log text and the total.
+#[derive(Default, Debug)]
+struct Seen {
+    events: Vec<ExecEvent>,
+    log: Vec<u8>,
+    total: u64,
+}
+
+impl Seen {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.log).into_owned()
+    }
+}
+
+async fn run(ex: &dyn Executor, job: &JobSpec) -> (Result<JobOutcome, ExecError>, Seen) {
+    let (ctx, rx, _cancel) = JobContext::channel(16);
+    let consumer = tokio::spawn(consume(rx));
+    let r = ex.run(job, ctx).await;
+    (r, consumer.await.unwrap())
+}
+
+async fn consume(mut rx: mpsc::Receiver<ExecEvent>) -> Seen {
+    let mut s = Seen::default();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            ExecEvent::Log { data, .. } => {
+                s.total += data.len() as u64;
+                let room = (1usize << 20).saturating_sub(s.log.len());
+                s.log.extend_from_slice(&data[..room.min(data.len())]);
+            }
+            other => s.events.push(other),
+        }
+    }
+    s
+}
+
+fn read_pid(p: PathBuf) -> i32 {
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_steps_see_the_exact_commit_and_only_allowed_environment() {
+    let (repo, first) = repo();
+    let root = tempfile::tempdir().unwrap();
+    assert!(
+        std::env::var("CARGO_MANIFEST_DIR").is_ok(),
+        "the test process has a host variable to hide"
+    );
+    let mut job = JobSpec {
+        id: "j1".into(),
+        checkout: Some(Checkout {
+            repo: repo.path().to_path_buf(),
+            sha: first.clone(),
+        }),
+        env: BTreeMap::from([("JOB_VAR".to_string(), "job value".to_string())]),
+        ..Default::default()
+    };
+    job.steps.push(step(
+        "checkout",
+        &format!(
+            "test \"$(git rev-parse HEAD)\" = {first}\n\
+             test -f first.txt\n\
+             test ! -e second.txt\n\
+             echo checked out $(git rev-parse --short HEAD)\n"
+        ),
+    ));
+    let mut s2 = step(
+        "env",
+        "test -z \"${CARGO_MANIFEST_DIR:-}\" || { echo host variable visible; exit 9; }\n\
+         test \"$JOB_VAR\" = 'job value'\n\
+         test \"$STEP_VAR\" = step\n\
+         test \"$CI\" = true && test \"$OURO\" = true && test \"$TERM\" = dumb\n\
+         case \"$HOME\" in \"$OURO_WORKSPACE\"/../home) ;; *) case \"$HOME\" in */home) ;; *) exit 8;; esac;; esac\n\
+         test \"$PWD\" = \"$OURO_WORKSPACE/sub\"\n\
+         touch \"$TMPDIR/x\"\n\
+         echo env ok; echo to stderr >&2\n",
+    );
+    s2.env.insert("STEP_VAR".into(), "step".into());
+    s2.working_directory = Some("sub".into());
+    // The working directory must exist: the first step creates it.
+    job.steps[0].run.push_str("mkdir sub\n");
+    job.steps.push(s2);
+    let ex = executor(root.path());
+    let (r, seen) = run(&ex, &job).await;
+    let out = r.unwrap();
+    assert_eq!(out.status, JobStatus::Success, "{}", seen.text());
+    assert_eq!(out.exit_code, Some(0));
+    assert_eq!(out.steps.len(), 2);
+    assert!(seen.text().contains("checked out"), "{}", seen.text());
+    assert!(
+        seen.text().contains("env ok\nto stderr\n"),
+        "{}",
+        seen.text()
+    );
+    assert!(
+        matches!(&seen.events[0], ExecEvent::StepStarted { index: 0, name } if name == "checkout")
+    );
+    assert!(seen.events.iter().any(|e| matches!(
+        e,
+        ExecEvent::StepFinished {
+            index: 1,
+            status: StepStatus::Success,
+            exit_code: Some(0),
+            ..
+        }
+    )));
+    // The job directory is gone.
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_step_stops_the_job_with_its_exit_code() {
+    let root = tempfile::tempdir().unwrap();
+    let marker = root.path().join("ran");
+    let job = JobSpec {
+        id: "fail".into(),
+        steps: vec![
+            step("bad", "echo before; exit 3; echo after"),
+            step("never", &format!("touch {}", marker.display())),
+        ],
+        ..Default::default()
+    };
+    let ex = executor(&root.path().join("work"));
+    let (r, seen) = run(&ex, &job).await;
+    let out = r.unwrap();
+    assert_eq!(out.status, JobStatus::Failure);
+    assert_eq!(out.exit_code, Some(3));
+    assert_eq!(out.steps[0].status, StepStatus::Failure);
+    assert_eq!(out.steps[1].status, StepStatus::Skipped);
+    assert!(!marker.exists());
+    assert_eq!(seen.text(), "before\n");
+    assert!(seen.events.contains(&ExecEvent::StepSkipped { index: 1 }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_checkout_fails_with_a_reason() {
+    let (repo, _) = repo();
+    let root = tempfile::tempdir().unwrap();
+    let job = JobSpec {
+        id: "badsha".into(),
+        checkout: Some(Checkout {
+            repo: repo.path().to_path_buf(),
+            sha: "0".repeat(40),
+        }),
+        steps: vec![step("s", "true")],
+        ..Default::default()
+    };
+    let (r, seen) = run(&executor(root.path()), &job).await;
+    let out = r.unwrap();
+    assert_eq!(out.status, JobStatus::Failure);
+    assert!(
+        out.reason.as_deref().unwrap().contains("checkout"),
+        "{out:?}"
+    );
+    assert!(out.steps.is_empty());
+    assert!(seen.text().contains("ouro: checkout of"), "{}", seen.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_jobs_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let ex = executor(root.path());
+    let mut job = JobSpec {
+        id: "ok".into(),
+        steps: vec![step("s", "true")],
+        ..Default::default()
+    };
+    job.steps[0].working_directory = Some("../escape".into());
+    let (r, _) = run(&ex, &job).await;
+    assert!(matches!(r, Err(ExecError::Invalid(_))), "{r:?}");
+    job.steps[0].working_directory = None;
+    job.env.insert("BAD-NAME".into(), "x".into());
+    let (r, _) = run(&ex, &job).await;
+    assert_eq!(r.unwrap_err().code(), "build.job_invalid");
+    job.env.clear();
+    job.id = "../x".into();
+    let (r, _) = run(&ex, &job).await;
+    assert!(matches!(r, Err(ExecError::Invalid(_))));
+    job.id = "ok".into();
+    job.require_sandbox = true;
+    let (r, _) = run(&ex, &job).await;
+    let e = r.unwrap_err();
+    assert!(matches!(e, ExecError::Refused(_)), "{e:?}");
+    assert_eq!(e.code(), "build.executor_refused");
+}
+
+fn vm_hwm_kb() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// 200 MB of output through the executor into the log store: truncated at the cap with the
+/// marker, and the process's peak memory grows by far less than the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_output_is_truncated_with_bounded_memory() {
+    let root = tempfile::tempdir().unwrap();
+    let logdir = root.path().join("log");
+    let job = JobSpec {
+        id: "big".into(),
+        steps: vec![step(
+            "print",
+            "set +o pipefail\nyes 'a line of build output that goes on and on' | head -c 200000000",
+        )],
+        ..Default::default()
+    };
+    let before = vm_hwm_kb();
+    let (ctx, mut rx, _cancel) = JobContext::channel(8);
+    let dir = logdir.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut w = LogWriter::create(
+            &dir,
+            LogConfig {
+                cap_bytes: 4 << 20,
+                ..LogConfig::default()
+            },
+        )
+        .unwrap();
+        while let Some(ev) = rx.blocking_recv() {
+            if let ExecEvent::Log { data, .. } = ev {
+                let off = w.received();
+                w.append(off, &data, 0).unwrap();
+            }
+        }
+        w.finish().unwrap()
+    });
+    let ex = executor(&root.path().join("work"));
+    let out = ex.run(&job, ctx).await.unwrap();
+    let meta = writer.await.unwrap();
+    let after = vm_hwm_kb();
+    assert_eq!(out.status, JobStatus::Success);
+    assert_eq!(meta.received, 200_000_000);
+    assert!(meta.truncated);
+    let r = LogReader::open(&logdir).unwrap();
+    let all = r.read_all().unwrap();
+    assert_eq!(
+        all.len() as u64,
+        (4 << 20) + truncation_marker(4 << 20).len() as u64
+    );
+    assert!(all.ends_with(&truncation_marker(4 << 20)));
+    assert!(all.starts_with(b"a line of build output that goes on and on\n"));
+    // The reader above holds ~4 MiB; 200 MB never were in memory.
+    assert!(
+        after.saturating_sub(before) < 64 * 1024,
+        "peak RSS grew by {} kB",
+        after - before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_does_not_outlive_its_step() {
+    let root = tempfile::tempdir().unwrap();
+    let pids = tempfile::tempdir().unwrap();
+    let p1 = pids.path().join("p1");
+    let p2 = pids.path().join("p2");
+    let job = JobSpec {
+        id: "daemon".into(),
+        steps: vec![
+            step(
+                "fork",
+                &format!(
+                    "nohup sleep 300 >/dev/null 2>&1 &\necho $! > {}\n( sleep 301 & echo $! > {} )\necho started\n",
+                    p1.display(),
+                    p2.display()
+                ),
+            ),
+            step("next", "echo next"),
+        ],
+        ..Default::default()
+    };
+    let (r, seen) = run(&executor(root.path()), &job).await;
+    let out = r.unwrap();
+    assert_eq!(out.status, JobStatus::Success, "{}", seen.text());
+    assert_eq!(seen.text(), "started\nnext\n");
+    for p in [p1, p2] {
+        let pid = read_pid(p);
+        assert!(!alive(pid), "process {pid} survived the job");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_timeout_kills_everything() {
+    let root = tempfile::tempdir().unwrap();
+    let pids = tempfile::tempdir().unwrap();
+    let p = pids.path().join("p");
+    let job = JobSpec {
+        id: "slow".into(),
+        timeout: Some(Duration::from_secs(1)),
+        steps: vec![
+            step(
+                "hang",
+                &format!(
+                    "sleep 300 &\necho $! > {}\necho waiting\nsleep 300\n",
+                    p.display()
+                ),
+            ),
+            step("after", "echo after"),
+        ],
+        ..Default::default()
+    };
+    let (r, seen) = run(&executor(root.path()), &job).await;
+    let out = r.unwrap();
+    assert_eq!(out.status, JobStatus::TimedOut, "{}", seen.text());
+    assert_eq!(out.steps[0].status, StepStatus::TimedOut);
+    assert_eq!(out.steps[1].status, StepStatus::Skipped);
+    assert!(
+        seen.text().contains("ouro: the job timed out"),
+        "{}",
+        seen.text()
+    );
+    assert!(!seen.text().lines().any(|l| l == "after"));
+    assert!(!alive(read_pid(p)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_timeout_fails_the_step_with_a_log_line() {
+    let root = tempfile::tempdir().unwrap();
+    let mut s = step("hang", "sleep 300");
+    s.timeout = Some(Duration::from_millis(500));
+    let job = JobSpec {
+        id: "steptimeout".into(),
+        steps: vec![s],
+        ..Default::default()
+    };
+    let (r, seen) = run(&executor(root.path()), &job).await;
+    let out = r.unwrap();
+    assert_eq!(out.status, JobStatus::Failure);
+    assert_eq!(out.steps[0].status, StepStatus::TimedOut);
+    assert!(
+        seen.text().contains("step \"hang\" timed out after 0.5s"),
+        "{}",
+        seen.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_kills_the_running_step() {
+    let root = tempfile::tempdir().unwrap();
+    let pids = tempfile::tempdir().unwrap();
+    let p = pids.path().join("p");
+    let job = JobSpec {
+        id: "cancel".into(),
+        steps: vec![step(
+            "wait",
+            &format!("echo $$ > {}\necho ready\nsleep 300\n", p.display()),
+        )],
+        ..Default::default()
+    };
+    let ex = executor(root.path());
+    let (ctx, mut rx, cancel) = JobContext::channel(16);
+    let watcher = tokio::spawn(async move {
+        let mut text = Vec::new();
+        while let Some(ev) = rx.recv().await {
+            if let ExecEvent::Log { data, .. } = ev {
+                text.extend_from_slice(&data);
+                if text.ends_with(b"ready\n") {
+                    cancel.send(true).unwrap();
+                }
+            }
+        }
+        String::from_utf8(text).unwrap()
+    });
+    let out = ex.run(&job, ctx).await.unwrap();
+    let text = watcher.await.unwrap();
+    assert_eq!(out.status, JobStatus::Cancelled, "{text}");
+    assert_eq!(out.steps[0].status, StepStatus::Cancelled);
+    assert!(text.contains("ouro: the job was cancelled"), "{text}");
+    assert!(!alive(read_pid(p)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rlimits_are_set_for_steps() {
+    let root = tempfile::tempdir().unwrap();
+    let job = JobSpec {
+        id: "limits".into(),
+        limits: Limits {
+            memory_bytes: Some(512 << 20),
+            processes: Some(200),
+            open_files: Some(32),
+            cpu_seconds: Some(60),
+        },
+        steps: vec![step(
+            "check",
+            "test \"$(ulimit -n)\" = 32\n\
+             test \"$(ulimit -u)\" = 200\n\
+             test \"$(ulimit -t)\" = 60\n\
+             test \"$(ulimit -d)\" = $((512 * 1024))\n\
+             if (exec 40</dev/null) 2>/dev/null; then echo nofile not enforced; exit 1; fi\n\
+             echo limits ok\n",
+        )],
+        ..Default::default()
+    };
+    let (r, seen) = run(&executor(root.path()), &job).await;
+    let out = r.unwrap();
+    assert_eq!(out.status, JobStatus::Success, "{}", seen.text());
+    assert_eq!(seen.text(), "limits ok\n");
+}
+
+/// The sandbox is required where CI runs; elsewhere a missing bwrap skips loudly.
+fn sandbox_or_skip() -> Option<SandboxConfig> {
+    let cfg = SandboxConfig::default();
+    match cfg.available() {
+        Ok(()) => Some(cfg),
+        Err(why) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("the sandbox must be available in CI: {why}");
+            }
+            eprintln!("SKIPPED: sandbox test: {why}");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_hides_the_data_dir_keeps_tmp_private_and_cuts_the_network() {
+    let Some(mut cfg) = sandbox_or_skip() else {
+        return;
+    };
+    let (repo, first) = repo();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("secret.key"), "k").unwrap();
+    cfg.hidden.push(data.path().to_path_buf());
+    let host_tmp = tempfile::NamedTempFile::new_in("/tmp").unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let mut ex = ShellExecutor::sandboxed(root.path(), cfg);
+    ex.grace = Duration::from_millis(300);
+    assert_eq!(ex.name(), "sandbox");
+    let mut job = JobSpec {
+        id: "sb".into(),
+        checkout: Some(Checkout {
+            repo: repo.path().to_path_buf(),
+            sha: first,
+        }),
+        require_sandbox: true,
+        network: false,
+        steps: vec![step(
+            "inside",
+            &format!(
+                "test -f first.txt\n\
+                 touch built.txt\n\
+                 test ! -e {data}/secret.key || {{ echo data dir visible; exit 2; }}\n\
+                 test ! -e {host_tmp} || {{ echo host tmp visible; exit 3; }}\n\
+                 touch /tmp/from-sandbox\n\
+                 if touch /usr/ouro-write-test 2>/dev/null; then echo host writable; exit 4; fi\n\
+                 test \"$(grep -c : /proc/net/dev)\" = 1 || {{ cat /proc/net/dev; exit 5; }}\n\
+                 echo sandbox ok\n",
+                data = data.path().display(),
+                host_tmp = host_tmp.path().display(),
+            ),
+        )],
+        ..Default::default()
+    };
+    let (r, seen) = run(&ex, &job).await;
+    let out = r.unwrap();
+    assert_eq!(out.status, JobStatus::Success, "{}", seen.text());
+    assert_eq!(seen.text(), "sandbox ok\n");
+    assert!(!Path::new("/tmp/from-sandbox").exists());
+    assert!(!Path::new("/usr/ouro-write-test").exists());
+    // With the network on, the host's interfaces are there again.
+    job.network = true;
+    job.steps = vec![step("net", "grep -c : /proc/net/dev")];
+    let (r, seen) = run(&ex, &job).await;
+    assert_eq!(r.unwrap().status, JobStatus::Success);
+    let _ = seen;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandboxed_daemon_dies_with_the_step() {
+    let Some(cfg) = sandbox_or_skip() else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let mut ex = ShellExecutor::sandboxed(root.path(), cfg);
+    ex.grace = Duration::from_millis(300);
+    let job = JobSpec {
+        id: "sbdaemon".into(),
+        timeout: Some(Duration::from_secs(1)),
+        steps: vec![step("hang", "sleep 3117 & sleep 3118")],
+        ..Default::default()
+    };
+    let (r, _) = run(&ex, &job).await;
+    assert_eq!(r.unwrap().status, JobStatus::TimedOut);
+    // No `sleep 3117`/`sleep 3118` left anywhere on the machine from this job.
+    let left = Command::new("pgrep")
+        .args(["-f", "^sleep 311[78]$"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}

@@ -69,6 +69,7 @@ impl SandboxConfig {
         job_dir: &Path,
         cwd: &Path,
         extra_hidden: &[PathBuf],
+        read_only: &[PathBuf],
         network: bool,
     ) -> Vec<String> {
         let mut a: Vec<String> = [
@@ -91,6 +92,15 @@ impl SandboxConfig {
             if h.exists() {
                 a.push("--tmpfs".into());
                 a.push(h.display().to_string());
+            }
+        }
+        // Shown again read-only: the object directories the checkout borrows (`git clone --shared`
+        // writes them to `.git/objects/info/alternates`); the repository may live in a hidden dir.
+        for r in read_only {
+            if r.exists() {
+                a.push("--ro-bind".into());
+                a.push(r.display().to_string());
+                a.push(r.display().to_string());
             }
         }
         a.push("--bind".into());

@@ -414,6 +414,17 @@ impl ShellExecutor {
             None => std::fs::create_dir(&ws)?,
         }
         outcome.checkout_duration = started.elapsed();
+        // The object directories a `--shared` clone borrows (shown read-only in the sandbox).
+        let alternates: Vec<PathBuf> =
+            std::fs::read_to_string(ws.join(".git/objects/info/alternates"))
+                .map(|t| {
+                    t.lines()
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                        .map(|l| ws.join(".git/objects").join(l))
+                        .filter_map(|p| p.canonicalize().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
 
         let mut job_failed = false;
         let mut stopped: Option<JobStatus> = None;
@@ -459,6 +470,7 @@ impl ShellExecutor {
                         &job_dir,
                         &cwd,
                         &[self.work_root.canonicalize()?],
+                        &alternates,
                         job.network,
                     ))
                     .arg("--")

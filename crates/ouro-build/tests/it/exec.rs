@@ -477,9 +477,12 @@ async fn the_sandbox_hides_the_data_dir_keeps_tmp_private_and_cuts_the_network()
     let Some(mut cfg) = sandbox_or_skip() else {
         return;
     };
-    let (repo, first) = repo();
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("secret.key"), "k").unwrap();
+    // The repository lives in the data dir, as hosted repositories do.
+    let (repo_tmp, first) = repo();
+    let repo = data.path().join("repo");
+    std::fs::rename(repo_tmp.path(), &repo).unwrap();
     cfg.hidden.push(data.path().to_path_buf());
     let host_tmp = tempfile::NamedTempFile::new_in("/tmp").unwrap();
     let root = tempfile::tempdir().unwrap();
@@ -489,8 +492,8 @@ async fn the_sandbox_hides_the_data_dir_keeps_tmp_private_and_cuts_the_network()
     let mut job = JobSpec {
         id: "sb".into(),
         checkout: Some(Checkout {
-            repo: repo.path().to_path_buf(),
-            sha: first,
+            repo: repo.clone(),
+            sha: first.clone(),
         }),
         require_sandbox: true,
         network: false,
@@ -498,6 +501,10 @@ async fn the_sandbox_hides_the_data_dir_keeps_tmp_private_and_cuts_the_network()
             "inside",
             &format!(
                 "test -f first.txt\n\
+                 test \"$(git rev-parse HEAD)\" = {first}\n\
+                 git log --oneline >/dev/null\n\
+                 test ! -e {repo}/.git/config || {{ echo repo config visible; exit 6; }}\n\
+                 if touch {repo}/.git/objects/x 2>/dev/null; then echo objects writable; exit 7; fi\n\
                  touch built.txt\n\
                  test ! -e {data}/secret.key || {{ echo data dir visible; exit 2; }}\n\
                  test ! -e {host_tmp} || {{ echo host tmp visible; exit 3; }}\n\
@@ -507,6 +514,7 @@ async fn the_sandbox_hides_the_data_dir_keeps_tmp_private_and_cuts_the_network()
                  echo sandbox ok\n",
                 data = data.path().display(),
                 host_tmp = host_tmp.path().display(),
+                repo = repo.display(),
             ),
         )],
         ..Default::default()

@@ -655,3 +655,77 @@ impl Reader {
         Ok(out)
     }
 }
+
+/// The current time in unix milliseconds (for `at_ms`).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Feeds an executor's events into a log: output is masked, steps become sections. This is the
+/// in-process path (and `ouro run`); a remote runner masks on its side and sends the masked
+/// chunks with their offsets, which the server appends with [`LogWriter::append`].
+pub struct JobLog {
+    writer: LogWriter,
+    masker: crate::mask::Masker,
+    out: Vec<u8>,
+}
+
+impl JobLog {
+    pub fn new(writer: LogWriter, secrets: std::sync::Arc<crate::mask::SecretSet>) -> Self {
+        JobLog {
+            writer,
+            masker: crate::mask::Masker::new(secrets),
+            out: Vec::with_capacity(64 * 1024),
+        }
+    }
+
+    pub fn writer(&self) -> &LogWriter {
+        &self.writer
+    }
+
+    fn flush(&mut self, at_ms: u64) -> Result<(), LogError> {
+        self.masker.finish(&mut self.out);
+        self.write_out(at_ms)
+    }
+
+    fn write_out(&mut self, at_ms: u64) -> Result<(), LogError> {
+        if !self.out.is_empty() {
+            let off = self.writer.received();
+            self.writer.append(off, &self.out, at_ms)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Handles one event received at `at_ms`.
+    pub fn handle(&mut self, ev: &crate::exec::ExecEvent, at_ms: u64) -> Result<(), LogError> {
+        use crate::exec::ExecEvent;
+        match ev {
+            ExecEvent::StepStarted { index, name } => {
+                self.flush(at_ms)?;
+                self.writer.begin_step(*index, name, at_ms)
+            }
+            ExecEvent::Log { data, .. } => {
+                self.masker.push(data, &mut self.out);
+                self.write_out(at_ms)
+            }
+            ExecEvent::StepFinished {
+                index, exit_code, ..
+            } => {
+                // Held-back bytes belong to this step's section.
+                self.flush(at_ms)?;
+                self.writer.end_step(*index, *exit_code, at_ms)
+            }
+            ExecEvent::StepSkipped { .. } => Ok(()),
+        }
+    }
+
+    /// Flushes and finishes the log.
+    pub fn finish(mut self) -> Result<LogMeta, LogError> {
+        self.flush(now_ms())?;
+        self.writer.finish()
+    }
+}

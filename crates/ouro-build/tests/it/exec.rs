@@ -11,7 +11,8 @@ use ouro_build::exec::{
     Checkout, ExecError, ExecEvent, Executor, JobContext, JobOutcome, JobSpec, JobStatus, Limits,
     SandboxConfig, ShellExecutor, StepSpec, StepStatus,
 };
-use ouro_build::logs::{LogConfig, LogReader, LogWriter, truncation_marker};
+use ouro_build::logs::{JobLog, LogConfig, LogReader, LogWriter, now_ms, truncation_marker};
+use ouro_build::mask::SecretSet;
 use tokio::sync::mpsc;
 
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -269,7 +270,7 @@ async fn huge_output_is_truncated_with_bounded_memory() {
     let (ctx, mut rx, _cancel) = JobContext::channel(8);
     let dir = logdir.clone();
     let writer = tokio::task::spawn_blocking(move || {
-        let mut w = LogWriter::create(
+        let w = LogWriter::create(
             &dir,
             LogConfig {
                 cap_bytes: 4 << 20,
@@ -277,20 +278,23 @@ async fn huge_output_is_truncated_with_bounded_memory() {
             },
         )
         .unwrap();
+        // The output goes through the masker too, as in a runner.
+        let mut log = JobLog::new(w, SecretSet::new(["goes on and on"]).unwrap());
         while let Some(ev) = rx.blocking_recv() {
-            if let ExecEvent::Log { data, .. } = ev {
-                let off = w.received();
-                w.append(off, &data, 0).unwrap();
-            }
+            log.handle(&ev, now_ms()).unwrap();
         }
-        w.finish().unwrap()
+        log.finish().unwrap()
     });
     let ex = executor(&root.path().join("work"));
     let out = ex.run(&job, ctx).await.unwrap();
     let meta = writer.await.unwrap();
     let after = vm_hwm_kb();
     assert_eq!(out.status, JobStatus::Success);
-    assert_eq!(meta.received, 200_000_000);
+    // "goes on and on" (14 bytes) became "***" (3 bytes) in each 43-byte line; the last, cut
+    // line holds no whole secret.
+    let (lines, partial) = (200_000_000u64 / 43, 200_000_000u64 % 43);
+    assert!(partial < 42);
+    assert_eq!(meta.received, lines * 32 + partial);
     assert!(meta.truncated);
     let r = LogReader::open(&logdir).unwrap();
     let all = r.read_all().unwrap();
@@ -299,7 +303,11 @@ async fn huge_output_is_truncated_with_bounded_memory() {
         (4 << 20) + truncation_marker(4 << 20).len() as u64
     );
     assert!(all.ends_with(&truncation_marker(4 << 20)));
-    assert!(all.starts_with(b"a line of build output that goes on and on\n"));
+    assert!(all.starts_with(b"a line of build output that ***\n"));
+    let sections = r.sections().unwrap();
+    assert_eq!(sections.len(), 1);
+    assert_eq!(sections[0].name, "print");
+    assert_eq!(sections[0].exit_code, Some(0));
     // The reader above holds ~4 MiB; 200 MB never were in memory.
     assert!(
         after.saturating_sub(before) < 64 * 1024,

@@ -133,3 +133,55 @@ pub async fn kill_group(pgid: i32, grace: Duration) {
 pub fn kill_group_now(pgid: i32) {
     signal_group(pgid, libc::SIGKILL);
 }
+
+/// Live processes whose environment holds the entry `tag` (`NAME=value`), this process excepted.
+pub fn tagged_processes(tag: &[u8]) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|entry| entry == tag) && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Kills the processes carrying `tag` in their environment: the backstop for a step process that
+/// left its process group (`setsid`). SIGTERM, up to `grace`, SIGKILL.
+pub async fn kill_tagged(tag: &[u8], grace: Duration) {
+    let pids = tagged_processes(tag);
+    if pids.is_empty() {
+        return;
+    }
+    for p in &pids {
+        // SAFETY: kill on pids just read from /proc; ESRCH is fine.
+        unsafe {
+            libc::kill(*p, libc::SIGTERM);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        if pids.iter().all(|p| !alive(*p)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for p in tagged_processes(tag) {
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(p, libc::SIGKILL);
+        }
+    }
+}

@@ -8,7 +8,8 @@
 //! new process group, stdout and stderr on one pipe (so their order is kept), the environment
 //! cleared to an allow-list, rlimits set before `exec`. When the step's main process exits, what is
 //! left of its process group (a daemon it started) is killed; on cancel and timeouts the whole
-//! group is killed (SIGTERM, a grace period, SIGKILL).
+//! group is killed (SIGTERM, a grace period, SIGKILL). Processes that left the group (`setsid`)
+//! are found by the `OURO_WORKSPACE=...` entry of their environment and killed as well.
 
 use std::collections::BTreeMap;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -165,6 +166,14 @@ struct RunCtx<'a> {
     cancel: &'a mut watch::Receiver<bool>,
     limits: Limits,
     grace: Duration,
+    /// The environment entry every step process of this job carries (`OURO_WORKSPACE=...`).
+    tag: Vec<u8>,
+}
+
+/// Kills the step's process group, then any process of the job that left the group.
+async fn kill_all(pgid: i32, rc: &RunCtx<'_>) {
+    limits::kill_group(pgid, rc.grace).await;
+    limits::kill_tagged(&rc.tag, rc.grace).await;
 }
 
 /// Spawns `cmd` in a new process group with output on one pipe, forwards the output as log events
@@ -204,7 +213,7 @@ async fn run_process(
     if *rc.cancel.borrow() {
         end = End::Cancelled;
         killed = true;
-        limits::kill_group(pgid, rc.grace).await;
+        kill_all(pgid, rc).await;
     }
     loop {
         if exit.is_some() && eof {
@@ -219,25 +228,25 @@ async fn run_process(
                         // Nobody listens any more: the job is abandoned.
                         end = End::Cancelled;
                         killed = true;
-                        limits::kill_group(pgid, rc.grace).await;
+                        kill_all(pgid, rc).await;
                     }
                 }
             },
             st = child.wait(), if exit.is_none() => {
                 exit = Some(st?);
                 // The main process is gone: what is left of its group goes too.
-                limits::kill_group(pgid, rc.grace).await;
+                kill_all(pgid, rc).await;
                 drain_until = Some(tokio::time::Instant::now() + DRAIN);
             },
             _ = sleep_opt(step_deadline), if !killed && step_deadline.is_some() => {
                 end = End::StepTimeout;
                 killed = true;
-                limits::kill_group(pgid, rc.grace).await;
+                kill_all(pgid, rc).await;
             },
             _ = sleep_opt(job_deadline), if !killed && job_deadline.is_some() => {
                 end = End::JobTimeout;
                 killed = true;
-                limits::kill_group(pgid, rc.grace).await;
+                kill_all(pgid, rc).await;
             },
             c = rc.cancel.changed(), if !killed && cancel_open => {
                 if c.is_err() {
@@ -245,7 +254,7 @@ async fn run_process(
                 } else if *rc.cancel.borrow() {
                     end = End::Cancelled;
                     killed = true;
-                    limits::kill_group(pgid, rc.grace).await;
+                    kill_all(pgid, rc).await;
                 }
             },
             _ = sleep_opt(drain_until), if drain_until.is_some() => {
@@ -336,6 +345,7 @@ impl ShellExecutor {
             cancel: &mut cancel,
             limits: job.limits,
             grace: self.grace,
+            tag: format!("OURO_WORKSPACE={}", ws.display()).into_bytes(),
         };
         let mut outcome = JobOutcome {
             status: JobStatus::Success,

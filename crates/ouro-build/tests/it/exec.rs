@@ -568,3 +568,68 @@ async fn a_sandboxed_daemon_dies_with_the_step() {
         String::from_utf8_lossy(&left.stdout)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_leaves_the_group_is_killed_too() {
+    let root = tempfile::tempdir().unwrap();
+    let pids = tempfile::tempdir().unwrap();
+    let p = pids.path().join("p");
+    let job = JobSpec {
+        id: "setsid".into(),
+        steps: vec![step(
+            "escape",
+            &format!(
+                "setsid sh -c 'echo $$ > {}; exec sleep 3121' >/dev/null 2>&1 < /dev/null &\n\
+                 for i in $(seq 1 100); do test -s {} && break; sleep 0.05; done\n\
+                 echo escaped\n",
+                p.display(),
+                p.display()
+            ),
+        )],
+        ..Default::default()
+    };
+    let (r, seen) = run(&executor(root.path()), &job).await;
+    assert_eq!(r.unwrap().status, JobStatus::Success, "{}", seen.text());
+    let pid = read_pid(p);
+    assert!(!alive(pid), "the setsid process {pid} survived the job");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_step_hook_decides_and_continue_on_error_keeps_going() {
+    let root = tempfile::tempdir().unwrap();
+    let mut soft = step("soft", "exit 4");
+    soft.continue_on_error = true;
+    let job = JobSpec {
+        id: "hook".into(),
+        steps: vec![
+            soft,
+            step("after-soft", "echo after-soft"),
+            step("hard", "exit 5"),
+            step("normal", "echo normal"),
+            step("always", "echo always"),
+        ],
+        ..Default::default()
+    };
+    let (mut ctx, rx, _cancel) = JobContext::channel(16);
+    // `if: always()` on the step named "always"; the default rule for the others.
+    ctx.should_run = Some(std::sync::Arc::new(
+        |s: &StepSpec, st: ouro_build::exec::StepState| s.name == "always" || !st.job_failed,
+    ));
+    let consumer = tokio::spawn(consume(rx));
+    let out = executor(root.path()).run(&job, ctx).await.unwrap();
+    let seen = consumer.await.unwrap();
+    assert_eq!(out.status, JobStatus::Failure);
+    assert_eq!(out.exit_code, Some(5));
+    let st: Vec<StepStatus> = out.steps.iter().map(|s| s.status).collect();
+    assert_eq!(
+        st,
+        [
+            StepStatus::Failure,
+            StepStatus::Success,
+            StepStatus::Failure,
+            StepStatus::Skipped,
+            StepStatus::Success
+        ]
+    );
+    assert_eq!(seen.text(), "after-soft\nalways\n");
+}

@@ -586,10 +586,19 @@ impl Reader {
                 let bytes = read_segment(path, true)?;
                 w.write_all(&bytes[a as usize..b as usize])?;
             } else {
-                let mut f = File::open(path)?;
-                f.seek(SeekFrom::Start(a))?;
-                let mut taken = f.take(b - a);
-                io::copy(&mut taken, w)?;
+                match File::open(path) {
+                    Ok(mut f) => {
+                        f.seek(SeekFrom::Start(a))?;
+                        let mut taken = f.take(b - a);
+                        io::copy(&mut taken, w)?;
+                    }
+                    // Sealed since this reader listed the directory.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        let bytes = read_segment(&self.dir.join(seg_name(s)), true)?;
+                        w.write_all(&bytes[a as usize..b as usize])?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         Ok(())

@@ -161,3 +161,65 @@ proptest! {
         }
     }
 }
+
+fn url_upper(v: &[u8]) -> String {
+    v.iter()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(b) {
+                (*b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+proptest! {
+    /// A secret in any of its forms, inside random text, split at random places: the form is gone
+    /// from the output (for base64, no 6 consecutive characters of any alignment's encoding
+    /// survive).
+    #[test]
+    fn every_form_is_masked_across_random_chunks(
+        secret in "[ -~]{6,24}",
+        before in "[a-z ]{0,7}",
+        after in "[a-z ]{0,7}",
+        form in 0usize..3,
+        cuts in proptest::collection::vec(0usize..200, 0..6),
+    ) {
+        let set = SecretSet::new([secret.as_bytes()]).unwrap();
+        let inner = format!("{before}{secret}{after}");
+        let text = match form {
+            0 => format!("log: {inner} end\n"),
+            1 => format!("url: https://x/?q={} end\n", url_upper(inner.as_bytes())),
+            _ => format!("b64: {} end\n", STANDARD.encode(inner.as_bytes())),
+        };
+        let bytes = text.as_bytes();
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+        cuts.sort();
+        let mut chunks: Vec<&[u8]> = Vec::new();
+        let mut last = 0;
+        for c in cuts {
+            chunks.push(&bytes[last..c]);
+            last = c;
+        }
+        chunks.push(&bytes[last..]);
+        let out = stream(&set, &chunks);
+        prop_assert!(contains(&out, b"***"), "{:?} -> {:?}", text, String::from_utf8_lossy(&out));
+        match form {
+            0 => prop_assert!(!contains(&out, secret.as_bytes())),
+            1 => prop_assert!(!contains(&out, url_upper(secret.as_bytes()).as_bytes())),
+            _ => {
+                for k in 0..3 {
+                    let mut pre = vec![b'z'; k];
+                    pre.extend_from_slice(secret.as_bytes());
+                    let enc = STANDARD.encode(&pre);
+                    // Characters 2..len-3 depend only on the secret (after the k filler bytes).
+                    let core = &enc.as_bytes()[(k * 4).div_ceil(3) + 1..enc.len().saturating_sub(3)];
+                    for w in core.windows(6) {
+                        prop_assert!(!contains(&out, w), "{:?} survives in {:?}", String::from_utf8_lossy(w), String::from_utf8_lossy(&out));
+                    }
+                }
+            }
+        }
+    }
+}

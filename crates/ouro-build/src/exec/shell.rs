@@ -48,6 +48,8 @@ pub struct ShellExecutor {
     pub keep_workspace: bool,
     /// `Some`: the `sandbox` executor.
     pub sandbox: Option<SandboxConfig>,
+    /// Whether the sandbox works here, checked once.
+    sandbox_ok: std::sync::Arc<std::sync::OnceLock<Result<(), String>>>,
 }
 
 impl ShellExecutor {
@@ -59,6 +61,7 @@ impl ShellExecutor {
             grace: Duration::from_secs(5),
             keep_workspace: false,
             sandbox: None,
+            sandbox_ok: Default::default(),
         }
     }
 
@@ -82,7 +85,7 @@ impl Executor for ShellExecutor {
 
     fn available(&self) -> Result<(), String> {
         match &self.sandbox {
-            Some(s) => s.available(),
+            Some(s) => self.sandbox_ok.get_or_init(|| s.available()).clone(),
             None => Ok(()),
         }
     }
@@ -308,8 +311,8 @@ impl ShellExecutor {
                 "the job requires the sandbox executor; this is the shell executor".into(),
             ));
         }
-        if let Some(s) = &self.sandbox {
-            s.available().map_err(|why| {
+        if self.sandbox.is_some() {
+            self.available().map_err(|why| {
                 ExecError::Refused(format!("the sandbox is not available: {why}"))
             })?;
         }

@@ -633,3 +633,29 @@ async fn the_step_hook_decides_and_continue_on_error_keeps_going() {
     );
     assert_eq!(seen.text(), "after-soft\nalways\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_that_cannot_run_refuses_instead_of_running_unsandboxed() {
+    let root = tempfile::tempdir().unwrap();
+    let marker = root.path().join("ran");
+    let cfg = SandboxConfig {
+        bwrap: PathBuf::from("/nonexistent/bwrap"),
+        hidden: Vec::new(),
+    };
+    let ex = ShellExecutor::sandboxed(root.path().join("work"), cfg);
+    let why = ex.available().unwrap_err();
+    assert!(why.contains("not installed"), "{why}");
+    let job = JobSpec {
+        id: "nosandbox".into(),
+        require_sandbox: true,
+        steps: vec![step("s", &format!("touch {}", marker.display()))],
+        ..Default::default()
+    };
+    let (r, _) = run(&ex, &job).await;
+    let e = r.unwrap_err();
+    assert!(
+        matches!(&e, ExecError::Refused(m) if m.contains("sandbox is not available")),
+        "{e:?}"
+    );
+    assert!(!marker.exists());
+}

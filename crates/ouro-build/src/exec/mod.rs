@@ -280,3 +280,55 @@ pub(crate) fn validate(job: &JobSpec) -> Result<(), ExecError> {
     }
     Ok(())
 }
+
+/// The result of [`run_logged`].
+#[derive(Debug)]
+pub struct LoggedRun {
+    pub outcome: JobOutcome,
+    pub log: crate::logs::LogMeta,
+}
+
+/// Why [`run_logged`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunLoggedError {
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// The log could not be written (the job was stopped: nobody could see its output).
+    #[error(transparent)]
+    Log(#[from] crate::logs::LogError),
+}
+
+/// Runs `job` with `ex`, feeding its events through `log` (masking, sections, the store) on a
+/// blocking thread, with a bounded channel in between: the in-process runner and `ouro run` use
+/// this. Cancel through `cancel`; `should_run` is the step hook. If the log cannot be written the
+/// job is stopped and the log error returned.
+pub async fn run_logged(
+    ex: &dyn Executor,
+    job: &JobSpec,
+    mut log: crate::logs::JobLog,
+    cancel: watch::Receiver<bool>,
+    should_run: Option<StepHook>,
+) -> Result<LoggedRun, RunLoggedError> {
+    let (tx, mut rx) = mpsc::channel::<ExecEvent>(16);
+    let store = tokio::task::spawn_blocking(move || {
+        while let Some(ev) = rx.blocking_recv() {
+            // On an error `rx` is dropped: the executor's next send fails and it stops the job.
+            log.handle(&ev, crate::logs::now_ms())?;
+        }
+        log.finish()
+    });
+    let ctx = JobContext {
+        events: tx,
+        cancel,
+        should_run,
+    };
+    let outcome = ex.run(job, ctx).await;
+    let meta = store
+        .await
+        .map_err(|e| crate::logs::LogError::Io(std::io::Error::other(e)))?;
+    let outcome = outcome?;
+    Ok(LoggedRun {
+        outcome,
+        log: meta?,
+    })
+}

@@ -659,3 +659,50 @@ async fn a_sandbox_that_cannot_run_refuses_instead_of_running_unsandboxed() {
     );
     assert!(!marker.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_logged_masks_secrets_and_records_sections() {
+    let root = tempfile::tempdir().unwrap();
+    let logdir = root.path().join("log");
+    let mut job = JobSpec {
+        id: "logged".into(),
+        steps: vec![
+            step(
+                "one",
+                "echo \"token=$API_TOKEN\"\necho \"$API_TOKEN\" | base64\n",
+            ),
+            step("two", "printf 'no newline at the end'"),
+        ],
+        ..Default::default()
+    };
+    job.env
+        .insert("API_TOKEN".into(), "tok-1234567890-secret".into());
+    let log = JobLog::new(
+        LogWriter::create(&logdir, LogConfig::default()).unwrap(),
+        SecretSet::new(["tok-1234567890-secret"]).unwrap(),
+    );
+    let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
+    let ex = executor(&root.path().join("work"));
+    let run = ouro_build::exec::run_logged(&ex, &job, log, cancel, None)
+        .await
+        .unwrap();
+    assert_eq!(run.outcome.status, JobStatus::Success);
+    let r = LogReader::open(&logdir).unwrap();
+    let text = String::from_utf8(r.read_all().unwrap()).unwrap();
+    assert!(!text.contains("tok-1234567890-secret"), "{text}");
+    assert!(text.starts_with("token=***\n"), "{text}");
+    assert!(text.ends_with("no newline at the end"), "{text}");
+    // The base64 line: only edge characters of the encoding are left around the mask.
+    let b64_line = text.lines().nth(1).unwrap();
+    assert!(
+        b64_line.contains("***") && b64_line.len() <= 3 + 6,
+        "{b64_line}"
+    );
+    let s = r.sections().unwrap();
+    assert_eq!(s.len(), 2);
+    assert_eq!((s[0].name.as_str(), s[0].start), ("one", 0));
+    assert_eq!(s[0].end, Some(s[1].start));
+    assert_eq!(s[1].end, Some(r.len()));
+    assert_eq!(run.log.stored, r.len());
+    assert!(r.meta().unwrap().is_some());
+}

@@ -706,3 +706,25 @@ async fn run_logged_masks_secrets_and_records_sections() {
     assert_eq!(run.log.stored, r.len());
     assert!(r.meta().unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_limit_stops_a_greedy_step() {
+    let root = tempfile::tempdir().unwrap();
+    let job = JobSpec {
+        id: "memory".into(),
+        limits: Limits {
+            memory_bytes: Some(64 << 20),
+            ..Limits::default()
+        },
+        steps: vec![step(
+            "greedy",
+            "perl -e '$x = \"a\" x (300 * 1024 * 1024); print \"allocated\\n\"' 2>/dev/null && exit 1\n\
+             perl -e '$x = \"a\" x (8 * 1024 * 1024); print \"small is fine\\n\"'\n",
+        )],
+        ..Default::default()
+    };
+    let (r, seen) = run(&executor(root.path()), &job).await;
+    let out = r.unwrap();
+    assert_eq!(out.status, JobStatus::Success, "{}", seen.text());
+    assert_eq!(seen.text(), "small is fine\n");
+}

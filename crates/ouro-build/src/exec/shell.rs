@@ -200,9 +200,33 @@ async fn run_process(
     unsafe {
         cmd.pre_exec(move || limits::apply(&pairs));
     }
+    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+    let cwd = cmd
+        .as_std()
+        .get_current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
     let spawned = cmd.spawn();
     drop(cmd); // closes our copies of the pipe's write end
-    let mut child = spawned?;
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            // A missing shell or working directory fails the step (exit code 127), it does not
+            // break the runner.
+            let line = format!("ouro: cannot start {program} in {cwd}: {e}\n");
+            let _ = rc
+                .events
+                .send(ExecEvent::Log {
+                    step,
+                    data: line.into_bytes(),
+                })
+                .await;
+            return Ok(ProcEnd {
+                code: Some(127),
+                end: End::Exited,
+            });
+        }
+    };
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
     let mut guard = GroupGuard(pgid, false);
     let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(rd)?;
@@ -241,17 +265,17 @@ async fn run_process(
                 kill_all(pgid, rc).await;
                 drain_until = Some(tokio::time::Instant::now() + DRAIN);
             },
-            _ = sleep_opt(step_deadline), if !killed && step_deadline.is_some() => {
+            _ = sleep_opt(step_deadline), if !killed && exit.is_none() && step_deadline.is_some() => {
                 end = End::StepTimeout;
                 killed = true;
                 kill_all(pgid, rc).await;
             },
-            _ = sleep_opt(job_deadline), if !killed && job_deadline.is_some() => {
+            _ = sleep_opt(job_deadline), if !killed && exit.is_none() && job_deadline.is_some() => {
                 end = End::JobTimeout;
                 killed = true;
                 kill_all(pgid, rc).await;
             },
-            c = rc.cancel.changed(), if !killed && cancel_open => {
+            c = rc.cancel.changed(), if !killed && exit.is_none() && cancel_open => {
                 if c.is_err() {
                     cancel_open = false;
                 } else if *rc.cancel.borrow() {

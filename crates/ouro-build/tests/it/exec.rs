@@ -728,3 +728,34 @@ async fn the_memory_limit_stops_a_greedy_step() {
     assert_eq!(out.status, JobStatus::Success, "{}", seen.text());
     assert_eq!(seen.text(), "small is fine\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_shell_or_directory_fails_the_step_not_the_runner() {
+    let root = tempfile::tempdir().unwrap();
+    let mut s = step("odd shell", "true");
+    s.shell = Some("no-such-shell-ouro {0}".into());
+    let mut d = step("missing dir", "true");
+    d.working_directory = Some("not/there".into());
+    let mut py = step("custom", "print('from perl')");
+    py.shell = Some("perl {0}".into());
+    for (st, want) in [(s, "cannot start no-such-shell-ouro"), (d, "cannot start")] {
+        let job = JobSpec {
+            id: "missing".into(),
+            steps: vec![st],
+            ..Default::default()
+        };
+        let (r, seen) = run(&executor(root.path()), &job).await;
+        let out = r.unwrap();
+        assert_eq!(out.status, JobStatus::Failure);
+        assert_eq!(out.exit_code, Some(127));
+        assert!(seen.text().contains(want), "{}", seen.text());
+    }
+    let job = JobSpec {
+        id: "custom".into(),
+        steps: vec![py],
+        ..Default::default()
+    };
+    let (r, seen) = run(&executor(root.path()), &job).await;
+    assert_eq!(r.unwrap().status, JobStatus::Success);
+    assert_eq!(seen.text(), "from perl");
+}

@@ -1,9 +1,12 @@
 //! Integration tests of ouro-build: the pipeline file parser (the model, every diagnostic code,
 //! rendered snapshots, budgets, property tests, the committed JSON Schema), the expression
-//! language and matrix expansion.
+//! language, matrix expansion, the executors, secret masking and the log store.
 
 mod codes;
+mod exec;
 mod expr;
+mod logs;
+mod mask;
 mod matrix;
 mod model;
 mod props;

@@ -1,0 +1,233 @@
+//! Secret masking of job logs: a streaming multi-pattern replacer over byte chunks.
+//!
+//! Every secret value is replaced by `***` in the log, and so are its encoded forms:
+//! - the URL-encoded form (percent-encoding of every byte outside `A-Z a-z 0-9 - . _ ~`, with
+//!   upper- and lower-case hex digits),
+//! - the base64 forms (standard and URL-safe alphabets) at all three alignments. A secret embedded
+//!   in a longer string starts at byte offset `k mod 3` of some 3-byte group; the base64 characters
+//!   whose 6 bits all come from the secret are the same whatever surrounds it, so for each `k` the
+//!   pattern is that run of characters (the one or two characters at either edge that mix in
+//!   neighbouring bytes stay visible: they carry at most 4 bits of the secret each).
+//!
+//! Values shorter than [`MIN_SECRET_LEN`] bytes are refused as secrets: masking every `abc` in a
+//! log would make it unreadable and would tell a reader where the short value occurs anyway.
+//!
+//! Streaming: [`Masker::push`] holds back at most `max_pattern_len - 1` bytes at the end of what it
+//! has seen (a value may continue in the next chunk); [`Masker::finish`] flushes them. The output is
+//! the same as masking the whole stream at once, however it is split into chunks. Matching is
+//! leftmost-longest and non-overlapping (Aho-Corasick), so the cost is linear in the log size.
+
+use std::sync::Arc;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+
+/// The shortest value accepted as a secret, in bytes.
+pub const MIN_SECRET_LEN: usize = 6;
+
+/// What a masked value is replaced with.
+pub const MASK: &[u8] = b"***";
+
+/// A secret value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MaskError {
+    /// The value at `index` is shorter than [`MIN_SECRET_LEN`] bytes.
+    #[error(
+        "secret #{index} is {len} bytes long; values shorter than {MIN_SECRET_LEN} bytes cannot be secrets"
+    )]
+    TooShort { index: usize, len: usize },
+}
+
+impl MaskError {
+    /// A stable error code (`build.` prefix, like the server's error table).
+    pub fn code(&self) -> &'static str {
+        match self {
+            MaskError::TooShort { .. } => "build.secret_too_short",
+        }
+    }
+}
+
+/// The compiled set of patterns for a job's secrets. Cheap to share between maskers.
+#[derive(Debug)]
+pub struct SecretSet {
+    ac: Option<AhoCorasick>,
+    max_len: usize,
+}
+
+impl SecretSet {
+    /// Compiles the patterns of `values` (raw, URL-encoded, base64 at all alignments).
+    pub fn new<I, V>(values: I) -> Result<Arc<Self>, MaskError>
+    where
+        I: IntoIterator<Item = V>,
+        V: AsRef<[u8]>,
+    {
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        for (index, v) in values.into_iter().enumerate() {
+            let v = v.as_ref();
+            if v.len() < MIN_SECRET_LEN {
+                return Err(MaskError::TooShort {
+                    index,
+                    len: v.len(),
+                });
+            }
+            patterns.push(v.to_vec());
+            for upper in [true, false] {
+                let enc = url_encode(v, upper);
+                if enc != v {
+                    patterns.push(enc);
+                }
+            }
+            for k in 0..3 {
+                for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+                    patterns.push(base64_core(v, k, engine));
+                }
+            }
+        }
+        patterns.sort();
+        patterns.dedup();
+        patterns.retain(|p| !p.is_empty());
+        if patterns.is_empty() {
+            return Ok(Arc::new(SecretSet {
+                ac: None,
+                max_len: 0,
+            }));
+        }
+        let max_len = patterns.iter().map(Vec::len).max().unwrap_or(0);
+        let ac = AhoCorasickBuilder::new()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&patterns)
+            .expect("secret patterns compile");
+        Ok(Arc::new(SecretSet {
+            ac: Some(ac),
+            max_len,
+        }))
+    }
+
+    /// A set with no secrets: masking is the identity.
+    pub fn empty() -> Arc<Self> {
+        Arc::new(SecretSet {
+            ac: None,
+            max_len: 0,
+        })
+    }
+
+    /// Whether there is anything to mask.
+    pub fn is_empty(&self) -> bool {
+        self.ac.is_none()
+    }
+
+    /// Masks a complete text in one go.
+    pub fn mask_all(&self, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len());
+        match &self.ac {
+            None => out.extend_from_slice(data),
+            Some(ac) => {
+                let mut pos = 0;
+                for m in ac.find_iter(data) {
+                    out.extend_from_slice(&data[pos..m.start()]);
+                    out.extend_from_slice(MASK);
+                    pos = m.end();
+                }
+                out.extend_from_slice(&data[pos..]);
+            }
+        }
+        out
+    }
+}
+
+/// Percent-encodes every byte outside the URL "unreserved" set.
+fn url_encode(v: &[u8], upper: bool) -> Vec<u8> {
+    let hex: &[u8; 16] = if upper {
+        b"0123456789ABCDEF"
+    } else {
+        b"0123456789abcdef"
+    };
+    let mut out = Vec::with_capacity(v.len() * 3);
+    for &b in v {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b);
+        } else {
+            out.push(b'%');
+            out.push(hex[(b >> 4) as usize]);
+            out.push(hex[(b & 15) as usize]);
+        }
+    }
+    out
+}
+
+/// The base64 characters fully determined by `v` when it starts at byte `k` (0..3) of a 3-byte
+/// group: encode `k` filler bytes + `v` + filler, keep the characters whose 6-bit window lies
+/// entirely inside the bits of `v`.
+fn base64_core(v: &[u8], k: usize, engine: &base64::engine::GeneralPurpose) -> Vec<u8> {
+    let mut buf = vec![0u8; k];
+    buf.extend_from_slice(v);
+    buf.extend_from_slice(&[0, 0]);
+    let enc = engine.encode(&buf).into_bytes();
+    let bit_start = 8 * k;
+    let bit_end = 8 * (k + v.len());
+    let first = bit_start.div_ceil(6);
+    let last = bit_end / 6; // exclusive: char i covers bits [6i, 6i+6)
+    if last <= first {
+        return Vec::new();
+    }
+    enc[first..last].to_vec()
+}
+
+/// A streaming masker for one log stream.
+#[derive(Debug)]
+pub struct Masker {
+    set: Arc<SecretSet>,
+    buf: Vec<u8>,
+}
+
+impl Masker {
+    pub fn new(set: Arc<SecretSet>) -> Self {
+        Masker {
+            set,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Bytes currently held back (at most the longest pattern minus one).
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Masks `chunk`, appending what can be released to `out`.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let Some(ac) = &self.set.ac else {
+            out.extend_from_slice(chunk);
+            return;
+        };
+        let hold = self.set.max_len - 1;
+        let data: &[u8] = if self.buf.is_empty() {
+            chunk
+        } else {
+            self.buf.extend_from_slice(chunk);
+            &self.buf
+        };
+        // Matches starting before `boundary` are complete in `data`: a pattern is at most
+        // `hold + 1` bytes long. What starts later may continue in the next chunk.
+        let boundary = data.len().saturating_sub(hold);
+        let mut pos = 0;
+        for m in ac.find_iter(data) {
+            if m.start() >= boundary {
+                break;
+            }
+            out.extend_from_slice(&data[pos..m.start()]);
+            out.extend_from_slice(MASK);
+            pos = m.end();
+        }
+        let cut = pos.max(boundary);
+        out.extend_from_slice(&data[pos..cut]);
+        let rest = data[cut..].to_vec();
+        self.buf = rest;
+    }
+
+    /// Flushes the held-back bytes (end of stream).
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        let rest = std::mem::take(&mut self.buf);
+        out.extend_from_slice(&self.set.mask_all(&rest));
+    }
+}

@@ -485,7 +485,7 @@ pub async fn refresh(
     for (cr, head) in moved {
         // A deleted source keeps the last head it had; the gate reports the missing branch.
         let Some(head) = head else { continue };
-        q(
+        let swapped = q(
             "UPDATE code_change_requests SET head_id = $1, updated_at = $2, version = version + 1 \
            WHERE id = $3 AND head_id = $4",
         )
@@ -495,6 +495,10 @@ pub async fn refresh(
         .bind(cr.head.as_str())
         .execute(&mut tx)
         .await?;
+        // Another refresh (a page view racing the push's own) got there first: one event only.
+        if swapped == 0 {
+            continue;
+        }
         let mut dismissed = 0;
         if rules.dismiss_stale_approvals {
             dismissed = q("UPDATE code_cr_reviews SET dismissed = TRUE WHERE cr_id = $1 AND dismissed = FALSE \

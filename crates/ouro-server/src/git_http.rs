@@ -379,13 +379,33 @@ async fn run(
                 tracing::error!(error = %e, repo = repo.id, "recording a refused push failed");
             }
         }
-        if let Some(before) = before
-            && let Err(e) = after_push(&st, &dir, &repo, &project.slug, &actor, &before).await
+        let recorded = match before {
+            Some(before) => {
+                match record_push(&st, &dir, &repo, &project.slug, &actor, &before).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(error = %e, repo = repo.id, "recording a push failed");
+                        false
+                    }
+                }
+            }
+            None => false,
+        };
+        // The pusher's answer ends here: the refs moved and their events are committed. Bringing
+        // open change requests up to date is Ouro's own follow-up (still under the push lock).
+        drop(tx);
+        if recorded
+            && let Err(e) = ouro_code::cr::refresh(
+                &st.store,
+                &repos::root(&st.settings.data_dir),
+                &repo,
+                &project.slug,
+            )
+            .await
         {
-            tracing::error!(error = %e, repo = repo.id, "recording a push failed");
+            tracing::error!(error = %e, repo = repo.id, "refreshing change requests after a push failed");
         }
         drop(guard);
-        drop(tx);
         if pushed {
             // What `receive.autogc` would have done, once the pusher has the answer: pack loose
             // objects when git finds enough of them (git takes its own locks).
@@ -502,7 +522,9 @@ async fn pre_receive(st: AppState, mut hook: HookDir, p: Pusher) -> HookDir {
     hook
 }
 
-async fn after_push(
+/// Records what the push moved (`code.pushed`). Open change requests whose source moved get
+/// the new head (and their gate re-runs) right after, once the pusher has the answer.
+async fn record_push(
     st: &AppState,
     dir: &std::path::Path,
     repo: &repos::Repo,
@@ -512,8 +534,6 @@ async fn after_push(
 ) -> Result<(), OuroError> {
     let after = ouro_code::git::refs(dir).await.map_err(git_error)?;
     ouro_code::push::record(&st.store, dir, repo, slug, actor, before, &after).await?;
-    // Open change requests whose source moved get the new head (and their gate re-runs).
-    ouro_code::cr::refresh(&st.store, &repos::root(&st.settings.data_dir), repo, slug).await?;
     Ok(())
 }
 

@@ -581,3 +581,61 @@ async fn merge_methods_conflicts_and_stale_approvals() {
         s.stop().await;
     }
 }
+
+/// A push answers once its events are committed and brings open CRs up to date right after;
+/// page views refresh too. However they race, one moved head gives one `cr.updated`.
+#[tokio::test]
+async fn racing_refreshes_record_one_update_per_moved_head() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        s.demo_project().await;
+        let (git, work, _url) = setup(&s).await;
+        branch(&git, &work, "race", "main", "r.txt", "1\n").await;
+        let (st, cr) = s
+            .admin(
+                Method::POST,
+                &format!("{REPO}/change-requests"),
+                Some(json!({"source": "race", "target": "main", "title": "Race"})),
+            )
+            .await;
+        assert_eq!(st, 201, "{cr}");
+        let one = format!("{REPO}/change-requests/{}", cr["number"]);
+        for i in 0..3 {
+            let head = git
+                .commit(&work, "r.txt", &format!("{i}\n"), &format!("Move {i}"))
+                .await;
+            git.run(&work, &["push", "-q", "origin", "race"]).await;
+            let views =
+                futures::future::join_all((0..4).map(|_| s.admin(Method::GET, &one, None))).await;
+            for (st, v) in views {
+                assert_eq!(st, 200, "{v}");
+                assert_eq!(v["head"], json!(head), "{v}");
+            }
+        }
+        // Let the push's own refresh finish (it runs after the answer, under the push lock).
+        let mut updates = 0;
+        for _ in 0..100 {
+            let (_, ev) = s
+                .admin(
+                    Method::GET,
+                    "/api/v1/projects/demo/events?kind=cr.updated&limit=100",
+                    None,
+                )
+                .await;
+            updates = ev["items"].as_array().map_or(0, |a| a.len());
+            if updates >= 3 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let (_, ev) = s
+            .admin(
+                Method::GET,
+                "/api/v1/projects/demo/events?kind=cr.updated&limit=100",
+                None,
+            )
+            .await;
+        assert_eq!(ev["items"].as_array().unwrap().len(), 3, "{ev} ({updates})");
+    }
+}

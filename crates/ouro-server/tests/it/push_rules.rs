@@ -683,8 +683,24 @@ async fn push_faults_leave_refs_and_events_consistent() {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         let _ = child.start_kill();
         let _ = child.wait().await;
-        // Whatever the server was doing for that push finishes under the push lock; a push
-        // of nothing new waits for it.
+        // The client is gone, but its request may still be on its way through the server (on a
+        // loaded machine it can even reach the push lock after a later push). Wait until the
+        // ref has moved and its event is written, or until nothing happened for a while.
+        for _ in 0..60 {
+            let moved = server_refs(&repo)
+                .await
+                .iter()
+                .any(|r| r.0 == "refs/heads/killed");
+            let recorded = events(&s, "code.pushed")
+                .await
+                .iter()
+                .any(|e| e["payload"]["ref"] == "refs/heads/killed");
+            if moved && recorded {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // Whatever the server was still doing for that push finishes under the push lock.
         git.try_run(&b, &["push", "-q", "origin", "HEAD:probe"])
             .await;
         let dir = repo.clone();

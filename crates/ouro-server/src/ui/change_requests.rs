@@ -665,6 +665,8 @@ struct RulesPage<'a> {
     approvals: String,
     checks: String,
     dismiss: bool,
+    /// Every thread must be resolved before merging.
+    threads: bool,
     error: Option<String>,
 }
 
@@ -700,6 +702,7 @@ async fn rules_build<'a>(
         approvals: rules.required_approvals.to_string(),
         checks: rules.required_checks.join(", "),
         dismiss: rules.dismiss_stale_approvals,
+        threads: rules.require_resolved_threads,
         error: None,
     })
 }
@@ -745,6 +748,7 @@ fn parse_rules(form: &Form) -> Result<MergeRules, OuroError> {
         required_approvals,
         required_checks,
         dismiss_stale_approvals: !form.get("dismiss_stale_approvals").is_empty(),
+        require_resolved_threads: !form.get("require_resolved_threads").is_empty(),
     })
 }
 
@@ -781,6 +785,7 @@ async fn save_rules(
             p.approvals = form.get("required_approvals");
             p.checks = form.get("required_checks");
             p.dismiss = !form.get("dismiss_stale_approvals").is_empty();
+            p.threads = !form.get("require_resolved_threads").is_empty();
             p.error = Some(e.message);
             Ok(render_status(status, &p))
         }

@@ -462,3 +462,163 @@ async fn a_thread_whose_line_changes_in_a_later_push_is_outdated_and_kept() {
         s.stop().await;
     }
 }
+
+async fn page(s: &TestServer, token: &str, path: &str) -> (u16, String) {
+    let r = s.req(Method::GET, path, Some(token)).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Posts a form (bearer tokens need no CSRF field): status, Location and body.
+async fn form(
+    s: &TestServer,
+    token: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> (u16, String, String) {
+    let r = s
+        .req(Method::POST, path, Some(token))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(fields))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (status, location, r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_cr_page_shows_threads_under_their_diff_lines_and_the_forms_work() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        let (_git, _work, dev, viewer) = setup(&s).await;
+        let admin = s.admin_token.clone();
+        // A line comment with hostile text.
+        let (st, c) = comment(
+            &s,
+            &admin,
+            json!({"body": "<script>alert(1)</script> <img src=x onerror=alert(2)>\n\nSome **bold**",
+                   "path": "app.txt", "side": "new", "line": 3}),
+        )
+        .await;
+        assert_eq!(st, 201, "{c}");
+        let tid = c["thread_id"].as_i64().unwrap();
+
+        let (st, html) = page(&s, &dev, UI).await;
+        assert_eq!(st, 200);
+        // The thread sits in the diff right after the added line 3.
+        let changes = &html[html.find("id=\"changes\"").unwrap()..];
+        let diff_part = &changes[..changes.find("</section>").unwrap()];
+        let at = diff_part
+            .find(&format!("id=\"thread-{tid}\""))
+            .expect("the thread is under its line");
+        let line3 = diff_part.find("THREE").expect("the added line");
+        assert!(line3 < at, "the thread follows its line");
+        assert!(!diff_part[line3..at].contains("four"), "directly under it");
+        // Inert: no script or event handler gets through; Markdown renders.
+        assert!(!html.contains("<script>alert(1)"), "{html}");
+        assert!(!html.contains("onerror"), "{html}");
+        assert!(html.contains("<strong>bold</strong>"), "{html}");
+        // Per-line "+" links for developers, to the no-script form page.
+        let plus = format!("{UI}/comments/new?path=app.txt&#38;side=new&#38;line=3");
+        assert!(html.contains(&plus), "{html}");
+        assert!(html.contains("id=\"comment-form\""));
+        assert!(html.contains(&format!("id=\"resolve-{tid}\"")));
+
+        // The form page for a line shows the line and the form.
+        let (st, new) = page(
+            &s,
+            &dev,
+            &format!("{UI}/comments/new?path=app.txt&side=new&line=3"),
+        )
+        .await;
+        assert_eq!(st, 200);
+        assert!(new.contains("id=\"line-comment-form\""), "{new}");
+        assert!(new.contains("id=\"comment-line\""), "{new}");
+        let (_, missing) = page(
+            &s,
+            &dev,
+            &format!("{UI}/comments/new?path=app.txt&side=new&line=99"),
+        )
+        .await;
+        assert!(missing.contains("id=\"comment-line-missing\""), "{missing}");
+
+        // Posting it starts a thread; a line outside the diff re-renders the page with 422.
+        let (st, loc, _) = form(
+            &s,
+            &dev,
+            &format!("{UI}/comments"),
+            &[
+                ("body", "Old line note"),
+                ("path", "app.txt"),
+                ("side", "old"),
+                ("line", "3"),
+            ],
+        )
+        .await;
+        assert_eq!((st, loc.as_str()), (303, UI), "redirected back");
+        let (st, _, body) = form(
+            &s,
+            &dev,
+            &format!("{UI}/comments"),
+            &[
+                ("body", "x"),
+                ("path", "app.txt"),
+                ("side", "new"),
+                ("line", "99"),
+            ],
+        )
+        .await;
+        assert_eq!(st, 422);
+        assert!(body.contains("id=\"action-error\""), "{body}");
+        // A comment on the change request, a reply, then resolve through the forms.
+        let (st, _, _) = form(
+            &s,
+            &dev,
+            &format!("{UI}/comments"),
+            &[("body", "General note")],
+        )
+        .await;
+        assert_eq!(st, 303);
+        let (st, _, _) = form(
+            &s,
+            &dev,
+            &format!("{UI}/comments"),
+            &[("body", "Fair point"), ("reply_to", &c["id"].to_string())],
+        )
+        .await;
+        assert_eq!(st, 303);
+        let (st, _, _) = form(&s, &dev, &format!("{UI}/threads/{tid}/resolve"), &[]).await;
+        assert_eq!(st, 303);
+        let list = threads(&s, &dev).await;
+        assert_eq!(list.len(), 3, "{list:?}");
+        let t = list.iter().find(|t| t["id"] == tid).unwrap();
+        assert_eq!(t["resolved"], true);
+        assert_eq!(t["comments"].as_array().unwrap().len(), 2);
+        let (_, html) = page(&s, &dev, UI).await;
+        assert!(html.contains("General note") && html.contains("Fair point"));
+        assert!(html.contains(&format!("id=\"unresolve-{tid}\"")));
+
+        // Viewers see the threads but no forms and no "+" links; they cannot post.
+        let (st, html) = page(&s, &viewer, UI).await;
+        assert_eq!(st, 200);
+        assert!(html.contains(&format!("id=\"thread-{tid}\"")));
+        assert!(!html.contains("id=\"comment-form\""));
+        assert!(!html.contains("diff-comment-add"));
+        let (st, _, _) = form(&s, &viewer, &format!("{UI}/comments"), &[("body", "hi")]).await;
+        assert_eq!(st, 403);
+        let (st, _) = page(
+            &s,
+            &viewer,
+            &format!("{UI}/comments/new?path=app.txt&line=3"),
+        )
+        .await;
+        assert_eq!(st, 403);
+        s.stop().await;
+    }
+}

@@ -28,25 +28,25 @@ pub fn register(reg: &mut Registry) {
     reg.route(
         Method::POST,
         "/projects/{slug}/code/{repo}/change-requests/{number}/comments",
-        write.clone(),
+        write,
         add,
     );
     reg.route(
         Method::GET,
         "/projects/{slug}/code/{repo}/change-requests/{number}/comments/new",
-        write.clone(),
+        write,
         new_form,
     );
     reg.route(
         Method::POST,
         "/projects/{slug}/code/{repo}/change-requests/{number}/comments/{id}/delete",
-        write.clone(),
+        write,
         delete,
     );
     reg.route(
         Method::POST,
         "/projects/{slug}/code/{repo}/change-requests/{number}/threads/{id}/resolve",
-        write.clone(),
+        write,
         resolve,
     );
     reg.route(

@@ -39,6 +39,12 @@ pub fn register(reg: &mut Registry) {
     );
     reg.route(
         Method::POST,
+        "/projects/{slug}/code/{repo}/change-requests/{number}/comments/{id}/edit",
+        write,
+        edit,
+    );
+    reg.route(
+        Method::POST,
         "/projects/{slug}/code/{repo}/change-requests/{number}/comments/{id}/delete",
         write,
         delete,
@@ -66,6 +72,9 @@ pub struct CommentRow {
     pub body_html: String,
     /// The viewer wrote it, or may moderate.
     pub can_delete: bool,
+    /// The viewer wrote it (and may write): the edit form is shown with `body`.
+    pub can_edit: bool,
+    pub body: String,
 }
 
 pub struct ThreadRow {
@@ -132,10 +141,12 @@ pub fn thread_rows(ctx: &Ctx, threads: Vec<Thread>, page_url: &str) -> Vec<Threa
                 .map(|c| CommentRow {
                     id: c.id,
                     can_delete: can_write && (moderator || (c.author.is_some() && c.author == me)),
+                    can_edit: can_write && c.author.is_some() && c.author == me,
                     author: c.author.unwrap_or_else(|| "someone".into()),
                     when: When::of(c.created_at),
                     edited: c.edited_at.is_some(),
                     body_html: markdown::render(&c.body),
+                    body: c.body,
                 })
                 .collect(),
         })
@@ -192,6 +203,31 @@ async fn add(
         .map_err(OuroError::from),
         Err(e) => Err(e),
     };
+    answer(&st, &ctx, project, &name, number, result).await
+}
+
+async fn edit(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, name, number, id)): Path<(String, String, i64, i64)>,
+    form: Form,
+) -> UiResult {
+    let project = ctx.project()?;
+    let repo = repo_of(&st, &ctx, project, &name).await?;
+    let result = cr_comments::edit(
+        &st.store,
+        &repo,
+        &project.slug,
+        &ctx.actor(),
+        number,
+        id,
+        &cr_comments::CommentEdit {
+            body: form.get("body"),
+        },
+    )
+    .await
+    .map(|_| "The comment was saved.".to_string())
+    .map_err(OuroError::from);
     answer(&st, &ctx, project, &name, number, result).await
 }
 

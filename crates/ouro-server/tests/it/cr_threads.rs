@@ -595,13 +595,37 @@ async fn the_cr_page_shows_threads_under_their_diff_lines_and_the_forms_work() {
         assert_eq!(st, 303);
         let (st, _, _) = form(&s, &dev, &format!("{UI}/threads/{tid}/resolve"), &[]).await;
         assert_eq!(st, 303);
+        // Editing goes through the author only.
+        let general = threads(&s, &dev)
+            .await
+            .into_iter()
+            .find(|t| t["anchor"].is_null())
+            .unwrap();
+        let gid = general["comments"][0]["id"].as_i64().unwrap();
+        let (st, _, _) = form(
+            &s,
+            &dev,
+            &format!("{UI}/comments/{gid}/edit"),
+            &[("body", "General note, edited")],
+        )
+        .await;
+        assert_eq!(st, 303);
+        let (st, _, _) = form(
+            &s,
+            &admin,
+            &format!("{UI}/comments/{gid}/edit"),
+            &[("body", "not yours")],
+        )
+        .await;
+        assert_eq!(st, 403);
         let list = threads(&s, &dev).await;
         assert_eq!(list.len(), 3, "{list:?}");
         let t = list.iter().find(|t| t["id"] == tid).unwrap();
         assert_eq!(t["resolved"], true);
         assert_eq!(t["comments"].as_array().unwrap().len(), 2);
         let (_, html) = page(&s, &dev, UI).await;
-        assert!(html.contains("General note") && html.contains("Fair point"));
+        assert!(html.contains("General note, edited") && html.contains("Fair point"));
+        assert!(!html.contains("not yours"));
         assert!(html.contains(&format!("id=\"unresolve-{tid}\"")));
 
         // Viewers see the threads but no forms and no "+" links; they cannot post.

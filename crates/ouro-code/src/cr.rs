@@ -200,6 +200,9 @@ pub struct MergeRules {
     /// New commits on the source dismiss earlier approvals.
     #[serde(default)]
     pub dismiss_stale_approvals: bool,
+    /// Every comment thread must be resolved before merging (gate condition `threads`).
+    #[serde(default)]
+    pub require_resolved_threads: bool,
 }
 
 impl Default for MergeRules {
@@ -209,6 +212,7 @@ impl Default for MergeRules {
             required_approvals: 1,
             required_checks: Vec::new(),
             dismiss_stale_approvals: true,
+            require_resolved_threads: false,
         }
     }
 }
@@ -216,8 +220,8 @@ impl Default for MergeRules {
 /// One condition of the merge gate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Condition {
-    /// Stable: `open`, `draft`, `approvals`, `changes_requested`, `checks`, `conflicts`,
-    /// `fast_forward`, `source`.
+    /// Stable: `open`, `draft`, `approvals`, `changes_requested`, `checks`, `threads` (only
+    /// when the rules require resolved threads), `conflicts`, `fast_forward`, `source`.
     pub id: String,
     pub met: bool,
     pub message: String,
@@ -337,7 +341,7 @@ pub async fn get(
         .ok_or_else(|| cr_not_found(number).into())
 }
 
-fn event(
+pub(crate) fn event(
     kind: ouro_core::EventKind,
     actor: &Actor,
     repo: &Repo,
@@ -796,6 +800,7 @@ pub async fn rules(ex: &mut impl Executor, repo_id: i64) -> Result<MergeRules, S
         required_approvals: r.i64("required_approvals")?.clamp(0, 20) as u32,
         required_checks: serde_json::from_str(&r.text("required_checks")?).unwrap_or_default(),
         dismiss_stale_approvals: r.bool("dismiss_stale_approvals")?,
+        require_resolved_threads: r.bool("require_resolved_threads")?,
     })
 }
 
@@ -838,13 +843,15 @@ pub async fn set_rules(
         .await?;
     q(
         "INSERT INTO code_merge_rules (repo_id, merge_method, required_approvals, required_checks, \
-       dismiss_stale_approvals, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+       dismiss_stale_approvals, require_resolved_threads, updated_at) \
+       VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(repo.id)
     .bind(rules.merge_method.as_str())
     .bind(i64::from(rules.required_approvals))
     .bind(serde_json::to_string(&rules.required_checks).unwrap_or_else(|_| "[]".into()))
     .bind(rules.dismiss_stale_approvals)
+    .bind(rules.require_resolved_threads)
     .bind(now)
     .execute(&mut tx)
     .await?;
@@ -949,6 +956,11 @@ pub async fn gate(
     let rules = rules(&mut conn, repo.id).await?;
     let reviews = reviews(&mut conn, cr.id).await?;
     let statuses = statuses(&mut conn, repo.id, &cr.head).await?;
+    let unresolved = if rules.require_resolved_threads {
+        crate::cr_comments::unresolved(&mut conn, cr.id).await?
+    } else {
+        0
+    };
     drop(conn);
     let dir = repo.dir(root);
     let mut c = Vec::new();
@@ -1024,6 +1036,17 @@ pub async fn gate(
             )
         },
     ));
+    if rules.require_resolved_threads {
+        c.push(cond(
+            "threads",
+            unresolved == 0,
+            match unresolved {
+                0 => "every comment thread is resolved".to_string(),
+                1 => "1 unresolved thread".to_string(),
+                n => format!("{n} unresolved threads"),
+            },
+        ));
+    }
     let refs = git::refs(&dir).await.map_err(|e| git_failed(&e))?;
     let source = refs.get(&format!("refs/heads/{}", cr.source));
     let target = refs.get(&format!("refs/heads/{}", cr.target));

@@ -32,4 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0006_change_requests.sql"),
         postgres: include_str!("../migrations/postgres/0006_change_requests.sql"),
     },
+    Migration {
+        component: "code",
+        version: 7,
+        name: "cr_comments",
+        sqlite: include_str!("../migrations/sqlite/0007_cr_comments.sql"),
+        postgres: include_str!("../migrations/postgres/0007_cr_comments.sql"),
+    },
 ];

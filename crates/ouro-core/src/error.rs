@@ -163,6 +163,10 @@ error_codes! {
     RefNotFound = ("code.ref_not_found", 404),
     /// No file or directory exists at that path at the given ref (browsing).
     PathNotFound = ("code.path_not_found", 404),
+    /// No comment with that id exists on this change request.
+    CommentNotFound = ("code.comment_not_found", 404),
+    /// No comment thread with that id exists on this change request.
+    ThreadNotFound = ("code.thread_not_found", 404),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

@@ -91,6 +91,9 @@ kinds! {
     CR_MERGE_REFUSED = ("cr.merge_refused", Code, 1, "change_request", "A merge was refused by the gate; payload lists the unmet conditions (the author is notified)."),
     CODE_STATUS = ("code.status", Code, 1, "repo", "A status (pending, success, failure, error) was posted for a commit: payload has sha, name, state."),
     REPO_SETTINGS_CHANGED = ("repo.settings_changed", Code, 1, "repo", "A repository's merge rules or other settings changed; payload says what."),
+    CR_COMMENTED = ("cr.commented", Code, 1, "change_request", "A comment was added to a change request: payload has comment_id, thread_id, reply, anchor (path, side, line, commit; null for a comment on the whole change request), body, participants."),
+    CR_COMMENT_CHANGED = ("cr.comment_changed", Code, 1, "change_request", "A comment on a change request was edited or deleted: payload has action (edited | deleted), comment_id, thread_id."),
+    CR_THREAD_RESOLVED = ("cr.thread_resolved", Code, 1, "change_request", "A comment thread was resolved or unresolved: payload has thread_id and resolved (true | false)."),
     // Build
     PIPELINE_QUEUED = ("pipeline.queued", Build, 1, "pipeline_run", "A pipeline run was created for a trigger."),
     PIPELINE_STARTED = ("pipeline.started", Build, 1, "pipeline_run", "The first job of a pipeline run started."),

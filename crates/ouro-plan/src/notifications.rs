@@ -30,6 +30,8 @@ pub const COMMENTED: &str = "commented";
 pub const CR_REVIEWED: &str = "cr_reviewed";
 pub const CR_MERGED: &str = "cr_merged";
 pub const CR_MERGE_REFUSED: &str = "cr_merge_refused";
+/// A comment on a change request the user opened or commented in (mentions are `mentioned`).
+pub const CR_COMMENTED: &str = "cr_commented";
 
 /// One notification of the signed-in user.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
@@ -65,6 +67,7 @@ impl Notification {
             CR_REVIEWED => "reviewed your change request",
             CR_MERGED => "merged your change request",
             CR_MERGE_REFUSED => "could not merge your change request",
+            CR_COMMENTED => "commented on change request",
             _ => "changed",
         };
         format!("{who} {what} {}", self.item)
@@ -231,6 +234,9 @@ fn str_at<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
 
 /// A change request's author is told about reviews, merges and refused merges that others did.
 async fn notify_cr(store: &Store, e: &Event) -> Result<(), StoreError> {
+    if e.kind == ev::CR_COMMENTED.name {
+        return notify_cr_comment(store, e).await;
+    }
     let kind = match e.kind.as_str() {
         k if k == ev::CR_REVIEWED.name => CR_REVIEWED,
         k if k == ev::CR_MERGED.name => CR_MERGED,
@@ -265,6 +271,53 @@ async fn notify_cr(store: &Store, e: &Event) -> Result<(), StoreError> {
         &[(uid, kind)],
     )
     .await
+}
+
+/// A comment on a change request: people `@mentioned` in it hear `mentioned`; the author of the
+/// change request and earlier participants of the thread (`payload.participants`) hear
+/// `cr_commented`. Never the commenter.
+async fn notify_cr_comment(store: &Store, e: &Event) -> Result<(), StoreError> {
+    let p = &e.payload;
+    let (Some(slug), Some(repo), Some(number)) = (
+        e.project.as_deref(),
+        str_at(p, &["repo"]),
+        p.get("number").and_then(|n| n.as_i64()),
+    ) else {
+        return Ok(());
+    };
+    let actor = e.actor.strip_prefix("user:");
+    let mut c = store.read().await?;
+    let Some(project) = ouro_store::projects::by_slug(&mut c, slug).await? else {
+        return Ok(());
+    };
+    let mut out: Vec<(i64, &'static str)> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    let mentioned = crate::markdown::mentions(str_at(p, &["body"]).unwrap_or(""));
+    let mut others: Vec<String> = str_at(p, &["author"])
+        .map(str::to_string)
+        .into_iter()
+        .collect();
+    if let Some(list) = p.get("participants").and_then(|v| v.as_array()) {
+        others.extend(list.iter().filter_map(|v| v.as_str().map(str::to_string)));
+    }
+    let all = mentioned
+        .iter()
+        .map(|n| (n, MENTIONED))
+        .chain(others.iter().map(|n| (n, CR_COMMENTED)));
+    for (name, kind) in all {
+        if Some(name.as_str()) == actor || seen.contains(name) {
+            continue;
+        }
+        seen.push(name.clone());
+        if let Some(uid) = recipient(&mut c, project.id, name).await? {
+            out.push((uid, kind));
+        }
+    }
+    drop(c);
+    if out.is_empty() {
+        return Ok(());
+    }
+    write(store, &project, &format!("{repo}!{number}"), e, &out).await
 }
 
 async fn notify(store: &Store, e: &Event) -> Result<(), StoreError> {

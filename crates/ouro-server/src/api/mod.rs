@@ -4,6 +4,7 @@ pub mod attachments;
 pub mod boards;
 pub mod change_requests;
 pub mod code_browse;
+pub mod cr_comments;
 pub mod csv;
 pub mod events;
 pub mod intake;
@@ -47,6 +48,7 @@ pub fn register(reg: &mut Registry) {
     intake::register(reg);
     repos::register(reg);
     change_requests::register(reg);
+    cr_comments::register(reg);
     push_rules::register(reg);
     code_browse::register(reg);
     crate::git_http::register(reg);

@@ -25,6 +25,7 @@ use crate::extract::{Ctx, Path, Query};
 use crate::registry::Registry;
 use crate::ui::code_browse::DiffView;
 use crate::ui::common::{Flash, When, fail, field_of, redirect_with_flash};
+use crate::ui::cr_comments::{ThreadRow, line_threads, thread_rows};
 use crate::ui::projects::{PHASES, PhaseLink};
 use crate::ui::{Chrome, Form, UiError, UiResult, render, render_status};
 
@@ -84,7 +85,7 @@ pub fn register(reg: &mut Registry) {
     );
 }
 
-fn base_url(project: &Project, repo: &str) -> String {
+pub(crate) fn base_url(project: &Project, repo: &str) -> String {
     format!("/projects/{}/code/{repo}/change-requests", project.slug)
 }
 
@@ -93,7 +94,12 @@ fn status_code(e: &OuroError) -> StatusCode {
         .unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
 }
 
-async fn repo_of(st: &AppState, ctx: &Ctx, project: &Project, name: &str) -> Result<Repo, UiError> {
+pub(crate) async fn repo_of(
+    st: &AppState,
+    ctx: &Ctx,
+    project: &Project,
+    name: &str,
+) -> Result<Repo, UiError> {
     let mut conn = st.store.read().await.map_err(|e| fail(ctx, e))?;
     repos::get(&mut conn, project.id, name)
         .await
@@ -351,8 +357,8 @@ pub struct StatusRow {
 
 #[derive(Template)]
 #[template(path = "code_cr.html")]
-struct ShowPage<'a> {
-    chrome: Chrome,
+pub(crate) struct ShowPage<'a> {
+    pub(crate) chrome: Chrome,
     project: &'a Project,
     phases: &'static [PhaseLink],
     active: &'static str,
@@ -377,6 +383,8 @@ struct ShowPage<'a> {
     refused: Vec<String>,
     /// The change (merge base to head) while the change request is not merged.
     diffv: Option<DiffView>,
+    /// Comment threads, oldest first (see `ui::cr_comments`).
+    threads: Vec<ThreadRow>,
 }
 
 impl ShowPage<'_> {
@@ -424,7 +432,7 @@ fn status_row(s: CommitStatus) -> StatusRow {
     }
 }
 
-async fn show_page<'a>(
+pub(crate) async fn show_page<'a>(
     st: &AppState,
     ctx: &'a Ctx,
     project: &'a Project,
@@ -451,8 +459,19 @@ async fn show_page<'a>(
             browse::merge_base(&dir, &format!("refs/heads/{}", v.cr.target), &v.cr.head).await
         && let Ok(d) = diff::between(&dir, &base, &v.cr.head, &DiffOptions::default()).await
     {
-        diffv = Some(DiffView::new(d, split, &repo_base, page_url));
+        diffv = Some(DiffView::new(d, split, &repo_base, page_url.clone()));
     }
+    let threads = ouro_code::cr_comments::threads_checked(&st.store, &repos_root(st), &repo, &v.cr)
+        .await
+        .map_err(|e| fail(ctx, e))?;
+    let can_write = ctx.role() >= Some(Role::Developer);
+    if let Some(d) = diffv.as_mut() {
+        d.threads = line_threads(&threads, &page_url);
+        if can_write && v.cr.state == "open" {
+            d.comment_url = Some(format!("{page_url}/comments/new?"));
+        }
+    }
+    let threads = thread_rows(ctx, threads, &page_url);
     Ok(ShowPage {
         chrome: Chrome::of(ctx),
         project,
@@ -486,6 +505,7 @@ async fn show_page<'a>(
         error: None,
         refused: Vec::new(),
         diffv,
+        threads,
     })
 }
 
@@ -504,7 +524,7 @@ async fn show(
 }
 
 /// After an action: back to the change request with `ok`, or the page again with the refusal.
-async fn answer(
+pub(crate) async fn answer(
     st: &AppState,
     ctx: &Ctx,
     project: &Project,
@@ -665,6 +685,8 @@ struct RulesPage<'a> {
     approvals: String,
     checks: String,
     dismiss: bool,
+    /// Every thread must be resolved before merging.
+    threads: bool,
     error: Option<String>,
 }
 
@@ -700,6 +722,7 @@ async fn rules_build<'a>(
         approvals: rules.required_approvals.to_string(),
         checks: rules.required_checks.join(", "),
         dismiss: rules.dismiss_stale_approvals,
+        threads: rules.require_resolved_threads,
         error: None,
     })
 }
@@ -745,6 +768,7 @@ fn parse_rules(form: &Form) -> Result<MergeRules, OuroError> {
         required_approvals,
         required_checks,
         dismiss_stale_approvals: !form.get("dismiss_stale_approvals").is_empty(),
+        require_resolved_threads: !form.get("require_resolved_threads").is_empty(),
     })
 }
 
@@ -781,6 +805,7 @@ async fn save_rules(
             p.approvals = form.get("required_approvals");
             p.checks = form.get("required_checks");
             p.dismiss = !form.get("dismiss_stale_approvals").is_empty();
+            p.threads = !form.get("require_resolved_threads").is_empty();
             p.error = Some(e.message);
             Ok(render_status(status, &p))
         }

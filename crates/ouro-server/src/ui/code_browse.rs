@@ -89,6 +89,8 @@ pub struct LineThread {
     pub line: u32,
     pub resolved: bool,
     pub comments: Vec<ThreadComment>,
+    /// Where to reply or resolve it (e.g. the thread in the change request's comments).
+    pub link: Option<String>,
 }
 
 pub struct ThreadComment {
@@ -107,6 +109,8 @@ pub struct DiffView {
     /// The page itself without `view`, for the unified/split toggle.
     pub page_url: String,
     pub threads: Vec<LineThread>,
+    /// The page that starts a thread on a line (`...?`), when the viewer may comment.
+    pub comment_url: Option<String>,
 }
 
 impl DiffView {
@@ -123,6 +127,23 @@ impl DiffView {
             file_url,
             page_url,
             threads: Vec::new(),
+            comment_url: None,
+        }
+    }
+
+    /// The link that starts a thread on a line (`side` "old" or "new"), or "" when none.
+    pub fn comment_href(&self, path: &str, side: &str, line: &Option<u32>) -> String {
+        match (&self.comment_url, line) {
+            (Some(u), Some(n)) => format!("{u}path={}&side={side}&line={n}", url_encode(path)),
+            _ => String::new(),
+        }
+    }
+
+    /// [`comment_href`](Self::comment_href) for a line of the unified view.
+    pub fn comment_href_for(&self, path: &str, l: &diff::Line) -> String {
+        match l.kind {
+            diff::LineKind::Del => self.comment_href(path, "old", &l.old),
+            _ => self.comment_href(path, "new", &l.new),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod code;
 pub mod code_browse;
 pub mod code_settings;
 pub mod common;
+pub mod cr_comments;
 pub mod intake;
 pub mod members;
 pub mod notifications;
@@ -59,6 +60,7 @@ pub fn register(reg: &mut Registry) {
     code_settings::register(reg);
     code_browse::register(reg);
     change_requests::register(reg);
+    cr_comments::register(reg);
     project_settings::register(reg);
     projects::register(reg);
     webhooks::register(reg);

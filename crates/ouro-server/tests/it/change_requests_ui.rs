@@ -446,7 +446,8 @@ async fn the_merge_rules_page_saves() {
         assert_eq!(
             rules,
             json!({"merge_method": "squash", "required_approvals": 2,
-                   "required_checks": ["ci/build", "ci/test"], "dismiss_stale_approvals": false})
+                   "required_checks": ["ci/build", "ci/test"], "dismiss_stale_approvals": false,
+                   "require_resolved_threads": false})
         );
         let (_, body) = page(&s, &maintainer, &format!("{UI}/settings/merge")).await;
         assert!(body.contains("value=\"ci/build, ci/test\""), "{body}");

@@ -32,4 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0006_change_requests.sql"),
         postgres: include_str!("../migrations/postgres/0006_change_requests.sql"),
     },
+    Migration {
+        component: "code",
+        version: 8,
+        name: "cr_meta",
+        sqlite: include_str!("../migrations/sqlite/0008_cr_meta.sql"),
+        postgres: include_str!("../migrations/postgres/0008_cr_meta.sql"),
+    },
 ];

@@ -91,6 +91,7 @@ kinds! {
     CR_MERGE_REFUSED = ("cr.merge_refused", Code, 1, "change_request", "A merge was refused by the gate; payload lists the unmet conditions (the author is notified)."),
     CODE_STATUS = ("code.status", Code, 1, "repo", "A status (pending, success, failure, error) was posted for a commit: payload has sha, name, state."),
     REPO_SETTINGS_CHANGED = ("repo.settings_changed", Code, 1, "repo", "A repository's merge rules or other settings changed; payload says what."),
+    CR_REVIEW_REQUESTED = ("cr.review_requested", Code, 1, "change_request", "A reviewer was requested on a change request (payload `reviewer`); they are notified."),
     // Build
     PIPELINE_QUEUED = ("pipeline.queued", Build, 1, "pipeline_run", "A pipeline run was created for a trigger."),
     PIPELINE_STARTED = ("pipeline.started", Build, 1, "pipeline_run", "The first job of a pipeline run started."),

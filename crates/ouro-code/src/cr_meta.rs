@@ -96,17 +96,32 @@ pub async fn list(
         let n = next(&mut params, P::T(s.to_string()));
         sql.push_str(&format!(" AND c.state = {n}"));
     }
-    if let Some(l) = filter.label.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    if let Some(l) = filter
+        .label
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let n = next(&mut params, P::T(l.to_string()));
         sql.push_str(&format!(
             " AND EXISTS (SELECT 1 FROM code_cr_labels l WHERE l.cr_id = c.id AND l.name = {n})"
         ));
     }
-    if let Some(a) = filter.author.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    if let Some(a) = filter
+        .author
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let n = next(&mut params, P::T(a.to_string()));
         sql.push_str(&format!(" AND a.name = {n}"));
     }
-    if let Some(r) = filter.reviewer.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    if let Some(r) = filter
+        .reviewer
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let n = next(&mut params, P::T(r.to_string()));
         sql.push_str(&format!(
             " AND EXISTS (SELECT 1 FROM code_cr_reviewers r JOIN users ru ON ru.id = r.user_id \
@@ -176,7 +191,9 @@ pub fn clean_label(label: &str) -> Result<String, OuroError> {
     if l.is_empty() || l.chars().count() > MAX_LABEL || l.chars().any(char::is_control) {
         return Err(OuroError::field(
             "labels",
-            format!("{l:?} is not a valid label: labels are 1 to {MAX_LABEL} characters without control characters"),
+            format!(
+                "{l:?} is not a valid label: labels are 1 to {MAX_LABEL} characters without control characters"
+            ),
         ));
     }
     Ok(l.to_string())
@@ -243,7 +260,10 @@ async fn reviewer_id(
     if role < Role::Developer {
         return Err(OuroError::field(
             "reviewers",
-            format!("{name} is a {}: reviewers need at least the developer role", role.as_str()),
+            format!(
+                "{name} is a {}: reviewers need at least the developer role",
+                role.as_str()
+            ),
         )
         .into());
     }
@@ -307,8 +327,10 @@ pub async fn write_reviewers(
         if current.contains(&id) {
             continue;
         }
-        q("INSERT INTO code_cr_reviewers (cr_id, user_id, requested_by, created_at) \
-           VALUES ($1, $2, $3, $4)")
+        q(
+            "INSERT INTO code_cr_reviewers (cr_id, user_id, requested_by, created_at) \
+           VALUES ($1, $2, $3, $4)",
+        )
         .bind(cr_id)
         .bind(id)
         .bind(requested_by)
@@ -409,8 +431,7 @@ pub async fn update(
             .fetch_one(&mut tx)
             .await?
             .opt_i64("author_id")?;
-        added =
-            write_reviewers(&mut tx, repo, cur.id, author_id, actor.user_id(), names).await?;
+        added = write_reviewers(&mut tx, repo, cur.id, author_id, actor.user_id(), names).await?;
         let before: Vec<&str> = cur.reviewers.iter().map(|r| r.user.as_str()).collect();
         let mut after: Vec<String> = names
             .iter()

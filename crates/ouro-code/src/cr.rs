@@ -51,7 +51,12 @@ pub struct ChangeRequest {
     #[serde(with = "ouro_core::time::serde_ms")]
     #[schemars(with = "String")]
     pub updated_at: i64,
+    /// Send it back with an edit; a stale version gets 409.
     pub version: i64,
+    /// Free-form labels, sorted.
+    pub labels: Vec<String>,
+    /// Requested reviewers with the state of their latest review, by name.
+    pub reviewers: Vec<crate::cr_meta::RequestedReviewer>,
 }
 
 /// Opening a change request.
@@ -68,6 +73,13 @@ pub struct NewChangeRequest {
     /// A draft cannot be merged until it is marked ready.
     #[serde(default)]
     pub draft: bool,
+    /// Labels (1 to 50 characters each).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// User names asked to review (project members with at least the developer role, not the
+    /// author); each is notified.
+    #[serde(default)]
+    pub reviewers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -270,6 +282,8 @@ fn from_row(r: &Row) -> Result<ChangeRequest, StoreError> {
         created_at: r.i64("created_at")?,
         updated_at: r.i64("updated_at")?,
         version: r.i64("version")?,
+        labels: Vec::new(),
+        reviewers: Vec::new(),
     })
 }
 
@@ -297,31 +311,26 @@ fn validate_branch_name(field: &str, name: &str) -> Result<(), OuroError> {
 }
 
 /// A repository's change requests, newest first; `state` filters (`open`, `merged`, `closed`).
+/// More filters (label, author, reviewer, draft): [`crate::cr_meta::list`].
 pub async fn list(
     ex: &mut impl Executor,
     repo_id: i64,
     state: Option<&str>,
 ) -> Result<Vec<ChangeRequest>, StoreError> {
-    let rows = match state {
-        Some(s) => {
-            q(format!(
-                "{SELECT} WHERE c.repo_id = $1 AND c.state = $2 ORDER BY c.number DESC"
-            ))
-            .bind(repo_id)
-            .bind(s)
-            .fetch_all(ex)
-            .await?
-        }
-        None => {
-            q(format!(
-                "{SELECT} WHERE c.repo_id = $1 ORDER BY c.number DESC"
-            ))
-            .bind(repo_id)
-            .fetch_all(ex)
-            .await?
-        }
+    let filter = crate::cr_meta::ListFilter {
+        state: state.map(str::to_string),
+        ..Default::default()
     };
-    rows.iter().map(from_row).collect()
+    crate::cr_meta::list(ex, repo_id, &filter).await
+}
+
+/// The shared SELECT of change requests (joined with author and merger names), for filters.
+pub(crate) fn select_sql() -> &'static str {
+    SELECT
+}
+
+pub(crate) fn row_to_cr(r: &Row) -> Result<ChangeRequest, StoreError> {
+    from_row(r)
 }
 
 /// One change request by number.
@@ -330,7 +339,7 @@ pub async fn get(
     repo_id: i64,
     number: i64,
 ) -> Result<ChangeRequest, StoreError> {
-    q(format!("{SELECT} WHERE c.repo_id = $1 AND c.number = $2"))
+    let mut cr = q(format!("{SELECT} WHERE c.repo_id = $1 AND c.number = $2"))
         .bind(repo_id)
         .bind(number)
         .fetch_optional(ex)
@@ -338,7 +347,9 @@ pub async fn get(
         .as_ref()
         .map(from_row)
         .transpose()?
-        .ok_or_else(|| cr_not_found(number).into())
+        .ok_or_else(|| StoreError::from(cr_not_found(number)))?;
+    crate::cr_meta::fill(ex, &mut cr).await?;
+    Ok(cr)
 }
 
 pub(crate) fn event(
@@ -444,6 +455,12 @@ pub async fn open(
     .fetch_one(&mut tx)
     .await?
     .i64("id")?;
+    let labels = crate::cr_meta::clean_labels(&new.labels)?;
+    crate::cr_meta::write_labels(&mut tx, id, &labels).await?;
+    let author_id = actor.user_id();
+    let added =
+        crate::cr_meta::write_reviewers(&mut tx, repo, id, author_id, author_id, &new.reviewers)
+            .await?;
     let cr = get(&mut tx, repo.id, number).await?;
     debug_assert_eq!(cr.id, id);
     tx.append(event(
@@ -452,9 +469,21 @@ pub async fn open(
         repo,
         slug,
         &cr,
-        json!({"description": description, "draft": new.draft}),
+        json!({"description": description, "draft": new.draft, "labels": cr.labels,
+               "reviewers": added}),
     ))
     .await?;
+    for reviewer in &added {
+        tx.append(event(
+            ev::CR_REVIEW_REQUESTED,
+            actor,
+            repo,
+            slug,
+            &cr,
+            json!({"reviewer": reviewer}),
+        ))
+        .await?;
+    }
     tx.commit().await?;
     Ok(cr)
 }

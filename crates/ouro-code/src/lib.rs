@@ -8,6 +8,7 @@ pub mod browse;
 pub mod check;
 pub mod cr;
 pub mod cr_comments;
+pub mod cr_meta;
 pub mod diff;
 pub mod git;
 pub mod glob;

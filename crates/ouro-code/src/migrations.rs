@@ -39,4 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0007_cr_comments.sql"),
         postgres: include_str!("../migrations/postgres/0007_cr_comments.sql"),
     },
+    Migration {
+        component: "code",
+        version: 8,
+        name: "cr_meta",
+        sqlite: include_str!("../migrations/sqlite/0008_cr_meta.sql"),
+        postgres: include_str!("../migrations/postgres/0008_cr_meta.sql"),
+    },
 ];

@@ -94,6 +94,7 @@ kinds! {
     CR_COMMENTED = ("cr.commented", Code, 1, "change_request", "A comment was added to a change request: payload has comment_id, thread_id, reply, anchor (path, side, line, commit; null for a comment on the whole change request), body, participants."),
     CR_COMMENT_CHANGED = ("cr.comment_changed", Code, 1, "change_request", "A comment on a change request was edited or deleted: payload has action (edited | deleted), comment_id, thread_id."),
     CR_THREAD_RESOLVED = ("cr.thread_resolved", Code, 1, "change_request", "A comment thread was resolved or unresolved: payload has thread_id and resolved (true | false)."),
+    CR_REVIEW_REQUESTED = ("cr.review_requested", Code, 1, "change_request", "A reviewer was requested on a change request (payload `reviewer`); they are notified."),
     // Build
     PIPELINE_QUEUED = ("pipeline.queued", Build, 1, "pipeline_run", "A pipeline run was created for a trigger."),
     PIPELINE_STARTED = ("pipeline.started", Build, 1, "pipeline_run", "The first job of a pipeline run started."),

@@ -32,6 +32,8 @@ pub const CR_MERGED: &str = "cr_merged";
 pub const CR_MERGE_REFUSED: &str = "cr_merge_refused";
 /// A comment on a change request the user opened or commented in (mentions are `mentioned`).
 pub const CR_COMMENTED: &str = "cr_commented";
+/// A user was asked to review a change request.
+pub const CR_REVIEW_REQUESTED: &str = "cr_review_requested";
 
 /// One notification of the signed-in user.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
@@ -68,6 +70,7 @@ impl Notification {
             CR_MERGED => "merged your change request",
             CR_MERGE_REFUSED => "could not merge your change request",
             CR_COMMENTED => "commented on change request",
+            CR_REVIEW_REQUESTED => "asked for your review on",
             _ => "changed",
         };
         format!("{who} {what} {}", self.item)
@@ -241,12 +244,19 @@ async fn notify_cr(store: &Store, e: &Event) -> Result<(), StoreError> {
         k if k == ev::CR_REVIEWED.name => CR_REVIEWED,
         k if k == ev::CR_MERGED.name => CR_MERGED,
         k if k == ev::CR_MERGE_REFUSED.name => CR_MERGE_REFUSED,
+        k if k == ev::CR_REVIEW_REQUESTED.name => CR_REVIEW_REQUESTED,
         _ => return Ok(()),
     };
     let p = &e.payload;
+    // Who hears: the requested reviewer, or else the author.
+    let to = if kind == CR_REVIEW_REQUESTED {
+        str_at(p, &["reviewer"])
+    } else {
+        str_at(p, &["author"])
+    };
     let (Some(slug), Some(author), Some(repo), Some(number)) = (
         e.project.as_deref(),
-        str_at(p, &["author"]),
+        to,
         str_at(p, &["repo"]),
         p.get("number").and_then(|n| n.as_i64()),
     ) else {

@@ -24,6 +24,15 @@ pub enum CrCommand {
         /// Only open, merged or closed ones.
         #[arg(long)]
         state: Option<String>,
+        /// Only those with this label.
+        #[arg(long)]
+        label: Option<String>,
+        /// Only those opened by this user.
+        #[arg(long)]
+        author: Option<String>,
+        /// Only those where this user is a requested reviewer.
+        #[arg(long)]
+        reviewer: Option<String>,
     },
     /// Show one change request with its reviews, checks and merge gate.
     Show {
@@ -49,6 +58,38 @@ pub enum CrCommand {
         /// Not ready to merge yet.
         #[arg(long)]
         draft: bool,
+        /// A label (repeatable).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// A user asked to review (repeatable; members with at least the developer role).
+        #[arg(long = "reviewer")]
+        reviewers: Vec<String>,
+    },
+    /// Edit a change request: title, description, labels, reviewers, draft or ready.
+    Edit {
+        #[command(flatten)]
+        target: Target,
+        number: i64,
+        #[arg(long)]
+        title: Option<String>,
+        /// Markdown.
+        #[arg(long)]
+        description: Option<String>,
+        /// Mark it ready for review.
+        #[arg(long, conflicts_with = "draft")]
+        ready: bool,
+        /// Convert it back to a draft.
+        #[arg(long)]
+        draft: bool,
+        /// The labels it should have (repeatable; replaces the current ones).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Remove every label.
+        #[arg(long, conflicts_with = "labels")]
+        no_labels: bool,
+        /// The reviewers it should have (repeatable; replaces the current ones).
+        #[arg(long = "reviewer")]
+        reviewers: Vec<String>,
     },
     /// Merge a change request through its gate; fails with the unmet conditions when blocked.
     Merge {
@@ -73,9 +114,23 @@ fn text(v: &Value, k: &str) -> String {
     v[k].as_str().unwrap_or("").to_string()
 }
 
+fn labels(c: &Value) -> String {
+    let l: Vec<&str> = c["labels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.as_str())
+        .collect();
+    if l.is_empty() {
+        String::new()
+    } else {
+        format!("  [{}]", l.join(", "))
+    }
+}
+
 fn line(c: &Value) -> String {
     format!(
-        "!{:<5} {:<7} {} -> {}  {}{}",
+        "!{:<5} {:<7} {} -> {}  {}{}{}",
         c["number"],
         text(c, "state"),
         text(c, "source"),
@@ -85,7 +140,8 @@ fn line(c: &Value) -> String {
             " (draft)"
         } else {
             ""
-        }
+        },
+        labels(c)
     )
 }
 
@@ -110,6 +166,20 @@ fn details(v: &Value) -> String {
         v["author"].as_str().unwrap_or("-")
     ));
     out.push_str(&format!("head       {}\n", text(v, "head")));
+    let l = labels(v);
+    if !l.is_empty() {
+        out.push_str(&format!(
+            "labels     {}\n",
+            l.trim().trim_start_matches('[').trim_end_matches(']')
+        ));
+    }
+    for r in v["reviewers"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "reviewer   {}: {}\n",
+            text(r, "user"),
+            text(r, "state")
+        ));
+    }
     for s in v["statuses"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "check      {}: {}\n",
@@ -160,11 +230,27 @@ fn details(v: &Value) -> String {
 
 pub async fn run(cmd: CrCommand) -> anyhow::Result<()> {
     match cmd {
-        CrCommand::List { target, state } => {
+        CrCommand::List {
+            target,
+            state,
+            label,
+            author,
+            reviewer,
+        } => {
             let c = Client::new(&target.remote)?;
             let mut path = base(&target);
-            if let Some(s) = state {
-                path.push_str(&format!("?state={}", enc(&s)));
+            let query: Vec<String> = [
+                ("state", state),
+                ("label", label),
+                ("author", author),
+                ("reviewer", reviewer),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| format!("{k}={}", enc(&v))))
+            .collect();
+            if !query.is_empty() {
+                path.push('?');
+                path.push_str(&query.join("&"));
             }
             let v = c.call(Method::GET, &path, None).await?;
             print(target.remote.json, &v, |v| {
@@ -188,12 +274,49 @@ pub async fn run(cmd: CrCommand) -> anyhow::Result<()> {
             title,
             description,
             draft,
+            labels,
+            reviewers,
         } => {
             let c = Client::new(&target.remote)?;
             let body = json!({"source": source, "target": into, "title": title,
-                              "description": description, "draft": draft});
+                              "description": description, "draft": draft,
+                              "labels": labels, "reviewers": reviewers});
             let v = c.call(Method::POST, &base(&target), Some(body)).await?;
             print(target.remote.json, &v, |v| v["number"].to_string());
+        }
+        CrCommand::Edit {
+            target,
+            number,
+            title,
+            description,
+            ready,
+            draft,
+            labels,
+            no_labels,
+            reviewers,
+        } => {
+            let c = Client::new(&target.remote)?;
+            let mut body = serde_json::Map::new();
+            if let Some(t) = title {
+                body.insert("title".into(), json!(t));
+            }
+            if let Some(d) = description {
+                body.insert("description".into(), json!(d));
+            }
+            if ready || draft {
+                body.insert("draft".into(), json!(draft));
+            }
+            if no_labels || !labels.is_empty() {
+                body.insert("labels".into(), json!(labels));
+            }
+            if !reviewers.is_empty() {
+                body.insert("reviewers".into(), json!(reviewers));
+            }
+            let path = format!("{}/{number}", base(&target));
+            let v = c
+                .call(Method::PATCH, &path, Some(Value::Object(body)))
+                .await?;
+            print(target.remote.json, &v, line);
         }
         CrCommand::Merge {
             target,

@@ -8,6 +8,7 @@ use ouro_code::cr::{
     self, ChangeRequest, CommitStatus, Gate, Identity, MergeOptions, MergeRules, NewChangeRequest,
     NewReview, NewStatus, Review,
 };
+use ouro_code::cr_meta::{self, CrPatch, ListFilter};
 use ouro_code::repos::{self, Repo};
 use ouro_core::{Permission, Role};
 use schemars::JsonSchema;
@@ -25,6 +26,13 @@ pub fn register(reg: &mut Registry) {
     reg.route(Method::GET, base, Permission::Project(Role::Viewer), list)
         .doc("code", "A repository's change requests, newest first")
         .query("state", "Only `open`, `merged` or `closed` ones")
+        .query("label", "Only those with this label")
+        .query("author", "Only those opened by this user")
+        .query(
+            "reviewer",
+            "Only those where this user is a requested reviewer",
+        )
+        .query("draft", "`true`: only drafts; `false`: only ready ones")
         .response::<Vec<ChangeRequest>>(200);
     reg.route(Method::POST, base, Permission::Project(Role::Developer), open)
         .doc(
@@ -39,6 +47,30 @@ pub fn register(reg: &mut Registry) {
             "One change request with its reviews, the head commit's statuses and the merge gate (every condition, met or not)",
         )
         .response::<CrView>(200);
+    reg.route(Method::PATCH, one, Permission::Project(Role::Developer), edit)
+        .doc(
+            "code",
+            "Edit any of `title`, `description`, `draft` (false = ready for review), `labels` and `reviewers` (full sets); send `version` to get 409 when it changed since",
+        )
+        .request::<CrPatch>()
+        .response::<ChangeRequest>(200);
+    let label = "/api/v1/projects/{slug}/repos/{name}/change-requests/{number}/labels/{label}";
+    reg.route(
+        Method::POST,
+        label,
+        Permission::Project(Role::Developer),
+        add_label,
+    )
+    .doc("code", "Add one label (1 to 50 characters)")
+    .response::<ChangeRequest>(200);
+    reg.route(
+        Method::DELETE,
+        label,
+        Permission::Project(Role::Developer),
+        remove_label,
+    )
+    .doc("code", "Remove one label")
+    .response::<ChangeRequest>(200);
     reg.route(
         Method::POST,
         "/api/v1/projects/{slug}/repos/{name}/change-requests/{number}/reviews",
@@ -137,6 +169,10 @@ pub struct CrView {
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     state: Option<String>,
+    label: Option<String>,
+    author: Option<String>,
+    reviewer: Option<String>,
+    draft: Option<String>,
 }
 
 async fn repo_of(st: &AppState, ctx: &Ctx, name: &str) -> ApiResult<Repo> {
@@ -168,8 +204,60 @@ async fn list(
         .state
         .as_deref()
         .filter(|s| matches!(*s, "open" | "merged" | "closed"));
+    let draft = match q.draft.as_deref() {
+        None | Some("") => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => {
+            return Err(ouro_core::OuroError::field("draft", "draft is `true` or `false`").into());
+        }
+    };
+    let filter = ListFilter {
+        state: state.map(str::to_string),
+        label: q.label,
+        author: q.author,
+        reviewer: q.reviewer,
+        draft,
+    };
     Ok(Json(
-        cr::list(&mut st.store.read().await?, repo.id, state).await?,
+        cr_meta::list(&mut st.store.read().await?, repo.id, &filter).await?,
+    ))
+}
+
+async fn edit(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, name, number)): Path<(String, String, i64)>,
+    Json(body): Json<CrPatch>,
+) -> ApiResult<Json<ChangeRequest>> {
+    let p = ctx.project()?;
+    let repo = repo_of(&st, &ctx, &name).await?;
+    Ok(Json(
+        cr_meta::update(&st.store, &repo, &p.slug, &ctx.actor(), number, &body).await?,
+    ))
+}
+
+async fn add_label(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, name, number, label)): Path<(String, String, i64, String)>,
+) -> ApiResult<Json<ChangeRequest>> {
+    let p = ctx.project()?;
+    let repo = repo_of(&st, &ctx, &name).await?;
+    Ok(Json(
+        cr_meta::add_label(&st.store, &repo, &p.slug, &ctx.actor(), number, &label).await?,
+    ))
+}
+
+async fn remove_label(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, name, number, label)): Path<(String, String, i64, String)>,
+) -> ApiResult<Json<ChangeRequest>> {
+    let p = ctx.project()?;
+    let repo = repo_of(&st, &ctx, &name).await?;
+    Ok(Json(
+        cr_meta::remove_label(&st.store, &repo, &p.slug, &ctx.actor(), number, &label).await?,
     ))
 }
 

@@ -11,6 +11,7 @@ use ouro_code::cr::{
     self, ChangeRequest, CommitStatus, Condition, MergeMethod, MergeOptions, MergeRules,
     NewChangeRequest, NewReview, Verdict,
 };
+use ouro_code::cr_meta::{self, CrPatch, ListFilter, RequestedReviewer};
 use ouro_code::diff::{self, DiffOptions};
 use ouro_code::repos::{self, Repo};
 use ouro_core::{OuroError, Permission, Role};
@@ -51,6 +52,24 @@ pub fn register(reg: &mut Registry) {
         "/projects/{slug}/code/{repo}/change-requests/{number}/reviews",
         Permission::Project(Role::Developer),
         review,
+    );
+    reg.route(
+        Method::POST,
+        "/projects/{slug}/code/{repo}/change-requests/{number}/edit",
+        Permission::Project(Role::Developer),
+        edit,
+    );
+    reg.route(
+        Method::POST,
+        "/projects/{slug}/code/{repo}/change-requests/{number}/ready",
+        Permission::Project(Role::Developer),
+        mark_ready,
+    );
+    reg.route(
+        Method::POST,
+        "/projects/{slug}/code/{repo}/change-requests/{number}/draft",
+        Permission::Project(Role::Developer),
+        mark_draft,
     );
     reg.route(
         Method::POST,
@@ -117,6 +136,7 @@ pub struct CrRow {
     pub author: String,
     pub state: String,
     pub draft: bool,
+    pub labels: Vec<String>,
     pub updated: When,
 }
 
@@ -134,11 +154,18 @@ struct ListPage<'a> {
     state: String,
     filters: [(&'static str, &'static str); 4],
     rows: Vec<CrRow>,
+    /// The label, author and draft filters as given (`draft`: `true`, `false` or empty).
+    label: String,
+    author: String,
+    draft: String,
 }
 
 #[derive(Deserialize)]
 pub struct ListQuery {
     state: Option<String>,
+    label: Option<String>,
+    author: Option<String>,
+    draft: Option<String>,
 }
 
 async fn list(
@@ -156,10 +183,28 @@ async fn list(
         Some(s @ ("open" | "merged" | "closed")) => s,
         Some(_) => "",
     };
-    let rows = cr::list(
+    let label = q.label.unwrap_or_default().trim().to_string();
+    let author = q.author.unwrap_or_default().trim().to_string();
+    let draft = match q.draft.as_deref() {
+        Some("true") => "true",
+        Some("false") => "false",
+        _ => "",
+    };
+    let filter = ListFilter {
+        state: Some(state.to_string()).filter(|s| !s.is_empty()),
+        label: Some(label.clone()).filter(|s| !s.is_empty()),
+        author: Some(author.clone()).filter(|s| !s.is_empty()),
+        reviewer: None,
+        draft: match draft {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        },
+    };
+    let rows = cr_meta::list(
         &mut st.store.read().await.map_err(|e| fail(&ctx, e))?,
         repo.id,
-        Some(state).filter(|s| !s.is_empty()),
+        &filter,
     )
     .await
     .map_err(|e| fail(&ctx, e))?;
@@ -188,9 +233,13 @@ async fn list(
                 author: c.author.unwrap_or_default(),
                 state: c.state,
                 draft: c.draft,
+                labels: c.labels,
                 updated: When::of(c.updated_at),
             })
             .collect(),
+        label,
+        author,
+        draft: draft.to_string(),
     };
     Ok(flash.finish(render(&p)))
 }
@@ -213,8 +262,58 @@ struct NewPage<'a> {
     title: String,
     description: String,
     draft: bool,
+    /// Comma-separated, as typed.
+    labels: String,
+    /// Members who may review (name, checked).
+    reviewers: Vec<(String, bool)>,
     /// (field, message)
     error: Option<(String, String)>,
+}
+
+/// Project members with at least the developer role except `except` (the author): who may be
+/// asked to review, each with whether `chosen` names them.
+async fn reviewer_choices(
+    st: &AppState,
+    ctx: &Ctx,
+    project: &Project,
+    except: Option<&str>,
+    chosen: &[String],
+) -> Result<Vec<(String, bool)>, UiError> {
+    let members = ouro_store::projects::members(
+        &mut st.store.read().await.map_err(|e| fail(ctx, e))?,
+        project.id,
+    )
+    .await
+    .map_err(|e| fail(ctx, e))?;
+    Ok(members
+        .into_iter()
+        .filter(|m| m.role >= Role::Developer && Some(m.user.as_str()) != except)
+        .map(|m| {
+            let on = chosen.contains(&m.user);
+            (m.user, on)
+        })
+        .collect())
+}
+
+/// Reviewers chosen in a form: one checkbox `reviewer:NAME` per member.
+fn chosen_reviewers(form: &Form) -> Vec<String> {
+    let mut v: Vec<String> = form
+        .0
+        .iter()
+        .filter(|(_, val)| !val.is_empty())
+        .filter_map(|(k, _)| k.strip_prefix("reviewer:").map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Labels typed comma-separated.
+fn split_labels(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 async fn branches(ctx: &Ctx, st: &AppState, repo: &Repo) -> Result<Vec<String>, UiError> {
@@ -264,6 +363,15 @@ async fn new_page<'a>(
         title: String::new(),
         description: String::new(),
         draft: false,
+        labels: String::new(),
+        reviewers: reviewer_choices(
+            st,
+            ctx,
+            project,
+            ctx.principal.as_ref().map(|p| p.user.name.as_str()),
+            &[],
+        )
+        .await?,
         error: None,
     })
 }
@@ -292,6 +400,8 @@ async fn create(
         title: form.get("title"),
         description: Some(form.get("description")).filter(|d| !d.is_empty()),
         draft: !form.get("draft").is_empty(),
+        labels: split_labels(&form.get("labels")),
+        reviewers: chosen_reviewers(&form),
     };
     match cr::open(
         &st.store,
@@ -319,6 +429,10 @@ async fn create(
             p.title = new.title;
             p.description = new.description.unwrap_or_default();
             p.draft = new.draft;
+            p.labels = form.get("labels");
+            for (name, on) in p.reviewers.iter_mut() {
+                *on = new.reviewers.contains(name);
+            }
             p.error = Some((field_of(&e).unwrap_or("title").to_string(), e.message));
             Ok(render_status(status, &p))
         }
@@ -385,6 +499,11 @@ pub(crate) struct ShowPage<'a> {
     diffv: Option<DiffView>,
     /// Comment threads, oldest first (see `ui::cr_comments`).
     threads: Vec<ThreadRow>,
+    /// Requested reviewers with their state.
+    requested: Vec<RequestedReviewer>,
+    /// The edit form: labels comma-separated, members who may review (name, requested).
+    labels_text: String,
+    reviewer_choices: Vec<(String, bool)>,
 }
 
 impl ShowPage<'_> {
@@ -472,8 +591,17 @@ pub(crate) async fn show_page<'a>(
         }
     }
     let threads = thread_rows(ctx, threads, &page_url);
+    let requested_names: Vec<String> = v.cr.reviewers.iter().map(|r| r.user.clone()).collect();
+    let reviewer_choices = if ctx.role() >= Some(Role::Developer) {
+        reviewer_choices(st, ctx, project, v.cr.author.as_deref(), &requested_names).await?
+    } else {
+        Vec::new()
+    };
     Ok(ShowPage {
         chrome: Chrome::of(ctx),
+        requested: v.cr.reviewers.clone(),
+        labels_text: v.cr.labels.join(", "),
+        reviewer_choices,
         project,
         phases: PHASES,
         active: "code",
@@ -634,6 +762,97 @@ async fn merge(
     })
     .map_err(OuroError::from);
     answer(&st, &ctx, project, &name, number, result).await
+}
+
+async fn edit(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, name, number)): Path<(String, String, i64)>,
+    form: Form,
+) -> UiResult {
+    let project = ctx.project()?;
+    let repo = repo_of(&st, &ctx, project, &name).await?;
+    let result = match form.get("version").trim().parse::<i64>() {
+        Ok(version) => {
+            let patch = CrPatch {
+                title: Some(form.get("title")),
+                description: Some(form.get("description")),
+                draft: None,
+                labels: Some(split_labels(&form.get("labels"))),
+                reviewers: Some(chosen_reviewers(&form)),
+                version: Some(version),
+            };
+            cr_meta::update(
+                &st.store,
+                &repo,
+                &project.slug,
+                &ctx.actor(),
+                number,
+                &patch,
+            )
+            .await
+            .map(|c| format!("Change request !{} was saved.", c.number))
+            .map_err(OuroError::from)
+        }
+        Err(_) => Err(OuroError::field(
+            "version",
+            "the form is missing the version; reload the page",
+        )),
+    };
+    answer(&st, &ctx, project, &name, number, result).await
+}
+
+async fn set_draft(
+    st: AppState,
+    ctx: Ctx,
+    name: String,
+    number: i64,
+    form: Form,
+    draft: bool,
+) -> UiResult {
+    let project = ctx.project()?;
+    let repo = repo_of(&st, &ctx, project, &name).await?;
+    let patch = CrPatch {
+        draft: Some(draft),
+        version: form.get("version").trim().parse::<i64>().ok(),
+        ..Default::default()
+    };
+    let result = cr_meta::update(
+        &st.store,
+        &repo,
+        &project.slug,
+        &ctx.actor(),
+        number,
+        &patch,
+    )
+    .await
+    .map(|c| {
+        if draft {
+            format!("Change request !{} is a draft again.", c.number)
+        } else {
+            format!("Change request !{} is ready for review.", c.number)
+        }
+    })
+    .map_err(OuroError::from);
+    answer(&st, &ctx, project, &name, number, result).await
+}
+
+async fn mark_ready(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, name, number)): Path<(String, String, i64)>,
+    form: Form,
+) -> UiResult {
+    set_draft(st, ctx, name, number, form, false).await
+}
+
+async fn mark_draft(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, name, number)): Path<(String, String, i64)>,
+    form: Form,
+) -> UiResult {
+    set_draft(st, ctx, name, number, form, true).await
 }
 
 async fn set_open(st: AppState, ctx: Ctx, name: String, number: i64, open: bool) -> UiResult {

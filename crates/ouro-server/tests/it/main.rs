@@ -10,6 +10,7 @@ mod change_requests_ui;
 mod code_browse;
 mod code_hosting;
 mod code_mirrors;
+mod cr_meta;
 mod cr_threads;
 mod csv;
 mod drift;

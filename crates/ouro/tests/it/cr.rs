@@ -150,6 +150,8 @@ async fn create_list_show_and_merge_change_requests_from_the_command_line() {
             "Add it",
             "--description",
             "Why",
+            "--label",
+            "first",
         ]))
         .await
         .unwrap();
@@ -164,6 +166,76 @@ async fn create_list_show_and_merge_change_requests_from_the_command_line() {
         .unwrap();
         assert!(!out.ok);
         assert!(out.stderr.contains("no branch"), "{}", out.stderr);
+        // Reviewers go through the API's checks: the author cannot review their own.
+        let out = run(args(&[
+            "create",
+            "-p",
+            "demo",
+            "-r",
+            "app",
+            "--source",
+            "feature",
+            "--target",
+            "main",
+            "--title",
+            "X",
+            "--reviewer",
+            "alice",
+        ]))
+        .await
+        .unwrap();
+        assert!(!out.ok);
+        assert!(out.stderr.contains("cannot review"), "{}", out.stderr);
+
+        // Edit: title, labels (replaced), draft; the list filters by label.
+        let out = run(args(&[
+            "edit",
+            "-p",
+            "demo",
+            "-r",
+            "app",
+            "1",
+            "--title",
+            "Add it, edited",
+            "--label",
+            "ui",
+            "--label",
+            "bug",
+            "--draft",
+        ]))
+        .await
+        .unwrap();
+        assert!(out.ok, "{}", out.stderr);
+        assert!(
+            out.stdout.contains("Add it, edited (draft)  [bug, ui]"),
+            "{}",
+            out.stdout
+        );
+        let out = run(args(&["list", "-p", "demo", "-r", "app", "--label", "bug"]))
+            .await
+            .unwrap();
+        assert!(out.stdout.contains("!1"), "{}", out.stdout);
+        let out = run(args(&[
+            "list", "-p", "demo", "-r", "app", "--label", "first",
+        ]))
+        .await
+        .unwrap();
+        assert!(out.ok, "{}", out.stderr);
+        assert!(
+            !out.stdout.contains("!1"),
+            "the labels were replaced: {}",
+            out.stdout
+        );
+        let out = run(args(&["show", "-p", "demo", "-r", "app", "1"]))
+            .await
+            .unwrap();
+        assert!(out.stdout.contains("labels     bug, ui"), "{}", out.stdout);
+        assert!(out.stdout.contains("✗ draft"), "{}", out.stdout);
+        let out = run(args(&["edit", "-p", "demo", "-r", "app", "1", "--ready"]))
+            .await
+            .unwrap();
+        assert!(out.ok, "{}", out.stderr);
+        assert!(!out.stdout.contains("(draft)"), "{}", out.stdout);
 
         let out = run(args(&[
             "list", "-p", "demo", "-r", "app", "--state", "open",

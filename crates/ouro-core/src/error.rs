@@ -163,6 +163,8 @@ error_codes! {
     RefNotFound = ("code.ref_not_found", 404),
     /// No file or directory exists at that path at the given ref (browsing).
     PathNotFound = ("code.path_not_found", 404),
+    /// No merge rule set for that target-branch pattern exists in this repository.
+    MergeRulesNotFound = ("code.merge_rules_not_found", 404),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

@@ -512,8 +512,18 @@ async fn after_push(
 ) -> Result<(), OuroError> {
     let after = ouro_code::git::refs(dir).await.map_err(git_error)?;
     ouro_code::push::record(&st.store, dir, repo, slug, actor, before, &after).await?;
-    // Open change requests whose source moved get the new head (and their gate re-runs).
-    ouro_code::cr::refresh(&st.store, &repos::root(&st.settings.data_dir), repo, slug).await?;
+    // Open change requests whose source moved get the new head (and their gate re-runs); only
+    // those whose source or target is among the branches this push moved are looked at.
+    let moved: std::collections::BTreeSet<String> = before
+        .iter()
+        .filter(|(r, id)| after.get(*r) != Some(*id))
+        .chain(after.iter().filter(|(r, _)| !before.contains_key(*r)))
+        .filter_map(|(r, _)| r.strip_prefix("refs/heads/").map(String::from))
+        .collect();
+    if !moved.is_empty() {
+        let root = repos::root(&st.settings.data_dir);
+        ouro_code::cr::refresh_branches(&st.store, &root, repo, slug, &moved).await?;
+    }
     Ok(())
 }
 

@@ -493,6 +493,21 @@ async fn secrets_of(
     Ok(())
 }
 
+/// What a push over the size limit (`receive.maxInputSize`, set from `max_push_bytes`) is told,
+/// after git's own `fatal: pack exceeds maximum allowed size`: the same words, the limit, and
+/// how to change it. The first line is also the message of the recorded refusal.
+pub fn push_size_lines(max: u64) -> Vec<String> {
+    vec![
+        format!(
+            "ouro: push refused: pack exceeds maximum allowed size: the limit is {} per push; no ref was changed.",
+            human(max)
+        ),
+        "ouro: A maintainer can raise it in the repository's push rules (Settings, Limits: \"Largest push\", \
+         max_push_bytes; empty means the server's push_max_bytes), or push fewer commits at a time."
+            .to_string(),
+    ]
+}
+
 /// The `remote:` lines for a refusal: each violation, then what to do.
 pub fn refusal_lines(violations: &[Violation]) -> Vec<String> {
     let mut lines = vec!["ouro: push refused; no ref was changed.".to_string()];

@@ -88,7 +88,7 @@ fn base_url(project: &Project, repo: &str) -> String {
     format!("/projects/{}/code/{repo}/change-requests", project.slug)
 }
 
-fn status_code(e: &OuroError) -> StatusCode {
+pub(crate) fn status_code(e: &OuroError) -> StatusCode {
     StatusCode::from_u16(crate::auth::status_of(e.code).as_u16())
         .unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
 }
@@ -371,6 +371,8 @@ struct ShowPage<'a> {
     reviews: Vec<ReviewRow>,
     mergeable: bool,
     method: &'static str,
+    /// The target-branch pattern whose merge rules apply (`None`: the repository default).
+    rules_pattern: Option<String>,
     conditions: Vec<Condition>,
     /// An action that was refused, with the unmet conditions when a merge was blocked.
     error: Option<String>,
@@ -482,6 +484,7 @@ async fn show_page<'a>(
             .collect(),
         mergeable: v.gate.mergeable,
         method: method_text(v.gate.merge_method),
+        rules_pattern: v.gate.rules_pattern,
         conditions: v.gate.conditions,
         error: None,
         refused: Vec::new(),
@@ -653,7 +656,7 @@ async fn reopen(
 
 #[derive(Template)]
 #[template(path = "code_merge_rules.html")]
-struct RulesPage<'a> {
+pub(crate) struct RulesPage<'a> {
     chrome: Chrome,
     project: &'a Project,
     phases: &'static [PhaseLink],
@@ -665,10 +668,12 @@ struct RulesPage<'a> {
     approvals: String,
     checks: String,
     dismiss: bool,
-    error: Option<String>,
+    /// Rule sets per target-branch pattern, most specific first (`ui::merge_rules`).
+    branches: Vec<crate::ui::merge_rules::BranchRow>,
+    pub(crate) error: Option<String>,
 }
 
-async fn rules_build<'a>(
+pub(crate) async fn rules_build<'a>(
     st: &AppState,
     ctx: &'a Ctx,
     project: &'a Project,
@@ -681,6 +686,7 @@ async fn rules_build<'a>(
     )
     .await
     .map_err(|e| fail(ctx, e))?;
+    let branches = crate::ui::merge_rules::rows(st, ctx, &repo).await?;
     Ok(RulesPage {
         chrome: Chrome::of(ctx),
         project,
@@ -700,6 +706,7 @@ async fn rules_build<'a>(
         approvals: rules.required_approvals.to_string(),
         checks: rules.required_checks.join(", "),
         dismiss: rules.dismiss_stale_approvals,
+        branches,
         error: None,
     })
 }
@@ -716,7 +723,7 @@ async fn rules_page(
     Ok(flash.finish(render(&p)))
 }
 
-fn parse_rules(form: &Form) -> Result<MergeRules, OuroError> {
+pub(crate) fn parse_rules(form: &Form) -> Result<MergeRules, OuroError> {
     let merge_method = match form.get("merge_method").as_str() {
         "merge" => MergeMethod::Merge,
         "squash" => MergeMethod::Squash,

@@ -13,6 +13,7 @@ pub mod code_settings;
 pub mod common;
 pub mod intake;
 pub mod members;
+pub mod merge_rules;
 pub mod notifications;
 pub mod plan;
 pub mod plan_attachments;
@@ -59,6 +60,7 @@ pub fn register(reg: &mut Registry) {
     code_settings::register(reg);
     code_browse::register(reg);
     change_requests::register(reg);
+    merge_rules::register(reg);
     project_settings::register(reg);
     projects::register(reg);
     webhooks::register(reg);

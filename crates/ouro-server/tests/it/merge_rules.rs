@@ -469,3 +469,143 @@ async fn protected_tags_are_created_by_maintainers_and_never_moved() {
 fn s_admin(s: &TestServer, url: &str) -> String {
     with_credentials(url, "admin", &s.admin_token)
 }
+
+#[tokio::test]
+async fn a_push_over_the_size_limit_reads_like_git_and_says_how_to_change_it() {
+    for db in backends() {
+        let s = TestServer::start_with(
+            &db,
+            Options {
+                tweak: |st| st.push_max_bytes = 20000,
+                ..Options::default()
+            },
+        )
+        .await;
+        s.demo_project().await;
+        let (git, work, _) = setup(&s).await;
+        // Incompressible content well over the limit.
+        let mut x: u64 = 0x2545f4914f6cdd1d;
+        let noise: String = (0..120_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'!' + (x >> 58) as u8)
+            })
+            .collect();
+        git.run(&work, &["checkout", "-q", "-b", "noise"]).await;
+        git.commit(&work, "noise.txt", &noise, "Noise").await;
+        let (ok, out) = git.try_run(&work, &["push", "origin", "noise"]).await;
+        assert!(!ok, "{out}");
+        // git's own words, then Ouro's with the limit and where to change it.
+        assert!(out.contains("pack exceeds maximum allowed size"), "{out}");
+        assert!(
+            out.contains(
+                "remote: ouro: push refused: pack exceeds maximum allowed size: the limit is 19.5 KiB (20000 bytes) per push; no ref was changed."
+            ),
+            "{out}"
+        );
+        assert!(out.contains("max_push_bytes"), "{out}");
+        assert!(out.contains("Largest push"), "{out}");
+        let (_, events) = s
+            .admin(
+                Method::GET,
+                "/api/v1/projects/demo/events?kind=code.push_rejected",
+                None,
+            )
+            .await;
+        let e = &events["items"][0]["payload"];
+        assert_eq!(e["rule"], "limit.push_size", "{e}");
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn the_merge_rules_page_adds_edits_and_deletes_patterns() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        s.demo_project().await;
+        let (git, work, _) = setup(&s).await;
+        branch(&git, &work, "release/2.0", "main", "r.txt").await;
+        branch(&git, &work, "fix", "release/2.0", "f.txt").await;
+        let page = "/projects/demo/code/app/settings/merge";
+        let (st, html) = s.admin_page(page).await;
+        assert_eq!(st, 200);
+        assert!(html.contains("id=\"no-branch-rules\""), "{html}");
+        let fields = |pattern: &'static str, approvals: &'static str| {
+            form_body(&[
+                ("pattern", pattern),
+                ("merge_method", "squash"),
+                ("required_approvals", approvals),
+                ("required_checks", "ci/build, ci/test"),
+            ])
+        };
+        let (st, location, _) = s
+            .admin_form(&format!("{page}/branches"), fields("release/*", "2"))
+            .await;
+        assert_eq!((st, location.as_str()), (303, page));
+        let (_, html) = s.admin_page(page).await;
+        assert!(html.contains("<h3><code>release/*</code></h3>"), "{html}");
+        assert!(!html.contains("id=\"no-branch-rules\""), "{html}");
+        assert!(html.contains("value=\"ci/build, ci/test\""), "{html}");
+        // Editing is saving the same pattern again.
+        let (st, _, _) = s
+            .admin_form(&format!("{page}/branches"), fields("release/*", "4"))
+            .await;
+        assert_eq!(st, 303);
+        let (_, list) = s
+            .admin(Method::GET, &format!("{REPO}/merge-rules/branches"), None)
+            .await;
+        assert_eq!(list[0]["rules"]["required_approvals"], 4);
+        assert_eq!(list[0]["rules"]["merge_method"], "squash");
+        assert_eq!(list[0]["rules"]["dismiss_stale_approvals"], false);
+        // The change request page names the rule set that applies.
+        let n = open_cr(&s, "fix", "release/2.0").await;
+        let (_, html) = s
+            .admin_page(&format!("/projects/demo/code/app/change-requests/{n}"))
+            .await;
+        assert!(html.contains("rules for <code>release/*</code>"), "{html}");
+        // Bad input: the page again with the message.
+        let (st, _, html) = s
+            .admin_form(&format!("{page}/branches"), fields("a..b", "1"))
+            .await;
+        assert_eq!(st, 422);
+        assert!(html.contains("not a valid branch pattern"), "{html}");
+        // Delete.
+        let (st, _, _) = s
+            .admin_form(
+                &format!("{page}/branches/delete"),
+                form_body(&[("pattern", "release/*")]),
+            )
+            .await;
+        assert_eq!(st, 303);
+        let (_, html) = s.admin_page(page).await;
+        assert!(!html.contains("<h3><code>release/*</code></h3>"), "{html}");
+        assert!(html.contains("id=\"no-branch-rules\""), "{html}");
+        let (_, html) = s
+            .admin_page(&format!("/projects/demo/code/app/change-requests/{n}"))
+            .await;
+        assert!(
+            html.contains("the repository&#x27;s default rules")
+                || html.contains("the repository's default rules"),
+            "{html}"
+        );
+
+        // The push rules page shows and saves protected tags.
+        let settings = "/projects/demo/code/app/settings";
+        let (st, _, body) = s
+            .admin_form(
+                settings,
+                form_body(&[("rows", "0"), ("protected_tags", "v*, rel/**")]),
+            )
+            .await;
+        assert_eq!(st, 303, "{body}");
+        let (_, rules) = s
+            .admin(Method::GET, &format!("{REPO}/push-rules"), None)
+            .await;
+        assert_eq!(rules["protected_tags"], json!(["v*", "rel/**"]));
+        let (_, html) = s.admin_page(settings).await;
+        assert!(html.contains("value=\"v*, rel/**\""), "{html}");
+        s.stop().await;
+    }
+}

@@ -589,6 +589,10 @@ async fn size_limits_refuse_with_clear_messages() {
             .await;
         assert!(out.contains("maximum allowed size"), "{out}");
         assert!(
+            out.contains("the limit is 19.5 KiB (20000 bytes) per push"),
+            "{out}"
+        );
+        assert!(
             !server_refs(&repo)
                 .await
                 .iter()

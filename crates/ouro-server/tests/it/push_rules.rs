@@ -678,13 +678,21 @@ async fn push_faults_leave_refs_and_events_consistent() {
             })
             .collect();
         git.commit(&a, "big.bin", &noise, "Big").await;
+        // In its own process group, killed as a whole: killing only `git push` can leave its
+        // git-remote-http helper running, which then pushes after the probe below.
         let mut child = git
             .cmd(&a, &["push", "-q", "origin", "HEAD:killed"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        if let Some(pid) = child.id() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
         let _ = child.start_kill();
         let _ = child.wait().await;
         // Whatever the server was doing for that push finishes under the push lock; a push
@@ -734,7 +742,15 @@ async fn push_faults_leave_refs_and_events_consistent() {
         git.run(&b, &["tag", "-a", "v1.0", "-m", "Release"]).await;
         git.run(&b, &["push", "-q", "origin", "v1.0"]).await;
         let after = events(&s, "code.pushed").await;
-        assert_eq!(after.len(), before + 1);
+        assert_eq!(
+            after.len(),
+            before + 1,
+            "{:?}",
+            after
+                .iter()
+                .map(|e| (e["payload"]["ref"].clone(), e["time"].clone()))
+                .collect::<Vec<_>>()
+        );
         assert!(
             after
                 .iter()

@@ -225,6 +225,104 @@ pub async fn delete(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn rule_sets_are_stored_and_chosen_on_both_databases() {
+        for db in ouro_store::testing::backends() {
+            let dir = tempfile::tempdir().unwrap();
+            let url = db.fresh_url(dir.path()).await;
+            let migrations: Vec<ouro_store::Migration> = ouro_store::PLATFORM_MIGRATIONS
+                .iter()
+                .chain(crate::MIGRATIONS)
+                .copied()
+                .collect();
+            let store = Store::open(&url, &migrations).await.unwrap();
+            let actor = Actor::System("test");
+            let user =
+                ouro_store::accounts::create_user(&store, &actor, "ann", "password-123", true)
+                    .await
+                    .unwrap();
+            let project = ouro_store::projects::create(
+                &store,
+                &user,
+                "demo",
+                "Demo",
+                "",
+                ouro_store::projects::Visibility::Private,
+            )
+            .await
+            .unwrap();
+            let repo = crate::repos::create(
+                &store,
+                &dir.path().join("repos"),
+                (project.id, "demo"),
+                &actor,
+                &crate::repos::NewRepo {
+                    name: "app".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            let with = |n: u32| MergeRules {
+                required_approvals: n,
+                required_checks: vec![" ci ".into(), "ci".into()],
+                ..MergeRules::default()
+            };
+            let saved = set(
+                &store,
+                &repo,
+                "demo",
+                &actor,
+                "refs/heads/release/*",
+                &with(2),
+            )
+            .await
+            .unwrap();
+            assert_eq!(saved.pattern, "release/*", "{}", db.name());
+            assert_eq!(saved.rules.required_checks, vec!["ci"]);
+            set(&store, &repo, "demo", &actor, "release/1.0", &with(0))
+                .await
+                .unwrap();
+            // Saving again replaces.
+            set(&store, &repo, "demo", &actor, "release/1.0", &with(5))
+                .await
+                .unwrap();
+            let mut conn = store.read().await.unwrap();
+            let all = list(&mut conn, repo.id).await.unwrap();
+            assert_eq!(
+                all.iter().map(|b| b.pattern.as_str()).collect::<Vec<_>>(),
+                vec!["release/1.0", "release/*"]
+            );
+            let e = effective(&mut conn, repo.id, "release/1.0").await.unwrap();
+            assert_eq!(
+                (e.pattern.as_deref(), e.rules.required_approvals),
+                (Some("release/1.0"), 5)
+            );
+            let e = effective(&mut conn, repo.id, "release/2.0").await.unwrap();
+            assert_eq!(e.pattern.as_deref(), Some("release/*"));
+            let e = effective(&mut conn, repo.id, "main").await.unwrap();
+            assert_eq!((e.pattern, e.rules), (None, MergeRules::default()));
+            drop(conn);
+            delete(&store, &repo, "demo", &actor, "release/1.0")
+                .await
+                .unwrap();
+            let e = effective(&mut store.read().await.unwrap(), repo.id, "release/1.0")
+                .await
+                .unwrap();
+            assert_eq!(e.pattern.as_deref(), Some("release/*"));
+            let err: OuroError = delete(&store, &repo, "demo", &actor, "release/1.0")
+                .await
+                .unwrap_err()
+                .into();
+            assert_eq!(err.code, ErrorCode::MergeRulesNotFound);
+            let err: OuroError = set(&store, &repo, "demo", &actor, "a b", &with(1))
+                .await
+                .unwrap_err()
+                .into();
+            assert_eq!(err.code, ErrorCode::ValidationFailed);
+        }
+    }
+
     #[test]
     fn the_most_specific_pattern_wins() {
         let all = [

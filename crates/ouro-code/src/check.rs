@@ -26,7 +26,8 @@ pub const MAX_LISTED_HITS: usize = 20;
 pub struct Violation {
     pub refname: String,
     /// A stable rule id: `ref.invalid`, `ref.namespace`, `protected.push`,
-    /// `protected.force_push`, `protected.deletion`, `limit.file_size`, `secret.<rule id>`.
+    /// `protected.force_push`, `protected.deletion`, `protected_tag.create`,
+    /// `protected_tag.move`, `protected_tag.delete`, `limit.file_size`, `secret.<rule id>`.
     pub rule: String,
     /// What the pusher reads (without the `ouro: ` prefix).
     pub message: String,
@@ -194,16 +195,20 @@ async fn refs_and_protection(
         ));
         return Ok(());
     }
-    let Some(branch) = u.refname.strip_prefix("refs/heads/") else {
-        if !u.refname.starts_with("refs/tags/") {
-            out.push(v(
-                "ref.namespace",
-                format!(
-                    "{} is outside refs/heads/ and refs/tags/; only branches and tags can be pushed.",
-                    u.refname
-                ),
-            ));
+    if let Some(tag) = u.refname.strip_prefix("refs/tags/") {
+        if let Some(pattern) = ctx.rules.tag_protection(tag) {
+            tag_protection(u, tag, pattern, ctx, out);
         }
+        return Ok(());
+    }
+    let Some(branch) = u.refname.strip_prefix("refs/heads/") else {
+        out.push(v(
+            "ref.namespace",
+            format!(
+                "{} is outside refs/heads/ and refs/tags/; only branches and tags can be pushed.",
+                u.refname
+            ),
+        ));
         return Ok(());
     };
     let Some(rule) = ctx.rules.protection(branch) else {
@@ -248,6 +253,49 @@ async fn refs_and_protection(
         ));
     }
     Ok(())
+}
+
+/// A protected tag: created by maintainers (and owners) only; never moved or deleted by a push.
+fn tag_protection(
+    u: &HookUpdate,
+    tag: &str,
+    pattern: &str,
+    ctx: &Context<'_>,
+    out: &mut Vec<Violation>,
+) {
+    let v = |rule: &str, message: String| Violation {
+        refname: u.refname.clone(),
+        rule: rule.to_string(),
+        message,
+    };
+    let protected = format!("tag {tag} is protected (pattern {pattern:?})");
+    if u.old == ZERO_ID {
+        if ctx.role < Some(Role::Maintainer) {
+            let you = ctx.role.map(|r| r.as_str()).unwrap_or("nobody");
+            out.push(v(
+                "protected_tag.create",
+                format!(
+                    "{protected}: creating it needs the maintainer role; you are {you}. Ask a maintainer to push the tag, or use a name outside the protected patterns."
+                ),
+            ));
+        }
+    } else if u.new == ZERO_ID {
+        out.push(v(
+            "protected_tag.delete",
+            format!(
+                "{protected}: it cannot be deleted by anyone, as released tags must not disappear. A maintainer can remove the pattern in the repository's push rules first if it really must go."
+            ),
+        ));
+    } else {
+        out.push(v(
+            "protected_tag.move",
+            format!(
+                "{protected}: it already points to {} and cannot be moved to {} by anyone. Create a new tag (e.g. the next version) instead.",
+                short(&u.old),
+                short(&u.new)
+            ),
+        ));
+    }
 }
 
 /// `git merge-base --is-ancestor`: exit 0 yes, 1 no, anything else an error (a missing object).
@@ -479,6 +527,21 @@ async fn secrets_of(
     Ok(())
 }
 
+/// What a push over the size limit (`receive.maxInputSize`, set from `max_push_bytes`) is told,
+/// after git's own `fatal: pack exceeds maximum allowed size`: the same words, the limit, and
+/// how to change it. The first line is also the message of the recorded refusal.
+pub fn push_size_lines(max: u64) -> Vec<String> {
+    vec![
+        format!(
+            "ouro: push refused: pack exceeds maximum allowed size: the limit is {} per push; no ref was changed.",
+            human(max)
+        ),
+        "ouro: A maintainer can raise it in the repository's push rules (Settings, Limits: \"Largest push\", \
+         max_push_bytes; empty means the server's push_max_bytes), or push fewer commits at a time."
+            .to_string(),
+    ]
+}
+
 /// The `remote:` lines for a refusal: each violation, then what to do.
 pub fn refusal_lines(violations: &[Violation]) -> Vec<String> {
     let mut lines = vec!["ouro: push refused; no ref was changed.".to_string()];
@@ -624,6 +687,7 @@ mod tests {
                 allow_deletion: false,
             }],
             disabled_secret_rules: Vec::new(),
+            protected_tags: Vec::new(),
             max_push_bytes: None,
             max_file_bytes: None,
         }

@@ -244,6 +244,9 @@ pub struct Condition {
 pub struct Gate {
     pub mergeable: bool,
     pub merge_method: MergeMethod,
+    /// The target-branch pattern whose merge rules applied; `null`: the repository default
+    /// (see [`crate::branch_rules`]).
+    pub rules_pattern: Option<String>,
     pub conditions: Vec<Condition>,
 }
 
@@ -490,16 +493,46 @@ pub async fn open(
 
 /// Brings open change requests of `repo` up to date with their source branches: a moved source
 /// gets the new head, stale approvals dismissed (when the rules say so) and `cr.updated`.
-/// Called after every accepted push and before the gate is evaluated.
+/// Every open change request is looked at; after a push use [`refresh_branches`].
 pub async fn refresh(
     store: &Store,
     root: &Path,
     repo: &Repo,
     slug: &str,
 ) -> Result<usize, StoreError> {
+    refresh_some(store, root, repo, slug, None).await
+}
+
+/// [`refresh`] limited to the open change requests whose source or target is one of
+/// `branches` (short names, without `refs/heads/`): what a push that moved those branches can
+/// have changed. Nothing else is read or written; without such change requests no git process
+/// runs at all. The refs are read once (one `git for-each-ref`) for all of them.
+pub async fn refresh_branches(
+    store: &Store,
+    root: &Path,
+    repo: &Repo,
+    slug: &str,
+    branches: &std::collections::BTreeSet<String>,
+) -> Result<usize, StoreError> {
+    refresh_some(store, root, repo, slug, Some(branches)).await
+}
+
+async fn refresh_some(
+    store: &Store,
+    root: &Path,
+    repo: &Repo,
+    slug: &str,
+    only: Option<&std::collections::BTreeSet<String>>,
+) -> Result<usize, StoreError> {
+    let mut open = list(&mut store.read().await?, repo.id, Some("open")).await?;
+    if let Some(only) = only {
+        open.retain(|cr| only.contains(&cr.source) || only.contains(&cr.target));
+    }
+    if open.is_empty() {
+        return Ok(0);
+    }
     let dir = repo.dir(root);
     let refs = git::refs(&dir).await.map_err(|e| git_failed(&e))?;
-    let open = list(&mut store.read().await?, repo.id, Some("open")).await?;
     let landed = landed(store, &dir, repo, slug, &refs, &open).await?;
     let moved: Vec<(ChangeRequest, Option<String>)> = open
         .into_iter()
@@ -512,7 +545,17 @@ pub async fn refresh(
     if moved.is_empty() {
         return Ok(0);
     }
-    let rules = rules(&mut store.read().await?, repo.id).await?;
+    // The rule set of each target (per-branch patterns, else the repository default).
+    let mut dismiss: std::collections::BTreeMap<String, bool> = Default::default();
+    {
+        let mut conn = store.read().await?;
+        for (cr, _) in &moved {
+            if !dismiss.contains_key(&cr.target) {
+                let e = crate::branch_rules::effective(&mut conn, repo.id, &cr.target).await?;
+                dismiss.insert(cr.target.clone(), e.rules.dismiss_stale_approvals);
+            }
+        }
+    }
     let mut tx = store.begin().await?;
     let mut n = 0;
     for (cr, head) in moved {
@@ -533,7 +576,7 @@ pub async fn refresh(
             continue;
         }
         let mut dismissed = 0;
-        if rules.dismiss_stale_approvals {
+        if dismiss.get(&cr.target).copied().unwrap_or(true) {
             dismissed = q("UPDATE code_cr_reviews SET dismissed = TRUE WHERE cr_id = $1 AND dismissed = FALSE \
                  AND verdict = 'approve'")
             .bind(cr.id)
@@ -833,16 +876,12 @@ pub async fn rules(ex: &mut impl Executor, repo_id: i64) -> Result<MergeRules, S
     })
 }
 
-/// Saves a repository's merge rules.
-pub async fn set_rules(
-    store: &Store,
-    repo: &Repo,
-    slug: &str,
-    actor: &Actor,
-    new: &MergeRules,
-) -> Result<MergeRules, StoreError> {
+/// Checks a rule set and returns it normalised (check names trimmed, sorted, deduplicated).
+/// Shared by the repository default ([`set_rules`]) and the per-branch rule sets
+/// ([`crate::branch_rules::set`]).
+pub fn normalize_rules(new: &MergeRules) -> Result<MergeRules, OuroError> {
     if new.required_approvals > 20 {
-        return Err(OuroError::field("required_approvals", "at most 20").into());
+        return Err(OuroError::field("required_approvals", "at most 20"));
     }
     let mut checks: Vec<String> = new
         .required_checks
@@ -854,16 +893,28 @@ pub async fn set_rules(
         .any(|c| c.is_empty() || c.chars().count() > 100)
         || checks.len() > 50
     {
-        return Err(
-            OuroError::field("required_checks", "up to 50 names of 1 to 100 characters").into(),
-        );
+        return Err(OuroError::field(
+            "required_checks",
+            "up to 50 names of 1 to 100 characters",
+        ));
     }
     checks.sort();
     checks.dedup();
-    let rules = MergeRules {
+    Ok(MergeRules {
         required_checks: checks,
         ..new.clone()
-    };
+    })
+}
+
+/// Saves a repository's merge rules.
+pub async fn set_rules(
+    store: &Store,
+    repo: &Repo,
+    slug: &str,
+    actor: &Actor,
+    new: &MergeRules,
+) -> Result<MergeRules, StoreError> {
+    let rules = normalize_rules(new)?;
     let now = ouro_core::time::now_ms();
     let mut tx = store.begin().await?;
     q("DELETE FROM code_merge_rules WHERE repo_id = $1")
@@ -982,7 +1033,8 @@ pub async fn gate(
     cr: &ChangeRequest,
 ) -> Result<Gate, StoreError> {
     let mut conn = store.read().await?;
-    let rules = rules(&mut conn, repo.id).await?;
+    let applied = crate::branch_rules::effective(&mut conn, repo.id, &cr.target).await?;
+    let rules = applied.rules;
     let reviews = reviews(&mut conn, cr.id).await?;
     let statuses = statuses(&mut conn, repo.id, &cr.head).await?;
     let unresolved = if rules.require_resolved_threads {
@@ -1129,6 +1181,7 @@ pub async fn gate(
     Ok(Gate {
         mergeable: c.iter().all(|c| c.met),
         merge_method: rules.merge_method,
+        rules_pattern: applied.pattern,
         conditions: c,
     })
 }
@@ -1182,7 +1235,9 @@ pub async fn merge(
     let dir = repo.dir(root);
     let lock = crate::push::lock(&dir);
     let _guard = lock.lock().await;
-    refresh(store, root, repo, slug).await?;
+    let cr = get(&mut store.read().await?, repo.id, number).await?;
+    let branches = [cr.source.clone(), cr.target.clone()].into_iter().collect();
+    refresh_branches(store, root, repo, slug, &branches).await?;
     let cr = get(&mut store.read().await?, repo.id, number).await?;
     let g = gate(store, root, repo, &cr).await?;
     if !g.mergeable {

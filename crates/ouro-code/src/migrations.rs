@@ -46,4 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0008_cr_meta.sql"),
         postgres: include_str!("../migrations/postgres/0008_cr_meta.sql"),
     },
+    Migration {
+        component: "code",
+        version: 9,
+        name: "branch_rules",
+        sqlite: include_str!("../migrations/sqlite/0009_branch_rules.sql"),
+        postgres: include_str!("../migrations/postgres/0009_branch_rules.sql"),
+    },
 ];

@@ -2,6 +2,9 @@
 //! scanning rules and size limits (`code_push_settings`). Saving replaces the whole set and
 //! appends `repo.push_rules_changed` in the same transaction.
 //!
+//! Protected tags (`code_protected_tags`): patterns over tag names (`v*`); creating a matching
+//! tag needs the maintainer role, moving or deleting one is refused for everyone.
+//!
 //! Without saved rules the default branch is protected by [`default_protection`]: direct pushes
 //! by maintainers (and owners) only, no force push, no deletion.
 
@@ -96,9 +99,21 @@ pub struct PushRules {
     pub max_push_bytes: Option<i64>,
     /// Largest file (blob) in bytes; `null`: the server's `push_max_file_bytes`.
     pub max_file_bytes: Option<i64>,
+    /// Protected tag patterns (`v*`, `release/**`): maintainers may create a matching tag;
+    /// nobody may move or delete one by a push.
+    #[serde(default)]
+    pub protected_tags: Vec<String>,
 }
 
 impl PushRules {
+    /// The first protected tag pattern matching `tag` (a short name, without `refs/tags/`).
+    pub fn tag_protection(&self, tag: &str) -> Option<&str> {
+        self.protected_tags
+            .iter()
+            .find(|p| crate::glob::matches(p, tag))
+            .map(String::as_str)
+    }
+
     /// The first protection rule matching `branch` (a short name, without `refs/heads/`).
     pub fn protection(&self, branch: &str) -> Option<&ProtectedBranch> {
         self.protected_branches
@@ -127,6 +142,16 @@ pub struct PushRulesUpdate {
     pub max_push_bytes: Option<i64>,
     #[serde(default)]
     pub max_file_bytes: Option<i64>,
+    /// Replaces the protected tag patterns (omitted: unchanged; an empty list protects none).
+    #[serde(default)]
+    pub protected_tags: Option<Vec<String>>,
+}
+
+/// Checks a tag pattern; returns it without a leading `refs/tags/`.
+pub fn validate_tag_pattern(p: &str) -> Result<String, String> {
+    let p = p.trim();
+    let p = p.strip_prefix("refs/tags/").unwrap_or(p);
+    validate_pattern(p).map_err(|m| m.replace("branch", "tag"))
 }
 
 /// Checks a branch pattern; returns it without a leading `refs/heads/`.
@@ -170,7 +195,16 @@ pub async fn load(ex: &mut impl Executor, repo: &Repo) -> Result<PushRules, Stor
         disabled_secret_rules: Vec::new(),
         max_push_bytes: None,
         max_file_bytes: None,
+        protected_tags: Vec::new(),
     };
+    rules.protected_tags =
+        q("SELECT pattern FROM code_protected_tags WHERE repo_id = $1 ORDER BY position")
+            .bind(repo.id)
+            .fetch_all(ex)
+            .await?
+            .iter()
+            .map(|r| r.text("pattern"))
+            .collect::<Result<_, _>>()?;
     if let Some(s) = settings {
         rules.custom_protection = s.bool("custom_protection")?;
         rules.disabled_secret_rules = s
@@ -234,6 +268,25 @@ pub async fn save(
                     pattern,
                     ..b.clone()
                 });
+            }
+            Some(out)
+        }
+    };
+    let tags = match &update.protected_tags {
+        None => None,
+        Some(list) => {
+            if list.len() > MAX_PROTECTED {
+                return Err(field(
+                    "protected_tags",
+                    format!("at most {MAX_PROTECTED} protected tag patterns"),
+                ));
+            }
+            let mut out: Vec<String> = Vec::new();
+            for t in list {
+                let pattern = validate_tag_pattern(t).map_err(|m| field("protected_tags", m))?;
+                if !out.contains(&pattern) {
+                    out.push(pattern);
+                }
             }
             Some(out)
         }
@@ -308,6 +361,20 @@ pub async fn save(
             .bind(b.allow_deletion)
             .execute(&mut tx)
             .await?;
+        }
+    }
+    if let Some(list) = &tags {
+        q("DELETE FROM code_protected_tags WHERE repo_id = $1")
+            .bind(repo.id)
+            .execute(&mut tx)
+            .await?;
+        for (i, t) in list.iter().enumerate() {
+            q("INSERT INTO code_protected_tags (repo_id, position, pattern) VALUES ($1, $2, $3)")
+                .bind(repo.id)
+                .bind(i as i64)
+                .bind(t.as_str())
+                .execute(&mut tx)
+                .await?;
         }
     }
     let saved = load(&mut tx, repo).await?;
@@ -480,6 +547,42 @@ mod tests {
             }
             let after = load(&mut store.read().await.unwrap(), &repo).await.unwrap();
             assert_eq!(after, saved);
+
+            // Protected tags: saved in order, deduplicated, kept when omitted.
+            let tagged = save(
+                &store,
+                &repo,
+                "demo",
+                &actor,
+                &PushRulesUpdate {
+                    protected_tags: Some(vec!["refs/tags/v*".into(), "v*".into(), "rel/**".into()]),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            assert_eq!(tagged.protected_tags, vec!["v*", "rel/**"], "{}", db.name());
+            assert_eq!(tagged.tag_protection("v1.0"), Some("v*"));
+            assert_eq!(tagged.tag_protection("rel/a/b"), Some("rel/**"));
+            assert_eq!(tagged.tag_protection("x1"), None);
+            let kept = save(&store, &repo, "demo", &actor, &PushRulesUpdate::default())
+                .await
+                .unwrap();
+            assert_eq!(kept.protected_tags, tagged.protected_tags);
+            let e: OuroError = save(
+                &store,
+                &repo,
+                "demo",
+                &actor,
+                &PushRulesUpdate {
+                    protected_tags: Some(vec!["v 1".into()]),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err()
+            .into();
+            assert_eq!(e.details.unwrap()["field"], "protected_tags");
         }
     }
 

@@ -167,6 +167,8 @@ error_codes! {
     CommentNotFound = ("code.comment_not_found", 404),
     /// No comment thread with that id exists on this change request.
     ThreadNotFound = ("code.thread_not_found", 404),
+    /// No merge rule set for that target-branch pattern exists in this repository.
+    MergeRulesNotFound = ("code.merge_rules_not_found", 404),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

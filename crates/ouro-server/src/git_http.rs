@@ -325,14 +325,40 @@ async fn run(
 
     // stdout -> response body, through a small bounded channel (backpressure, no buffering).
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    // A push over the size limit gets Ouro's explanation next to git's own refusal.
+    let mut notice = rules.as_ref().map(|r| SizeNotice {
+        max: r
+            .max_push_bytes
+            .map(|v| v as u64)
+            .unwrap_or(st.settings.push_max_bytes),
+        received: received.clone(),
+        pending: Vec::new(),
+        sideband: false,
+        unpack_failed: false,
+        passthrough: false,
+    });
     tokio::spawn(async move {
         let mut client_gone = false;
         loop {
             let mut buf = vec![0u8; CHUNK];
             match stdout.read(&mut buf).await {
-                Ok(0) => break,
+                Ok(0) => {
+                    if let Some(rest) = notice.as_mut().map(SizeNotice::finish)
+                        && !rest.is_empty()
+                        && !client_gone
+                    {
+                        let _ = tx.send(Ok(Bytes::from(rest))).await;
+                    }
+                    break;
+                }
                 Ok(n) => {
                     buf.truncate(n);
+                    if let Some(nt) = notice.as_mut() {
+                        buf = nt.feed(&buf);
+                        if buf.is_empty() {
+                            continue;
+                        }
+                    }
                     if !client_gone && tx.send(Ok(Bytes::from(buf))).await.is_err() {
                         // Keep draining so git finishes (or stops) on its own.
                         client_gone = true;
@@ -368,10 +394,9 @@ async fn run(
             let v = check::Violation {
                 refname: String::new(),
                 rule: "limit.push_size".into(),
-                message: format!(
-                    "the push is larger than the limit of {}",
-                    check::human_bytes(max)
-                ),
+                message: check::push_size_lines(max)[0]
+                    .trim_start_matches("ouro: ")
+                    .to_string(),
             };
             if let Err(e) =
                 check::record_rejection(&st.store, &repo, &project.slug, &actor, &[], &[v]).await
@@ -379,27 +404,29 @@ async fn run(
                 tracing::error!(error = %e, repo = repo.id, "recording a refused push failed");
             }
         }
-        let recorded = match before {
+        let moved = match before {
             Some(before) => {
                 match record_push(&st, &dir, &repo, &project.slug, &actor, &before).await {
-                    Ok(()) => true,
+                    Ok(moved) => moved,
                     Err(e) => {
                         tracing::error!(error = %e, repo = repo.id, "recording a push failed");
-                        false
+                        Default::default()
                     }
                 }
             }
-            None => false,
+            None => Default::default(),
         };
         // The pusher's answer ends here: the refs moved and their events are committed. Bringing
-        // open change requests up to date is Ouro's own follow-up (still under the push lock).
+        // open change requests up to date is Ouro's own follow-up (still under the push lock):
+        // only those whose source or target is among the branches this push moved.
         drop(tx);
-        if recorded
-            && let Err(e) = ouro_code::cr::refresh(
+        if !moved.is_empty()
+            && let Err(e) = ouro_code::cr::refresh_branches(
                 &st.store,
                 &repos::root(&st.settings.data_dir),
                 &repo,
                 &project.slug,
+                &moved,
             )
             .await
         {
@@ -431,6 +458,87 @@ async fn run(
         }
     }
     Ok(res)
+}
+
+/// Reads receive-pack's answer (pkt-lines) as it streams through and, when the push was refused
+/// for its size (`receive.maxInputSize`: the body was over the limit and the unpack failed),
+/// adds Ouro's lines on side band 2 just before the final flush, so the pusher reads them as
+/// `remote:` lines after git's own `fatal: pack exceeds maximum allowed size`. Anything that
+/// does not parse as pkt-lines is passed through unchanged.
+struct SizeNotice {
+    max: u64,
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes of an incomplete packet.
+    pending: Vec<u8>,
+    sideband: bool,
+    unpack_failed: bool,
+    passthrough: bool,
+}
+
+impl SizeNotice {
+    /// Takes a chunk of the answer; returns what can be forwarded now.
+    fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+        if self.passthrough {
+            return chunk.to_vec();
+        }
+        self.pending.extend_from_slice(chunk);
+        let mut out = Vec::with_capacity(self.pending.len());
+        let mut at = 0;
+        while self.pending.len() - at >= 4 {
+            let len = std::str::from_utf8(&self.pending[at..at + 4])
+                .ok()
+                .and_then(|h| usize::from_str_radix(h, 16).ok());
+            let Some(len) = len else {
+                self.passthrough = true;
+                out.extend_from_slice(&self.pending[at..]);
+                self.pending.clear();
+                return out;
+            };
+            if len == 0 {
+                if self.sideband
+                    && self.unpack_failed
+                    && self.received.load(std::sync::atomic::Ordering::Relaxed) > self.max
+                {
+                    for line in check::push_size_lines(self.max) {
+                        let payload = format!("\u{2}{line}\n");
+                        out.extend_from_slice(format!("{:04x}", payload.len() + 4).as_bytes());
+                        out.extend_from_slice(payload.as_bytes());
+                    }
+                    // Once.
+                    self.unpack_failed = false;
+                }
+                out.extend_from_slice(b"0000");
+                at += 4;
+                continue;
+            }
+            if len < 4 {
+                out.extend_from_slice(&self.pending[at..at + 4]);
+                at += 4;
+                continue;
+            }
+            if self.pending.len() - at < len {
+                break;
+            }
+            let packet = &self.pending[at..at + len];
+            if packet.get(4) == Some(&1) {
+                self.sideband = true;
+                let data = &packet[5..];
+                let has = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
+                if has(b"unpack ") && !has(b"unpack ok") {
+                    self.unpack_failed = true;
+                }
+            }
+            out.extend_from_slice(packet);
+            at += len;
+        }
+        self.pending.drain(..at);
+        out
+    }
+
+    /// What is left at the end of the answer.
+    fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pending)
+    }
 }
 
 /// A task that is aborted when this is dropped.
@@ -522,8 +630,8 @@ async fn pre_receive(st: AppState, mut hook: HookDir, p: Pusher) -> HookDir {
     hook
 }
 
-/// Records what the push moved (`code.pushed`). Open change requests whose source moved get
-/// the new head (and their gate re-runs) right after, once the pusher has the answer.
+/// Records what the push moved (`code.pushed`) and returns the branches it moved: open change
+/// requests on them get the new head (and their gate re-runs) once the pusher has the answer.
 async fn record_push(
     st: &AppState,
     dir: &std::path::Path,
@@ -531,10 +639,16 @@ async fn record_push(
     slug: &str,
     actor: &ouro_core::Actor,
     before: &BTreeMap<String, String>,
-) -> Result<(), OuroError> {
+) -> Result<std::collections::BTreeSet<String>, OuroError> {
     let after = ouro_code::git::refs(dir).await.map_err(git_error)?;
     ouro_code::push::record(&st.store, dir, repo, slug, actor, before, &after).await?;
-    Ok(())
+    // The branches this push moved (created, moved or deleted).
+    Ok(before
+        .iter()
+        .filter(|(r, id)| after.get(*r) != Some(*id))
+        .chain(after.iter().filter(|(r, _)| !before.contains_key(*r)))
+        .filter_map(|(r, _)| r.strip_prefix("refs/heads/").map(String::from))
+        .collect())
 }
 
 fn git_error(e: ouro_code::git::GitError) -> OuroError {

@@ -4,6 +4,7 @@
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
+use ouro_code::branch_rules::{self, BranchMergeRules};
 use ouro_code::cr::{
     self, ChangeRequest, CommitStatus, Gate, Identity, MergeOptions, MergeRules, NewChangeRequest,
     NewReview, NewStatus, Review,
@@ -153,6 +154,41 @@ pub fn register(reg: &mut Registry) {
     )
     .request::<MergeRules>()
     .response::<MergeRules>(200);
+    let branches = "/api/v1/projects/{slug}/repos/{name}/merge-rules/branches";
+    reg.route(
+        Method::GET,
+        branches,
+        Permission::Project(Role::Viewer),
+        list_branch_rules,
+    )
+    .doc(
+        "code",
+        "Merge rules per target-branch pattern, most specific first (a change request uses the most specific matching pattern, else the repository default of `.../merge-rules`)",
+    )
+    .response::<Vec<BranchMergeRules>>(200);
+    let one_branch = "/api/v1/projects/{slug}/repos/{name}/merge-rules/branches/{pattern}";
+    reg.route(
+        Method::PUT,
+        one_branch,
+        Permission::Project(Role::Maintainer),
+        put_branch_rules,
+    )
+    .doc(
+        "code",
+        "Create or replace the merge rules of a target-branch pattern (URL-encoded: `release%2F*`); the body is a merge rule set as for `.../merge-rules`",
+    )
+    .request::<MergeRules>()
+    .response::<BranchMergeRules>(200);
+    reg.route(
+        Method::DELETE,
+        one_branch,
+        Permission::Project(Role::Maintainer),
+        delete_branch_rules,
+    )
+    .doc(
+        "code",
+        "Delete the merge rules of a target-branch pattern → 204 (its branches fall back to a less specific pattern or the repository default); 404 code.merge_rules_not_found",
+    );
 }
 
 /// A change request with what decides its merge.
@@ -284,7 +320,10 @@ async fn open(
 /// The view of one change request (after bringing it up to date with its source branch).
 pub async fn view(st: &AppState, slug: &str, repo: &Repo, number: i64) -> ApiResult<CrView> {
     let root = repos_root(st);
-    cr::refresh(&st.store, &root, repo, slug).await?;
+    // Only this change request's branches matter here.
+    let c = cr::get(&mut st.store.read().await?, repo.id, number).await?;
+    let branches = [c.source, c.target].into_iter().collect();
+    cr::refresh_branches(&st.store, &root, repo, slug, &branches).await?;
     let mut conn = st.store.read().await?;
     let c = cr::get(&mut conn, repo.id, number).await?;
     let reviews = cr::reviews(&mut conn, c.id).await?;
@@ -430,4 +469,39 @@ async fn put_rules(
     Ok(Json(
         cr::set_rules(&st.store, &repo, &p.slug, &ctx.actor(), &body).await?,
     ))
+}
+
+async fn list_branch_rules(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, name)): Path<(String, String)>,
+) -> ApiResult<Json<Vec<BranchMergeRules>>> {
+    let repo = repo_of(&st, &ctx, &name).await?;
+    Ok(Json(
+        branch_rules::list(&mut st.store.read().await?, repo.id).await?,
+    ))
+}
+
+async fn put_branch_rules(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, name, pattern)): Path<(String, String, String)>,
+    Json(body): Json<MergeRules>,
+) -> ApiResult<Json<BranchMergeRules>> {
+    let p = ctx.project()?;
+    let repo = repo_of(&st, &ctx, &name).await?;
+    Ok(Json(
+        branch_rules::set(&st.store, &repo, &p.slug, &ctx.actor(), &pattern, &body).await?,
+    ))
+}
+
+async fn delete_branch_rules(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, name, pattern)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    let p = ctx.project()?;
+    let repo = repo_of(&st, &ctx, &name).await?;
+    branch_rules::delete(&st.store, &repo, &p.slug, &ctx.actor(), &pattern).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

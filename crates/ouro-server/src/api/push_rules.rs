@@ -42,6 +42,57 @@ pub fn register(reg: &mut Registry) {
         )
         .request::<Vec<ProtectedBranch>>()
         .response::<Vec<ProtectedBranch>>(200);
+    let tags = "/api/v1/projects/{slug}/repos/{name}/protected-tags";
+    reg.route(Method::GET, tags, Permission::Project(Role::Maintainer), get_tags)
+        .doc(
+            "code",
+            "The protected tag patterns (`v*`): creating a matching tag needs maintainer; nobody may move or delete one by a push",
+        )
+        .response::<Vec<String>>(200);
+    reg.route(Method::PUT, tags, Permission::Project(Role::Maintainer), put_tags)
+        .doc(
+            "code",
+            "Replace the protected tag patterns (a JSON list of globs; an empty list protects none). 422 with the field",
+        )
+        .request::<Vec<String>>()
+        .response::<Vec<String>>(200);
+}
+
+async fn get_tags(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, name)): Path<(String, String)>,
+) -> ApiResult<Json<Vec<String>>> {
+    let r = repo(&st, &ctx, &name).await?;
+    Ok(Json(
+        push_rules::load(&mut st.store.read().await?, &r)
+            .await?
+            .protected_tags,
+    ))
+}
+
+async fn put_tags(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, name)): Path<(String, String)>,
+    Json(body): Json<Vec<String>>,
+) -> ApiResult<Json<Vec<String>>> {
+    let r = repo(&st, &ctx, &name).await?;
+    let slug = ctx.project()?.slug.clone();
+    // Only the tags change; the limits stay as saved.
+    let current = push_rules::load(&mut st.store.read().await?, &r).await?;
+    let update = PushRulesUpdate {
+        protected_branches: None,
+        disabled_secret_rules: None,
+        max_push_bytes: current.max_push_bytes,
+        max_file_bytes: current.max_file_bytes,
+        protected_tags: Some(body),
+    };
+    Ok(Json(
+        push_rules::save(&st.store, &r, &slug, &ctx.actor(), &update)
+            .await?
+            .protected_tags,
+    ))
 }
 
 async fn repo(st: &AppState, ctx: &Ctx, name: &str) -> ApiResult<repos::Repo> {
@@ -101,6 +152,7 @@ async fn put_branches(
         disabled_secret_rules: None,
         max_push_bytes: current.max_push_bytes,
         max_file_bytes: current.max_file_bytes,
+        protected_tags: None,
     };
     Ok(Json(
         push_rules::save(&st.store, &r, &slug, &ctx.actor(), &update)

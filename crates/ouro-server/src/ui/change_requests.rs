@@ -108,7 +108,7 @@ pub(crate) fn base_url(project: &Project, repo: &str) -> String {
     format!("/projects/{}/code/{repo}/change-requests", project.slug)
 }
 
-fn status_code(e: &OuroError) -> StatusCode {
+pub(crate) fn status_code(e: &OuroError) -> StatusCode {
     StatusCode::from_u16(crate::auth::status_of(e.code).as_u16())
         .unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
 }
@@ -491,6 +491,8 @@ pub(crate) struct ShowPage<'a> {
     reviews: Vec<ReviewRow>,
     mergeable: bool,
     method: &'static str,
+    /// The target-branch pattern whose merge rules apply (`None`: the repository default).
+    rules_pattern: Option<String>,
     conditions: Vec<Condition>,
     /// An action that was refused, with the unmet conditions when a merge was blocked.
     error: Option<String>,
@@ -629,6 +631,7 @@ pub(crate) async fn show_page<'a>(
             .collect(),
         mergeable: v.gate.mergeable,
         method: method_text(v.gate.merge_method),
+        rules_pattern: v.gate.rules_pattern,
         conditions: v.gate.conditions,
         error: None,
         refused: Vec::new(),
@@ -892,7 +895,7 @@ async fn reopen(
 
 #[derive(Template)]
 #[template(path = "code_merge_rules.html")]
-struct RulesPage<'a> {
+pub(crate) struct RulesPage<'a> {
     chrome: Chrome,
     project: &'a Project,
     phases: &'static [PhaseLink],
@@ -906,10 +909,12 @@ struct RulesPage<'a> {
     dismiss: bool,
     /// Every thread must be resolved before merging.
     threads: bool,
-    error: Option<String>,
+    /// Rule sets per target-branch pattern, most specific first (`ui::merge_rules`).
+    branches: Vec<crate::ui::merge_rules::BranchRow>,
+    pub(crate) error: Option<String>,
 }
 
-async fn rules_build<'a>(
+pub(crate) async fn rules_build<'a>(
     st: &AppState,
     ctx: &'a Ctx,
     project: &'a Project,
@@ -922,6 +927,7 @@ async fn rules_build<'a>(
     )
     .await
     .map_err(|e| fail(ctx, e))?;
+    let branches = crate::ui::merge_rules::rows(st, ctx, &repo).await?;
     Ok(RulesPage {
         chrome: Chrome::of(ctx),
         project,
@@ -942,6 +948,7 @@ async fn rules_build<'a>(
         checks: rules.required_checks.join(", "),
         dismiss: rules.dismiss_stale_approvals,
         threads: rules.require_resolved_threads,
+        branches,
         error: None,
     })
 }
@@ -958,7 +965,7 @@ async fn rules_page(
     Ok(flash.finish(render(&p)))
 }
 
-fn parse_rules(form: &Form) -> Result<MergeRules, OuroError> {
+pub(crate) fn parse_rules(form: &Form) -> Result<MergeRules, OuroError> {
     let merge_method = match form.get("merge_method").as_str() {
         "merge" => MergeMethod::Merge,
         "squash" => MergeMethod::Squash,

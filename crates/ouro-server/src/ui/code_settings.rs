@@ -77,6 +77,8 @@ struct SettingsPage<'a> {
     secrets: Vec<SecretRow>,
     max_push_bytes: String,
     max_file_bytes: String,
+    /// Protected tag patterns, comma-separated.
+    protected_tags: String,
     server_push_bytes: u64,
     server_file_bytes: u64,
     allow_file: &'static str,
@@ -170,6 +172,7 @@ async fn build<'a>(
             .max_file_bytes
             .map(|v| v.to_string())
             .unwrap_or_default(),
+        protected_tags: rules.protected_tags.join(", "),
         server_push_bytes: st.settings.push_max_bytes,
         server_file_bytes: st.settings.push_max_file_bytes,
         allow_file: secrets::ALLOW_FILE,
@@ -230,6 +233,13 @@ fn parse(form: &Form) -> Result<PushRulesUpdate, OuroError> {
         disabled_secret_rules: Some(disabled),
         max_push_bytes: number("max_push_bytes")?,
         max_file_bytes: number("max_file_bytes")?,
+        protected_tags: Some(
+            form.get("protected_tags")
+                .split([',', '\n'])
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect(),
+        ),
     })
 }
 

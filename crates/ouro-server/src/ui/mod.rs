@@ -14,6 +14,7 @@ pub mod common;
 pub mod cr_comments;
 pub mod intake;
 pub mod members;
+pub mod merge_rules;
 pub mod notifications;
 pub mod plan;
 pub mod plan_attachments;
@@ -61,6 +62,7 @@ pub fn register(reg: &mut Registry) {
     code_browse::register(reg);
     change_requests::register(reg);
     cr_comments::register(reg);
+    merge_rules::register(reg);
     project_settings::register(reg);
     projects::register(reg);
     webhooks::register(reg);

@@ -18,6 +18,7 @@ mod events;
 mod guard;
 mod items;
 mod links_rules;
+mod merge_rules;
 mod meta;
 mod notify;
 mod plan_config;

@@ -574,7 +574,7 @@ fn aggregate(states: impl IntoIterator<Item = JobState>) -> &'static str {
     let all: Vec<JobState> = states.into_iter().collect();
     if all.iter().any(|s| s.is_failure()) {
         "failure"
-    } else if all.iter().any(|s| *s == JobState::Cancelled) {
+    } else if all.contains(&JobState::Cancelled) {
         "cancelled"
     } else if !all.is_empty() && all.iter().all(|s| *s == JobState::Skipped) {
         "skipped"

@@ -395,11 +395,7 @@ impl<'a> View<'a> {
     fn on(&mut self, p: &Progress) {
         let id = |j: usize| self.plan.jobs[j].id.clone();
         match p {
-            Progress::JobQueued { .. } => {
-                if self.tty && self.drawn == 0 {
-                    self.print(&[]);
-                }
-            }
+            Progress::JobQueued { .. } if self.tty && self.drawn == 0 => self.print(&[]),
             Progress::JobStarted { job, attempt } => {
                 self.states[*job] = JobState::Running;
                 if *attempt == 1 {

@@ -156,11 +156,11 @@ pub fn prepare(
     for (n, s) in job.spec.steps.iter().enumerate() {
         let all_env = render_env(&s.env, &job_env, ctx, &format!("step {}", n + 1))?;
         let sctx = ctx.clone().with_env(all_env.clone());
+        let run = render(&s.run, &sctx).map_err(|e| format!("step {} run: {e}", n + 1))?;
         let name = match &s.name {
             Some(name) => render(name, &sctx).map_err(|e| format!("step {} name: {e}", n + 1))?,
-            None => s.run.lines().next().unwrap_or("").trim().to_string(),
+            None => run.lines().next().unwrap_or("").trim().to_string(),
         };
-        let run = render(&s.run, &sctx).map_err(|e| format!("step `{name}` run: {e}"))?;
         let cond = match &s.if_ {
             Some(src) => expr::parse_condition(src)
                 .map_err(|e| format!("step `{name}` if: {}", e.message))?,

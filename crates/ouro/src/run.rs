@@ -275,8 +275,11 @@ pub fn run(args: RunArgs) -> i32 {
         let (opts, cancel) = LocalOptions::new(args.slots.unwrap_or(0));
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ncancelling: stopping every job...");
+                eprintln!("\ncancelling: stopping every job (Ctrl-C again to quit at once)...");
                 let _ = cancel.send(true);
+            }
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
             }
         });
         let mut all_ok = true;

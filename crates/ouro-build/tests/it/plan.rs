@@ -256,3 +256,22 @@ fn run_status_derivation() {
     // The dependent of a continue-on-error failure still runs.
     assert_eq!(rp.decide(1, &[Failure, Queued], false), Ok(Decision::Run));
 }
+
+#[test]
+fn schedule_trigger_and_plan_fields() {
+    let src = format!("on:\n  schedule:\n    - cron: '0 3 * * *'\nname: nightly\n{STEP}");
+    let mut t = Trigger::push("main", SHA);
+    t.event = EventKind::Schedule;
+    let rp = plan("file", &pipeline(&src), &t).unwrap();
+    assert_eq!(rp.name, "nightly");
+    assert_eq!(rp.jobs.len(), 1);
+    assert_eq!(rp.jobs[0].key, "a");
+    assert_eq!(rp.find("a"), Some(0));
+    assert!(!runs(&src, &Trigger::push("main", SHA)));
+    // The ouro context comes from the trigger.
+    let ctx = rp.job_context(0, &[JobState::Queued], false);
+    assert!(
+        ouro_build::expr::eval_condition("ouro.event == 'schedule' && ouro.branch == 'main'", &ctx)
+            .unwrap()
+    );
+}

@@ -1,16 +1,18 @@
 //! Ouro's Build phase: pipelines as code. This crate holds the domain logic and knows nothing of
 //! HTTP: the pipeline file model and its parser with diagnostics (`pipeline`, `check`, `yaml`,
 //! `diag`), the expression language used by `${{ ... }}` and `if:` (`expr`), matrix expansion
-//! (`matrix`); job executors (`exec`), secret masking (`mask`) and the job log store (`logs`).
+//! (`matrix`), run planning (`plan`) and the local scheduler (`local`); job executors (`exec`), secret masking (`mask`) and the job log store (`logs`).
 
 pub mod check;
 pub mod diag;
 pub mod exec;
 pub mod expr;
+pub mod local;
 pub mod logs;
 pub mod mask;
 pub mod matrix;
 pub mod pipeline;
+pub mod plan;
 mod yaml;
 
 pub use diag::{Diagnostic, Severity};

@@ -3,6 +3,7 @@
 mod cr;
 mod items;
 mod lint;
+mod run;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -41,6 +42,9 @@ enum Command {
     Cr(cr::CrCommand),
     /// Check pipeline files (default: .ouro/pipelines/*.yml); exit 1 on errors, 2 on usage errors.
     Lint(lint::LintArgs),
+    /// Run the checkout's pipelines on this machine (jobs use the committed HEAD); exit 0 only
+    /// when every job succeeded, 1 otherwise, 2 on usage errors.
+    Run(run::RunArgs),
 }
 
 #[derive(Args, Clone)]
@@ -121,6 +125,9 @@ fn main() -> anyhow::Result<()> {
     // Offline and synchronous: no runtime, no logging set-up.
     if let Command::Lint(args) = cli.command {
         std::process::exit(lint::run(args));
+    }
+    if let Command::Run(args) = cli.command {
+        std::process::exit(run::run(args));
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -206,7 +213,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Items(cmd) => items::run(cmd).await,
         Command::Cr(cmd) => cr::run(cmd).await,
-        Command::Lint(_) => unreachable!("handled before the runtime starts"),
+        Command::Lint(_) | Command::Run(_) => {
+            unreachable!("handled before the runtime starts")
+        }
         Command::Config(ConfigCommand::Default) => {
             print!("{}", ouro_server::settings::DEFAULT_TOML);
             Ok(())

@@ -5,10 +5,12 @@
 mod codes;
 mod exec;
 mod expr;
+mod local;
 mod logs;
 mod mask;
 mod matrix;
 mod model;
+mod plan;
 mod props;
 mod render;
 mod schema;

@@ -4,3 +4,4 @@ mod cli;
 mod cr;
 mod items;
 mod lint;
+mod run;

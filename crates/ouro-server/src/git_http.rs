@@ -416,10 +416,9 @@ async fn run(
             }
             None => Default::default(),
         };
-        // The pusher's answer ends here: the refs moved and their events are committed. Bringing
-        // open change requests up to date is Ouro's own follow-up (still under the push lock):
-        // only those whose source or target is among the branches this push moved.
-        drop(tx);
+        // Open change requests whose source or target this push moved get the new head (and
+        // their gate re-runs) before the pusher has the answer: once `git push` returns, the CR
+        // and its events show the push. With no such CR this is one query and no git process.
         if !moved.is_empty()
             && let Err(e) = ouro_code::cr::refresh_branches(
                 &st.store,
@@ -433,6 +432,7 @@ async fn run(
             tracing::error!(error = %e, repo = repo.id, "refreshing change requests after a push failed");
         }
         drop(guard);
+        drop(tx);
         if pushed {
             // What `receive.autogc` would have done, once the pusher has the answer: pack loose
             // objects when git finds enough of them (git takes its own locks).
@@ -631,7 +631,7 @@ async fn pre_receive(st: AppState, mut hook: HookDir, p: Pusher) -> HookDir {
 }
 
 /// Records what the push moved (`code.pushed`) and returns the branches it moved: open change
-/// requests on them get the new head (and their gate re-runs) once the pusher has the answer.
+/// requests on them get the new head (and their gate re-runs) next.
 async fn record_push(
     st: &AppState,
     dir: &std::path::Path,

@@ -582,8 +582,8 @@ async fn merge_methods_conflicts_and_stale_approvals() {
     }
 }
 
-/// A push answers once its events are committed and brings open CRs up to date right after;
-/// page views refresh too. However they race, one moved head gives one `cr.updated`.
+/// A push brings open CRs up to date and page views refresh too. However they race, one moved
+/// head gives one `cr.updated`.
 #[tokio::test]
 async fn racing_refreshes_record_one_update_per_moved_head() {
     for db in backends() {
@@ -612,7 +612,7 @@ async fn racing_refreshes_record_one_update_per_moved_head() {
                 assert_eq!(v["head"], json!(head), "{v}");
             }
         }
-        // Let the push's own refresh finish (it runs after the answer, under the push lock).
+        // Wait for the ledger to show the three updates, then check there are no more.
         let mut updates = 0;
         for _ in 0..100 {
             let (_, ev) = s

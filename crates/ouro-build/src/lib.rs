@@ -10,8 +10,11 @@ pub mod expr;
 pub mod logs;
 pub mod mask;
 pub mod matrix;
+mod migrations;
 pub mod pipeline;
+pub mod runs;
 mod yaml;
 
 pub use diag::{Diagnostic, Severity};
 pub use pipeline::{Pipeline, lint, parse};
+pub use migrations::MIGRATIONS;

@@ -16,5 +16,5 @@ pub mod runs;
 mod yaml;
 
 pub use diag::{Diagnostic, Severity};
-pub use pipeline::{Pipeline, lint, parse};
 pub use migrations::MIGRATIONS;
+pub use pipeline::{Pipeline, lint, parse};

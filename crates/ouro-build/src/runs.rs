@@ -280,12 +280,7 @@ pub fn jobs_without_planner(file: &str, p: &Pipeline) -> Result<Vec<NewJob>, Vec
         )]);
     }
     // Layers by job id (the parser refuses unknown and cyclic needs; a guard keeps this total).
-    fn layer_of(
-        id: &str,
-        p: &Pipeline,
-        memo: &mut HashMap<String, i64>,
-        depth: usize,
-    ) -> i64 {
+    fn layer_of(id: &str, p: &Pipeline, memo: &mut HashMap<String, i64>, depth: usize) -> i64 {
         if let Some(l) = memo.get(id) {
             return *l;
         }
@@ -429,7 +424,10 @@ pub async fn pipeline_files(dir: &Path, sha: &str) -> Result<Vec<(String, Vec<u8
             .await
             .map_err(|e| git_failed(&path, e.to_string()))?;
         if !out.status.success() {
-            return Err(git_failed(&path, String::from_utf8_lossy(&out.stderr).into()));
+            return Err(git_failed(
+                &path,
+                String::from_utf8_lossy(&out.stderr).into(),
+            ));
         }
         files.push((path, out.stdout));
     }
@@ -438,6 +436,9 @@ pub async fn pipeline_files(dir: &Path, sha: &str) -> Result<Vec<(String, Vec<u8
 
 // ---------------------------------------------------------------------------------------------
 // Creating runs
+
+/// The jobs of a valid pipeline, or the diagnostics of an invalid one.
+type Planned = Result<Vec<NewJob>, Vec<Diagnostic>>;
 
 /// What caused the runs.
 #[derive(Debug, Clone)]
@@ -483,7 +484,7 @@ pub async fn create_runs(
     trigger: &TriggerInfo,
 ) -> Result<Vec<Run>, StoreError> {
     let files = pipeline_files(&repo.dir(root), &trigger.sha).await?;
-    let mut planned: Vec<(String, String, Result<Vec<NewJob>, Vec<Diagnostic>>)> = Vec::new();
+    let mut planned: Vec<(String, String, Planned)> = Vec::new();
     for (file, bytes) in &files {
         match crate::pipeline::parse(file, bytes) {
             Ok(p) => {
@@ -508,12 +509,14 @@ pub async fn create_runs(
     let mut created = Vec::new();
     for (file, name, jobs) in planned {
         if let Some(key) = &trigger.source_key {
-            let seen = q("SELECT id FROM build_runs WHERE project_id = $1 AND source_key = $2 AND file = $3")
-                .bind(repo.project_id)
-                .bind(key.clone())
-                .bind(file.clone())
-                .fetch_optional(&mut tx)
-                .await?;
+            let seen = q(
+                "SELECT id FROM build_runs WHERE project_id = $1 AND source_key = $2 AND file = $3",
+            )
+            .bind(repo.project_id)
+            .bind(key.clone())
+            .bind(file.clone())
+            .fetch_optional(&mut tx)
+            .await?;
             if seen.is_some() {
                 continue;
             }
@@ -579,8 +582,10 @@ async fn insert_run(
     };
     if let Ok(jobs) = &jobs {
         for j in jobs {
-            q("INSERT INTO build_jobs (run_id, job_key, name, needs, matrix, layer, status) \
-               VALUES ($1, $2, $3, $4, $5, $6, 'queued')")
+            q(
+                "INSERT INTO build_jobs (run_id, job_key, name, needs, matrix, layer, status) \
+               VALUES ($1, $2, $3, $4, $5, $6, 'queued')",
+            )
             .bind(id)
             .bind(j.key.clone())
             .bind(j.name.clone())
@@ -594,8 +599,10 @@ async fn insert_run(
     let payload = json!({"number": number, "repo": repo.name, "ref": trigger.git_ref,
         "sha": trigger.sha, "pipeline": name, "file": file, "trigger": trigger.kind,
         "status": status, "jobs": keys});
-    tx.append(NewEvent::new(ev::PIPELINE_QUEUED, &ACTOR, id, payload).in_project(repo.project_id, slug))
-        .await?;
+    tx.append(
+        NewEvent::new(ev::PIPELINE_QUEUED, &ACTOR, id, payload).in_project(repo.project_id, slug),
+    )
+    .await?;
     if status == "failure" {
         tx.append(
             NewEvent::new(
@@ -608,7 +615,7 @@ async fn insert_run(
         )
         .await?;
     }
-    Ok(get_by_id(&mut *tx, id).await?)
+    get_by_id(&mut *tx, id).await
 }
 
 /// Posts the commit status that matches the run's state (`ouro/<pipeline>`). A failure is
@@ -749,10 +756,11 @@ pub async fn list(
     if f.repo_id.is_some() {
         sql.push_str(&format!(" AND repo_id = ${repo_pos}"));
     }
-    sql.push_str(&format!(" ORDER BY number DESC LIMIT {}", f.limit.clamp(1, 200)));
-    let mut query = q(sql)
-        .bind(project_id)
-        .bind(f.before.unwrap_or(i64::MAX));
+    sql.push_str(&format!(
+        " ORDER BY number DESC LIMIT {}",
+        f.limit.clamp(1, 200)
+    ));
+    let mut query = q(sql).bind(project_id).bind(f.before.unwrap_or(i64::MAX));
     for a in args {
         query = query.bind(a);
     }
@@ -849,7 +857,10 @@ pub async fn cancel(
     if is_finished(&run.status) {
         return Err(OuroError::new(
             ErrorCode::RunFinished,
-            format!("pipeline run #{number} has already finished ({})", run.status),
+            format!(
+                "pipeline run #{number} has already finished ({})",
+                run.status
+            ),
         )
         .into());
     }
@@ -859,8 +870,10 @@ pub async fn cancel(
         if !matches!(j.status.as_str(), "queued" | "running") {
             continue;
         }
-        q("UPDATE build_jobs SET status = 'cancelled', finished_at = $1, reason = 'cancelled', \
-           lease_expires_at = NULL, version = version + 1 WHERE id = $2")
+        q(
+            "UPDATE build_jobs SET status = 'cancelled', finished_at = $1, reason = 'cancelled', \
+           lease_expires_at = NULL, version = version + 1 WHERE id = $2",
+        )
         .bind(now)
         .bind(j.id)
         .execute(&mut tx)
@@ -900,10 +913,12 @@ pub async fn claim_next(
     lease_ms: i64,
 ) -> Result<Option<Claim>, StoreError> {
     let now = ouro_core::time::now_ms();
-    let candidates = q("SELECT j.* FROM build_jobs j JOIN build_runs r ON r.id = j.run_id \
+    let candidates = q(
+        "SELECT j.* FROM build_jobs j JOIN build_runs r ON r.id = j.run_id \
          WHERE r.status IN ('queued', 'running') \
          AND (j.status = 'queued' OR (j.status = 'running' AND j.lease_expires_at < $1)) \
-         ORDER BY j.id LIMIT 100")
+         ORDER BY j.id LIMIT 100",
+    )
     .bind(now)
     .fetch_all(&mut store.read().await?)
     .await?
@@ -912,13 +927,14 @@ pub async fn claim_next(
     .collect::<Result<Vec<_>, _>>()?;
     let mut states: HashMap<i64, HashMap<String, String>> = HashMap::new();
     for job in candidates {
-        if !states.contains_key(&job.run_id) {
-            let s: HashMap<String, String> = jobs(&mut store.read().await?, job.run_id)
-                .await?
-                .into_iter()
-                .map(|j| (j.key, j.status))
-                .collect();
-            states.insert(job.run_id, s);
+        if let std::collections::hash_map::Entry::Vacant(e) = states.entry(job.run_id) {
+            e.insert(
+                jobs(&mut store.read().await?, job.run_id)
+                    .await?
+                    .into_iter()
+                    .map(|j| (j.key, j.status))
+                    .collect(),
+            );
         }
         let s = &states[&job.run_id];
         let ready = job

@@ -14,6 +14,7 @@ pub mod common;
 pub mod intake;
 pub mod members;
 pub mod notifications;
+pub mod pipelines;
 pub mod plan;
 pub mod plan_attachments;
 pub mod plan_links;
@@ -59,6 +60,7 @@ pub fn register(reg: &mut Registry) {
     code_settings::register(reg);
     code_browse::register(reg);
     change_requests::register(reg);
+    pipelines::register(reg);
     project_settings::register(reg);
     projects::register(reg);
     webhooks::register(reg);

@@ -18,6 +18,7 @@ mod items;
 mod links_rules;
 mod meta;
 mod notify;
+mod pipelines;
 mod plan_config;
 mod plan_settings_ui;
 mod plan_ui;

@@ -1202,3 +1202,76 @@ impl ouro_store::consumers::Consumer for PushTrigger {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(text: &str) -> Pipeline {
+        crate::pipeline::parse("ci.yml", text.as_bytes()).expect("valid")
+    }
+
+    fn files(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn push_filters_follow_branches_tags_paths_and_negation() {
+        let p = pipeline(
+            "on:\n  push:\n    branches: ['release/**', '!release/old*', main]\n    paths: ['src/**']\njobs:\n  a:\n    steps:\n      - run: x\n",
+        );
+        let t = p.triggers();
+        let src = files(&["src/lib.rs"]);
+        assert!(push_matches(&t, "refs/heads/main", Some(&src)));
+        assert!(push_matches(&t, "refs/heads/release/1.0", Some(&src)));
+        assert!(!push_matches(&t, "refs/heads/release/old-1", Some(&src)));
+        assert!(!push_matches(&t, "refs/heads/feature", Some(&src)));
+        assert!(!push_matches(
+            &t,
+            "refs/heads/main",
+            Some(&files(&["README.md"]))
+        ));
+        assert!(
+            push_matches(&t, "refs/heads/main", None),
+            "unknown files pass"
+        );
+        assert!(
+            !push_matches(&t, "refs/tags/v1", Some(&src)),
+            "no tags by default"
+        );
+
+        let all = pipeline("jobs:\n  a:\n    steps:\n      - run: x\n").triggers();
+        assert!(push_matches(&all, "refs/heads/anything", None));
+        let tags =
+            pipeline("on:\n  push:\n    tags: ['v*']\njobs:\n  a:\n    steps:\n      - run: x\n")
+                .triggers();
+        assert!(push_matches(&tags, "refs/tags/v1.2", None));
+        assert!(
+            !push_matches(&tags, "refs/heads/main", None),
+            "only tags given"
+        );
+        let manual = pipeline("on: manual\njobs:\n  a:\n    steps:\n      - run: x\n").triggers();
+        assert!(!push_matches(&manual, "refs/heads/main", None));
+        assert!(manual.manual.is_some());
+    }
+
+    #[test]
+    fn jobs_expand_matrices_and_needs_with_layers() {
+        let p = pipeline(
+            "jobs:\n  build:\n    strategy:\n      matrix:\n        os: [linux, mac]\n    steps:\n      - run: x\n  test:\n    needs: build\n    steps:\n      - run: x\n  deploy:\n    needs: [test]\n    steps:\n      - run: x\n",
+        );
+        let jobs = jobs_without_planner("ci.yml", &p).unwrap();
+        let keys: Vec<(&str, i64)> = jobs.iter().map(|j| (j.key.as_str(), j.layer)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("build (linux)", 0),
+                ("build (mac)", 0),
+                ("test", 1),
+                ("deploy", 2)
+            ]
+        );
+        assert_eq!(jobs[2].needs, vec!["build (linux)", "build (mac)"]);
+        assert_eq!(jobs[0].matrix, json!({"os": "linux"}));
+    }
+}

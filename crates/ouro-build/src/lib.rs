@@ -11,9 +11,12 @@ pub mod local;
 pub mod logs;
 pub mod mask;
 pub mod matrix;
+mod migrations;
 pub mod pipeline;
 pub mod plan;
+pub mod runs;
 mod yaml;
 
 pub use diag::{Diagnostic, Severity};
+pub use migrations::MIGRATIONS;
 pub use pipeline::{Pipeline, lint, parse};

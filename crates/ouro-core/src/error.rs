@@ -169,6 +169,14 @@ error_codes! {
     ThreadNotFound = ("code.thread_not_found", 404),
     /// No merge rule set for that target-branch pattern exists in this repository.
     MergeRulesNotFound = ("code.merge_rules_not_found", 404),
+    /// No pipeline run with that number exists in this project.
+    RunNotFound = ("build.run_not_found", 404),
+    /// The run has finished (success, failure or cancelled) and cannot be cancelled.
+    RunFinished = ("build.run_finished", 409),
+    /// The ref has no pipeline file that runs for this trigger (`.ouro/pipelines/*.yml`).
+    NoPipeline = ("build.no_pipeline", 422),
+    /// A runner wrote with an attempt token that is no longer the job's current one (its lease expired and the job was claimed again, or the job ended).
+    StaleAttempt = ("build.stale_attempt", 409),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

@@ -83,6 +83,7 @@ pub fn all_migrations() -> Vec<Migration> {
         PLATFORM_MIGRATIONS,
         ouro_plan::MIGRATIONS,
         ouro_code::MIGRATIONS,
+        ouro_build::MIGRATIONS,
     ]
     .concat()
 }
@@ -249,6 +250,13 @@ impl Running {
         workers.push(tokio::spawn(ouro_store::consumers::run(
             state.store.clone(),
             std::sync::Arc::new(ouro_plan::notifications::Notifier),
+            state.shutting_down.clone(),
+        )));
+        workers.push(tokio::spawn(ouro_store::consumers::run(
+            state.store.clone(),
+            std::sync::Arc::new(ouro_build::runs::PushTrigger {
+                root: ouro_code::repos::root(&state.settings.data_dir),
+            }),
             state.shutting_down.clone(),
         )));
         workers.push(tokio::spawn(attachment_gc(state.clone())));

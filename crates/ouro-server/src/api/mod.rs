@@ -12,6 +12,7 @@ pub mod items;
 pub mod links;
 pub mod meta;
 pub mod notifications;
+pub mod pipelines;
 pub mod plan_config;
 pub mod projects;
 pub mod push_rules;
@@ -51,6 +52,7 @@ pub fn register(reg: &mut Registry) {
     cr_comments::register(reg);
     push_rules::register(reg);
     code_browse::register(reg);
+    pipelines::register(reg);
     crate::git_http::register(reg);
     crate::webhooks::register(reg);
 }

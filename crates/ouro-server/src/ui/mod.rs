@@ -16,6 +16,7 @@ pub mod intake;
 pub mod members;
 pub mod merge_rules;
 pub mod notifications;
+pub mod pipelines;
 pub mod plan;
 pub mod plan_attachments;
 pub mod plan_links;
@@ -63,6 +64,7 @@ pub fn register(reg: &mut Registry) {
     change_requests::register(reg);
     cr_comments::register(reg);
     merge_rules::register(reg);
+    pipelines::register(reg);
     project_settings::register(reg);
     projects::register(reg);
     webhooks::register(reg);

@@ -52,9 +52,9 @@ pub const PHASES: &[PhaseLink] = &[
     },
     PhaseLink {
         name: "Build",
-        path: "build",
+        path: "pipelines",
         blurb: "Pipelines as code, runners, logs and artifacts.",
-        ready: false,
+        ready: true,
     },
     PhaseLink {
         name: "Test",

@@ -1,0 +1,1277 @@
+//! Pipeline runs on the server: storage (`build_runs`, `build_jobs`), creating runs for a push or
+//! a manual trigger from the pipeline files *at the commit*, cancelling, and the job lease that
+//! runners will claim work with.
+//!
+//! - A run is numbered per project (`build_counters`, never reused). Its status is derived from
+//!   its jobs ([`derive_status`]): queued, running, success, failure or cancelled.
+//! - An invalid pipeline file still gets a run: status `failure`, no jobs, the diagnostics stored
+//!   (`diagnostics`), and a `failure` commit status. A push is never silently ignored.
+//! - Every state change appends an event in the same transaction: `pipeline.queued` (created),
+//!   `pipeline.started`, `pipeline.finished`, `job.started`, `job.finished`.
+//! - A run posts one commit status per pipeline, named `ouro/<pipeline name>`, through
+//!   `ouro_code::cr::post_status`, so the change request merge gate sees it.
+//! - Runner protocol (groundwork): [`claim_next`] gives a runner a queued job whose `needs` all
+//!   succeeded, with a lease and a fresh attempt token; a job whose lease expired can be claimed
+//!   again (a new attempt, a new token). [`heartbeat`] and [`finish_job`] refuse a token that is
+//!   not the job's current one (`build.stale_attempt`).
+//!
+//! Jobs are made from the pipeline's `jobs` map by [`jobs_without_planner`] and push filters are
+//! checked by [`push_matches`]; both are to be replaced by the run planner (`plan::plan`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use ouro_code::cr::{self, NewStatus, StatusState};
+use ouro_code::repos::Repo;
+use ouro_core::events as ev;
+use ouro_core::{Actor, ErrorCode, NewEvent, OuroError};
+use ouro_store::{Executor, Row, Store, StoreError, Tx, q};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::diag::Diagnostic;
+use crate::matrix;
+use crate::pipeline::{Pipeline, Triggers};
+
+/// Where pipeline files live in a repository.
+pub const PIPELINE_DIR: &str = ".ouro/pipelines/";
+/// At most this many pipeline files are read per commit.
+pub const MAX_FILES: usize = 50;
+/// Run states.
+pub const RUN_STATUSES: [&str; 5] = ["queued", "running", "success", "failure", "cancelled"];
+/// Job states.
+pub const JOB_STATUSES: [&str; 7] = [
+    "queued",
+    "running",
+    "success",
+    "failure",
+    "cancelled",
+    "skipped",
+    "timed_out",
+];
+const ACTOR: Actor = Actor::System("pipelines");
+
+/// A pipeline run.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Run {
+    pub id: i64,
+    /// Numbered per project, never reused.
+    pub number: i64,
+    /// `queued`, `running`, `success`, `failure` or `cancelled`.
+    pub status: String,
+    /// The full ref name (`refs/heads/main`).
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub sha: String,
+    pub repo: String,
+    /// The pipeline's `name` (the file name without `.yml` when it has none).
+    pub pipeline: String,
+    /// The pipeline file (`.ouro/pipelines/ci.yml`).
+    pub file: String,
+    /// `push` or `manual`.
+    pub trigger: String,
+    /// Who caused the run (a ledger actor label, e.g. `user:alice`).
+    pub actor: String,
+    /// The file's diagnostics when it is invalid (`file`, `line`, `col`, `code`, `message`, ...).
+    #[schemars(with = "Vec<serde_json::Value>")]
+    pub diagnostics: Vec<Value>,
+    #[serde(with = "ouro_core::time::serde_ms")]
+    #[schemars(with = "String")]
+    pub created_at: i64,
+    #[serde(with = "ouro_core::time::serde_ms_opt")]
+    #[schemars(with = "Option<String>")]
+    pub started_at: Option<i64>,
+    #[serde(with = "ouro_core::time::serde_ms_opt")]
+    #[schemars(with = "Option<String>")]
+    pub finished_at: Option<i64>,
+    pub version: i64,
+    #[serde(skip)]
+    pub project_id: i64,
+    #[serde(skip)]
+    pub repo_id: Option<i64>,
+}
+
+/// A job of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Job {
+    pub id: i64,
+    /// Unique in the run: the job id, with the matrix values for a matrix job (`test (linux)`).
+    pub key: String,
+    pub name: String,
+    /// Keys of the jobs this one waits for.
+    pub needs: Vec<String>,
+    #[schemars(with = "serde_json::Value")]
+    pub matrix: Value,
+    /// The DAG layer: 0 for jobs without needs, else one more than the deepest need.
+    pub layer: i64,
+    /// `queued`, `running`, `success`, `failure`, `cancelled`, `skipped` or `timed_out`.
+    pub status: String,
+    /// How many times a runner claimed it.
+    pub attempt: i64,
+    pub runner_id: Option<String>,
+    #[serde(with = "ouro_core::time::serde_ms_opt")]
+    #[schemars(with = "Option<String>")]
+    pub lease_expires_at: Option<i64>,
+    #[serde(with = "ouro_core::time::serde_ms_opt")]
+    #[schemars(with = "Option<String>")]
+    pub started_at: Option<i64>,
+    #[serde(with = "ouro_core::time::serde_ms_opt")]
+    #[schemars(with = "Option<String>")]
+    pub finished_at: Option<i64>,
+    pub exit_code: Option<i64>,
+    pub reason: Option<String>,
+    #[serde(skip)]
+    pub run_id: i64,
+    #[serde(skip)]
+    pub version: i64,
+    #[serde(skip)]
+    pub attempt_token: Option<String>,
+}
+
+/// A run with its jobs.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: Run,
+    pub jobs: Vec<Job>,
+}
+
+/// A job to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub key: String,
+    pub name: String,
+    pub needs: Vec<String>,
+    pub matrix: Value,
+    pub layer: i64,
+}
+
+fn not_found(number: i64) -> OuroError {
+    OuroError::new(
+        ErrorCode::RunNotFound,
+        format!("pipeline run #{number} does not exist in this project"),
+    )
+}
+
+fn stale() -> StoreError {
+    OuroError::new(
+        ErrorCode::StaleAttempt,
+        "this attempt is no longer the job's current one (its lease expired or the job ended)",
+    )
+    .into()
+}
+
+fn json_list(text: &str) -> Vec<Value> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+fn run_from(r: &Row) -> Result<Run, StoreError> {
+    Ok(Run {
+        id: r.i64("id")?,
+        number: r.i64("number")?,
+        status: r.text("status")?,
+        git_ref: r.text("git_ref")?,
+        sha: r.text("sha")?,
+        repo: r.text("repo_name")?,
+        pipeline: r.text("name")?,
+        file: r.text("file")?,
+        trigger: r.text("trigger_kind")?,
+        actor: r.text("actor")?,
+        diagnostics: json_list(&r.text("diagnostics")?),
+        created_at: r.i64("created_at")?,
+        started_at: r.opt_i64("started_at")?,
+        finished_at: r.opt_i64("finished_at")?,
+        version: r.i64("version")?,
+        project_id: r.i64("project_id")?,
+        repo_id: r.opt_i64("repo_id")?,
+    })
+}
+
+fn job_from(r: &Row) -> Result<Job, StoreError> {
+    Ok(Job {
+        id: r.i64("id")?,
+        key: r.text("job_key")?,
+        name: r.text("name")?,
+        needs: json_list(&r.text("needs")?)
+            .into_iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+        matrix: serde_json::from_str(&r.text("matrix")?).unwrap_or(Value::Null),
+        layer: r.i64("layer")?,
+        status: r.text("status")?,
+        attempt: r.i64("attempt")?,
+        runner_id: r.opt_text("runner_id")?,
+        lease_expires_at: r.opt_i64("lease_expires_at")?,
+        started_at: r.opt_i64("started_at")?,
+        finished_at: r.opt_i64("finished_at")?,
+        exit_code: r.opt_i64("exit_code")?,
+        reason: r.opt_text("reason")?,
+        run_id: r.i64("run_id")?,
+        version: r.i64("version")?,
+        attempt_token: r.opt_text("attempt_token")?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// From a pipeline to jobs (until the planner lands)
+
+/// The jobs of a pipeline, one per job id and matrix combination, with `needs` expanded to the
+/// keys of every combination of the needed job and the DAG layer. To be replaced by
+/// `plan::plan(pipeline, &trigger)` (which also evaluates `if:` and the trigger context).
+pub fn jobs_without_planner(file: &str, p: &Pipeline) -> Result<Vec<NewJob>, Vec<Diagnostic>> {
+    let mut keys: BTreeMap<&str, Vec<(String, String, Value)>> = BTreeMap::new();
+    let mut total = 0usize;
+    for (id, job) in &p.jobs {
+        let base = job.name.clone().unwrap_or_else(|| id.clone());
+        let mut out = Vec::new();
+        match &job.strategy {
+            Some(s) => {
+                let axes: Vec<(String, Vec<Value>)> = s
+                    .matrix
+                    .axes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let conv = |v: &Vec<BTreeMap<String, Value>>| -> Vec<matrix::Combo> {
+                    v.iter()
+                        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                        .collect()
+                };
+                let combos = matrix::expand(
+                    &axes,
+                    &conv(&s.matrix.include),
+                    &conv(&s.matrix.exclude),
+                    matrix::MAX_JOBS,
+                )
+                .map_err(|e| {
+                    vec![Diagnostic::error(
+                        file,
+                        1,
+                        1,
+                        e.code(),
+                        format!("job `{id}`: {e}"),
+                    )]
+                })?;
+                let order: Vec<&str> = axes.iter().map(|(k, _)| k.as_str()).collect();
+                for c in combos {
+                    out.push((
+                        matrix::job_name_ordered(id, &c, &order),
+                        matrix::job_name_ordered(&base, &c, &order),
+                        Value::Object(c),
+                    ));
+                }
+            }
+            None => out.push((id.clone(), base, json!({}))),
+        }
+        total += out.len();
+        keys.insert(id.as_str(), out);
+    }
+    if total > matrix::MAX_JOBS {
+        return Err(vec![Diagnostic::error(
+            file,
+            1,
+            1,
+            "matrix.too_large",
+            format!(
+                "the pipeline would make {total} jobs; the limit is {}",
+                matrix::MAX_JOBS
+            ),
+        )]);
+    }
+    // Layers by job id (the parser refuses unknown and cyclic needs; a guard keeps this total).
+    fn layer_of(id: &str, p: &Pipeline, memo: &mut HashMap<String, i64>, depth: usize) -> i64 {
+        if let Some(l) = memo.get(id) {
+            return *l;
+        }
+        let l = match p.jobs.get(id) {
+            Some(j) if depth < 1000 => j
+                .needs
+                .to_vec()
+                .iter()
+                .map(|n| layer_of(n, p, memo, depth + 1) + 1)
+                .max()
+                .unwrap_or(0),
+            _ => 0,
+        };
+        memo.insert(id.to_string(), l);
+        l
+    }
+    let mut memo = HashMap::new();
+    let mut jobs = Vec::new();
+    for (id, job) in &p.jobs {
+        let needs: Vec<String> = job
+            .needs
+            .to_vec()
+            .iter()
+            .flat_map(|n| {
+                keys.get(n.as_str())
+                    .map(|v| v.iter().map(|(k, _, _)| k.clone()).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let layer = layer_of(id, p, &mut memo, 0);
+        for (key, name, m) in &keys[id.as_str()] {
+            jobs.push(NewJob {
+                key: key.clone(),
+                name: name.clone(),
+                needs: needs.clone(),
+                matrix: m.clone(),
+                layer,
+            });
+        }
+    }
+    jobs.sort_by(|a, b| a.layer.cmp(&b.layer).then(a.key.cmp(&b.key)));
+    Ok(jobs)
+}
+
+/// Whether a glob list includes `text`: patterns apply in order and the last one that matches
+/// decides (`!pattern` excludes); a list of only exclusions starts from "included".
+fn filter_includes(patterns: &[String], text: &str) -> bool {
+    let mut included = patterns.iter().all(|p| p.starts_with('!'));
+    for p in patterns {
+        match p.strip_prefix('!') {
+            Some(n) if ouro_code::glob::matches(n, text) => included = false,
+            None if ouro_code::glob::matches(p, text) => included = true,
+            _ => {}
+        }
+    }
+    included
+}
+
+/// Whether `on.push` runs for a push of `refname` that changed `files` (`None`: not known, e.g.
+/// too many commits; the `paths` filter then passes). Branches default to every branch unless
+/// only `tags` are given; tags default to none. To be replaced by the planner's matcher.
+pub fn push_matches(t: &Triggers, refname: &str, files: Option<&[String]>) -> bool {
+    let Some(push) = &t.push else {
+        return false;
+    };
+    let ref_ok = if let Some(branch) = refname.strip_prefix("refs/heads/") {
+        if push.branches.is_empty() {
+            push.tags.is_empty()
+        } else {
+            filter_includes(&push.branches, branch)
+        }
+    } else if let Some(tag) = refname.strip_prefix("refs/tags/") {
+        !push.tags.is_empty() && filter_includes(&push.tags, tag)
+    } else {
+        false
+    };
+    if !ref_ok {
+        return false;
+    }
+    match files {
+        Some(files) if !push.paths.is_empty() => {
+            files.iter().any(|f| filter_includes(&push.paths, f))
+        }
+        _ => true,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading pipeline files at a commit
+
+fn git_failed(what: &str, msg: String) -> StoreError {
+    OuroError::new(ErrorCode::GitFailed, format!("reading {what} failed"))
+        .with_details(json!({"git": msg}))
+        .into()
+}
+
+/// The pipeline files (`.ouro/pipelines/*.yml`) of commit `sha` in the bare repository `dir`,
+/// with their bytes, sorted by path.
+pub async fn pipeline_files(dir: &Path, sha: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let d = dir.to_string_lossy();
+    let out = ouro_code::git::command(&[
+        "-C",
+        &d,
+        "ls-tree",
+        "-z",
+        "--full-tree",
+        sha,
+        "--",
+        PIPELINE_DIR,
+    ])
+    .output()
+    .await
+    .map_err(|e| git_failed("the pipeline files", e.to_string()))?;
+    if !out.status.success() {
+        return Err(git_failed(
+            "the pipeline files",
+            String::from_utf8_lossy(&out.stderr).into(),
+        ));
+    }
+    let mut found = Vec::new();
+    for entry in out.stdout.split(|b| *b == 0) {
+        let Ok(entry) = std::str::from_utf8(entry) else {
+            continue;
+        };
+        let Some((meta, path)) = entry.split_once('\t') else {
+            continue;
+        };
+        let mut parts = meta.split(' ');
+        let (_, kind, oid) = (parts.next(), parts.next(), parts.next());
+        let rest = path.strip_prefix(PIPELINE_DIR).unwrap_or("");
+        if kind == Some("blob") && rest.ends_with(".yml") && !rest.contains('/') {
+            found.push((path.to_string(), oid.unwrap_or("").to_string()));
+        }
+    }
+    found.sort();
+    found.truncate(MAX_FILES);
+    let mut files = Vec::new();
+    for (path, oid) in found {
+        let out = ouro_code::git::command(&["-C", &d, "cat-file", "blob", &oid])
+            .output()
+            .await
+            .map_err(|e| git_failed(&path, e.to_string()))?;
+        if !out.status.success() {
+            return Err(git_failed(
+                &path,
+                String::from_utf8_lossy(&out.stderr).into(),
+            ));
+        }
+        files.push((path, out.stdout));
+    }
+    Ok(files)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Creating runs
+
+/// The jobs of a valid pipeline, or the diagnostics of an invalid one.
+type Planned = Result<Vec<NewJob>, Vec<Diagnostic>>;
+
+/// What caused the runs.
+#[derive(Debug, Clone)]
+pub struct TriggerInfo {
+    /// `push` or `manual`.
+    pub kind: &'static str,
+    pub git_ref: String,
+    pub sha: String,
+    /// The ledger label of who caused it (`user:alice`).
+    pub actor: String,
+    /// Files the push changed (`None`: unknown or not a push).
+    pub changed: Option<Vec<String>>,
+    /// Makes creation idempotent: one run per (source key, file). `event:<seq>` for a push.
+    pub source_key: Option<String>,
+}
+
+async fn slug_of(ex: &mut impl Executor, project_id: i64) -> Result<String, StoreError> {
+    q("SELECT slug FROM projects WHERE id = $1")
+        .bind(project_id)
+        .fetch_one(ex)
+        .await?
+        .text("slug")
+}
+
+fn pipeline_name(file: &str, p: Option<&Pipeline>) -> String {
+    p.and_then(|p| p.name.clone()).unwrap_or_else(|| {
+        file.rsplit('/')
+            .next()
+            .unwrap_or(file)
+            .trim_end_matches(".yml")
+            .to_string()
+    })
+}
+
+/// Creates the runs for `trigger` on `repo` from the pipeline files at `trigger.sha`: a queued run
+/// per valid file whose `on:` matches (push filters; `manual` for a manual trigger), a failed run
+/// per invalid file. Posts the commit statuses. Returns the runs created (none when `source_key`
+/// was seen before).
+pub async fn create_runs(
+    store: &Store,
+    root: &Path,
+    repo: &Repo,
+    trigger: &TriggerInfo,
+) -> Result<Vec<Run>, StoreError> {
+    let files = pipeline_files(&repo.dir(root), &trigger.sha).await?;
+    let mut planned: Vec<(String, String, Planned)> = Vec::new();
+    for (file, bytes) in &files {
+        match crate::pipeline::parse(file, bytes) {
+            Ok(p) => {
+                let t = p.triggers();
+                let runs = match trigger.kind {
+                    "push" => push_matches(&t, &trigger.git_ref, trigger.changed.as_deref()),
+                    _ => t.manual.is_some(),
+                };
+                if runs {
+                    planned.push((
+                        file.clone(),
+                        pipeline_name(file, Some(&p)),
+                        jobs_without_planner(file, &p),
+                    ));
+                }
+            }
+            Err(d) => planned.push((file.clone(), pipeline_name(file, None), Err(d))),
+        }
+    }
+    let mut tx = store.begin().await?;
+    let slug = slug_of(&mut tx, repo.project_id).await?;
+    let mut created = Vec::new();
+    for (file, name, jobs) in planned {
+        if let Some(key) = &trigger.source_key {
+            let seen = q(
+                "SELECT id FROM build_runs WHERE project_id = $1 AND source_key = $2 AND file = $3",
+            )
+            .bind(repo.project_id)
+            .bind(key.clone())
+            .bind(file.clone())
+            .fetch_optional(&mut tx)
+            .await?;
+            if seen.is_some() {
+                continue;
+            }
+        }
+        created.push(insert_run(&mut tx, &slug, repo, trigger, &file, &name, jobs).await?);
+    }
+    tx.commit().await?;
+    for run in &created {
+        post_run_status(store, root, repo, &slug, run).await;
+    }
+    Ok(created)
+}
+
+async fn insert_run(
+    tx: &mut Tx,
+    slug: &str,
+    repo: &Repo,
+    trigger: &TriggerInfo,
+    file: &str,
+    name: &str,
+    jobs: Result<Vec<NewJob>, Vec<Diagnostic>>,
+) -> Result<Run, StoreError> {
+    let now = ouro_core::time::now_ms();
+    let number = q("INSERT INTO build_counters (project_id, last_number) VALUES ($1, 1) \
+                    ON CONFLICT (project_id) DO UPDATE SET last_number = build_counters.last_number + 1 \
+                    RETURNING last_number")
+    .bind(repo.project_id)
+    .fetch_one(&mut *tx)
+    .await?
+    .i64("last_number")?;
+    let (status, diags, finished) = match &jobs {
+        Ok(_) => ("queued", "[]".to_string(), None),
+        Err(d) => (
+            "failure",
+            serde_json::to_string(d).unwrap_or_else(|_| "[]".into()),
+            Some(now),
+        ),
+    };
+    let id = q("INSERT INTO build_runs (project_id, repo_id, repo_name, number, trigger_kind, source_key, \
+                git_ref, sha, actor, status, file, name, diagnostics, created_at, finished_at) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id")
+    .bind(repo.project_id)
+    .bind(repo.id)
+    .bind(repo.name.clone())
+    .bind(number)
+    .bind(trigger.kind)
+    .bind(trigger.source_key.clone())
+    .bind(trigger.git_ref.clone())
+    .bind(trigger.sha.clone())
+    .bind(trigger.actor.clone())
+    .bind(status)
+    .bind(file)
+    .bind(name)
+    .bind(diags)
+    .bind(now)
+    .bind(finished)
+    .fetch_one(&mut *tx)
+    .await?
+    .i64("id")?;
+    let keys: Vec<String> = match &jobs {
+        Ok(jobs) => jobs.iter().map(|j| j.key.clone()).collect(),
+        Err(_) => Vec::new(),
+    };
+    if let Ok(jobs) = &jobs {
+        for j in jobs {
+            q(
+                "INSERT INTO build_jobs (run_id, job_key, name, needs, matrix, layer, status) \
+               VALUES ($1, $2, $3, $4, $5, $6, 'queued')",
+            )
+            .bind(id)
+            .bind(j.key.clone())
+            .bind(j.name.clone())
+            .bind(serde_json::to_string(&j.needs).unwrap_or_else(|_| "[]".into()))
+            .bind(j.matrix.to_string())
+            .bind(j.layer)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    let payload = json!({"number": number, "repo": repo.name, "ref": trigger.git_ref,
+        "sha": trigger.sha, "pipeline": name, "file": file, "trigger": trigger.kind,
+        "status": status, "jobs": keys});
+    tx.append(
+        NewEvent::new(ev::PIPELINE_QUEUED, &ACTOR, id, payload).in_project(repo.project_id, slug),
+    )
+    .await?;
+    if status == "failure" {
+        tx.append(
+            NewEvent::new(
+                ev::PIPELINE_FINISHED,
+                &ACTOR,
+                id,
+                json!({"number": number, "status": "failure", "reason": "invalid_pipeline"}),
+            )
+            .in_project(repo.project_id, slug),
+        )
+        .await?;
+    }
+    get_by_id(&mut *tx, id).await
+}
+
+/// Posts the commit status that matches the run's state (`ouro/<pipeline>`). A failure is
+/// logged, not returned: the run exists either way.
+pub async fn post_run_status(store: &Store, root: &Path, repo: &Repo, slug: &str, run: &Run) {
+    let (state, description) = match run.status.as_str() {
+        "queued" | "running" => (
+            StatusState::Pending,
+            format!("pipeline #{} is {}", run.number, run.status),
+        ),
+        "success" => (
+            StatusState::Success,
+            format!("pipeline #{} passed", run.number),
+        ),
+        "cancelled" => (
+            StatusState::Failure,
+            format!("pipeline #{} was cancelled", run.number),
+        ),
+        _ if !run.diagnostics.is_empty() => {
+            let first = run
+                .diagnostics
+                .first()
+                .map(|d| {
+                    format!(
+                        "{}:{}:{}: error[{}]: {}",
+                        d["file"].as_str().unwrap_or(""),
+                        d["line"],
+                        d["col"],
+                        d["code"].as_str().unwrap_or(""),
+                        d["message"].as_str().unwrap_or("")
+                    )
+                })
+                .unwrap_or_default();
+            (
+                StatusState::Failure,
+                format!("invalid pipeline file: {first}"),
+            )
+        }
+        _ => (
+            StatusState::Failure,
+            format!("pipeline #{} failed", run.number),
+        ),
+    };
+    let description: String = description.chars().take(1000).collect();
+    let new = NewStatus {
+        name: format!("ouro/{}", run.pipeline).chars().take(100).collect(),
+        state,
+        url: None,
+        description: Some(description),
+    };
+    if let Err(e) = cr::post_status(store, root, repo, slug, &ACTOR, &run.sha, &new).await {
+        tracing::warn!(run = run.id, error = %e, "cannot post the pipeline's commit status");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+async fn get_by_id(ex: &mut impl Executor, id: i64) -> Result<Run, StoreError> {
+    run_from(
+        &q("SELECT * FROM build_runs WHERE id = $1")
+            .bind(id)
+            .fetch_one(ex)
+            .await?,
+    )
+}
+
+/// A run by number, or `build.run_not_found`.
+pub async fn get(ex: &mut impl Executor, project_id: i64, number: i64) -> Result<Run, StoreError> {
+    q("SELECT * FROM build_runs WHERE project_id = $1 AND number = $2")
+        .bind(project_id)
+        .bind(number)
+        .fetch_optional(ex)
+        .await?
+        .as_ref()
+        .map(run_from)
+        .transpose()?
+        .ok_or_else(|| not_found(number).into())
+}
+
+/// A run's jobs, by layer then key.
+pub async fn jobs(ex: &mut impl Executor, run_id: i64) -> Result<Vec<Job>, StoreError> {
+    q("SELECT * FROM build_jobs WHERE run_id = $1 ORDER BY layer, job_key")
+        .bind(run_id)
+        .fetch_all(ex)
+        .await?
+        .iter()
+        .map(job_from)
+        .collect()
+}
+
+/// A run with its jobs.
+pub async fn detail(
+    ex: &mut impl Executor,
+    project_id: i64,
+    number: i64,
+) -> Result<RunDetail, StoreError> {
+    let run = get(ex, project_id, number).await?;
+    let jobs = jobs(ex, run.id).await?;
+    Ok(RunDetail { run, jobs })
+}
+
+/// Filters of [`list`].
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ListFilter {
+    pub status: Option<String>,
+    /// A full ref (`refs/heads/main`) or a branch or tag name.
+    pub git_ref: Option<String>,
+    pub repo_id: Option<i64>,
+    /// Only runs numbered below this (the previous page's `next_cursor`).
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+/// A project's runs, newest first.
+pub async fn list(
+    ex: &mut impl Executor,
+    project_id: i64,
+    f: &ListFilter,
+) -> Result<Vec<Run>, StoreError> {
+    let mut sql = String::from("SELECT * FROM build_runs WHERE project_id = $1 AND number < $2");
+    let mut args: Vec<String> = Vec::new();
+    if let Some(s) = &f.status {
+        args.push(s.clone());
+        sql.push_str(&format!(" AND status = ${}", args.len() + 2));
+    }
+    if let Some(r) = &f.git_ref {
+        let forms = if r.starts_with("refs/") {
+            vec![r.clone(), r.clone()]
+        } else {
+            vec![format!("refs/heads/{r}"), format!("refs/tags/{r}")]
+        };
+        let n = args.len() + 2;
+        sql.push_str(&format!(" AND git_ref IN (${}, ${})", n + 1, n + 2));
+        args.extend(forms);
+    }
+    let repo_pos = args.len() + 3;
+    if f.repo_id.is_some() {
+        sql.push_str(&format!(" AND repo_id = ${repo_pos}"));
+    }
+    sql.push_str(&format!(
+        " ORDER BY number DESC LIMIT {}",
+        f.limit.clamp(1, 200)
+    ));
+    let mut query = q(sql).bind(project_id).bind(f.before.unwrap_or(i64::MAX));
+    for a in args {
+        query = query.bind(a);
+    }
+    if let Some(r) = f.repo_id {
+        query = query.bind(r);
+    }
+    query.fetch_all(ex).await?.iter().map(run_from).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// State changes
+
+/// A run's status from its jobs' statuses (see the module docs).
+pub fn derive_status<'a>(jobs: impl IntoIterator<Item = &'a str>) -> &'static str {
+    let (mut open, mut running, mut done, mut failed, mut cancelled) = (0, 0, 0, 0, 0);
+    for s in jobs {
+        match s {
+            "queued" => open += 1,
+            "running" => running += 1,
+            "failure" | "timed_out" => failed += 1,
+            "cancelled" => cancelled += 1,
+            _ => done += 1,
+        }
+    }
+    if open + running > 0 {
+        if running + done + failed + cancelled > 0 {
+            "running"
+        } else {
+            "queued"
+        }
+    } else if failed > 0 {
+        "failure"
+    } else if cancelled > 0 {
+        "cancelled"
+    } else {
+        "success"
+    }
+}
+
+fn is_finished(status: &str) -> bool {
+    matches!(status, "success" | "failure" | "cancelled")
+}
+
+/// Sets the run's status from its jobs, with its event; returns the run.
+async fn rederive(tx: &mut Tx, run: &Run, slug: &str) -> Result<Run, StoreError> {
+    let jobs = jobs(&mut *tx, run.id).await?;
+    let status = derive_status(jobs.iter().map(|j| j.status.as_str()));
+    if status != run.status {
+        let now = ouro_core::time::now_ms();
+        let finished = is_finished(status).then_some(now);
+        let started = run.started_at.or((status != "queued").then_some(now));
+        q("UPDATE build_runs SET status = $1, started_at = $2, finished_at = $3, version = version + 1 \
+           WHERE id = $4")
+        .bind(status)
+        .bind(started)
+        .bind(finished)
+        .bind(run.id)
+        .execute(&mut *tx)
+        .await?;
+        let kind = if is_finished(status) {
+            Some(ev::PIPELINE_FINISHED)
+        } else if run.status == "queued" {
+            Some(ev::PIPELINE_STARTED)
+        } else {
+            None
+        };
+        if let Some(kind) = kind {
+            tx.append(
+                NewEvent::new(
+                    kind,
+                    &ACTOR,
+                    run.id,
+                    json!({"number": run.number, "status": status, "pipeline": run.pipeline,
+                           "ref": run.git_ref, "sha": run.sha}),
+                )
+                .in_project(run.project_id, slug),
+            )
+            .await?;
+        }
+    }
+    get_by_id(&mut *tx, run.id).await
+}
+
+/// Cancels a run: its queued and running jobs become `cancelled` (a running job's runner learns
+/// it from its next heartbeat), the run's status is derived again. A finished run: 409.
+pub async fn cancel(
+    store: &Store,
+    project_id: i64,
+    number: i64,
+    actor: &Actor,
+) -> Result<RunDetail, StoreError> {
+    let mut tx = store.begin().await?;
+    let run = get(&mut tx, project_id, number).await?;
+    if is_finished(&run.status) {
+        return Err(OuroError::new(
+            ErrorCode::RunFinished,
+            format!(
+                "pipeline run #{number} has already finished ({})",
+                run.status
+            ),
+        )
+        .into());
+    }
+    let slug = slug_of(&mut tx, project_id).await?;
+    let now = ouro_core::time::now_ms();
+    for j in jobs(&mut tx, run.id).await? {
+        if !matches!(j.status.as_str(), "queued" | "running") {
+            continue;
+        }
+        q(
+            "UPDATE build_jobs SET status = 'cancelled', finished_at = $1, reason = 'cancelled', \
+           lease_expires_at = NULL, version = version + 1 WHERE id = $2",
+        )
+        .bind(now)
+        .bind(j.id)
+        .execute(&mut tx)
+        .await?;
+        tx.append(
+            NewEvent::new(
+                ev::JOB_FINISHED,
+                actor,
+                j.id,
+                json!({"run": run.number, "job": j.key, "status": "cancelled", "reason": "cancelled"}),
+            )
+            .in_project(project_id, &slug),
+        )
+        .await?;
+    }
+    let run = rederive(&mut tx, &run, &slug).await?;
+    let jobs = jobs(&mut tx, run.id).await?;
+    tx.commit().await?;
+    Ok(RunDetail { run, jobs })
+}
+
+/// A job a runner claimed: the job, its run and the attempt token every later write carries.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub job: Job,
+    pub run: Run,
+    pub token: String,
+}
+
+/// Gives `runner_id` the oldest claimable job: a queued job of a queued or running run whose
+/// `needs` all succeeded (or were skipped), or a running job whose lease has expired (its runner
+/// vanished: claimed again as a new attempt). The lease lasts `lease_ms`; the claim is a
+/// compare-and-set on the job's version, so two runners never hold the same job.
+pub async fn claim_next(
+    store: &Store,
+    runner_id: &str,
+    lease_ms: i64,
+) -> Result<Option<Claim>, StoreError> {
+    let now = ouro_core::time::now_ms();
+    let candidates = q(
+        "SELECT j.* FROM build_jobs j JOIN build_runs r ON r.id = j.run_id \
+         WHERE r.status IN ('queued', 'running') \
+         AND (j.status = 'queued' OR (j.status = 'running' AND j.lease_expires_at < $1)) \
+         ORDER BY j.id LIMIT 100",
+    )
+    .bind(now)
+    .fetch_all(&mut store.read().await?)
+    .await?
+    .iter()
+    .map(job_from)
+    .collect::<Result<Vec<_>, _>>()?;
+    let mut states: HashMap<i64, HashMap<String, String>> = HashMap::new();
+    for job in candidates {
+        if let std::collections::hash_map::Entry::Vacant(e) = states.entry(job.run_id) {
+            e.insert(
+                jobs(&mut store.read().await?, job.run_id)
+                    .await?
+                    .into_iter()
+                    .map(|j| (j.key, j.status))
+                    .collect(),
+            );
+        }
+        let s = &states[&job.run_id];
+        let ready = job
+            .needs
+            .iter()
+            .all(|n| matches!(s.get(n).map(String::as_str), Some("success" | "skipped")));
+        if !ready {
+            continue;
+        }
+        let token = ouro_store::crypto::random_token("att_");
+        let mut tx = store.begin().await?;
+        let n = q("UPDATE build_jobs SET status = 'running', attempt = attempt + 1, runner_id = $1, \
+                   lease_expires_at = $2, attempt_token = $3, started_at = $4, version = version + 1 \
+                   WHERE id = $5 AND version = $6")
+        .bind(runner_id)
+        .bind(now + lease_ms)
+        .bind(token.clone())
+        .bind(now)
+        .bind(job.id)
+        .bind(job.version)
+        .execute(&mut tx)
+        .await?;
+        if n != 1 {
+            continue; // another runner took it
+        }
+        let run = get_by_id(&mut tx, job.run_id).await?;
+        let slug = slug_of(&mut tx, run.project_id).await?;
+        tx.append(
+            NewEvent::new(
+                ev::JOB_STARTED,
+                &ACTOR,
+                job.id,
+                json!({"run": run.number, "job": job.key, "attempt": job.attempt + 1,
+                       "runner": runner_id, "reclaimed": job.status == "running"}),
+            )
+            .in_project(run.project_id, &slug),
+        )
+        .await?;
+        let run = rederive(&mut tx, &run, &slug).await?;
+        let job = job_from(
+            &q("SELECT * FROM build_jobs WHERE id = $1")
+                .bind(job.id)
+                .fetch_one(&mut tx)
+                .await?,
+        )?;
+        tx.commit().await?;
+        return Ok(Some(Claim { job, run, token }));
+    }
+    Ok(None)
+}
+
+async fn job_for_token(tx: &mut Tx, job_id: i64, token: &str) -> Result<Job, StoreError> {
+    let job = q("SELECT * FROM build_jobs WHERE id = $1")
+        .bind(job_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .as_ref()
+        .map(job_from)
+        .transpose()?
+        .ok_or_else(stale)?;
+    if job.attempt_token.as_deref() != Some(token) {
+        return Err(stale());
+    }
+    Ok(job)
+}
+
+/// Extends the lease of the attempt holding `token`. Returns `true` when the job was cancelled
+/// (the runner should stop it). A token that is not the job's current one: `build.stale_attempt`.
+pub async fn heartbeat(
+    store: &Store,
+    job_id: i64,
+    token: &str,
+    lease_ms: i64,
+) -> Result<bool, StoreError> {
+    let mut tx = store.begin().await?;
+    let job = job_for_token(&mut tx, job_id, token).await?;
+    match job.status.as_str() {
+        "running" => {
+            q("UPDATE build_jobs SET lease_expires_at = $1 WHERE id = $2")
+                .bind(ouro_core::time::now_ms() + lease_ms)
+                .bind(job_id)
+                .execute(&mut tx)
+                .await?;
+            tx.commit().await?;
+            Ok(false)
+        }
+        "cancelled" => Ok(true),
+        _ => Err(stale()),
+    }
+}
+
+/// Records the end of the attempt holding `token`: `success`, `failure` or `timed_out`, with the
+/// exit code. Queued jobs that (transitively) need a job that did not succeed become `skipped`.
+/// Returns the run after the change. A stale token or a job that is not running:
+/// `build.stale_attempt`.
+pub async fn finish_job(
+    store: &Store,
+    job_id: i64,
+    token: &str,
+    status: &str,
+    exit_code: Option<i64>,
+) -> Result<Run, StoreError> {
+    if !matches!(status, "success" | "failure" | "timed_out") {
+        return Err(OuroError::field("status", "success, failure or timed_out").into());
+    }
+    let mut tx = store.begin().await?;
+    let job = job_for_token(&mut tx, job_id, token).await?;
+    if job.status != "running" {
+        return Err(stale());
+    }
+    let run = get_by_id(&mut tx, job.run_id).await?;
+    let slug = slug_of(&mut tx, run.project_id).await?;
+    let now = ouro_core::time::now_ms();
+    q("UPDATE build_jobs SET status = $1, exit_code = $2, finished_at = $3, lease_expires_at = NULL, \
+       version = version + 1 WHERE id = $4")
+    .bind(status)
+    .bind(exit_code)
+    .bind(now)
+    .bind(job_id)
+    .execute(&mut tx)
+    .await?;
+    tx.append(
+        NewEvent::new(
+            ev::JOB_FINISHED,
+            &ACTOR,
+            job_id,
+            json!({"run": run.number, "job": job.key, "status": status, "exit_code": exit_code}),
+        )
+        .in_project(run.project_id, &slug),
+    )
+    .await?;
+    if status != "success" {
+        let all = jobs(&mut tx, run.id).await?;
+        let mut dead: BTreeSet<String> = BTreeSet::from([job.key.clone()]);
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for j in &all {
+                if j.status == "queued"
+                    && !dead.contains(&j.key)
+                    && j.needs.iter().any(|n| dead.contains(n))
+                {
+                    dead.insert(j.key.clone());
+                    changed = true;
+                }
+            }
+        }
+        for j in all
+            .iter()
+            .filter(|j| j.key != job.key && dead.contains(&j.key))
+        {
+            q("UPDATE build_jobs SET status = 'skipped', reason = 'needs_failed', finished_at = $1, \
+               version = version + 1 WHERE id = $2")
+            .bind(now)
+            .bind(j.id)
+            .execute(&mut tx)
+            .await?;
+            tx.append(
+                NewEvent::new(
+                    ev::JOB_FINISHED,
+                    &ACTOR,
+                    j.id,
+                    json!({"run": run.number, "job": j.key, "status": "skipped", "reason": "needs_failed"}),
+                )
+                .in_project(run.project_id, &slug),
+            )
+            .await?;
+        }
+    }
+    let run = rederive(&mut tx, &run, &slug).await?;
+    tx.commit().await?;
+    Ok(run)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The push trigger
+
+/// The event consumer that creates runs for pushes (`code.pushed`, not imports, not deletions).
+/// Idempotent: keyed by the event's seq and the file.
+pub struct PushTrigger {
+    /// Where the bare repositories live (`ouro_code::repos::root(data_dir)`).
+    pub root: std::path::PathBuf,
+}
+
+/// The files a push changed, or `None` when the event does not list them all.
+fn changed_files(payload: &Value) -> Option<Vec<String>> {
+    if payload["truncated"].as_bool() == Some(true) {
+        return None;
+    }
+    let mut out = BTreeSet::new();
+    for c in payload["commits"].as_array()? {
+        let files = c["files"].as_array()?;
+        if c["files_changed"].as_u64().unwrap_or(0) as usize > files.len() {
+            return None;
+        }
+        out.extend(files.iter().filter_map(|f| f.as_str().map(String::from)));
+    }
+    Some(out.into_iter().collect())
+}
+
+/// Handles one event for [`PushTrigger`] (public for tests that replay an event).
+pub async fn on_event(
+    store: &Store,
+    root: &Path,
+    event: &ouro_core::Event,
+) -> Result<Vec<Run>, StoreError> {
+    let p = &event.payload;
+    if event.kind != ev::CODE_PUSHED.name
+        || p["imported"].as_bool() == Some(true)
+        || p["deleted"].as_bool() == Some(true)
+    {
+        return Ok(Vec::new());
+    }
+    let (Some(project_id), Some(name), Some(refname), Some(sha)) = (
+        event.project_id,
+        p["repo"].as_str(),
+        p["ref"].as_str(),
+        p["new"].as_str(),
+    ) else {
+        return Ok(Vec::new());
+    };
+    if !(refname.starts_with("refs/heads/") || refname.starts_with("refs/tags/")) {
+        return Ok(Vec::new());
+    }
+    let Some(repo) = ouro_code::repos::by_name(&mut store.read().await?, project_id, name).await?
+    else {
+        return Ok(Vec::new()); // deleted since
+    };
+    if repo.id.to_string() != event.subject.id {
+        return Ok(Vec::new()); // a newer repository of the same name
+    }
+    let trigger = TriggerInfo {
+        kind: "push",
+        git_ref: refname.to_string(),
+        sha: sha.to_string(),
+        actor: event.actor.clone(),
+        changed: changed_files(p),
+        source_key: Some(format!("event:{}", event.seq)),
+    };
+    match create_runs(store, root, &repo, &trigger).await {
+        // The commit may be gone (a force push since): nothing to build.
+        Err(StoreError::Domain(e)) if e.code == ErrorCode::GitFailed => {
+            tracing::warn!(seq = event.seq, error = %e, "cannot read the pushed pipeline files");
+            Ok(Vec::new())
+        }
+        other => other,
+    }
+}
+
+impl ouro_store::consumers::Consumer for PushTrigger {
+    fn name(&self) -> &'static str {
+        "build.push_trigger"
+    }
+
+    fn handle<'a>(
+        &'a self,
+        store: &'a Store,
+        event: &'a ouro_core::Event,
+    ) -> ouro_store::consumers::BoxFuture<'a, Result<(), OuroError>> {
+        Box::pin(async move {
+            on_event(store, &self.root, event)
+                .await
+                .map(|_| ())
+                .map_err(OuroError::from)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(text: &str) -> Pipeline {
+        crate::pipeline::parse("ci.yml", text.as_bytes()).expect("valid")
+    }
+
+    fn files(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn push_filters_follow_branches_tags_paths_and_negation() {
+        let p = pipeline(
+            "on:\n  push:\n    branches: ['release/**', '!release/old*', main]\n    paths: ['src/**']\njobs:\n  a:\n    steps:\n      - run: x\n",
+        );
+        let t = p.triggers();
+        let src = files(&["src/lib.rs"]);
+        assert!(push_matches(&t, "refs/heads/main", Some(&src)));
+        assert!(push_matches(&t, "refs/heads/release/1.0", Some(&src)));
+        assert!(!push_matches(&t, "refs/heads/release/old-1", Some(&src)));
+        assert!(!push_matches(&t, "refs/heads/feature", Some(&src)));
+        assert!(!push_matches(
+            &t,
+            "refs/heads/main",
+            Some(&files(&["README.md"]))
+        ));
+        assert!(
+            push_matches(&t, "refs/heads/main", None),
+            "unknown files pass"
+        );
+        assert!(
+            !push_matches(&t, "refs/tags/v1", Some(&src)),
+            "no tags by default"
+        );
+
+        let all = pipeline("jobs:\n  a:\n    steps:\n      - run: x\n").triggers();
+        assert!(push_matches(&all, "refs/heads/anything", None));
+        let tags =
+            pipeline("on:\n  push:\n    tags: ['v*']\njobs:\n  a:\n    steps:\n      - run: x\n")
+                .triggers();
+        assert!(push_matches(&tags, "refs/tags/v1.2", None));
+        assert!(
+            !push_matches(&tags, "refs/heads/main", None),
+            "only tags given"
+        );
+        let manual = pipeline("on: manual\njobs:\n  a:\n    steps:\n      - run: x\n").triggers();
+        assert!(!push_matches(&manual, "refs/heads/main", None));
+        assert!(manual.manual.is_some());
+    }
+
+    #[test]
+    fn jobs_expand_matrices_and_needs_with_layers() {
+        let p = pipeline(
+            "jobs:\n  build:\n    strategy:\n      matrix:\n        os: [linux, mac]\n    steps:\n      - run: x\n  test:\n    needs: build\n    steps:\n      - run: x\n  deploy:\n    needs: [test]\n    steps:\n      - run: x\n",
+        );
+        let jobs = jobs_without_planner("ci.yml", &p).unwrap();
+        let keys: Vec<(&str, i64)> = jobs.iter().map(|j| (j.key.as_str(), j.layer)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("build (linux)", 0),
+                ("build (mac)", 0),
+                ("test", 1),
+                ("deploy", 2)
+            ]
+        );
+        assert_eq!(jobs[2].needs, vec!["build (linux)", "build (mac)"]);
+        assert_eq!(jobs[0].matrix, json!({"os": "linux"}));
+    }
+}

@@ -15,8 +15,8 @@
 //!   again (a new attempt, a new token). [`heartbeat`] and [`finish_job`] refuse a token that is
 //!   not the job's current one (`build.stale_attempt`).
 //!
-//! Jobs are made from the pipeline's `jobs` map by [`jobs_without_planner`] and push filters are
-//! checked by [`push_matches`]; both are to be replaced by the run planner (`plan::plan`).
+//! Runs are planned by [`crate::plan::plan`], the planner `ouro run` uses (trigger filters, matrix
+//! jobs, needs, DAG layers); [`jobs_of_plan`] turns a plan into job rows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -31,8 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::diag::Diagnostic;
-use crate::matrix;
-use crate::pipeline::{Pipeline, Triggers};
+use crate::pipeline::Pipeline;
 
 /// Where pipeline files live in a repository.
 pub const PIPELINE_DIR: &str = ".ouro/pipelines/";
@@ -216,158 +215,6 @@ fn job_from(r: &Row) -> Result<Job, StoreError> {
 // ---------------------------------------------------------------------------------------------
 // From a pipeline to jobs (until the planner lands)
 
-/// The jobs of a pipeline, one per job id and matrix combination, with `needs` expanded to the
-/// keys of every combination of the needed job and the DAG layer. To be replaced by
-/// `plan::plan(pipeline, &trigger)` (which also evaluates `if:` and the trigger context).
-pub fn jobs_without_planner(file: &str, p: &Pipeline) -> Result<Vec<NewJob>, Vec<Diagnostic>> {
-    let mut keys: BTreeMap<&str, Vec<(String, String, Value)>> = BTreeMap::new();
-    let mut total = 0usize;
-    for (id, job) in &p.jobs {
-        let base = job.name.clone().unwrap_or_else(|| id.clone());
-        let mut out = Vec::new();
-        match &job.strategy {
-            Some(s) => {
-                let axes: Vec<(String, Vec<Value>)> = s
-                    .matrix
-                    .axes
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                let conv = |v: &Vec<BTreeMap<String, Value>>| -> Vec<matrix::Combo> {
-                    v.iter()
-                        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                        .collect()
-                };
-                let combos = matrix::expand(
-                    &axes,
-                    &conv(&s.matrix.include),
-                    &conv(&s.matrix.exclude),
-                    matrix::MAX_JOBS,
-                )
-                .map_err(|e| {
-                    vec![Diagnostic::error(
-                        file,
-                        1,
-                        1,
-                        e.code(),
-                        format!("job `{id}`: {e}"),
-                    )]
-                })?;
-                let order: Vec<&str> = axes.iter().map(|(k, _)| k.as_str()).collect();
-                for c in combos {
-                    out.push((
-                        matrix::job_name_ordered(id, &c, &order),
-                        matrix::job_name_ordered(&base, &c, &order),
-                        Value::Object(c),
-                    ));
-                }
-            }
-            None => out.push((id.clone(), base, json!({}))),
-        }
-        total += out.len();
-        keys.insert(id.as_str(), out);
-    }
-    if total > matrix::MAX_JOBS {
-        return Err(vec![Diagnostic::error(
-            file,
-            1,
-            1,
-            "matrix.too_large",
-            format!(
-                "the pipeline would make {total} jobs; the limit is {}",
-                matrix::MAX_JOBS
-            ),
-        )]);
-    }
-    // Layers by job id (the parser refuses unknown and cyclic needs; a guard keeps this total).
-    fn layer_of(id: &str, p: &Pipeline, memo: &mut HashMap<String, i64>, depth: usize) -> i64 {
-        if let Some(l) = memo.get(id) {
-            return *l;
-        }
-        let l = match p.jobs.get(id) {
-            Some(j) if depth < 1000 => j
-                .needs
-                .to_vec()
-                .iter()
-                .map(|n| layer_of(n, p, memo, depth + 1) + 1)
-                .max()
-                .unwrap_or(0),
-            _ => 0,
-        };
-        memo.insert(id.to_string(), l);
-        l
-    }
-    let mut memo = HashMap::new();
-    let mut jobs = Vec::new();
-    for (id, job) in &p.jobs {
-        let needs: Vec<String> = job
-            .needs
-            .to_vec()
-            .iter()
-            .flat_map(|n| {
-                keys.get(n.as_str())
-                    .map(|v| v.iter().map(|(k, _, _)| k.clone()).collect::<Vec<_>>())
-                    .unwrap_or_default()
-            })
-            .collect();
-        let layer = layer_of(id, p, &mut memo, 0);
-        for (key, name, m) in &keys[id.as_str()] {
-            jobs.push(NewJob {
-                key: key.clone(),
-                name: name.clone(),
-                needs: needs.clone(),
-                matrix: m.clone(),
-                layer,
-            });
-        }
-    }
-    jobs.sort_by(|a, b| a.layer.cmp(&b.layer).then(a.key.cmp(&b.key)));
-    Ok(jobs)
-}
-
-/// Whether a glob list includes `text`: patterns apply in order and the last one that matches
-/// decides (`!pattern` excludes); a list of only exclusions starts from "included".
-fn filter_includes(patterns: &[String], text: &str) -> bool {
-    let mut included = patterns.iter().all(|p| p.starts_with('!'));
-    for p in patterns {
-        match p.strip_prefix('!') {
-            Some(n) if ouro_code::glob::matches(n, text) => included = false,
-            None if ouro_code::glob::matches(p, text) => included = true,
-            _ => {}
-        }
-    }
-    included
-}
-
-/// Whether `on.push` runs for a push of `refname` that changed `files` (`None`: not known, e.g.
-/// too many commits; the `paths` filter then passes). Branches default to every branch unless
-/// only `tags` are given; tags default to none. To be replaced by the planner's matcher.
-pub fn push_matches(t: &Triggers, refname: &str, files: Option<&[String]>) -> bool {
-    let Some(push) = &t.push else {
-        return false;
-    };
-    let ref_ok = if let Some(branch) = refname.strip_prefix("refs/heads/") {
-        if push.branches.is_empty() {
-            push.tags.is_empty()
-        } else {
-            filter_includes(&push.branches, branch)
-        }
-    } else if let Some(tag) = refname.strip_prefix("refs/tags/") {
-        !push.tags.is_empty() && filter_includes(&push.tags, tag)
-    } else {
-        false
-    };
-    if !ref_ok {
-        return false;
-    }
-    match files {
-        Some(files) if !push.paths.is_empty() => {
-            files.iter().any(|f| filter_includes(&push.paths, f))
-        }
-        _ => true,
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Reading pipeline files at a commit
 
@@ -455,6 +302,45 @@ pub struct TriggerInfo {
     pub source_key: Option<String>,
 }
 
+/// The planner's view of a trigger: the same `on:` filters `ouro run` applies.
+fn plan_trigger(repo: &str, t: &TriggerInfo) -> crate::plan::Trigger {
+    use crate::plan::EventKind;
+    let branch = t.git_ref.strip_prefix("refs/heads/").map(String::from);
+    let tag = t.git_ref.strip_prefix("refs/tags/").map(String::from);
+    crate::plan::Trigger {
+        event: if t.kind == "push" {
+            EventKind::Push
+        } else {
+            EventKind::Manual
+        },
+        git_ref: t.git_ref.clone(),
+        branch,
+        tag,
+        target_branch: None,
+        sha: t.sha.clone(),
+        changed_paths: t.changed.clone(),
+        inputs: BTreeMap::new(),
+        actor: t.actor.clone(),
+        project: String::new(),
+        repo: repo.to_string(),
+        run_number: 0,
+    }
+}
+
+/// The job rows of a planned run: the planner's display ids (`build (linux, 1.80)`) as keys.
+pub fn jobs_of_plan(rp: &crate::plan::RunPlan) -> Vec<NewJob> {
+    rp.jobs
+        .iter()
+        .map(|j| NewJob {
+            key: j.id.clone(),
+            name: j.name.clone(),
+            needs: j.needs.iter().map(|&n| rp.jobs[n].id.clone()).collect(),
+            matrix: Value::Object(j.matrix.clone()),
+            layer: j.layer as i64,
+        })
+        .collect()
+}
+
 async fn slug_of(ex: &mut impl Executor, project_id: i64) -> Result<String, StoreError> {
     q("SELECT slug FROM projects WHERE id = $1")
         .bind(project_id)
@@ -488,17 +374,15 @@ pub async fn create_runs(
     for (file, bytes) in &files {
         match crate::pipeline::parse(file, bytes) {
             Ok(p) => {
-                let t = p.triggers();
-                let runs = match trigger.kind {
-                    "push" => push_matches(&t, &trigger.git_ref, trigger.changed.as_deref()),
-                    _ => t.manual.is_some(),
-                };
-                if runs {
-                    planned.push((
+                let name = pipeline_name(file, Some(&p));
+                match crate::plan::plan(&name, &p, &plan_trigger(&repo.name, trigger)) {
+                    Ok(rp) => planned.push((file.clone(), name, Ok(jobs_of_plan(&rp)))),
+                    Err(crate::plan::PlanError::NotTriggered(_)) => {}
+                    Err(e) => planned.push((
                         file.clone(),
-                        pipeline_name(file, Some(&p)),
-                        jobs_without_planner(file, &p),
-                    ));
+                        name,
+                        Err(vec![Diagnostic::error(file, 1, 1, e.code(), e.to_string())]),
+                    )),
                 }
             }
             Err(d) => planned.push((file.clone(), pipeline_name(file, None), Err(d))),
@@ -1211,56 +1095,26 @@ mod tests {
         crate::pipeline::parse("ci.yml", text.as_bytes()).expect("valid")
     }
 
-    fn files(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
+    fn push(git_ref: &str) -> TriggerInfo {
+        TriggerInfo {
+            kind: "push",
+            git_ref: git_ref.into(),
+            sha: "0".repeat(40),
+            actor: "user:alice".into(),
+            changed: None,
+            source_key: None,
+        }
     }
 
+    /// Server runs are planned by the same planner as `ouro run` (filters, matrix, needs, layers).
     #[test]
-    fn push_filters_follow_branches_tags_paths_and_negation() {
+    fn jobs_come_from_the_planner_with_matrix_needs_and_layers() {
         let p = pipeline(
-            "on:\n  push:\n    branches: ['release/**', '!release/old*', main]\n    paths: ['src/**']\njobs:\n  a:\n    steps:\n      - run: x\n",
+            "on:\n  push:\n    branches: [main]\njobs:\n  build:\n    strategy:\n      matrix:\n        os: [linux, mac]\n    steps:\n      - run: x\n  test:\n    needs: build\n    steps:\n      - run: x\n  deploy:\n    needs: [test]\n    steps:\n      - run: x\n",
         );
-        let t = p.triggers();
-        let src = files(&["src/lib.rs"]);
-        assert!(push_matches(&t, "refs/heads/main", Some(&src)));
-        assert!(push_matches(&t, "refs/heads/release/1.0", Some(&src)));
-        assert!(!push_matches(&t, "refs/heads/release/old-1", Some(&src)));
-        assert!(!push_matches(&t, "refs/heads/feature", Some(&src)));
-        assert!(!push_matches(
-            &t,
-            "refs/heads/main",
-            Some(&files(&["README.md"]))
-        ));
-        assert!(
-            push_matches(&t, "refs/heads/main", None),
-            "unknown files pass"
-        );
-        assert!(
-            !push_matches(&t, "refs/tags/v1", Some(&src)),
-            "no tags by default"
-        );
-
-        let all = pipeline("jobs:\n  a:\n    steps:\n      - run: x\n").triggers();
-        assert!(push_matches(&all, "refs/heads/anything", None));
-        let tags =
-            pipeline("on:\n  push:\n    tags: ['v*']\njobs:\n  a:\n    steps:\n      - run: x\n")
-                .triggers();
-        assert!(push_matches(&tags, "refs/tags/v1.2", None));
-        assert!(
-            !push_matches(&tags, "refs/heads/main", None),
-            "only tags given"
-        );
-        let manual = pipeline("on: manual\njobs:\n  a:\n    steps:\n      - run: x\n").triggers();
-        assert!(!push_matches(&manual, "refs/heads/main", None));
-        assert!(manual.manual.is_some());
-    }
-
-    #[test]
-    fn jobs_expand_matrices_and_needs_with_layers() {
-        let p = pipeline(
-            "jobs:\n  build:\n    strategy:\n      matrix:\n        os: [linux, mac]\n    steps:\n      - run: x\n  test:\n    needs: build\n    steps:\n      - run: x\n  deploy:\n    needs: [test]\n    steps:\n      - run: x\n",
-        );
-        let jobs = jobs_without_planner("ci.yml", &p).unwrap();
+        let rp = crate::plan::plan("ci", &p, &plan_trigger("app", &push("refs/heads/main")))
+            .expect("runs on main");
+        let jobs = jobs_of_plan(&rp);
         let keys: Vec<(&str, i64)> = jobs.iter().map(|j| (j.key.as_str(), j.layer)).collect();
         assert_eq!(
             keys,
@@ -1273,5 +1127,10 @@ mod tests {
         );
         assert_eq!(jobs[2].needs, vec!["build (linux)", "build (mac)"]);
         assert_eq!(jobs[0].matrix, json!({"os": "linux"}));
+        // The branch filter is the planner's: another branch gets no run.
+        assert!(matches!(
+            crate::plan::plan("ci", &p, &plan_trigger("app", &push("refs/heads/topic"))),
+            Err(crate::plan::PlanError::NotTriggered(_))
+        ));
     }
 }

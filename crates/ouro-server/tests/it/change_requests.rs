@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::code_hosting::{Git, member, with_credentials};
+use crate::code_hosting::{Git, app_with_main, member, with_credentials};
 use crate::support::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -13,23 +13,8 @@ const REPO: &str = "/api/v1/projects/demo/repos/app";
 
 /// A repository `app` with `main` pushed by the admin; returns (git, work dir, clone URL).
 async fn setup(s: &TestServer) -> (Git, PathBuf, String) {
-    let (st, repo) = s
-        .admin(
-            Method::POST,
-            "/api/v1/projects/demo/repos",
-            Some(json!({"name": "app"})),
-        )
-        .await;
-    assert_eq!(st, 201, "{repo}");
-    let url = with_credentials(repo["clone_url"].as_str().unwrap(), "admin", &s.admin_token);
-    let git = Git::new();
-    let top = git.dir("w");
-    git.run(&top, &["clone", "-q", &url, "app"]).await;
-    let work = top.join("app");
-    git.run(&work, &["checkout", "-q", "-b", "main"]).await;
-    git.commit(&work, "README.md", "hello\n", "Start").await;
-    git.run(&work, &["push", "-q", "origin", "main"]).await;
-    (git, work, url)
+    let (git, work, url) = app_with_main(s, "README.md", "hello\n").await;
+    (git, work, with_credentials(&url, "admin", &s.admin_token))
 }
 
 /// Commits on a new branch from `from` and pushes it; returns the head.

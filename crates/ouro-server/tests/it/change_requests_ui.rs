@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::code_hosting::{Git, member, with_credentials};
+use crate::code_hosting::{Git, app_with_main, member};
 use crate::support::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -14,22 +14,7 @@ const UI: &str = "/projects/demo/code/app";
 
 /// A repository `app` with `main` and a pushed branch `feature`; returns (git, work dir).
 async fn setup(s: &TestServer) -> (Git, PathBuf) {
-    let (st, repo) = s
-        .admin(
-            Method::POST,
-            "/api/v1/projects/demo/repos",
-            Some(json!({"name": "app"})),
-        )
-        .await;
-    assert_eq!(st, 201, "{repo}");
-    let url = with_credentials(repo["clone_url"].as_str().unwrap(), "admin", &s.admin_token);
-    let git = Git::new();
-    let top = git.dir("w");
-    git.run(&top, &["clone", "-q", &url, "app"]).await;
-    let work = top.join("app");
-    git.run(&work, &["checkout", "-q", "-b", "main"]).await;
-    git.commit(&work, "README.md", "hello\n", "Start").await;
-    git.run(&work, &["push", "-q", "origin", "main"]).await;
+    let (git, work, _) = app_with_main(s, "README.md", "hello\n").await;
     push_branch(&git, &work, "feature", "feature.txt", "new\n").await;
     (git, work)
 }

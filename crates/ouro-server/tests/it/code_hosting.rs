@@ -630,3 +630,32 @@ async fn concurrent_pushes_and_a_long_negotiation() {
         s.stop().await;
     }
 }
+
+/// The repository `app` of project `demo`, created by the admin and cloned with the admin's
+/// credentials, on a `main` branch without commits; returns (git, work dir, plain clone URL).
+pub async fn app_checkout(s: &TestServer) -> (Git, PathBuf, String) {
+    let (st, repo) = s
+        .admin(
+            Method::POST,
+            "/api/v1/projects/demo/repos",
+            Some(json!({"name": "app"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{repo}");
+    let url = repo["clone_url"].as_str().unwrap().to_string();
+    let git = Git::new();
+    let top = git.dir("w");
+    let admin = with_credentials(&url, "admin", &s.admin_token);
+    git.run(&top, &["clone", "-q", &admin, "app"]).await;
+    let work = top.join("app");
+    git.run(&work, &["checkout", "-q", "-b", "main"]).await;
+    (git, work, url)
+}
+
+/// [`app_checkout`] with a first commit (`file` holding `text`) pushed to `main`.
+pub async fn app_with_main(s: &TestServer, file: &str, text: &str) -> (Git, PathBuf, String) {
+    let (git, work, url) = app_checkout(s).await;
+    git.commit(&work, file, text, "Start").await;
+    git.run(&work, &["push", "-q", "origin", "main"]).await;
+    (git, work, url)
+}

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::code_hosting::{Git, member, with_credentials};
+use crate::code_hosting::{Git, app_with_main, member};
 use crate::support::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -22,22 +22,7 @@ async fn setup(s: &TestServer) -> (Git, PathBuf, String, String) {
     s.demo_project().await;
     let dev = member(s, "dev", "developer").await;
     let viewer = member(s, "viewer", "viewer").await;
-    let (st, repo) = s
-        .admin(
-            Method::POST,
-            "/api/v1/projects/demo/repos",
-            Some(json!({"name": "app"})),
-        )
-        .await;
-    assert_eq!(st, 201, "{repo}");
-    let url = with_credentials(repo["clone_url"].as_str().unwrap(), "admin", &s.admin_token);
-    let git = Git::new();
-    let top = git.dir("w");
-    git.run(&top, &["clone", "-q", &url, "app"]).await;
-    let work = top.join("app");
-    git.run(&work, &["checkout", "-q", "-b", "main"]).await;
-    git.commit(&work, "app.txt", BASE_TEXT, "Start").await;
-    git.run(&work, &["push", "-q", "origin", "main"]).await;
+    let (git, work, _) = app_with_main(s, "app.txt", BASE_TEXT).await;
     git.run(&work, &["checkout", "-q", "-b", "feature"]).await;
     push(&git, &work, "one\ntwo\nTHREE\nfour\nfive\n").await;
     let (st, c) = s

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::code_hosting::{Git, member, with_credentials};
+use crate::code_hosting::{Git, app_checkout, member};
 use crate::support::*;
 use ouro_build::runs;
 use reqwest::Method;
@@ -32,20 +32,7 @@ jobs:
 
 /// A repository `app` and a clone with `main` checked out (nothing pushed yet).
 async fn setup(s: &TestServer) -> (Git, PathBuf) {
-    let (st, repo) = s
-        .admin(
-            Method::POST,
-            "/api/v1/projects/demo/repos",
-            Some(json!({"name": "app"})),
-        )
-        .await;
-    assert_eq!(st, 201, "{repo}");
-    let url = with_credentials(repo["clone_url"].as_str().unwrap(), "admin", &s.admin_token);
-    let git = Git::new();
-    let top = git.dir("w");
-    git.run(&top, &["clone", "-q", &url, "app"]).await;
-    let work = top.join("app");
-    git.run(&work, &["checkout", "-q", "-b", "main"]).await;
+    let (git, work, _) = app_checkout(s).await;
     std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();
     (git, work)
 }

@@ -146,6 +146,17 @@ pub struct NewJob {
     pub layer: i64,
 }
 
+/// Where the log of one attempt of a job is stored (a [`crate::logs::LogWriter`] directory):
+/// `<data dir>/build/logs/<job id>/<attempt>`. The runner protocol writes it, the log pages
+/// and the API read it.
+pub fn log_dir(data_dir: &Path, job_id: i64, attempt: i64) -> std::path::PathBuf {
+    data_dir
+        .join("build")
+        .join("logs")
+        .join(job_id.to_string())
+        .join(attempt.to_string())
+}
+
 fn not_found(number: i64) -> OuroError {
     OuroError::new(
         ErrorCode::RunNotFound,

@@ -91,6 +91,44 @@ pub enum CrCommand {
         #[arg(long = "reviewer")]
         reviewers: Vec<String>,
     },
+    /// Comment on a change request, on a line of its diff (`--path`, `--line`), or reply in a
+    /// thread (`--reply-to`); prints the comment and thread ids.
+    Comment {
+        #[command(flatten)]
+        target: Target,
+        number: i64,
+        /// Markdown.
+        #[arg(long, short)]
+        body: String,
+        /// The file of a line comment.
+        #[arg(long, requires = "line")]
+        path: Option<String>,
+        /// The line number (on the new side unless `--side old`).
+        #[arg(long, requires = "path")]
+        line: Option<u32>,
+        /// `old` or `new`.
+        #[arg(long, requires = "line")]
+        side: Option<String>,
+        /// Reply in the thread of this comment id.
+        #[arg(long, conflicts_with = "path")]
+        reply_to: Option<i64>,
+    },
+    /// List a change request's comment threads with their comments.
+    Threads {
+        #[command(flatten)]
+        target: Target,
+        number: i64,
+    },
+    /// Resolve a comment thread (or unresolve it with `--undo`).
+    Resolve {
+        #[command(flatten)]
+        target: Target,
+        number: i64,
+        /// The thread id (see `ouro cr threads`).
+        thread: i64,
+        #[arg(long)]
+        undo: bool,
+    },
     /// Merge a change request through its gate; fails with the unmet conditions when blocked.
     Merge {
         #[command(flatten)]
@@ -199,6 +237,17 @@ fn details(v: &Value) -> String {
             }
         ));
     }
+    let threads = v["threads"].as_array().cloned().unwrap_or_default();
+    if !threads.is_empty() {
+        let open = threads
+            .iter()
+            .filter(|t| t["resolved"] != Value::Bool(true))
+            .count();
+        out.push_str(&format!(
+            "threads    {} ({open} unresolved; `ouro cr threads` shows them)\n",
+            threads.len()
+        ));
+    }
     let gate = &v["gate"];
     out.push_str(&format!(
         "\nmerge ({}): {}\n",
@@ -226,6 +275,57 @@ fn details(v: &Value) -> String {
         out.push_str(d);
     }
     out.trim_end().to_string()
+}
+
+/// One thread: a header line (id, where, state) and its comments indented.
+fn thread_text(t: &Value) -> String {
+    let place = match t["anchor"].as_object() {
+        Some(a) => format!(
+            "{}:{}{}",
+            a.get("path").and_then(Value::as_str).unwrap_or(""),
+            a.get("line").map(Value::to_string).unwrap_or_default(),
+            if a.get("side").and_then(Value::as_str) == Some("old") {
+                " (old)"
+            } else {
+                ""
+            }
+        ),
+        None => "change request".to_string(),
+    };
+    let mut state = Vec::new();
+    if t["resolved"] == Value::Bool(true) {
+        state.push(format!(
+            "resolved by {}",
+            t["resolved_by"].as_str().unwrap_or("-")
+        ));
+    }
+    if t["outdated"] == Value::Bool(true) {
+        state.push("outdated".to_string());
+    }
+    let mut out = format!(
+        "thread {}  {}{}",
+        t["id"],
+        place,
+        if state.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", state.join(", "))
+        }
+    );
+    for c in t["comments"].as_array().into_iter().flatten() {
+        let body = text(c, "body");
+        let mut lines = body.lines();
+        out.push_str(&format!(
+            "\n  #{} {}: {}",
+            c["id"],
+            c["author"].as_str().unwrap_or("(deleted user)"),
+            lines.next().unwrap_or("")
+        ));
+        for l in lines {
+            out.push_str(&format!("\n      {l}"));
+        }
+    }
+    out
 }
 
 pub async fn run(cmd: CrCommand) -> anyhow::Result<()> {
@@ -317,6 +417,51 @@ pub async fn run(cmd: CrCommand) -> anyhow::Result<()> {
                 .call(Method::PATCH, &path, Some(Value::Object(body)))
                 .await?;
             print(target.remote.json, &v, line);
+        }
+        CrCommand::Comment {
+            target,
+            number,
+            body,
+            path,
+            line,
+            side,
+            reply_to,
+        } => {
+            let c = Client::new(&target.remote)?;
+            let body = json!({"body": body, "path": path, "line": line, "side": side,
+                              "reply_to": reply_to});
+            let url = format!("{}/{number}/comments", base(&target));
+            let v = c.call(Method::POST, &url, Some(body)).await?;
+            print(target.remote.json, &v, |v| {
+                format!("comment {} in thread {}", v["id"], v["thread_id"])
+            });
+        }
+        CrCommand::Threads { target, number } => {
+            let c = Client::new(&target.remote)?;
+            let url = format!("{}/{number}/comments", base(&target));
+            let v = c.call(Method::GET, &url, None).await?;
+            print(target.remote.json, &v, |v| {
+                let rows = v.as_array().cloned().unwrap_or_default();
+                if rows.is_empty() {
+                    return "no comments".to_string();
+                }
+                rows.iter()
+                    .map(thread_text)
+                    .collect::<Vec<_>>()
+                    .join("\n\n")
+            });
+        }
+        CrCommand::Resolve {
+            target,
+            number,
+            thread,
+            undo,
+        } => {
+            let c = Client::new(&target.remote)?;
+            let verb = if undo { "unresolve" } else { "resolve" };
+            let url = format!("{}/{number}/threads/{thread}/{verb}", base(&target));
+            let v = c.call(Method::POST, &url, None).await?;
+            print(target.remote.json, &v, thread_text);
         }
         CrCommand::Merge {
             target,

@@ -200,6 +200,9 @@ pub struct CrView {
     /// The latest status of each name on the head commit.
     pub statuses: Vec<CommitStatus>,
     pub gate: Gate,
+    /// The comment threads (on the change request and on diff lines), oldest first, with
+    /// `outdated` computed against the diff as it is now.
+    pub threads: Vec<ouro_code::cr_comments::Thread>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -330,11 +333,13 @@ pub async fn view(st: &AppState, slug: &str, repo: &Repo, number: i64) -> ApiRes
     let statuses = cr::statuses(&mut conn, repo.id, &c.head).await?;
     drop(conn);
     let gate = cr::gate(&st.store, &root, repo, &c).await?;
+    let threads = ouro_code::cr_comments::threads_checked(&st.store, &root, repo, &c).await?;
     Ok(CrView {
         cr: c,
         reviews,
         statuses,
         gate,
+        threads,
     })
 }
 

@@ -157,6 +157,8 @@ struct ListPage<'a> {
     /// The label, author and draft filters as given (`draft`: `true`, `false` or empty).
     label: String,
     author: String,
+    /// A requested reviewer.
+    reviewer: String,
     draft: String,
 }
 
@@ -165,6 +167,7 @@ pub struct ListQuery {
     state: Option<String>,
     label: Option<String>,
     author: Option<String>,
+    reviewer: Option<String>,
     draft: Option<String>,
 }
 
@@ -185,6 +188,7 @@ async fn list(
     };
     let label = q.label.unwrap_or_default().trim().to_string();
     let author = q.author.unwrap_or_default().trim().to_string();
+    let reviewer = q.reviewer.unwrap_or_default().trim().to_string();
     let draft = match q.draft.as_deref() {
         Some("true") => "true",
         Some("false") => "false",
@@ -194,7 +198,7 @@ async fn list(
         state: Some(state.to_string()).filter(|s| !s.is_empty()),
         label: Some(label.clone()).filter(|s| !s.is_empty()),
         author: Some(author.clone()).filter(|s| !s.is_empty()),
-        reviewer: None,
+        reviewer: Some(reviewer.clone()).filter(|s| !s.is_empty()),
         draft: match draft {
             "true" => Some(true),
             "false" => Some(false),
@@ -239,6 +243,7 @@ async fn list(
             .collect(),
         label,
         author,
+        reviewer,
         draft: draft.to_string(),
     };
     Ok(flash.finish(render(&p)))
@@ -582,9 +587,7 @@ pub(crate) async fn show_page<'a>(
     {
         diffv = Some(DiffView::new(d, split, &repo_base, page_url.clone()));
     }
-    let threads = ouro_code::cr_comments::threads_checked(&st.store, &repos_root(st), &repo, &v.cr)
-        .await
-        .map_err(|e| fail(ctx, e))?;
+    let threads = v.threads.clone();
     let can_write = ctx.role() >= Some(Role::Developer);
     if let Some(d) = diffv.as_mut() {
         d.threads = line_threads(&threads, &page_url);

@@ -486,6 +486,13 @@ async fn the_forms_edit_labels_reviewers_and_draft_and_user_text_is_inert() {
         let (_, c) = s.admin(Method::GET, &format!("{CRS}/1"), None).await;
         assert_eq!(c["labels"], json!(["<script>alert(1)</script>", "bug"]));
         assert_eq!(c["reviewers"], json!([{"user": "rev", "state": "pending"}]));
+        let (_, html) = s
+            .admin_page(&format!("{base}?state=all&reviewer=rev"))
+            .await;
+        assert!(
+            html.contains("data-cr=\"1\""),
+            "the reviewer filter finds it: {html}"
+        );
         assert_eq!(c["draft"], true);
         let version = c["version"].as_i64().unwrap().to_string();
 
@@ -582,6 +589,15 @@ async fn the_forms_edit_labels_reviewers_and_draft_and_user_text_is_inert() {
         assert!(!html.contains("data-cr=\"1\""), "ready now: {html}");
         let (_, html) = s.admin_page(&format!("{base}?author=admin")).await;
         assert!(html.contains("data-cr=\"1\""), "{html}");
+        // ... and by requested reviewer (none since the edit above).
+        let (_, html) = s
+            .admin_page(&format!("{base}?state=all&reviewer=rev"))
+            .await;
+        assert!(!html.contains("data-cr=\"1\""), "{html}");
+        assert!(
+            html.contains("id=\"filter-reviewer\" name=\"reviewer\" value=\"rev\""),
+            "{html}"
+        );
         // Convert back to draft.
         let (st, _, body) = s
             .admin_form(&format!("{base}/1/draft"), form_body(&[]))

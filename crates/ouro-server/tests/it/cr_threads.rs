@@ -435,6 +435,10 @@ async fn a_thread_whose_line_changes_in_a_later_push_is_outdated_and_kept() {
         let by_id = |id: &Value| list.iter().find(|t| &t["id"] == id).unwrap().clone();
         assert_eq!(by_id(&on3["thread_id"])["outdated"], true);
         assert_eq!(by_id(&on1["thread_id"])["outdated"], false);
+        // The change request's own JSON embeds the same threads.
+        let (st, one) = s.call(Method::GET, CR, Some(&dev), None).await;
+        assert_eq!(st, 200, "{one}");
+        assert_eq!(one["threads"], Value::Array(list.clone()), "{one}");
 
         // The page keeps the outdated thread in the comments, not under a diff line.
         let r = s.req(Method::GET, UI, Some(&dev)).send().await.unwrap();

@@ -255,6 +255,90 @@ async fn create_list_show_and_merge_change_requests_from_the_command_line() {
         assert!(out.stdout.contains("✗ approvals"), "{}", out.stdout);
         assert!(out.stdout.contains("✓ open"), "{}", out.stdout);
 
+        // Comments, replies, threads and resolving them.
+        let out = run(args(&[
+            "comment",
+            "-p",
+            "demo",
+            "-r",
+            "app",
+            "1",
+            "--body",
+            "Why this name?\nSecond line",
+        ]))
+        .await
+        .unwrap();
+        assert!(out.ok, "{}", out.stderr);
+        let words: Vec<&str> = out.stdout.split_whitespace().collect();
+        assert_eq!(words[0], "comment", "{}", out.stdout);
+        let (comment, thread) = (words[1].to_string(), words[4].to_string());
+        let out = run(args(&[
+            "comment",
+            "-p",
+            "demo",
+            "-r",
+            "app",
+            "1",
+            "--body",
+            "It matches the module",
+            "--reply-to",
+            &comment,
+        ]))
+        .await
+        .unwrap();
+        assert!(out.ok, "{}", out.stderr);
+        assert!(
+            out.stdout.ends_with(&format!("in thread {thread}\n")),
+            "a reply lands in the same thread: {}",
+            out.stdout
+        );
+        let out = run(args(&["threads", "-p", "demo", "-r", "app", "1"]))
+            .await
+            .unwrap();
+        assert!(out.ok, "{}", out.stderr);
+        assert!(
+            out.stdout
+                .starts_with(&format!("thread {thread}  change request\n")),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains(": Why this name?\n      Second line"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains(": It matches the module"),
+            "{}",
+            out.stdout
+        );
+        let out = run(args(&["show", "-p", "demo", "-r", "app", "1"]))
+            .await
+            .unwrap();
+        assert!(
+            out.stdout.contains("threads    1 (1 unresolved"),
+            "{}",
+            out.stdout
+        );
+        let out = run(args(&["resolve", "-p", "demo", "-r", "app", "1", &thread]))
+            .await
+            .unwrap();
+        assert!(out.ok, "{}", out.stderr);
+        assert!(out.stdout.contains("[resolved by alice]"), "{}", out.stdout);
+        let out = run(args(&["show", "-p", "demo", "-r", "app", "1", "--json"]))
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(
+            v["threads"][0]["resolved"], true,
+            "the API embeds the threads"
+        );
+        assert_eq!(v["threads"][0]["comments"].as_array().unwrap().len(), 2);
+        let out = run(args(&["resolve", "-p", "demo", "-r", "app", "1", "999999"]))
+            .await
+            .unwrap();
+        assert!(!out.ok, "an unknown thread fails");
+
         // Merging is refused with the unmet conditions and a non-zero exit.
         let out = run(args(&["merge", "-p", "demo", "-r", "app", "1"]))
             .await

@@ -182,6 +182,12 @@ struct ShowPage<'a> {
     layers: Vec<Layer>,
     /// The diagnostics, rustc-style (`file:line:col: error[code]: message` and help).
     diagnostics: String,
+    /// The run this one re-runs (0: none).
+    rerun_of: i64,
+    /// The change request it builds (0: none).
+    cr_number: i64,
+    /// False for a change request run whose author is not trusted (no secrets).
+    trusted: bool,
 }
 
 fn layers(jobs: Vec<Job>) -> Vec<Layer> {
@@ -256,6 +262,9 @@ async fn show(
         diagnostics: render_diagnostics(&r.diagnostics),
         sha: r.sha.clone(),
         file: r.file.clone(),
+        rerun_of: r.rerun_of.unwrap_or(0),
+        cr_number: r.cr_number.unwrap_or(0),
+        trusted: r.trusted,
         row: RunRow {
             number: r.number,
             duration: duration(r.started_at, r.finished_at),

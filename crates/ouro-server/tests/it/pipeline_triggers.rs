@@ -180,6 +180,22 @@ async fn a_change_request_gets_runs_on_its_source_head_with_its_number_and_trust
         let newest = &runs_of(&body)[0];
         assert_eq!(newest["sha"], head3.as_str());
         assert_eq!(newest["trusted"], false, "{newest}");
+        let n = newest["number"].as_i64().unwrap();
+        let r = s
+            .req(
+                Method::GET,
+                &format!("/projects/demo/pipelines/{n}"),
+                Some(&dev),
+            )
+            .send()
+            .await
+            .unwrap();
+        let html = r.text().await.unwrap();
+        assert!(
+            html.contains("/projects/demo/code/app/change-requests/1\">change request !1</a>"),
+            "{html}"
+        );
+        assert!(html.contains("gets no secrets"), "{html}");
 
         // A change request into a branch the filter does not name runs nothing.
         git.run(&work, &["push", "-q", "origin", "feature:other"])
@@ -680,6 +696,40 @@ async fn re_running_all_failed_or_one_job_makes_a_new_run() {
         assert!(html.contains("name=\"job\" value=\"c\""), "{html}");
         let html = page(viewer.clone()).await;
         assert!(!html.contains("rerun-all"));
+        let r = s
+            .req(Method::GET, "/projects/demo/pipelines/2", Some(&viewer))
+            .send()
+            .await
+            .unwrap();
+        let html = r.text().await.unwrap();
+        assert!(
+            html.contains("Re-run of <a href=\"/projects/demo/pipelines/1\">#1</a>"),
+            "{html}"
+        );
+        assert!(html.contains("reused from #1"), "{html}");
+
+        // The page's buttons: one job (c, from run #1) -> run #5, then the page of #5.
+        let (st, to, body) = s
+            .admin_form(
+                "/projects/demo/pipelines/1/rerun",
+                form_body(&[("job", "c")]),
+            )
+            .await;
+        assert_eq!(st, 303, "{body}");
+        assert_eq!(to, "/projects/demo/pipelines/5");
+        let (_, r5) = s.admin(Method::GET, &format!("{RUNS}/5"), None).await;
+        let j = jobs_by_key(&r5);
+        assert_eq!(j["c"]["status"], "queued", "{r5}");
+        assert_eq!(j["a"]["reused_from"], 1, "{r5}");
+        // A run that has not finished: the page says so instead of re-running.
+        let (st, to, _) = s
+            .admin_form(
+                "/projects/demo/pipelines/5/rerun",
+                form_body(&[("jobs", "all")]),
+            )
+            .await;
+        assert_eq!(st, 303);
+        assert_eq!(to, "/projects/demo/pipelines/5");
 
         // The domain refuses a running run the same way.
         let err = rerun::rerun(

@@ -222,6 +222,31 @@ pub async fn tick(store: &Store, root: &Path, now_ms: i64) -> Result<Vec<Run>, S
     Ok(created)
 }
 
+/// [`sync`] for every repository (the server does it once at start, so schedules follow a
+/// default branch that was renamed, or files pushed before this version). Errors of one
+/// repository are logged, not returned.
+pub async fn sync_all(store: &Store, root: &Path, now_ms: i64) -> Result<usize, StoreError> {
+    let repos: Vec<(i64, i64)> = q("SELECT id, project_id FROM code_repos ORDER BY id")
+        .fetch_all(&mut store.read().await?)
+        .await?
+        .iter()
+        .map(|r| Ok((r.i64("id")?, r.i64("project_id")?)))
+        .collect::<Result<_, StoreError>>()?;
+    let mut n = 0;
+    for (id, project_id) in repos {
+        let Some(repo) = repo_by_id(store, project_id, id).await? else {
+            continue;
+        };
+        match sync(store, root, &repo, now_ms).await {
+            Ok(rows) => n += rows.len(),
+            Err(e) => {
+                tracing::warn!(repo = id, error = %e, "cannot read the repository's schedules")
+            }
+        }
+    }
+    Ok(n)
+}
+
 async fn repo_by_id(
     store: &Store,
     project_id: i64,

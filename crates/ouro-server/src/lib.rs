@@ -325,6 +325,14 @@ impl Running {
 async fn schedule_ticker(state: AppState) {
     let mut shutdown = state.shutting_down.clone();
     let root = ouro_code::repos::root(&state.settings.data_dir);
+    tokio::select! {
+        r = ouro_build::schedule::sync_all(&state.store, &root, ouro_core::time::now_ms()) => {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "the schedules could not be read at start");
+            }
+        }
+        _ = shutdown.wait_for(|s| *s) => return,
+    }
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}

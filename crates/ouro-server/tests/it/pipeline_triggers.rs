@@ -331,6 +331,17 @@ async fn a_due_schedule_creates_exactly_one_run_and_once_after_downtime() {
             .await
             .unwrap();
         assert_eq!(again, rows);
+        // At start the server syncs every repository: lost rows come back.
+        let mut tx = store.begin().await.unwrap();
+        ouro_store::q("DELETE FROM build_schedules")
+            .execute(&mut tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(schedule::sync_all(store, &root, later).await.unwrap(), 1);
+        let back = schedule::list(store, repo.id).await.unwrap();
+        assert_eq!(back.len(), 1);
+        assert!(back[0].next_at > later, "{back:?}");
         s.stop().await;
     }
 }

@@ -14,7 +14,10 @@ pub mod matrix;
 mod migrations;
 pub mod pipeline;
 pub mod plan;
+pub mod rerun;
 pub mod runs;
+pub mod schedule;
+pub mod triggers;
 mod yaml;
 
 pub use diag::{Diagnostic, Severity};

@@ -85,6 +85,18 @@ pub struct Run {
     #[schemars(with = "Option<String>")]
     pub finished_at: Option<i64>,
     pub version: i64,
+    /// The change request this run builds (trigger `change_request`, or a re-run of one).
+    pub cr_number: Option<i64>,
+    /// Whether whoever caused the run is trusted (a change request's author who is not a member
+    /// with at least developer is not): untrusted runs get no secrets.
+    pub trusted: bool,
+    /// Claim priority: 2 manual, API, change request and re-run; 1 push; 0 schedule.
+    pub priority: i64,
+    /// For a re-run: the number of the run it re-runs.
+    pub rerun_of: Option<i64>,
+    /// The typed inputs of a manual run (`{}` otherwise).
+    #[schemars(with = "serde_json::Value")]
+    pub inputs: Value,
     #[serde(skip)]
     pub project_id: i64,
     #[serde(skip)]
@@ -120,6 +132,10 @@ pub struct Job {
     pub finished_at: Option<i64>,
     pub exit_code: Option<i64>,
     pub reason: Option<String>,
+    /// The job's concurrency group, rendered at run creation (`None`: no group).
+    pub concurrency_group: Option<String>,
+    /// For a re-run: the number of the run whose result this job reuses (it did not run again).
+    pub reused_from: Option<i64>,
     #[serde(skip)]
     pub run_id: i64,
     #[serde(skip)]
@@ -144,6 +160,10 @@ pub struct NewJob {
     pub needs: Vec<String>,
     pub matrix: Value,
     pub layer: i64,
+    /// The rendered `concurrency.group` (`None`: no group).
+    pub group: Option<String>,
+    /// `concurrency.cancel-in-progress`: creating this job cancels the group's older jobs.
+    pub cancel_in_progress: bool,
 }
 
 /// Where the log of one attempt of a job is stored (a [`crate::logs::LogWriter`] directory):
@@ -193,6 +213,11 @@ fn run_from(r: &Row) -> Result<Run, StoreError> {
         started_at: r.opt_i64("started_at")?,
         finished_at: r.opt_i64("finished_at")?,
         version: r.i64("version")?,
+        cr_number: r.opt_i64("cr_number")?,
+        trusted: r.bool("trusted")?,
+        priority: r.i64("priority")?,
+        rerun_of: r.opt_i64("rerun_of")?,
+        inputs: serde_json::from_str(&r.text("inputs")?).unwrap_or_else(|_| json!({})),
         project_id: r.i64("project_id")?,
         repo_id: r.opt_i64("repo_id")?,
     })
@@ -217,6 +242,8 @@ fn job_from(r: &Row) -> Result<Job, StoreError> {
         finished_at: r.opt_i64("finished_at")?,
         exit_code: r.opt_i64("exit_code")?,
         reason: r.opt_text("reason")?,
+        concurrency_group: r.opt_text("concurrency_group")?,
+        reused_from: r.opt_i64("reused_from")?,
         run_id: r.i64("run_id")?,
         version: r.i64("version")?,
         attempt_token: r.opt_text("attempt_token")?,
@@ -299,9 +326,9 @@ pub async fn pipeline_files(dir: &Path, sha: &str) -> Result<Vec<(String, Vec<u8
 type Planned = Result<Vec<NewJob>, Vec<Diagnostic>>;
 
 /// What caused the runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TriggerInfo {
-    /// `push` or `manual`.
+    /// `push`, `manual`, `api`, `change_request`, `schedule` or `rerun`.
     pub kind: &'static str,
     pub git_ref: String,
     pub sha: String,
@@ -311,6 +338,18 @@ pub struct TriggerInfo {
     pub changed: Option<Vec<String>>,
     /// Makes creation idempotent: one run per (source key, file). `event:<seq>` for a push.
     pub source_key: Option<String>,
+    /// A change request's number (trigger `change_request`).
+    pub cr_number: Option<i64>,
+    /// A change request's target branch (what `on.change_request.branches` filters).
+    pub target_branch: Option<String>,
+    /// Whether whoever caused it is trusted (see [`Run::trusted`]). Set by the trigger.
+    pub trusted: bool,
+    /// Manual inputs as given (typed against the pipeline's `manual.inputs`).
+    pub inputs: BTreeMap<String, String>,
+    /// Only this pipeline file (a schedule belongs to one file).
+    pub file: Option<String>,
+    /// For a re-run: the run it re-runs.
+    pub rerun_of: Option<i64>,
 }
 
 /// The planner's view of a trigger: the same `on:` filters `ouro run` applies.
@@ -319,18 +358,14 @@ fn plan_trigger(repo: &str, t: &TriggerInfo) -> crate::plan::Trigger {
     let branch = t.git_ref.strip_prefix("refs/heads/").map(String::from);
     let tag = t.git_ref.strip_prefix("refs/tags/").map(String::from);
     crate::plan::Trigger {
-        event: if t.kind == "push" {
-            EventKind::Push
-        } else {
-            EventKind::Manual
-        },
+        event: EventKind::parse(t.kind).unwrap_or(EventKind::Manual),
         git_ref: t.git_ref.clone(),
         branch,
         tag,
-        target_branch: None,
+        target_branch: t.target_branch.clone(),
         sha: t.sha.clone(),
         changed_paths: t.changed.clone(),
-        inputs: BTreeMap::new(),
+        inputs: t.inputs.clone(),
         actor: t.actor.clone(),
         project: String::new(),
         repo: repo.to_string(),
@@ -342,12 +377,18 @@ fn plan_trigger(repo: &str, t: &TriggerInfo) -> crate::plan::Trigger {
 pub fn jobs_of_plan(rp: &crate::plan::RunPlan) -> Vec<NewJob> {
     rp.jobs
         .iter()
-        .map(|j| NewJob {
-            key: j.id.clone(),
-            name: j.name.clone(),
-            needs: j.needs.iter().map(|&n| rp.jobs[n].id.clone()).collect(),
-            matrix: Value::Object(j.matrix.clone()),
-            layer: j.layer as i64,
+        .enumerate()
+        .map(|(i, j)| {
+            let (group, cancel_in_progress) = crate::triggers::job_group(rp, i);
+            NewJob {
+                key: j.id.clone(),
+                name: j.name.clone(),
+                needs: j.needs.iter().map(|&n| rp.jobs[n].id.clone()).collect(),
+                matrix: Value::Object(j.matrix.clone()),
+                layer: j.layer as i64,
+                group,
+                cancel_in_progress,
+            }
         })
         .collect()
 }
@@ -382,13 +423,30 @@ pub async fn create_runs(
 ) -> Result<Vec<Run>, StoreError> {
     let files = pipeline_files(&repo.dir(root), &trigger.sha).await?;
     let mut planned: Vec<(String, String, Planned)> = Vec::new();
+    let mut inputs: BTreeMap<String, Value> = BTreeMap::new();
     for (file, bytes) in &files {
+        if trigger.file.as_ref().is_some_and(|f| f != file) {
+            continue;
+        }
         match crate::pipeline::parse(file, bytes) {
             Ok(p) => {
                 let name = pipeline_name(file, Some(&p));
                 match crate::plan::plan(&name, &p, &plan_trigger(&repo.name, trigger)) {
-                    Ok(rp) => planned.push((file.clone(), name, Ok(jobs_of_plan(&rp)))),
+                    Ok(rp) => {
+                        inputs.insert(file.clone(), Value::Object(rp.inputs.clone()));
+                        planned.push((file.clone(), name, Ok(jobs_of_plan(&rp))))
+                    }
                     Err(crate::plan::PlanError::NotTriggered(_)) => {}
+                    // Inputs given by hand are checked before anything is created: 422.
+                    Err(crate::plan::PlanError::Input { input, message })
+                        if matches!(trigger.kind, "manual" | "api") =>
+                    {
+                        return Err(OuroError::field(
+                            &format!("inputs.{input}"),
+                            format!("input `{input}`: {message}"),
+                        )
+                        .into());
+                    }
                     Err(e) => planned.push((
                         file.clone(),
                         name,
@@ -402,6 +460,7 @@ pub async fn create_runs(
     let mut tx = store.begin().await?;
     let slug = slug_of(&mut tx, repo.project_id).await?;
     let mut created = Vec::new();
+    let mut superseded = Vec::new();
     for (file, name, jobs) in planned {
         if let Some(key) = &trigger.source_key {
             let seen = q(
@@ -416,16 +475,35 @@ pub async fn create_runs(
                 continue;
             }
         }
-        created.push(insert_run(&mut tx, &slug, repo, trigger, &file, &name, jobs).await?);
+        let cancel_groups: Vec<String> = match &jobs {
+            Ok(js) => js
+                .iter()
+                .filter(|j| j.cancel_in_progress)
+                .filter_map(|j| j.group.clone())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let typed = inputs.remove(&file).unwrap_or_else(|| json!({}));
+        let run = insert_run(&mut tx, &slug, repo, trigger, &file, &name, jobs, &typed).await?;
+        superseded.extend(
+            crate::triggers::cancel_superseded(&mut tx, &slug, &run, &cancel_groups).await?,
+        );
+        created.push(run);
     }
     tx.commit().await?;
     for run in &created {
         post_run_status(store, root, repo, &slug, run).await;
     }
+    for run in superseded.iter().filter(|r| r.repo_id == Some(repo.id)) {
+        post_run_status(store, root, repo, &slug, run).await;
+    }
     Ok(created)
 }
 
-async fn insert_run(
+/// Inserts a run and its queued jobs (numbered, with its `pipeline.queued` event; a failed run
+/// with the diagnostics when `jobs` is `Err`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn insert_run(
     tx: &mut Tx,
     slug: &str,
     repo: &Repo,
@@ -433,6 +511,7 @@ async fn insert_run(
     file: &str,
     name: &str,
     jobs: Result<Vec<NewJob>, Vec<Diagnostic>>,
+    inputs: &Value,
 ) -> Result<Run, StoreError> {
     let now = ouro_core::time::now_ms();
     let number = q("INSERT INTO build_counters (project_id, last_number) VALUES ($1, 1) \
@@ -450,9 +529,13 @@ async fn insert_run(
             Some(now),
         ),
     };
-    let id = q("INSERT INTO build_runs (project_id, repo_id, repo_name, number, trigger_kind, source_key, \
-                git_ref, sha, actor, status, file, name, diagnostics, created_at, finished_at) \
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id")
+    let id = q(
+        "INSERT INTO build_runs (project_id, repo_id, repo_name, number, trigger_kind, source_key, \
+                git_ref, sha, actor, status, file, name, diagnostics, created_at, finished_at, \
+                cr_number, trusted, priority, rerun_of, inputs) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                $16, $17, $18, $19, $20) RETURNING id",
+    )
     .bind(repo.project_id)
     .bind(repo.id)
     .bind(repo.name.clone())
@@ -468,6 +551,11 @@ async fn insert_run(
     .bind(diags)
     .bind(now)
     .bind(finished)
+    .bind(trigger.cr_number)
+    .bind(trigger.trusted)
+    .bind(crate::triggers::priority(trigger.kind))
+    .bind(trigger.rerun_of)
+    .bind(inputs.to_string())
     .fetch_one(&mut *tx)
     .await?
     .i64("id")?;
@@ -478,8 +566,8 @@ async fn insert_run(
     if let Ok(jobs) = &jobs {
         for j in jobs {
             q(
-                "INSERT INTO build_jobs (run_id, job_key, name, needs, matrix, layer, status) \
-               VALUES ($1, $2, $3, $4, $5, $6, 'queued')",
+                "INSERT INTO build_jobs (run_id, job_key, name, needs, matrix, layer, status, \
+                 concurrency_group) VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7)",
             )
             .bind(id)
             .bind(j.key.clone())
@@ -487,13 +575,15 @@ async fn insert_run(
             .bind(serde_json::to_string(&j.needs).unwrap_or_else(|_| "[]".into()))
             .bind(j.matrix.to_string())
             .bind(j.layer)
+            .bind(j.group.clone())
             .execute(&mut *tx)
             .await?;
         }
     }
     let payload = json!({"number": number, "repo": repo.name, "ref": trigger.git_ref,
         "sha": trigger.sha, "pipeline": name, "file": file, "trigger": trigger.kind,
-        "status": status, "jobs": keys});
+        "status": status, "jobs": keys, "cr_number": trigger.cr_number,
+        "rerun_of": trigger.rerun_of, "trusted": trigger.trusted});
     tx.append(
         NewEvent::new(ev::PIPELINE_QUEUED, &ACTOR, id, payload).in_project(repo.project_id, slug),
     )
@@ -569,7 +659,7 @@ pub async fn post_run_status(store: &Store, root: &Path, repo: &Repo, slug: &str
 // ---------------------------------------------------------------------------------------------
 // Reading
 
-async fn get_by_id(ex: &mut impl Executor, id: i64) -> Result<Run, StoreError> {
+pub(crate) async fn get_by_id(ex: &mut impl Executor, id: i64) -> Result<Run, StoreError> {
     run_from(
         &q("SELECT * FROM build_runs WHERE id = $1")
             .bind(id)
@@ -700,7 +790,7 @@ fn is_finished(status: &str) -> bool {
 }
 
 /// Sets the run's status from its jobs, with its event; returns the run.
-async fn rederive(tx: &mut Tx, run: &Run, slug: &str) -> Result<Run, StoreError> {
+pub(crate) async fn rederive(tx: &mut Tx, run: &Run, slug: &str) -> Result<Run, StoreError> {
     let jobs = jobs(&mut *tx, run.id).await?;
     let status = derive_status(jobs.iter().map(|j| j.status.as_str()));
     if status != run.status {
@@ -808,12 +898,13 @@ pub async fn claim_next(
     lease_ms: i64,
 ) -> Result<Option<Claim>, StoreError> {
     let now = ouro_core::time::now_ms();
-    let candidates = q(
+    let candidates = q(format!(
         "SELECT j.* FROM build_jobs j JOIN build_runs r ON r.id = j.run_id \
          WHERE r.status IN ('queued', 'running') \
          AND (j.status = 'queued' OR (j.status = 'running' AND j.lease_expires_at < $1)) \
-         ORDER BY j.id LIMIT 100",
-    )
+         AND {} ORDER BY r.priority DESC, j.id LIMIT 100",
+        crate::triggers::CLAIMABLE_SQL
+    ))
     .bind(now)
     .fetch_all(&mut store.read().await?)
     .await?
@@ -856,6 +947,9 @@ pub async fn claim_next(
             continue; // another runner took it
         }
         let run = get_by_id(&mut tx, job.run_id).await?;
+        if !crate::triggers::admit(&mut tx, &run, &job).await? {
+            continue; // its concurrency group or the project's limit is full (rolled back)
+        }
         let slug = slug_of(&mut tx, run.project_id).await?;
         tx.append(
             NewEvent::new(
@@ -1068,6 +1162,8 @@ pub async fn on_event(
         actor: event.actor.clone(),
         changed: changed_files(p),
         source_key: Some(format!("event:{}", event.seq)),
+        trusted: true, // whoever may push is trusted
+        ..Default::default()
     };
     match create_runs(store, root, &repo, &trigger).await {
         // The commit may be gone (a force push since): nothing to build.
@@ -1114,6 +1210,7 @@ mod tests {
             actor: "user:alice".into(),
             changed: None,
             source_key: None,
+            ..Default::default()
         }
     }
 

@@ -177,6 +177,8 @@ error_codes! {
     NoPipeline = ("build.no_pipeline", 422),
     /// A runner wrote with an attempt token that is no longer the job's current one (its lease expired and the job was claimed again, or the job ended).
     StaleAttempt = ("build.stale_attempt", 409),
+    /// The run has not finished yet (queued or running) and cannot be re-run; cancel it or wait.
+    RunNotFinished = ("build.run_not_finished", 409),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

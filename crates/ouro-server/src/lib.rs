@@ -259,6 +259,21 @@ impl Running {
             }),
             state.shutting_down.clone(),
         )));
+        workers.push(tokio::spawn(ouro_store::consumers::run(
+            state.store.clone(),
+            std::sync::Arc::new(ouro_build::triggers::ChangeRequestTrigger {
+                root: ouro_code::repos::root(&state.settings.data_dir),
+            }),
+            state.shutting_down.clone(),
+        )));
+        workers.push(tokio::spawn(ouro_store::consumers::run(
+            state.store.clone(),
+            std::sync::Arc::new(ouro_build::schedule::ScheduleSync {
+                root: ouro_code::repos::root(&state.settings.data_dir),
+            }),
+            state.shutting_down.clone(),
+        )));
+        workers.push(tokio::spawn(schedule_ticker(state.clone())));
         workers.push(tokio::spawn(attachment_gc(state.clone())));
         workers.push(tokio::spawn(mirror_scheduler(state.clone())));
         let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
@@ -302,6 +317,35 @@ impl Running {
         }
         state.store.close().await;
         Ok(())
+    }
+}
+
+/// Scheduled pipelines: every 2 seconds the due `on.schedule` entries get their run (see
+/// `ouro_build::schedule`; idempotent, so a restart or a second server never doubles a run).
+async fn schedule_ticker(state: AppState) {
+    let mut shutdown = state.shutting_down.clone();
+    let root = ouro_code::repos::root(&state.settings.data_dir);
+    tokio::select! {
+        r = ouro_build::schedule::sync_all(&state.store, &root, ouro_core::time::now_ms()) => {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "the schedules could not be read at start");
+            }
+        }
+        _ = shutdown.wait_for(|s| *s) => return,
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        tokio::select! {
+            r = ouro_build::schedule::tick(&state.store, &root, ouro_core::time::now_ms()) => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "the schedule ticker could not create its runs");
+                }
+            }
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
     }
 }
 

@@ -13,6 +13,7 @@ mod model;
 mod plan;
 mod props;
 mod render;
+mod schedule;
 mod schema;
 
 use std::path::PathBuf;

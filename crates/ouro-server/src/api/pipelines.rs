@@ -71,6 +71,108 @@ pub fn register(reg: &mut Registry) {
     )
     .request::<NewRuns>()
     .response::<RunList>(201);
+    reg.route(
+        Method::POST,
+        "/api/v1/projects/{slug}/pipelines/{number}/rerun",
+        Permission::Project(Role::Developer),
+        rerun,
+    )
+    .doc(
+        "build",
+        "Re-run a finished run as a new run (trigger `rerun`, `rerun_of`): `{\"jobs\": \"all\" | \"failed\" | [\"key\", ...]}` → 201 the new run; 409 build.run_not_finished while it is queued or running",
+    )
+    .request::<RerunRequest>()
+    .response::<RunDetail>(201);
+    reg.route(
+        Method::GET,
+        "/api/v1/projects/{slug}/pipeline-settings",
+        Permission::Project(Role::Viewer),
+        get_settings,
+    )
+    .doc(
+        "build",
+        "The project's build settings: `max_running_jobs` (null: unlimited)",
+    )
+    .response::<BuildSettings>(200);
+    reg.route(
+        Method::PUT,
+        "/api/v1/projects/{slug}/pipeline-settings",
+        Permission::Project(Role::Maintainer),
+        put_settings,
+    )
+    .doc(
+        "build",
+        "Set the project's build settings: `max_running_jobs` (1 to 10000, or null for no limit)",
+    )
+    .request::<BuildSettings>()
+    .response::<BuildSettings>(200);
+}
+
+/// A re-run.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RerunRequest {
+    /// `"all"`, `"failed"`, or a list of job keys (each with the jobs that need it). Default `"all"`.
+    #[serde(default)]
+    pub jobs: Option<ouro_build::rerun::Selection>,
+}
+
+/// The project's build settings.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSettings {
+    /// At most this many jobs of the project run at once (null: unlimited).
+    pub max_running_jobs: Option<i64>,
+}
+
+/// Re-runs run `number` (see `ouro_build::rerun`).
+pub async fn rerun_run(
+    st: &AppState,
+    ctx: &Ctx,
+    number: i64,
+    sel: &ouro_build::rerun::Selection,
+) -> Result<RunDetail, OuroError> {
+    let p = ctx.project().map_err(|e| e.0)?;
+    Ok(ouro_build::rerun::rerun(
+        &st.store,
+        &repos_root(st),
+        p.id,
+        number,
+        sel,
+        &ctx.actor().label(),
+    )
+    .await?)
+}
+
+async fn rerun(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, number)): Path<(String, i64)>,
+    Json(body): Json<RerunRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let sel = body
+        .jobs
+        .unwrap_or_else(|| ouro_build::rerun::Selection::Keyword("all".into()));
+    let d = rerun_run(&st, &ctx, number, &sel).await?;
+    Ok((StatusCode::CREATED, Json(d)))
+}
+
+async fn get_settings(State(st): State<AppState>, ctx: Ctx) -> ApiResult<Json<BuildSettings>> {
+    let p = ctx.project()?;
+    let max = ouro_build::triggers::max_running_jobs(&mut st.store.read().await?, p.id).await?;
+    Ok(Json(BuildSettings {
+        max_running_jobs: max,
+    }))
+}
+
+async fn put_settings(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Json(body): Json<BuildSettings>,
+) -> ApiResult<Json<BuildSettings>> {
+    let p = ctx.project()?;
+    ouro_build::triggers::set_max_running_jobs(&st.store, p.id, body.max_running_jobs).await?;
+    Ok(Json(body))
 }
 
 /// A page of runs.
@@ -89,6 +191,9 @@ pub struct NewRuns {
     /// A branch or tag name, or a full ref (`refs/heads/main`).
     #[serde(rename = "ref")]
     pub git_ref: String,
+    /// Values of the pipeline's `manual.inputs`, by id (typed and checked: 422 on a bad one).
+    #[serde(default)]
+    pub inputs: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +292,7 @@ pub async fn trigger_manual(
     ctx: &Ctx,
     name: &str,
     git_ref: &str,
+    inputs: &std::collections::BTreeMap<String, serde_json::Value>,
 ) -> Result<Vec<Run>, OuroError> {
     let p = ctx.project().map_err(|e| e.0)?;
     let repo = repos::get(&mut st.store.read().await?, p.id, name).await?;
@@ -229,6 +335,20 @@ pub async fn trigger_manual(
             format!("{git_ref:?} is not a branch or tag of {}", repo.name),
         ));
     };
+    let mut given = std::collections::BTreeMap::new();
+    for (k, v) in inputs {
+        let text = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Bool(_) | serde_json::Value::Number(_) => v.to_string(),
+            _ => {
+                return Err(OuroError::field(
+                    &format!("inputs.{k}"),
+                    "an input is a string, number or boolean",
+                ));
+            }
+        };
+        given.insert(k.clone(), text);
+    }
     let trigger = TriggerInfo {
         kind: "manual",
         git_ref: full.clone(),
@@ -236,6 +356,9 @@ pub async fn trigger_manual(
         actor: ctx.actor().label(),
         changed: None,
         source_key: None,
+        trusted: true,
+        inputs: given,
+        ..Default::default()
     };
     let runs = runs::create_runs(&st.store, &root, &repo, &trigger).await?;
     if runs.is_empty() {
@@ -256,7 +379,7 @@ async fn trigger(
     Path((_, name)): Path<(String, String)>,
     Json(body): Json<NewRuns>,
 ) -> ApiResult<impl IntoResponse> {
-    let runs = trigger_manual(&st, &ctx, &name, &body.git_ref).await?;
+    let runs = trigger_manual(&st, &ctx, &name, &body.git_ref, &body.inputs).await?;
     Ok((
         StatusCode::CREATED,
         Json(RunList {

@@ -36,6 +36,12 @@ pub fn register(reg: &mut Registry) {
         Permission::Project(Role::Developer),
         cancel,
     );
+    reg.route(
+        Method::POST,
+        "/projects/{slug}/pipelines/{number}/rerun",
+        Permission::Project(Role::Developer),
+        rerun,
+    );
 }
 
 /// `refs/heads/main` -> `main`.
@@ -151,6 +157,8 @@ pub struct JobRow {
     pub attempt: i64,
     pub duration: String,
     pub reason: String,
+    /// For a re-run: the run whose result this job reuses (0: it ran).
+    pub reused_from: i64,
 }
 
 pub struct Layer {
@@ -174,6 +182,12 @@ struct ShowPage<'a> {
     layers: Vec<Layer>,
     /// The diagnostics, rustc-style (`file:line:col: error[code]: message` and help).
     diagnostics: String,
+    /// The run this one re-runs (0: none).
+    rerun_of: i64,
+    /// The change request it builds (0: none).
+    cr_number: i64,
+    /// False for a change request run whose author is not trusted (no secrets).
+    trusted: bool,
 }
 
 fn layers(jobs: Vec<Job>) -> Vec<Layer> {
@@ -187,6 +201,7 @@ fn layers(jobs: Vec<Job>) -> Vec<Layer> {
             needs: j.needs.join(", "),
             attempt: j.attempt,
             reason: j.reason.unwrap_or_default(),
+            reused_from: j.reused_from.unwrap_or(0),
         };
         match out.last_mut() {
             Some(l) if l.index == j.layer => l.jobs.push(row),
@@ -247,6 +262,9 @@ async fn show(
         diagnostics: render_diagnostics(&r.diagnostics),
         sha: r.sha.clone(),
         file: r.file.clone(),
+        rerun_of: r.rerun_of.unwrap_or(0),
+        cr_number: r.cr_number.unwrap_or(0),
+        trusted: r.trusted,
         row: RunRow {
             number: r.number,
             duration: duration(r.started_at, r.finished_at),
@@ -278,6 +296,41 @@ async fn cancel(
         )),
         Err(e) if e.code == ouro_core::ErrorCode::RunFinished => {
             Ok(redirect_with_flash(&to, &e.message))
+        }
+        Err(e) => Err(fail(&ctx, e)),
+    }
+}
+
+/// The re-run buttons: `jobs` = `all` or `failed`, or `job` = one job key.
+async fn rerun(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, number)): Path<(String, i64)>,
+    form: crate::ui::Form,
+) -> UiResult {
+    use ouro_build::rerun::Selection;
+    let project = ctx.project()?;
+    let job = form.get("job");
+    let sel = if !job.is_empty() {
+        Selection::Jobs(vec![job])
+    } else if form.get("jobs") == "failed" {
+        Selection::Keyword("failed".into())
+    } else {
+        Selection::Keyword("all".into())
+    };
+    let back = format!("/projects/{}/pipelines/{number}", project.slug);
+    match crate::api::pipelines::rerun_run(&st, &ctx, number, &sel).await {
+        Ok(d) => Ok(redirect_with_flash(
+            &format!("/projects/{}/pipelines/{}", project.slug, d.run.number),
+            &format!("Pipeline #{number} is re-running as #{}.", d.run.number),
+        )),
+        Err(e)
+            if matches!(
+                e.code,
+                ouro_core::ErrorCode::RunNotFinished | ouro_core::ErrorCode::ValidationFailed
+            ) =>
+        {
+            Ok(redirect_with_flash(&back, &e.message))
         }
         Err(e) => Err(fail(&ctx, e)),
     }

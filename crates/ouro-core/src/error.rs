@@ -177,6 +177,12 @@ error_codes! {
     NoPipeline = ("build.no_pipeline", 422),
     /// A runner wrote with an attempt token that is no longer the job's current one (its lease expired and the job was claimed again, or the job ended).
     StaleAttempt = ("build.stale_attempt", 409),
+    /// The artifact store is full (the disk, or the configured `artifacts.capacity_bytes`); nothing of the upload was kept.
+    StorageFull = ("build.storage_full", 507),
+    /// An artifact or cache archive is larger than the per-file or per-job limit.
+    ArtifactTooLarge = ("build.artifact_too_large", 413),
+    /// No artifact with that id exists in this run (or it expired).
+    ArtifactNotFound = ("build.artifact_not_found", 404),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

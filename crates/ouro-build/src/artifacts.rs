@@ -430,7 +430,7 @@ pub async fn store_upload(
     .map_err(|m| OuroError::field("expire_in", m))?;
     let job = crate::runs::check_attempt(&mut store.read().await?, job_id, token).await?;
     let used: i64 = q(
-        "SELECT COALESCE(SUM(size), 0) AS s FROM build_artifacts WHERE job_id = $1 AND path <> $2",
+        "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS s FROM build_artifacts WHERE job_id = $1 AND path <> $2",
     )
     .bind(job_id)
     .bind(path.as_str())
@@ -476,7 +476,7 @@ pub async fn gc(
 ) -> Result<GcReport, StoreError> {
     let mut report = GcReport::default();
     let mut tx = store.begin().await?;
-    let expired = q("SELECT a.project_id, p.slug, COUNT(*) AS n, SUM(a.size) AS bytes FROM build_artifacts a \
+    let expired = q("SELECT a.project_id, p.slug, COUNT(*) AS n, CAST(SUM(a.size) AS BIGINT) AS bytes FROM build_artifacts a \
                      JOIN projects p ON p.id = a.project_id \
                      WHERE a.expires_at IS NOT NULL AND a.expires_at <= $1 GROUP BY a.project_id, p.slug")
     .bind(now)

@@ -248,7 +248,7 @@ pub fn collect(
 // Storage
 
 /// A stored artifact.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Artifact {
     pub id: i64,
     pub run_id: i64,
@@ -259,8 +259,12 @@ pub struct Artifact {
     pub path: String,
     pub sha256: String,
     pub size: i64,
-    /// Milliseconds since the epoch; none: kept forever.
+    /// When it expires (RFC 3339); none: kept forever.
+    #[serde(serialize_with = "ouro_core::time::serde_ms_opt::serialize")]
+    #[schemars(with = "Option<String>")]
     pub expires_at: Option<i64>,
+    #[serde(serialize_with = "ouro_core::time::serde_ms::serialize")]
+    #[schemars(with = "String")]
     pub created_at: i64,
     /// Past its expiry (the garbage collector removes it).
     pub expired: bool,
@@ -907,7 +911,7 @@ impl FileTransfer for HttpTransfer {
         dest: &'a Path,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            self.download_to(self.url(&format!("artifacts/{}", a.id)), dest)
+            self.download_to(self.url(&format!("needed-artifacts/{}", a.id)), dest)
                 .await
                 .map(|_| ())
         })

@@ -101,6 +101,29 @@ pub fn copy_hashing(
     max: Option<u64>,
     budget: Option<u64>,
 ) -> Result<BlobRef, BlobError> {
+    let (blob, over) = copy_inner(src, dst, max, budget)?;
+    if over {
+        return Err(over_budget(budget));
+    }
+    Ok(blob)
+}
+
+fn over_budget(budget: Option<u64>) -> BlobError {
+    BlobError::Full(format!(
+        "the configured capacity would be exceeded ({} bytes left)",
+        budget.unwrap_or(0)
+    ))
+}
+
+/// Like [`copy_hashing`], but going over `budget` stops the writing only: the rest is still
+/// hashed, so content that is already stored can be recognised. Returns whether it went over.
+fn copy_inner(
+    src: &mut dyn Read,
+    dst: &mut dyn Write,
+    max: Option<u64>,
+    budget: Option<u64>,
+) -> Result<(BlobRef, bool), BlobError> {
+    let mut over = false;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut size: u64 = 0;
@@ -122,18 +145,21 @@ pub fn copy_hashing(
         if let Some(b) = budget
             && size > b
         {
-            return Err(BlobError::Full(format!(
-                "the configured capacity would be exceeded ({b} bytes left)"
-            )));
+            over = true;
         }
         h.update(&buf[..n]);
-        dst.write_all(&buf[..n]).map_err(write_err)?;
+        if !over {
+            dst.write_all(&buf[..n]).map_err(write_err)?;
+        }
     }
     dst.flush().map_err(write_err)?;
-    Ok(BlobRef {
-        sha256: hex::encode(h.finalize()),
-        size,
-    })
+    Ok((
+        BlobRef {
+            sha256: hex::encode(h.finalize()),
+            size,
+        },
+        over,
+    ))
 }
 
 fn write_err(e: io::Error) -> BlobError {
@@ -224,20 +250,24 @@ impl BlobStore for FsBlobStore {
             let file = tmp.as_file_mut();
             if fault == u64::MAX {
                 let mut w = io::BufWriter::with_capacity(64 * 1024, file);
-                copy_hashing(src, &mut w, max, budget)?
+                copy_inner(src, &mut w, max, budget)?
             } else {
                 let mut w = FaultyWriter {
                     inner: file,
                     limit: fault,
                     written: 0,
                 };
-                copy_hashing(src, &mut w, max, budget)?
+                copy_inner(src, &mut w, max, budget)?
             }
         };
+        let (blob, over) = blob;
         // An error drops `tmp`, which removes the temporary file.
         let dst = self.path_of(&blob.sha256);
         if dst.exists() {
             return Ok(blob);
+        }
+        if over {
+            return Err(over_budget(budget));
         }
         tmp.as_file().sync_all().map_err(write_err)?;
         let dir = dst.parent().expect("blob path has a parent");

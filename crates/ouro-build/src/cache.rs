@@ -37,7 +37,11 @@ pub struct CacheEntry {
     pub key: String,
     pub sha256: String,
     pub size: i64,
+    #[serde(serialize_with = "ouro_core::time::serde_ms::serialize")]
+    #[schemars(with = "String")]
     pub created_at: i64,
+    #[serde(serialize_with = "ouro_core::time::serde_ms::serialize")]
+    #[schemars(with = "String")]
     pub last_used_at: i64,
 }
 

@@ -1020,6 +1020,65 @@ impl JobFiles {
         }
     }
 
+    /// The hooks for a job the in-process runner claimed, or `None` when the job has no
+    /// `cache:`, no `artifacts:` and no `needs` (nothing to do). The one call the runner makes:
+    /// `JobContext { hooks: JobFiles::in_process(..), .. }` or `exec::run_logged_with_hooks`.
+    pub fn in_process(
+        store: Store,
+        blobs: Arc<dyn BlobStore>,
+        settings: &StorageSettings,
+        claim: &crate::runs::Claim,
+        job: &crate::pipeline::Job,
+        expr: crate::expr::Context,
+    ) -> Option<Arc<dyn JobHooks>> {
+        if !Self::needed_for(job, !claim.job.needs.is_empty()) {
+            return None;
+        }
+        let transfer = Arc::new(InProcessTransfer {
+            store,
+            blobs,
+            settings: settings.clone(),
+            job_id: claim.job.id,
+            token: claim.token.clone(),
+        });
+        Some(Arc::new(JobFiles::new(
+            transfer,
+            job.artifacts.clone(),
+            job.cache.clone(),
+            expr,
+            Limits::from(settings),
+        )))
+    }
+
+    /// The hooks for `ouro runner`: the same over the runner API of `base_url` (limits: the
+    /// server's defaults; the server enforces its own on upload).
+    pub fn over_http(
+        client: reqwest::Client,
+        base_url: &str,
+        job_id: i64,
+        token: &str,
+        job: &crate::pipeline::Job,
+        has_needs: bool,
+        expr: crate::expr::Context,
+    ) -> Option<Arc<dyn JobHooks>> {
+        if !Self::needed_for(job, has_needs) {
+            return None;
+        }
+        let transfer = Arc::new(HttpTransfer {
+            client,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            job_id,
+            token: token.to_string(),
+        });
+        Some(Arc::new(JobFiles::new(
+            transfer,
+            job.artifacts.clone(),
+            job.cache.clone(),
+            expr,
+            Limits::from(&StorageSettings::default()),
+        )))
+    }
+
     /// Whether the job has anything for the hooks to do (else pass no hooks at all).
     pub fn needed_for(job: &crate::pipeline::Job, has_needs: bool) -> bool {
         job.cache.is_some() || job.artifacts.is_some() || has_needs

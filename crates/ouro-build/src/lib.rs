@@ -3,6 +3,9 @@
 //! `diag`), the expression language used by `${{ ... }}` and `if:` (`expr`), matrix expansion
 //! (`matrix`), run planning (`plan`) and the local scheduler (`local`); job executors (`exec`), secret masking (`mask`) and the job log store (`logs`).
 
+pub mod artifacts;
+pub mod blobs;
+pub mod cache;
 pub mod check;
 pub mod diag;
 pub mod exec;

@@ -275,6 +275,7 @@ async fn job_task(
             events: etx,
             cancel: cancel.clone(),
             should_run: Some(prepared.hook.clone()),
+            hooks: None,
         };
         let forward = async {
             let mut lines = Lines { buf: Vec::new() };

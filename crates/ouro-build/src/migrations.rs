@@ -12,6 +12,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         component: "build",
+        version: 4,
+        name: "artifacts",
+        sqlite: include_str!("../migrations/sqlite/0004_artifacts.sql"),
+        postgres: include_str!("../migrations/postgres/0004_artifacts.sql"),
+    },
+    Migration {
+        component: "build",
         version: 5,
         name: "triggers",
         sqlite: include_str!("../migrations/sqlite/0005_triggers.sql"),

@@ -1098,6 +1098,32 @@ pub async fn finish_job(
     Ok(run)
 }
 
+/// The running job whose current attempt holds `token` (runner writes other than the lease ones:
+/// artifacts, caches). Anything else: `build.stale_attempt`.
+pub async fn check_attempt(
+    ex: &mut impl Executor,
+    job_id: i64,
+    token: &str,
+) -> Result<Job, StoreError> {
+    let job = q("SELECT * FROM build_jobs WHERE id = $1")
+        .bind(job_id)
+        .fetch_optional(&mut *ex)
+        .await?
+        .as_ref()
+        .map(job_from)
+        .transpose()?
+        .ok_or_else(stale)?;
+    if job.attempt_token.as_deref() != Some(token) || job.status != "running" {
+        return Err(stale());
+    }
+    Ok(job)
+}
+
+/// A run by its id.
+pub async fn run_by_id(ex: &mut impl Executor, id: i64) -> Result<Run, StoreError> {
+    get_by_id(ex, id).await
+}
+
 // ---------------------------------------------------------------------------------------------
 // The push trigger
 

@@ -179,6 +179,12 @@ error_codes! {
     StaleAttempt = ("build.stale_attempt", 409),
     /// The run has not finished yet (queued or running) and cannot be re-run; cancel it or wait.
     RunNotFinished = ("build.run_not_finished", 409),
+    /// The artifact store is full (the disk, or the configured `artifacts.capacity_bytes`); nothing of the upload was kept.
+    StorageFull = ("build.storage_full", 507),
+    /// An artifact or cache archive is larger than the per-file or per-job limit.
+    ArtifactTooLarge = ("build.artifact_too_large", 413),
+    /// No artifact with that id exists in this run (or it expired).
+    ArtifactNotFound = ("build.artifact_not_found", 404),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

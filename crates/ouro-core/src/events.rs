@@ -102,6 +102,9 @@ kinds! {
     JOB_STARTED = ("job.started", Build, 1, "job", "A job was leased by a runner and started."),
     JOB_FINISHED = ("job.finished", Build, 1, "job", "A job finished."),
     ARTIFACT_STORED = ("artifact.stored", Build, 1, "artifact", "A job uploaded an artifact (content hash in payload)."),
+    ARTIFACTS_UPLOADED = ("build.artifacts_uploaded", Build, 1, "job", "A job's artifacts were stored: payload has run, job, count, bytes, paths."),
+    CACHE_SAVED = ("build.cache_saved", Build, 1, "project", "A job saved a cache: payload has key, sha256, size, evicted (keys removed to stay within the quota)."),
+    ARTIFACTS_EXPIRED = ("build.artifacts_expired", Build, 1, "project", "Expired artifacts were deleted by the garbage collector: payload has count, bytes."),
     // Test
     TEST_REPORT_INGESTED = ("test.report_ingested", Test, 1, "pipeline_run", "Test reports of a job were parsed: totals in payload."),
     TEST_FLAKY_DETECTED = ("test.flaky_detected", Test, 1, "test_case", "A test was found flaky."),

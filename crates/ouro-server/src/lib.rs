@@ -52,6 +52,8 @@ pub struct Inner {
     pub http: reqwest::Client,
     /// The OpenAPI document, built on first request.
     pub openapi: std::sync::OnceLock<serde_json::Value>,
+    /// Build artifacts and caches (`data_dir/blobs`, content-addressed).
+    pub blobs: Arc<dyn ouro_build::blobs::BlobStore>,
 }
 
 impl std::ops::Deref for AppState {
@@ -168,6 +170,10 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<Running,
         .build()
         .unwrap_or_default();
     let state = AppState(Arc::new(Inner {
+        blobs: Arc::new(ouro_build::blobs::FsBlobStore::in_data_dir(
+            &settings.data_dir,
+            settings.artifacts.capacity_bytes,
+        )),
         intake_throttle: auth::Throttle::new(
             Duration::from_secs(ui::intake::THROTTLE_WINDOW_SECS),
             u32::MAX,
@@ -275,6 +281,7 @@ impl Running {
         )));
         workers.push(tokio::spawn(schedule_ticker(state.clone())));
         workers.push(tokio::spawn(attachment_gc(state.clone())));
+        workers.push(tokio::spawn(api::artifacts::gc_task(state.clone())));
         workers.push(tokio::spawn(mirror_scheduler(state.clone())));
         let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
         let (fired_tx, mut fired_rx) = watch::channel(false);

@@ -41,6 +41,8 @@ pub struct Settings {
     /// repository's push rules can set their own.
     pub push_max_bytes: u64,
     pub push_max_file_bytes: u64,
+    /// Build artifacts, caches and their blob store (`[artifacts]`; docs/artifacts.md).
+    pub artifacts: ouro_build::artifacts::StorageSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -66,6 +68,7 @@ impl std::fmt::Debug for Settings {
             .field("git_fetch_timeout_secs", &self.git_fetch_timeout_secs)
             .field("push_max_bytes", &self.push_max_bytes)
             .field("push_max_file_bytes", &self.push_max_file_bytes)
+            .field("artifacts", &self.artifacts)
             .finish()
     }
 }
@@ -90,6 +93,7 @@ impl Default for Settings {
             git_fetch_timeout_secs: 600,
             push_max_bytes: 2 * 1024 * 1024 * 1024,
             push_max_file_bytes: 100 * 1024 * 1024,
+            artifacts: Default::default(),
         }
     }
 }
@@ -116,6 +120,7 @@ pub struct FileConfig {
     pub git_fetch_timeout_secs: Option<u64>,
     pub push_max_bytes: Option<u64>,
     pub push_max_file_bytes: Option<u64>,
+    pub artifacts: Option<ouro_build::artifacts::StorageSettings>,
 }
 
 /// Values given on the command line; they win over everything else.
@@ -236,6 +241,12 @@ impl Settings {
             }
             if let Some(v) = f.push_max_file_bytes {
                 s.push_max_file_bytes = v;
+            }
+            if let Some(v) = f.artifacts {
+                ouro_build::artifacts::parse_expire_in(&v.default_expire_in).map_err(|m| {
+                    ConfigError(format!("{from}: artifacts.default_expire_in: {m}"))
+                })?;
+                s.artifacts = v;
             }
         }
         // Environment.

@@ -156,12 +156,34 @@ pub struct StepState {
 /// until one fails.
 pub type StepHook = Arc<dyn Fn(&StepSpec, StepState) -> bool + Send + Sync>;
 
+/// Work done around a job's steps by the executor: restore caches and download the artifacts of
+/// needed jobs after the checkout, upload artifacts and save caches after the steps (see
+/// [`crate::artifacts::JobFiles`]). Lines for the job log go through `events` (`step: None`).
+/// An `Err` fails the job with that reason.
+pub trait JobHooks: Send + Sync {
+    fn after_checkout<'a>(
+        &'a self,
+        workspace: &'a std::path::Path,
+        events: &'a mpsc::Sender<ExecEvent>,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// `success`: every step succeeded (or continued on error). Not called for a cancelled or
+    /// timed-out job.
+    fn after_steps<'a>(
+        &'a self,
+        workspace: &'a std::path::Path,
+        success: bool,
+        events: &'a mpsc::Sender<ExecEvent>,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
 /// The channels of one job run.
 pub struct JobContext {
     pub events: mpsc::Sender<ExecEvent>,
     /// Becomes `true` to cancel.
     pub cancel: watch::Receiver<bool>,
     pub should_run: Option<StepHook>,
+    /// Artifacts and caches around the steps (none: nothing happens).
+    pub hooks: Option<Arc<dyn JobHooks>>,
 }
 
 impl JobContext {
@@ -175,6 +197,7 @@ impl JobContext {
                 events: tx,
                 cancel: crx,
                 should_run: None,
+                hooks: None,
             },
             rx,
             ctx,
@@ -305,9 +328,22 @@ pub enum RunLoggedError {
 pub async fn run_logged(
     ex: &dyn Executor,
     job: &JobSpec,
+    log: crate::logs::JobLog,
+    cancel: watch::Receiver<bool>,
+    should_run: Option<StepHook>,
+) -> Result<LoggedRun, RunLoggedError> {
+    run_logged_with_hooks(ex, job, log, cancel, should_run, None).await
+}
+
+/// [`run_logged`] with [`JobHooks`] (artifacts and caches: pass an
+/// [`crate::artifacts::JobFiles`]).
+pub async fn run_logged_with_hooks(
+    ex: &dyn Executor,
+    job: &JobSpec,
     mut log: crate::logs::JobLog,
     cancel: watch::Receiver<bool>,
     should_run: Option<StepHook>,
+    hooks: Option<Arc<dyn JobHooks>>,
 ) -> Result<LoggedRun, RunLoggedError> {
     let (tx, mut rx) = mpsc::channel::<ExecEvent>(16);
     let store = tokio::task::spawn_blocking(move || {
@@ -321,6 +357,7 @@ pub async fn run_logged(
         events: tx,
         cancel,
         should_run,
+        hooks,
     };
     let outcome = ex.run(job, ctx).await;
     let meta = store

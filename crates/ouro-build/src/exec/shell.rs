@@ -344,6 +344,7 @@ impl ShellExecutor {
             events,
             mut cancel,
             should_run,
+            hooks,
         } = ctx;
         let started = Instant::now();
         let job_deadline = now_plus(job.timeout);
@@ -462,6 +463,21 @@ impl ShellExecutor {
                         .collect()
                 })
                 .unwrap_or_default();
+
+        if let Some(h) = &hooks
+            && let Err(reason) = h.after_checkout(&ws, &events).await
+        {
+            let _ = events
+                .send(ExecEvent::Log {
+                    step: None,
+                    data: format!("ouro: {reason}\n").into_bytes(),
+                })
+                .await;
+            outcome.status = JobStatus::Failure;
+            outcome.reason = Some(reason);
+            outcome.duration = started.elapsed();
+            return Ok(outcome);
+        }
 
         let mut job_failed = false;
         let mut stopped: Option<JobStatus> = None;
@@ -605,6 +621,22 @@ impl ShellExecutor {
                 JobStatus::Success
             }
         };
+        if let Some(h) = &hooks
+            && stopped.is_none()
+            && let Err(reason) = h.after_steps(&ws, !job_failed, &events).await
+        {
+            let _ = events
+                .send(ExecEvent::Log {
+                    step: None,
+                    data: format!("ouro: {reason}\n").into_bytes(),
+                })
+                .await;
+            if outcome.status == JobStatus::Success {
+                outcome.status = JobStatus::Failure;
+                outcome.exit_code = None;
+            }
+            outcome.reason.get_or_insert(reason);
+        }
         outcome.duration = started.elapsed();
         Ok(outcome)
     }

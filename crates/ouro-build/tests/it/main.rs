@@ -2,6 +2,8 @@
 //! rendered snapshots, budgets, property tests, the committed JSON Schema), the expression
 //! language, matrix expansion, the executors, secret masking and the log store.
 
+mod artifacts;
+mod blobs;
 mod codes;
 mod exec;
 mod expr;

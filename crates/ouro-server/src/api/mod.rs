@@ -1,5 +1,6 @@
 //! The JSON API under `/api/v1`, plus health, metrics and the OpenAPI document.
 
+pub mod artifacts;
 pub mod attachments;
 pub mod boards;
 pub mod change_requests;
@@ -53,6 +54,7 @@ pub fn register(reg: &mut Registry) {
     push_rules::register(reg);
     code_browse::register(reg);
     pipelines::register(reg);
+    artifacts::register(reg);
     crate::git_http::register(reg);
     crate::webhooks::register(reg);
 }

@@ -5,6 +5,7 @@
 pub mod account;
 pub mod account_tokens;
 pub mod admin;
+pub mod artifacts;
 pub mod boards;
 pub mod change_requests;
 pub mod code;
@@ -65,6 +66,7 @@ pub fn register(reg: &mut Registry) {
     cr_comments::register(reg);
     merge_rules::register(reg);
     pipelines::register(reg);
+    artifacts::register(reg);
     project_settings::register(reg);
     projects::register(reg);
     webhooks::register(reg);

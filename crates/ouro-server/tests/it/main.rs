@@ -2,6 +2,7 @@
 //! SQLite and, when `OURO_TEST_DATABASE_URL` is set, on PostgreSQL.
 
 mod api;
+mod artifacts;
 mod attachments;
 mod boards_sprints;
 mod browser;

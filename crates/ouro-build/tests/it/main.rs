@@ -7,6 +7,7 @@ mod exec;
 mod expr;
 mod local;
 mod logs;
+mod logview;
 mod mask;
 mod matrix;
 mod model;

@@ -367,7 +367,8 @@ fn escape_len(s: &[u8]) -> (usize, Option<&[u8]>) {
 }
 
 /// Where a chunk of a live log may be cut so that no UTF-8 character and no escape sequence is
-/// split: a length `<= bytes.len()`. When `more` is false (nothing follows) everything may go.
+/// split: a length `<= bytes.len()` (0: wait for more). When `more` is false (nothing follows)
+/// everything may go.
 pub fn safe_cut(bytes: &[u8], more: bool) -> usize {
     if !more || bytes.is_empty() {
         return bytes.len();
@@ -406,7 +407,7 @@ pub fn safe_cut(bytes: &[u8], more: bool) -> usize {
         }
         break;
     }
-    if cut == 0 {
+    if cut == 0 && bytes.len() >= 256 {
         bytes.len() // never stall on garbage
     } else {
         cut
@@ -642,7 +643,7 @@ pub struct Line {
 }
 
 /// A step section as shown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct SectionView {
     pub step: usize,
     pub name: String,

@@ -177,6 +177,10 @@ error_codes! {
     NoPipeline = ("build.no_pipeline", 422),
     /// A runner wrote with an attempt token that is no longer the job's current one (its lease expired and the job was claimed again, or the job ended).
     StaleAttempt = ("build.stale_attempt", 409),
+    /// No job with that id exists in this pipeline run (or no such attempt of it).
+    JobNotFound = ("build.job_not_found", 404),
+    /// The requested byte range or offset is outside the job log; `Content-Range: bytes */SIZE` gives its size.
+    LogRange = ("build.log_range", 416),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

@@ -52,6 +52,8 @@ pub struct Inner {
     pub http: reqwest::Client,
     /// The OpenAPI document, built on first request.
     pub openapi: std::sync::OnceLock<serde_json::Value>,
+    /// Wakes live job log streams: whoever appends to a job log calls `log_hub.notify(job_id)`.
+    pub log_hub: ouro_build::logview::LogHub,
 }
 
 impl std::ops::Deref for AppState {
@@ -187,6 +189,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<Running,
         http,
         settings,
         openapi: std::sync::OnceLock::new(),
+        log_hub: ouro_build::logview::LogHub::new(),
     }));
     let router = app(state.clone());
     Ok(Running {

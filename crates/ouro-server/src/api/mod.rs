@@ -12,6 +12,7 @@ pub mod items;
 pub mod links;
 pub mod meta;
 pub mod notifications;
+pub mod pipeline_logs;
 pub mod pipelines;
 pub mod plan_config;
 pub mod projects;
@@ -53,6 +54,7 @@ pub fn register(reg: &mut Registry) {
     push_rules::register(reg);
     code_browse::register(reg);
     pipelines::register(reg);
+    pipeline_logs::register(reg);
     crate::git_http::register(reg);
     crate::webhooks::register(reg);
 }

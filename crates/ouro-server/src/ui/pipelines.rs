@@ -144,6 +144,8 @@ async fn list(
 }
 
 pub struct JobRow {
+    /// The job's id (its page is `/projects/{slug}/pipelines/{n}/jobs/{id}`).
+    pub id: i64,
     pub key: String,
     pub name: String,
     pub status: String,
@@ -172,14 +174,18 @@ struct ShowPage<'a> {
     file: String,
     finished: bool,
     layers: Vec<Layer>,
+    /// The job graph is polled with the run badge out of band (only in the fragment).
+    oob: bool,
     /// The diagnostics, rustc-style (`file:line:col: error[code]: message` and help).
     diagnostics: String,
 }
 
-fn layers(jobs: Vec<Job>) -> Vec<Layer> {
+/// Jobs grouped by DAG layer (also the job graph fragment of `ui::pipeline_logs`).
+pub fn layers(jobs: Vec<Job>) -> Vec<Layer> {
     let mut out: Vec<Layer> = Vec::new();
     for j in jobs {
         let row = JobRow {
+            id: j.id,
             duration: duration(j.started_at, j.finished_at),
             key: j.key,
             name: j.name,
@@ -260,6 +266,7 @@ async fn show(
             created: When::of(r.created_at),
         },
         layers: layers(d.jobs),
+        oob: false,
     };
     Ok(flash.finish(render(&p)))
 }

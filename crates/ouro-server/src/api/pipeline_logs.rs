@@ -124,7 +124,12 @@ fn job_not_found(job_id: i64) -> OuroError {
 }
 
 /// Loads the job `job_id` of run `number` in the context's project.
-pub async fn load_job(st: &AppState, ctx: &Ctx, number: i64, job_id: i64) -> Result<(Run, Job), OuroError> {
+pub async fn load_job(
+    st: &AppState,
+    ctx: &Ctx,
+    number: i64,
+    job_id: i64,
+) -> Result<(Run, Job), OuroError> {
     let p = ctx.project().map_err(|e| e.0)?;
     let mut c = st.store.read().await?;
     let run = runs::get(&mut c, p.id, number).await?;
@@ -390,10 +395,8 @@ async fn raw(
         HeaderValue::from_static(if meta.is_some() { "true" } else { "false" }),
     );
     if partial
-        && let Ok(v) = HeaderValue::from_str(&format!(
-            "bytes {start}-{}/{len}",
-            end.saturating_sub(1)
-        ))
+        && let Ok(v) =
+            HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end.saturating_sub(1)))
     {
         h.insert(header::CONTENT_RANGE, v);
     }
@@ -740,14 +743,14 @@ async fn stream(
                     Ok((status, latest)) => {
                         if follow && pos == 0 && latest > attempt {
                             attempt = latest;
-                            times = Times::new(&runs::log_dir(
-                                &st.settings.data_dir,
-                                job_id,
-                                attempt,
-                            ));
+                            times =
+                                Times::new(&runs::log_dir(&st.settings.data_dir, job_id, attempt));
                             sent.clear();
-                            if !send(json_event("attempt", &serde_json::json!({"attempt": attempt})))
-                                .await
+                            if !send(json_event(
+                                "attempt",
+                                &serde_json::json!({"attempt": attempt}),
+                            ))
+                            .await
                             {
                                 return;
                             }

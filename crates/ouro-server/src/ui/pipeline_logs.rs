@@ -321,6 +321,11 @@ async fn graph(
     };
     Ok(match f.render() {
         Ok(html) => Html(html).into_response(),
-        Err(e) => return Err(fail(&ctx, ouro_core::OuroError::new(ouro_core::ErrorCode::Internal, e.to_string()))),
+        Err(e) => {
+            return Err(fail(
+                &ctx,
+                ouro_core::OuroError::new(ouro_core::ErrorCode::Internal, e.to_string()),
+            ));
+        }
     })
 }

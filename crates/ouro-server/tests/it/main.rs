@@ -21,6 +21,7 @@ mod links_rules;
 mod merge_rules;
 mod meta;
 mod notify;
+mod pipeline_logs;
 mod pipelines;
 mod plan_config;
 mod plan_settings_ui;

@@ -197,14 +197,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn len(&self) -> u64 {
+    pub fn size(&self) -> u64 {
         self.reader.as_ref().map_or(0, |r| r.len())
     }
 
     pub fn state(&self, attempt: i64) -> LogState {
         LogState {
             attempt,
-            size: self.len(),
+            size: self.size(),
             finished: self.meta.is_some(),
             truncated: self.meta.as_ref().is_some_and(|m| m.truncated),
         }
@@ -255,7 +255,7 @@ async fn show(
 /// A single byte range of `bytes=a-b`, `bytes=a-` or `bytes=-n`; `Ok(None)` when the header is
 /// absent, malformed or asks for several ranges (then the whole log is sent, as RFC 9110
 /// allows); `Err` when it cannot be satisfied.
-pub fn parse_range(h: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> {
+fn parse_range(h: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> {
     let Some(spec) = h.and_then(|h| h.trim().strip_prefix("bytes=")) else {
         return Ok(None);
     };

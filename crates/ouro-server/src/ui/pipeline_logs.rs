@@ -207,7 +207,7 @@ async fn show(
         } else {
             Some(logview::search(r, &q2, SEARCH_LIMIT, &times)?)
         };
-        let open_line = r.len() > 0 && r.read_range(r.len() - 1, r.len())? != b"\n";
+        let open_line = !r.is_empty() && r.read_range(r.len() - 1, r.len())? != b"\n";
         Ok((snap.state(0), Some(w), blocks, found, open_line))
     })
     .await

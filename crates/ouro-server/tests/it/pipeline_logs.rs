@@ -496,7 +496,7 @@ async fn the_job_page_shows_sections_colours_search_and_truncation_and_the_run_l
         assert_eq!(r.status(), 200);
         let html = r.text().await.unwrap();
         assert!(
-            html.contains("<details class=\"log-section log-step-failure\" data-step=\"0\" open>"),
+            html.contains("<details class=\"log-section log-step-failure\" data-step=\"0\" data-ended=\"true\" open>"),
             "{html}"
         );
         assert!(html.contains("<span class=\"log-step-name\">compile</span>"));

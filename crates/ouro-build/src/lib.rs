@@ -1,7 +1,8 @@
 //! Ouro's Build phase: pipelines as code. This crate holds the domain logic and knows nothing of
 //! HTTP: the pipeline file model and its parser with diagnostics (`pipeline`, `check`, `yaml`,
 //! `diag`), the expression language used by `${{ ... }}` and `if:` (`expr`), matrix expansion
-//! (`matrix`), run planning (`plan`) and the local scheduler (`local`); job executors (`exec`), secret masking (`mask`) and the job log store (`logs`).
+//! (`matrix`), run planning (`plan`) and the local scheduler (`local`); job executors (`exec`), secret masking (`mask`) the job log store (`logs`) and
+//! how logs are shown (`logview`).
 
 pub mod artifacts;
 pub mod blobs;
@@ -12,6 +13,7 @@ pub mod exec;
 pub mod expr;
 pub mod local;
 pub mod logs;
+pub mod logview;
 pub mod mask;
 pub mod matrix;
 mod migrations;

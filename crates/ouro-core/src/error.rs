@@ -185,6 +185,10 @@ error_codes! {
     ArtifactTooLarge = ("build.artifact_too_large", 413),
     /// No artifact with that id exists in this run (or it expired).
     ArtifactNotFound = ("build.artifact_not_found", 404),
+    /// No job with that id exists in this pipeline run (or no such attempt of it).
+    JobNotFound = ("build.job_not_found", 404),
+    /// The requested byte range or offset is outside the job log; `Content-Range: bytes */SIZE` gives its size.
+    LogRange = ("build.log_range", 416),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

@@ -54,6 +54,8 @@ pub struct Inner {
     pub openapi: std::sync::OnceLock<serde_json::Value>,
     /// Build artifacts and caches (`data_dir/blobs`, content-addressed).
     pub blobs: Arc<dyn ouro_build::blobs::BlobStore>,
+    /// Wakes live job log streams: whoever appends to a job log calls `log_hub.notify(job_id)`.
+    pub log_hub: ouro_build::logview::LogHub,
 }
 
 impl std::ops::Deref for AppState {
@@ -193,6 +195,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<Running,
         http,
         settings,
         openapi: std::sync::OnceLock::new(),
+        log_hub: ouro_build::logview::LogHub::new(),
     }));
     let router = app(state.clone());
     Ok(Running {

@@ -9,6 +9,7 @@ mod exec;
 mod expr;
 mod local;
 mod logs;
+mod logview;
 mod mask;
 mod matrix;
 mod model;

@@ -13,6 +13,7 @@ pub mod items;
 pub mod links;
 pub mod meta;
 pub mod notifications;
+pub mod pipeline_logs;
 pub mod pipelines;
 pub mod plan_config;
 pub mod projects;
@@ -55,6 +56,7 @@ pub fn register(reg: &mut Registry) {
     code_browse::register(reg);
     pipelines::register(reg);
     artifacts::register(reg);
+    pipeline_logs::register(reg);
     crate::git_http::register(reg);
     crate::webhooks::register(reg);
 }

@@ -17,6 +17,7 @@ pub mod intake;
 pub mod members;
 pub mod merge_rules;
 pub mod notifications;
+pub mod pipeline_logs;
 pub mod pipelines;
 pub mod plan;
 pub mod plan_attachments;
@@ -67,6 +68,7 @@ pub fn register(reg: &mut Registry) {
     merge_rules::register(reg);
     pipelines::register(reg);
     artifacts::register(reg);
+    pipeline_logs::register(reg);
     project_settings::register(reg);
     projects::register(reg);
     webhooks::register(reg);
@@ -290,6 +292,10 @@ const CSS: &str = include_str!("../../assets/ouro.css");
 const HTMX: &str = include_str!("../../assets/htmx-2.0.11.min.js");
 const BOARD_JS: &str = include_str!("../../assets/board.js");
 const COPY_JS: &str = include_str!("../../assets/copy.js");
+const JOBLOG_JS: &str = include_str!("../../assets/joblog.js");
+/// The ANSI colour classes of job logs, generated once.
+static ANSI_CSS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(ouro_build::logview::palette_css);
 
 async fn asset(
     State(_): State<AppState>,
@@ -300,6 +306,8 @@ async fn asset(
         "htmx-2.0.11.min.js" => (HTMX, "text/javascript; charset=utf-8"),
         "board.js" => (BOARD_JS, "text/javascript; charset=utf-8"),
         "copy.js" => (COPY_JS, "text/javascript; charset=utf-8"),
+        "joblog.js" => (JOBLOG_JS, "text/javascript; charset=utf-8"),
+        "ansi.css" => (ANSI_CSS.as_str(), "text/css; charset=utf-8"),
         _ => {
             return plain_error_page(&OuroError::new(
                 ErrorCode::RouteNotFound,

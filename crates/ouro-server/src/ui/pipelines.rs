@@ -150,6 +150,8 @@ async fn list(
 }
 
 pub struct JobRow {
+    /// The job's id (its page is `/projects/{slug}/pipelines/{n}/jobs/{id}`).
+    pub id: i64,
     pub key: String,
     pub name: String,
     pub status: String,
@@ -180,6 +182,8 @@ struct ShowPage<'a> {
     file: String,
     finished: bool,
     layers: Vec<Layer>,
+    /// The job graph is polled with the run badge out of band (only in the fragment).
+    oob: bool,
     /// The diagnostics, rustc-style (`file:line:col: error[code]: message` and help).
     diagnostics: String,
     /// The run this one re-runs (0: none).
@@ -188,12 +192,16 @@ struct ShowPage<'a> {
     cr_number: i64,
     /// False for a change request run whose author is not trusted (no secrets).
     trusted: bool,
+    /// The CSRF token of the job graph's re-run forms (the fragment has no chrome).
+    csrf: String,
 }
 
-fn layers(jobs: Vec<Job>) -> Vec<Layer> {
+/// Jobs grouped by DAG layer (also the job graph fragment of `ui::pipeline_logs`).
+pub fn layers(jobs: Vec<Job>) -> Vec<Layer> {
     let mut out: Vec<Layer> = Vec::new();
     for j in jobs {
         let row = JobRow {
+            id: j.id,
             duration: duration(j.started_at, j.finished_at),
             key: j.key,
             name: j.name,
@@ -251,8 +259,10 @@ async fn show(
     .await
     .map_err(|e| fail(&ctx, e))?;
     let r = d.run;
+    let chrome = Chrome::of(&ctx).with_flash(flash.message());
     let p = ShowPage {
-        chrome: Chrome::of(&ctx).with_flash(flash.message()),
+        csrf: chrome.csrf.clone(),
+        chrome,
         project,
         phases: PHASES,
         active: "pipelines",
@@ -278,6 +288,7 @@ async fn show(
             created: When::of(r.created_at),
         },
         layers: layers(d.jobs),
+        oob: false,
     };
     Ok(flash.finish(render(&p)))
 }

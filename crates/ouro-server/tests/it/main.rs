@@ -22,6 +22,7 @@ mod links_rules;
 mod merge_rules;
 mod meta;
 mod notify;
+mod pipeline_logs;
 mod pipeline_triggers;
 mod pipelines;
 mod plan_config;

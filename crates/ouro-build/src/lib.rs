@@ -15,6 +15,7 @@ mod migrations;
 pub mod pipeline;
 pub mod plan;
 pub mod runs;
+pub mod secrets;
 mod yaml;
 
 pub use diag::{Diagnostic, Severity};

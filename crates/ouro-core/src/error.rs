@@ -177,6 +177,12 @@ error_codes! {
     NoPipeline = ("build.no_pipeline", 422),
     /// A runner wrote with an attempt token that is no longer the job's current one (its lease expired and the job was claimed again, or the job ended).
     StaleAttempt = ("build.stale_attempt", 409),
+    /// A variable or secret name is not `[A-Z_][A-Z0-9_]*` (at most 100 characters), or starts with the reserved `OURO_`; `details.field` is `name`.
+    InvalidVariableName = ("build.invalid_variable_name", 422),
+    /// A variable or secret value is over 64 KiB, or a secret is shorter than 6 bytes (it could not be masked in logs); `details.field` is `value`.
+    InvalidVariableValue = ("build.invalid_variable_value", 422),
+    /// No variable or secret of that name exists in this project for that environment.
+    VariableNotFound = ("build.variable_not_found", 404),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

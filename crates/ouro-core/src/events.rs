@@ -102,6 +102,8 @@ kinds! {
     JOB_STARTED = ("job.started", Build, 1, "job", "A job was leased by a runner and started."),
     JOB_FINISHED = ("job.finished", Build, 1, "job", "A job finished."),
     ARTIFACT_STORED = ("artifact.stored", Build, 1, "artifact", "A job uploaded an artifact (content hash in payload)."),
+    VARIABLE_CHANGED = ("build.variable_changed", Build, 1, "variable", "A pipeline variable was set or deleted (name, environment, action, actor)."),
+    SECRET_CHANGED = ("build.secret_changed", Build, 1, "secret", "A pipeline secret was set or deleted (name, environment, action, actor; never the value)."),
     // Test
     TEST_REPORT_INGESTED = ("test.report_ingested", Test, 1, "pipeline_run", "Test reports of a job were parsed: totals in payload."),
     TEST_FLAKY_DETECTED = ("test.flaky_detected", Test, 1, "test_case", "A test was found flaky."),

@@ -2,6 +2,7 @@
 
 pub mod attachments;
 pub mod boards;
+pub mod build_vars;
 pub mod change_requests;
 pub mod code_browse;
 pub mod cr_comments;
@@ -53,6 +54,7 @@ pub fn register(reg: &mut Registry) {
     push_rules::register(reg);
     code_browse::register(reg);
     pipelines::register(reg);
+    build_vars::register(reg);
     crate::git_http::register(reg);
     crate::webhooks::register(reg);
 }

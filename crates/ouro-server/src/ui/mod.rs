@@ -6,6 +6,7 @@ pub mod account;
 pub mod account_tokens;
 pub mod admin;
 pub mod boards;
+pub mod build_vars;
 pub mod change_requests;
 pub mod code;
 pub mod code_browse;
@@ -65,6 +66,7 @@ pub fn register(reg: &mut Registry) {
     cr_comments::register(reg);
     merge_rules::register(reg);
     pipelines::register(reg);
+    build_vars::register(reg);
     project_settings::register(reg);
     projects::register(reg);
     webhooks::register(reg);

@@ -22,6 +22,7 @@ pub mod plan;
 pub mod rerun;
 pub mod runs;
 pub mod schedule;
+pub mod secrets;
 pub mod triggers;
 mod yaml;
 

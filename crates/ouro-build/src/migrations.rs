@@ -12,6 +12,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         component: "build",
+        version: 3,
+        name: "variables",
+        sqlite: include_str!("../migrations/sqlite/0003_variables.sql"),
+        postgres: include_str!("../migrations/postgres/0003_variables.sql"),
+    },
+    Migration {
+        component: "build",
         version: 4,
         name: "artifacts",
         sqlite: include_str!("../migrations/sqlite/0004_artifacts.sql"),

@@ -189,6 +189,12 @@ error_codes! {
     JobNotFound = ("build.job_not_found", 404),
     /// The requested byte range or offset is outside the job log; `Content-Range: bytes */SIZE` gives its size.
     LogRange = ("build.log_range", 416),
+    /// A variable or secret name is not `[A-Z_][A-Z0-9_]*` (at most 100 characters), or starts with the reserved `OURO_`; `details.field` is `name`.
+    InvalidVariableName = ("build.invalid_variable_name", 422),
+    /// A variable or secret value is over 64 KiB, or a secret is shorter than 6 bytes (it could not be masked in logs); `details.field` is `value`.
+    InvalidVariableValue = ("build.invalid_variable_value", 422),
+    /// No variable or secret of that name exists in this project for that environment.
+    VariableNotFound = ("build.variable_not_found", 404),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

@@ -105,6 +105,8 @@ kinds! {
     ARTIFACTS_UPLOADED = ("build.artifacts_uploaded", Build, 1, "job", "A job's artifacts were stored: payload has run, job, count, bytes, paths."),
     CACHE_SAVED = ("build.cache_saved", Build, 1, "project", "A job saved a cache: payload has key, sha256, size, evicted (keys removed to stay within the quota)."),
     ARTIFACTS_EXPIRED = ("build.artifacts_expired", Build, 1, "project", "Expired artifacts were deleted by the garbage collector: payload has count, bytes."),
+    VARIABLE_CHANGED = ("build.variable_changed", Build, 1, "variable", "A pipeline variable was set or deleted (name, environment, action, actor)."),
+    SECRET_CHANGED = ("build.secret_changed", Build, 1, "secret", "A pipeline secret was set or deleted (name, environment, action, actor; never the value)."),
     // Test
     TEST_REPORT_INGESTED = ("test.report_ingested", Test, 1, "pipeline_run", "Test reports of a job were parsed: totals in payload."),
     TEST_FLAKY_DETECTED = ("test.flaky_detected", Test, 1, "test_case", "A test was found flaky."),

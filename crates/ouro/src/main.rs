@@ -4,6 +4,7 @@ mod cr;
 mod items;
 mod lint;
 mod run;
+mod vars;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -40,6 +41,12 @@ enum Command {
     /// Change requests on a running server (needs --token or OURO_TOKEN).
     #[command(subcommand)]
     Cr(cr::CrCommand),
+    /// A project's pipeline secrets on a running server (needs --token or OURO_TOKEN).
+    #[command(subcommand)]
+    Secret(vars::VarsCommand),
+    /// A project's pipeline variables on a running server (needs --token or OURO_TOKEN).
+    #[command(subcommand)]
+    Var(vars::VarsCommand),
     /// Check pipeline files (default: .ouro/pipelines/*.yml); exit 1 on errors, 2 on usage errors.
     Lint(lint::LintArgs),
     /// Run the checkout's pipelines on this machine (jobs use the committed HEAD); exit 0 only
@@ -213,6 +220,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Items(cmd) => items::run(cmd).await,
         Command::Cr(cmd) => cr::run(cmd).await,
+        Command::Secret(cmd) => vars::run(vars::Which::Secret, cmd).await,
+        Command::Var(cmd) => vars::run(vars::Which::Var, cmd).await,
         Command::Lint(_) | Command::Run(_) => {
             unreachable!("handled before the runtime starts")
         }

@@ -34,7 +34,9 @@ pub const MAX_TEMPLATE_LEN: usize = 1024 * 1024;
 pub const MAX_STRING_LEN: usize = 1024 * 1024;
 
 /// The contexts an expression may name, in the order the docs list them.
-pub const CONTEXTS: &[&str] = &["ouro", "env", "matrix", "inputs", "needs", "secrets"];
+pub const CONTEXTS: &[&str] = &[
+    "ouro", "env", "matrix", "inputs", "needs", "secrets", "vars",
+];
 
 /// A parse error: where (byte offset into the source given), a stable code and a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -643,6 +645,12 @@ impl Context {
 
     pub fn with_secrets(mut self, secrets: impl IntoIterator<Item = (String, String)>) -> Context {
         self.contexts.insert("secrets".into(), string_map(secrets));
+        self
+    }
+
+    /// Sets `vars`: the project's pipeline variables (see `crate::secrets`).
+    pub fn with_vars(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Context {
+        self.contexts.insert("vars".into(), string_map(vars));
         self
     }
 

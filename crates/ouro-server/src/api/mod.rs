@@ -3,6 +3,7 @@
 pub mod artifacts;
 pub mod attachments;
 pub mod boards;
+pub mod build_vars;
 pub mod change_requests;
 pub mod code_browse;
 pub mod cr_comments;
@@ -57,6 +58,7 @@ pub fn register(reg: &mut Registry) {
     pipelines::register(reg);
     artifacts::register(reg);
     pipeline_logs::register(reg);
+    build_vars::register(reg);
     crate::git_http::register(reg);
     crate::webhooks::register(reg);
 }

@@ -7,6 +7,7 @@ pub mod account_tokens;
 pub mod admin;
 pub mod artifacts;
 pub mod boards;
+pub mod build_vars;
 pub mod change_requests;
 pub mod code;
 pub mod code_browse;
@@ -69,6 +70,7 @@ pub fn register(reg: &mut Registry) {
     pipelines::register(reg);
     artifacts::register(reg);
     pipeline_logs::register(reg);
+    build_vars::register(reg);
     project_settings::register(reg);
     projects::register(reg);
     webhooks::register(reg);

@@ -14,6 +14,7 @@ pub mod matrix;
 mod migrations;
 pub mod pipeline;
 pub mod plan;
+pub mod runner;
 pub mod runs;
 mod yaml;
 

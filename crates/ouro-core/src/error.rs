@@ -177,6 +177,12 @@ error_codes! {
     NoPipeline = ("build.no_pipeline", 422),
     /// A runner wrote with an attempt token that is no longer the job's current one (its lease expired and the job was claimed again, or the job ended).
     StaleAttempt = ("build.stale_attempt", 409),
+    /// A runner's log chunk does not fit the stored log: it leaves a gap or differs from bytes already written at its offset (`details.reason`).
+    LogChunkRejected = ("build.log_chunk_rejected", 409),
+    /// The runner registration token or runner token is unknown, used or expired.
+    RunnerTokenInvalid = ("build.runner_token_invalid", 401),
+    /// No runner with that id exists.
+    RunnerNotFound = ("build.runner_not_found", 404),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

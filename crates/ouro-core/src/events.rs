@@ -102,6 +102,9 @@ kinds! {
     JOB_STARTED = ("job.started", Build, 1, "job", "A job was leased by a runner and started."),
     JOB_FINISHED = ("job.finished", Build, 1, "job", "A job finished."),
     ARTIFACT_STORED = ("artifact.stored", Build, 1, "artifact", "A job uploaded an artifact (content hash in payload)."),
+    JOB_REQUEUED = ("job.requeued", Build, 1, "job", "A job attempt failed or lost its runner and the job was queued again by its retry policy: payload has attempt and reason."),
+    RUNNER_REGISTERED = ("runner.registered", Build, 1, "runner", "A runner registered with a registration token: payload has name and labels."),
+    RUNNER_DRAINED = ("runner.drained", Build, 1, "runner", "An admin drained a runner (or resumed it): payload has draining."),
     // Test
     TEST_REPORT_INGESTED = ("test.report_ingested", Test, 1, "pipeline_run", "Test reports of a job were parsed: totals in payload."),
     TEST_FLAKY_DETECTED = ("test.flaky_detected", Test, 1, "test_case", "A test was found flaky."),

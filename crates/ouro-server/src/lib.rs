@@ -259,6 +259,18 @@ impl Running {
             }),
             state.shutting_down.clone(),
         )));
+        workers.extend(
+            ouro_build::runner::local::start(
+                state.store.clone(),
+                ouro_build::runner::local::LocalRunner {
+                    data_dir: state.settings.data_dir.clone(),
+                    slots: state.settings.runner_slots,
+                    labels: state.settings.runner_labels.clone(),
+                },
+                state.shutting_down.clone(),
+            )
+            .await,
+        );
         workers.push(tokio::spawn(attachment_gc(state.clone())));
         workers.push(tokio::spawn(mirror_scheduler(state.clone())));
         let grace = Duration::from_secs(state.settings.shutdown_grace_secs);

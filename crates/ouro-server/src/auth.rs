@@ -86,6 +86,10 @@ pub async fn resolve(
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return Err(unauthorized("use Authorization: Bearer TOKEN"));
         };
+        if token.starts_with(crate::api::runners::RUNNER_TOKEN_PREFIX) {
+            // A runner, not a user: the runner protocol's handlers check it.
+            return Ok(None);
+        }
         return match accounts::authenticate_token(&state.store, token).await? {
             Some((user, scopes)) => Ok(Some(Principal {
                 user,

@@ -18,6 +18,7 @@ pub mod projects;
 pub mod push_rules;
 pub mod repos;
 pub mod rules;
+pub mod runners;
 pub mod saved_queries;
 pub mod users;
 
@@ -53,6 +54,7 @@ pub fn register(reg: &mut Registry) {
     push_rules::register(reg);
     code_browse::register(reg);
     pipelines::register(reg);
+    runners::register(reg);
     crate::git_http::register(reg);
     crate::webhooks::register(reg);
 }

@@ -316,3 +316,238 @@ async fn the_reaper_fails_or_requeues_jobs_whose_runner_vanished() {
         s.stop().await;
     }
 }
+
+/// A runner call: `path` with the runner token and (for job writes) the attempt token.
+async fn runner_call(
+    s: &TestServer,
+    method: Method,
+    path: &str,
+    runner: &str,
+    attempt: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (u16, Value) {
+    let mut r = s
+        .client
+        .request(method, s.url(path))
+        .header("authorization", format!("Bearer {runner}"));
+    if let Some(a) = attempt {
+        r = r.header("ouro-attempt-token", a);
+    }
+    if let Some(b) = body {
+        r = r.body(b);
+    }
+    let r = r.send().await.unwrap();
+    let st = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (st, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn register(s: &TestServer, name: &str, labels: &[&str]) -> (String, String) {
+    let (st, t) = s
+        .admin(Method::POST, "/api/v1/admin/runner-tokens", None)
+        .await;
+    assert_eq!(st, 201, "{t}");
+    let reg = t["token"].as_str().unwrap().to_string();
+    let body = serde_json::json!({"token": reg, "name": name, "labels": labels,
+                                  "executors": ["shell"], "slots": 2});
+    let r = s
+        .client
+        .post(s.url("/api/v1/runners/register"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (st, out) = parse(r).await;
+    assert_eq!(st, 201, "{out}");
+    // A registration token is used up.
+    let r = s
+        .client
+        .post(s.url("/api/v1/runners/register"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (st, err) = parse(r).await;
+    assert_eq!(st, 401, "{err}");
+    assert_eq!(error_code(&err), "build.runner_token_invalid");
+    (
+        out["id"].as_str().unwrap().to_string(),
+        out["token"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn remote_runners_register_claim_by_labels_write_logs_and_drain_over_http() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        let pipeline = "on:\n  push: {}\njobs:\n  lin:\n    runs-on: linux\n    steps:\n      - run: 'true'\n  any:\n    steps:\n      - run: 'true'\n";
+        let (git, work, _) = push_pipeline(&s, pipeline).await;
+        eventually(&s, RUNS, |b| {
+            b["runs"].as_array().is_some_and(|a| !a.is_empty())
+        })
+        .await;
+        let (r1, t1) = register(&s, "plain", &[]).await;
+        let (_r2, t2) = register(&s, "linux box", &["linux"]).await;
+        const CLAIM: &str = "/api/v1/runner/claim?wait=0";
+
+        // No runner token: 401; a user's token is not a runner token.
+        let (st, _) = runner_call(&s, Method::POST, CLAIM, "nope", None, None).await;
+        assert_eq!(st, 401);
+        let admin = s.admin_token.clone();
+        let (st, _) = runner_call(&s, Method::POST, CLAIM, &admin, None, None).await;
+        assert_eq!(st, 401);
+
+        // `lin` needs the label `linux`: the plain runner gets `any` only.
+        let (st, any) = runner_call(&s, Method::POST, CLAIM, &t1, None, None).await;
+        assert_eq!(st, 200, "{any}");
+        assert_eq!(any["job_key"], "any");
+        assert_eq!(any["attempt"], 1);
+        assert_eq!(any["checkout"]["kind"], "git");
+        assert_eq!(any["checkout"]["path"], "/git/demo/app.git");
+        assert!(
+            any["pipeline_file"]
+                .as_str()
+                .unwrap()
+                .contains("runs-on: linux")
+        );
+        let (st, _) = runner_call(&s, Method::POST, CLAIM, &t1, None, None).await;
+        assert_eq!(st, 204);
+        let (st, lin) = runner_call(&s, Method::POST, CLAIM, &t2, None, None).await;
+        assert_eq!(st, 200, "{lin}");
+        assert_eq!(lin["job_key"], "lin");
+        let (id, att) = (
+            lin["job_id"].as_i64().unwrap(),
+            lin["token"].as_str().unwrap().to_string(),
+        );
+        let job = |what: &str| format!("/api/v1/runner/jobs/{id}/{what}");
+
+        // Heartbeat; a wrong attempt token is stale.
+        let (st, hb) =
+            runner_call(&s, Method::POST, &job("heartbeat"), &t2, Some(&att), None).await;
+        assert_eq!((st, hb["cancel"].as_bool()), (200, Some(false)), "{hb}");
+        let (st, err) = runner_call(
+            &s,
+            Method::POST,
+            &job("heartbeat"),
+            &t2,
+            Some("att_nope"),
+            None,
+        )
+        .await;
+        assert_eq!(st, 409);
+        assert_eq!(error_code(&err), "build.stale_attempt");
+
+        // Log chunks by offset: idempotent retries, gaps refused.
+        let put = |off: u64, data: &'static [u8]| {
+            let path = format!("{}?offset={off}", job("log"));
+            let (t2, att) = (t2.clone(), att.clone());
+            let s = &s;
+            async move { runner_call(s, Method::PUT, &path, &t2, Some(&att), Some(data.to_vec())).await }
+        };
+        let mark = |m: Value| {
+            let (t2, att) = (t2.clone(), att.clone());
+            let s = &s;
+            let path = job("sections");
+            async move {
+                let r = s
+                    .client
+                    .post(s.url(&path))
+                    .header("authorization", format!("Bearer {t2}"))
+                    .header("ouro-attempt-token", att)
+                    .json(&m)
+                    .send()
+                    .await
+                    .unwrap();
+                r.status().as_u16()
+            }
+        };
+        assert_eq!(
+            mark(serde_json::json!({"step": 0, "kind": "start", "name": "s1"})).await,
+            204
+        );
+        assert_eq!(put(0, b"hello ").await.0, 204);
+        assert_eq!(put(0, b"hello ").await.0, 204);
+        let (st, err) = put(100, b"gap").await;
+        assert_eq!(st, 409, "{err}");
+        assert_eq!(error_code(&err), "build.log_chunk_rejected");
+        let (st, err) = put(0, b"HELLO ").await;
+        assert_eq!(st, 409, "{err}");
+        assert_eq!(put(6, b"world\n").await.0, 204);
+        assert_eq!(
+            mark(serde_json::json!({"step": 0, "kind": "end", "exit_code": 0})).await,
+            204
+        );
+
+        // The admin sees both runners and their current jobs.
+        let (st, list) = s.admin(Method::GET, "/api/v1/admin/runners", None).await;
+        assert_eq!(st, 200, "{list}");
+        let runners = list["runners"].as_array().unwrap();
+        assert_eq!(runners.len(), 2, "{list}");
+        let plain = runners.iter().find(|r| r["id"] == r1.as_str()).unwrap();
+        assert_eq!(plain["jobs"][0]["job"], "any", "{list}");
+        assert!(plain["last_contact_at"].is_string(), "{list}");
+
+        // Finish: the log is complete and byte-exact; a second finish is stale.
+        let result = serde_json::json!({"status": "success", "exit_code": 0});
+        let r = s
+            .client
+            .post(s.url(&job("finish")))
+            .header("authorization", format!("Bearer {t2}"))
+            .header("ouro-attempt-token", &att)
+            .json(&result)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204);
+        let r = s
+            .client
+            .post(s.url(&job("finish")))
+            .header("authorization", format!("Bearer {t2}"))
+            .header("ouro-attempt-token", &att)
+            .json(&result)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 409);
+        assert_eq!(log_of(&s, id, 1), b"hello world\n");
+        let dir = runs::log_dir(&s.state.settings.data_dir, id, 1);
+        let sections = ouro_build::logs::LogReader::open(&dir)
+            .unwrap()
+            .sections()
+            .unwrap();
+        assert_eq!(sections[0].name, "s1");
+
+        // Drain the plain runner: it finishes `any` but claims nothing new.
+        let (st, d) = s
+            .admin(
+                Method::POST,
+                &format!("/api/v1/admin/runners/{r1}/drain"),
+                Some(serde_json::json!({"draining": true})),
+            )
+            .await;
+        assert_eq!(st, 200, "{d}");
+        assert_eq!(d["draining"], true);
+        let any_path = format!("/api/v1/runner/jobs/{}/finish", any["job_id"]);
+        let r = s
+            .client
+            .post(s.url(&any_path))
+            .header("authorization", format!("Bearer {t1}"))
+            .header("ouro-attempt-token", any["token"].as_str().unwrap())
+            .json(&result)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204);
+        let run = run_finished(&s, 1).await;
+        assert_eq!(run["status"], "success", "{run}");
+        git.commit(&work, "more.txt", "x\n", "More").await;
+        git.run(&work, &["push", "-q", "origin", "main"]).await;
+        eventually(&s, &format!("{RUNS}/2"), |b| b["status"] == "queued").await;
+        let (st, _) = runner_call(&s, Method::POST, CLAIM, &t1, None, None).await;
+        assert_eq!(st, 204, "a draining runner claims nothing");
+        let (st, next) = runner_call(&s, Method::POST, CLAIM, &t2, None, None).await;
+        assert_eq!(st, 200, "{next}");
+        assert_eq!(next["run_number"], 2);
+        s.stop().await;
+    }
+}

@@ -5,3 +5,4 @@ mod cr;
 mod items;
 mod lint;
 mod run;
+mod runner;

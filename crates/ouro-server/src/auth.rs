@@ -462,39 +462,6 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
     StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn throttle_counts_per_account_and_ip() {
-        let t = Throttle::new(Duration::from_secs(60), 2, 3);
-        assert!(t.check("a", "1").is_ok());
-        t.fail("a", "1");
-        t.fail("a", "1");
-        assert!(t.check("a", "2").is_err(), "account limit");
-        assert!(t.check("b", "1").is_ok());
-        t.fail("b", "1");
-        assert!(t.check("c", "1").is_err(), "ip limit");
-        t.succeed("a");
-        assert!(t.check("a", "9").is_ok());
-    }
-
-    #[test]
-    fn slugs_from_paths() {
-        assert_eq!(
-            project_slug("/api/v1/projects/demo/members").as_deref(),
-            Some("demo")
-        );
-        assert_eq!(project_slug("/projects/demo").as_deref(), Some("demo"));
-        assert_eq!(
-            project_slug("/git/demo/app.git/info/refs").as_deref(),
-            Some("demo")
-        );
-        assert_eq!(project_slug("/api/v1/users"), None);
-    }
-}
-
 /// Job-token auth for runners cloning over smart HTTP: user `ouro-job`, password the current
 /// attempt token of a running job; read access to that job's repository only. `None` when the
 /// request does not use it.
@@ -543,5 +510,38 @@ async fn job_token_access(
             client_ip: "runner".into(),
         })),
         _ => Err(refused()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_counts_per_account_and_ip() {
+        let t = Throttle::new(Duration::from_secs(60), 2, 3);
+        assert!(t.check("a", "1").is_ok());
+        t.fail("a", "1");
+        t.fail("a", "1");
+        assert!(t.check("a", "2").is_err(), "account limit");
+        assert!(t.check("b", "1").is_ok());
+        t.fail("b", "1");
+        assert!(t.check("c", "1").is_err(), "ip limit");
+        t.succeed("a");
+        assert!(t.check("a", "9").is_ok());
+    }
+
+    #[test]
+    fn slugs_from_paths() {
+        assert_eq!(
+            project_slug("/api/v1/projects/demo/members").as_deref(),
+            Some("demo")
+        );
+        assert_eq!(project_slug("/projects/demo").as_deref(), Some("demo"));
+        assert_eq!(
+            project_slug("/git/demo/app.git/info/refs").as_deref(),
+            Some("demo")
+        );
+        assert_eq!(project_slug("/api/v1/users"), None);
     }
 }

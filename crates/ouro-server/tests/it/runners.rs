@@ -551,3 +551,38 @@ async fn remote_runners_register_claim_by_labels_write_logs_and_drain_over_http(
         s.stop().await;
     }
 }
+
+#[tokio::test]
+async fn the_admin_runners_page_lists_runners_drains_and_creates_tokens() {
+    for db in backends() {
+        let s = with_runner(&db).await;
+        // The in-process runner records itself at start.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let page = loop {
+            let (st, page) = s.admin_page("/admin/runners").await;
+            assert_eq!(st, 200, "{page}");
+            if page.contains("data-runner=\"local\"") {
+                break page;
+            }
+            assert!(Instant::now() < deadline, "{page}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(page.contains("in-process"), "{page}");
+        assert!(page.contains("Drain in-process"), "{page}");
+        let (st, loc, _) = s
+            .admin_form(
+                "/admin/runners/drain",
+                form_body(&[("id", "local"), ("draining", "true")]),
+            )
+            .await;
+        assert_eq!((st, loc.as_str()), (303, "/admin/runners"));
+        let runners = rs::list_runners(&s.state.store).await.unwrap();
+        assert!(runners[0].draining);
+        let (_, page) = s.admin_page("/admin/runners").await;
+        assert!(page.contains("Resume in-process"), "{page}");
+        let (st, _, page) = s.admin_form("/admin/runners/tokens", String::new()).await;
+        assert_eq!(st, 200, "{page}");
+        assert!(page.contains("ourreg_"), "{page}");
+        s.stop().await;
+    }
+}

@@ -20,6 +20,7 @@ mod migrations;
 pub mod pipeline;
 pub mod plan;
 pub mod rerun;
+pub mod runner;
 pub mod runs;
 pub mod schedule;
 pub mod secrets;

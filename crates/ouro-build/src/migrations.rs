@@ -12,6 +12,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         component: "build",
+        version: 2,
+        name: "runners",
+        sqlite: include_str!("../migrations/sqlite/0002_runners.sql"),
+        postgres: include_str!("../migrations/postgres/0002_runners.sql"),
+    },
+    Migration {
+        component: "build",
         version: 3,
         name: "variables",
         sqlite: include_str!("../migrations/sqlite/0003_variables.sql"),

@@ -164,6 +164,9 @@ pub async fn rerun(
             layer: j.layer,
             group: j.concurrency_group.clone(),
             cancel_in_progress: false,
+            labels: j.labels.clone(),
+            retry_max: j.retry_max,
+            retry_when: j.retry_when.clone(),
         })
         .collect();
     let trigger = TriggerInfo {

@@ -136,6 +136,13 @@ pub struct Job {
     pub concurrency_group: Option<String>,
     /// For a re-run: the number of the run whose result this job reuses (it did not run again).
     pub reused_from: Option<i64>,
+    /// The `runs-on` labels: only a runner having all of them claims the job.
+    pub labels: Vec<String>,
+    /// `retry.max` and `retry.when` of the job (kept for re-runs and the runner's retry).
+    #[serde(skip)]
+    pub retry_max: i64,
+    #[serde(skip)]
+    pub retry_when: Vec<String>,
     #[serde(skip)]
     pub run_id: i64,
     #[serde(skip)]
@@ -164,6 +171,11 @@ pub struct NewJob {
     pub group: Option<String>,
     /// `concurrency.cancel-in-progress`: creating this job cancels the group's older jobs.
     pub cancel_in_progress: bool,
+    /// `runs-on` labels.
+    pub labels: Vec<String>,
+    /// `retry.max` (0: no retry) and `retry.when` (`infra_failure`, `script_failure`).
+    pub retry_max: i64,
+    pub retry_when: Vec<String>,
 }
 
 /// Where the log of one attempt of a job is stored (a [`crate::logs::LogWriter`] directory):
@@ -223,7 +235,7 @@ fn run_from(r: &Row) -> Result<Run, StoreError> {
     })
 }
 
-fn job_from(r: &Row) -> Result<Job, StoreError> {
+pub(crate) fn job_from(r: &Row) -> Result<Job, StoreError> {
     Ok(Job {
         id: r.i64("id")?,
         key: r.text("job_key")?,
@@ -244,6 +256,15 @@ fn job_from(r: &Row) -> Result<Job, StoreError> {
         reason: r.opt_text("reason")?,
         concurrency_group: r.opt_text("concurrency_group")?,
         reused_from: r.opt_i64("reused_from")?,
+        labels: json_list(&r.text("labels")?)
+            .into_iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+        retry_max: r.i64("retry_max")?,
+        retry_when: json_list(&r.text("retry_when")?)
+            .into_iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
         run_id: r.i64("run_id")?,
         version: r.i64("version")?,
         attempt_token: r.opt_text("attempt_token")?,
@@ -388,6 +409,19 @@ pub fn jobs_of_plan(rp: &crate::plan::RunPlan) -> Vec<NewJob> {
                 layer: j.layer as i64,
                 group,
                 cancel_in_progress,
+                labels: j.spec.runs_on.to_vec(),
+                retry_max: j.spec.retry.as_ref().map_or(0, |r| i64::from(r.max)),
+                retry_when: j.spec.retry.as_ref().map_or_else(Vec::new, |r| {
+                    r.when
+                        .iter()
+                        .map(|w| match w {
+                            crate::pipeline::RetryWhen::InfraFailure => "infra_failure".to_string(),
+                            crate::pipeline::RetryWhen::ScriptFailure => {
+                                "script_failure".to_string()
+                            }
+                        })
+                        .collect()
+                }),
             }
         })
         .collect()
@@ -567,7 +601,8 @@ pub(crate) async fn insert_run(
         for j in jobs {
             q(
                 "INSERT INTO build_jobs (run_id, job_key, name, needs, matrix, layer, status, \
-                 concurrency_group) VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7)",
+                 concurrency_group, labels, retry_max, retry_when) \
+               VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10)",
             )
             .bind(id)
             .bind(j.key.clone())
@@ -576,6 +611,9 @@ pub(crate) async fn insert_run(
             .bind(j.matrix.to_string())
             .bind(j.layer)
             .bind(j.group.clone())
+            .bind(serde_json::to_string(&j.labels).unwrap_or_else(|_| "[]".into()))
+            .bind(j.retry_max)
+            .bind(serde_json::to_string(&j.retry_when).unwrap_or_else(|_| "[]".into()))
             .execute(&mut *tx)
             .await?;
         }
@@ -889,23 +927,33 @@ pub struct Claim {
 }
 
 /// Gives `runner_id` the oldest claimable job: a queued job of a queued or running run whose
-/// `needs` all succeeded (or were skipped), or a running job whose lease has expired (its runner
-/// vanished: claimed again as a new attempt). The lease lasts `lease_ms`; the claim is a
-/// compare-and-set on the job's version, so two runners never hold the same job.
+/// `needs` all succeeded (or were skipped) and without `runs-on` labels. A running job whose lease
+/// expired is not claimed here: the reaper ([`crate::runner::reap`]) re-queues or fails it. The
+/// lease lasts `lease_ms`; the claim is a compare-and-set on the job's version, so two runners
+/// never hold the same job.
 pub async fn claim_next(
     store: &Store,
     runner_id: &str,
     lease_ms: i64,
 ) -> Result<Option<Claim>, StoreError> {
+    claim_next_labeled(store, runner_id, &[], lease_ms).await
+}
+
+/// [`claim_next`] for a runner with `labels`: a job is claimed only when the runner has all of
+/// the job's `runs-on` labels.
+pub async fn claim_next_labeled(
+    store: &Store,
+    runner_id: &str,
+    labels: &[String],
+    lease_ms: i64,
+) -> Result<Option<Claim>, StoreError> {
     let now = ouro_core::time::now_ms();
     let candidates = q(format!(
         "SELECT j.* FROM build_jobs j JOIN build_runs r ON r.id = j.run_id \
-         WHERE r.status IN ('queued', 'running') \
-         AND (j.status = 'queued' OR (j.status = 'running' AND j.lease_expires_at < $1)) \
+         WHERE r.status IN ('queued', 'running') AND j.status = 'queued' \
          AND {} ORDER BY r.priority DESC, j.id LIMIT 100",
         crate::triggers::CLAIMABLE_SQL
     ))
-    .bind(now)
     .fetch_all(&mut store.read().await?)
     .await?
     .iter()
@@ -913,6 +961,9 @@ pub async fn claim_next(
     .collect::<Result<Vec<_>, _>>()?;
     let mut states: HashMap<i64, HashMap<String, String>> = HashMap::new();
     for job in candidates {
+        if !job.labels.iter().all(|l| labels.contains(l)) {
+            continue;
+        }
         if let std::collections::hash_map::Entry::Vacant(e) = states.entry(job.run_id) {
             e.insert(
                 jobs(&mut store.read().await?, job.run_id)
@@ -1026,8 +1077,21 @@ pub async fn finish_job(
     status: &str,
     exit_code: Option<i64>,
 ) -> Result<Run, StoreError> {
-    if !matches!(status, "success" | "failure" | "timed_out") {
-        return Err(OuroError::field("status", "success, failure or timed_out").into());
+    finish_job_with_reason(store, job_id, token, status, exit_code, None).await
+}
+
+/// [`finish_job`] with a reason (`exit code 1`, `runner_lost`, ...); `skipped` is accepted too
+/// (the runner decided the job's `if:` is false).
+pub async fn finish_job_with_reason(
+    store: &Store,
+    job_id: i64,
+    token: &str,
+    status: &str,
+    exit_code: Option<i64>,
+    reason: Option<&str>,
+) -> Result<Run, StoreError> {
+    if !matches!(status, "success" | "failure" | "timed_out" | "skipped") {
+        return Err(OuroError::field("status", "success, failure, timed_out or skipped").into());
     }
     let mut tx = store.begin().await?;
     let job = job_for_token(&mut tx, job_id, token).await?;
@@ -1038,10 +1102,11 @@ pub async fn finish_job(
     let slug = slug_of(&mut tx, run.project_id).await?;
     let now = ouro_core::time::now_ms();
     q("UPDATE build_jobs SET status = $1, exit_code = $2, finished_at = $3, lease_expires_at = NULL, \
-       version = version + 1 WHERE id = $4")
+       reason = $4, version = version + 1 WHERE id = $5")
     .bind(status)
     .bind(exit_code)
     .bind(now)
+    .bind(reason.map(String::from))
     .bind(job_id)
     .execute(&mut tx)
     .await?;
@@ -1050,12 +1115,13 @@ pub async fn finish_job(
             ev::JOB_FINISHED,
             &ACTOR,
             job_id,
-            json!({"run": run.number, "job": job.key, "status": status, "exit_code": exit_code}),
+            json!({"run": run.number, "job": job.key, "status": status, "exit_code": exit_code,
+                   "reason": reason}),
         )
         .in_project(run.project_id, &slug),
     )
     .await?;
-    if status != "success" {
+    if !matches!(status, "success" | "skipped") {
         let all = jobs(&mut tx, run.id).await?;
         let mut dead: BTreeSet<String> = BTreeSet::from([job.key.clone()]);
         let mut changed = true;

@@ -195,6 +195,12 @@ error_codes! {
     InvalidVariableValue = ("build.invalid_variable_value", 422),
     /// No variable or secret of that name exists in this project for that environment.
     VariableNotFound = ("build.variable_not_found", 404),
+    /// A runner's log chunk does not fit the stored log: it leaves a gap or differs from bytes already written at its offset (`details.reason`).
+    LogChunkRejected = ("build.log_chunk_rejected", 409),
+    /// The runner registration token or runner token is unknown, used or expired.
+    RunnerTokenInvalid = ("build.runner_token_invalid", 401),
+    /// No runner with that id exists.
+    RunnerNotFound = ("build.runner_not_found", 404),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

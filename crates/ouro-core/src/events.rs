@@ -107,6 +107,9 @@ kinds! {
     ARTIFACTS_EXPIRED = ("build.artifacts_expired", Build, 1, "project", "Expired artifacts were deleted by the garbage collector: payload has count, bytes."),
     VARIABLE_CHANGED = ("build.variable_changed", Build, 1, "variable", "A pipeline variable was set or deleted (name, environment, action, actor)."),
     SECRET_CHANGED = ("build.secret_changed", Build, 1, "secret", "A pipeline secret was set or deleted (name, environment, action, actor; never the value)."),
+    JOB_REQUEUED = ("job.requeued", Build, 1, "job", "A job attempt failed or lost its runner and the job was queued again by its retry policy: payload has attempt and reason."),
+    RUNNER_REGISTERED = ("runner.registered", Build, 1, "runner", "A runner registered with a registration token: payload has name and labels."),
+    RUNNER_DRAINED = ("runner.drained", Build, 1, "runner", "An admin drained a runner (or resumed it): payload has draining."),
     // Test
     TEST_REPORT_INGESTED = ("test.report_ingested", Test, 1, "pipeline_run", "Test reports of a job were parsed: totals in payload."),
     TEST_FLAKY_DETECTED = ("test.flaky_detected", Test, 1, "test_case", "A test was found flaky."),

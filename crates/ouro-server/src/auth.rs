@@ -86,6 +86,10 @@ pub async fn resolve(
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return Err(unauthorized("use Authorization: Bearer TOKEN"));
         };
+        if token.starts_with(crate::api::runners::RUNNER_TOKEN_PREFIX) {
+            // A runner, not a user: the runner protocol's handlers check it.
+            return Ok(None);
+        }
         return match accounts::authenticate_token(&state.store, token).await? {
             Some((user, scopes)) => Ok(Some(Principal {
                 user,
@@ -185,6 +189,19 @@ async fn check(
         && !path.starts_with("/assets/")
         && !crate::git_http::is_git_path(&path);
     let git = crate::git_http::is_git_path(&path);
+    let job_auth = if git {
+        let (headers, method) = (req.headers().clone(), req.method().clone());
+        job_token_access(state, &headers, &method, &path)
+            .await
+            .map_err(fail)?
+    } else {
+        None
+    };
+    if let Some(ctx) = job_auth {
+        let mut req = req;
+        req.extensions_mut().insert(ctx);
+        return Ok(req);
+    }
     let principal = resolve(state, req.headers(), page, git)
         .await
         .map_err(fail)?;
@@ -443,6 +460,57 @@ pub fn throttled(secs: u64) -> ApiError {
 
 pub fn status_of(code: ErrorCode) -> StatusCode {
     StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// Job-token auth for runners cloning over smart HTTP: user `ouro-job`, password the current
+/// attempt token of a running job; read access to that job's repository only. `None` when the
+/// request does not use it.
+async fn job_token_access(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &Method,
+    path: &str,
+) -> Result<Option<Ctx>, ApiError> {
+    use base64::Engine;
+    let Some(encoded) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        })
+    else {
+        return Ok(None);
+    };
+    let Some(raw) = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|r| String::from_utf8(r).ok())
+    else {
+        return Ok(None);
+    };
+    let Some(token) = raw.strip_prefix("ouro-job:") else {
+        return Ok(None);
+    };
+    let refused = || unauthorized("the job token is not the current attempt of a running job");
+    let read = is_safe(method) || crate::git_http::is_git_read_post(path);
+    let mut parts = path.trim_start_matches("/git/").splitn(3, '/');
+    let (slug, repo) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let repo = repo.strip_suffix(".git").unwrap_or(repo);
+    let Some((project_id, repo_name)) =
+        ouro_build::runner::server::job_repo_for_token(&state.store, token).await?
+    else {
+        return Err(refused());
+    };
+    let project = ouro_store::projects::by_slug(&mut state.store.read().await?, slug).await?;
+    match project {
+        Some(p) if read && p.id == project_id && repo_name == repo => Ok(Some(Ctx {
+            principal: None,
+            project: Some((p, ouro_core::Role::Viewer)),
+            client_ip: "runner".into(),
+        })),
+        _ => Err(refused()),
+    }
 }
 
 #[cfg(test)]

@@ -283,6 +283,18 @@ impl Running {
             state.shutting_down.clone(),
         )));
         workers.push(tokio::spawn(schedule_ticker(state.clone())));
+        workers.extend(
+            ouro_build::runner::local::start(
+                state.store.clone(),
+                ouro_build::runner::local::LocalRunner {
+                    data_dir: state.settings.data_dir.clone(),
+                    slots: state.settings.runner_slots,
+                    labels: state.settings.runner_labels.clone(),
+                },
+                state.shutting_down.clone(),
+            )
+            .await,
+        );
         workers.push(tokio::spawn(attachment_gc(state.clone())));
         workers.push(tokio::spawn(api::artifacts::gc_task(state.clone())));
         workers.push(tokio::spawn(mirror_scheduler(state.clone())));

@@ -43,6 +43,10 @@ pub struct Settings {
     pub push_max_file_bytes: u64,
     /// Build artifacts, caches and their blob store (`[artifacts]`; docs/artifacts.md).
     pub artifacts: ouro_build::artifacts::StorageSettings,
+    /// Slots of the in-process runner (`[runner] slots`; default: the number of cores; 0: no
+    /// in-process runner) and its labels besides `local`.
+    pub runner_slots: usize,
+    pub runner_labels: Vec<String>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -69,6 +73,8 @@ impl std::fmt::Debug for Settings {
             .field("push_max_bytes", &self.push_max_bytes)
             .field("push_max_file_bytes", &self.push_max_file_bytes)
             .field("artifacts", &self.artifacts)
+            .field("runner_slots", &self.runner_slots)
+            .field("runner_labels", &self.runner_labels)
             .finish()
     }
 }
@@ -94,6 +100,8 @@ impl Default for Settings {
             push_max_bytes: 2 * 1024 * 1024 * 1024,
             push_max_file_bytes: 100 * 1024 * 1024,
             artifacts: Default::default(),
+            runner_slots: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            runner_labels: Vec::new(),
         }
     }
 }
@@ -121,6 +129,15 @@ pub struct FileConfig {
     pub push_max_bytes: Option<u64>,
     pub push_max_file_bytes: Option<u64>,
     pub artifacts: Option<ouro_build::artifacts::StorageSettings>,
+    pub runner: Option<RunnerConfig>,
+}
+
+/// The `[runner]` table: the in-process runner.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerConfig {
+    pub slots: Option<usize>,
+    pub labels: Option<Vec<String>>,
 }
 
 /// Values given on the command line; they win over everything else.
@@ -248,6 +265,14 @@ impl Settings {
                 })?;
                 s.artifacts = v;
             }
+            if let Some(r) = f.runner {
+                if let Some(v) = r.slots {
+                    s.runner_slots = v;
+                }
+                if let Some(v) = r.labels {
+                    s.runner_labels = v;
+                }
+            }
         }
         // Environment.
         if let Some(v) = env_data_dir {
@@ -300,6 +325,11 @@ impl Settings {
                 ConfigError(format!(
                     "OURO_GIT_FETCH_TIMEOUT_SECS={v:?} is not a number of seconds"
                 ))
+            })?;
+        }
+        if let Some(v) = env("OURO_RUNNER_SLOTS") {
+            s.runner_slots = v.parse().map_err(|_| {
+                ConfigError(format!("OURO_RUNNER_SLOTS={v:?} is not a number of slots"))
             })?;
         }
         // Flags.

@@ -4,6 +4,7 @@ mod cr;
 mod items;
 mod lint;
 mod run;
+mod runner;
 mod vars;
 
 use std::io::Read;
@@ -52,6 +53,8 @@ enum Command {
     /// Run the checkout's pipelines on this machine (jobs use the committed HEAD); exit 0 only
     /// when every job succeeded, 1 otherwise, 2 on usage errors.
     Run(run::RunArgs),
+    /// Run a runner that executes pipeline jobs for a server (registers with --token first).
+    Runner(runner::RunnerArgs),
 }
 
 #[derive(Args, Clone)]
@@ -222,6 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cr(cmd) => cr::run(cmd).await,
         Command::Secret(cmd) => vars::run(vars::Which::Secret, cmd).await,
         Command::Var(cmd) => vars::run(vars::Which::Var, cmd).await,
+        Command::Runner(a) => runner::run(a).await,
         Command::Lint(_) | Command::Run(_) => {
             unreachable!("handled before the runtime starts")
         }

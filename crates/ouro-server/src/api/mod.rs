@@ -21,6 +21,7 @@ pub mod projects;
 pub mod push_rules;
 pub mod repos;
 pub mod rules;
+pub mod runners;
 pub mod saved_queries;
 pub mod users;
 
@@ -59,6 +60,7 @@ pub fn register(reg: &mut Registry) {
     artifacts::register(reg);
     pipeline_logs::register(reg);
     build_vars::register(reg);
+    runners::register(reg);
     crate::git_http::register(reg);
     crate::webhooks::register(reg);
 }

@@ -26,6 +26,7 @@ pub mod plan_links;
 pub mod plan_settings;
 pub mod project_settings;
 pub mod projects;
+pub mod runners;
 pub mod webhooks;
 
 use std::collections::HashMap;
@@ -53,6 +54,7 @@ pub fn register(reg: &mut Registry) {
     reg.route(Method::POST, "/logout", Authenticated, account::logout);
     account_tokens::register(reg);
     admin::register(reg);
+    runners::register(reg);
     members::register(reg);
     notifications::register(reg);
     intake::register(reg);

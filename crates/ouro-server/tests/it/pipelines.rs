@@ -365,13 +365,33 @@ async fn runners_claim_jobs_in_dag_order_with_a_lease_and_stale_attempts_are_ref
         assert_eq!(c1.job.key, "build");
         assert_eq!(c1.job.attempt, 1);
         assert_eq!(c1.run.status, "running");
-        // `test` needs `build`: nothing else to claim but the expired build.
+        // Only the reaper handles an expired lease (see
+        // runners::the_reaper_fails_or_requeues_jobs_whose_runner_vanished); here the run is
+        // cancelled and run again by a manual trigger.
+        assert!(
+            runs::claim_next(store, "r2", 60_000)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let (st, body) = s
+            .admin(Method::POST, &format!("{RUNS}/1/cancel"), None)
+            .await;
+        assert_eq!(st, 200, "{body}");
+        let (st, body) = s
+            .admin(
+                Method::POST,
+                &format!("{REPO}/pipelines"),
+                Some(json!({"ref": "main"})),
+            )
+            .await;
+        assert_eq!(st, 201, "{body}");
         let c2 = runs::claim_next(store, "r2", 60_000)
             .await
             .unwrap()
-            .expect("reclaimed");
+            .expect("the new run's build");
         assert_eq!(c2.job.key, "build");
-        assert_eq!(c2.job.attempt, 2);
+        assert_eq!(c2.job.attempt, 1);
         assert_ne!(c1.token, c2.token);
         assert!(
             runs::claim_next(store, "r3", 60_000)
@@ -379,8 +399,14 @@ async fn runners_claim_jobs_in_dag_order_with_a_lease_and_stale_attempts_are_ref
                 .unwrap()
                 .is_none()
         );
-        // The first attempt's writes are refused.
-        let stale = runs::heartbeat(store, c1.job.id, &c1.token, 60_000)
+        // The cancelled attempt learns it from its heartbeat; its writes are refused; a token
+        // that is not the job's current one is stale.
+        assert!(
+            runs::heartbeat(store, c1.job.id, &c1.token, 60_000)
+                .await
+                .unwrap()
+        );
+        let stale = runs::heartbeat(store, c2.job.id, &c1.token, 60_000)
             .await
             .unwrap_err();
         assert_eq!(
@@ -414,9 +440,9 @@ async fn runners_claim_jobs_in_dag_order_with_a_lease_and_stale_attempts_are_ref
             .unwrap();
         assert_eq!(run.status, "failure");
         assert!(run.finished_at.is_some());
-        let (_, one) = s.admin(Method::GET, &format!("{RUNS}/1"), None).await;
+        let (_, one) = s.admin(Method::GET, &format!("{RUNS}/2"), None).await;
         assert_eq!(one["status"], "failure", "{one}");
-        assert_eq!(one["jobs"][0]["attempt"], 2, "{one}");
+        assert_eq!(one["jobs"][0]["attempt"], 1, "{one}");
         assert_eq!(one["jobs"][1]["exit_code"], 1, "{one}");
         s.stop().await;
     }

@@ -50,6 +50,8 @@ impl TestServer {
             data_dir: dir.path().to_path_buf(),
             database_url: Some(db.fresh_url(dir.path()).await),
             shutdown_grace_secs: 2,
+            // No in-process runner unless a test asks for one (runs stay queued).
+            runner_slots: 0,
             ..Settings::default()
         };
         (opts.tweak)(&mut settings);

@@ -5,4 +5,5 @@ mod cr;
 mod items;
 mod lint;
 mod run;
+mod runner;
 mod vars;

@@ -1,0 +1,290 @@
+//! The in-process runner of `ouro serve`: a [`RunnerApi`] that calls [`super::server`] directly
+//! (the same functions the HTTP handlers call: the same lease logic), N slots, and the reaper.
+//!
+//! At start it kills processes a previous incarnation of the server left behind (their
+//! workspaces are still in its work directory; see [`kill_leftovers`]), so a job never runs twice
+//! at the same time.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ouro_store::{Store, StoreError};
+use tokio::sync::{Semaphore, watch};
+
+use super::server::{self, CheckoutKind};
+use super::{ApiError, BoxFuture, CheckoutSource, ClaimedJob, JobResult, RunnerApi, SectionMark};
+use crate::exec::{Checkout, Executor, ShellExecutor};
+
+/// The id of the in-process runner in `build_runners`.
+pub const LOCAL_ID: &str = "local";
+/// How often an idle claim looks for work.
+const POLL: Duration = Duration::from_millis(100);
+/// How often the reaper looks for expired leases.
+const REAP_EVERY: Duration = Duration::from_secs(5);
+
+fn api_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Domain(e) if e.code == ouro_core::ErrorCode::StaleAttempt => ApiError::Stale,
+        other => ApiError::Failed(ouro_core::OuroError::from(other).message),
+    }
+}
+
+/// The protocol, in process.
+pub struct LocalApi {
+    pub store: Store,
+    pub data_dir: PathBuf,
+    pub runner_id: String,
+    pub labels: Vec<String>,
+}
+
+impl RunnerApi for LocalApi {
+    fn claim(&self, wait: Duration) -> BoxFuture<'_, Result<Option<ClaimedJob>, ApiError>> {
+        Box::pin(async move {
+            let deadline = Instant::now() + wait;
+            loop {
+                let got = server::claim(
+                    &self.store,
+                    &self.data_dir,
+                    &self.runner_id,
+                    &self.labels,
+                    CheckoutKind::Local,
+                )
+                .await
+                .map_err(api_error)?;
+                if got.is_some() || Instant::now() >= deadline {
+                    return Ok(got);
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        })
+    }
+
+    fn heartbeat<'a>(
+        &'a self,
+        job_id: i64,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool, ApiError>> {
+        Box::pin(async move {
+            server::heartbeat(&self.store, &self.runner_id, job_id, token)
+                .await
+                .map_err(api_error)
+        })
+    }
+
+    fn append_log<'a>(
+        &'a self,
+        job_id: i64,
+        token: &'a str,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            server::append_log(&self.store, &self.data_dir, job_id, token, offset, data)
+                .await
+                .map_err(api_error)
+        })
+    }
+
+    fn section<'a>(
+        &'a self,
+        job_id: i64,
+        token: &'a str,
+        mark: SectionMark,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            server::section(&self.store, &self.data_dir, job_id, token, mark)
+                .await
+                .map_err(api_error)
+        })
+    }
+
+    fn finish<'a>(
+        &'a self,
+        job_id: i64,
+        token: &'a str,
+        result: JobResult,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            server::finish(&self.store, &self.data_dir, job_id, token, &result)
+                .await
+                .map_err(api_error)
+        })
+    }
+}
+
+/// Where the in-process runner's workspaces live.
+pub fn work_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("build").join("work")
+}
+
+/// Kills the processes of workspaces left in `work_root` (a previous incarnation was killed
+/// mid-job) and removes the workspaces.
+pub async fn kill_leftovers(work_root: &Path) {
+    let Ok(root) = work_root.canonicalize() else {
+        return;
+    };
+    let Ok(rd) = std::fs::read_dir(&root) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let ws = e.path().join("ws");
+        let tag = format!("OURO_WORKSPACE={}", ws.display());
+        crate::exec::limits::kill_tagged(tag.as_bytes(), Duration::from_secs(2)).await;
+        let _ = std::fs::remove_dir_all(e.path());
+    }
+}
+
+/// The checkout of a claimed job on this machine.
+pub fn local_checkout(job: &ClaimedJob) -> Option<Checkout> {
+    match &job.checkout {
+        CheckoutSource::Local { repo_path, sha } => Some(Checkout {
+            repo: PathBuf::from(repo_path),
+            sha: sha.clone(),
+        }),
+        CheckoutSource::Git { .. } => None,
+    }
+}
+
+/// Claims and runs jobs with `slots` slots until `stop` turns `true`. `checkout` turns a claimed
+/// job into its workspace's commit (or a message: the job fails as an infra failure).
+pub async fn serve_slots<F>(
+    api: Arc<dyn RunnerApi>,
+    ex: Arc<dyn Executor>,
+    slots: usize,
+    mut stop: watch::Receiver<bool>,
+    checkout: F,
+) where
+    F: Fn(&ClaimedJob) -> BoxFuture<'static, Result<Option<Checkout>, String>>
+        + Send
+        + Sync
+        + 'static,
+{
+    let checkout = Arc::new(checkout);
+    let sem = Arc::new(Semaphore::new(slots.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = sem.clone().acquire_owned() => p.expect("never closed"),
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let claimed = tokio::select! {
+            c = api.claim(super::CLAIM_WAIT) => c,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        match claimed {
+            Ok(Some(job)) => {
+                let (api, ex, checkout) = (api.clone(), ex.clone(), checkout.clone());
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    match checkout(&job).await {
+                        Ok(co) => {
+                            super::worker::run_job(api.as_ref(), ex.as_ref(), &job, co).await;
+                        }
+                        Err(why) => {
+                            let _ = api
+                                .finish(
+                                    job.job_id,
+                                    &job.token,
+                                    JobResult {
+                                        status: "failure".into(),
+                                        exit_code: None,
+                                        reason: Some(format!("checkout: {why}")),
+                                        infra_failure: true,
+                                        started_at_ms: 0,
+                                        finished_at_ms: 0,
+                                    },
+                                )
+                                .await;
+                        }
+                    }
+                });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming a job failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    tasks.shutdown().await;
+}
+
+/// Settings of the in-process runner.
+#[derive(Debug, Clone)]
+pub struct LocalRunner {
+    pub data_dir: PathBuf,
+    pub slots: usize,
+    /// Labels besides `local`.
+    pub labels: Vec<String>,
+}
+
+/// Starts the in-process runner and the reaper; they stop when `stop` turns `true`.
+/// `slots == 0` starts only the reaper.
+pub async fn start(
+    store: Store,
+    cfg: LocalRunner,
+    stop: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut handles = Vec::new();
+    let reaper_store = store.clone();
+    let reaper_dir = cfg.data_dir.clone();
+    let mut reaper_stop = stop.clone();
+    handles.push(tokio::spawn(async move {
+        loop {
+            if let Err(e) = server::reap(&reaper_store, &reaper_dir).await {
+                tracing::warn!(error = %e, "reaping expired job leases failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(REAP_EVERY) => {}
+                _ = reaper_stop.changed() => return,
+            }
+        }
+    }));
+    if cfg.slots == 0 {
+        return handles;
+    }
+    let work = work_dir(&cfg.data_dir);
+    kill_leftovers(&work).await;
+    let mut labels = vec!["local".to_string()];
+    for l in &cfg.labels {
+        if !labels.contains(l) {
+            labels.push(l.clone());
+        }
+    }
+    let ex = ShellExecutor::new(&work);
+    let executors = vec![ex.name().to_string()];
+    if let Err(e) = server::upsert_runner(
+        &store,
+        LOCAL_ID,
+        "in-process",
+        &labels,
+        &executors,
+        cfg.slots as i64,
+    )
+    .await
+    {
+        tracing::warn!(error = %e, "cannot record the in-process runner");
+    }
+    let api: Arc<dyn RunnerApi> = Arc::new(LocalApi {
+        store,
+        data_dir: cfg.data_dir.clone(),
+        runner_id: LOCAL_ID.into(),
+        labels,
+    });
+    handles.push(tokio::spawn(serve_slots(
+        api,
+        Arc::new(ex),
+        cfg.slots,
+        stop,
+        |job: &ClaimedJob| {
+            let co = local_checkout(job);
+            Box::pin(async move {
+                co.map(Some)
+                    .ok_or_else(|| "the in-process runner needs a local repository".to_string())
+            })
+        },
+    )));
+    handles
+}

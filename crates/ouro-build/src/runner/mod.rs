@@ -1,0 +1,163 @@
+//! Runners: the protocol between the server and whatever executes jobs, and the runner itself.
+//!
+//! - [`RunnerApi`] is the protocol, seen from a runner: claim a job (long-poll), heartbeat (which
+//!   carries cancellation back), append log chunks by byte offset, mark step sections, finish.
+//!   Every job write carries the attempt token; a write from an attempt that is no longer the
+//!   job's current one is refused ([`ApiError::Stale`]).
+//! - [`server`] holds the server side of every call (the HTTP handlers and the in-process runner
+//!   both call it: one lease logic), the reaper ([`server::reap`]) and runner registration.
+//! - [`local`] is the in-process runner of `ouro serve`: N slots, [`local::LocalApi`] calling
+//!   [`server`] directly.
+//! - [`worker`] runs one claimed job on a runner: it plans the job from the pipeline file at the
+//!   commit with the same planner as `ouro run` ([`crate::plan::plan`], `decide`, `job_context`,
+//!   [`crate::local::prepare`]), runs it with an [`crate::exec::Executor`], masks the output and
+//!   ships it in chunks, heartbeats, and finishes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use crate::exec::BoxFuture;
+
+pub mod local;
+pub mod server;
+pub mod worker;
+
+/// How long a lease lasts without a heartbeat.
+pub const LEASE_MS: i64 = 30_000;
+/// How often a runner heartbeats a running job.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// The largest log chunk a runner sends.
+pub const CHUNK_BYTES: usize = 64 * 1024;
+/// How long a claim waits for a job at most (long-poll).
+pub const CLAIM_WAIT: Duration = Duration::from_secs(25);
+
+/// What caused the run, as a runner needs it for the expression context.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ClaimTrigger {
+    /// `push`, `manual`, ...
+    pub kind: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub sha: String,
+    pub actor: String,
+}
+
+/// Where the runner gets the commit from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CheckoutSource {
+    /// The bare repository on this machine (the in-process runner).
+    Local { repo_path: String, sha: String },
+    /// Smart HTTP on the server: `path` is relative to the server URL (`/git/demo/app.git`); the
+    /// credentials are user `ouro-job`, password the attempt token.
+    Git { path: String, sha: String },
+}
+
+/// What a claim hands a runner: everything it needs to plan and run the job on its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ClaimedJob {
+    pub run_id: i64,
+    pub run_number: i64,
+    pub job_id: i64,
+    /// 1 for the first attempt.
+    pub attempt: i64,
+    /// Carried by every later write of this attempt (`Ouro-Attempt-Token` over HTTP).
+    pub token: String,
+    pub project: String,
+    pub repo: String,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The pipeline file's path (`.ouro/pipelines/ci.yml`) and its text at the commit.
+    pub file: String,
+    pub pipeline_file: String,
+    /// The job's key in the run (`build (linux)`).
+    pub job_key: String,
+    pub trigger: ClaimTrigger,
+    /// The states of the jobs this one needs, by key.
+    pub needs: BTreeMap<String, String>,
+    /// Variables the job gets in its environment.
+    pub variables: BTreeMap<String, String>,
+    /// Secrets (`secrets.NAME`): masked in the log.
+    pub secrets: BTreeMap<String, String>,
+    pub checkout: CheckoutSource,
+}
+
+/// A step section mark: `start` (with the step's name) or `end` (with its exit code).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SectionMark {
+    pub step: usize,
+    /// `start` or `end`.
+    pub kind: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+}
+
+/// The end of an attempt, as the runner reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JobResult {
+    /// `success`, `failure`, `timed_out`, `skipped` (its `if:` is false) or `cancelled`.
+    pub status: String,
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The failure is the runner's or the executor's, not the script's (`retry.when:
+    /// infra_failure`).
+    #[serde(default)]
+    pub infra_failure: bool,
+    /// Unix ms.
+    #[serde(default)]
+    pub started_at_ms: u64,
+    #[serde(default)]
+    pub finished_at_ms: u64,
+}
+
+/// Why a protocol call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// The attempt is no longer the job's current one: stop the job, send nothing more.
+    #[error("this attempt is no longer the job's current one")]
+    Stale,
+    /// Anything else (network, server error): the call may be retried.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The runner protocol, seen from a runner (see the module docs).
+pub trait RunnerApi: Send + Sync {
+    /// A job for this runner, waiting up to `wait` for one.
+    fn claim(&self, wait: Duration) -> BoxFuture<'_, Result<Option<ClaimedJob>, ApiError>>;
+    /// Extends the lease; `true` when the job was cancelled.
+    fn heartbeat<'a>(
+        &'a self,
+        job_id: i64,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool, ApiError>>;
+    /// Appends masked output at byte `offset` of the attempt's log (idempotent).
+    fn append_log<'a>(
+        &'a self,
+        job_id: i64,
+        token: &'a str,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), ApiError>>;
+    /// Marks a step start or end at the current end of the log.
+    fn section<'a>(
+        &'a self,
+        job_id: i64,
+        token: &'a str,
+        mark: SectionMark,
+    ) -> BoxFuture<'a, Result<(), ApiError>>;
+    /// Ends the attempt.
+    fn finish<'a>(
+        &'a self,
+        job_id: i64,
+        token: &'a str,
+        result: JobResult,
+    ) -> BoxFuture<'a, Result<(), ApiError>>;
+}

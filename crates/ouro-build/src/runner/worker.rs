@@ -1,0 +1,348 @@
+//! Runs one claimed job on a runner (in-process or `ouro runner`): plan, decide, prepare, execute,
+//! ship the masked log in chunks through the [`RunnerApi`], heartbeat, finish.
+//!
+//! Memory is bounded: the executor's event channel is small and bounded, output is masked into a
+//! buffer shipped at [`CHUNK_BYTES`] (and every [`FLUSH_EVERY`] so the log is live), one chunk in
+//! flight at a time (the executor waits meanwhile).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::{
+    ApiError, BoxFuture, CHUNK_BYTES, ClaimedJob, HEARTBEAT_EVERY, JobResult, RunnerApi,
+    SectionMark,
+};
+use crate::exec::{Checkout, ExecEvent, Executor, JobContext, JobStatus};
+use crate::mask::{Masker, SecretSet};
+use crate::plan::{Decision, EventKind, JobState, Trigger};
+
+/// Buffered output is shipped at least this often.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+fn state_of(s: &str) -> JobState {
+    match s {
+        "running" => JobState::Running,
+        "success" => JobState::Success,
+        "failure" => JobState::Failure,
+        "cancelled" => JobState::Cancelled,
+        "skipped" => JobState::Skipped,
+        "timed_out" => JobState::TimedOut,
+        _ => JobState::Queued,
+    }
+}
+
+/// The planner's trigger for a claimed job.
+pub fn trigger_of(job: &ClaimedJob) -> Trigger {
+    let t = &job.trigger;
+    Trigger {
+        event: EventKind::parse(&t.kind).unwrap_or(EventKind::Manual),
+        git_ref: t.git_ref.clone(),
+        branch: t.git_ref.strip_prefix("refs/heads/").map(String::from),
+        tag: t.git_ref.strip_prefix("refs/tags/").map(String::from),
+        target_branch: None,
+        sha: t.sha.clone(),
+        changed_paths: None,
+        inputs: BTreeMap::new(),
+        actor: t.actor.clone(),
+        project: job.project.clone(),
+        repo: job.repo.clone(),
+        run_number: job.run_number.max(0) as u64,
+    }
+}
+
+fn now_ms() -> u64 {
+    crate::logs::now_ms()
+}
+
+/// Ships the log of one attempt: offsets, retries of a failed call.
+struct Shipper<'a> {
+    api: &'a dyn RunnerApi,
+    job_id: i64,
+    token: &'a str,
+    offset: u64,
+    buf: Vec<u8>,
+}
+
+/// Calls `call` until it succeeds, is refused as stale, or failed 8 times (with backoff).
+async fn retrying<'b, T, F>(mut call: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> BoxFuture<'b, Result<T, ApiError>>,
+{
+    let mut wait = Duration::from_millis(100);
+    let mut tries = 0;
+    loop {
+        match call().await {
+            Err(ApiError::Failed(e)) if tries < 8 => {
+                tracing::debug!(error = %e, "runner call failed; retrying");
+                tries += 1;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Shipper<'_> {
+    async fn ship(&mut self) -> Result<(), ApiError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.buf);
+        let (api, id, token, offset) = (self.api, self.job_id, self.token, self.offset);
+        retrying(|| api.append_log(id, token, offset, data.clone())).await?;
+        self.offset += data.len() as u64;
+        self.buf = Vec::with_capacity(CHUNK_BYTES);
+        Ok(())
+    }
+
+    async fn mark(&mut self, mark: SectionMark) -> Result<(), ApiError> {
+        self.ship().await?;
+        let (api, id, token) = (self.api, self.job_id, self.token);
+        retrying(|| api.section(id, token, mark.clone())).await
+    }
+
+    /// A line of the runner's own (not masked: it never holds secrets).
+    async fn note(&mut self, text: &str) -> Result<(), ApiError> {
+        self.buf.extend_from_slice(text.as_bytes());
+        self.buf.push(b'\n');
+        self.ship().await
+    }
+}
+
+fn result(status: &str, exit_code: Option<i64>, reason: Option<String>, started: u64) -> JobResult {
+    JobResult {
+        status: status.into(),
+        exit_code,
+        reason,
+        infra_failure: false,
+        started_at_ms: started,
+        finished_at_ms: now_ms(),
+    }
+}
+
+/// Runs `job` with `ex`, the commit checked out from `checkout`, and reports everything through
+/// `api`. Returns the result sent with `finish` (a stale attempt stops quietly).
+pub async fn run_job(
+    api: &dyn RunnerApi,
+    ex: &dyn Executor,
+    job: &ClaimedJob,
+    checkout: Option<Checkout>,
+) -> JobResult {
+    let started = now_ms();
+    let mut ship = Shipper {
+        api,
+        job_id: job.job_id,
+        token: &job.token,
+        offset: 0,
+        buf: Vec::with_capacity(CHUNK_BYTES),
+    };
+    let outcome = execute(&mut ship, ex, job, checkout, started).await;
+    let result = match outcome {
+        Ok(r) => r,
+        Err(ApiError::Stale) => return result("cancelled", None, Some("stale".into()), started),
+        Err(ApiError::Failed(e)) => JobResult {
+            infra_failure: true,
+            ..result("failure", None, Some(format!("runner: {e}")), started)
+        },
+    };
+    let token = job.token.as_str();
+    let r = result.clone();
+    let _ = retrying(|| api.finish(job.job_id, token, r.clone())).await;
+    result
+}
+
+async fn execute(
+    ship: &mut Shipper<'_>,
+    ex: &dyn Executor,
+    job: &ClaimedJob,
+    checkout: Option<Checkout>,
+    started: u64,
+) -> Result<JobResult, ApiError> {
+    // Plan the job as the server did, from the pipeline file at the commit.
+    let fail = |msg: String| result("failure", None, Some(msg), started);
+    let pipeline = match crate::pipeline::parse(&job.file, job.pipeline_file.as_bytes()) {
+        Ok(p) => p,
+        Err(d) => {
+            let msg = format!(
+                "{}: the pipeline file is invalid ({} problems)",
+                job.file,
+                d.len()
+            );
+            ship.note(&msg).await?;
+            return Ok(fail(msg));
+        }
+    };
+    let plan = match crate::plan::plan(&job.pipeline, &pipeline, &trigger_of(job)) {
+        Ok(p) => p,
+        Err(e) => {
+            ship.note(&e.to_string()).await?;
+            return Ok(fail(e.to_string()));
+        }
+    };
+    let Some(i) = plan.find(&job.job_key) else {
+        let msg = format!("job `{}` is not in the pipeline", job.job_key);
+        ship.note(&msg).await?;
+        return Ok(fail(msg));
+    };
+    let states: Vec<JobState> = plan
+        .jobs
+        .iter()
+        .map(|j| {
+            job.needs
+                .get(&j.id)
+                .map_or(JobState::Queued, |s| state_of(s))
+        })
+        .collect();
+    match plan.decide(i, &states, false) {
+        Ok(Decision::Run) => {}
+        Ok(Decision::Skip(why)) => {
+            ship.note(&format!("skipped: {why}")).await?;
+            return Ok(result("skipped", None, Some(why), started));
+        }
+        Ok(Decision::Cancel) => {
+            return Ok(result("skipped", None, Some("cancelled".into()), started));
+        }
+        Err(e) => {
+            ship.note(&e).await?;
+            return Ok(fail(e));
+        }
+    }
+    let ctx = plan
+        .job_context(i, &states, false)
+        .with_secrets(job.secrets.clone());
+    let prepared = match crate::local::prepare(&plan, i, &ctx, checkout) {
+        Ok(p) => p,
+        Err(e) => {
+            ship.note(&e).await?;
+            return Ok(fail(e));
+        }
+    };
+    let mut spec = prepared.spec;
+    spec.id = workspace_id(&job.job_key, job.job_id);
+    for (k, v) in &job.variables {
+        spec.env.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    let secrets = SecretSet::new(job.secrets.values().cloned()).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "secrets cannot all be masked");
+        SecretSet::empty()
+    });
+
+    // Heartbeats: extend the lease; a cancel (or a lost attempt) stops the job.
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let cancel_tx = Arc::new(cancel_tx);
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (api, job_id, token) = (ship.api, ship.job_id, ship.token.to_string());
+    let heartbeats = async {
+        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match api.heartbeat(job_id, &token).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    let _ = cancel_tx.send(true);
+                }
+                Err(ApiError::Stale) => {
+                    lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                    let _ = cancel_tx.send(true);
+                }
+                Err(ApiError::Failed(e)) => tracing::warn!(error = %e, "heartbeat failed"),
+            }
+        }
+    };
+
+    let (etx, mut erx) = mpsc::channel::<ExecEvent>(16);
+    let jctx = JobContext {
+        events: etx,
+        cancel: cancel_rx,
+        should_run: Some(prepared.hook),
+        hooks: None,
+    };
+    let mut masker = Masker::new(secrets);
+    let forward = async {
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        loop {
+            tokio::select! {
+                ev = erx.recv() => {
+                    let Some(ev) = ev else { break };
+                    match ev {
+                        ExecEvent::Log { data, .. } => {
+                            masker.push(&data, &mut ship.buf);
+                            if ship.buf.len() >= CHUNK_BYTES {
+                                ship.ship().await?;
+                            }
+                        }
+                        ExecEvent::StepStarted { index, name } => {
+                            masker.finish(&mut ship.buf);
+                            ship.mark(SectionMark { step: index, kind: "start".into(), name: Some(name), exit_code: None }).await?;
+                        }
+                        ExecEvent::StepFinished { index, exit_code, .. } => {
+                            masker.finish(&mut ship.buf);
+                            ship.mark(SectionMark { step: index, kind: "end".into(), name: None, exit_code }).await?;
+                        }
+                        ExecEvent::StepSkipped { .. } => {}
+                    }
+                }
+                _ = flush.tick() => ship.ship().await?,
+            }
+        }
+        masker.finish(&mut ship.buf);
+        ship.ship().await
+    };
+    let run = async {
+        let (outcome, shipped) = tokio::join!(ex.run(&spec, jctx), forward);
+        (outcome, shipped)
+    };
+    let (outcome, shipped) = tokio::select! {
+        r = run => r,
+        _ = heartbeats => unreachable!("heartbeats never end"),
+    };
+    if lost.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::Stale);
+    }
+    shipped?;
+    Ok(match outcome {
+        Ok(o) => {
+            let (status, reason) = match o.status {
+                JobStatus::Success => ("success", o.reason),
+                JobStatus::Failure => (
+                    "failure",
+                    o.reason
+                        .or_else(|| o.exit_code.map(|c| format!("exit code {c}"))),
+                ),
+                JobStatus::TimedOut => ("timed_out", o.reason.or(Some("timed out".into()))),
+                JobStatus::Cancelled => ("cancelled", o.reason.or(Some("cancelled".into()))),
+            };
+            result(status, o.exit_code.map(i64::from), reason, started)
+        }
+        Err(e) => {
+            let msg = format!("executor: {e}");
+            ship.note(&msg).await?;
+            JobResult {
+                infra_failure: true,
+                ..result("failure", None, Some(msg), started)
+            }
+        }
+    })
+}
+
+/// A workspace name for the executor: the job key reduced to `[A-Za-z0-9._-]`, with the job id.
+fn workspace_id(key: &str, job_id: i64) -> String {
+    let mut s: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(60)
+        .collect();
+    s = s.trim_start_matches('.').to_string();
+    format!("j{job_id}-{s}")
+}

@@ -1031,15 +1031,37 @@ impl JobFiles {
         job: &crate::pipeline::Job,
         expr: crate::expr::Context,
     ) -> Option<Arc<dyn JobHooks>> {
-        if !Self::needed_for(job, !claim.job.needs.is_empty()) {
+        Self::in_process_for(
+            store,
+            blobs,
+            settings,
+            (claim.job.id, &claim.token),
+            !claim.job.needs.is_empty(),
+            job,
+            expr,
+        )
+    }
+
+    /// [`JobFiles::in_process`] from the job id and attempt token (what the runner protocol's
+    /// claim carries).
+    pub fn in_process_for(
+        store: Store,
+        blobs: Arc<dyn BlobStore>,
+        settings: &StorageSettings,
+        (job_id, token): (i64, &str),
+        has_needs: bool,
+        job: &crate::pipeline::Job,
+        expr: crate::expr::Context,
+    ) -> Option<Arc<dyn JobHooks>> {
+        if !Self::needed_for(job, has_needs) {
             return None;
         }
         let transfer = Arc::new(InProcessTransfer {
             store,
             blobs,
             settings: settings.clone(),
-            job_id: claim.job.id,
-            token: claim.token.clone(),
+            job_id,
+            token: token.to_string(),
         });
         Some(Arc::new(JobFiles::new(
             transfer,

@@ -290,6 +290,11 @@ impl Running {
                     data_dir: state.settings.data_dir.clone(),
                     slots: state.settings.runner_slots,
                     labels: state.settings.runner_labels.clone(),
+                    secrets: state.secrets.clone(),
+                    files: Some(ouro_build::runner::local::LocalFiles {
+                        blobs: state.blobs.clone(),
+                        settings: state.settings.artifacts.clone(),
+                    }),
                 },
                 state.shutting_down.clone(),
             )

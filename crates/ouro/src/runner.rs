@@ -95,6 +95,23 @@ impl HttpApi {
 const CALL: Duration = Duration::from_secs(30);
 
 impl RunnerApi for HttpApi {
+    fn job_hooks(
+        &self,
+        job: &ClaimedJob,
+        spec: &ouro_build::pipeline::Job,
+        ctx: ouro_build::expr::Context,
+    ) -> Option<std::sync::Arc<dyn ouro_build::exec::JobHooks>> {
+        ouro_build::artifacts::JobFiles::over_http(
+            self.client.clone(),
+            &self.base,
+            job.job_id,
+            &job.token,
+            spec,
+            !job.needs.is_empty(),
+            ctx,
+        )
+    }
+
     fn claim(&self, wait: Duration) -> BoxFuture<'_, Result<Option<ClaimedJob>, ApiError>> {
         Box::pin(async move {
             let path = format!("/api/v1/runner/claim?wait={}", wait.as_secs());

@@ -9,11 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ouro_store::crypto::SecretBox;
 use ouro_store::{Store, StoreError};
 use tokio::sync::{Semaphore, watch};
 
 use super::server::{self, CheckoutKind};
 use super::{ApiError, BoxFuture, CheckoutSource, ClaimedJob, JobResult, RunnerApi, SectionMark};
+use crate::artifacts::StorageSettings;
+use crate::blobs::BlobStore;
 use crate::exec::{Checkout, Executor, ShellExecutor};
 
 /// The id of the in-process runner in `build_runners`.
@@ -36,9 +39,38 @@ pub struct LocalApi {
     pub data_dir: PathBuf,
     pub runner_id: String,
     pub labels: Vec<String>,
+    /// Seals and opens project secrets (the instance key).
+    pub secrets: SecretBox,
+    /// Where artifacts and caches go (`None`: jobs get no artifact/cache hooks).
+    pub files: Option<LocalFiles>,
+}
+
+/// The blob store and its settings, for the in-process runner's artifact and cache hooks.
+#[derive(Clone)]
+pub struct LocalFiles {
+    pub blobs: Arc<dyn BlobStore>,
+    pub settings: StorageSettings,
 }
 
 impl RunnerApi for LocalApi {
+    fn job_hooks(
+        &self,
+        job: &ClaimedJob,
+        spec: &crate::pipeline::Job,
+        ctx: crate::expr::Context,
+    ) -> Option<Arc<dyn crate::exec::JobHooks>> {
+        let files = self.files.as_ref()?;
+        crate::artifacts::JobFiles::in_process_for(
+            self.store.clone(),
+            files.blobs.clone(),
+            &files.settings,
+            (job.job_id, &job.token),
+            !job.needs.is_empty(),
+            spec,
+            ctx,
+        )
+    }
+
     fn claim(&self, wait: Duration) -> BoxFuture<'_, Result<Option<ClaimedJob>, ApiError>> {
         Box::pin(async move {
             let deadline = Instant::now() + wait;
@@ -46,6 +78,7 @@ impl RunnerApi for LocalApi {
                 let got = server::claim(
                     &self.store,
                     &self.data_dir,
+                    &self.secrets,
                     &self.runner_id,
                     &self.labels,
                     CheckoutKind::Local,
@@ -212,12 +245,14 @@ pub async fn serve_slots<F>(
 }
 
 /// Settings of the in-process runner.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LocalRunner {
     pub data_dir: PathBuf,
     pub slots: usize,
     /// Labels besides `local`.
     pub labels: Vec<String>,
+    pub secrets: SecretBox,
+    pub files: Option<LocalFiles>,
 }
 
 /// Starts the in-process runner and the reaper; they stop when `stop` turns `true`.
@@ -272,6 +307,8 @@ pub async fn start(
         data_dir: cfg.data_dir.clone(),
         runner_id: LOCAL_ID.into(),
         labels,
+        secrets: cfg.secrets.clone(),
+        files: cfg.files.clone(),
     });
     handles.push(tokio::spawn(serve_slots(
         api,

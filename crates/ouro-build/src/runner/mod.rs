@@ -160,4 +160,15 @@ pub trait RunnerApi: Send + Sync {
         token: &'a str,
         result: JobResult,
     ) -> BoxFuture<'a, Result<(), ApiError>>;
+    /// The job's artifact and cache hooks ([`crate::artifacts::JobFiles`]): restore caches and
+    /// download the artifacts of its needs after the checkout, upload artifacts and save caches
+    /// after its steps. `None`: nothing to do (no `cache:`, `artifacts:` or needs).
+    fn job_hooks(
+        &self,
+        _job: &ClaimedJob,
+        _spec: &crate::pipeline::Job,
+        _ctx: crate::expr::Context,
+    ) -> Option<std::sync::Arc<dyn crate::exec::JobHooks>> {
+        None
+    }
 }

@@ -21,6 +21,7 @@ use std::sync::{LazyLock, Mutex};
 
 use ouro_core::events as ev;
 use ouro_core::{Actor, ErrorCode, NewEvent, OuroError};
+use ouro_store::crypto::SecretBox;
 use ouro_store::{Row, Store, StoreError, q};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -61,14 +62,34 @@ async fn slug_of(store: &Store, project_id: i64) -> Result<String, StoreError> {
         .text("slug")
 }
 
-/// The variables and secrets of a job. The plug-in point for project/environment variables and
-/// secrets (`secrets::for_job`): empty maps until they exist.
+/// The variables and secrets of a job ([`crate::secrets::for_job`]): the project's, overridden by
+/// those of the job's `environment:`; a run that is not trusted (a change request from an author
+/// below developer) gets no secrets.
 pub async fn job_variables(
-    _store: &Store,
-    _run: &runs::Run,
-    _job: &runs::Job,
+    store: &Store,
+    sbox: &SecretBox,
+    run: &runs::Run,
+    job: &runs::Job,
+    pipeline_file: &str,
 ) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), StoreError> {
-    Ok((BTreeMap::new(), BTreeMap::new()))
+    let environment = job_environment(&run.file, pipeline_file, &job.key);
+    let v = crate::secrets::for_job(
+        &mut store.read().await?,
+        sbox,
+        run.project_id,
+        environment.as_deref(),
+        run.trusted,
+    )
+    .await?;
+    Ok((v.vars, v.secrets))
+}
+
+/// The `environment:` of the job whose run key is `key` (`build`, or `build (linux)` for a
+/// matrix expansion of `build`).
+fn job_environment(file: &str, text: &str, key: &str) -> Option<String> {
+    let pipeline = crate::pipeline::parse(file, text.as_bytes()).ok()?;
+    let base = key.split(" (").next().unwrap_or(key);
+    pipeline.jobs.get(base)?.environment.clone()
 }
 
 /// Reads `file` at `sha` from the bare repository `dir`.
@@ -114,6 +135,7 @@ pub async fn touch(store: &Store, runner_id: &str) -> Result<(), StoreError> {
 pub async fn claim(
     store: &Store,
     data_dir: &Path,
+    sbox: &SecretBox,
     runner_id: &str,
     labels: &[String],
     kind: CheckoutKind,
@@ -126,7 +148,7 @@ pub async fn claim(
         else {
             return Ok(None);
         };
-        match claimed(store, data_dir, &c, kind).await {
+        match claimed(store, data_dir, sbox, &c, kind).await {
             Ok(job) => return Ok(Some(job)),
             Err(why) => {
                 tracing::warn!(job = c.job.id, error = %why, "cannot hand out a claimed job");
@@ -147,6 +169,7 @@ pub async fn claim(
 async fn claimed(
     store: &Store,
     data_dir: &Path,
+    sbox: &SecretBox,
     c: &runs::Claim,
     kind: CheckoutKind,
 ) -> Result<ClaimedJob, String> {
@@ -168,7 +191,9 @@ async fn claimed(
         .filter(|j| c.job.needs.contains(&j.key))
         .map(|j| (j.key.clone(), j.status.clone()))
         .collect();
-    let (variables, secrets) = job_variables(store, &c.run, &c.job).await.map_err(err)?;
+    let (variables, secrets) = job_variables(store, sbox, &c.run, &c.job, &pipeline_file)
+        .await
+        .map_err(err)?;
     let checkout = match kind {
         CheckoutKind::Local => CheckoutSource::Local {
             repo_path: dir.to_string_lossy().into_owned(),

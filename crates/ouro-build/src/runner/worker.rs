@@ -213,7 +213,9 @@ async fn execute(
     }
     let ctx = plan
         .job_context(i, &states, false)
-        .with_secrets(job.secrets.clone());
+        .with_secrets(job.secrets.clone())
+        .with_vars(job.variables.clone());
+    let hooks = ship.api.job_hooks(job, &plan.jobs[i].spec, ctx.clone());
     let prepared = match crate::local::prepare(&plan, i, &ctx, checkout) {
         Ok(p) => p,
         Err(e) => {
@@ -260,7 +262,7 @@ async fn execute(
         events: etx,
         cancel: cancel_rx,
         should_run: Some(prepared.hook),
-        hooks: None,
+        hooks,
     };
     let mut masker = Masker::new(secrets);
     let forward = async {

@@ -255,6 +255,7 @@ async fn claim(
         let job = rs::claim(
             &st.store,
             &st.settings.data_dir,
+            &st.secrets,
             &runner.id,
             &runner.labels,
             CheckoutKind::Http,

@@ -586,3 +586,85 @@ async fn the_admin_runners_page_lists_runners_drains_and_creates_tokens() {
         s.stop().await;
     }
 }
+
+const FILES_AND_SECRETS: &str = r#"name: CI
+on:
+  push:
+    branches: [main]
+jobs:
+  build:
+    cache:
+      key: deps-${{ hashFiles('deps.txt') }}
+      paths: [deps]
+      restore-keys: [deps-]
+    artifacts:
+      paths: [out/]
+    steps:
+      - run: |
+          echo "greeting=$GREETING"
+          echo "token=${{ secrets.DEPLOY_TOKEN }}"
+          echo "var=${{ vars.GREETING }}"
+          if [ -d deps ]; then echo "deps were restored"; fi
+          mkdir -p out deps && echo built-by-build > out/app.txt && echo dep > deps/lib
+  test:
+    needs: build
+    steps:
+      - run: cat out/app.txt
+"#;
+
+/// The in-process runner gives jobs the project's variables and secrets (masked in the log),
+/// uploads artifacts, hands them to the jobs that need them, and saves and restores caches.
+#[tokio::test]
+async fn jobs_get_variables_secrets_artifacts_and_caches_from_the_in_process_runner() {
+    for db in backends() {
+        let s = with_runner(&db).await;
+        s.demo_project().await;
+        for (kind, name, value) in [
+            ("variables", "GREETING", "hello-from-ouro"),
+            ("secrets", "DEPLOY_TOKEN", "s3cr3t-deploy-value"),
+        ] {
+            let (st, body) = s
+                .admin(
+                    Method::PUT,
+                    &format!("/api/v1/projects/demo/{kind}/{name}"),
+                    Some(serde_json::json!({ "value": value })),
+                )
+                .await;
+            assert!(st == 200 || st == 201, "{st} {body}");
+        }
+        let (git, work, _) = push_pipeline(&s, FILES_AND_SECRETS).await;
+        let run = run_finished(&s, 1).await;
+        assert_eq!(run["status"], "success", "{run}");
+        let jobs = run["jobs"].as_array().unwrap();
+        let log = log_of(&s, jobs[0]["id"].as_i64().unwrap(), 1);
+        let text = String::from_utf8_lossy(&log);
+        assert!(text.contains("greeting=hello-from-ouro"), "{text}");
+        assert!(text.contains("var=hello-from-ouro"), "{text}");
+        assert!(text.contains("token=***"), "the secret is masked: {text}");
+        assert!(!text.contains("s3cr3t-deploy-value"), "{text}");
+        assert!(text.contains("cache miss"), "{text}");
+        assert!(!text.contains("deps were restored"), "{text}");
+        // The artifact is stored and the job that needs it got it.
+        let (st, list) = s
+            .admin(Method::GET, &format!("{RUNS}/1/artifacts"), None)
+            .await;
+        assert_eq!(st, 200, "{list}");
+        assert_eq!(list["artifacts"][0]["path"], "out/app.txt", "{list}");
+        let log_test = log_of(&s, jobs[1]["id"].as_i64().unwrap(), 1);
+        assert!(
+            contains(&log_test, b"built-by-build\n"),
+            "{}",
+            String::from_utf8_lossy(&log_test)
+        );
+        // A second push restores the cache saved by the first run.
+        git.commit(&work, "README", "again\n", "Again").await;
+        git.run(&work, &["push", "-q", "origin", "main"]).await;
+        let run = run_finished(&s, 2).await;
+        assert_eq!(run["status"], "success", "{run}");
+        let log = log_of(&s, run["jobs"][0]["id"].as_i64().unwrap(), 1);
+        let text = String::from_utf8_lossy(&log);
+        assert!(text.contains("cache hit"), "{text}");
+        assert!(text.contains("deps were restored"), "{text}");
+        s.stop().await;
+    }
+}

@@ -632,7 +632,11 @@ async fn jobs_get_variables_secrets_artifacts_and_caches_from_the_in_process_run
                 .await;
             assert!(st == 200 || st == 201, "{st} {body}");
         }
-        let (git, work, _) = push_pipeline(&s, FILES_AND_SECRETS).await;
+        let (git, work, _) = app_checkout(&s).await;
+        std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();
+        git.commit(&work, ".ouro/pipelines/ci.yml", FILES_AND_SECRETS, "Add CI")
+            .await;
+        git.run(&work, &["push", "-q", "origin", "main"]).await;
         let run = run_finished(&s, 1).await;
         assert_eq!(run["status"], "success", "{run}");
         let jobs = run["jobs"].as_array().unwrap();

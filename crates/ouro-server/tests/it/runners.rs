@@ -672,3 +672,65 @@ async fn jobs_get_variables_secrets_artifacts_and_caches_from_the_in_process_run
         s.stop().await;
     }
 }
+
+/// A job's attempt token is a read-only git credential for its own repository, while the
+/// attempt is current: another repository, a push, or a finished attempt are refused.
+#[tokio::test]
+async fn the_job_token_reads_only_its_own_repository_while_the_attempt_runs() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        let (git, work, _) = push_pipeline(
+            &s,
+            "on:\n  push: {}\njobs:\n  a:\n    steps:\n      - run: 'true'\n",
+        )
+        .await;
+        eventually(&s, RUNS, |b| {
+            b["runs"].as_array().is_some_and(|a| !a.is_empty())
+        })
+        .await;
+        let (st, other) = s
+            .admin(
+                Method::POST,
+                "/api/v1/projects/demo/repos",
+                Some(serde_json::json!({"name": "other"})),
+            )
+            .await;
+        assert_eq!(st, 201, "{other}");
+        let claim = runs::claim_next(&s.state.store, "r1", 60_000)
+            .await
+            .unwrap()
+            .expect("the job is claimable");
+        let (_, app) = s.admin(Method::GET, REPO, None).await;
+        let url = |clone: &Value| {
+            crate::code_hosting::with_credentials(
+                clone["clone_url"].as_str().unwrap(),
+                "ouro-job",
+                &claim.token,
+            )
+        };
+        let (ok, out) = git.try_run(&work, &["ls-remote", &url(&app)]).await;
+        assert!(ok, "its own repository is readable: {out}");
+        assert!(out.contains("refs/heads/main"), "{out}");
+        let (ok, out) = git.try_run(&work, &["ls-remote", &url(&other)]).await;
+        assert!(!ok, "another repository is refused: {out}");
+        let (ok, out) = git
+            .try_run(
+                &work,
+                &["push", "-q", &url(&app), "HEAD:refs/heads/from-job"],
+            )
+            .await;
+        assert!(!ok, "a push is refused: {out}");
+        runs::finish_job(
+            &s.state.store,
+            claim.job.id,
+            &claim.token,
+            "success",
+            Some(0),
+        )
+        .await
+        .unwrap();
+        let (ok, out) = git.try_run(&work, &["ls-remote", &url(&app)]).await;
+        assert!(!ok, "a finished attempt's token is refused: {out}");
+        s.stop().await;
+    }
+}

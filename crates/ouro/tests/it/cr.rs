@@ -3,7 +3,6 @@
 use std::path::Path;
 use std::process::Command;
 
-use ouro_core::Actor;
 use ouro_store::testing::backends;
 
 struct Out {
@@ -54,40 +53,14 @@ fn args(a: &[&str]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_list_show_and_merge_change_requests_from_the_command_line() {
     for db in backends() {
+        let srv = crate::served::served(&db, "alice", false, 0).await;
         let dir = tempfile::tempdir().unwrap();
-        let settings = ouro_server::Settings {
-            data_dir: dir.path().to_path_buf(),
-            database_url: Some(db.fresh_url(dir.path()).await),
-            ..Default::default()
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let running = ouro_server::start(settings, listener).await.unwrap();
-        let base = format!("http://{}", running.addr);
-        let store = running.state.store.clone();
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(running.serve(async move {
-            let _ = rx.await;
-        }));
-        let alice = ouro_store::accounts::create_user(
-            &store,
-            &Actor::System("test"),
-            "alice",
-            "password-1",
-            false,
-        )
-        .await
-        .unwrap();
-        let token = ouro_store::accounts::create_token(
-            &store,
-            &Actor::System("test"),
-            &alice,
-            "cli",
-            &["api".into()],
-            None,
-        )
-        .await
-        .unwrap()
-        .1;
+        let (base, store, token, alice) = (
+            srv.base.clone(),
+            srv.store.clone(),
+            srv.token.clone(),
+            srv.user.clone(),
+        );
         ouro_store::projects::create(
             &store,
             &alice,
@@ -376,7 +349,6 @@ async fn create_list_show_and_merge_change_requests_from_the_command_line() {
         .unwrap();
         assert!(out.stdout.contains("!1"), "{}", out.stdout);
 
-        let _ = stop.send(());
-        server.await.unwrap().unwrap();
+        srv.stop().await;
     }
 }

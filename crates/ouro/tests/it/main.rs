@@ -6,4 +6,5 @@ mod items;
 mod lint;
 mod run;
 mod runner;
+mod served;
 mod vars;

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ouro_core::Actor;
 use ouro_store::testing::backends;
 use serde_json::{Value, json};
 
@@ -49,42 +48,15 @@ jobs:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ouro_runner_runs_a_pushed_pipeline_to_success() {
     for db in backends() {
+        let srv = crate::served::served(&db, "admin", true, 0).await;
         let dir = tempfile::tempdir().unwrap();
-        let settings = ouro_server::Settings {
-            data_dir: dir.path().join("data"),
-            database_url: Some(db.fresh_url(dir.path()).await),
-            runner_slots: 0,
-            ..Default::default()
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let running = ouro_server::start(settings, listener).await.unwrap();
-        let base = format!("http://{}", running.addr);
-        let store = running.state.store.clone();
-        let data_dir = running.state.settings.data_dir.clone();
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(running.serve(async move {
-            let _ = rx.await;
-        }));
-        let admin = ouro_store::accounts::create_user(
-            &store,
-            &Actor::System("test"),
-            "admin",
-            "password-1",
-            true,
-        )
-        .await
-        .unwrap();
-        let token = ouro_store::accounts::create_token(
-            &store,
-            &Actor::System("test"),
-            &admin,
-            "cli",
-            &["api".into()],
-            None,
-        )
-        .await
-        .unwrap()
-        .1;
+        let (base, store, token, admin) = (
+            srv.base.clone(),
+            srv.store.clone(),
+            srv.token.clone(),
+            srv.user.clone(),
+        );
+        let data_dir = srv.state.settings.data_dir.clone();
         ouro_store::projects::create(
             &store,
             &admin,
@@ -191,7 +163,6 @@ async fn ouro_runner_runs_a_pushed_pipeline_to_success() {
         assert_eq!(list["runners"][0]["name"], "test-runner", "{list}");
         assert_eq!(list["runners"][0]["labels"], json!(["remote", "linux"]));
         child.kill().await.unwrap();
-        let _ = stop.send(());
-        let _ = server.await;
+        srv.stop().await;
     }
 }

@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use ouro_core::Actor;
 use ouro_store::testing::backends;
 
 struct Out {
@@ -39,41 +38,15 @@ fn ouro(base: &str, token: &str, args: &[String], stdin: Option<&str>) -> Out {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_and_variables_from_the_command_line() {
     for db in backends() {
+        let srv = crate::served::served(&db, "alice", false, 0).await;
         let dir = tempfile::tempdir().unwrap();
-        let settings = ouro_server::Settings {
-            data_dir: dir.path().to_path_buf(),
-            database_url: Some(db.fresh_url(dir.path()).await),
-            ..Default::default()
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let running = ouro_server::start(settings, listener).await.unwrap();
-        let base = format!("http://{}", running.addr);
-        let state = running.state.clone();
-        let store = state.store.clone();
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(running.serve(async move {
-            let _ = rx.await;
-        }));
-        let alice = ouro_store::accounts::create_user(
-            &store,
-            &Actor::System("test"),
-            "alice",
-            "password-1",
-            false,
-        )
-        .await
-        .unwrap();
-        let token = ouro_store::accounts::create_token(
-            &store,
-            &Actor::System("test"),
-            &alice,
-            "cli",
-            &["api".into()],
-            None,
-        )
-        .await
-        .unwrap()
-        .1;
+        let (base, state, store, token, alice) = (
+            srv.base.clone(),
+            srv.state.clone(),
+            srv.store.clone(),
+            srv.token.clone(),
+            srv.user.clone(),
+        );
         let project = ouro_store::projects::create(
             &store,
             &alice,
@@ -198,7 +171,6 @@ async fn secrets_and_variables_from_the_command_line() {
         let out = run(&["var", "list", "-p", "demo"], None).await.unwrap();
         assert_eq!(out.stdout.trim(), "no variables");
 
-        let _ = stop.send(());
-        server.await.unwrap().unwrap();
+        srv.stop().await;
     }
 }

@@ -226,21 +226,13 @@ pub async fn tick(store: &Store, root: &Path, now_ms: i64) -> Result<Vec<Run>, S
 /// default branch that was renamed, or files pushed before this version). Errors of one
 /// repository are logged, not returned.
 pub async fn sync_all(store: &Store, root: &Path, now_ms: i64) -> Result<usize, StoreError> {
-    let repos: Vec<(i64, i64)> = q("SELECT id, project_id FROM code_repos ORDER BY id")
-        .fetch_all(&mut store.read().await?)
-        .await?
-        .iter()
-        .map(|r| Ok((r.i64("id")?, r.i64("project_id")?)))
-        .collect::<Result<_, StoreError>>()?;
+    let repos = ouro_code::repos::all(&mut store.read().await?).await?;
     let mut n = 0;
-    for (id, project_id) in repos {
-        let Some(repo) = repo_by_id(store, project_id, id).await? else {
-            continue;
-        };
+    for repo in repos {
         match sync(store, root, &repo, now_ms).await {
             Ok(rows) => n += rows.len(),
             Err(e) => {
-                tracing::warn!(repo = id, error = %e, "cannot read the repository's schedules")
+                tracing::warn!(repo = repo.id, error = %e, "cannot read the repository's schedules")
             }
         }
     }
@@ -252,19 +244,7 @@ async fn repo_by_id(
     project_id: i64,
     repo_id: i64,
 ) -> Result<Option<Repo>, StoreError> {
-    let mut conn = store.read().await?;
-    let Some(name) = q("SELECT name FROM code_repos WHERE id = $1")
-        .bind(repo_id)
-        .fetch_optional(&mut conn)
-        .await?
-        .map(|r| r.text("name"))
-        .transpose()?
-    else {
-        return Ok(None);
-    };
-    Ok(ouro_code::repos::by_name(&mut conn, project_id, &name)
-        .await?
-        .filter(|r| r.id == repo_id))
+    ouro_code::repos::by_id(&mut store.read().await?, project_id, repo_id).await
 }
 
 /// The event consumer that keeps `build_schedules` in step with the default branch: a push

@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use ouro_core::events as ev;
-use ouro_core::{Actor, NewEvent, OuroError, Role};
+use ouro_core::{Actor, NewEvent, OuroError};
 use ouro_store::{Executor, Store, StoreError, Tx, q};
 use serde_json::json;
 
@@ -283,29 +283,6 @@ async fn end_job(
 // ---------------------------------------------------------------------------------------------
 // The change request trigger
 
-/// Whether `user` is a member of the project with at least developer.
-pub async fn is_trusted(
-    ex: &mut impl Executor,
-    project_id: i64,
-    user: Option<&str>,
-) -> Result<bool, StoreError> {
-    let Some(user) = user else {
-        return Ok(false);
-    };
-    let role = q(
-        "SELECT m.role FROM members m JOIN users u ON u.id = m.user_id \
-                  WHERE m.project_id = $1 AND u.name = $2",
-    )
-    .bind(project_id)
-    .bind(user)
-    .fetch_optional(ex)
-    .await?
-    .map(|r| r.text("role"))
-    .transpose()?
-    .and_then(|r| Role::parse(&r));
-    Ok(role.is_some_and(|r| r >= Role::Developer))
-}
-
 /// The files changed between the merge base of `target` and `head` (`None` when git cannot
 /// tell: a `paths` filter then matches).
 async fn changed_between(dir: &Path, target: &str, head: &str) -> Option<Vec<String>> {
@@ -378,7 +355,10 @@ pub async fn on_cr_event(
     if cr.id.to_string() != event.subject.id || cr.state != "open" || cr.head != head {
         return Ok(Vec::new());
     }
-    let trusted = is_trusted(&mut conn, project_id, cr.author.as_deref()).await?;
+    let trusted = match cr.author.as_deref() {
+        Some(author) => crate::secrets::is_trusted(&mut conn, project_id, author).await?,
+        None => false, // the author's account was deleted
+    };
     drop(conn);
     let changed = changed_between(&repo.dir(root), target, head).await;
     let trigger = TriggerInfo {

@@ -188,6 +188,31 @@ pub async fn list(ex: &mut impl Executor, project_id: i64) -> Result<Vec<Repo>, 
     rows.iter().map(from_row).collect()
 }
 
+/// Every repository of every project, oldest first (for whole-instance sweeps such as Build's
+/// schedule sync at start).
+pub async fn all(ex: &mut impl Executor) -> Result<Vec<Repo>, StoreError> {
+    let rows = q("SELECT * FROM code_repos ORDER BY id")
+        .fetch_all(ex)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// A repository by id within its project, if it still exists.
+pub async fn by_id(
+    ex: &mut impl Executor,
+    project_id: i64,
+    repo_id: i64,
+) -> Result<Option<Repo>, StoreError> {
+    q("SELECT * FROM code_repos WHERE id = $1 AND project_id = $2")
+        .bind(repo_id)
+        .bind(project_id)
+        .fetch_optional(ex)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
 /// A repository by name, if it exists.
 pub async fn by_name(
     ex: &mut impl Executor,

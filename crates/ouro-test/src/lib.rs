@@ -1,0 +1,5 @@
+//! Ouro's Test phase: turns the reports test tools already write (JUnit XML from many producers,
+//! Cobertura and LCOV coverage) into one model (`model`), and keeps what the loop needs from them:
+//! history per test, flaky tests, quarantine and quality gates. Knows nothing of HTTP.
+
+pub mod model;

@@ -3,3 +3,4 @@
 //! history per test, flaky tests, quarantine and quality gates. Knows nothing of HTTP.
 
 pub mod model;
+pub mod parse;

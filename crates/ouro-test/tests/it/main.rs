@@ -1,3 +1,5 @@
 //! The report parsers against real producers' output (fixtures in tests/fixtures/<producer>/).
 
+mod coverage;
+mod errors;
 mod junit;

@@ -201,6 +201,20 @@ error_codes! {
     RunnerTokenInvalid = ("build.runner_token_invalid", 401),
     /// No runner with that id exists.
     RunnerNotFound = ("build.runner_not_found", 404),
+    /// A test or coverage report is not well-formed XML, or uses an entity other than the five XML ones; `details` give `file`, `line`, `column`.
+    TestXmlMalformed = ("test.xml_malformed", 422),
+    /// A test or coverage report declares entities in a DOCTYPE: refused, entities are never expanded; `details` give `file`, `line`, `column`.
+    TestXmlDtdRefused = ("test.xml_dtd_refused", 422),
+    /// A test or coverage report is not valid UTF-8; `details` give `file`, `line`, `column`.
+    TestNotUtf8 = ("test.not_utf8", 422),
+    /// A test or coverage report exceeds a parser limit (file size, element depth, attribute size, number of cases); `details` give `file`, `line`, `column`.
+    TestLimitExceeded = ("test.limit_exceeded", 422),
+    /// A file given as a JUnit report is not one: its root element is not `testsuites` or `testsuite`.
+    TestNotJunit = ("test.not_junit", 422),
+    /// A file given as coverage is neither Cobertura XML nor LCOV.
+    TestCoverageUnknownFormat = ("test.coverage_unknown_format", 422),
+    /// A Cobertura or LCOV report has a line or value that makes no sense (e.g. a hit count that is not a number); `details` give `file`, `line`, `column`.
+    TestCoverageMalformed = ("test.coverage_malformed", 422),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

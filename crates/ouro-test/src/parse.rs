@@ -121,6 +121,28 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
+impl From<ParseError> for ouro_core::OuroError {
+    /// The stable API error for a report that did not parse: its code, the message with the
+    /// position, and `details` `{file, line, column}`.
+    fn from(e: ParseError) -> Self {
+        use ouro_core::ErrorCode as C;
+        let code = match e.code {
+            codes::XML_DTD => C::TestXmlDtdRefused,
+            codes::NOT_UTF8 => C::TestNotUtf8,
+            codes::LIMIT_EXCEEDED => C::TestLimitExceeded,
+            codes::NOT_JUNIT => C::TestNotJunit,
+            codes::COVERAGE_UNKNOWN_FORMAT => C::TestCoverageUnknownFormat,
+            codes::COVERAGE_MALFORMED => C::TestCoverageMalformed,
+            _ => C::TestXmlMalformed,
+        };
+        ouro_core::OuroError::new(code, e.to_string()).with_details(serde_json::json!({
+            "file": e.file,
+            "line": e.line,
+            "column": e.column,
+        }))
+    }
+}
+
 /// 1-based line and column (in characters) of byte `offset` in `bytes`.
 pub fn line_column(bytes: &[u8], offset: u64) -> (u64, u64) {
     let offset = usize::try_from(offset)
@@ -325,6 +347,35 @@ pub const TRUNCATED: &str = "\n[truncated by ouro: over the text limit]";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_is_in_the_stable_table() {
+        for code in [
+            codes::XML_MALFORMED,
+            codes::XML_DTD,
+            codes::NOT_UTF8,
+            codes::LIMIT_EXCEEDED,
+            codes::NOT_JUNIT,
+            codes::COVERAGE_UNKNOWN_FORMAT,
+            codes::COVERAGE_MALFORMED,
+        ] {
+            let e = ParseError {
+                code,
+                file: "f.xml".into(),
+                line: 2,
+                column: 3,
+                message: "m".into(),
+            };
+            let o = ouro_core::OuroError::from(e);
+            assert_eq!(o.code.as_str(), code);
+            assert_eq!(o.code.http_status(), 422);
+            assert_eq!(o.message, format!("f.xml:2:3: error[{code}]: m"));
+            assert_eq!(
+                o.details,
+                Some(serde_json::json!({"file": "f.xml", "line": 2, "column": 3}))
+            );
+        }
+    }
 
     #[test]
     fn columns_count_characters() {

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::model::{Case, Coverage, Outcome, Report};
@@ -38,55 +39,121 @@ fn percent(covered: u64, total: u64) -> Value {
     }
 }
 
-/// The contract object: integer `total`, `passed`, `failed`, `skipped`, `errored`, `flaky`, the
-/// `cases` array, and a `coverage` object when coverage was given.
-pub fn json(report: &Report, coverage: Option<&Coverage>) -> Value {
-    let t = report.totals();
-    let cases: Vec<Value> = report
-        .cases()
-        .map(|c| {
-            json!({
-                "suite": c.suite,
-                "class": c.class,
-                "name": c.name,
-                "key": c.key,
-                "outcome": outcome_str(c.outcome()),
-                "attempts": c.attempts.len(),
-                "duration_ms": c.duration_ms(),
-                "message": message(c),
-                "flaky": c.is_flaky(),
-            })
-        })
-        .collect();
-    let mut v = json!({
-        "total": t.total,
-        "passed": t.passed,
-        "failed": t.failed,
-        "skipped": t.skipped,
-        "errored": t.errored,
-        "flaky": t.flaky,
-        "cases": cases,
-    });
-    if let Some(cov) = coverage {
-        let (lc, lt) = cov.line_totals();
-        let (bc, bt) = cov.branch_totals();
-        v["coverage"] = json!({
-            "lines_covered": lc,
-            "lines_total": lt,
-            "line_percent": percent(lc, lt),
-            "branches_covered": bc,
-            "branches_total": bt,
-            "branch_percent": percent(bc, bt),
-            "files": cov.files.iter().map(|f| json!({
-                "path": f.path,
-                "lines_covered": f.lines_covered,
-                "lines_total": f.lines_total,
-                "branches_covered": f.branches_covered,
-                "branches_total": f.branches_total,
-            })).collect::<Vec<_>>(),
-        });
+#[derive(Serialize)]
+struct CaseOut<'a> {
+    suite: &'a str,
+    class: &'a str,
+    name: &'a str,
+    key: &'a str,
+    outcome: &'static str,
+    attempts: usize,
+    duration_ms: Option<u64>,
+    message: Option<&'a str>,
+    flaky: bool,
+}
+
+/// The cases, serialised one by one (no intermediate tree: a report of 100k cases stays cheap).
+struct CasesOut<'a>(&'a Report);
+
+impl Serialize for CasesOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.cases().map(|c| CaseOut {
+            suite: &c.suite,
+            class: &c.class,
+            name: &c.name,
+            key: &c.key,
+            outcome: outcome_str(c.outcome()),
+            attempts: c.attempts.len(),
+            duration_ms: c.duration_ms(),
+            message: message(c),
+            flaky: c.is_flaky(),
+        }))
     }
-    v
+}
+
+#[derive(Serialize)]
+struct FileOut<'a> {
+    path: &'a str,
+    lines_covered: u64,
+    lines_total: u64,
+    branches_covered: u64,
+    branches_total: u64,
+}
+
+#[derive(Serialize)]
+struct CoverageOut<'a> {
+    lines_covered: u64,
+    lines_total: u64,
+    line_percent: Value,
+    branches_covered: u64,
+    branches_total: u64,
+    branch_percent: Value,
+    files: Vec<FileOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct SummaryOut<'a> {
+    total: u64,
+    passed: u64,
+    failed: u64,
+    skipped: u64,
+    errored: u64,
+    flaky: u64,
+    cases: CasesOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coverage: Option<CoverageOut<'a>>,
+}
+
+fn summary<'a>(report: &'a Report, coverage: Option<&'a Coverage>) -> SummaryOut<'a> {
+    let t = report.totals();
+    SummaryOut {
+        total: t.total,
+        passed: t.passed,
+        failed: t.failed,
+        skipped: t.skipped,
+        errored: t.errored,
+        flaky: t.flaky,
+        cases: CasesOut(report),
+        coverage: coverage.map(|cov| {
+            let (lc, lt) = cov.line_totals();
+            let (bc, bt) = cov.branch_totals();
+            CoverageOut {
+                lines_covered: lc,
+                lines_total: lt,
+                line_percent: percent(lc, lt),
+                branches_covered: bc,
+                branches_total: bt,
+                branch_percent: percent(bc, bt),
+                files: cov
+                    .files
+                    .iter()
+                    .map(|f| FileOut {
+                        path: &f.path,
+                        lines_covered: f.lines_covered,
+                        lines_total: f.lines_total,
+                        branches_covered: f.branches_covered,
+                        branches_total: f.branches_total,
+                    })
+                    .collect(),
+            }
+        }),
+    }
+}
+
+/// The contract object: integer `total`, `passed`, `failed`, `skipped`, `errored`, `flaky`, the
+/// `cases` array (each: `suite`, `class`, `name`, `key`, `outcome`, `attempts` (a count),
+/// `duration_ms`, `message`, `flaky`), and a `coverage` object when coverage was given.
+pub fn json(report: &Report, coverage: Option<&Coverage>) -> Value {
+    serde_json::to_value(summary(report, coverage)).expect("the summary serialises")
+}
+
+/// Writes [`json`]'s object to `w` as one line, streaming (no intermediate tree).
+pub fn write_json(
+    w: impl std::io::Write,
+    report: &Report,
+    coverage: Option<&Coverage>,
+) -> serde_json::Result<()> {
+    serde_json::to_writer(w, &summary(report, coverage))
 }
 
 fn first_line(s: &str) -> &str {

@@ -77,7 +77,7 @@ fn parse_files(args: ParseArgs) -> i32 {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let written = if args.json {
-        serde_json::to_writer(&mut out, &summary::json(&report, coverage.as_ref()))
+        summary::write_json(&mut out, &report, coverage.as_ref())
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out))
     } else {

@@ -24,6 +24,7 @@ mod junit;
 mod xml;
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 
 use crate::model::{self, Outcome};
@@ -263,44 +264,45 @@ pub fn merge_coverage(reports: impl IntoIterator<Item = model::Coverage>) -> mod
 /// Folds every later appearance of an identity key into the first one (as further attempts),
 /// and records as failed any attempt that was followed by another but does not say it failed.
 fn fold_retries(report: &mut model::Report) {
-    let mut first: HashMap<String, (usize, usize)> = HashMap::new();
-    let mut moved: Vec<((usize, usize), model::Case)> = Vec::new();
-    let mut any_dup = false;
-    for (si, suite) in report.suites.iter().enumerate() {
-        for (ci, case) in suite.cases.iter().enumerate() {
-            if first.contains_key(&case.key) {
-                any_dup = true;
-            } else {
-                first.insert(case.key.clone(), (si, ci));
-            }
-        }
-    }
-    if any_dup {
-        for (si, suite) in report.suites.iter_mut().enumerate() {
-            let cases = std::mem::take(&mut suite.cases);
-            for (ci, case) in cases.into_iter().enumerate() {
-                let home = first[&case.key];
-                if home == (si, ci) {
-                    suite.cases.push(case);
-                } else {
-                    moved.push((home, case));
+    // (position of a later appearance, position of the first one), in document order.
+    let mut dups: Vec<((usize, usize), (usize, usize))> = Vec::new();
+    {
+        let n = report.suites.iter().map(|s| s.cases.len()).sum();
+        let mut first: HashMap<&str, (usize, usize)> = HashMap::with_capacity(n);
+        for (si, suite) in report.suites.iter().enumerate() {
+            for (ci, case) in suite.cases.iter().enumerate() {
+                match first.entry(case.key.as_str()) {
+                    Entry::Occupied(home) => dups.push(((si, ci), *home.get())),
+                    Entry::Vacant(v) => {
+                        v.insert((si, ci));
+                    }
                 }
             }
         }
-        // Positions shifted only for removed later duplicates; find homes by key again.
-        let mut index: HashMap<String, (usize, usize)> = HashMap::new();
-        for (si, suite) in report.suites.iter().enumerate() {
-            for (ci, case) in suite.cases.iter().enumerate() {
-                index.insert(case.key.clone(), (si, ci));
-            }
-        }
-        for (_, case) in moved {
-            let (si, ci) = index[&case.key];
-            let home = &mut report.suites[si].cases[ci];
+    }
+    if !dups.is_empty() {
+        let mut gone: Vec<Vec<bool>> = report
+            .suites
+            .iter()
+            .map(|s| vec![false; s.cases.len()])
+            .collect();
+        for ((si, ci), (hs, hc)) in dups {
+            let dup = &mut report.suites[si].cases[ci];
+            let attempts = std::mem::take(&mut dup.attempts);
+            let file = dup.file.take();
+            let home = &mut report.suites[hs].cases[hc];
+            home.attempts.extend(attempts);
             if home.file.is_none() {
-                home.file = case.file;
+                home.file = file;
             }
-            home.attempts.extend(case.attempts);
+            gone[si][ci] = true;
+        }
+        for (suite, gone) in report.suites.iter_mut().zip(gone) {
+            let mut i = 0;
+            suite.cases.retain(|_| {
+                i += 1;
+                !gone[i - 1]
+            });
         }
     }
     for case in report.suites.iter_mut().flat_map(|s| s.cases.iter_mut()) {

@@ -306,3 +306,13 @@ fn nested_suites_status_attributes_and_bare_testsuite() {
         Some("crash\nsecond line")
     );
 }
+
+#[test]
+fn a_byte_order_mark_and_crlf_line_ends_are_fine_and_positions_count_from_the_file_start() {
+    let ok = b"\xEF\xBB\xBF<?xml version=\"1.0\"?>\r\n<testsuite name=\"s\">\r\n<testcase name=\"a\"/>\r\n</testsuite>\r\n";
+    let r = parse::junit("bom.xml", ok, &Limits::default()).unwrap();
+    assert_eq!(r.totals().total, 1);
+    let bad = b"\xEF\xBB\xBF<testsuite name=\"s\">\r\n<testcase name=\"a\">\r\n</testsuite>";
+    let e = parse::junit("bom.xml", bad, &Limits::default()).unwrap_err();
+    assert_eq!((e.line, e.column), (3, 1), "{e}");
+}

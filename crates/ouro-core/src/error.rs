@@ -201,6 +201,9 @@ error_codes! {
     RunnerTokenInvalid = ("build.runner_token_invalid", 401),
     /// No runner with that id exists.
     RunnerNotFound = ("build.runner_not_found", 404),
+    // Test (results)
+    /// No test case with that id exists in this project.
+    TestCaseNotFound = ("test.case_not_found", 404),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

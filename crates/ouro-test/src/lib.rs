@@ -2,4 +2,10 @@
 //! Cobertura and LCOV coverage) into one model (`model`), and keeps what the loop needs from them:
 //! history per test, flaky tests, quarantine and quality gates. Knows nothing of HTTP.
 
+pub mod flaky;
+pub mod gate;
+pub mod migrations;
 pub mod model;
+pub mod results;
+
+pub use migrations::MIGRATIONS;

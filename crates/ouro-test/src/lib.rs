@@ -6,6 +6,7 @@ pub mod flaky;
 pub mod gate;
 pub mod migrations;
 pub mod model;
+pub mod parse;
 pub mod results;
 
 pub use migrations::MIGRATIONS;

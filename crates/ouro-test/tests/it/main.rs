@@ -1,0 +1,3 @@
+//! The report parsers against real producers' output (fixtures in tests/fixtures/<producer>/).
+
+mod junit;

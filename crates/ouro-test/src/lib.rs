@@ -4,6 +4,7 @@
 
 pub mod flaky;
 pub mod gate;
+pub mod hook;
 pub mod migrations;
 pub mod model;
 pub mod parse;

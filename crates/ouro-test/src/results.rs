@@ -945,3 +945,22 @@ pub async fn run_coverage(
         })
         .collect())
 }
+
+/// The newest pipeline run of change request `cr_number` that reported tests:
+/// `(build run id, run number)`.
+pub async fn latest_run_for_cr(
+    ex: &mut impl Executor,
+    project_id: i64,
+    repo_id: i64,
+    cr_number: i64,
+) -> Result<Option<(i64, i64)>, StoreError> {
+    q("SELECT build_run_id, run_number FROM test_runs WHERE project_id = $1 AND repo_id = $2 \
+       AND cr_number = $3 ORDER BY id DESC LIMIT 1")
+    .bind(project_id)
+    .bind(repo_id)
+    .bind(cr_number)
+    .fetch_optional(ex)
+    .await?
+    .map(|r| Ok((r.i64("build_run_id")?, r.i64("run_number")?)))
+    .transpose()
+}

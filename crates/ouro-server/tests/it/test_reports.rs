@@ -288,6 +288,51 @@ async fn reports_are_ingested_shown_gated_and_quarantine_lifts_the_gate() {
         assert_eq!(st, 204);
         let (st, _) = s.admin(Method::DELETE, &qpath, None).await;
         assert_eq!(st, 404);
+        // The page's quarantine button.
+        let (st, loc, _) = s
+            .admin_form(
+                &format!("/projects/demo/tests/cases/{id}/quarantine"),
+                form_body(&[("reason", "flaky on CI"), ("days", "3")]),
+            )
+            .await;
+        assert_eq!(st, 303);
+        assert_eq!(loc, format!("/projects/demo/tests/cases/{id}"));
+        let (_, html) = s
+            .admin_page(&format!("/projects/demo/tests/cases/{id}"))
+            .await;
+        assert!(html.contains("id=\"quarantined\""), "{html}");
+        assert!(html.contains("flaky on CI"), "{html}");
+        let (_, ql) = s
+            .admin(Method::GET, "/api/v1/projects/demo/tests/quarantine", None)
+            .await;
+        assert_eq!(ql["quarantined"][0]["case"]["id"], id, "{ql}");
+
+        // The pages: the run's Tests page (new failure first, the problem, the gate), the
+        // history page with its sparkline and quarantine form, the flaky list.
+        let (st, html) = s.admin_page("/projects/demo/pipelines/1/tests").await;
+        assert_eq!(st, 200);
+        assert!(html.contains("id=\"test-failures\""), "{html}");
+        assert!(html.contains("calc/calc.Add/overflows"), "{html}");
+        assert!(html.contains("bad.xml:3:"), "{html}");
+        assert!(
+            html.contains("max-failures 0 failed: 1 test(s) failed"),
+            "{html}"
+        );
+        assert!(!html.contains("style="), "no inline styles");
+        let (_, run_html) = s.admin_page("/projects/demo/pipelines/1").await;
+        assert!(run_html.contains("id=\"tests-link\""));
+        let (st, html) = s
+            .admin_page(&format!("/projects/demo/tests/cases/{id}"))
+            .await;
+        assert_eq!(st, 200);
+        assert_eq!(html.matches("<rect class=\"spark-failed\"").count(), 2, "{html}");
+        assert!(html.contains("id=\"quarantine-form\""), "{html}");
+        assert!(html.contains("id=\"first-failure\""), "{html}");
+        let (st, html) = s.admin_page("/projects/demo/tests/flaky").await;
+        assert_eq!(st, 200);
+        assert!(html.contains("calc/calc.Net/retries"), "{html}");
+        let (st, _) = s.admin_page("/projects/demo/tests/cases/999999").await;
+        assert_eq!(st, 404);
 
         // Coverage trend of main.
         let (_, trend) = s

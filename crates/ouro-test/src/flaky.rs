@@ -96,8 +96,10 @@ pub(crate) async fn detect(
     }
     // Both outcomes on this commit, across runs and attempts.
     let here: BTreeMap<i64, &str> = outcomes.iter().map(|(id, o, _)| (*id, *o)).collect();
-    let other = q("SELECT r.case_id, r.outcome FROM test_results r JOIN test_runs t ON t.id = r.test_run_id \
-                   WHERE t.project_id = $1 AND t.sha = $2 AND t.id <> $3")
+    let other = q(
+        "SELECT r.case_id, r.outcome FROM test_results r JOIN test_runs t ON t.id = r.test_run_id \
+                   WHERE t.project_id = $1 AND t.sha = $2 AND t.id <> $3",
+    )
     .bind(job.project_id)
     .bind(job.sha.as_str())
     .bind(test_run_id)
@@ -116,8 +118,10 @@ pub(crate) async fn detect(
     }
     // Flip rate on the default branch.
     if on_default {
-        let ids = q("SELECT id FROM test_runs WHERE project_id = $1 AND git_ref = $2 \
-                     AND job_key = $3 ORDER BY id DESC LIMIT $4")
+        let ids = q(
+            "SELECT id FROM test_runs WHERE project_id = $1 AND git_ref = $2 \
+                     AND job_key = $3 ORDER BY id DESC LIMIT $4",
+        )
         .bind(job.project_id)
         .bind(job.git_ref.as_str())
         .bind(job.job_key.as_str())
@@ -177,8 +181,10 @@ pub(crate) async fn detect(
                 .await?;
             }
             None => {
-                q("INSERT INTO test_flaky (project_id, case_id, score, cause, example_run, \
-                   first_seen_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $6)")
+                q(
+                    "INSERT INTO test_flaky (project_id, case_id, score, cause, example_run, \
+                   first_seen_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                )
                 .bind(job.project_id)
                 .bind(id)
                 .bind(score)
@@ -266,8 +272,10 @@ pub async fn active_quarantine(
     case_id: i64,
     now: i64,
 ) -> Result<Option<Quarantine>, StoreError> {
-    q("SELECT * FROM test_quarantine WHERE project_id = $1 AND case_id = $2 \
-       AND ended_at IS NULL AND expires_at > $3 ORDER BY id DESC LIMIT 1")
+    q(
+        "SELECT * FROM test_quarantine WHERE project_id = $1 AND case_id = $2 \
+       AND ended_at IS NULL AND expires_at > $3 ORDER BY id DESC LIMIT 1",
+    )
     .bind(project_id)
     .bind(case_id)
     .bind(now)
@@ -343,9 +351,11 @@ pub async fn quarantines(
     ex: &mut impl Executor,
     project_id: i64,
 ) -> Result<Vec<(TestCase, Quarantine)>, StoreError> {
-    let rows = q("SELECT t.*, c.case_key, c.suite, c.class, c.name, c.file FROM test_quarantine t \
+    let rows = q(
+        "SELECT t.*, c.case_key, c.suite, c.class, c.name, c.file FROM test_quarantine t \
                   JOIN test_cases c ON c.id = t.case_id WHERE t.project_id = $1 \
-                  AND t.ended_at IS NULL AND t.expires_at > $2 ORDER BY t.expires_at")
+                  AND t.ended_at IS NULL AND t.expires_at > $2 ORDER BY t.expires_at",
+    )
     .bind(project_id)
     .bind(ouro_core::time::now_ms())
     .fetch_all(ex)
@@ -388,7 +398,9 @@ pub async fn quarantine(
 ) -> Result<Quarantine, StoreError> {
     let reason = reason.trim();
     if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(OuroError::field("reason", "a reason of 1 to 500 characters is required").into());
+        return Err(
+            OuroError::field("reason", "a reason of 1 to 500 characters is required").into(),
+        );
     }
     let now = ouro_core::time::now_ms();
     if expires_at <= now || expires_at > now + MAX_QUARANTINE_MS {
@@ -449,8 +461,10 @@ pub async fn end_quarantine(
     let case = get_case(&mut store.read().await?, project_id, case_id).await?;
     let now = ouro_core::time::now_ms();
     let mut tx = store.begin().await?;
-    let n = q("UPDATE test_quarantine SET ended_at = $1 WHERE project_id = $2 AND case_id = $3 \
-               AND ended_at IS NULL AND expires_at > $1")
+    let n = q(
+        "UPDATE test_quarantine SET ended_at = $1 WHERE project_id = $2 AND case_id = $3 \
+               AND ended_at IS NULL AND expires_at > $1",
+    )
     .bind(now)
     .bind(project_id)
     .bind(case_id)

@@ -255,17 +255,12 @@ async fn ingest_job(
         for c in &g.checks {
             log.push(format!("quality: {}", c.sentence));
         }
-        fail_reason = g
-            .failure_sentence()
-            .map(|s| format!("quality gate: {s}"));
+        fail_reason = g.failure_sentence().map(|s| format!("quality gate: {s}"));
         if let Some(repo) = &repo {
             post_gate_status(store, data_dir, repo, &run, &job.key, g).await;
         }
     }
-    Ok(FinishVerdict {
-        log,
-        fail_reason,
-    })
+    Ok(FinishVerdict { log, fail_reason })
 }
 
 async fn post_gate_status(
@@ -293,7 +288,10 @@ async fn post_gate_status(
         None => "quality gate passed".to_string(),
     };
     let new = NewStatus {
-        name: format!("ouro/quality/{job_key}").chars().take(100).collect(),
+        name: format!("ouro/quality/{job_key}")
+            .chars()
+            .take(100)
+            .collect(),
         state: if g.passed {
             StatusState::Success
         } else {
@@ -303,16 +301,8 @@ async fn post_gate_status(
         description: Some(description.chars().take(1000).collect()),
     };
     let root = ouro_code::repos::root(data_dir);
-    if let Err(e) = ouro_code::cr::post_status(
-        store,
-        &root,
-        repo,
-        &slug,
-        &results::ACTOR,
-        &run.sha,
-        &new,
-    )
-    .await
+    if let Err(e) =
+        ouro_code::cr::post_status(store, &root, repo, &slug, &results::ACTOR, &run.sha, &new).await
     {
         tracing::warn!(run = run.id, error = %e, "cannot post the quality gate's status");
     }

@@ -135,15 +135,17 @@ pub async fn quarantined_keys(
     project_id: i64,
     now: i64,
 ) -> Result<BTreeSet<String>, StoreError> {
-    Ok(q("SELECT c.case_key FROM test_quarantine t JOIN test_cases c ON c.id = t.case_id \
-          WHERE t.project_id = $1 AND t.ended_at IS NULL AND t.expires_at > $2")
+    q(
+        "SELECT c.case_key FROM test_quarantine t JOIN test_cases c ON c.id = t.case_id \
+          WHERE t.project_id = $1 AND t.ended_at IS NULL AND t.expires_at > $2",
+    )
     .bind(project_id)
     .bind(now)
     .fetch_all(ex)
     .await?
     .iter()
     .map(|r| r.text("case_key"))
-    .collect::<Result<_, _>>()?)
+    .collect()
 }
 
 /// The last test run of `job_key` on `git_ref` before `build_run_id`.
@@ -170,14 +172,16 @@ async fn baseline(
 
 /// Case keys failing in the test run `id`.
 async fn failing_keys(ex: &mut impl Executor, id: i64) -> Result<BTreeSet<String>, StoreError> {
-    Ok(q("SELECT c.case_key FROM test_results r JOIN test_cases c ON c.id = r.case_id \
-          WHERE r.test_run_id = $1 AND r.outcome IN ('failed', 'errored')")
+    q(
+        "SELECT c.case_key FROM test_results r JOIN test_cases c ON c.id = r.case_id \
+          WHERE r.test_run_id = $1 AND r.outcome IN ('failed', 'errored')",
+    )
     .bind(id)
     .fetch_all(ex)
     .await?
     .iter()
     .map(|r| r.text("case_key"))
-    .collect::<Result<_, _>>()?)
+    .collect()
 }
 
 /// Diff coverage: `(covered, total)` over the changed lines that the coverage report
@@ -359,8 +363,10 @@ pub async fn ingest(store: &Store, job: &JobRef, input: &Ingest) -> Result<Inges
                 .map(|(l, h)| format!("{l}:{h}"))
                 .collect::<Vec<_>>()
                 .join(",");
-            q("INSERT INTO test_coverage_files (test_run_id, path, lines_total, lines_covered, \
-               branches_total, branches_covered, line_hits) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            q(
+                "INSERT INTO test_coverage_files (test_run_id, path, lines_total, lines_covered, \
+               branches_total, branches_covered, line_hits) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
             .bind(test_run_id)
             .bind(f.path.as_str())
             .bind(f.lines_total as i64)
@@ -627,10 +633,12 @@ pub async fn run_tests(
             baseline_run,
         });
         let id = r.i64("id")?;
-        let rows = q(format!("{RESULT_SELECT} WHERE r.test_run_id = $1 ORDER BY r.id"))
-            .bind(id)
-            .fetch_all(&mut *ex)
-            .await?;
+        let rows = q(format!(
+            "{RESULT_SELECT} WHERE r.test_run_id = $1 ORDER BY r.id"
+        ))
+        .bind(id)
+        .fetch_all(&mut *ex)
+        .await?;
         let mut here = BTreeSet::new();
         for row in &rows {
             let mut c = result_of(row, &quarantined)?;
@@ -671,11 +679,7 @@ pub async fn run_tests(
         .cloned()
         .collect();
     failures.sort_by_key(|c| (!c.new_failure, c.quarantined, c.key.clone()));
-    out.new_failures = failures
-        .iter()
-        .filter(|c| c.new_failure)
-        .cloned()
-        .collect();
+    out.new_failures = failures.iter().filter(|c| c.new_failure).cloned().collect();
     out.failures = failures;
     out.flaky = all.iter().filter(|c| c.flaky).cloned().collect();
     out.skipped = all
@@ -782,10 +786,12 @@ pub async fn case_history(
     limit: i64,
 ) -> Result<CaseHistory, StoreError> {
     let case = get_case(&mut *ex, project_id, id).await?;
-    let rows = q("SELECT r.outcome, r.attempts, r.flaky, r.duration_ms, r.message, r.created_at, \
+    let rows = q(
+        "SELECT r.outcome, r.attempts, r.flaky, r.duration_ms, r.message, r.created_at, \
                   t.run_number, t.job_key, t.git_ref, t.sha FROM test_results r \
                   JOIN test_runs t ON t.id = r.test_run_id WHERE r.case_id = $1 \
-                  ORDER BY r.id DESC LIMIT $2")
+                  ORDER BY r.id DESC LIMIT $2",
+    )
     .bind(id)
     .bind(limit.clamp(1, 10_000))
     .fetch_all(&mut *ex)
@@ -954,8 +960,10 @@ pub async fn latest_run_for_cr(
     repo_id: i64,
     cr_number: i64,
 ) -> Result<Option<(i64, i64)>, StoreError> {
-    q("SELECT build_run_id, run_number FROM test_runs WHERE project_id = $1 AND repo_id = $2 \
-       AND cr_number = $3 ORDER BY id DESC LIMIT 1")
+    q(
+        "SELECT build_run_id, run_number FROM test_runs WHERE project_id = $1 AND repo_id = $2 \
+       AND cr_number = $3 ORDER BY id DESC LIMIT 1",
+    )
     .bind(project_id)
     .bind(repo_id)
     .bind(cr_number)

@@ -100,7 +100,10 @@ pub fn register(reg: &mut Registry) {
         maintainer,
         delete_quarantine,
     )
-    .doc("test", "End a test's quarantine now (204; 404 when it has none)");
+    .doc(
+        "test",
+        "End a test's quarantine now (204; 404 when it has none)",
+    );
     reg.route(
         Method::GET,
         "/api/v1/projects/{slug}/tests/coverage",
@@ -172,7 +175,11 @@ pub struct LimitQuery {
 }
 
 /// The tests of run `number` of the project.
-pub async fn tests_of_run(st: &AppState, project_id: i64, number: i64) -> Result<RunTests, OuroError> {
+pub async fn tests_of_run(
+    st: &AppState,
+    project_id: i64,
+    number: i64,
+) -> Result<RunTests, OuroError> {
     let mut c = st.store.read().await?;
     let run = runs::get(&mut c, project_id, number).await?;
     Ok(results::run_tests(&mut c, project_id, run.id).await?)
@@ -336,6 +343,7 @@ async fn coverage_trend(
     if !(1..=1000).contains(&limit) {
         return Err(OuroError::field("limit", "1 to 1000").into());
     }
-    let points = results::coverage_trend(&mut st.store.read().await?, p.id, &git_ref, limit).await?;
+    let points =
+        results::coverage_trend(&mut st.store.read().await?, p.id, &git_ref, limit).await?;
     Ok(Json(CoverageTrend { git_ref, points }))
 }

@@ -54,7 +54,12 @@ pub fn register(reg: &mut Registry) {
         Permission::Project(Role::Maintainer),
         unquarantine_post,
     );
-    reg.route(Method::GET, "/projects/{slug}/tests/flaky", viewer, flaky_page);
+    reg.route(
+        Method::GET,
+        "/projects/{slug}/tests/flaky",
+        viewer,
+        flaky_page,
+    );
 }
 
 /// `1234` ms -> `1.23 s`, `12` -> `12 ms`.
@@ -248,8 +253,16 @@ async fn case_page(
         width: (bars.len() as i64 * 8).max(8),
         rows: h.entries.iter().map(row_of).collect(),
         quarantine_until: h.quarantine.as_ref().map(|q| When::of(q.expires_at)),
-        first_sha: h.first_failure.as_ref().map(|e| short(&e.sha)).unwrap_or_default(),
-        last_sha: h.last_success.as_ref().map(|e| short(&e.sha)).unwrap_or_default(),
+        first_sha: h
+            .first_failure
+            .as_ref()
+            .map(|e| short(&e.sha))
+            .unwrap_or_default(),
+        last_sha: h
+            .last_success
+            .as_ref()
+            .map(|e| short(&e.sha))
+            .unwrap_or_default(),
         between: h.commits_between.iter().map(|c| short(c)).collect(),
         bars,
         h,

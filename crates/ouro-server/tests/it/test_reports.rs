@@ -234,7 +234,11 @@ async fn reports_are_ingested_shown_gated_and_quarantine_lifts_the_gate() {
         assert_eq!(h["first_failure"]["run"], 1, "{h}");
         assert!(h["last_success"].is_null(), "{h}");
         let (st, nf) = s
-            .admin(Method::GET, "/api/v1/projects/demo/tests/cases/999999", None)
+            .admin(
+                Method::GET,
+                "/api/v1/projects/demo/tests/cases/999999",
+                None,
+            )
             .await;
         assert_eq!(st, 404, "{nf}");
         assert_eq!(error_code(&nf), "test.case_not_found");
@@ -246,7 +250,11 @@ async fn reports_are_ingested_shown_gated_and_quarantine_lifts_the_gate() {
             .await;
         assert_eq!(st, 422, "{bad}");
         let (st, bad) = s
-            .admin(Method::PUT, &qpath, Some(json!({"reason": "x", "days": 91})))
+            .admin(
+                Method::PUT,
+                &qpath,
+                Some(json!({"reason": "x", "days": 91})),
+            )
             .await;
         assert_eq!(st, 422, "{bad}");
         let (st, qu) = s
@@ -325,8 +333,12 @@ async fn reports_are_ingested_shown_gated_and_quarantine_lifts_the_gate() {
             .admin_page(&format!("/projects/demo/tests/cases/{id}"))
             .await;
         assert_eq!(st, 200);
-        assert_eq!(html.matches("<rect class=\"spark-failed\"").count(), 2, "{html}");
-        assert!(html.contains("id=\"quarantine-form\""), "{html}");
+        assert_eq!(
+            html.matches("<rect class=\"spark-failed\"").count(),
+            2,
+            "{html}"
+        );
+        assert!(html.contains("id=\"unquarantine\""), "{html}");
         assert!(html.contains("id=\"first-failure\""), "{html}");
         let (st, html) = s.admin_page("/projects/demo/tests/flaky").await;
         assert_eq!(st, 200);

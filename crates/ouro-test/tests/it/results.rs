@@ -10,7 +10,9 @@ use ouro_core::{Actor, ErrorCode, OuroError};
 use ouro_store::testing::{TestDb, backends};
 use ouro_store::{Store, q};
 use ouro_test::flaky;
-use ouro_test::model::{Attempt, Case, Coverage, FileCoverage, Outcome, Report, Suite, identity_key};
+use ouro_test::model::{
+    Attempt, Case, Coverage, FileCoverage, Outcome, Report, Suite, identity_key,
+};
 use ouro_test::results::{self, Ingest, JobRef};
 
 struct Env {
@@ -124,9 +126,13 @@ async fn new_failures_fixed_and_the_gate_against_the_target_branch() {
         let e = env(&db).await;
         // main: a fails, b passes.
         let r1 = report(vec![case("a", &[Failed]), case("b", &[Passed])]);
-        let done = results::ingest(&e.store, &job(&e, 1, "refs/heads/main", "s1"), &main_input(r1))
-            .await
-            .unwrap();
+        let done = results::ingest(
+            &e.store,
+            &job(&e, 1, "refs/heads/main", "s1"),
+            &main_input(r1),
+        )
+        .await
+        .unwrap();
         assert_eq!(done.failures, 1);
         assert_eq!(events(&e, "test.report_ingested").await, 1);
         // A branch: a passes now (fixed), b fails (new), c skipped; gate max-new-failures 0.
@@ -231,16 +237,24 @@ async fn flaky_tests_are_found_once_by_retry_same_commit_and_flip_rate() {
         let e = env(&db).await;
         // Passed on retry within one run.
         let r = report(vec![case("r", &[Failed, Passed]), case("x", &[Passed])]);
-        let done = results::ingest(&e.store, &job(&e, 1, "refs/heads/main", "c1"), &main_input(r))
-            .await
-            .unwrap();
+        let done = results::ingest(
+            &e.store,
+            &job(&e, 1, "refs/heads/main", "c1"),
+            &main_input(r),
+        )
+        .await
+        .unwrap();
         assert_eq!(done.newly_flaky.len(), 1);
         assert_eq!(events(&e, "test.flaky_detected").await, 1);
         // Again: not new, no second event.
         let r = report(vec![case("r", &[Failed, Passed]), case("x", &[Passed])]);
-        let done = results::ingest(&e.store, &job(&e, 2, "refs/heads/main", "c2"), &main_input(r))
-            .await
-            .unwrap();
+        let done = results::ingest(
+            &e.store,
+            &job(&e, 2, "refs/heads/main", "c2"),
+            &main_input(r),
+        )
+        .await
+        .unwrap();
         assert!(done.newly_flaky.is_empty());
         assert_eq!(events(&e, "test.flaky_detected").await, 1);
         // Both outcomes on one commit across two runs.
@@ -313,7 +327,10 @@ async fn coverage_per_file_diff_coverage_and_trend() {
         });
         let changed = BTreeMap::from([("src/lib.rs".to_string(), BTreeSet::from([3, 4, 9]))]);
         input.changed_lines = Some(changed.clone());
-        assert_eq!(results::diff_coverage(input.coverage.as_ref().unwrap(), &changed), (1, 2));
+        assert_eq!(
+            results::diff_coverage(input.coverage.as_ref().unwrap(), &changed),
+            (1, 2)
+        );
         let done = results::ingest(&e.store, &job(&e, 1, "refs/heads/main", "a1"), &input)
             .await
             .unwrap();

@@ -9,5 +9,6 @@ pub mod migrations;
 pub mod model;
 pub mod parse;
 pub mod results;
+pub mod summary;
 
 pub use migrations::MIGRATIONS;

@@ -286,6 +286,9 @@ fn fold_retries(report: &mut model::Report) {
         for a in case.attempts.iter_mut().take(n.saturating_sub(1)) {
             if a.outcome == Outcome::Passed {
                 a.outcome = Outcome::Failed;
+                if a.message.is_none() {
+                    a.message = Some(RETRIED_WITHOUT_DETAILS.to_string());
+                }
             }
         }
     }
@@ -310,6 +313,11 @@ pub(crate) fn push_capped(buf: &mut String, s: &str, cap: usize) -> bool {
         false
     }
 }
+
+/// The message of an attempt that the report shows as passed but that was run again (pytest
+/// with reruns writes earlier runs as plain testcases).
+pub const RETRIED_WITHOUT_DETAILS: &str =
+    "failed: the test tool ran it again (its report keeps no details of this run)";
 
 /// The marker appended to text cut by [`Limits::max_text_bytes`].
 pub const TRUNCATED: &str = "\n[truncated by ouro: over the text limit]";

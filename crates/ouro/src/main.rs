@@ -5,6 +5,7 @@ mod items;
 mod lint;
 mod run;
 mod runner;
+mod test_report;
 mod vars;
 
 use std::io::Read;
@@ -55,6 +56,10 @@ enum Command {
     Run(run::RunArgs),
     /// Run a runner that executes pipeline jobs for a server (registers with --token first).
     Runner(runner::RunnerArgs),
+    /// Test reports without a server: `ouro test-report parse [--json] FILE...` prints the
+    /// normalised summary of JUnit XML and coverage files; exit 0 when they parsed, 2 when not.
+    #[command(subcommand)]
+    TestReport(test_report::TestReportCommand),
 }
 
 #[derive(Args, Clone)]
@@ -138,6 +143,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Command::Run(args) = cli.command {
         std::process::exit(run::run(args));
+    }
+    if let Command::TestReport(cmd) = cli.command {
+        std::process::exit(test_report::run(cmd));
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -226,7 +234,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secret(cmd) => vars::run(vars::Which::Secret, cmd).await,
         Command::Var(cmd) => vars::run(vars::Which::Var, cmd).await,
         Command::Runner(a) => runner::run(a).await,
-        Command::Lint(_) | Command::Run(_) => {
+        Command::Lint(_) | Command::Run(_) | Command::TestReport(_) => {
             unreachable!("handled before the runtime starts")
         }
         Command::Config(ConfigCommand::Default) => {

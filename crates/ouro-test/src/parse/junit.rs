@@ -313,7 +313,7 @@ impl Parser<'_> {
                     return Err(xml.error(
                         codes::LIMIT_EXCEEDED,
                         format!(
-                            "the report has more than {} test cases",
+                            "the report has more test cases than the limit of {}",
                             self.limits.max_cases
                         ),
                     ));

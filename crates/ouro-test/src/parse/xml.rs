@@ -3,6 +3,7 @@
 //! problem into a positioned [`ParseError`].
 
 use quick_xml::Reader;
+use quick_xml::events::attributes::AttrError;
 use quick_xml::events::{BytesStart, Event};
 
 use super::{Limits, ParseError, codes};
@@ -160,12 +161,35 @@ impl<'a> Xml<'a> {
         }
     }
 
+    /// An attribute error, placed where quick-xml says (its positions count from just after
+    /// the `<`), with its "position N: " prefix dropped.
+    fn attr_error(&self, err: AttrError) -> ParseError {
+        let at = match err {
+            AttrError::ExpectedEq(p)
+            | AttrError::ExpectedValue(p)
+            | AttrError::UnquotedValue(p)
+            | AttrError::ExpectedQuote(p, _)
+            | AttrError::Duplicated(p, _) => p as u64,
+        };
+        let text = err.to_string();
+        let text = text
+            .split_once(": ")
+            .filter(|(head, _)| head.starts_with("position "))
+            .map_or(text.as_str(), |(_, rest)| rest);
+        ParseError::at(
+            codes::XML_MALFORMED,
+            self.file,
+            self.bytes,
+            self.pos + 1 + at,
+            format!("malformed XML: {text}"),
+        )
+    }
+
     fn start(&self, e: BytesStart<'a>, empty: bool) -> Result<Ev<'a>, ParseError> {
         let name = String::from_utf8_lossy(e.local_name().into_inner()).into_owned();
         let mut attrs = Vec::new();
         for a in e.attributes() {
-            let a =
-                a.map_err(|err| self.error(codes::XML_MALFORMED, format!("malformed XML: {err}")))?;
+            let a = a.map_err(|err| self.attr_error(err))?;
             let key = String::from_utf8_lossy(a.key.local_name().into_inner()).into_owned();
             if a.value.len() > self.limits.max_attr_bytes {
                 return Err(self.error(

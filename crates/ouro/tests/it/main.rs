@@ -7,4 +7,5 @@ mod lint;
 mod run;
 mod runner;
 mod served;
+mod test_report;
 mod vars;

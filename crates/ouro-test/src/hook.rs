@@ -89,14 +89,25 @@ async fn changed_lines(
     let cr = ouro_code::cr::get(&mut store.read().await.ok()?, repo.id, run.cr_number?)
         .await
         .ok()?;
+    cr_changed_lines(data_dir, repo, &cr, &run.sha).await
+}
+
+/// The added lines (new side) of change request `cr` up to commit `head`, per path: what diff
+/// coverage measures. `None` when the diff cannot be read.
+pub async fn cr_changed_lines(
+    data_dir: &Path,
+    repo: &ouro_code::repos::Repo,
+    cr: &ouro_code::cr::ChangeRequest,
+    head: &str,
+) -> Option<BTreeMap<String, BTreeSet<u32>>> {
     let dir = repo.dir(&ouro_code::repos::root(data_dir));
-    let base = ouro_code::cr_comments::diff_base(&dir, &cr).await.ok()??;
+    let base = ouro_code::cr_comments::diff_base(&dir, cr).await.ok()??;
     let opts = ouro_code::diff::DiffOptions {
         max_file_lines: usize::MAX / 2,
         max_total_lines: usize::MAX / 2,
         ..Default::default()
     };
-    let diff = ouro_code::diff::between(&dir, &base, &run.sha, &opts)
+    let diff = ouro_code::diff::between(&dir, &base, head, &opts)
         .await
         .ok()?;
     let mut out: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();

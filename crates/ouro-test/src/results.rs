@@ -972,3 +972,53 @@ pub async fn latest_run_for_cr(
     .map(|r| Ok((r.i64("build_run_id")?, r.i64("run_number")?)))
     .transpose()
 }
+
+/// Diff coverage of a change request's run: the changed lines the coverage instruments.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, JsonSchema)]
+pub struct DiffCoverage {
+    pub covered: u64,
+    pub total: u64,
+    /// Percentage (one decimal); none when no changed line is instrumented.
+    pub percent: Option<f64>,
+    /// Changed lines with zero hits, per file.
+    pub uncovered: Vec<UncoveredLines>,
+}
+
+/// Uncovered changed lines of one file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, JsonSchema)]
+pub struct UncoveredLines {
+    pub path: String,
+    pub lines: Vec<u32>,
+}
+
+/// Diff coverage of `files` (a run's coverage) over `changed` lines.
+pub fn diff_coverage_detail(
+    files: &[FileCoverage],
+    changed: &BTreeMap<String, BTreeSet<u32>>,
+) -> DiffCoverage {
+    let mut out = DiffCoverage::default();
+    for f in files {
+        let Some(lines) = changed.get(&f.path) else {
+            continue;
+        };
+        let mut missing = Vec::new();
+        for (line, hits) in &f.lines {
+            if lines.contains(line) {
+                out.total += 1;
+                if *hits > 0 {
+                    out.covered += 1;
+                } else {
+                    missing.push(*line);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            out.uncovered.push(UncoveredLines {
+                path: f.path.clone(),
+                lines: missing,
+            });
+        }
+    }
+    out.percent = (out.total > 0).then(|| pct(out.covered as i64, out.total as i64));
+    out
+}

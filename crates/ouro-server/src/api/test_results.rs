@@ -131,6 +131,9 @@ pub struct CrTests {
     /// The pipeline run the results come from (none reported yet: null).
     pub run: Option<i64>,
     pub tests: RunTests,
+    /// Changed lines of the change request covered by that run's coverage report (none: no
+    /// coverage report or no run).
+    pub diff_coverage: Option<results::DiffCoverage>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -216,19 +219,31 @@ pub async fn tests_of_cr(
 ) -> Result<CrTests, OuroError> {
     let mut c = st.store.read().await?;
     let repo = ouro_code::repos::get(&mut c, project_id, name).await?;
-    ouro_code::cr::get(&mut c, repo.id, number).await?;
-    Ok(
-        match results::latest_run_for_cr(&mut c, project_id, repo.id, number).await? {
-            Some((id, n)) => CrTests {
-                run: Some(n),
-                tests: results::run_tests(&mut c, project_id, id).await?,
-            },
-            None => CrTests {
-                run: None,
-                tests: RunTests::default(),
-            },
-        },
-    )
+    let cr = ouro_code::cr::get(&mut c, repo.id, number).await?;
+    let Some((id, n)) = results::latest_run_for_cr(&mut c, project_id, repo.id, number).await?
+    else {
+        return Ok(CrTests {
+            run: None,
+            tests: RunTests::default(),
+            diff_coverage: None,
+        });
+    };
+    let tests = results::run_tests(&mut c, project_id, id).await?;
+    let files = results::run_coverage(&mut c, id).await?;
+    let sha = runs::get(&mut c, project_id, n).await?.sha;
+    drop(c);
+    let diff_coverage = if files.is_empty() {
+        None
+    } else {
+        ouro_test::hook::cr_changed_lines(&st.settings.data_dir, &repo, &cr, &sha)
+            .await
+            .map(|ch| results::diff_coverage_detail(&files, &ch))
+    };
+    Ok(CrTests {
+        run: Some(n),
+        tests,
+        diff_coverage,
+    })
 }
 
 async fn cr_tests(

@@ -38,6 +38,12 @@ pub fn register(reg: &mut Registry) {
     );
     reg.route(
         Method::GET,
+        "/projects/{slug}/code/{repo}/change-requests/{number}/tests/summary",
+        viewer,
+        cr_summary,
+    );
+    reg.route(
+        Method::GET,
         "/projects/{slug}/tests/cases/{id}",
         viewer,
         case_page,
@@ -144,6 +150,41 @@ async fn cr_page(
         number: c.run.unwrap_or(0),
         coverage: coverage_text(&c.tests),
         t: c.tests,
+    };
+    Ok(render(&p))
+}
+
+#[derive(Template)]
+#[template(path = "test_cr_summary.html")]
+struct CrSummary<'a> {
+    project: &'a Project,
+    repo: String,
+    number: i64,
+    run: i64,
+    t: RunTests,
+    coverage: String,
+    diff: Option<ouro_test::results::DiffCoverage>,
+}
+
+/// The change request page's test summary (loaded by htmx): new failures first, diff coverage
+/// with the uncovered changed lines.
+async fn cr_summary(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, repo, number)): Path<(String, String, i64)>,
+) -> UiResult {
+    let project = ctx.project()?;
+    let c = tests_of_cr(&st, project.id, &repo, number)
+        .await
+        .map_err(|e| fail(&ctx, e))?;
+    let p = CrSummary {
+        project,
+        repo,
+        number,
+        run: c.run.unwrap_or(0),
+        coverage: coverage_text(&c.tests),
+        t: c.tests,
+        diff: c.diff_coverage,
     };
     Ok(render(&p))
 }

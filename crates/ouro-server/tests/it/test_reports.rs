@@ -359,3 +359,128 @@ async fn reports_are_ingested_shown_gated_and_quarantine_lifts_the_gate() {
         s.stop().await;
     }
 }
+
+const CR_PIPELINE: &str = r#"name: CR
+on:
+  change_request: {}
+jobs:
+  check:
+    quality:
+      min-diff-coverage: 80
+    artifacts:
+      reports:
+        junit: [report.xml]
+        coverage: lcov.info
+    steps:
+      - run: |
+          printf '<testsuite name="s"><testcase classname="c" name="t1"><failure message="boom"/></testcase><testcase classname="c" name="t2"/></testsuite>\n' > report.xml
+          printf 'SF:src/lib.rs\nDA:1,1\nDA:2,1\nDA:3,1\nDA:4,0\nend_of_record\n' > lcov.info
+"#;
+
+#[tokio::test]
+async fn a_change_request_shows_new_failures_and_uncovered_changed_lines_and_its_gate_fails() {
+    for db in backends() {
+        let s = with_runner(&db).await;
+        s.demo_project().await;
+        let (git, work, _) = app_checkout(&s).await;
+        std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();
+        std::fs::create_dir_all(work.join("src")).unwrap();
+        git.commit(&work, ".ouro/pipelines/cr.yml", CR_PIPELINE, "CI")
+            .await;
+        git.commit(&work, "src/lib.rs", "one\ntwo\n", "Lib").await;
+        git.run(&work, &["push", "-q", "origin", "main"]).await;
+        git.run(&work, &["checkout", "-q", "-b", "feature"]).await;
+        let head = git
+            .commit(&work, "src/lib.rs", "one\ntwo\nthree\nfour\n", "More")
+            .await;
+        git.run(&work, &["push", "-q", "origin", "feature"]).await;
+        let (st, cr) = s
+            .admin(
+                Method::POST,
+                &format!("{REPO}/change-requests"),
+                Some(json!({"source": "feature", "target": "main", "title": "More"})),
+            )
+            .await;
+        assert_eq!(st, 201, "{cr}");
+        // The change request's run (pushes of a change-request-only pipeline may record runs
+        // that do nothing).
+        let list = eventually(&s, RUNS, |b| {
+            b["runs"].as_array().is_some_and(|r| {
+                r.iter().any(|x| {
+                    x["cr_number"] == 1
+                        && matches!(x["status"].as_str(), Some("success" | "failure"))
+                })
+            })
+        })
+        .await;
+        let number = list["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["cr_number"] == 1)
+            .unwrap()["number"]
+            .as_i64()
+            .unwrap();
+        let run = run_finished(&s, number).await;
+        let check = job(&run, "check");
+        assert_eq!(check["status"], "failure", "{run}");
+        assert_eq!(
+            check["reason"],
+            "quality gate: min-diff-coverage 80 failed: 50% of the changed lines are covered (1 of 2)",
+            "{run}"
+        );
+        let (st, t) = s
+            .admin(
+                Method::GET,
+                &format!("{REPO}/change-requests/1/tests"),
+                None,
+            )
+            .await;
+        assert_eq!(st, 200, "{t}");
+        assert_eq!(t["run"], number, "{t}");
+        assert_eq!(t["tests"]["new_failures"][0]["name"], "t1", "{t}");
+        assert_eq!(t["diff_coverage"]["covered"], 1, "{t}");
+        assert_eq!(t["diff_coverage"]["total"], 2, "{t}");
+        assert_eq!(
+            t["diff_coverage"]["uncovered"],
+            json!([{"path": "src/lib.rs", "lines": [4]}]),
+            "{t}"
+        );
+        let (st, nf) = s
+            .admin(
+                Method::GET,
+                &format!("{REPO}/change-requests/9/tests"),
+                None,
+            )
+            .await;
+        assert_eq!(st, 404, "{nf}");
+        // The CR page loads the summary; the summary lists the new failure and line 4.
+        let (_, page) = s
+            .admin_page("/projects/demo/code/app/change-requests/1")
+            .await;
+        assert!(
+            page.contains("hx-get=\"/projects/demo/code/app/change-requests/1/tests/summary\""),
+            "{page}"
+        );
+        let (st, frag) = s
+            .admin_page("/projects/demo/code/app/change-requests/1/tests/summary")
+            .await;
+        assert_eq!(st, 200);
+        assert!(frag.contains("id=\"cr-new-failures\""), "{frag}");
+        assert!(frag.contains("c/t1"), "{frag}");
+        assert!(
+            frag.contains("<span class=\"uncovered-line\">4</span>"),
+            "{frag}"
+        );
+        // The gate's status is on the CR's head, where the merge gate looks.
+        let sts = eventually(&s, &format!("{REPO}/commits/{head}/statuses"), |b| {
+            b.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x["name"] == "ouro/quality/check" && x["state"] == "failure")
+            })
+        })
+        .await;
+        assert!(sts.is_array());
+        s.stop().await;
+    }
+}

@@ -989,6 +989,10 @@ fn tokio_util_stream(
     })
 }
 
+/// Where a job's `artifacts.reports` files are stored among its artifacts:
+/// `.ouro-reports/junit/<path>` and `.ouro-reports/coverage/<path>`.
+pub const REPORTS_PREFIX: &str = ".ouro-reports";
+
 /// The [`JobHooks`] of a job with `artifacts:` and/or `cache:`: see the module docs.
 pub struct JobFiles {
     pub transfer: Arc<dyn FileTransfer>,
@@ -1104,6 +1108,50 @@ impl JobFiles {
     /// Whether the job has anything for the hooks to do (else pass no hooks at all).
     pub fn needed_for(job: &crate::pipeline::Job, has_needs: bool) -> bool {
         job.cache.is_some() || job.artifacts.is_some() || has_needs
+    }
+
+    /// Uploads the files of `artifacts.reports` as artifacts under [`REPORTS_PREFIX`]
+    /// (`.ouro-reports/junit/<path>`, `.ouro-reports/coverage/<path>`), where the server's
+    /// finish hook finds them. Problems are logged, never fatal.
+    async fn upload_reports(
+        &self,
+        workspace: &Path,
+        r: &crate::pipeline::Reports,
+        events: &mpsc::Sender<ExecEvent>,
+    ) {
+        let kinds: [(&str, Vec<String>); 2] = [
+            ("junit", r.junit.clone()),
+            ("coverage", r.coverage.iter().cloned().collect()),
+        ];
+        for (kind, globs) in kinds {
+            if globs.is_empty() {
+                continue;
+            }
+            match collect(workspace, &globs, self.limits) {
+                Err(e) => log(events, format!("reports: {e}")).await,
+                Ok(files) if files.is_empty() => {
+                    log(
+                        events,
+                        format!("reports: no {kind} file matches {}", globs.join(", ")),
+                    )
+                    .await
+                }
+                Ok(files) => {
+                    let expire = self.artifacts.as_ref().and_then(|a| a.expire_in.as_deref());
+                    let mut n = 0;
+                    for f in &files {
+                        let dest = format!("{REPORTS_PREFIX}/{kind}/{}", f.path);
+                        match self.transfer.upload_artifact(&dest, &f.abs, expire).await {
+                            Ok(()) => n += 1,
+                            Err(e) => {
+                                log(events, format!("reports: uploading {}: {e}", f.path)).await
+                            }
+                        }
+                    }
+                    log(events, format!("reports: uploaded {n} {kind} file(s)")).await;
+                }
+            }
+        }
     }
 
     fn render(&self, workspace: &Path, src: &str) -> Result<String, String> {
@@ -1227,6 +1275,11 @@ impl JobHooks for JobFiles {
         events: &'a mpsc::Sender<ExecEvent>,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
+            // Test and coverage reports are kept whether the steps passed or not: a failing test
+            // run is when they matter most.
+            if let Some(r) = self.artifacts.as_ref().and_then(|a| a.reports.as_ref()) {
+                self.upload_reports(workspace, r, events).await;
+            }
             if !success {
                 return Ok(());
             }

@@ -244,8 +244,36 @@ pub struct Job {
     /// Files kept after the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<Artifacts>,
+    /// Quality gate over the job's test and coverage reports (docs/test-results.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Quality>,
     /// The steps, run in order.
     pub steps: Vec<Step>,
+}
+
+/// `quality:` of a job: thresholds checked when its reports are ingested. A failing threshold
+/// fails the job and posts a failing `ouro/quality/<job>` commit status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Quality {
+    /// At most this many failed or errored tests (quarantined tests do not count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failures: Option<u64>,
+    /// Line coverage of the run, at least this percentage (0 to 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub min_coverage: Option<f64>,
+    /// Line coverage of the lines a change request changes, at least this percentage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub min_diff_coverage: Option<f64>,
+    /// At most this many tests failing that passed on the target branch's last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_new_failures: Option<u64>,
+    /// The total test duration may grow at most this many percent over the target branch's
+    /// last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration_increase: Option<f64>,
 }
 
 /// A string or a list of strings.

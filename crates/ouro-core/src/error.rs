@@ -215,6 +215,9 @@ error_codes! {
     TestCoverageUnknownFormat = ("test.coverage_unknown_format", 422),
     /// A Cobertura or LCOV report has a line or value that makes no sense (e.g. a hit count that is not a number); `details` give `file`, `line`, `column`.
     TestCoverageMalformed = ("test.coverage_malformed", 422),
+    // Test (results)
+    /// No test case with that id exists in this project.
+    TestCaseNotFound = ("test.case_not_found", 404),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

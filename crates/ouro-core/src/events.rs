@@ -114,6 +114,7 @@ kinds! {
     TEST_REPORT_INGESTED = ("test.report_ingested", Test, 1, "pipeline_run", "Test reports of a job were parsed: totals in payload."),
     TEST_FLAKY_DETECTED = ("test.flaky_detected", Test, 1, "test_case", "A test was found flaky."),
     QUALITY_GATE_EVALUATED = ("quality_gate.evaluated", Test, 1, "pipeline_run", "A quality gate passed or failed."),
+    TEST_QUARANTINED = ("test.quarantined", Test, 1, "test_case", "A maintainer quarantined a test (reason, expires_at) or ended its quarantine (action)."),
     // Release
     RELEASE_CREATED = ("release.created", Release, 1, "release", "A draft release was created."),
     RELEASE_PUBLISHED = ("release.published", Release, 1, "release", "A release was published and became immutable."),

@@ -88,6 +88,7 @@ pub fn all_migrations() -> Vec<Migration> {
         ouro_plan::MIGRATIONS,
         ouro_code::MIGRATIONS,
         ouro_build::MIGRATIONS,
+        ouro_test::MIGRATIONS,
     ]
     .concat()
 }
@@ -197,6 +198,8 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<Running,
         openapi: std::sync::OnceLock::new(),
         log_hub: ouro_build::logview::LogHub::new(),
     }));
+    // Test ingests a job's reports when its attempt ends (Build knows only the hook).
+    ouro_test::hook::ReportHook::install();
     let router = app(state.clone());
     Ok(Running {
         addr,

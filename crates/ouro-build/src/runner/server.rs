@@ -92,6 +92,22 @@ fn job_environment(file: &str, text: &str, key: &str) -> Option<String> {
     pipeline.jobs.get(base)?.environment.clone()
 }
 
+/// The definition of the run's job `key` (a matrix expansion `build (linux)` gives `build`), read
+/// from the run's pipeline file at its commit; `None` when it cannot be read or parsed. For later
+/// phases (Test's quality gate).
+pub async fn pipeline_job(
+    data_dir: &Path,
+    run: &runs::Run,
+    key: &str,
+) -> Option<crate::pipeline::Job> {
+    let repo_id = run.repo_id?;
+    let dir = ouro_code::repos::dir(&ouro_code::repos::root(data_dir), run.project_id, repo_id);
+    let bytes = file_at(&dir, &run.sha, &run.file).await.ok()?;
+    let mut pipeline = crate::pipeline::parse(&run.file, &bytes).ok()?;
+    let base = key.split(" (").next().unwrap_or(key);
+    pipeline.jobs.remove(base)
+}
+
 /// Reads `file` at `sha` from the bare repository `dir`.
 async fn file_at(dir: &Path, sha: &str, file: &str) -> Result<Vec<u8>, String> {
     let d = dir.to_string_lossy();
@@ -441,7 +457,31 @@ pub async fn finish(
         "cancelled" => "failure", // cancelled by the runner itself (it is stopping)
         s => s,
     };
-    if matches!(status, "failure" | "timed_out") {
+    let verdict = run_finish_hook(store, data_dir, &job, status).await;
+    if !verdict.log.is_empty() {
+        let dir = runs::log_dir(data_dir, job_id, job.attempt);
+        let mut text = String::new();
+        for l in &verdict.log {
+            text.push_str(l);
+            text.push('\n');
+        }
+        let res = with_writer(dir, move |w| {
+            w.append(w.received(), text.as_bytes(), crate::logs::now_ms())
+        })
+        .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, job_id, "cannot annotate a job log");
+        }
+    }
+    let mut reason = result.reason.clone();
+    let (status, gate_failed) = match (&verdict.fail_reason, status) {
+        (Some(r), "success") => {
+            reason = Some(r.clone());
+            ("failure", true)
+        }
+        _ => (status, false),
+    };
+    if !gate_failed && matches!(status, "failure" | "timed_out") {
         let when = q("SELECT retry_max, retry_when FROM build_jobs WHERE id = $1")
             .bind(job_id)
             .fetch_one(&mut store.read().await?)
@@ -472,12 +512,62 @@ pub async fn finish(
         token,
         status,
         result.exit_code,
-        result.reason.as_deref(),
+        reason.as_deref(),
     )
     .await?;
     close_log(data_dir, job_id, job.attempt).await;
     post_if_finished(store, data_dir, &run).await;
     Ok(())
+}
+
+/// What a [`FinishHook`] decided about an attempt that is ending.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FinishVerdict {
+    /// Lines appended to the attempt's log (e.g. a report's parse error with FILE:LINE:COL).
+    pub log: Vec<String>,
+    /// Fails a job whose steps succeeded, with this reason (a quality gate).
+    pub fail_reason: Option<String>,
+}
+
+/// Work a later phase does when an attempt ends, before it is recorded: Test ingests the job's
+/// reports (uploaded under [`crate::artifacts::REPORTS_PREFIX`]) and evaluates its quality gate.
+/// Build does not depend on Test: the server installs the hook with [`set_finish_hook`]. The
+/// hook must not fail the finish: its errors are logged and ignored.
+pub trait FinishHook: Send + Sync {
+    fn job_finishing<'a>(
+        &'a self,
+        store: &'a Store,
+        data_dir: &'a Path,
+        job: &'a runs::Job,
+        status: &'a str,
+    ) -> crate::exec::BoxFuture<'a, Result<FinishVerdict, StoreError>>;
+}
+
+static FINISH_HOOK: std::sync::OnceLock<std::sync::Arc<dyn FinishHook>> =
+    std::sync::OnceLock::new();
+
+/// Installs the hook [`finish`] calls for every ending attempt (once per process; later calls
+/// are ignored, so it must not hold per-server state: it gets the store and data dir).
+pub fn set_finish_hook(hook: std::sync::Arc<dyn FinishHook>) {
+    let _ = FINISH_HOOK.set(hook);
+}
+
+async fn run_finish_hook(
+    store: &Store,
+    data_dir: &Path,
+    job: &runs::Job,
+    status: &str,
+) -> FinishVerdict {
+    let Some(h) = FINISH_HOOK.get() else {
+        return FinishVerdict::default();
+    };
+    match h.job_finishing(store, data_dir, job, status).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, job_id = job.id, "the finish hook failed");
+            FinishVerdict::default()
+        }
+    }
 }
 
 /// Handles every running job whose lease expired (see the module docs). Returns how many.

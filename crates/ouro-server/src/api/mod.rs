@@ -23,6 +23,7 @@ pub mod repos;
 pub mod rules;
 pub mod runners;
 pub mod saved_queries;
+pub mod test_results;
 pub mod users;
 
 use axum::extract::Request;
@@ -61,6 +62,7 @@ pub fn register(reg: &mut Registry) {
     pipeline_logs::register(reg);
     build_vars::register(reg);
     runners::register(reg);
+    test_results::register(reg);
     crate::git_http::register(reg);
     crate::webhooks::register(reg);
 }

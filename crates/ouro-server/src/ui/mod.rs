@@ -27,6 +27,7 @@ pub mod plan_settings;
 pub mod project_settings;
 pub mod projects;
 pub mod runners;
+pub mod test_results;
 pub mod webhooks;
 
 use std::collections::HashMap;
@@ -71,6 +72,7 @@ pub fn register(reg: &mut Registry) {
     merge_rules::register(reg);
     pipelines::register(reg);
     artifacts::register(reg);
+    test_results::register(reg);
     pipeline_logs::register(reg);
     build_vars::register(reg);
     project_settings::register(reg);

@@ -34,6 +34,7 @@ mod push_rules;
 mod runners;
 mod saved_queries;
 mod support;
+mod test_reports;
 mod ui_auth;
 mod ui_pages;
 mod webhooks;

@@ -3,3 +3,4 @@
 mod coverage;
 mod errors;
 mod junit;
+mod results;

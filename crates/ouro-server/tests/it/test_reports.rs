@@ -1,0 +1,486 @@
+//! Test results end to end: a pushed pipeline writes a JUnit report and an LCOV file, the
+//! in-process runner uploads them, the server ingests them when the job ends, and the API and the
+//! pages show totals, failures, flaky tests, history and coverage; a broken report annotates the
+//! job log with FILE:LINE:COL; the quality gate fails the job with a sentence and posts
+//! `ouro/quality/<job>`; a quarantined failure no longer fails the gate.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::code_hosting::{Git, app_checkout};
+use crate::support::*;
+use ouro_build::runs;
+use ouro_server::Settings;
+use ouro_store::testing::TestDb;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const RUNS: &str = "/api/v1/projects/demo/pipelines";
+const REPO: &str = "/api/v1/projects/demo/repos/app";
+
+async fn with_runner(db: &TestDb) -> TestServer {
+    TestServer::start_with(
+        db,
+        Options {
+            tweak: |s: &mut Settings| s.runner_slots = 2,
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+async fn eventually(s: &TestServer, path: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (st, body) = s.admin(Method::GET, path, None).await;
+        if st == 200 && ok(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting on {path}: {st} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn run_finished(s: &TestServer, number: i64) -> Value {
+    eventually(s, &format!("{RUNS}/{number}"), |b| {
+        matches!(
+            b["status"].as_str(),
+            Some("success" | "failure" | "cancelled")
+        )
+    })
+    .await
+}
+
+fn log_text(s: &TestServer, job_id: i64, attempt: i64) -> String {
+    let dir = runs::log_dir(&s.state.settings.data_dir, job_id, attempt);
+    String::from_utf8_lossy(
+        &ouro_build::logs::LogReader::open(&dir)
+            .unwrap()
+            .read_all()
+            .unwrap(),
+    )
+    .to_string()
+}
+
+const PIPELINE: &str = r#"name: CI
+on:
+  push:
+    branches: [main]
+jobs:
+  test:
+    quality:
+      max-failures: 0
+      min-coverage: 50
+    artifacts:
+      reports:
+        junit: [report.xml]
+        coverage: lcov.info
+    steps:
+      - run: |
+          cat > report.xml <<'EOF'
+          <?xml version="1.0" encoding="UTF-8"?>
+          <testsuites>
+            <testsuite name="calc" tests="5" failures="2" skipped="1">
+              <testcase classname="calc.Add" name="adds" time="0.010"/>
+              <testcase classname="calc.Add" name="overflows" time="0.250">
+                <failure message="expected 0, got 1" type="AssertionError">assert 0 == 1</failure>
+              </testcase>
+              <testcase classname="calc.Add" name="later" time="0.001"><skipped/></testcase>
+              <testcase classname="calc.Net" name="retries" time="0.100">
+                <failure message="timeout">first attempt</failure>
+              </testcase>
+              <testcase classname="calc.Net" name="retries" time="0.090"/>
+            </testsuite>
+          </testsuites>
+          EOF
+          printf 'SF:src/lib.rs\nDA:1,1\nDA:2,1\nDA:3,0\nDA:4,1\nend_of_record\n' > lcov.info
+  broken:
+    artifacts:
+      reports:
+        junit: [bad.xml]
+    steps:
+      - run: printf '<testsuite name="x">\n  <testcase name="a">\n</testsuite>\n' > bad.xml
+"#;
+
+async fn push(s: &TestServer) -> (Git, PathBuf, String) {
+    s.demo_project().await;
+    let (git, work, _) = app_checkout(s).await;
+    std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();
+    let head = git
+        .commit(&work, ".ouro/pipelines/ci.yml", PIPELINE, "Add CI")
+        .await;
+    git.run(&work, &["push", "-q", "origin", "main"]).await;
+    (git, work, head)
+}
+
+fn job<'a>(run: &'a Value, key: &str) -> &'a Value {
+    run["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["key"] == key)
+        .unwrap_or_else(|| panic!("no job {key}: {run}"))
+}
+
+#[tokio::test]
+async fn reports_are_ingested_shown_gated_and_quarantine_lifts_the_gate() {
+    for db in backends() {
+        let s = with_runner(&db).await;
+        let (git, work, head) = push(&s).await;
+        let run = run_finished(&s, 1).await;
+
+        // The gate failed the job whose steps passed, with a sentence naming threshold and value.
+        let t = job(&run, "test");
+        assert_eq!(t["status"], "failure", "{run}");
+        assert_eq!(
+            t["reason"], "quality gate: max-failures 0 failed: 1 test(s) failed",
+            "{run}"
+        );
+        let log = log_text(&s, t["id"].as_i64().unwrap(), 1);
+        assert!(log.contains("reports: uploaded 1 junit file(s)"), "{log}");
+        assert!(
+            log.contains("tests: 4 total, 2 passed, 1 failed, 0 errored, 1 skipped, 1 flaky"),
+            "{log}"
+        );
+        assert!(log.contains("line coverage 75.0% (3/4)"), "{log}");
+        assert!(
+            log.contains("quality: min-coverage 50 passed: line coverage is 75%"),
+            "{log}"
+        );
+        // A named commit status the merge gate can require.
+        let sts = eventually(&s, &format!("{REPO}/commits/{head}/statuses"), |b| {
+            b.as_array()
+                .is_some_and(|a| a.iter().any(|x| x["name"] == "ouro/quality/test"))
+        })
+        .await;
+        let q = sts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == "ouro/quality/test")
+            .unwrap();
+        assert_eq!(q["state"], "failure", "{sts}");
+
+        // The broken report: the job log names FILE:LINE:COL and the code; the run shows it.
+        let b = job(&run, "broken");
+        assert_eq!(b["status"], "success", "{run}");
+        let blog = log_text(&s, b["id"].as_i64().unwrap(), 1);
+        assert!(blog.contains("reports: bad.xml:3:"), "{blog}");
+        assert!(blog.contains("error[test."), "{blog}");
+
+        // The API: totals, failures first with message and type, flaky, skipped, slowest.
+        let (st, tests) = s.admin(Method::GET, &format!("{RUNS}/1/tests"), None).await;
+        assert_eq!(st, 200, "{tests}");
+        assert_eq!(tests["totals"]["total"], 4, "{tests}");
+        assert_eq!(tests["totals"]["failed"], 1, "{tests}");
+        assert_eq!(tests["totals"]["flaky"], 1, "{tests}");
+        assert_eq!(tests["coverage_percent"], 75.0, "{tests}");
+        let f = &tests["failures"][0];
+        assert_eq!(f["name"], "overflows", "{tests}");
+        assert_eq!(f["message"], "expected 0, got 1", "{tests}");
+        assert_eq!(f["type"], "AssertionError", "{tests}");
+        assert_eq!(f["new_failure"], true, "{tests}");
+        assert_eq!(tests["flaky"][0]["name"], "retries", "{tests}");
+        assert_eq!(tests["flaky"][0]["attempts"], 2, "{tests}");
+        assert_eq!(tests["skipped"][0]["name"], "later", "{tests}");
+        assert_eq!(tests["slowest"][0]["name"], "overflows", "{tests}");
+        let broken = tests["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["job"] == "broken")
+            .expect("the broken job reported a problem");
+        assert_eq!(broken["problems"][0]["file"], "bad.xml", "{tests}");
+        assert_eq!(broken["problems"][0]["line"], 3, "{tests}");
+        let gate = &tests["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["job"] == "test")
+            .unwrap()["gate"];
+        assert_eq!(gate["passed"], false, "{tests}");
+
+        // Coverage per file.
+        let (_, cov) = s
+            .admin(Method::GET, &format!("{RUNS}/1/coverage"), None)
+            .await;
+        assert_eq!(cov["files"][0]["path"], "src/lib.rs", "{cov}");
+        assert_eq!(cov["files"][0]["lines_covered"], 3, "{cov}");
+
+        // The flaky test is listed once, with its cause.
+        let (_, flaky) = s
+            .admin(Method::GET, "/api/v1/projects/demo/tests/flaky", None)
+            .await;
+        let list = flaky["flaky"].as_array().unwrap();
+        assert_eq!(list.len(), 1, "{flaky}");
+        assert_eq!(list[0]["case"]["name"], "retries", "{flaky}");
+        assert_eq!(list[0]["cause"], "retry", "{flaky}");
+        assert_eq!(list[0]["score"], 100, "{flaky}");
+
+        // History of the failing test.
+        let id = f["case_id"].as_i64().unwrap();
+        let (st, h) = s
+            .admin(
+                Method::GET,
+                &format!("/api/v1/projects/demo/tests/cases/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(st, 200, "{h}");
+        assert_eq!(h["entries"].as_array().unwrap().len(), 1, "{h}");
+        assert_eq!(h["first_failure"]["run"], 1, "{h}");
+        assert!(h["last_success"].is_null(), "{h}");
+        let (st, nf) = s
+            .admin(
+                Method::GET,
+                "/api/v1/projects/demo/tests/cases/999999",
+                None,
+            )
+            .await;
+        assert_eq!(st, 404, "{nf}");
+        assert_eq!(error_code(&nf), "test.case_not_found");
+
+        // Quarantine: validated, then the failure no longer fails the gate on the next run.
+        let qpath = format!("/api/v1/projects/demo/tests/cases/{id}/quarantine");
+        let (st, bad) = s
+            .admin(Method::PUT, &qpath, Some(json!({"reason": "", "days": 3})))
+            .await;
+        assert_eq!(st, 422, "{bad}");
+        let (st, bad) = s
+            .admin(
+                Method::PUT,
+                &qpath,
+                Some(json!({"reason": "x", "days": 91})),
+            )
+            .await;
+        assert_eq!(st, 422, "{bad}");
+        let (st, qu) = s
+            .admin(
+                Method::PUT,
+                &qpath,
+                Some(json!({"reason": "overflow is tracked in DEMO-1", "days": 7})),
+            )
+            .await;
+        assert_eq!(st, 200, "{qu}");
+        assert_eq!(qu["reason"], "overflow is tracked in DEMO-1");
+        let head2 = git.commit(&work, "README.md", "again\n", "Again").await;
+        git.run(&work, &["push", "-q", "origin", "main"]).await;
+        let run2 = run_finished(&s, 2).await;
+        assert_eq!(job(&run2, "test")["status"], "success", "{run2}");
+        let (_, t2) = s.admin(Method::GET, &format!("{RUNS}/2/tests"), None).await;
+        assert_eq!(t2["failures"][0]["quarantined"], true, "{t2}");
+        // Compared with run 1 on the same branch: not a new failure any more.
+        assert_eq!(t2["failures"][0]["new_failure"], false, "{t2}");
+        let sts = eventually(&s, &format!("{REPO}/commits/{head2}/statuses"), |b| {
+            b.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x["name"] == "ouro/quality/test" && x["state"] == "success")
+            })
+        })
+        .await;
+        assert!(sts.is_array());
+        let (_, h2) = s
+            .admin(
+                Method::GET,
+                &format!("/api/v1/projects/demo/tests/cases/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(h2["entries"].as_array().unwrap().len(), 2, "{h2}");
+        assert_eq!(h2["first_failure"]["run"], 1, "{h2}");
+        assert_eq!(h2["quarantine"]["reason"], "overflow is tracked in DEMO-1");
+        let (st, _) = s.admin(Method::DELETE, &qpath, None).await;
+        assert_eq!(st, 204);
+        let (st, _) = s.admin(Method::DELETE, &qpath, None).await;
+        assert_eq!(st, 404);
+        // The page's quarantine button.
+        let (st, loc, _) = s
+            .admin_form(
+                &format!("/projects/demo/tests/cases/{id}/quarantine"),
+                form_body(&[("reason", "flaky on CI"), ("days", "3")]),
+            )
+            .await;
+        assert_eq!(st, 303);
+        assert_eq!(loc, format!("/projects/demo/tests/cases/{id}"));
+        let (_, html) = s
+            .admin_page(&format!("/projects/demo/tests/cases/{id}"))
+            .await;
+        assert!(html.contains("id=\"quarantined\""), "{html}");
+        assert!(html.contains("flaky on CI"), "{html}");
+        let (_, ql) = s
+            .admin(Method::GET, "/api/v1/projects/demo/tests/quarantine", None)
+            .await;
+        assert_eq!(ql["quarantined"][0]["case"]["id"], id, "{ql}");
+
+        // The pages: the run's Tests page (new failure first, the problem, the gate), the
+        // history page with its sparkline and quarantine form, the flaky list.
+        let (st, html) = s.admin_page("/projects/demo/pipelines/1/tests").await;
+        assert_eq!(st, 200);
+        assert!(html.contains("id=\"test-failures\""), "{html}");
+        assert!(html.contains("calc/calc.Add/overflows"), "{html}");
+        assert!(html.contains("bad.xml:3:"), "{html}");
+        assert!(
+            html.contains("max-failures 0 failed: 1 test(s) failed"),
+            "{html}"
+        );
+        assert!(!html.contains("style="), "no inline styles");
+        let (_, run_html) = s.admin_page("/projects/demo/pipelines/1").await;
+        assert!(run_html.contains("id=\"tests-link\""));
+        let (st, html) = s
+            .admin_page(&format!("/projects/demo/tests/cases/{id}"))
+            .await;
+        assert_eq!(st, 200);
+        assert_eq!(
+            html.matches("<rect class=\"spark-failed\"").count(),
+            2,
+            "{html}"
+        );
+        assert!(html.contains("id=\"unquarantine\""), "{html}");
+        assert!(html.contains("id=\"first-failure\""), "{html}");
+        let (st, html) = s.admin_page("/projects/demo/tests/flaky").await;
+        assert_eq!(st, 200);
+        assert!(html.contains("calc/calc.Net/retries"), "{html}");
+        let (st, _) = s.admin_page("/projects/demo/tests/cases/999999").await;
+        assert_eq!(st, 404);
+
+        // Coverage trend of main.
+        let (_, trend) = s
+            .admin(
+                Method::GET,
+                "/api/v1/projects/demo/tests/coverage?ref=main",
+                None,
+            )
+            .await;
+        assert_eq!(trend["points"].as_array().unwrap().len(), 2, "{trend}");
+        assert_eq!(trend["points"][0]["run"], 1, "{trend}");
+        s.stop().await;
+    }
+}
+
+const CR_PIPELINE: &str = r#"name: CR
+on:
+  change_request: {}
+jobs:
+  check:
+    quality:
+      min-diff-coverage: 80
+    artifacts:
+      reports:
+        junit: [report.xml]
+        coverage: lcov.info
+    steps:
+      - run: |
+          printf '<testsuite name="s"><testcase classname="c" name="t1"><failure message="boom"/></testcase><testcase classname="c" name="t2"/></testsuite>\n' > report.xml
+          printf 'SF:src/lib.rs\nDA:1,1\nDA:2,1\nDA:3,1\nDA:4,0\nend_of_record\n' > lcov.info
+"#;
+
+#[tokio::test]
+async fn a_change_request_shows_new_failures_and_uncovered_changed_lines_and_its_gate_fails() {
+    for db in backends() {
+        let s = with_runner(&db).await;
+        s.demo_project().await;
+        let (git, work, _) = app_checkout(&s).await;
+        std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();
+        std::fs::create_dir_all(work.join("src")).unwrap();
+        git.commit(&work, ".ouro/pipelines/cr.yml", CR_PIPELINE, "CI")
+            .await;
+        git.commit(&work, "src/lib.rs", "one\ntwo\n", "Lib").await;
+        git.run(&work, &["push", "-q", "origin", "main"]).await;
+        git.run(&work, &["checkout", "-q", "-b", "feature"]).await;
+        let head = git
+            .commit(&work, "src/lib.rs", "one\ntwo\nthree\nfour\n", "More")
+            .await;
+        git.run(&work, &["push", "-q", "origin", "feature"]).await;
+        let (st, cr) = s
+            .admin(
+                Method::POST,
+                &format!("{REPO}/change-requests"),
+                Some(json!({"source": "feature", "target": "main", "title": "More"})),
+            )
+            .await;
+        assert_eq!(st, 201, "{cr}");
+        // The change request's run (pushes of a change-request-only pipeline may record runs
+        // that do nothing).
+        let list = eventually(&s, RUNS, |b| {
+            b["runs"].as_array().is_some_and(|r| {
+                r.iter().any(|x| {
+                    x["cr_number"] == 1
+                        && matches!(x["status"].as_str(), Some("success" | "failure"))
+                })
+            })
+        })
+        .await;
+        let number = list["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["cr_number"] == 1)
+            .unwrap()["number"]
+            .as_i64()
+            .unwrap();
+        let run = run_finished(&s, number).await;
+        let check = job(&run, "check");
+        assert_eq!(check["status"], "failure", "{run}");
+        assert_eq!(
+            check["reason"],
+            "quality gate: min-diff-coverage 80 failed: 50% of the changed lines are covered (1 of 2)",
+            "{run}"
+        );
+        let (st, t) = s
+            .admin(
+                Method::GET,
+                &format!("{REPO}/change-requests/1/tests"),
+                None,
+            )
+            .await;
+        assert_eq!(st, 200, "{t}");
+        assert_eq!(t["run"], number, "{t}");
+        assert_eq!(t["tests"]["new_failures"][0]["name"], "t1", "{t}");
+        assert_eq!(t["diff_coverage"]["covered"], 1, "{t}");
+        assert_eq!(t["diff_coverage"]["total"], 2, "{t}");
+        assert_eq!(
+            t["diff_coverage"]["uncovered"],
+            json!([{"path": "src/lib.rs", "lines": [4]}]),
+            "{t}"
+        );
+        let (st, nf) = s
+            .admin(
+                Method::GET,
+                &format!("{REPO}/change-requests/9/tests"),
+                None,
+            )
+            .await;
+        assert_eq!(st, 404, "{nf}");
+        // The CR page loads the summary; the summary lists the new failure and line 4.
+        let (_, page) = s
+            .admin_page("/projects/demo/code/app/change-requests/1")
+            .await;
+        assert!(
+            page.contains("hx-get=\"/projects/demo/code/app/change-requests/1/tests/summary\""),
+            "{page}"
+        );
+        let (st, frag) = s
+            .admin_page("/projects/demo/code/app/change-requests/1/tests/summary")
+            .await;
+        assert_eq!(st, 200);
+        assert!(frag.contains("id=\"cr-new-failures\""), "{frag}");
+        assert!(frag.contains("c/t1"), "{frag}");
+        assert!(
+            frag.contains("<span class=\"uncovered-line\">4</span>"),
+            "{frag}"
+        );
+        // The gate's status is on the CR's head, where the merge gate looks.
+        let sts = eventually(&s, &format!("{REPO}/commits/{head}/statuses"), |b| {
+            b.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x["name"] == "ouro/quality/check" && x["state"] == "failure")
+            })
+        })
+        .await;
+        assert!(sts.is_array());
+        s.stop().await;
+    }
+}

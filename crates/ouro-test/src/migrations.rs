@@ -1,0 +1,11 @@
+//! Test's own migrations (component `test`, tables prefixed `test_`), applied after Build's.
+
+use ouro_store::Migration;
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    component: "test",
+    version: 1,
+    name: "results",
+    sqlite: include_str!("../migrations/sqlite/0001_results.sql"),
+    postgres: include_str!("../migrations/postgres/0001_results.sql"),
+}];

@@ -209,6 +209,18 @@ fn shared_checkout(repo: &Path, sha: &str, ws: &Path) -> std::io::Result<bool> {
     if !hex || url.contains(['\n', '\r', '"', '\\']) || objects_text.contains(['\n', '\r']) {
         return Ok(false);
     }
+    // A shallow or partial source, or one with another object format, needs git's own clone.
+    if let Some(gitdir) = objects.parent() {
+        let config = std::fs::read_to_string(gitdir.join("config"))
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if gitdir.join("shallow").exists()
+            || config.contains("partialclone")
+            || config.contains("objectformat")
+        {
+            return Ok(false);
+        }
+    }
     let git = ws.join(".git");
     for d in ["objects/info", "objects/pack", "refs/heads", "refs/tags"] {
         std::fs::create_dir_all(git.join(d))?;

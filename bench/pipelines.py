@@ -91,7 +91,9 @@ class Server:
         out = subprocess.run([BIN, "admin", "create-token", *args, "--user", "admin"],
                              check=True, capture_output=True, text=True).stdout
         self.token = out.strip().splitlines()[-1]
-        env = dict(os.environ, NO_COLOR="1", OURO_LOG="warn", OURO_RUNNER_SLOTS=str(SLOTS))
+        env = dict(os.environ, NO_COLOR="1", OURO_LOG="warn", OURO_RUNNER_SLOTS=str(SLOTS),
+                   # W4's log is stored whole (the default cap is 64 MiB).
+                   OURO_BUILD_LOG_CAP_BYTES=str(max(W4_BYTES * 2, 64 << 20)))
         self.log = open(os.path.join(self.data, "serve.log"), "wb")
         self.proc = subprocess.Popen([BIN, "serve", *args, "--listen", f"127.0.0.1:{self.port}"],
                                      env=env, stdout=self.log, stderr=self.log)

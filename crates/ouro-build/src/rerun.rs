@@ -213,6 +213,7 @@ pub async fn rerun(
     let run = runs::rederive(&mut tx, &run, &slug).await?;
     let jobs = runs::jobs(&mut tx, run.id).await?;
     tx.commit().await?;
+    crate::runner::wake::claimable();
     runs::post_run_status(store, root, &repo, &slug, &run).await;
     Ok(RunDetail { run, jobs })
 }

@@ -525,6 +525,9 @@ pub async fn create_runs(
         created.push(run);
     }
     tx.commit().await?;
+    if !created.is_empty() || !superseded.is_empty() {
+        crate::runner::wake::claimable();
+    }
     for run in &created {
         post_run_status(store, root, repo, &slug, run).await;
     }
@@ -829,8 +832,15 @@ fn is_finished(status: &str) -> bool {
 
 /// Sets the run's status from its jobs, with its event; returns the run.
 pub(crate) async fn rederive(tx: &mut Tx, run: &Run, slug: &str) -> Result<Run, StoreError> {
-    let jobs = jobs(&mut *tx, run.id).await?;
-    let status = derive_status(jobs.iter().map(|j| j.status.as_str()));
+    // Only which states occur matters to `derive_status`, not how often.
+    let states = q("SELECT DISTINCT status FROM build_jobs WHERE run_id = $1")
+        .bind(run.id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.text("status"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let status = derive_status(states.iter().map(String::as_str));
     if status != run.status {
         let now = ouro_core::time::now_ms();
         let finished = is_finished(status).then_some(now);
@@ -915,6 +925,7 @@ pub async fn cancel(
     let run = rederive(&mut tx, &run, &slug).await?;
     let jobs = jobs(&mut tx, run.id).await?;
     tx.commit().await?;
+    crate::runner::wake::claimable(); // its concurrency slots are free
     Ok(RunDetail { run, jobs })
 }
 
@@ -966,11 +977,13 @@ pub async fn claim_next_labeled(
         }
         if let std::collections::hash_map::Entry::Vacant(e) = states.entry(job.run_id) {
             e.insert(
-                jobs(&mut store.read().await?, job.run_id)
+                q("SELECT job_key, status FROM build_jobs WHERE run_id = $1")
+                    .bind(job.run_id)
+                    .fetch_all(&mut store.read().await?)
                     .await?
-                    .into_iter()
-                    .map(|j| (j.key, j.status))
-                    .collect(),
+                    .iter()
+                    .map(|r| Ok((r.text("job_key")?, r.text("status")?)))
+                    .collect::<Result<_, StoreError>>()?,
             );
         }
         let s = &states[&job.run_id];
@@ -1161,6 +1174,7 @@ pub async fn finish_job_with_reason(
     }
     let run = rederive(&mut tx, &run, &slug).await?;
     tx.commit().await?;
+    crate::runner::wake::claimable(); // its dependents, its concurrency slot
     Ok(run)
 }
 

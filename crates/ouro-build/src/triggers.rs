@@ -168,6 +168,7 @@ pub async fn set_max_running_jobs(
     .execute(&mut tx)
     .await?;
     tx.commit().await?;
+    crate::runner::wake::claimable(); // a raised limit admits more
     Ok(())
 }
 

@@ -293,6 +293,10 @@ impl Running {
                     data_dir: state.settings.data_dir.clone(),
                     slots: state.settings.runner_slots,
                     labels: state.settings.runner_labels.clone(),
+                    log: ouro_build::logs::LogConfig {
+                        cap_bytes: state.settings.build_log_cap_bytes,
+                        ..Default::default()
+                    },
                     secrets: state.secrets.clone(),
                     files: Some(ouro_build::runner::local::LocalFiles {
                         blobs: state.blobs.clone(),

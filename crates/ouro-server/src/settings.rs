@@ -47,6 +47,9 @@ pub struct Settings {
     /// in-process runner) and its labels besides `local`.
     pub runner_slots: usize,
     pub runner_labels: Vec<String>,
+    /// The most bytes of output stored per job attempt (`[build] log_cap_bytes`, env
+    /// `OURO_BUILD_LOG_CAP_BYTES`; default 64 MiB); beyond it the log ends with a marker line.
+    pub build_log_cap_bytes: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -75,6 +78,7 @@ impl std::fmt::Debug for Settings {
             .field("artifacts", &self.artifacts)
             .field("runner_slots", &self.runner_slots)
             .field("runner_labels", &self.runner_labels)
+            .field("build_log_cap_bytes", &self.build_log_cap_bytes)
             .finish()
     }
 }
@@ -102,6 +106,7 @@ impl Default for Settings {
             artifacts: Default::default(),
             runner_slots: std::thread::available_parallelism().map_or(1, |n| n.get()),
             runner_labels: Vec::new(),
+            build_log_cap_bytes: ouro_build::logs::LogConfig::default().cap_bytes,
         }
     }
 }
@@ -130,6 +135,15 @@ pub struct FileConfig {
     pub push_max_file_bytes: Option<u64>,
     pub artifacts: Option<ouro_build::artifacts::StorageSettings>,
     pub runner: Option<RunnerConfig>,
+    pub build: Option<BuildConfig>,
+}
+
+/// The `[build]` table: pipelines on the server.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildConfig {
+    /// The most bytes of output stored per job attempt.
+    pub log_cap_bytes: Option<u64>,
 }
 
 /// The `[runner]` table: the in-process runner.
@@ -273,6 +287,9 @@ impl Settings {
                     s.runner_labels = v;
                 }
             }
+            if let Some(v) = f.build.and_then(|b| b.log_cap_bytes) {
+                s.build_log_cap_bytes = v;
+            }
         }
         // Environment.
         if let Some(v) = env_data_dir {
@@ -324,6 +341,13 @@ impl Settings {
             s.git_fetch_timeout_secs = v.parse().map_err(|_| {
                 ConfigError(format!(
                     "OURO_GIT_FETCH_TIMEOUT_SECS={v:?} is not a number of seconds"
+                ))
+            })?;
+        }
+        if let Some(v) = env("OURO_BUILD_LOG_CAP_BYTES") {
+            s.build_log_cap_bytes = v.parse().map_err(|_| {
+                ConfigError(format!(
+                    "OURO_BUILD_LOG_CAP_BYTES={v:?} is not a number of bytes"
                 ))
             })?;
         }

@@ -94,6 +94,15 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// Whether process group `pgid` has no process at all (not even a zombie): one `killpg(pgid, 0)`
+/// instead of reading `/proc` (the common case after a step's main process exited).
+fn group_gone(pgid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the group exists; nothing is sent.
+    pgid > 1
+        && unsafe { libc::killpg(pgid, 0) } != 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
 fn signal_group(pgid: i32, sig: i32) {
     if pgid > 1 {
         // SAFETY: killpg on a group id we created; errors (ESRCH) are fine.
@@ -106,7 +115,7 @@ fn signal_group(pgid: i32, sig: i32) {
 /// Kills process group `pgid`: SIGTERM, up to `grace` for it to go, then SIGKILL. Returns at once
 /// when the group has no live member.
 pub async fn kill_group(pgid: i32, grace: Duration) {
-    if group_members(pgid).is_empty() {
+    if group_gone(pgid) || group_members(pgid).is_empty() {
         return;
     }
     signal_group(pgid, libc::SIGTERM);

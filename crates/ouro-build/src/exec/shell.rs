@@ -1,8 +1,10 @@
 //! The `shell` executor (and, with a [`SandboxConfig`], the `sandbox` executor): steps run as
 //! processes on this machine.
 //!
-//! Per job: a fresh directory `WORK_ROOT/JOBID-NONCE/` with `ws/` (the checkout: `git clone
-//! --shared --no-checkout` then `git checkout --detach SHA`), `home/`, `tmp/` and `scripts/`; it is
+//! Per job: a fresh directory `WORK_ROOT/JOBID-NONCE/` with `ws/` (the checkout: a repository
+//! borrowing the source's objects, as `git clone --shared` makes it, written directly, then one
+//! `git read-tree -u --reset SHA`: HEAD detached at SHA, index and files of its tree; see
+//! [`shared_checkout`]), `home/`, `tmp/` and `scripts/`; it is
 //! removed when the job ends. Per step: the script is written to `scripts/step-N` and run as
 //! `bash --noprofile --norc -e -o pipefail FILE` (or `sh -e FILE`, or the step's `shell`) in a
 //! new process group, stdout and stderr on one pipe (so their order is kept), the environment
@@ -171,12 +173,72 @@ struct RunCtx<'a> {
     grace: Duration,
     /// The environment entry every step process of this job carries (`OURO_WORKSPACE=...`).
     tag: Vec<u8>,
+    /// Whether the process may carry `tag` (not the checkout's git, run with a cleared
+    /// environment): only then is `/proc` searched for tagged leftovers.
+    tagged: bool,
 }
 
 /// Kills the step's process group, then any process of the job that left the group.
 async fn kill_all(pgid: i32, rc: &RunCtx<'_>) {
     limits::kill_group(pgid, rc.grace).await;
-    limits::kill_tagged(&rc.tag, rc.grace).await;
+    if rc.tagged {
+        limits::kill_tagged(&rc.tag, rc.grace).await;
+    }
+}
+
+/// Where the objects of the repository `repo` are (bare: `objects`, non-bare: `.git/objects`).
+fn objects_dir(repo: &Path) -> Option<PathBuf> {
+    [repo.join(".git").join("objects"), repo.join("objects")]
+        .into_iter()
+        .find(|d| d.is_dir())
+        .and_then(|d| d.canonicalize().ok())
+}
+
+/// Makes `ws` the repository `git clone --shared --no-checkout REPO ws` would make, without
+/// running git: `.git` with HEAD detached at `sha`, the `origin` remote, the source's objects
+/// borrowed through `objects/info/alternates`. `Ok(false)`: not possible here (a SHA-256
+/// repository, an unusual layout or path): the caller clones with git instead.
+fn shared_checkout(repo: &Path, sha: &str, ws: &Path) -> std::io::Result<bool> {
+    let hex = sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+    let (Some(objects), Ok(repo)) = (objects_dir(repo), repo.canonicalize()) else {
+        return Ok(false);
+    };
+    let (Some(url), Some(objects_text)) = (repo.to_str(), objects.to_str()) else {
+        return Ok(false);
+    };
+    if !hex || url.contains(['\n', '\r', '"', '\\']) || objects_text.contains(['\n', '\r']) {
+        return Ok(false);
+    }
+    // A shallow or partial source, or one with another object format, needs git's own clone.
+    if let Some(gitdir) = objects.parent() {
+        let config = std::fs::read_to_string(gitdir.join("config"))
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if gitdir.join("shallow").exists()
+            || config.contains("partialclone")
+            || config.contains("objectformat")
+        {
+            return Ok(false);
+        }
+    }
+    let git = ws.join(".git");
+    for d in ["objects/info", "objects/pack", "refs/heads", "refs/tags"] {
+        std::fs::create_dir_all(git.join(d))?;
+    }
+    std::fs::write(git.join("HEAD"), format!("{sha}\n"))?;
+    std::fs::write(
+        git.join("config"),
+        format!(
+            "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\t\
+             logallrefupdates = true\n[remote \"origin\"]\n\turl = \"{url}\"\n\t\
+             fetch = +refs/heads/*:refs/remotes/origin/*\n"
+        ),
+    )?;
+    std::fs::write(
+        git.join("objects/info/alternates"),
+        format!("{objects_text}\n"),
+    )?;
+    Ok(true)
 }
 
 /// Spawns `cmd` in a new process group with output on one pipe, forwards the output as log events
@@ -374,6 +436,7 @@ impl ShellExecutor {
             limits: job.limits,
             grace: self.grace,
             tag: format!("OURO_WORKSPACE={}", ws.display()).into_bytes(),
+            tagged: false,
         };
         let mut outcome = JobOutcome {
             status: JobStatus::Success,
@@ -394,29 +457,45 @@ impl ShellExecutor {
                         .env("GIT_TERMINAL_PROMPT", "0")
                         .env("LANG", "C.UTF-8");
                 };
-                let mut clone = Command::new("git");
-                git_env(&mut clone);
-                clone
-                    .arg("clone")
-                    .arg("--quiet")
-                    .arg("--shared")
-                    .arg("--no-checkout")
-                    .arg("--")
-                    .arg(&c.repo)
-                    .arg(&ws)
-                    .current_dir(&job_dir);
-                let mut checkout = Command::new("git");
-                git_env(&mut checkout);
-                checkout
-                    .arg("-c")
-                    .arg("advice.detachedHead=false")
-                    .arg("checkout")
-                    .arg("--quiet")
-                    .arg("--detach")
-                    .arg(&c.sha)
-                    .arg("--")
-                    .current_dir(&ws);
-                for (what, cmd) in [("clone", clone), ("checkout", checkout)] {
+                let mut cmds = Vec::new();
+                if shared_checkout(&c.repo, &c.sha, &ws)? {
+                    // One process: the index and the files of the commit's tree.
+                    let mut read = Command::new("git");
+                    git_env(&mut read);
+                    read.arg("read-tree")
+                        .arg("-u")
+                        .arg("--reset")
+                        .arg(&c.sha)
+                        .current_dir(&ws);
+                    cmds.push(("checkout", read));
+                } else {
+                    let _ = std::fs::remove_dir_all(&ws);
+                    let mut clone = Command::new("git");
+                    git_env(&mut clone);
+                    clone
+                        .arg("clone")
+                        .arg("--quiet")
+                        .arg("--shared")
+                        .arg("--no-checkout")
+                        .arg("--")
+                        .arg(&c.repo)
+                        .arg(&ws)
+                        .current_dir(&job_dir);
+                    let mut checkout = Command::new("git");
+                    git_env(&mut checkout);
+                    checkout
+                        .arg("-c")
+                        .arg("advice.detachedHead=false")
+                        .arg("checkout")
+                        .arg("--quiet")
+                        .arg("--detach")
+                        .arg(&c.sha)
+                        .arg("--")
+                        .current_dir(&ws);
+                    cmds.push(("clone", clone));
+                    cmds.push(("checkout", checkout));
+                }
+                for (what, cmd) in cmds {
                     let r = run_process(cmd, None, None, job_deadline, &mut rc).await?;
                     let failed = match r.end {
                         End::Cancelled => Some(JobStatus::Cancelled),
@@ -452,6 +531,7 @@ impl ShellExecutor {
             None => std::fs::create_dir(&ws)?,
         }
         outcome.checkout_duration = started.elapsed();
+        rc.tagged = true; // steps carry the tag from here on
         // The object directories a `--shared` clone borrows (shown read-only in the sandbox).
         let alternates: Vec<PathBuf> =
             std::fs::read_to_string(ws.join(".git/objects/info/alternates"))

@@ -1,5 +1,6 @@
 //! The in-process runner of `ouro serve`: a [`RunnerApi`] that calls [`super::server`] directly
 //! (the same functions the HTTP handlers call: the same lease logic), N slots, and the reaper.
+//! An idle claim waits for a wake-up ([`super::wake`]), not a poll.
 //!
 //! At start it kills processes a previous incarnation of the server left behind (their
 //! workspaces are still in its work directory; see [`kill_leftovers`]), so a job never runs twice
@@ -7,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ouro_store::crypto::SecretBox;
 use ouro_store::{Store, StoreError};
@@ -21,8 +22,6 @@ use crate::exec::{Checkout, Executor, ShellExecutor};
 
 /// The id of the in-process runner in `build_runners`.
 pub const LOCAL_ID: &str = "local";
-/// How often an idle claim looks for work.
-const POLL: Duration = Duration::from_millis(100);
 /// How often the reaper looks for expired leases.
 const REAP_EVERY: Duration = Duration::from_secs(5);
 
@@ -73,9 +72,8 @@ impl RunnerApi for LocalApi {
 
     fn claim(&self, wait: Duration) -> BoxFuture<'_, Result<Option<ClaimedJob>, ApiError>> {
         Box::pin(async move {
-            let deadline = Instant::now() + wait;
-            loop {
-                let got = server::claim(
+            super::wake::wait_for(wait, super::wake::FALLBACK_POLL, || async {
+                server::claim(
                     &self.store,
                     &self.data_dir,
                     &self.secrets,
@@ -84,12 +82,9 @@ impl RunnerApi for LocalApi {
                     CheckoutKind::Local,
                 )
                 .await
-                .map_err(api_error)?;
-                if got.is_some() || Instant::now() >= deadline {
-                    return Ok(got);
-                }
-                tokio::time::sleep(POLL).await;
-            }
+                .map_err(api_error)
+            })
+            .await
         })
     }
 
@@ -253,6 +248,8 @@ pub struct LocalRunner {
     pub labels: Vec<String>,
     pub secrets: SecretBox,
     pub files: Option<LocalFiles>,
+    /// How job logs are stored (the per-job cap); for the HTTP runner protocol too.
+    pub log: crate::logs::LogConfig,
 }
 
 /// Starts the in-process runner and the reaper; they stop when `stop` turns `true`.
@@ -262,6 +259,7 @@ pub async fn start(
     cfg: LocalRunner,
     stop: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    server::configure_logs(&cfg.data_dir, cfg.log.clone());
     let mut handles = Vec::new();
     let reaper_store = store.clone();
     let reaper_dir = cfg.data_dir.clone();

@@ -8,6 +8,8 @@
 //!   both call it: one lease logic), the reaper ([`server::reap`]) and runner registration.
 //! - [`local`] is the in-process runner of `ouro serve`: N slots, [`local::LocalApi`] calling
 //!   [`server`] directly.
+//! - [`cache`]: the pipeline file, parsed and planned, cached per run for the claim and worker.
+//! - [`wake`]: claimers wait for a job to become claimable instead of polling.
 //! - [`worker`] runs one claimed job on a runner: it plans the job from the pipeline file at the
 //!   commit with the same planner as `ouro run` ([`crate::plan::plan`], `decide`, `job_context`,
 //!   [`crate::local::prepare`]), runs it with an [`crate::exec::Executor`], masks the output and
@@ -21,8 +23,10 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::exec::BoxFuture;
 
+pub mod cache;
 pub mod local;
 pub mod server;
+pub mod wake;
 pub mod worker;
 
 /// How long a lease lasts without a heartbeat.

@@ -87,7 +87,8 @@ pub async fn job_variables(
 /// The `environment:` of the job whose run key is `key` (`build`, or `build (linux)` for a
 /// matrix expansion of `build`).
 fn job_environment(file: &str, text: &str, key: &str) -> Option<String> {
-    let pipeline = crate::pipeline::parse(file, text.as_bytes()).ok()?;
+    let parsed = super::cache::parsed(file, text);
+    let pipeline = parsed.as_ref().as_ref().ok()?;
     let base = key.split(" (").next().unwrap_or(key);
     pipeline.jobs.get(base)?.environment.clone()
 }
@@ -102,24 +103,10 @@ pub async fn pipeline_job(
 ) -> Option<crate::pipeline::Job> {
     let repo_id = run.repo_id?;
     let dir = ouro_code::repos::dir(&ouro_code::repos::root(data_dir), run.project_id, repo_id);
-    let bytes = file_at(&dir, &run.sha, &run.file).await.ok()?;
-    let mut pipeline = crate::pipeline::parse(&run.file, &bytes).ok()?;
+    let text = super::cache::file_at(&dir, &run.sha, &run.file).await.ok()?;
+    let mut pipeline = crate::pipeline::parse(&run.file, text.as_bytes()).ok()?;
     let base = key.split(" (").next().unwrap_or(key);
     pipeline.jobs.remove(base)
-}
-
-/// Reads `file` at `sha` from the bare repository `dir`.
-async fn file_at(dir: &Path, sha: &str, file: &str) -> Result<Vec<u8>, String> {
-    let d = dir.to_string_lossy();
-    let spec = format!("{sha}:{file}");
-    let out = ouro_code::git::command(&["-C", &d, "cat-file", "blob", &spec])
-        .output()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    Ok(out.stdout)
 }
 
 /// Whether runner `runner_id` is draining (an unknown runner is not).
@@ -196,17 +183,23 @@ async fn claimed(
         .repo_id
         .ok_or_else(|| "the run's repository was deleted".to_string())?;
     let dir = ouro_code::repos::dir(&ouro_code::repos::root(data_dir), c.run.project_id, repo_id);
-    let bytes = file_at(&dir, &c.run.sha, &c.run.file).await?;
-    let pipeline_file =
-        String::from_utf8(bytes).map_err(|_| format!("{} is not valid UTF-8", c.run.file))?;
-    let jobs = runs::jobs(&mut store.read().await.map_err(err)?, c.run.id)
-        .await
-        .map_err(err)?;
-    let needs = jobs
-        .iter()
-        .filter(|j| c.job.needs.contains(&j.key))
-        .map(|j| (j.key.clone(), j.status.clone()))
-        .collect();
+    let pipeline_file = super::cache::file_at(&dir, &c.run.sha, &c.run.file).await?;
+    let needs = if c.job.needs.is_empty() {
+        BTreeMap::new()
+    } else {
+        q("SELECT job_key, status FROM build_jobs WHERE run_id = $1")
+            .bind(c.run.id)
+            .fetch_all(&mut store.read().await.map_err(err)?)
+            .await
+            .map_err(err)?
+            .iter()
+            .map(|r| Ok((r.text("job_key")?, r.text("status")?)))
+            .collect::<Result<Vec<_>, StoreError>>()
+            .map_err(err)?
+            .into_iter()
+            .filter(|(k, _)| c.job.needs.contains(k))
+            .collect()
+    };
     let (variables, secrets) = job_variables(store, sbox, &c.run, &c.job, &pipeline_file)
         .await
         .map_err(err)?;
@@ -230,7 +223,7 @@ async fn claimed(
         repo: c.run.repo.clone(),
         pipeline: c.run.pipeline.clone(),
         file: c.run.file.clone(),
-        pipeline_file,
+        pipeline_file: pipeline_file.as_ref().clone(),
         job_key: c.job.key.clone(),
         trigger: ClaimTrigger {
             kind: c.run.trigger.clone(),
@@ -276,6 +269,28 @@ fn job_of(row: &Row) -> Result<runs::Job, StoreError> {
     runs::job_from(row)
 }
 
+/// The log settings of each instance, by data directory ([`configure_logs`]).
+static LOG_CONFIGS: LazyLock<Mutex<HashMap<PathBuf, LogConfig>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Sets how the logs of jobs under `data_dir` are stored (the per-job cap: `[build]
+/// log_cap_bytes`); [`LogConfig::default`] until called. `ouro serve` calls it at start (through
+/// [`super::local::start`]), before any job is claimed.
+pub fn configure_logs(data_dir: &Path, cfg: LogConfig) {
+    LOG_CONFIGS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(data_dir.to_path_buf(), cfg);
+}
+
+/// The log settings for the log directory `dir` (under a data directory's build logs).
+fn log_config(dir: &Path) -> LogConfig {
+    let cfgs = LOG_CONFIGS.lock().unwrap_or_else(|e| e.into_inner());
+    dir.ancestors()
+        .find_map(|a| cfgs.get(a).cloned())
+        .unwrap_or_default()
+}
+
 /// Open log writers, by log directory (kept between chunks; closed when the attempt ends).
 static OPEN_LOGS: LazyLock<Mutex<HashMap<PathBuf, LogWriter>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
@@ -306,9 +321,9 @@ async fn with_writer<T: Send + 'static>(
             let w = if dir.join("meta.json").exists() {
                 return Err(LogError::Finished);
             } else if dir.exists() {
-                LogWriter::reopen(&dir, LogConfig::default())?
+                LogWriter::reopen(&dir, log_config(&dir))?
             } else {
-                LogWriter::create(&dir, LogConfig::default())?
+                LogWriter::create(&dir, log_config(&dir))?
             };
             open.insert(dir.clone(), w);
         }
@@ -331,7 +346,7 @@ async fn close_log(data_dir: &Path, job_id: i64, attempt: i64) {
         let w = match w {
             Some(w) => Some(w),
             None if dir.exists() && !dir.join("meta.json").exists() => {
-                LogWriter::reopen(&dir, LogConfig::default()).ok()
+                LogWriter::reopen(&dir, log_config(&dir)).ok()
             }
             None => None,
         };
@@ -417,6 +432,7 @@ async fn requeue(store: &Store, job: &runs::Job, reason: &str) -> Result<bool, S
     )
     .await?;
     tx.commit().await?;
+    super::wake::claimable();
     Ok(true)
 }
 

@@ -164,23 +164,31 @@ async fn execute(
 ) -> Result<JobResult, ApiError> {
     // Plan the job as the server did, from the pipeline file at the commit.
     let fail = |msg: String| result("failure", None, Some(msg), started);
-    let pipeline = match crate::pipeline::parse(&job.file, job.pipeline_file.as_bytes()) {
+    // Parsed and planned once per run (cached: the same inputs give the same plan).
+    let parsed = super::cache::parsed(&job.file, &job.pipeline_file);
+    let pipeline = match parsed.as_ref() {
         Ok(p) => p,
-        Err(d) => {
+        Err(problems) => {
             let msg = format!(
-                "{}: the pipeline file is invalid ({} problems)",
-                job.file,
-                d.len()
+                "{}: the pipeline file is invalid ({problems} problems)",
+                job.file
             );
             ship.note(&msg).await?;
             return Ok(fail(msg));
         }
     };
-    let plan = match crate::plan::plan(&job.pipeline, &pipeline, &trigger_of(job)) {
+    let planned = super::cache::planned(
+        &job.pipeline,
+        &job.file,
+        &job.pipeline_file,
+        pipeline,
+        &trigger_of(job),
+    );
+    let plan = match planned.as_ref() {
         Ok(p) => p,
         Err(e) => {
-            ship.note(&e.to_string()).await?;
-            return Ok(fail(e.to_string()));
+            ship.note(e).await?;
+            return Ok(fail(e.clone()));
         }
     };
     let Some(i) = plan.find(&job.job_key) else {
@@ -216,7 +224,7 @@ async fn execute(
         .with_secrets(job.secrets.clone())
         .with_vars(job.variables.clone());
     let hooks = ship.api.job_hooks(job, &plan.jobs[i].spec, ctx.clone());
-    let prepared = match crate::local::prepare(&plan, i, &ctx, checkout) {
+    let prepared = match crate::local::prepare(plan, i, &ctx, checkout) {
         Ok(p) => p,
         Err(e) => {
             ship.note(&e).await?;

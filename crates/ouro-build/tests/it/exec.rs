@@ -121,6 +121,9 @@ async fn two_steps_see_the_exact_commit_and_only_allowed_environment() {
             "test \"$(git rev-parse HEAD)\" = {first}\n\
              test -f first.txt\n\
              test ! -e second.txt\n\
+             test -z \"$(git status --porcelain)\"\n\
+             git remote get-url origin\n\
+             git cat-file -e {first}^{{tree}}\n\
              echo checked out $(git rev-parse --short HEAD)\n"
         ),
     ));

@@ -6,13 +6,13 @@
 //!   every job write carries `Ouro-Attempt-Token`; a stale attempt → 409 `build.stale_attempt`.
 //! - `/api/v1/admin/runners...`: list, drain, registration tokens (instance admins).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ouro_build::runner::server::{self as rs, CheckoutKind, Registered, RunnerInfo};
-use ouro_build::runner::{ClaimedJob, JobResult, SectionMark};
+use ouro_build::runner::{ClaimedJob, JobResult, SectionMark, wake};
 use ouro_core::{ErrorCode, OuroError, Permission};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -248,11 +248,11 @@ async fn claim(
 ) -> ApiResult<Response> {
     let runner = runner_of(&st, &headers).await?;
     let wait = Duration::from_secs(q.wait.unwrap_or(25).min(60));
-    let deadline = Instant::now() + wait;
     let mut shutdown = st.shutting_down.clone();
     rs::touch(&st.store, &runner.id).await?;
-    loop {
-        let job = rs::claim(
+    // Waits for a wake-up (a job became claimable), not a poll; shutting down ends the wait.
+    let claim = wake::wait_for(wait, wake::FALLBACK_POLL, || {
+        rs::claim(
             &st.store,
             &st.settings.data_dir,
             &st.secrets,
@@ -260,18 +260,15 @@ async fn claim(
             &runner.labels,
             CheckoutKind::Http,
         )
-        .await?;
-        if let Some(job) = job {
-            return Ok(Json(job).into_response());
-        }
-        if Instant::now() >= deadline || *shutdown.borrow() {
-            return Ok(StatusCode::NO_CONTENT.into_response());
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            _ = shutdown.changed() => {}
-        }
-    }
+    });
+    let job = tokio::select! {
+        job = claim => job?,
+        _ = shutdown.wait_for(|s| *s) => None,
+    };
+    Ok(match job {
+        Some(job) => Json(job).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
 }
 
 async fn heartbeat(

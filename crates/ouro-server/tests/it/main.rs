@@ -31,6 +31,7 @@ mod plan_settings_ui;
 mod plan_ui;
 mod props;
 mod push_rules;
+mod runner_perf;
 mod runners;
 mod saved_queries;
 mod support;

@@ -1,7 +1,9 @@
 //! Scheduling faults on the server: jobs whose `if:` uses `failure()`/`always()` run after their
 //! needs failed (as `ouro run` does, through the same `RunPlan::decide`), and the runner plans a
 //! claimed job from the run's whole stored trigger (manual inputs, a change request's target
-//! branch, a re-run's original event).
+//! branch, a re-run's original event). Section 10 faults with the in-process runner: daemons
+//! left by a step, a job over its `timeout-minutes`, a pipeline file that is not UTF-8. (The
+//! server or a runner killed with SIGKILL: crates/ouro/tests/it/faults.rs.)
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -277,6 +279,104 @@ async fn the_runner_gets_the_runs_inputs_target_branch_and_original_event() {
             "{log}"
         );
         assert_eq!(job(&cr_run, "cr_only")["status"], "success", "{cr_run}");
+        s.stop().await;
+    }
+}
+
+/// True while process `pid` exists and is not a zombie.
+fn alive(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn daemons_do_not_outlive_their_job_and_a_job_over_its_timeout_is_timed_out_and_killed() {
+    for db in backends() {
+        let s = with_runner(&db).await;
+        let marks = tempfile::tempdir().unwrap();
+        let m = marks.path().display().to_string();
+        let pipeline = format!(
+            r#"on:
+  push: {{}}
+jobs:
+  daemon:
+    steps:
+      - run: |
+          sleep 1000 & echo $! > "{m}/bg"
+          nohup sleep 1001 >/dev/null 2>&1 & echo $! > "{m}/nohup"
+          setsid sleep 1002 >/dev/null 2>&1 < /dev/null & echo $! > "{m}/setsid"
+          ( setsid sh -c 'sleep 1003 >/dev/null 2>&1 & echo $! > "{m}/double.tmp"; mv "{m}/double.tmp" "{m}/double"' & )
+          while [ ! -f "{m}/double" ]; do sleep 0.05; done
+          echo daemons-started
+  slow:
+    timeout-minutes: 1
+    steps:
+      - run: |
+          echo $$ > "{m}/slow"
+          sleep 1000 & echo $! > "{m}/slow-child"
+          wait
+"#
+        );
+        push_pipeline(&s, &pipeline).await;
+        let run = run_finished(&s, 1).await;
+        assert_eq!(run["status"], "failure", "{run}");
+        assert_eq!(job(&run, "daemon")["status"], "success", "{run}");
+        assert!(log_text(&s, job(&run, "daemon")).contains("daemons-started\n"));
+        assert_eq!(job(&run, "slow")["status"], "timed_out", "{run}");
+        // Every process a step left behind is gone once its job has ended.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for name in ["bg", "nohup", "setsid", "double", "slow", "slow-child"] {
+            let pid = std::fs::read_to_string(marks.path().join(name))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!pid.trim().is_empty(), "{name}");
+            while alive(&pid) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{name} (pid {}) outlived its job",
+                    pid.trim()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_pipeline_file_that_is_not_utf8_gives_a_failed_run_with_a_positioned_diagnostic() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        s.demo_project().await;
+        let (git, work, _) = app_checkout(&s).await;
+        std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();
+        std::fs::write(
+            work.join(".ouro/pipelines/ci.yml"),
+            b"on:\n  push: {}\n# caf\xe9 in Latin-1\njobs:\n  a:\n    steps: [{run: 'true'}]\n",
+        )
+        .unwrap();
+        git.run(&work, &["add", "."]).await;
+        git.run(&work, &["commit", "-q", "-m", "Latin-1 pipeline"])
+            .await;
+        git.run(&work, &["push", "-q", "origin", "main"]).await;
+        let list = eventually(&s, RUNS, |b| {
+            b["runs"].as_array().is_some_and(|a| !a.is_empty())
+        })
+        .await;
+        assert_eq!(list["runs"][0]["status"], "failure", "{list}");
+        let (st, run) = s.admin(Method::GET, &format!("{RUNS}/1"), None).await;
+        assert_eq!(st, 200, "{run}");
+        assert_eq!(run["jobs"].as_array().map(Vec::len), Some(0), "{run}");
+        let d = &run["diagnostics"][0];
+        assert_eq!(d["code"], "pipeline.not_utf8", "{run}");
+        assert_eq!(d["file"], ".ouro/pipelines/ci.yml", "{run}");
+        assert_eq!(d["line"], 3, "{run}");
+        assert_eq!(d["col"], 6, "{run}");
         s.stop().await;
     }
 }

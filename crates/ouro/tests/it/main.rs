@@ -2,6 +2,7 @@
 
 mod cli;
 mod cr;
+mod faults;
 mod items;
 mod lint;
 mod run;

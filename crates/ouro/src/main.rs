@@ -3,6 +3,7 @@
 mod cr;
 mod items;
 mod lint;
+mod pipeline;
 mod run;
 mod runner;
 mod vars;
@@ -55,6 +56,10 @@ enum Command {
     Run(run::RunArgs),
     /// Run a runner that executes pipeline jobs for a server (registers with --token first).
     Runner(runner::RunnerArgs),
+    /// Start (`--input k=v`), cancel and re-run pipeline runs on a running server (needs --token
+    /// or OURO_TOKEN).
+    #[command(subcommand)]
+    Pipeline(pipeline::PipelineCommand),
 }
 
 #[derive(Args, Clone)]
@@ -226,6 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secret(cmd) => vars::run(vars::Which::Secret, cmd).await,
         Command::Var(cmd) => vars::run(vars::Which::Var, cmd).await,
         Command::Runner(a) => runner::run(a).await,
+        Command::Pipeline(cmd) => pipeline::run(cmd).await,
         Command::Lint(_) | Command::Run(_) => {
             unreachable!("handled before the runtime starts")
         }

@@ -5,6 +5,7 @@ mod cr;
 mod faults;
 mod items;
 mod lint;
+mod pipeline;
 mod run;
 mod runner;
 mod served;

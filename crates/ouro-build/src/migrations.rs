@@ -38,4 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0005_triggers.sql"),
         postgres: include_str!("../migrations/postgres/0005_triggers.sql"),
     },
+    Migration {
+        component: "build",
+        version: 8,
+        name: "faults",
+        sqlite: include_str!("../migrations/sqlite/0008_faults.sql"),
+        postgres: include_str!("../migrations/postgres/0008_faults.sql"),
+    },
 ];

@@ -124,6 +124,7 @@ impl Trigger {
             repo: self.repo.clone(),
             run_number: self.run_number,
             actor: self.actor.clone(),
+            target_branch: self.target_branch.clone().unwrap_or_default(),
         }
     }
 }
@@ -447,6 +448,13 @@ fn typed_inputs(
 /// Plans `pipeline` (named `name`) for `trigger`: see the module docs.
 pub fn plan(name: &str, pipeline: &Pipeline, trigger: &Trigger) -> Result<RunPlan, PlanError> {
     triggered(pipeline, trigger).map_err(PlanError::NotTriggered)?;
+    plan_jobs(name, pipeline, trigger)
+}
+
+/// [`plan`] without the `on:` check: the jobs of a run that already exists (a runner plans the
+/// job it claimed again from the run's stored trigger; whether the pipeline runs for the event
+/// was decided when the run was created).
+pub fn plan_jobs(name: &str, pipeline: &Pipeline, trigger: &Trigger) -> Result<RunPlan, PlanError> {
     let inputs = typed_inputs(pipeline, trigger)?;
 
     // Expand each job of the file.
@@ -675,13 +683,23 @@ impl RunPlan {
             .with_matrix(&job.matrix)
             .with_inputs(&self.inputs);
         let mut by_base: BTreeMap<&str, Vec<JobState>> = BTreeMap::new();
-        let mut failed = false;
         for &n in &job.needs {
             by_base
                 .entry(&self.jobs[n].base)
                 .or_default()
                 .push(states[n]);
+        }
+        // GitHub semantics: `failure()` holds when any ancestor (a need, or a need of a need...)
+        // failed, also when the job in between was skipped because of it.
+        let mut failed = false;
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<usize> = job.needs.clone();
+        while let Some(n) = stack.pop() {
+            if !seen.insert(n) {
+                continue;
+            }
             failed |= states[n].is_failure() && !self.jobs[n].spec.continue_on_error;
+            stack.extend(self.jobs[n].needs.iter().copied());
         }
         for (base, st) in by_base {
             ctx = ctx.with_need(base, aggregate(st), Vec::new());
@@ -694,6 +712,23 @@ impl RunPlan {
             expr::JobStatus::Success
         };
         ctx.with_status(status)
+    }
+
+    /// The parsed `if:` of job `i` (default `success()`).
+    fn condition(&self, i: usize) -> Result<Condition, String> {
+        match self.jobs[i].spec.if_.as_deref() {
+            None => Ok(Condition::default_success()),
+            Some(src) => expr::parse_condition(src).map_err(|e| format!("`if:` {}", e.message)),
+        }
+    }
+
+    /// Whether job `i` may still run when a job it needs failed, was cancelled or was skipped:
+    /// its `if:` calls a status function other than a bare `success()` (`always()`,
+    /// `failure()`, `cancelled()`, `!success()`...), or cannot be parsed (then [`RunPlan::decide`]
+    /// reports the problem). A scheduler skips the other jobs at once when a need ends without
+    /// success, and leaves these for [`RunPlan::decide`] once all their needs have finished.
+    pub fn runs_after_failed_needs(&self, i: usize) -> bool {
+        self.condition(i).map_or(true, |c| !only_success(&c))
     }
 
     /// Decides what happens to ready job `i`: evaluates its `if:` (default `success()`) in
@@ -709,16 +744,10 @@ impl RunPlan {
         run_cancelled: bool,
     ) -> Result<Decision, String> {
         let job = &self.jobs[i];
-        let cond = match job.spec.if_.as_deref() {
-            None => Condition::default_success(),
-            Some(src) => expr::parse_condition(src).map_err(|e| format!("`if:` {}", e.message))?,
-        };
-        let bare_success = matches!(
-            &cond.expr.kind,
-            ExprKind::Call { func: Func::Success, args } if args.is_empty()
-        );
+        let cond = self.condition(i)?;
+        let only_success = only_success(&cond);
         let skipped_need = job.needs.iter().any(|&n| states[n] == JobState::Skipped);
-        if skipped_need && (cond.implicit_success || bare_success) && !run_cancelled {
+        if skipped_need && only_success && !run_cancelled {
             return Ok(Decision::Skip("a needed job was skipped".into()));
         }
         let ctx = self.job_context(i, states, run_cancelled);
@@ -730,7 +759,7 @@ impl RunPlan {
             (false, true) => Decision::Cancel,
             (false, false) => {
                 let failed_need = ctx.status == expr::JobStatus::Failure;
-                if failed_need && (cond.implicit_success || bare_success) {
+                if failed_need && only_success {
                     Decision::Skip("a needed job failed".into())
                 } else {
                     Decision::Skip("its `if:` is false".into())
@@ -738,4 +767,14 @@ impl RunPlan {
             }
         })
     }
+}
+
+/// True when `cond` holds only after success: no status function (implicit `success()`) or a
+/// bare `success()`.
+fn only_success(cond: &Condition) -> bool {
+    cond.implicit_success
+        || matches!(
+            &cond.expr.kind,
+            ExprKind::Call { func: Func::Success, args } if args.is_empty()
+        )
 }

@@ -167,6 +167,7 @@ pub async fn rerun(
             labels: j.labels.clone(),
             retry_max: j.retry_max,
             retry_when: j.retry_when.clone(),
+            after_failure: j.after_failure,
         })
         .collect();
     let trigger = TriggerInfo {
@@ -177,6 +178,8 @@ pub async fn rerun(
         cr_number: old.cr_number,
         trusted: old.trusted,
         rerun_of: Some(old.number),
+        event: Some(old.event.clone()),
+        target_branch: old.target_branch.clone(),
         ..Default::default()
     };
     let mut tx = store.begin().await?;
@@ -243,6 +246,7 @@ mod tests {
             labels: Vec::new(),
             retry_max: 0,
             retry_when: Vec::new(),
+            after_failure: false,
             run_id: 0,
             version: 1,
             attempt_token: None,

@@ -97,6 +97,13 @@ pub struct Run {
     /// The typed inputs of a manual run (`{}` otherwise).
     #[schemars(with = "serde_json::Value")]
     pub inputs: Value,
+    /// The planner's event (`push`, `change_request`, `schedule`, `manual`, `api`): `trigger`
+    /// except for a re-run, which keeps the event of the run it re-runs.
+    #[serde(skip)]
+    pub event: String,
+    /// A change request run's target branch (`ouro` context, `change_request.branches`).
+    #[serde(skip)]
+    pub target_branch: Option<String>,
     #[serde(skip)]
     pub project_id: i64,
     #[serde(skip)]
@@ -143,6 +150,10 @@ pub struct Job {
     pub retry_max: i64,
     #[serde(skip)]
     pub retry_when: Vec<String>,
+    /// Whether its `if:` may let it run after a need failed (see
+    /// [`crate::plan::RunPlan::runs_after_failed_needs`]): not skipped with its failed needs.
+    #[serde(skip)]
+    pub after_failure: bool,
     #[serde(skip)]
     pub run_id: i64,
     #[serde(skip)]
@@ -176,6 +187,8 @@ pub struct NewJob {
     /// `retry.max` (0: no retry) and `retry.when` (`infra_failure`, `script_failure`).
     pub retry_max: i64,
     pub retry_when: Vec<String>,
+    /// See [`Job::after_failure`].
+    pub after_failure: bool,
 }
 
 /// Where the log of one attempt of a job is stored (a [`crate::logs::LogWriter`] directory):
@@ -230,6 +243,11 @@ fn run_from(r: &Row) -> Result<Run, StoreError> {
         priority: r.i64("priority")?,
         rerun_of: r.opt_i64("rerun_of")?,
         inputs: serde_json::from_str(&r.text("inputs")?).unwrap_or_else(|_| json!({})),
+        event: match r.opt_text("event")? {
+            Some(e) => e,
+            None => r.text("trigger_kind")?,
+        },
+        target_branch: r.opt_text("target_branch")?,
         project_id: r.i64("project_id")?,
         repo_id: r.opt_i64("repo_id")?,
     })
@@ -265,6 +283,7 @@ pub(crate) fn job_from(r: &Row) -> Result<Job, StoreError> {
             .into_iter()
             .filter_map(|v| v.as_str().map(String::from))
             .collect(),
+        after_failure: r.bool("after_failure")?,
         run_id: r.i64("run_id")?,
         version: r.i64("version")?,
         attempt_token: r.opt_text("attempt_token")?,
@@ -371,6 +390,8 @@ pub struct TriggerInfo {
     pub file: Option<String>,
     /// For a re-run: the run it re-runs.
     pub rerun_of: Option<i64>,
+    /// The planner's event when it is not `kind` (a re-run keeps its original run's event).
+    pub event: Option<String>,
 }
 
 /// The planner's view of a trigger: the same `on:` filters `ouro run` applies.
@@ -422,6 +443,7 @@ pub fn jobs_of_plan(rp: &crate::plan::RunPlan) -> Vec<NewJob> {
                         })
                         .collect()
                 }),
+                after_failure: rp.runs_after_failed_needs(i),
             }
         })
         .collect()
@@ -569,9 +591,9 @@ pub(crate) async fn insert_run(
     let id = q(
         "INSERT INTO build_runs (project_id, repo_id, repo_name, number, trigger_kind, source_key, \
                 git_ref, sha, actor, status, file, name, diagnostics, created_at, finished_at, \
-                cr_number, trusted, priority, rerun_of, inputs) \
+                cr_number, trusted, priority, rerun_of, inputs, event, target_branch) \
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                $16, $17, $18, $19, $20) RETURNING id",
+                $16, $17, $18, $19, $20, $21, $22) RETURNING id",
     )
     .bind(repo.project_id)
     .bind(repo.id)
@@ -593,6 +615,13 @@ pub(crate) async fn insert_run(
     .bind(crate::triggers::priority(trigger.kind))
     .bind(trigger.rerun_of)
     .bind(inputs.to_string())
+    .bind(
+        trigger
+            .event
+            .clone()
+            .unwrap_or_else(|| trigger.kind.to_string()),
+    )
+    .bind(trigger.target_branch.clone())
     .fetch_one(&mut *tx)
     .await?
     .i64("id")?;
@@ -604,8 +633,8 @@ pub(crate) async fn insert_run(
         for j in jobs {
             q(
                 "INSERT INTO build_jobs (run_id, job_key, name, needs, matrix, layer, status, \
-                 concurrency_group, labels, retry_max, retry_when) \
-               VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10)",
+                 concurrency_group, labels, retry_max, retry_when, after_failure) \
+               VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, $11)",
             )
             .bind(id)
             .bind(j.key.clone())
@@ -617,6 +646,7 @@ pub(crate) async fn insert_run(
             .bind(serde_json::to_string(&j.labels).unwrap_or_else(|_| "[]".into()))
             .bind(j.retry_max)
             .bind(serde_json::to_string(&j.retry_when).unwrap_or_else(|_| "[]".into()))
+            .bind(j.after_failure)
             .execute(&mut *tx)
             .await?;
         }
@@ -987,10 +1017,16 @@ pub async fn claim_next_labeled(
             );
         }
         let s = &states[&job.run_id];
+        // A job whose `if:` may run after a failure waits for its needs to finish, whatever
+        // their result: the runner decides its `if:` ([`crate::plan::RunPlan::decide`]).
         let ready = job
             .needs
             .iter()
-            .all(|n| matches!(s.get(n).map(String::as_str), Some("success" | "skipped")));
+            .all(|n| match s.get(n).map(String::as_str) {
+                Some("success" | "skipped") => true,
+                Some("failure" | "timed_out" | "cancelled") => job.after_failure,
+                _ => false,
+            });
         if !ready {
             continue;
         }
@@ -1136,24 +1172,7 @@ pub async fn finish_job_with_reason(
     .await?;
     if !matches!(status, "success" | "skipped") {
         let all = jobs(&mut tx, run.id).await?;
-        let mut dead: BTreeSet<String> = BTreeSet::from([job.key.clone()]);
-        let mut changed = true;
-        while changed {
-            changed = false;
-            for j in &all {
-                if j.status == "queued"
-                    && !dead.contains(&j.key)
-                    && j.needs.iter().any(|n| dead.contains(n))
-                {
-                    dead.insert(j.key.clone());
-                    changed = true;
-                }
-            }
-        }
-        for j in all
-            .iter()
-            .filter(|j| j.key != job.key && dead.contains(&j.key))
-        {
+        for j in skipped_with_failed(&all, BTreeSet::from([job.key.clone()])) {
             q("UPDATE build_jobs SET status = 'skipped', reason = 'needs_failed', finished_at = $1, \
                version = version + 1 WHERE id = $2")
             .bind(now)
@@ -1176,6 +1195,30 @@ pub async fn finish_job_with_reason(
     tx.commit().await?;
     crate::runner::wake::claimable(); // its dependents, its concurrency slot
     Ok(run)
+}
+
+/// The queued jobs of a run (`all`) to skip because a job in `dead` (ended without success)
+/// is among their needs, directly or through another skipped job. Jobs whose `if:` may run
+/// after a failure ([`Job::after_failure`]) are not skipped (nor, through them, their
+/// dependents): they wait for their needs and a runner decides their `if:`.
+pub(crate) fn skipped_with_failed(all: &[Job], mut dead: BTreeSet<String>) -> Vec<&Job> {
+    let mut out = Vec::new();
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for j in all {
+            if j.status == "queued"
+                && !j.after_failure
+                && !dead.contains(&j.key)
+                && j.needs.iter().any(|n| dead.contains(n))
+            {
+                dead.insert(j.key.clone());
+                out.push(j);
+                changed = true;
+            }
+        }
+    }
+    out
 }
 
 /// The running job whose current attempt holds `token` (runner writes other than the lease ones:

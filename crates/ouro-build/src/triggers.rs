@@ -212,26 +212,15 @@ pub async fn cancel_superseded(
     for run_id in affected {
         let all = runs::jobs(&mut *tx, run_id).await?;
         // Queued jobs that (transitively) need a job that ended without success are skipped.
-        let mut dead: BTreeSet<String> = all
+        let dead: BTreeSet<String> = all
             .iter()
             .filter(|j| matches!(j.status.as_str(), "cancelled" | "failure" | "timed_out"))
             .map(|j| j.key.clone())
             .collect();
-        let mut changed = true;
-        let mut skip = Vec::new();
-        while changed {
-            changed = false;
-            for j in &all {
-                if j.status == "queued"
-                    && !dead.contains(&j.key)
-                    && j.needs.iter().any(|n| dead.contains(n))
-                {
-                    dead.insert(j.key.clone());
-                    skip.push(j.id);
-                    changed = true;
-                }
-            }
-        }
+        let skip: Vec<i64> = runs::skipped_with_failed(&all, dead)
+            .iter()
+            .map(|j| j.id)
+            .collect();
         for id in skip {
             end_job(tx, slug, run, id, "skipped", "needs_failed", now).await?;
         }

@@ -3,6 +3,7 @@
 mod cr;
 mod items;
 mod lint;
+mod pipeline;
 mod run;
 mod runner;
 mod test_report;
@@ -60,6 +61,10 @@ enum Command {
     /// normalised summary of JUnit XML and coverage files; exit 0 when they parsed, 2 when not.
     #[command(subcommand)]
     TestReport(test_report::TestReportCommand),
+    /// Start (`--input k=v`), cancel and re-run pipeline runs on a running server (needs --token
+    /// or OURO_TOKEN).
+    #[command(subcommand)]
+    Pipeline(pipeline::PipelineCommand),
 }
 
 #[derive(Args, Clone)]
@@ -234,6 +239,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secret(cmd) => vars::run(vars::Which::Secret, cmd).await,
         Command::Var(cmd) => vars::run(vars::Which::Var, cmd).await,
         Command::Runner(a) => runner::run(a).await,
+        Command::Pipeline(cmd) => pipeline::run(cmd).await,
         Command::Lint(_) | Command::Run(_) | Command::TestReport(_) => {
             unreachable!("handled before the runtime starts")
         }

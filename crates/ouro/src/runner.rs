@@ -11,7 +11,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use ouro_build::exec::{Checkout, Executor, ShellExecutor};
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use ouro_build::exec::{
+    Checkout, ExecError, Executor, JobContext, JobOutcome, JobSpec, ShellExecutor,
+};
 use ouro_build::runner::{
     ApiError, BoxFuture, CheckoutSource, ClaimedJob, JobResult, RunnerApi, SectionMark,
 };
@@ -248,6 +253,70 @@ async fn runner_token(
     Ok(v["token"].as_str().unwrap_or_default().to_string())
 }
 
+/// The job clones of this runner (`WORK_DIR/clones/<job id>`): each is removed when its job
+/// ends; a clone whose job never reached the executor (skipped, failed to prepare) or whose
+/// runner was killed is swept before the next clone.
+struct Clones {
+    root: PathBuf,
+    active: Mutex<HashSet<PathBuf>>,
+}
+
+impl Clones {
+    /// A fresh directory for job `job_id` (clones of jobs no longer running are removed).
+    fn take(&self, job_id: i64) -> PathBuf {
+        let dir = self.root.join(job_id.to_string());
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(rd) = std::fs::read_dir(&self.root) {
+            for e in rd.flatten() {
+                if !active.contains(&e.path()) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        active.insert(dir.clone());
+        dir
+    }
+
+    /// Removes the clone `dir` (when it is one of ours).
+    fn release(&self, dir: &Path) {
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        if active.remove(dir) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// The shell executor, removing the job's clone when the job ends (its workspace is removed
+/// by the executor itself).
+struct CleaningExecutor {
+    inner: ShellExecutor,
+    clones: Arc<Clones>,
+}
+
+impl Executor for CleaningExecutor {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn available(&self) -> Result<(), String> {
+        self.inner.available()
+    }
+
+    fn run<'a>(
+        &'a self,
+        job: &'a JobSpec,
+        ctx: JobContext,
+    ) -> ouro_build::exec::BoxFuture<'a, Result<JobOutcome, ExecError>> {
+        Box::pin(async move {
+            let out = self.inner.run(job, ctx).await;
+            if let Some(c) = &job.checkout {
+                self.clones.release(&c.repo);
+            }
+            out
+        })
+    }
+}
+
 /// Fetches the job's commit into the bare repository `dir` (ref `ouro-job`) over smart HTTP
 /// with the attempt token.
 async fn clone_for(base: &str, job: &ClaimedJob, dir: &Path) -> Result<Option<Checkout>, String> {
@@ -317,8 +386,8 @@ pub async fn run(args: RunnerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&work)?;
     let work = work.canonicalize()?;
     ouro_build::runner::local::kill_leftovers(&work).await;
-    let ex = ShellExecutor::new(&work);
-    let executors = vec![ex.name().to_string()];
+    let shell = ShellExecutor::new(&work);
+    let executors = vec![shell.name().to_string()];
     let client = reqwest::Client::builder()
         .build()
         .context("cannot build the HTTP client")?;
@@ -334,15 +403,18 @@ pub async fn run(args: RunnerArgs) -> anyhow::Result<()> {
         eprintln!("stopping: no new jobs");
         let _ = stop_tx.send(true);
     });
-    let clones = args
-        .work_dir
-        .join("clones")
-        .canonicalize()
-        .unwrap_or_else(|_| {
-            let p = args.work_dir.join("clones");
-            let _ = std::fs::create_dir_all(&p);
-            p
-        });
+    let clones_dir = args.work_dir.join("clones");
+    // Clones left by a previous incarnation (killed mid-job) go.
+    let _ = std::fs::remove_dir_all(&clones_dir);
+    std::fs::create_dir_all(&clones_dir)?;
+    let clones = Arc::new(Clones {
+        root: clones_dir.canonicalize()?,
+        active: Mutex::new(HashSet::new()),
+    });
+    let ex = CleaningExecutor {
+        inner: shell,
+        clones: clones.clone(),
+    };
     eprintln!(
         "runner: {slots} slots, labels {:?}, server {base}",
         args.labels
@@ -353,11 +425,7 @@ pub async fn run(args: RunnerArgs) -> anyhow::Result<()> {
         slots,
         stop_rx,
         move |job: &ClaimedJob| {
-            let (base, job, dir) = (
-                base.clone(),
-                job.clone(),
-                clones.join(job.job_id.to_string()),
-            );
+            let (base, job, dir) = (base.clone(), job.clone(), clones.take(job.job_id));
             Box::pin(async move { clone_for(&base, &job, &dir).await })
         },
     )

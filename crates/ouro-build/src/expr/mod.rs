@@ -566,6 +566,8 @@ pub struct OuroContext {
     pub run_number: u64,
     /// The username of who triggered the run.
     pub actor: String,
+    /// A change request run's target branch (`main`); empty for other events.
+    pub target_branch: String,
 }
 
 /// What expressions can read. Contexts that were never set read as empty objects.

@@ -11,7 +11,7 @@
 //! - [`cache`]: the pipeline file, parsed and planned, cached per run for the claim and worker.
 //! - [`wake`]: claimers wait for a job to become claimable instead of polling.
 //! - [`worker`] runs one claimed job on a runner: it plans the job from the pipeline file at the
-//!   commit with the same planner as `ouro run` ([`crate::plan::plan`], `decide`, `job_context`,
+//!   commit with the same planner as `ouro run` ([`crate::plan::plan_jobs`], `decide`, `job_context`,
 //!   [`crate::local::prepare`]), runs it with an [`crate::exec::Executor`], masks the output and
 //!   ships it in chunks, heartbeats, and finishes.
 
@@ -38,15 +38,27 @@ pub const CHUNK_BYTES: usize = 64 * 1024;
 /// How long a claim waits for a job at most (long-poll).
 pub const CLAIM_WAIT: Duration = Duration::from_secs(25);
 
-/// What caused the run, as a runner needs it for the expression context.
+/// What caused the run, as stored with it: the runner plans the job again from it, so `ouro.*`,
+/// `inputs.*` and `if:` evaluate as they did when the run was created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ClaimTrigger {
-    /// `push`, `manual`, ...
+    /// `push`, `manual`, ... (`rerun` for a re-run).
     pub kind: String,
     #[serde(rename = "ref")]
     pub git_ref: String,
     pub sha: String,
     pub actor: String,
+    /// The planner's event (`push`, `change_request`, `schedule`, `manual`, `api`; a re-run
+    /// keeps its original run's). Absent from older servers: `kind` is used.
+    #[serde(default)]
+    pub event: Option<String>,
+    /// A change request's target branch.
+    #[serde(default)]
+    pub target_branch: Option<String>,
+    /// The run's manual inputs (typed values as strings; the runner types them again against
+    /// the pipeline's declared inputs).
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
 }
 
 /// Where the runner gets the commit from.

@@ -230,12 +230,33 @@ async fn claimed(
             git_ref: c.run.git_ref.clone(),
             sha: c.run.sha.clone(),
             actor: c.run.actor.clone(),
+            event: Some(c.run.event.clone()),
+            target_branch: c.run.target_branch.clone(),
+            inputs: input_strings(&c.run.inputs),
         },
         needs,
         variables,
         secrets,
         checkout,
     })
+}
+
+/// A run's typed inputs as the planner takes them (strings, typed again against the pipeline).
+fn input_strings(inputs: &serde_json::Value) -> BTreeMap<String, String> {
+    inputs
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let s = match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), s)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Extends the lease of the attempt; `true` when the job was cancelled.

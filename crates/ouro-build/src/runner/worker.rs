@@ -5,7 +5,6 @@
 //! buffer shipped at [`CHUNK_BYTES`] (and every [`FLUSH_EVERY`] so the log is live), one chunk in
 //! flight at a time (the executor waits meanwhile).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,18 +33,18 @@ fn state_of(s: &str) -> JobState {
     }
 }
 
-/// The planner's trigger for a claimed job.
+/// The planner's trigger for a claimed job: the run's trigger as stored with it.
 pub fn trigger_of(job: &ClaimedJob) -> Trigger {
     let t = &job.trigger;
     Trigger {
-        event: EventKind::parse(&t.kind).unwrap_or(EventKind::Manual),
+        event: EventKind::parse(t.event.as_deref().unwrap_or(&t.kind)).unwrap_or(EventKind::Manual),
         git_ref: t.git_ref.clone(),
         branch: t.git_ref.strip_prefix("refs/heads/").map(String::from),
         tag: t.git_ref.strip_prefix("refs/tags/").map(String::from),
-        target_branch: None,
+        target_branch: t.target_branch.clone(),
         sha: t.sha.clone(),
         changed_paths: None,
-        inputs: BTreeMap::new(),
+        inputs: t.inputs.clone(),
         actor: t.actor.clone(),
         project: job.project.clone(),
         repo: job.repo.clone(),

@@ -20,6 +20,7 @@ fn ctx() -> Context {
         repo: "app".into(),
         run_number: 42,
         actor: "alice".into(),
+        target_branch: String::new(),
     };
     let matrix = json!({"os": "linux", "rust": "1.80", "n": 3});
     let inputs = json!({"level": "debug", "dry": false, "count": 2});

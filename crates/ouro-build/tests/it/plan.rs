@@ -275,3 +275,86 @@ fn schedule_trigger_and_plan_fields() {
             .unwrap()
     );
 }
+
+#[test]
+fn failure_and_always_hold_after_a_failed_ancestor_and_mark_jobs_that_outlive_failures() {
+    let p = pipeline(
+        "jobs:
+  a:
+    steps: [{run: 'false'}]
+  plain:
+    needs: a
+    steps: [{run: 'true'}]
+  on_fail:
+    needs: a
+    if: failure()
+    steps: [{run: 'true'}]
+  always:
+    needs: plain
+    if: always()
+    steps: [{run: 'true'}]
+  late_fail:
+    needs: plain
+    if: ${{ failure() }}
+    steps: [{run: 'true'}]
+  only_ok:
+    needs: a
+    if: success()
+    steps: [{run: 'true'}]
+",
+    );
+    let rp = plan("ci", &p, &Trigger::push("main", SHA)).unwrap();
+    let i = |id: &str| rp.find(id).unwrap();
+    // Which jobs a server must not skip together with a failed need.
+    assert!(!rp.runs_after_failed_needs(i("a")));
+    assert!(!rp.runs_after_failed_needs(i("plain")));
+    assert!(rp.runs_after_failed_needs(i("on_fail")));
+    assert!(rp.runs_after_failed_needs(i("always")));
+    assert!(rp.runs_after_failed_needs(i("late_fail")));
+    assert!(!rp.runs_after_failed_needs(i("only_ok")));
+    let mut st = vec![JobState::Queued; rp.jobs.len()];
+    st[i("a")] = JobState::Failure;
+    assert!(matches!(
+        rp.decide(i("plain"), &st, false),
+        Ok(Decision::Skip(_))
+    ));
+    assert!(matches!(
+        rp.decide(i("only_ok"), &st, false),
+        Ok(Decision::Skip(_))
+    ));
+    assert_eq!(rp.decide(i("on_fail"), &st, false), Ok(Decision::Run));
+    st[i("plain")] = JobState::Skipped;
+    // `plain` was skipped because `a` failed: failure() still sees the failed ancestor.
+    assert_eq!(rp.decide(i("late_fail"), &st, false), Ok(Decision::Run));
+    assert_eq!(rp.decide(i("always"), &st, false), Ok(Decision::Run));
+    // Everything succeeded: failure() is false, always() runs.
+    let ok = vec![JobState::Success; rp.jobs.len()];
+    assert!(matches!(
+        rp.decide(i("on_fail"), &ok, false),
+        Ok(Decision::Skip(_))
+    ));
+    assert_eq!(rp.decide(i("always"), &ok, false), Ok(Decision::Run));
+}
+
+#[test]
+fn a_run_is_planned_again_without_its_on_filter() {
+    // A change request run for `main` planned again by a runner that lost the target branch
+    // would not be triggered; `plan_jobs` plans the run's jobs regardless.
+    let p = pipeline(
+        "on:\n  change_request:\n    branches: [main]\njobs:\n  t:\n    steps: [{run: 'echo ${{ ouro.target_branch }}'}]\n",
+    );
+    let mut t = Trigger::push("feature", SHA);
+    t.event = ouro_build::plan::EventKind::ChangeRequest;
+    assert!(plan("ci", &p, &t).is_err());
+    assert_eq!(
+        ouro_build::plan::plan_jobs("ci", &p, &t)
+            .unwrap()
+            .jobs
+            .len(),
+        1
+    );
+    t.target_branch = Some("main".into());
+    let rp = plan("ci", &p, &t).unwrap();
+    let ctx = rp.job_context(0, &[JobState::Queued], false);
+    assert!(ouro_build::expr::eval_condition("ouro.target_branch == 'main'", &ctx).unwrap());
+}

@@ -2,8 +2,10 @@
 
 mod cli;
 mod cr;
+mod faults;
 mod items;
 mod lint;
+mod pipeline;
 mod run;
 mod runner;
 mod served;

@@ -11,6 +11,7 @@ pub mod build_vars;
 pub mod change_requests;
 pub mod code;
 pub mod code_browse;
+pub mod code_runs;
 pub mod code_settings;
 pub mod common;
 pub mod cr_comments;
@@ -66,6 +67,7 @@ pub fn register(reg: &mut Registry) {
     code::register(reg);
     code_settings::register(reg);
     code_browse::register(reg);
+    code_runs::register(reg);
     change_requests::register(reg);
     cr_comments::register(reg);
     merge_rules::register(reg);

@@ -12,6 +12,7 @@ mod change_requests_ui;
 mod code_browse;
 mod code_hosting;
 mod code_mirrors;
+mod code_runs;
 mod cr_meta;
 mod cr_threads;
 mod csv;

@@ -6,6 +6,7 @@ mod artifacts;
 mod attachments;
 mod boards_sprints;
 mod browser;
+mod build_e2e;
 mod build_vars;
 mod change_requests;
 mod change_requests_ui;

@@ -20,6 +20,7 @@ pub mod members;
 pub mod merge_rules;
 pub mod notifications;
 pub mod pipeline_logs;
+pub mod pipeline_run;
 pub mod pipelines;
 pub mod plan;
 pub mod plan_attachments;
@@ -71,6 +72,7 @@ pub fn register(reg: &mut Registry) {
     change_requests::register(reg);
     cr_comments::register(reg);
     merge_rules::register(reg);
+    pipeline_run::register(reg);
     pipelines::register(reg);
     artifacts::register(reg);
     pipeline_logs::register(reg);

@@ -110,6 +110,8 @@ struct ListPage<'a> {
     filters: [(&'static str, &'static str); 6],
     rows: Vec<RunRow>,
     next: Option<String>,
+    /// Developers get the "Run pipeline" link (`ui::pipeline_run`).
+    can_run: bool,
 }
 
 async fn list(
@@ -136,6 +138,7 @@ async fn list(
         phases: PHASES,
         active: "pipelines",
         manage: ctx.role() >= Some(Role::Maintainer),
+        can_run: ctx.role() >= Some(Role::Developer),
         status: f.status.clone().unwrap_or_default(),
         filters: [
             ("", "All"),

@@ -26,6 +26,7 @@ mod merge_rules;
 mod meta;
 mod notify;
 mod pipeline_logs;
+mod pipeline_run_ui;
 mod pipeline_triggers;
 mod pipelines;
 mod plan_config;

@@ -826,6 +826,48 @@ pub async fn list(
     query.fetch_all(ex).await?.iter().map(run_from).collect()
 }
 
+/// At most this many runs are listed for one commit or change request.
+pub const RUNS_PER_TARGET: i64 = 50;
+
+/// The runs of one commit of a repository (any trigger), newest first.
+pub async fn for_commit(
+    ex: &mut impl Executor,
+    repo_id: i64,
+    sha: &str,
+) -> Result<Vec<Run>, StoreError> {
+    q(format!(
+        "SELECT * FROM build_runs WHERE repo_id = $1 AND sha = $2 ORDER BY number DESC LIMIT {RUNS_PER_TARGET}"
+    ))
+    .bind(repo_id)
+    .bind(sha.to_string())
+    .fetch_all(ex)
+    .await?
+    .iter()
+    .map(run_from)
+    .collect()
+}
+
+/// The runs a change request shows, newest first: those that build it (`cr_number`) and those of
+/// its head commit (the push runs of its source branch, whose statuses its merge gate sees).
+pub async fn for_change_request(
+    ex: &mut impl Executor,
+    repo_id: i64,
+    cr_number: i64,
+    head: &str,
+) -> Result<Vec<Run>, StoreError> {
+    q(format!(
+        "SELECT * FROM build_runs WHERE repo_id = $1 AND (cr_number = $2 OR sha = $3) ORDER BY number DESC LIMIT {RUNS_PER_TARGET}"
+    ))
+    .bind(repo_id)
+    .bind(cr_number)
+    .bind(head.to_string())
+    .fetch_all(ex)
+    .await?
+    .iter()
+    .map(run_from)
+    .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // State changes
 

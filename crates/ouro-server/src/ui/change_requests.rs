@@ -511,6 +511,8 @@ pub(crate) struct ShowPage<'a> {
     /// The edit form: labels comma-separated, members who may review (name, requested).
     labels_text: String,
     reviewer_choices: Vec<(String, bool)>,
+    /// The pipeline runs of this change request (`ui::code_runs`), rendered.
+    runs_html: String,
 }
 
 impl ShowPage<'_> {
@@ -602,7 +604,13 @@ pub(crate) async fn show_page<'a>(
     } else {
         Vec::new()
     };
+    let runs_html =
+        crate::ui::code_runs::cr_panel(st, project, repo.id, &repo.name, number, &v.cr.head)
+            .await
+            .map_err(|e| fail(ctx, e))?
+            .html();
     Ok(ShowPage {
+        runs_html,
         chrome: Chrome::of(ctx),
         requested: v.cr.reviewers.clone(),
         labels_text: v.cr.labels.join(", "),

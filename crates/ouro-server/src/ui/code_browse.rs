@@ -242,6 +242,8 @@ pub enum View {
         commit: CommitInfo,
         when: When,
         diffv: DiffView,
+        /// The commit's pipeline runs (`ui::code_runs`), rendered.
+        runs_html: String,
     },
     Branches(Vec<(Branch, When)>),
     Tags(Vec<(Tag, When)>),
@@ -519,7 +521,14 @@ async fn commit(
         .map_err(|e| fail(&p.ctx, e))?;
     let split = q.view.as_deref() == Some("split");
     let diffv = DiffView::new(d, split, &p.base, format!("{}/commit/{}", p.base, c.id));
+    let project = p.ctx.project().map_err(|e| fail(&p.ctx, e.0))?;
+    let runs_html =
+        crate::ui::code_runs::commit_panel(&st, project, p.repo.id, &p.repo.name, &c.id)
+            .await
+            .map_err(|e| fail(&p.ctx, e))?
+            .html();
     let view = View::Commit {
+        runs_html,
         when: secs(c.committed_at),
         commit: c,
         diffv,

@@ -82,6 +82,22 @@ fn duration(start: Option<i64>, end: Option<i64>) -> String {
     }
 }
 
+/// A run as the run lists show it (also the change request and commit pages, `ui::code_runs`).
+pub(crate) fn run_row(r: ouro_build::runs::Run) -> RunRow {
+    RunRow {
+        number: r.number,
+        duration: duration(r.started_at, r.finished_at),
+        status: r.status,
+        pipeline: r.pipeline,
+        repo: r.repo,
+        git_ref: short_ref(&r.git_ref).to_string(),
+        short_sha: r.sha.chars().take(10).collect(),
+        trigger: r.trigger,
+        actor: actor_text(&r.actor).to_string(),
+        created: When::of(r.created_at),
+    }
+}
+
 #[derive(Template)]
 #[template(path = "build_runs.html")]
 struct ListPage<'a> {
@@ -94,6 +110,8 @@ struct ListPage<'a> {
     filters: [(&'static str, &'static str); 6],
     rows: Vec<RunRow>,
     next: Option<String>,
+    /// Developers get the "Run pipeline" link (`ui::pipeline_run`).
+    can_run: bool,
 }
 
 async fn list(
@@ -120,6 +138,7 @@ async fn list(
         phases: PHASES,
         active: "pipelines",
         manage: ctx.role() >= Some(Role::Maintainer),
+        can_run: ctx.role() >= Some(Role::Developer),
         status: f.status.clone().unwrap_or_default(),
         filters: [
             ("", "All"),

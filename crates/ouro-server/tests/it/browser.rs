@@ -630,3 +630,105 @@ async fn browser_plan_story_board_sprint_and_import() {
     drop(driver);
     s.stop().await;
 }
+
+/// The build pages live: a pushed two-job pipeline (`b` needs `a`, which sleeps) goes green on
+/// the run page without a reload (htmx polls the job graph), the log page of `a` shows its marker
+/// line, and the commit page lists the run as a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_run_page_goes_green_live_and_shows_the_log() {
+    let Some((driver_bin, chromium)) = browser_binaries() else {
+        return;
+    };
+    let s = TestServer::start_with(
+        &TestDb::Sqlite,
+        Options {
+            tweak: |st: &mut ouro_server::Settings| st.runner_slots = 2,
+            ..Options::default()
+        },
+    )
+    .await;
+    s.demo_project().await;
+    let driver = Driver::start(&driver_bin).await;
+    let mut b = Browser::open(&driver, &chromium, &s.base).await;
+    b.goto("/login").await;
+    b.fill("#name", "admin").await;
+    b.fill("#password", "admin-password").await;
+    b.click("#sign-in").await;
+    b.find("#new-project").await;
+
+    let (git, work, _) = crate::code_hosting::app_checkout(&s).await;
+    std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();
+    let pipeline = "name: CI
+on:
+  push:
+    branches: [main]
+jobs:
+  a:
+    steps:
+      - run: sleep 2; echo marker-of-job-a
+  b:
+    needs: a
+    steps:
+      - run: echo b-done
+";
+    let sha = git
+        .commit(&work, ".ouro/pipelines/ci.yml", pipeline, "CI")
+        .await;
+    git.run(&work, &["push", "-q", "origin", "main"]).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (st, _) = s
+            .admin(
+                reqwest::Method::GET,
+                "/api/v1/projects/demo/pipelines/1",
+                None,
+            )
+            .await;
+        if st == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no run 1");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The run page, opened while the run is active; a marker on the window tells a reload apart.
+    b.goto("/projects/demo/pipelines/1").await;
+    b.find("#jobs li[data-job='a']").await;
+    b.c.execute("window.ouroNoReload = true; return true;", vec![])
+        .await
+        .unwrap();
+    b.shot("run-live").await;
+    b.find("#jobs li[data-job='b'].job-success").await;
+    b.find("#jobs li[data-job='a'].job-success").await;
+    b.find("#run-status.run-success").await;
+    assert_eq!(b.text("#run-status").await, "success");
+    let same_page =
+        b.c.execute("return window.ouroNoReload === true;", vec![])
+            .await
+            .unwrap();
+    assert_eq!(
+        same_page,
+        json!(true),
+        "the page went green without a reload"
+    );
+    b.shot("run-green").await;
+
+    // Job a's log page has its marker line.
+    b.click("#jobs li[data-job='a'] a.run-job-name").await;
+    b.find("#job-status.run-success").await;
+    let log = b.text("#log").await;
+    assert!(log.contains("marker-of-job-a"), "{log}");
+    b.shot("job-a-log").await;
+
+    // The commit page lists the run.
+    b.goto(&format!("/projects/demo/code/app/commit/{sha}"))
+        .await;
+    b.find("#runs tr[data-run='1'][data-status='success']")
+        .await;
+    b.shot("commit-runs").await;
+
+    b.c.close().await.unwrap();
+    driver.session.lock().unwrap().take();
+    drop(driver);
+    s.stop().await;
+}

@@ -1,5 +1,6 @@
 //! The `ouro` binary as users run it: real processes, real signals.
 
+mod build_e2e;
 mod cli;
 mod cr;
 mod faults;

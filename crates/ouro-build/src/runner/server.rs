@@ -103,7 +103,9 @@ pub async fn pipeline_job(
 ) -> Option<crate::pipeline::Job> {
     let repo_id = run.repo_id?;
     let dir = ouro_code::repos::dir(&ouro_code::repos::root(data_dir), run.project_id, repo_id);
-    let text = super::cache::file_at(&dir, &run.sha, &run.file).await.ok()?;
+    let text = super::cache::file_at(&dir, &run.sha, &run.file)
+        .await
+        .ok()?;
     let mut pipeline = crate::pipeline::parse(&run.file, text.as_bytes()).ok()?;
     let base = key.split(" (").next().unwrap_or(key);
     pipeline.jobs.remove(base)

@@ -304,10 +304,16 @@ mod tests {
         for c in ErrorCode::ALL {
             assert!(seen.insert(c.as_str()), "duplicate code {}", c.as_str());
             assert!((400..600).contains(&c.http_status()), "{}", c.as_str());
+            // Each dotted segment starts with a letter; digits may follow (`test.not_utf8`).
             assert!(
+                c.as_str().split('.').all(|seg| {
+                    seg.starts_with(|ch: char| ch.is_ascii_lowercase())
+                        && seg
+                            .chars()
+                            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
+                }),
+                "{}",
                 c.as_str()
-                    .chars()
-                    .all(|ch| ch.is_ascii_lowercase() || ch == '.' || ch == '_')
             );
         }
     }

@@ -481,6 +481,34 @@ async fn a_change_request_shows_new_failures_and_uncovered_changed_lines_and_its
         })
         .await;
         assert!(sts.is_array());
+        // A repository that requires the gate's status cannot merge the change request.
+        let (st, b) = s
+            .admin(
+                Method::PUT,
+                &format!("{REPO}/merge-rules"),
+                Some(json!({"merge_method": "merge", "required_approvals": 0,
+                            "required_checks": ["ouro/quality/check"],
+                            "dismiss_stale_approvals": true})),
+            )
+            .await;
+        assert_eq!(st, 200, "{b}");
+        let (st, b) = s
+            .admin(
+                Method::POST,
+                &format!("{REPO}/change-requests/1/merge"),
+                None,
+            )
+            .await;
+        assert_eq!(st, 409, "{b}");
+        let conditions = b["error"]["details"]["conditions"].as_array().unwrap();
+        let checks = conditions.iter().find(|c| c["id"] == "checks").unwrap();
+        assert_eq!(checks["met"], false, "{b}");
+        assert!(
+            checks["message"]
+                .as_str()
+                .is_some_and(|d| d.contains("ouro/quality/check is failure")),
+            "{b}"
+        );
         s.stop().await;
     }
 }

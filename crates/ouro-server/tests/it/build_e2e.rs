@@ -14,24 +14,11 @@ use std::time::{Duration, Instant};
 
 use crate::code_hosting::{app_checkout, member};
 use crate::support::*;
-use ouro_server::Settings;
-use ouro_store::testing::TestDb;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const RUNS: &str = "/api/v1/projects/demo/pipelines";
 const REPO: &str = "/api/v1/projects/demo/repos/app";
-
-async fn with_runner(db: &TestDb) -> TestServer {
-    TestServer::start_with(
-        db,
-        Options {
-            tweak: |s: &mut Settings| s.runner_slots = 2,
-            ..Options::default()
-        },
-    )
-    .await
-}
 
 async fn eventually(s: &TestServer, path: &str, ok: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -207,7 +194,7 @@ jobs:
 #[tokio::test]
 async fn a_rust_crate_is_tested_and_built_on_its_change_request() {
     for db in backends() {
-        let s = with_runner(&db).await;
+        let s = TestServer::with_runner(&db).await;
         s.demo_project().await;
         let (git, work, _) = app_checkout(&s).await;
         // A real crate from `cargo new --lib` (it has a unit test), with its lock file.
@@ -317,7 +304,7 @@ const PYPROJECT: &str = "[project]\nname = \"calc\"\nversion = \"0.1.0\"\nrequir
 #[tokio::test]
 async fn a_python_package_is_tested_on_its_change_request() {
     for db in backends() {
-        let s = with_runner(&db).await;
+        let s = TestServer::with_runner(&db).await;
         s.demo_project().await;
         let (git, work, _) = app_checkout(&s).await;
         write(&work, "pyproject.toml", PYPROJECT);

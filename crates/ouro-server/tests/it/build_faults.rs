@@ -11,24 +11,11 @@ use std::time::{Duration, Instant};
 use crate::code_hosting::{Git, app_checkout};
 use crate::support::*;
 use ouro_build::runs;
-use ouro_server::Settings;
-use ouro_store::testing::TestDb;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const RUNS: &str = "/api/v1/projects/demo/pipelines";
 const REPO: &str = "/api/v1/projects/demo/repos/app";
-
-async fn with_runner(db: &TestDb) -> TestServer {
-    TestServer::start_with(
-        db,
-        Options {
-            tweak: |s: &mut Settings| s.runner_slots = 2,
-            ..Options::default()
-        },
-    )
-    .await
-}
 
 /// Pushes `pipeline` as `.ouro/pipelines/ci.yml` of a new repo `app` on `main`.
 async fn push_pipeline(s: &TestServer, pipeline: &str) -> (Git, PathBuf, String) {
@@ -119,7 +106,7 @@ jobs:
 #[tokio::test]
 async fn failure_and_always_jobs_run_after_their_need_failed_with_the_in_process_runner() {
     for db in backends() {
-        let s = with_runner(&db).await;
+        let s = TestServer::with_runner(&db).await;
         push_pipeline(&s, AFTER_FAILURE).await;
         let run = run_finished(&s, 1).await;
         assert_eq!(run["status"], "failure", "{run}");
@@ -214,7 +201,7 @@ jobs:
 #[tokio::test]
 async fn the_runner_gets_the_runs_inputs_target_branch_and_original_event() {
     for db in backends() {
-        let s = with_runner(&db).await;
+        let s = TestServer::with_runner(&db).await;
         let (git, work, _) = push_pipeline(&s, TRIGGERS).await;
         // #1: the push (default input `low`, no target branch).
         let push = run_finished(&s, 1).await;
@@ -298,7 +285,7 @@ fn alive(pid: &str) -> bool {
 #[tokio::test]
 async fn daemons_do_not_outlive_their_job_and_a_job_over_its_timeout_is_timed_out_and_killed() {
     for db in backends() {
-        let s = with_runner(&db).await;
+        let s = TestServer::with_runner(&db).await;
         let marks = tempfile::tempdir().unwrap();
         let m = marks.path().display().to_string();
         let pipeline = format!(

@@ -9,24 +9,11 @@ use crate::code_hosting::{Git, app_checkout};
 use crate::support::*;
 use ouro_build::runner::server as rs;
 use ouro_build::runs;
-use ouro_server::Settings;
-use ouro_store::testing::TestDb;
 use reqwest::Method;
 use serde_json::Value;
 
 const RUNS: &str = "/api/v1/projects/demo/pipelines";
 const REPO: &str = "/api/v1/projects/demo/repos/app";
-
-async fn with_runner(db: &TestDb) -> TestServer {
-    TestServer::start_with(
-        db,
-        Options {
-            tweak: |s: &mut Settings| s.runner_slots = 2,
-            ..Options::default()
-        },
-    )
-    .await
-}
 
 /// Pushes `pipeline` as `.ouro/pipelines/ci.yml` of a new repo `app`; returns the commit.
 async fn push_pipeline(s: &TestServer, pipeline: &str) -> (Git, PathBuf, String) {
@@ -95,7 +82,7 @@ jobs:
 #[tokio::test]
 async fn the_in_process_runner_runs_a_pushed_pipeline_to_success_with_log_and_status() {
     for db in backends() {
-        let s = with_runner(&db).await;
+        let s = TestServer::with_runner(&db).await;
         let (_git, _work, head) = push_pipeline(&s, TWO_JOBS).await;
         let run = run_finished(&s, 1).await;
         assert_eq!(run["status"], "success", "{run}");
@@ -141,7 +128,7 @@ async fn the_in_process_runner_runs_a_pushed_pipeline_to_success_with_log_and_st
 #[tokio::test]
 async fn a_failing_job_fails_the_run_skips_its_dependents_and_posts_failure() {
     for db in backends() {
-        let s = with_runner(&db).await;
+        let s = TestServer::with_runner(&db).await;
         let pipeline = "on:\n  push: {}\njobs:\n  a:\n    steps:\n      - run: echo before; exit 3\n  b:\n    needs: a\n    steps:\n      - run: echo never\n";
         let (_git, _work, head) = push_pipeline(&s, pipeline).await;
         let run = run_finished(&s, 1).await;
@@ -163,7 +150,7 @@ async fn a_failing_job_fails_the_run_skips_its_dependents_and_posts_failure() {
 #[tokio::test]
 async fn cancelling_a_running_job_stops_it_and_kills_its_processes() {
     for db in backends() {
-        let s = with_runner(&db).await;
+        let s = TestServer::with_runner(&db).await;
         let pipeline = "on:\n  push: {}\njobs:\n  slow:\n    steps:\n      - run: echo pid=$$; exec sleep 60\n";
         push_pipeline(&s, pipeline).await;
         let run = eventually(&s, &format!("{RUNS}/1"), |b| {
@@ -217,7 +204,7 @@ async fn cancelling_a_running_job_stops_it_and_kills_its_processes() {
 #[tokio::test]
 async fn a_script_failure_is_retried_within_retry_max() {
     for db in backends() {
-        let s = with_runner(&db).await;
+        let s = TestServer::with_runner(&db).await;
         let flag = s.dir.path().join("once");
         let pipeline = format!(
             "on:\n  push: {{}}\njobs:\n  flaky:\n    retry:\n      max: 2\n      when: [script_failure]\n    steps:\n      - run: if [ -f {f} ]; then echo second; else touch {f}; echo first; exit 1; fi\n",
@@ -555,7 +542,7 @@ async fn remote_runners_register_claim_by_labels_write_logs_and_drain_over_http(
 #[tokio::test]
 async fn the_admin_runners_page_lists_runners_drains_and_creates_tokens() {
     for db in backends() {
-        let s = with_runner(&db).await;
+        let s = TestServer::with_runner(&db).await;
         // The in-process runner records itself at start.
         let deadline = Instant::now() + Duration::from_secs(30);
         let page = loop {
@@ -617,7 +604,7 @@ jobs:
 #[tokio::test]
 async fn jobs_get_variables_secrets_artifacts_and_caches_from_the_in_process_runner() {
     for db in backends() {
-        let s = with_runner(&db).await;
+        let s = TestServer::with_runner(&db).await;
         s.demo_project().await;
         for (kind, name, value) in [
             ("variables", "GREETING", "hello-from-ouro"),

@@ -44,6 +44,19 @@ impl TestServer {
         TestServer::start_with(db, Options::default()).await
     }
 
+    /// A server whose in-process runner has 2 slots (the default test server has none, so
+    /// runs stay queued), for tests that watch jobs run.
+    pub async fn with_runner(db: &TestDb) -> TestServer {
+        TestServer::start_with(
+            db,
+            Options {
+                tweak: |s: &mut Settings| s.runner_slots = 2,
+                ..Options::default()
+            },
+        )
+        .await
+    }
+
     pub async fn start_with(db: &TestDb, opts: Options) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut settings = Settings {

@@ -10,24 +10,11 @@ use std::time::{Duration, Instant};
 use crate::code_hosting::{Git, app_checkout};
 use crate::support::*;
 use ouro_build::runs;
-use ouro_server::Settings;
-use ouro_store::testing::TestDb;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const RUNS: &str = "/api/v1/projects/demo/pipelines";
 const REPO: &str = "/api/v1/projects/demo/repos/app";
-
-async fn with_runner(db: &TestDb) -> TestServer {
-    TestServer::start_with(
-        db,
-        Options {
-            tweak: |s: &mut Settings| s.runner_slots = 2,
-            ..Options::default()
-        },
-    )
-    .await
-}
 
 async fn eventually(s: &TestServer, path: &str, ok: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -128,7 +115,7 @@ fn job<'a>(run: &'a Value, key: &str) -> &'a Value {
 #[tokio::test]
 async fn reports_are_ingested_shown_gated_and_quarantine_lifts_the_gate() {
     for db in backends() {
-        let s = with_runner(&db).await;
+        let s = TestServer::with_runner(&db).await;
         let (git, work, head) = push(&s).await;
         let run = run_finished(&s, 1).await;
 
@@ -380,7 +367,7 @@ jobs:
 #[tokio::test]
 async fn a_change_request_shows_new_failures_and_uncovered_changed_lines_and_its_gate_fails() {
     for db in backends() {
-        let s = with_runner(&db).await;
+        let s = TestServer::with_runner(&db).await;
         s.demo_project().await;
         let (git, work, _) = app_checkout(&s).await;
         std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();

@@ -5,10 +5,9 @@
 //! left by a step, a job over its `timeout-minutes`, a pipeline file that is not UTF-8. (The
 //! server or a runner killed with SIGKILL: crates/ouro/tests/it/faults.rs.)
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::code_hosting::{Git, app_checkout};
+use crate::code_hosting::app_checkout;
 use crate::support::*;
 use ouro_build::runs;
 use reqwest::Method;
@@ -16,43 +15,6 @@ use serde_json::{Value, json};
 
 const RUNS: &str = "/api/v1/projects/demo/pipelines";
 const REPO: &str = "/api/v1/projects/demo/repos/app";
-
-/// Pushes `pipeline` as `.ouro/pipelines/ci.yml` of a new repo `app` on `main`.
-async fn push_pipeline(s: &TestServer, pipeline: &str) -> (Git, PathBuf, String) {
-    s.demo_project().await;
-    let (git, work, _) = app_checkout(s).await;
-    std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();
-    let head = git
-        .commit(&work, ".ouro/pipelines/ci.yml", pipeline, "Add CI")
-        .await;
-    git.run(&work, &["push", "-q", "origin", "main"]).await;
-    (git, work, head)
-}
-
-async fn eventually(s: &TestServer, path: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (st, body) = s.admin(Method::GET, path, None).await;
-        if st == 200 && ok(&body) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gave up waiting on {path}: {st} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn run_finished(s: &TestServer, number: i64) -> Value {
-    eventually(s, &format!("{RUNS}/{number}"), |b| {
-        matches!(
-            b["status"].as_str(),
-            Some("success" | "failure" | "cancelled")
-        )
-    })
-    .await
-}
 
 fn job<'a>(run: &'a Value, key: &str) -> &'a Value {
     run["jobs"]

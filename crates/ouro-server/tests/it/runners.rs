@@ -2,10 +2,9 @@
 //! cancel, retry), the reaper handles lost runners, and the runner protocol over HTTP
 //! (registration, labels, stale attempts, drain).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::code_hosting::{Git, app_checkout};
+use crate::code_hosting::app_checkout;
 use crate::support::*;
 use ouro_build::runner::server as rs;
 use ouro_build::runs;
@@ -14,43 +13,6 @@ use serde_json::Value;
 
 const RUNS: &str = "/api/v1/projects/demo/pipelines";
 const REPO: &str = "/api/v1/projects/demo/repos/app";
-
-/// Pushes `pipeline` as `.ouro/pipelines/ci.yml` of a new repo `app`; returns the commit.
-async fn push_pipeline(s: &TestServer, pipeline: &str) -> (Git, PathBuf, String) {
-    s.demo_project().await;
-    let (git, work, _) = app_checkout(s).await;
-    std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();
-    let head = git
-        .commit(&work, ".ouro/pipelines/ci.yml", pipeline, "Add CI")
-        .await;
-    git.run(&work, &["push", "-q", "origin", "main"]).await;
-    (git, work, head)
-}
-
-async fn eventually(s: &TestServer, path: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (st, body) = s.admin(Method::GET, path, None).await;
-        if st == 200 && ok(&body) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gave up waiting on {path}: {st} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn run_finished(s: &TestServer, number: i64) -> Value {
-    eventually(s, &format!("{RUNS}/{number}"), |b| {
-        matches!(
-            b["status"].as_str(),
-            Some("success" | "failure" | "cancelled")
-        )
-    })
-    .await
-}
 
 fn log_of(s: &TestServer, job_id: i64, attempt: i64) -> Vec<u8> {
     let dir = runs::log_dir(&s.state.settings.data_dir, job_id, attempt);

@@ -264,3 +264,50 @@ pub fn form_body(fields: &[(&str, &str)]) -> String {
         .collect::<Vec<_>>()
         .join("&")
 }
+
+/// The pipelines API of the demo project.
+const PIPELINES: &str = "/api/v1/projects/demo/pipelines";
+
+/// Pushes `pipeline` as `.ouro/pipelines/ci.yml` of a new repo `app` on `main` of the demo
+/// project (created here); returns the checkout and the commit.
+pub async fn push_pipeline(
+    s: &TestServer,
+    pipeline: &str,
+) -> (crate::code_hosting::Git, std::path::PathBuf, String) {
+    s.demo_project().await;
+    let (git, work, _) = crate::code_hosting::app_checkout(s).await;
+    std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();
+    let head = git
+        .commit(&work, ".ouro/pipelines/ci.yml", pipeline, "Add CI")
+        .await;
+    git.run(&work, &["push", "-q", "origin", "main"]).await;
+    (git, work, head)
+}
+
+/// GETs `path` as the admin until it answers 200 with a body `ok` accepts (90 s at most: jobs
+/// run real processes on a shared machine).
+pub async fn eventually(s: &TestServer, path: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (st, body) = s.admin(Method::GET, path, None).await;
+        if st == 200 && ok(&body) {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting on {path}: {st} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for run `number` of the demo project to end; returns its JSON.
+pub async fn run_finished(s: &TestServer, number: i64) -> Value {
+    eventually(s, &format!("{PIPELINES}/{number}"), |b| {
+        matches!(
+            b["status"].as_str(),
+            Some("success" | "failure" | "cancelled")
+        )
+    })
+    .await
+}

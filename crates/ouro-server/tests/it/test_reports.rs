@@ -5,7 +5,6 @@
 //! `ouro/quality/<job>`; a quarantined failure no longer fails the gate.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use crate::code_hosting::{Git, app_checkout};
 use crate::support::*;
@@ -15,31 +14,6 @@ use serde_json::{Value, json};
 
 const RUNS: &str = "/api/v1/projects/demo/pipelines";
 const REPO: &str = "/api/v1/projects/demo/repos/app";
-
-async fn eventually(s: &TestServer, path: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (st, body) = s.admin(Method::GET, path, None).await;
-        if st == 200 && ok(&body) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gave up waiting on {path}: {st} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn run_finished(s: &TestServer, number: i64) -> Value {
-    eventually(s, &format!("{RUNS}/{number}"), |b| {
-        matches!(
-            b["status"].as_str(),
-            Some("success" | "failure" | "cancelled")
-        )
-    })
-    .await
-}
 
 fn log_text(s: &TestServer, job_id: i64, attempt: i64) -> String {
     let dir = runs::log_dir(&s.state.settings.data_dir, job_id, attempt);

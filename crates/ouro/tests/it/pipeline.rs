@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ouro_store::testing::backends;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 fn ouro(base: &str, token: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ouro"))
@@ -58,32 +58,8 @@ async fn pipeline_run_with_inputs_rerun_and_cancel_go_through_the_api() {
     for db in backends() {
         let srv = crate::served::served(&db, "admin", true, 1).await;
         let (base, token) = (srv.base.clone(), srv.token.clone());
-        ouro_store::projects::create(
-            &srv.store,
-            &srv.user,
-            "demo",
-            "Demo",
-            "",
-            ouro_store::projects::Visibility::Private,
-        )
-        .await
-        .unwrap();
         let client = reqwest::Client::new();
-        let repo: Value = client
-            .post(format!("{base}/api/v1/projects/demo/repos"))
-            .bearer_auth(&token)
-            .json(&json!({"name": "app"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let url = repo["clone_url"].as_str().unwrap().replacen(
-            "http://",
-            &format!("http://admin:{token}@"),
-            1,
-        );
+        let url = srv.demo_repo().await;
         let dir = tempfile::tempdir().unwrap();
         let work = dir.path().to_path_buf();
         tokio::task::spawn_blocking(move || {

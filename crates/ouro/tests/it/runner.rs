@@ -50,39 +50,10 @@ async fn ouro_runner_runs_a_pushed_pipeline_to_success() {
     for db in backends() {
         let srv = crate::served::served(&db, "admin", true, 0).await;
         let dir = tempfile::tempdir().unwrap();
-        let (base, store, token, admin) = (
-            srv.base.clone(),
-            srv.store.clone(),
-            srv.token.clone(),
-            srv.user.clone(),
-        );
+        let (base, token) = (srv.base.clone(), srv.token.clone());
         let data_dir = srv.state.settings.data_dir.clone();
-        ouro_store::projects::create(
-            &store,
-            &admin,
-            "demo",
-            "Demo",
-            "",
-            ouro_store::projects::Visibility::Private,
-        )
-        .await
-        .unwrap();
         let client = reqwest::Client::new();
-        let repo: Value = client
-            .post(format!("{base}/api/v1/projects/demo/repos"))
-            .bearer_auth(&token)
-            .json(&json!({"name": "app"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let url = repo["clone_url"].as_str().unwrap().replacen(
-            "http://",
-            &format!("http://admin:{token}@"),
-            1,
-        );
+        let url = srv.demo_repo().await;
         let work = dir.path().join("work");
         std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();
         let w = work.clone();

@@ -71,6 +71,36 @@ pub async fn served(db: &TestDb, name: &str, admin: bool, runner_slots: usize) -
 
 impl Served {
     /// Stops the server and waits for it.
+    /// Creates project `demo` with an empty repository `app`; returns its clone URL with the
+    /// user's token in it, for `git push`.
+    pub async fn demo_repo(&self) -> String {
+        ouro_store::projects::create(
+            &self.store,
+            &self.user,
+            "demo",
+            "Demo",
+            "",
+            ouro_store::projects::Visibility::Private,
+        )
+        .await
+        .unwrap();
+        let repo: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/api/v1/projects/demo/repos", self.base))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({"name": "app"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let auth = format!("http://{}:{}@", self.user.name, self.token);
+        repo["clone_url"]
+            .as_str()
+            .unwrap()
+            .replacen("http://", &auth, 1)
+    }
+
     pub async fn stop(self) {
         let _ = self.stop.send(());
         self.server.await.unwrap().unwrap();

@@ -89,6 +89,7 @@ pub fn all_migrations() -> Vec<Migration> {
         ouro_code::MIGRATIONS,
         ouro_build::MIGRATIONS,
         ouro_test::MIGRATIONS,
+        ouro_release::MIGRATIONS,
     ]
     .concat()
 }

@@ -1,0 +1,7 @@
+//! Ouro's Release phase: turns a green pipeline run into a durable, auditable release (version,
+//! tag, artifacts by content hash, notes, linked items, test summary), packs it into a signed
+//! bundle, and decides how and when it may go to each environment. Knows nothing of HTTP.
+
+pub mod migrations;
+
+pub use migrations::MIGRATIONS;

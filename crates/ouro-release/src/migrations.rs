@@ -1,0 +1,11 @@
+//! Release's own migrations (component `release`, tables prefixed `release_`), applied after Test's.
+
+use ouro_store::Migration;
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    component: "release",
+    version: 1,
+    name: "releases",
+    sqlite: include_str!("../migrations/sqlite/0001_releases.sql"),
+    postgres: include_str!("../migrations/postgres/0001_releases.sql"),
+}];

@@ -1,0 +1,3 @@
+//! Release phase tests on both databases (one module per area).
+
+mod schema;

@@ -121,6 +121,11 @@ kinds! {
     RELEASE_WITHDRAWN = ("release.withdrawn", Release, 1, "release", "A published release was withdrawn."),
     APPROVAL_REQUESTED = ("approval.requested", Release, 1, "release", "A promotion needs an approval."),
     APPROVAL_DECIDED = ("approval.decided", Release, 1, "release", "An approval was granted or refused."),
+    RELEASE_NOTES_EDITED = ("release.notes_edited", Release, 1, "release", "A draft release's notes were edited."),
+    RELEASE_BUNDLED = ("release.bundled", Release, 1, "release", "A release's bundle was built and signed: sha256 and size in payload."),
+    PROMOTION_REQUESTED = ("promotion.requested", Release, 1, "promotion", "A promotion of a release to an environment was requested."),
+    PROMOTION_APPROVED = ("promotion.approved", Release, 1, "promotion", "Every gate of a promotion passed: it is handed to Deploy."),
+    PROMOTION_REJECTED = ("promotion.rejected", Release, 1, "promotion", "A promotion was rejected (by an approver, or a gate that cannot pass)."),
     // Deploy
     DEPLOYMENT_STARTED = ("deployment.started", Deploy, 1, "deployment", "A deployment to an environment started."),
     DEPLOYMENT_SUCCEEDED = ("deployment.succeeded", Deploy, 1, "deployment", "A deployment finished and took traffic."),

@@ -128,7 +128,7 @@ fn parse_log(out: &[u8]) -> Result<Vec<Commit>, OuroError> {
         return Ok(Vec::new());
     }
     let fields: Vec<&[u8]> = out.split(|b| *b == 0).collect();
-    if fields.len() % FIELDS != 0 {
+    if !fields.len().is_multiple_of(FIELDS) {
         return Err(internal(format!(
             "git log printed {} fields, not a multiple of {FIELDS}",
             fields.len()
@@ -219,7 +219,7 @@ mod tests {
 
     #[test]
     fn parses_log_records() {
-        let out = b"aaaaaaaaaa\0p1 p2\0Ann\0ann@x\0100\0feat: one\n\0\nbbbbbbbbbb\0\0Bob\0bob@x\0200\0fix\xff: two\n\0";
+        let out = b"aaaaaaaaaa\x00p1 p2\x00Ann\x00ann@x\x00100\x00feat: one\n\x00\nbbbbbbbbbb\x00\x00Bob\x00bob@x\x00200\x00fix\xff: two\n\x00";
         let commits = parse_log(out).unwrap();
         assert_eq!(commits.len(), 2);
         assert_eq!(commits[0].parents, vec!["p1", "p2"]);

@@ -36,7 +36,7 @@ impl Conventional {
 pub fn parse(message: &str) -> Conventional {
     let text = message.replace("\r\n", "\n");
     // Leading blank lines are not part of the header.
-    let text = text.trim_start_matches(|c: char| c == '\n' || c == '\r' || c == ' ' || c == '\t');
+    let text = text.trim_start_matches(['\n', '\r', ' ', '\t']);
     let (header, rest) = match text.split_once('\n') {
         Some((h, r)) => (h.trim(), r),
         None => (text.trim(), ""),
@@ -112,10 +112,11 @@ fn header_parts(header: &str) -> Option<(&str, Option<String>, bool, &str)> {
 /// one of the two breaking-change spellings. Returns the token and the value.
 fn footer_token(line: &str) -> Option<(&str, &str)> {
     for breaking in ["BREAKING CHANGE", "BREAKING-CHANGE"] {
-        if let Some(rest) = line.strip_prefix(breaking) {
-            if let Some(v) = rest.strip_prefix(':') {
-                return Some((breaking, v));
-            }
+        if let Some(v) = line
+            .strip_prefix(breaking)
+            .and_then(|rest| rest.strip_prefix(':'))
+        {
+            return Some((breaking, v));
         }
     }
     let end = line

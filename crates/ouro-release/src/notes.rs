@@ -272,8 +272,6 @@ pub fn render(input: &NotesInput, template: Option<&str>) -> Result<String, Ouro
     let mut env = Environment::new();
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_trim_blocks(true);
-    env.set_lstrip_blocks(true);
     env.set_keep_trailing_newline(true);
     env.set_recursion_limit(64);
     // Enough for the default layout over 100k commits, and a bound on any template's work.

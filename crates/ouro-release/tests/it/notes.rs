@@ -370,6 +370,31 @@ fn a_project_template_overrides_the_layout() {
 }
 
 #[test]
+fn the_documented_example_template_works() {
+    // docs/releases.md, "Your own layout".
+    let template = "# {{ version }}\n\
+{% for s in sections %}\n\
+{{ s.title }}:\n\
+{%- for c in s.commits %}\n\
+- {{ c.description }}{% if c.scope %} ({{ c.scope }}){% endif %}\n\
+{%- endfor %}\n\
+{% endfor %}\n";
+    let out = notes::render(&sample(), Some(template)).unwrap();
+    assert_eq!(
+        out,
+        "# 1.1.0\n\nFeatures:\n- dark mode DEMO-2 (ui)\n\nOther:\n- Untyped change\n\n"
+    );
+    // And the documented error message.
+    let e = notes::render(&sample(), Some("a\nb\n{{ version }")).unwrap_err();
+    assert!(
+        e.message
+            .starts_with("the notes template fails at line 3: syntax error"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
 fn bad_templates_are_422_with_a_line_never_a_panic() {
     let input = sample();
     let cases = [

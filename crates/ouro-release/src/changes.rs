@@ -117,6 +117,17 @@ pub fn since(
     parse_log(&out.stdout)
 }
 
+/// [`since`] on tokio's blocking pool, for async callers (the server, the CLI).
+pub async fn since_async(
+    repo_git_dir: std::path::PathBuf,
+    to_sha: String,
+    previous_tag: Option<String>,
+) -> Result<Vec<Commit>, OuroError> {
+    tokio::task::spawn_blocking(move || since(&repo_git_dir, &to_sha, previous_tag.as_deref()))
+        .await
+        .map_err(|e| internal(format!("reading commits panicked or was cancelled: {e}")))?
+}
+
 /// Reads the `git log -z` output: NUL-separated fields, commits separated by NUL as well.
 fn parse_log(out: &[u8]) -> Result<Vec<Commit>, OuroError> {
     let mut out = out;

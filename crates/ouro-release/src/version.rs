@@ -188,7 +188,11 @@ pub fn next(
                     ),
                 });
             }
-            let (v, bump) = apply(prev, asked, rules);
+            let (v, bump) = apply(prev, asked, rules).ok_or_else(|| NoRelease {
+                message: format!(
+                    "{prev} cannot be raised by a {asked} bump: the number is at its maximum"
+                ),
+            })?;
             let rule = if prev.major == 0 && bump != asked {
                 format!(" (0.x rule: {asked} counts as {bump})")
             } else {
@@ -209,6 +213,15 @@ pub fn next(
             version.pre = Prerelease::new(&format!("{label}.{n}")).map_err(|e| NoRelease {
                 message: format!("{label:?} is not a pre-release label: {e}"),
             })?;
+            if let Some(prev) = previous.filter(|p| version <= **p) {
+                // 1.3.0-beta.1 sorts before 1.3.0-rc.2: SemVer compares labels as text.
+                return Err(NoRelease {
+                    message: format!(
+                        "{version} would sort before the previous release {prev}; use a label that sorts after {:?} or an explicit version",
+                        prev.pre.as_str()
+                    ),
+                });
+            }
             Ok(Next {
                 version,
                 bump,
@@ -242,7 +255,7 @@ fn strip(v: &Version) -> Version {
 }
 
 /// Raises `prev` by `asked` under the rules; returns the version and the effective bump.
-fn apply(prev: &Version, asked: Bump, rules: &Rules) -> (Version, Bump) {
+fn apply(prev: &Version, asked: Bump, rules: &Rules) -> Option<(Version, Bump)> {
     let mut bump = asked;
     if prev.major == 0 {
         if bump == Bump::Major && rules.zero_major_bumps_minor {
@@ -261,16 +274,16 @@ fn apply(prev: &Version, asked: Bump, rules: &Rules) -> (Version, Bump) {
             Bump::Patch | Bump::None => true,
         };
         if reached {
-            return (base, bump);
+            return Some((base, bump));
         }
     }
     let v = match bump {
-        Bump::Major => Version::new(base.major + 1, 0, 0),
-        Bump::Minor => Version::new(base.major, base.minor + 1, 0),
-        Bump::Patch => Version::new(base.major, base.minor, base.patch + 1),
+        Bump::Major => Version::new(base.major.checked_add(1)?, 0, 0),
+        Bump::Minor => Version::new(base.major, base.minor.checked_add(1)?, 0),
+        Bump::Patch => Version::new(base.major, base.minor, base.patch.checked_add(1)?),
         Bump::None => base,
     };
-    (v, bump)
+    Some((v, bump))
 }
 
 /// "1 breaking change, 2 features, 1 fix, 3 other commits".
@@ -280,6 +293,7 @@ fn summary(commits: &[Conventional]) -> String {
     let mut fix = 0;
     let mut perf = 0;
     let mut other = 0;
+    let mut other_kinds: Vec<&str> = Vec::new();
     for c in commits {
         if c.breaking {
             breaking += 1;
@@ -289,7 +303,13 @@ fn summary(commits: &[Conventional]) -> String {
             Some("feat") => feat += 1,
             Some("fix") => fix += 1,
             Some("perf") => perf += 1,
-            _ => other += 1,
+            k => {
+                other += 1;
+                let k = k.unwrap_or("not conventional");
+                if !other_kinds.contains(&k) {
+                    other_kinds.push(k);
+                }
+            }
         }
     }
     let mut parts = Vec::new();
@@ -303,6 +323,10 @@ fn summary(commits: &[Conventional]) -> String {
     add(fix, "fix", "fixes");
     add(perf, "performance change", "performance changes");
     add(other, "other commit", "other commits");
+    if let Some(last) = parts.last_mut().filter(|_| other > 0) {
+        other_kinds.sort_unstable();
+        last.push_str(&format!(" ({})", other_kinds.join(", ")));
+    }
     if parts.is_empty() {
         "no commits".into()
     } else {

@@ -307,6 +307,25 @@ fn unknown_commits_and_tags_are_refused() {
     );
 }
 
+#[tokio::test]
+async fn commits_can_be_read_from_async_code() {
+    let mut repo = Repo::new();
+    repo.commit("Alice", "feat: a");
+    repo.git(&["tag", "v0.1.0"]);
+    repo.commit("Bob", "fix: b");
+    let head = repo.head();
+    let commits = changes::since_async(repo.git_dir(), head, Some("v0.1.0".into()))
+        .await
+        .unwrap();
+    assert_eq!(commits.len(), 1);
+    assert_eq!(commits[0].conventional.kind.as_deref(), Some("fix"));
+    assert_eq!(commits[0].author_email, "bob@example.com");
+    let e = changes::since_async(repo.git_dir(), "nope".into(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ReleaseCommitNotFound);
+}
+
 fn sample() -> NotesInput {
     let commits = vec![
         Commit::new(

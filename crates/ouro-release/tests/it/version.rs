@@ -4,6 +4,7 @@
 use ouro_core::ErrorCode;
 use ouro_release::conventional::{Conventional, parse};
 use ouro_release::version::{Bump, Rules, explicit, next, pre_label};
+use proptest::prelude::*;
 use semver::Version;
 
 fn v(s: &str) -> Version {
@@ -103,7 +104,10 @@ fn no_release_when_only_chores_and_docs() {
         "{}",
         e.message
     );
-    assert!(e.message.contains("3 other commits"), "{}", e.message);
+    assert_eq!(
+        e.message,
+        "nothing to release since 1.2.3: only 3 other commits (chore, docs, not conventional) (a breaking change, `feat`, `fix` or `perf` makes a release; give an explicit version to release anyway)"
+    );
     assert_eq!(
         after(Some("1.2.3"), &[], &r),
         "none: nothing to release since 1.2.3: no commits (a breaking change, `feat`, `fix` or `perf` makes a release; give an explicit version to release anyway)"
@@ -154,6 +158,14 @@ fn release_candidates_count_up() {
     let n = next(Some(&v("2.0.0-rc.1")), &msgs(&["feat!: c"]), &r, None, &[]).unwrap();
     assert_eq!(n.version, v("2.0.0"));
 
+    // A label that sorts before the previous candidate's would go backwards: refused.
+    let e = next(Some(&rc), &fix, &r, Some("beta"), &existing).unwrap_err();
+    assert!(
+        e.message
+            .starts_with("1.3.0-beta.1 would sort before the previous release 1.3.0-rc.2"),
+        "{}",
+        e.message
+    );
     // A bad label is refused, not turned into a version.
     assert!(next(Some(&prev), &feat, &r, Some("rc.1"), &[]).is_err());
     assert!(next(Some(&prev), &feat, &r, Some("r c"), &[]).is_err());
@@ -176,5 +188,45 @@ fn explicit_versions_override_and_are_validated() {
         assert_eq!(e.code, ErrorCode::ReleaseInvalidVersion, "{bad:?}");
         assert_eq!(e.code.http_status(), 422);
         assert_eq!(e.details.unwrap()["field"], "version");
+    }
+}
+
+#[test]
+fn numbers_at_their_maximum_are_no_release_not_a_panic() {
+    let top = Version::new(u64::MAX, 0, 0);
+    let e = next(
+        Some(&top),
+        &msgs(&["feat!: a"]),
+        &Rules::default(),
+        None,
+        &[],
+    )
+    .unwrap_err();
+    assert!(e.message.contains("at its maximum"), "{}", e.message);
+}
+
+proptest! {
+    /// Whatever the previous version and commits, `next` does not panic and a computed version
+    /// is always above the previous one.
+    #[test]
+    fn next_is_above_the_previous_version(
+        major in 0u64..4, minor in 0u64..4, patch in 0u64..4,
+        pre in proptest::option::of(1u64..4),
+        kinds in proptest::collection::vec(0usize..6, 0..6),
+        label in proptest::option::of(prop_oneof![Just("rc"), Just("beta")]),
+        zero_major in any::<bool>(), zero_minor in any::<bool>(),
+    ) {
+        let mut prev = Version::new(major, minor, patch);
+        if let Some(n) = pre {
+            prev.pre = semver::Prerelease::new(&format!("rc.{n}")).unwrap();
+        }
+        let all = ["feat: a", "fix: b", "perf: c", "chore: d", "feat!: e", "Plain message"];
+        let commits: Vec<&str> = kinds.iter().map(|k| all[*k]).collect();
+        let rules = Rules { zero_major_bumps_minor: zero_major, zero_minor_bumps_patch: zero_minor, ..Rules::default() };
+        let existing = [prev.clone()];
+        if let Ok(n) = next(Some(&prev), &msgs(&commits), &rules, label, &existing) {
+            prop_assert!(n.version > prev, "{} after {}", n.version, prev);
+            prop_assert!(!existing.contains(&n.version));
+        }
     }
 }

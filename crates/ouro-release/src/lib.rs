@@ -6,6 +6,7 @@ pub mod changes;
 pub mod conventional;
 pub mod migrations;
 pub mod notes;
+pub mod settings;
 pub mod version;
 
 pub use migrations::MIGRATIONS;

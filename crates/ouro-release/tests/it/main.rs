@@ -3,4 +3,5 @@
 mod conventional;
 mod notes;
 mod schema;
+mod settings;
 mod version;

@@ -126,6 +126,7 @@ kinds! {
     PROMOTION_REQUESTED = ("promotion.requested", Release, 1, "promotion", "A promotion of a release to an environment was requested."),
     PROMOTION_APPROVED = ("promotion.approved", Release, 1, "promotion", "Every gate of a promotion passed: it is handed to Deploy."),
     PROMOTION_REJECTED = ("promotion.rejected", Release, 1, "promotion", "A promotion was rejected (by an approver, or a gate that cannot pass)."),
+    ENVIRONMENTS_UPDATED = ("release.environments_updated", Release, 1, "project", "The promotion path kept in the project settings (used when a release's commit has no .ouro/environments.yml) was changed."),
     // Deploy
     DEPLOYMENT_STARTED = ("deployment.started", Deploy, 1, "deployment", "A deployment to an environment started."),
     DEPLOYMENT_SUCCEEDED = ("deployment.succeeded", Deploy, 1, "deployment", "A deployment finished and took traffic."),

@@ -2,6 +2,9 @@
 //! tag, artifacts by content hash, notes, linked items, test summary), packs it into a signed
 //! bundle, and decides how and when it may go to each environment. Knows nothing of HTTP.
 
+pub mod environments;
+pub mod gates;
 pub mod migrations;
+pub mod promotions;
 
 pub use migrations::MIGRATIONS;

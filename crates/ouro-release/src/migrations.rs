@@ -2,10 +2,19 @@
 
 use ouro_store::Migration;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    component: "release",
-    version: 1,
-    name: "releases",
-    sqlite: include_str!("../migrations/sqlite/0001_releases.sql"),
-    postgres: include_str!("../migrations/postgres/0001_releases.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "release",
+        version: 1,
+        name: "releases",
+        sqlite: include_str!("../migrations/sqlite/0001_releases.sql"),
+        postgres: include_str!("../migrations/postgres/0001_releases.sql"),
+    },
+    Migration {
+        component: "release",
+        version: 2,
+        name: "promotions",
+        sqlite: include_str!("../migrations/sqlite/0002_promotions.sql"),
+        postgres: include_str!("../migrations/postgres/0002_promotions.sql"),
+    },
+];

@@ -25,7 +25,7 @@ pub mod runs;
 pub mod schedule;
 pub mod secrets;
 pub mod triggers;
-mod yaml;
+pub mod yaml;
 
 pub use diag::{Diagnostic, Severity};
 pub use migrations::MIGRATIONS;

@@ -11,7 +11,7 @@ use crate::diag::{self, Diagnostic};
 
 /// A node with the position where it appears (for an alias: where the alias is used).
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Node {
+pub struct Node {
     pub v: V,
     pub line: u32,
     pub col: u32,
@@ -20,7 +20,7 @@ pub(crate) struct Node {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum V {
+pub enum V {
     Null,
     Bool(bool),
     Int(i128),
@@ -200,7 +200,7 @@ pub const MAX_DEPTH: usize = 64;
 pub const MAX_NODES: usize = 100_000;
 pub const MAX_ALIAS_REPLAY: usize = 10_000;
 
-pub(crate) fn options() -> serde_saphyr::Options {
+pub fn options() -> serde_saphyr::Options {
     serde_saphyr::options! {
         budget: serde_saphyr::budget! {
             max_depth: MAX_DEPTH,
@@ -219,7 +219,7 @@ pub(crate) fn options() -> serde_saphyr::Options {
 }
 
 /// Turns a serde-saphyr error into one diagnostic with a stable code.
-pub(crate) fn error_to_diag(file: &str, err: &serde_saphyr::Error) -> Diagnostic {
+pub fn error_to_diag(file: &str, err: &serde_saphyr::Error) -> Diagnostic {
     use serde_saphyr::Error as E;
     let mut inner = err;
     while let E::AliasError { error, .. } | E::WithSnippet { error, .. } = inner {
@@ -285,7 +285,7 @@ pub(crate) fn error_to_diag(file: &str, err: &serde_saphyr::Error) -> Diagnostic
 }
 
 /// Reads the text as one YAML node tree, or the diagnostic of the first syntax problem.
-pub(crate) fn read(file: &str, text: &str) -> Result<Node, Vec<Diagnostic>> {
+pub fn read(file: &str, text: &str) -> Result<Node, Vec<Diagnostic>> {
     serde_saphyr::from_str_with_options::<Node>(text, options())
         .map_err(|e| vec![error_to_diag(file, &e)])
 }

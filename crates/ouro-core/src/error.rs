@@ -227,6 +227,31 @@ error_codes! {
     ReleaseCommitNotFound = ("release.commit_not_found", 404),
     /// The previous release's tag does not exist in the repository.
     ReleaseTagNotFound = ("release.tag_not_found", 404),
+    // Release (promotions)
+    /// No release with that version exists in this project.
+    ReleaseNotFound = ("release.not_found", 404),
+    /// The release's commit has no `.ouro/environments.yml` and the project settings define no environments.
+    EnvironmentsNotConfigured = ("release.environments_not_configured", 404),
+    /// The environments file is invalid; `details.diagnostics` list each problem (`FILE:LINE:COL: error[release.env_*]: message`).
+    EnvironmentsInvalid = ("release.environments_invalid", 422),
+    /// The promotion path has no environment of that name.
+    EnvironmentNotFound = ("release.environment_not_found", 404),
+    /// No promotion with that id exists in this project.
+    PromotionNotFound = ("release.promotion_not_found", 404),
+    /// Only published releases (not drafts, not withdrawn) can be promoted.
+    PromotionNotPublished = ("release.promotion_not_published", 409),
+    /// The environment in front of this one has no succeeded promotion of the release yet; `details.after` names it.
+    PromotionOutOfOrder = ("release.promotion_out_of_order", 409),
+    /// A gate of the environment fails (e.g. the release's tests failed); `details.gates` give each gate's state.
+    PromotionGateFailed = ("release.promotion_gate_failed", 409),
+    /// The release already has an open or approved promotion to that environment.
+    PromotionExists = ("release.promotion_exists", 409),
+    /// The promotion was already approved or rejected.
+    PromotionClosed = ("release.promotion_closed", 409),
+    /// The caller may not decide this promotion (not in the approvers' group, or self-approval is forbidden); the message says why.
+    ApprovalNotAllowed = ("release.approval_not_allowed", 403),
+    /// The caller already approved or rejected this promotion.
+    ApprovalDuplicate = ("release.approval_duplicate", 409),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

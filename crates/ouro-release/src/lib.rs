@@ -4,8 +4,11 @@
 
 pub mod changes;
 pub mod conventional;
+pub mod environments;
+pub mod gates;
 pub mod migrations;
 pub mod notes;
+pub mod promotions;
 pub mod settings;
 pub mod version;
 

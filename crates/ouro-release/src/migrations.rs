@@ -10,7 +10,13 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0001_releases.sql"),
         postgres: include_str!("../migrations/postgres/0001_releases.sql"),
     },
-    // 0002 is the release storage's (another branch); numbers are per component.
+    Migration {
+        component: "release",
+        version: 2,
+        name: "promotions",
+        sqlite: include_str!("../migrations/sqlite/0002_promotions.sql"),
+        postgres: include_str!("../migrations/postgres/0002_promotions.sql"),
+    },
     Migration {
         component: "release",
         version: 3,

@@ -311,6 +311,7 @@ impl Running {
         workers.push(tokio::spawn(attachment_gc(state.clone())));
         workers.push(tokio::spawn(api::artifacts::gc_task(state.clone())));
         workers.push(tokio::spawn(mirror_scheduler(state.clone())));
+        workers.push(tokio::spawn(promotion_ticker(state.clone())));
         let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
         let (fired_tx, mut fired_rx) = watch::channel(false);
         let signal = async move {
@@ -377,6 +378,26 @@ async fn schedule_ticker(state: AppState) {
             r = ouro_build::schedule::tick(&state.store, &root, ouro_core::time::now_ms()) => {
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "the schedule ticker could not create its runs");
+                }
+            }
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Requested promotions are re-evaluated every 30 seconds, so a wait timer ending or a
+/// deployment window opening approves them without anyone looking (see `ouro_release::promotions`).
+async fn promotion_ticker(state: AppState) {
+    let mut shutdown = state.shutting_down.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        tokio::select! {
+            r = ouro_release::promotions::reevaluate(&state.store, None, ouro_core::time::now_ms()) => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "the promotion ticker could not re-evaluate");
                 }
             }
             _ = shutdown.wait_for(|s| *s) => return,

@@ -4,6 +4,8 @@ mod cr;
 mod items;
 mod lint;
 mod pipeline;
+mod release;
+mod release_promote;
 mod run;
 mod runner;
 mod test_report;
@@ -44,6 +46,9 @@ enum Command {
     /// Change requests on a running server (needs --token or OURO_TOKEN).
     #[command(subcommand)]
     Cr(cr::CrCommand),
+    /// Releases on a running server (needs --token or OURO_TOKEN).
+    #[command(subcommand)]
+    Release(release::ReleaseCommand),
     /// A project's pipeline secrets on a running server (needs --token or OURO_TOKEN).
     #[command(subcommand)]
     Secret(vars::VarsCommand),
@@ -236,6 +241,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Items(cmd) => items::run(cmd).await,
         Command::Cr(cmd) => cr::run(cmd).await,
+        Command::Release(cmd) => release::run(cmd).await,
         Command::Secret(cmd) => vars::run(vars::Which::Secret, cmd).await,
         Command::Var(cmd) => vars::run(vars::Which::Var, cmd).await,
         Command::Runner(a) => runner::run(a).await,

@@ -1,7 +1,10 @@
 //! Release phase tests on both databases (one module per area).
 
 mod conventional;
+mod environments;
+mod gates;
 mod notes;
+mod promotions;
 mod schema;
 mod settings;
 mod version;

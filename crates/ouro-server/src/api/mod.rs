@@ -18,6 +18,7 @@ pub mod pipeline_logs;
 pub mod pipelines;
 pub mod plan_config;
 pub mod projects;
+pub mod promotions;
 pub mod push_rules;
 pub mod repos;
 pub mod rules;
@@ -63,6 +64,7 @@ pub fn register(reg: &mut Registry) {
     build_vars::register(reg);
     runners::register(reg);
     test_results::register(reg);
+    promotions::register(reg);
     crate::git_http::register(reg);
     crate::webhooks::register(reg);
 }

@@ -33,6 +33,7 @@ mod pipelines;
 mod plan_config;
 mod plan_settings_ui;
 mod plan_ui;
+mod promotions;
 mod props;
 mod push_rules;
 mod runner_perf;

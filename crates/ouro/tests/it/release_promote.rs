@@ -1,0 +1,125 @@
+//! `ouro release promote` and `ouro release approve` against a real server started in-process
+//! (the path from the project settings, a published release row written directly).
+
+use std::process::Command;
+
+use ouro_store::testing::backends;
+
+fn release(base: &str, token: &str, args: &[String]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ouro"))
+        .arg("release")
+        .args(args)
+        .env("OURO_SERVER", base)
+        .env("OURO_TOKEN", token)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_then_approve_and_reject_from_the_command_line() {
+    for db in backends() {
+        let srv = crate::served::served(&db, "alice", false, 0).await;
+        srv.demo_repo().await;
+        let project = ouro_store::projects::by_slug(&mut srv.store.read().await.unwrap(), "demo")
+            .await
+            .unwrap()
+            .unwrap();
+        ouro_release::promotions::put_settings(
+            &srv.store,
+            project.id,
+            &ouro_core::Actor::System("test"),
+            None,
+            "environments:\n  dev: {}\n  staging:\n    approvals: {required: 1, from: [alice]}\n",
+            1,
+        )
+        .await
+        .unwrap();
+        let mut tx = srv.store.begin().await.unwrap();
+        for v in ["1.0.0", "1.1.0"] {
+            ouro_store::q(
+                "INSERT INTO release_releases (project_id, repo_id, version, tag, sha, state, notes, \
+                 created_at) VALUES ($1, (SELECT id FROM code_repos WHERE name = 'app'), $2, $3, \
+                 'abc', 'published', '', 1)",
+            )
+            .bind(project.id)
+            .bind(v)
+            .bind(format!("v{v}"))
+            .execute(&mut tx)
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let (b, t) = (srv.base.clone(), srv.token.clone());
+        let run = move |a: Vec<&str>| {
+            let (b, t) = (b.clone(), t.clone());
+            let a: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+            tokio::task::spawn_blocking(move || release(&b, &t, &a))
+        };
+
+        let (ok, _, err) = run(vec!["promote", "1.0.0", "--env", "staging", "-p", "demo"])
+            .await
+            .unwrap();
+        assert!(!ok);
+        assert!(err.contains("release.promotion_out_of_order"), "{err}");
+        let (ok, out, err) = run(vec!["promote", "1.0.0", "--env", "dev", "-p", "demo"])
+            .await
+            .unwrap();
+        assert!(ok, "{err}");
+        assert!(out.contains("1.0.0 -> dev approved"), "{out}");
+        let (ok, out, err) = run(vec!["promote", "1.0.0", "--env", "staging", "-p", "demo"])
+            .await
+            .unwrap();
+        assert!(ok, "{err}");
+        assert!(out.contains("1.0.0 -> staging requested"), "{out}");
+        assert!(
+            out.contains("pending  approvals: 0 of 1 approvals from alice"),
+            "{out}"
+        );
+        let id = out
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .trim_end_matches(':')
+            .to_string();
+        let (ok, out, err) = run(vec!["approve", &id, "--comment", "go", "-p", "demo"])
+            .await
+            .unwrap();
+        assert!(ok, "{err}");
+        assert!(out.contains("staging approved"), "{out}");
+        assert!(out.contains("approve by alice"), "{out}");
+        assert!(out.contains(": go"), "{out}");
+
+        run(vec!["promote", "1.1.0", "--env", "dev", "-p", "demo"])
+            .await
+            .unwrap();
+        let (_, out, _) = run(vec![
+            "promote", "1.1.0", "--env", "staging", "-p", "demo", "--json",
+        ])
+        .await
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let id = v["id"].to_string();
+        let (ok, out, err) = run(vec![
+            "approve",
+            &id,
+            "--reject",
+            "--comment",
+            "no",
+            "-p",
+            "demo",
+        ])
+        .await
+        .unwrap();
+        assert!(ok, "{err}");
+        assert!(
+            out.contains("staging rejected (rejected by alice)"),
+            "{out}"
+        );
+        srv.stop().await;
+    }
+}

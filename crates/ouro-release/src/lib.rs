@@ -2,6 +2,8 @@
 //! tag, artifacts by content hash, notes, linked items, test summary), packs it into a signed
 //! bundle, and decides how and when it may go to each environment. Knows nothing of HTTP.
 
+pub mod bundle;
 pub mod migrations;
+pub mod signing;
 
 pub use migrations::MIGRATIONS;

@@ -4,6 +4,8 @@ mod cr;
 mod items;
 mod lint;
 mod pipeline;
+mod release;
+mod release_verify;
 mod run;
 mod runner;
 mod test_report;
@@ -65,6 +67,10 @@ enum Command {
     /// or OURO_TOKEN).
     #[command(subcommand)]
     Pipeline(pipeline::PipelineCommand),
+    /// Releases: `ouro release verify BUNDLE [--key HEX|FILE]` checks a bundle offline (exit 0
+    /// and `ok` when intact, 1 naming the file that does not match).
+    #[command(subcommand)]
+    Release(release::ReleaseCommand),
 }
 
 #[derive(Args, Clone)]
@@ -151,6 +157,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Command::TestReport(cmd) = cli.command {
         std::process::exit(test_report::run(cmd));
+    }
+    if let Command::Release(cmd) = cli.command {
+        std::process::exit(release::run_offline(cmd));
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -240,7 +249,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Var(cmd) => vars::run(vars::Which::Var, cmd).await,
         Command::Runner(a) => runner::run(a).await,
         Command::Pipeline(cmd) => pipeline::run(cmd).await,
-        Command::Lint(_) | Command::Run(_) | Command::TestReport(_) => {
+        Command::Lint(_) | Command::Run(_) | Command::TestReport(_) | Command::Release(_) => {
             unreachable!("handled before the runtime starts")
         }
         Command::Config(ConfigCommand::Default) => {

@@ -7,6 +7,7 @@ mod faults;
 mod items;
 mod lint;
 mod pipeline;
+mod release_verify;
 mod run;
 mod runner;
 mod served;

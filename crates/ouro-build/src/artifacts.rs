@@ -471,7 +471,7 @@ pub struct GcReport {
 }
 
 /// Deletes artifact rows that expired before `now`, then every blob older than `grace_ms` that no
-/// artifact or cache references.
+/// artifact or cache references and nothing pins ([`crate::blobs::pin`]).
 pub async fn gc(
     store: &Store,
     blobs: Arc<dyn BlobStore>,
@@ -513,6 +513,7 @@ pub async fn gc(
         for sql in [
             "SELECT DISTINCT sha256 FROM build_artifacts",
             "SELECT DISTINCT sha256 FROM build_caches",
+            "SELECT DISTINCT sha256 FROM build_blob_pins",
         ] {
             for r in q(sql).fetch_all(&mut c).await? {
                 referenced.insert(r.text("sha256")?);

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ouro_core::{ErrorCode, OuroError};
+use ouro_store::{Executor, StoreError, q};
 use sha2::{Digest, Sha256};
 
 /// A stored blob: its sha256 (lowercase hex) and its size in bytes.
@@ -69,6 +70,39 @@ pub fn is_no_space(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::StorageFull
         || e.kind() == io::ErrorKind::QuotaExceeded
         || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// Pins a blob for `owner`/`owner_id` (`build_blob_pins`): [`crate::artifacts::gc`] never deletes
+/// a pinned blob, even when no artifact or cache references it any more. Pinning twice is a no-op.
+pub async fn pin(
+    ex: &mut impl Executor,
+    owner: &str,
+    owner_id: i64,
+    sha256: &str,
+) -> Result<(), StoreError> {
+    q(
+        "INSERT INTO build_blob_pins (owner, owner_id, sha256) VALUES ($1, $2, $3) \
+       ON CONFLICT (owner, owner_id, sha256) DO NOTHING",
+    )
+    .bind(owner)
+    .bind(owner_id)
+    .bind(sha256)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// Removes every pin of `owner`/`owner_id`; returns how many there were.
+pub async fn unpin_all(
+    ex: &mut impl Executor,
+    owner: &str,
+    owner_id: i64,
+) -> Result<u64, StoreError> {
+    q("DELETE FROM build_blob_pins WHERE owner = $1 AND owner_id = $2")
+        .bind(owner)
+        .bind(owner_id)
+        .execute(ex)
+        .await
 }
 
 /// Checks a digest: 64 lowercase hex digits.

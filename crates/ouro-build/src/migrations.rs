@@ -45,4 +45,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0008_faults.sql"),
         postgres: include_str!("../migrations/postgres/0008_faults.sql"),
     },
+    Migration {
+        component: "build",
+        version: 9,
+        name: "blob_pins",
+        sqlite: include_str!("../migrations/sqlite/0009_blob_pins.sql"),
+        postgres: include_str!("../migrations/postgres/0009_blob_pins.sql"),
+    },
 ];

@@ -252,6 +252,13 @@ error_codes! {
     ApprovalNotAllowed = ("release.approval_not_allowed", 403),
     /// The caller already approved or rejected this promotion.
     ApprovalDuplicate = ("release.approval_duplicate", 409),
+    // Release (bundles)
+    /// A release's artifacts cannot be bundled: a blob is missing from the artifact store (`details.missing` lists the paths).
+    ReleaseArtifactsUnavailable = ("release.artifacts_unavailable", 409),
+    /// The release has no bundle yet (or no release of that version exists in this project).
+    ReleaseBundleNotFound = ("release.bundle_not_found", 404),
+    /// The release signing key in the data dir (`keys/release-signing.key`) cannot be read or is not a valid key; an administrator must fix or remove it.
+    ReleaseSigningKeyUnavailable = ("release.signing_key_unavailable", 500),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

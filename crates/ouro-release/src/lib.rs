@@ -2,6 +2,7 @@
 //! tag, artifacts by content hash, notes, linked items, test summary), packs it into a signed
 //! bundle, and decides how and when it may go to each environment. Knows nothing of HTTP.
 
+pub mod bundle;
 pub mod changes;
 pub mod conventional;
 pub mod environments;
@@ -10,6 +11,7 @@ pub mod migrations;
 pub mod notes;
 pub mod promotions;
 pub mod settings;
+pub mod signing;
 pub mod version;
 
 pub use migrations::MIGRATIONS;

@@ -6,6 +6,7 @@ mod lint;
 mod pipeline;
 mod release;
 mod release_promote;
+mod release_verify;
 mod run;
 mod runner;
 mod test_report;
@@ -46,9 +47,6 @@ enum Command {
     /// Change requests on a running server (needs --token or OURO_TOKEN).
     #[command(subcommand)]
     Cr(cr::CrCommand),
-    /// Releases on a running server (needs --token or OURO_TOKEN).
-    #[command(subcommand)]
-    Release(release::ReleaseCommand),
     /// A project's pipeline secrets on a running server (needs --token or OURO_TOKEN).
     #[command(subcommand)]
     Secret(vars::VarsCommand),
@@ -70,6 +68,11 @@ enum Command {
     /// or OURO_TOKEN).
     #[command(subcommand)]
     Pipeline(pipeline::PipelineCommand),
+    /// Releases: `ouro release verify BUNDLE [--key HEX|FILE]` checks a bundle offline (exit 0
+    /// and `ok` when intact, 1 naming the file that does not match); the other commands talk to a
+    /// running server (needs --token or OURO_TOKEN).
+    #[command(subcommand)]
+    Release(release::ReleaseCommand),
 }
 
 #[derive(Args, Clone)]
@@ -156,6 +159,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Command::TestReport(cmd) = cli.command {
         std::process::exit(test_report::run(cmd));
+    }
+    if let Command::Release(release::ReleaseCommand::Verify(args)) = cli.command {
+        std::process::exit(release_verify::run(args));
     }
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -1,12 +1,16 @@
-//! `ouro release ...`: releases on a running server. (Minimal on this branch: the promotion
-//! commands; the merger adds list/show/create/notes/verify beside them.)
+//! `ouro release ...`: releases. `verify` works offline (see release_verify.rs); the other
+//! commands talk to a running server (needs --token or OURO_TOKEN).
 
 use clap::Subcommand;
 
 use crate::release_promote::{self, ApproveArgs, PromoteArgs};
+use crate::release_verify;
 
 #[derive(Subcommand)]
 pub enum ReleaseCommand {
+    /// Check a release bundle offline: exit 0 and print `ok` when it is intact, 1 naming the
+    /// file that does not match otherwise, 2 when it cannot be read.
+    Verify(release_verify::VerifyArgs),
     /// Request the promotion of a published release to an environment; prints its state and gates.
     Promote(PromoteArgs),
     /// Approve (or with --reject, reject) a requested promotion, with an optional comment.
@@ -17,5 +21,6 @@ pub async fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {
     match cmd {
         ReleaseCommand::Promote(a) => release_promote::promote(a).await,
         ReleaseCommand::Approve(a) => release_promote::approve(a).await,
+        ReleaseCommand::Verify(_) => unreachable!("verify runs before the runtime starts"),
     }
 }

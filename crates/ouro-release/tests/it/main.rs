@@ -1,5 +1,6 @@
 //! Release phase tests on both databases (one module per area).
 
+mod bundle;
 mod conventional;
 mod environments;
 mod gates;

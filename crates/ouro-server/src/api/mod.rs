@@ -20,6 +20,7 @@ pub mod plan_config;
 pub mod projects;
 pub mod promotions;
 pub mod push_rules;
+pub mod release_bundles;
 pub mod repos;
 pub mod rules;
 pub mod runners;
@@ -65,6 +66,7 @@ pub fn register(reg: &mut Registry) {
     runners::register(reg);
     test_results::register(reg);
     promotions::register(reg);
+    release_bundles::register(reg);
     crate::git_http::register(reg);
     crate::webhooks::register(reg);
 }

@@ -36,6 +36,7 @@ mod plan_ui;
 mod promotions;
 mod props;
 mod push_rules;
+mod release_bundles;
 mod runner_perf;
 mod runners;
 mod saved_queries;

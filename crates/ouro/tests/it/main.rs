@@ -8,6 +8,7 @@ mod items;
 mod lint;
 mod pipeline;
 mod release_promote;
+mod release_verify;
 mod run;
 mod runner;
 mod served;

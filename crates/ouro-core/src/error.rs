@@ -218,6 +218,23 @@ error_codes! {
     // Test (results)
     /// No test case with that id exists in this project.
     TestCaseNotFound = ("test.case_not_found", 404),
+    // Release (releases)
+    /// No release with that version exists in this project.
+    ReleaseNotFound = ("release.not_found", 404),
+    /// The pipeline run a release is made from did not succeed; `details.status` gives its status.
+    ReleaseRunNotSuccessful = ("release.run_not_successful", 422),
+    /// An artifact of the run is expired or its blob is missing; `details.artifacts` names each with the reason.
+    ReleaseArtifactsUnavailable = ("release.artifacts_unavailable", 422),
+    /// No releasable commits since the previous release (no `feat`, `fix`, `perf` or breaking change): no version to compute.
+    ReleaseNothingToRelease = ("release.nothing_to_release", 422),
+    /// The project already has a release with that version.
+    ReleaseVersionExists = ("release.version_exists", 409),
+    /// The release's tag already exists in the repository (perhaps pushed by someone else in between).
+    ReleaseTagExists = ("release.tag_exists", 409),
+    /// A published or withdrawn release cannot be changed.
+    ReleaseImmutable = ("release.immutable", 409),
+    /// The release is not in a state that allows this (only a published release can be withdrawn).
+    ReleaseWrongState = ("release.wrong_state", 409),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

@@ -3,5 +3,6 @@
 //! bundle, and decides how and when it may go to each environment. Knows nothing of HTTP.
 
 pub mod migrations;
+pub mod releases;
 
 pub use migrations::MIGRATIONS;

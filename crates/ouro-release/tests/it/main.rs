@@ -1,3 +1,4 @@
 //! Release phase tests on both databases (one module per area).
 
+mod releases;
 mod schema;

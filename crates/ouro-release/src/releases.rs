@@ -655,6 +655,20 @@ pub async fn create(
     project_id: i64,
     req: &NewRelease,
 ) -> Result<ReleaseDetail, StoreError> {
+    create_as(store, env, actor, project_id, req, None).await
+}
+
+/// [`create`] called by job `caller_job` (a pipeline step with the job's token): when the job
+/// belongs to the run being released and the run is still running because of it, the run counts
+/// as successful if every other job of the run succeeded (or was skipped).
+pub async fn create_as(
+    store: &Store,
+    env: &Env,
+    actor: &Actor,
+    project_id: i64,
+    req: &NewRelease,
+    caller_job: Option<i64>,
+) -> Result<ReleaseDetail, StoreError> {
     let mut c = store.read().await?;
     let repo = ouro_code::repos::get(&mut c, project_id, req.repo.trim()).await?;
     let run = ouro_build::runs::get(&mut c, project_id, req.run).await?;
@@ -668,7 +682,16 @@ pub async fn create(
         )
         .into());
     }
-    if run.status != "success" {
+    let mut ok = run.status == "success";
+    if let Some(j) = caller_job.filter(|_| run.status == "running") {
+        let jobs = ouro_build::runs::jobs(&mut c, run.id).await?;
+        ok = jobs.iter().any(|x| x.id == j)
+            && jobs
+                .iter()
+                .filter(|x| x.id != j)
+                .all(|x| matches!(x.status.as_str(), "success" | "skipped"));
+    }
+    if !ok {
         return Err(OuroError::new(
             ErrorCode::ReleaseRunNotSuccessful,
             format!(

@@ -19,6 +19,7 @@ pub mod pipelines;
 pub mod plan_config;
 pub mod projects;
 pub mod push_rules;
+pub mod releases;
 pub mod repos;
 pub mod rules;
 pub mod runners;
@@ -63,6 +64,7 @@ pub fn register(reg: &mut Registry) {
     build_vars::register(reg);
     runners::register(reg);
     test_results::register(reg);
+    releases::register(reg);
     crate::git_http::register(reg);
     crate::webhooks::register(reg);
 }

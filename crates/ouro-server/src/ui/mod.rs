@@ -28,6 +28,7 @@ pub mod plan_links;
 pub mod plan_settings;
 pub mod project_settings;
 pub mod projects;
+pub mod releases;
 pub mod runners;
 pub mod test_results;
 pub mod webhooks;
@@ -77,6 +78,7 @@ pub fn register(reg: &mut Registry) {
     pipelines::register(reg);
     artifacts::register(reg);
     test_results::register(reg);
+    releases::register(reg);
     pipeline_logs::register(reg);
     build_vars::register(reg);
     project_settings::register(reg);

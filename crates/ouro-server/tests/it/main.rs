@@ -35,6 +35,7 @@ mod plan_settings_ui;
 mod plan_ui;
 mod props;
 mod push_rules;
+mod releases;
 mod runner_perf;
 mod runners;
 mod saved_queries;

@@ -235,6 +235,15 @@ error_codes! {
     ReleaseImmutable = ("release.immutable", 409),
     /// The release is not in a state that allows this (only a published release can be withdrawn).
     ReleaseWrongState = ("release.wrong_state", 409),
+    // Release (versions and notes)
+    /// A version is not SemVer (`MAJOR.MINOR.PATCH[-PRE][+BUILD]`, an optional leading `v`), or a pre-release label is not a SemVer identifier; `details.field` names the field.
+    ReleaseInvalidVersion = ("release.invalid_version", 422),
+    /// A release notes template does not compile or fails while rendering (syntax error, unknown filter, out of fuel, output too large); `details` give `line` and `detail`.
+    ReleaseTemplateInvalid = ("release.template_invalid", 422),
+    /// The commit a release is computed for does not exist in the repository.
+    ReleaseCommitNotFound = ("release.commit_not_found", 404),
+    /// The previous release's tag does not exist in the repository.
+    ReleaseTagNotFound = ("release.tag_not_found", 404),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

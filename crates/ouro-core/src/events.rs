@@ -126,6 +126,7 @@ kinds! {
     PROMOTION_REQUESTED = ("promotion.requested", Release, 1, "promotion", "A promotion of a release to an environment was requested."),
     PROMOTION_APPROVED = ("promotion.approved", Release, 1, "promotion", "Every gate of a promotion passed: it is handed to Deploy."),
     PROMOTION_REJECTED = ("promotion.rejected", Release, 1, "promotion", "A promotion was rejected (by an approver, or a gate that cannot pass)."),
+    RELEASE_SETTINGS_CHANGED = ("release.settings_changed", Release, 1, "project", "A project's release settings (0.x version rules, first version, notes template) changed; payload lists the changes."),
     // Deploy
     DEPLOYMENT_STARTED = ("deployment.started", Deploy, 1, "deployment", "A deployment to an environment started."),
     DEPLOYMENT_SUCCEEDED = ("deployment.succeeded", Deploy, 1, "deployment", "A deployment finished and took traffic."),

@@ -2,7 +2,12 @@
 //! tag, artifacts by content hash, notes, linked items, test summary), packs it into a signed
 //! bundle, and decides how and when it may go to each environment. Knows nothing of HTTP.
 
+pub mod changes;
+pub mod conventional;
 pub mod migrations;
+pub mod notes;
 pub mod releases;
+pub mod settings;
+pub mod version;
 
 pub use migrations::MIGRATIONS;

@@ -612,30 +612,87 @@ pub async fn plan(
     req: &NewRelease,
 ) -> Result<Planned, StoreError> {
     let prev = previous(ex, project_id, repo_id).await?;
-    let from = prev.as_ref().map(|p| p.sha.clone());
-    let commits = commits_between(git_dir, from.as_deref(), sha).await?;
+    let settings = crate::settings::get(ex, project_id).await?;
+    // The commits since the previous release's tag (RELA's reader: oldest first, lossy UTF-8).
+    let found = crate::changes::since_async(
+        git_dir.to_path_buf(),
+        sha.to_string(),
+        prev.as_ref().map(|p| p.tag.clone()),
+    )
+    .await?;
+    let prev_version = prev
+        .as_ref()
+        .and_then(|p| semver::Version::parse(&p.version).ok());
     let (version, bump, reason) = match req.version.as_deref().filter(|v| !v.trim().is_empty()) {
         Some(v) => (
-            check_version(v)?,
+            crate::version::explicit(v)?.to_string(),
             "explicit".to_string(),
             "the version was given".to_string(),
         ),
-        None => compute_version(
-            prev.as_ref().map(|p| p.version.as_str()),
-            &commits,
-            req.pre.as_deref(),
-        )?,
+        None => {
+            let existing: Vec<semver::Version> =
+                q("SELECT version FROM release_releases WHERE project_id = $1")
+                    .bind(project_id)
+                    .fetch_all(ex)
+                    .await?
+                    .iter()
+                    .filter_map(|r| r.text("version").ok())
+                    .filter_map(|v| semver::Version::parse(&v).ok())
+                    .collect();
+            let convs: Vec<crate::conventional::Conventional> =
+                found.iter().map(|c| c.conventional.clone()).collect();
+            let pre = req.pre.as_deref().map(str::trim).filter(|p| !p.is_empty());
+            match crate::version::next(
+                prev_version.as_ref(),
+                &convs,
+                &settings.rules,
+                pre,
+                &existing,
+            ) {
+                Ok(n) => (n.version.to_string(), n.bump.as_str().to_string(), n.reason),
+                Err(no) => {
+                    return Err(
+                        OuroError::new(ErrorCode::ReleaseNothingToRelease, no.message).into(),
+                    );
+                }
+            }
+        }
     };
+    let commits: Vec<Commit> = found
+        .iter()
+        .rev()
+        .map(|c| Commit {
+            sha: c.sha.clone(),
+            author: c.author_name.clone(),
+            subject: c.message.lines().next().unwrap_or("").to_string(),
+            message: c.message.clone(),
+        })
+        .collect();
     let date = ouro_core::time::rfc3339(ouro_core::time::now_ms())[..10].to_string();
     let (items, crs) = linked(ex, project_id, repo_id, &commits).await?;
-    let notes = render_notes(
-        &version,
-        prev.as_ref().map(|p| p.version.as_str()),
-        &date,
-        &commits,
-        &items,
-        &crs,
-    );
+    let input = crate::notes::NotesInput {
+        version: semver::Version::parse(&version)
+            .map_err(|_| OuroError::field("version", "not a SemVer version"))?,
+        previous: prev_version,
+        date,
+        contributors: crate::notes::contributors(&found),
+        commits: found,
+        items: items
+            .iter()
+            .map(|i| crate::notes::ItemRef {
+                key: i.reference.clone(),
+                title: i.title.clone(),
+            })
+            .collect(),
+        change_requests: crs
+            .iter()
+            .map(|c| crate::notes::CrRef {
+                number: c.reference.parse().unwrap_or(0),
+                title: c.title.clone(),
+            })
+            .collect(),
+    };
+    let notes = crate::notes::render(&input, settings.notes_template.as_deref())?;
     Ok(Planned {
         version,
         bump,
@@ -1204,114 +1261,6 @@ pub async fn compare(
         changed,
         unchanged,
     })
-}
-
-/// The next version from the commits since `prev` (a minimal Conventional Commits reading:
-/// breaking -> major, `feat` -> minor, `fix`/`perf` -> patch; 0.x: breaking -> minor).
-fn compute_version(
-    prev: Option<&str>,
-    commits: &[Commit],
-    pre: Option<&str>,
-) -> Result<(String, String, String), OuroError> {
-    let mut level = 0;
-    let mut why = String::new();
-    for c in commits {
-        let subject = c.subject.as_str();
-        let head = subject.split(':').next().unwrap_or("");
-        let kind = head.split(['(', '!']).next().unwrap_or("").trim();
-        let breaking = (subject.contains(':') && head.ends_with('!'))
-            || c.message.contains("\nBREAKING CHANGE:")
-            || c.message.contains("\nBREAKING-CHANGE:");
-        let l = if breaking {
-            3
-        } else if kind == "feat" {
-            2
-        } else if kind == "fix" || kind == "perf" {
-            1
-        } else {
-            0
-        };
-        if l > level {
-            level = l;
-            why = format!("{} ({})", subject, &c.sha[..7.min(c.sha.len())]);
-        }
-    }
-    if level == 0 {
-        return Err(OuroError::new(
-            ErrorCode::ReleaseNothingToRelease,
-            format!(
-                "no releasable commits since {}: none is a feat, fix, perf or breaking change",
-                prev.map_or("the first commit".to_string(), |p| format!("v{p}"))
-            ),
-        ));
-    }
-    let (mut ma, mut mi, mut pa) = match prev {
-        Some(p) => {
-            let k = sort_key(p);
-            (k.0, k.1, k.2)
-        }
-        None => (0, 0, 0),
-    };
-    let bump = match (level, ma) {
-        (3, 0) | (2, _) => "minor",
-        (3, _) => "major",
-        _ => "patch",
-    };
-    if prev.is_none() {
-        (ma, mi, pa) = (0, 1, 0);
-    } else {
-        match bump {
-            "major" => (ma, mi, pa) = (ma + 1, 0, 0),
-            "minor" => (mi, pa) = (mi + 1, 0),
-            _ => pa += 1,
-        }
-    }
-    let mut v = format!("{ma}.{mi}.{pa}");
-    if let Some(p) = pre.map(str::trim).filter(|p| !p.is_empty()) {
-        v = check_version(&format!("{v}-{p}.1"))?;
-    }
-    Ok((v, bump.to_string(), format!("{bump}: {why}")))
-}
-
-/// Notes from the commits, items and change requests (Markdown).
-fn render_notes(
-    version: &str,
-    previous: Option<&str>,
-    date: &str,
-    commits: &[Commit],
-    items: &[Link],
-    crs: &[Link],
-) -> String {
-    let mut out = format!("## {version} ({date})\n\n");
-    if let Some(p) = previous {
-        out.push_str(&format!("Changes since {p}.\n\n"));
-    }
-    if !commits.is_empty() {
-        out.push_str("### Changes\n\n");
-        for c in commits {
-            out.push_str(&format!(
-                "- {} ({})\n",
-                c.subject,
-                &c.sha[..7.min(c.sha.len())]
-            ));
-        }
-        out.push('\n');
-    }
-    if !items.is_empty() {
-        out.push_str("### Work items\n\n");
-        for i in items {
-            out.push_str(&format!("- {}: {}\n", i.reference, i.title));
-        }
-        out.push('\n');
-    }
-    if !crs.is_empty() {
-        out.push_str("### Change requests\n\n");
-        for c in crs {
-            out.push_str(&format!("- !{}: {}\n", c.reference, c.title));
-        }
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -367,7 +367,7 @@ async fn duplicates_and_existing_tags_are_conflicts() {
             &e.req(run, Some("1.0")),
         )
         .await;
-        assert_eq!(code(bad), ErrorCode::ValidationFailed);
+        assert_eq!(code(bad), ErrorCode::ReleaseInvalidVersion);
     }
 }
 
@@ -440,16 +440,6 @@ async fn unusable_runs_and_artifacts_are_refused_with_the_reason() {
 async fn computed_versions_and_nothing_to_release() {
     for db in backends() {
         let e = env(&db).await;
-        let sha = e.commit("chore: tidy up");
-        let run = e.run(&sha, "success", &[]).await;
-        let none = releases::create(&e.store, &e.env, &e.actor, e.project, &e.req(run, None)).await;
-        assert_eq!(
-            code(none),
-            ErrorCode::ReleaseNothingToRelease,
-            "{}",
-            db.name()
-        );
-
         let sha = e.commit("feat: first feature");
         let run = e.run(&sha, "success", &[]).await;
         let first = releases::create(&e.store, &e.env, &e.actor, e.project, &e.req(run, None))
@@ -459,6 +449,16 @@ async fn computed_versions_and_nothing_to_release() {
         releases::publish(&e.store, &e.env, &e.actor, e.project, &v1)
             .await
             .unwrap();
+
+        let sha = e.commit("chore: tidy up");
+        let run = e.run(&sha, "success", &[]).await;
+        let none = releases::create(&e.store, &e.env, &e.actor, e.project, &e.req(run, None)).await;
+        assert_eq!(
+            code(none),
+            ErrorCode::ReleaseNothingToRelease,
+            "{}",
+            db.name()
+        );
 
         let sha = e.commit("fix: a bug");
         let run = e.run(&sha, "success", &[]).await;

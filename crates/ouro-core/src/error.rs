@@ -218,6 +218,23 @@ error_codes! {
     // Test (results)
     /// No test case with that id exists in this project.
     TestCaseNotFound = ("test.case_not_found", 404),
+    // Release (releases)
+    /// No release with that version exists in this project.
+    ReleaseNotFound = ("release.not_found", 404),
+    /// The pipeline run a release is made from did not succeed; `details.status` gives its status.
+    ReleaseRunNotSuccessful = ("release.run_not_successful", 422),
+    /// An artifact of the run is expired or its blob is missing, so the release cannot be made or bundled; `details.artifacts` (at creation) or `details.missing` (when bundling) names each.
+    ReleaseArtifactsUnavailable = ("release.artifacts_unavailable", 422),
+    /// No releasable commits since the previous release (no `feat`, `fix`, `perf` or breaking change): no version to compute.
+    ReleaseNothingToRelease = ("release.nothing_to_release", 422),
+    /// The project already has a release with that version.
+    ReleaseVersionExists = ("release.version_exists", 409),
+    /// The release's tag already exists in the repository (perhaps pushed by someone else in between).
+    ReleaseTagExists = ("release.tag_exists", 409),
+    /// A published or withdrawn release cannot be changed.
+    ReleaseImmutable = ("release.immutable", 409),
+    /// The release is not in a state that allows this (only a published release can be withdrawn).
+    ReleaseWrongState = ("release.wrong_state", 409),
     // Release (versions and notes)
     /// A version is not SemVer (`MAJOR.MINOR.PATCH[-PRE][+BUILD]`, an optional leading `v`), or a pre-release label is not a SemVer identifier; `details.field` names the field.
     ReleaseInvalidVersion = ("release.invalid_version", 422),
@@ -228,8 +245,6 @@ error_codes! {
     /// The previous release's tag does not exist in the repository.
     ReleaseTagNotFound = ("release.tag_not_found", 404),
     // Release (promotions)
-    /// No release with that version exists in this project.
-    ReleaseNotFound = ("release.not_found", 404),
     /// The release's commit has no `.ouro/environments.yml` and the project settings define no environments.
     EnvironmentsNotConfigured = ("release.environments_not_configured", 404),
     /// The environments file is invalid; `details.diagnostics` list each problem (`FILE:LINE:COL: error[release.env_*]: message`).
@@ -253,8 +268,6 @@ error_codes! {
     /// The caller already approved or rejected this promotion.
     ApprovalDuplicate = ("release.approval_duplicate", 409),
     // Release (bundles)
-    /// A release's artifacts cannot be bundled: a blob is missing from the artifact store (`details.missing` lists the paths).
-    ReleaseArtifactsUnavailable = ("release.artifacts_unavailable", 409),
     /// The release has no bundle yet (or no release of that version exists in this project).
     ReleaseBundleNotFound = ("release.bundle_not_found", 404),
     /// The release signing key in the data dir (`keys/release-signing.key`) cannot be read or is not a valid key; an administrator must fix or remove it.

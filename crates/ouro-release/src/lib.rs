@@ -10,6 +10,7 @@ pub mod gates;
 pub mod migrations;
 pub mod notes;
 pub mod promotions;
+pub mod releases;
 pub mod settings;
 pub mod signing;
 pub mod version;

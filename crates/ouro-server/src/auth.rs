@@ -202,6 +202,17 @@ async fn check(
         req.extensions_mut().insert(ctx);
         return Ok(req);
     }
+    if let Some(token) = bearer(req.headers())
+        && token.starts_with(ouro_build::runner::JOB_TOKEN_PREFIX)
+    {
+        let (ctx, job) = job_api_access(state, perm, req.method(), &path, &token)
+            .await
+            .map_err(fail)?;
+        let mut req = req;
+        req.extensions_mut().insert(ctx);
+        req.extensions_mut().insert(job);
+        return Ok(req);
+    }
     let principal = resolve(state, req.headers(), page, git)
         .await
         .map_err(fail)?;
@@ -460,6 +471,78 @@ pub fn throttled(secs: u64) -> ApiError {
 
 pub fn status_of(code: ErrorCode) -> StatusCode {
     StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    auth.strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))
+        .map(|t| t.trim().to_string())
+}
+
+/// Whether a pipeline job's API token may call `method path`: only the release routes of the
+/// API, reading them and creating a release (`POST .../releases`); nothing else.
+pub fn job_token_allows(method: &Method, path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/api/v1/projects/") else {
+        return false;
+    };
+    let mut parts = rest.splitn(3, '/');
+    let (_slug, section, tail) = (parts.next(), parts.next(), parts.next());
+    if section != Some("releases") {
+        return false;
+    }
+    match *method {
+        Method::GET | Method::HEAD => true,
+        Method::POST => tail.is_none_or(str::is_empty),
+        _ => false,
+    }
+}
+
+/// Job API token auth (`OURO_JOB_TOKEN`, see `ouro_build::runner::job_api_token`): the token of
+/// a running job's current attempt, scoped to that job's project and to what
+/// [`job_token_allows`]: reading releases and creating one, with the developer role at most.
+/// A finished attempt's token is refused (401); another project is 404; another route 403.
+async fn job_api_access(
+    state: &AppState,
+    perm: Permission,
+    method: &Method,
+    path: &str,
+    token: &str,
+) -> Result<(Ctx, crate::api::releases::JobCaller), ApiError> {
+    let Some(job) = ouro_build::runner::server::job_for_api_token(&state.store, token).await?
+    else {
+        return Err(unauthorized(
+            "the job token is not the token of a running job's current attempt",
+        ));
+    };
+    let refused = || {
+        ApiError(OuroError::new(
+            ErrorCode::InsufficientScope,
+            "a job token may only read releases and create one in its own project",
+        ))
+    };
+    if !matches!(perm, Permission::Project(r) if r <= ouro_core::Role::Developer)
+        || !job_token_allows(method, path)
+    {
+        return Err(refused());
+    }
+    let slug = project_slug(path).unwrap_or_default();
+    let project = ouro_store::projects::by_slug(&mut state.store.read().await?, &slug).await?;
+    let Some(project) = project.filter(|p| p.id == job.project_id) else {
+        return Err(ApiError(ouro_store::projects::not_found(&slug)));
+    };
+    Ok((
+        Ctx {
+            principal: None,
+            project: Some((project, ouro_core::Role::Developer)),
+            client_ip: format!("job:{}", job.job_id),
+        },
+        crate::api::releases::JobCaller {
+            run: job.run_number,
+            job_id: job.job_id,
+            job: job.job_key,
+        },
+    ))
 }
 
 /// Job-token auth for runners cloning over smart HTTP: user `ouro-job`, password the current

@@ -303,6 +303,7 @@ impl Running {
                         blobs: state.blobs.clone(),
                         settings: state.settings.artifacts.clone(),
                     }),
+                    server_url: Some(state.base_url.clone()),
                 },
                 state.shutting_down.clone(),
             )

@@ -100,6 +100,10 @@ impl HttpApi {
 const CALL: Duration = Duration::from_secs(30);
 
 impl RunnerApi for HttpApi {
+    fn server_url(&self) -> Option<String> {
+        Some(self.base.clone())
+    }
+
     fn job_hooks(
         &self,
         job: &ClaimedJob,

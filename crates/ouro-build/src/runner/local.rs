@@ -42,6 +42,8 @@ pub struct LocalApi {
     pub secrets: SecretBox,
     /// Where artifacts and caches go (`None`: jobs get no artifact/cache hooks).
     pub files: Option<LocalFiles>,
+    /// The server's URL, given to jobs as `OURO_SERVER_URL`.
+    pub server_url: Option<String>,
 }
 
 /// The blob store and its settings, for the in-process runner's artifact and cache hooks.
@@ -52,6 +54,10 @@ pub struct LocalFiles {
 }
 
 impl RunnerApi for LocalApi {
+    fn server_url(&self) -> Option<String> {
+        self.server_url.clone()
+    }
+
     fn job_hooks(
         &self,
         job: &ClaimedJob,
@@ -250,6 +256,8 @@ pub struct LocalRunner {
     pub files: Option<LocalFiles>,
     /// How job logs are stored (the per-job cap); for the HTTP runner protocol too.
     pub log: crate::logs::LogConfig,
+    /// The server's URL, given to jobs as `OURO_SERVER_URL` (none: not set).
+    pub server_url: Option<String>,
 }
 
 /// Starts the in-process runner and the reaper; they stop when `stop` turns `true`.
@@ -307,6 +315,7 @@ pub async fn start(
         labels,
         secrets: cfg.secrets.clone(),
         files: cfg.files.clone(),
+        server_url: cfg.server_url.clone(),
     });
     handles.push(tokio::spawn(serve_slots(
         api,

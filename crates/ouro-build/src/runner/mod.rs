@@ -38,6 +38,22 @@ pub const CHUNK_BYTES: usize = 64 * 1024;
 /// How long a claim waits for a job at most (long-poll).
 pub const CLAIM_WAIT: Duration = Duration::from_secs(25);
 
+/// The prefix of a job's API token (`OURO_JOB_TOKEN`).
+pub const JOB_TOKEN_PREFIX: &str = "ourojob_";
+
+/// The API token a job's steps get as `OURO_JOB_TOKEN`: `ourojob_{job id}_{hex}` where hex is
+/// the SHA-256 of the attempt token under a fixed label. It is derived, never stored: the server
+/// recomputes it from the job's current attempt token ([`server::job_for_api_token`]), so it is
+/// valid only while that attempt runs, and a step that reads it cannot recover the attempt token
+/// (which would let it write the job's log or finish it).
+pub fn job_api_token(job_id: i64, attempt_token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"ouro-job-api-token\0");
+    h.update(attempt_token.as_bytes());
+    format!("{JOB_TOKEN_PREFIX}{job_id}_{:x}", h.finalize())
+}
+
 /// What caused the run, as stored with it: the runner plans the job again from it, so `ouro.*`,
 /// `inputs.*` and `if:` evaluate as they did when the run was created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -185,6 +201,10 @@ pub trait RunnerApi: Send + Sync {
         _spec: &crate::pipeline::Job,
         _ctx: crate::expr::Context,
     ) -> Option<std::sync::Arc<dyn crate::exec::JobHooks>> {
+        None
+    }
+    /// The server's base URL jobs can call (`OURO_SERVER_URL`), when known.
+    fn server_url(&self) -> Option<String> {
         None
     }
 }

@@ -935,3 +935,55 @@ pub async fn job_repo_for_token(
     .map(|r| Ok((r.i64("project_id")?, r.text("repo_name")?)))
     .transpose()
 }
+
+/// The running job a job API token ([`super::job_api_token`]) belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobApiCaller {
+    pub project_id: i64,
+    pub run_number: i64,
+    pub job_id: i64,
+    pub job_key: String,
+    pub repo: String,
+}
+
+/// Checks a job API token: the job must be running and the token derived from its current
+/// attempt token. `None` otherwise (finished, retried, or a made-up token).
+pub async fn job_for_api_token(
+    store: &Store,
+    token: &str,
+) -> Result<Option<JobApiCaller>, StoreError> {
+    let Some(rest) = token.strip_prefix(super::JOB_TOKEN_PREFIX) else {
+        return Ok(None);
+    };
+    let Some(job_id) = rest.split('_').next().and_then(|n| n.parse::<i64>().ok()) else {
+        return Ok(None);
+    };
+    let row = q(
+        "SELECT j.attempt_token, j.job_key, r.project_id, r.number, r.repo_name FROM build_jobs j \
+         JOIN build_runs r ON r.id = j.run_id WHERE j.id = $1 AND j.status = 'running'",
+    )
+    .bind(job_id)
+    .fetch_optional(&mut store.read().await?)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let Some(attempt) = row.opt_text("attempt_token")? else {
+        return Ok(None);
+    };
+    let expected = super::job_api_token(job_id, &attempt);
+    let same = expected.len() == token.len()
+        && expected
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return Ok(None);
+    }
+    Ok(Some(JobApiCaller {
+        project_id: row.i64("project_id")?,
+        run_number: row.i64("number")?,
+        job_id,
+        job_key: row.text("job_key")?,
+        repo: row.text("repo_name")?,
+    }))
+}

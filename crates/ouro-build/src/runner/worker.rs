@@ -235,7 +235,18 @@ async fn execute(
     for (k, v) in &job.variables {
         spec.env.entry(k.clone()).or_insert_with(|| v.clone());
     }
-    let secrets = SecretSet::new(job.secrets.values().cloned()).unwrap_or_else(|e| {
+    // The job's own API token and where to send it (`ouro release create` in a step); masked.
+    let job_token = super::job_api_token(job.job_id, &job.token);
+    spec.env.insert("OURO_JOB_TOKEN".into(), job_token.clone());
+    spec.env
+        .insert("OURO_RUN_NUMBER".into(), job.run_number.to_string());
+    spec.env.insert("OURO_PROJECT".into(), job.project.clone());
+    spec.env.insert("OURO_REPO".into(), job.repo.clone());
+    if let Some(url) = ship.api.server_url() {
+        spec.env.insert("OURO_SERVER_URL".into(), url);
+    }
+    let masked = job.secrets.values().cloned().chain([job_token]);
+    let secrets = SecretSet::new(masked).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "secrets cannot all be masked");
         SecretSet::empty()
     });

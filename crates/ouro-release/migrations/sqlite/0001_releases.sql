@@ -20,7 +20,14 @@ CREATE TABLE release_releases (
     withdrawn_at BIGINT,
     withdrawn_reason TEXT,
     bundle_sha256 TEXT,
-    bundle_size BIGINT
+    bundle_size BIGINT,
+    -- The pipeline run's number (build_run_id is its id), the previous release's version the
+    -- commits were counted from, the SemVer bump and why, and the optimistic-concurrency revision.
+    run_number BIGINT,
+    previous_version TEXT,
+    bump TEXT,
+    reason TEXT,
+    revision BIGINT NOT NULL DEFAULT 1
 );
 CREATE UNIQUE INDEX release_releases_version ON release_releases(project_id, version);
 CREATE INDEX release_releases_repo ON release_releases(repo_id, created_at);
@@ -33,3 +40,13 @@ CREATE TABLE release_artifacts (
     PRIMARY KEY (release_id, path)
 );
 CREATE INDEX release_artifacts_sha ON release_artifacts(sha256);
+
+-- The work items and change requests a release links (from its commits): kind `item` (ref = the
+-- item key) or `cr` (ref = the change request number), with the title when it was created.
+CREATE TABLE release_links (
+    release_id BIGINT NOT NULL REFERENCES release_releases(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    title TEXT NOT NULL,
+    PRIMARY KEY (release_id, kind, ref)
+);

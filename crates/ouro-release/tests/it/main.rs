@@ -6,6 +6,7 @@ mod environments;
 mod gates;
 mod notes;
 mod promotions;
+mod releases;
 mod schema;
 mod settings;
 mod version;

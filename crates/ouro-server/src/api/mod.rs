@@ -21,6 +21,7 @@ pub mod projects;
 pub mod promotions;
 pub mod push_rules;
 pub mod release_bundles;
+pub mod releases;
 pub mod repos;
 pub mod rules;
 pub mod runners;
@@ -67,6 +68,7 @@ pub fn register(reg: &mut Registry) {
     test_results::register(reg);
     promotions::register(reg);
     release_bundles::register(reg);
+    releases::register(reg);
     crate::git_http::register(reg);
     crate::webhooks::register(reg);
 }

@@ -29,6 +29,7 @@ pub mod plan_settings;
 pub mod project_settings;
 pub mod projects;
 pub mod promotions;
+pub mod releases;
 pub mod runners;
 pub mod test_results;
 pub mod webhooks;
@@ -79,6 +80,7 @@ pub fn register(reg: &mut Registry) {
     artifacts::register(reg);
     test_results::register(reg);
     promotions::register(reg);
+    releases::register(reg);
     pipeline_logs::register(reg);
     build_vars::register(reg);
     project_settings::register(reg);

@@ -64,9 +64,9 @@ pub const PHASES: &[PhaseLink] = &[
     },
     PhaseLink {
         name: "Release",
-        path: "release",
+        path: "releases",
         blurb: "Versions, notes, bundles and approvals.",
-        ready: false,
+        ready: true,
     },
     PhaseLink {
         name: "Deploy",

@@ -37,6 +37,7 @@ mod promotions;
 mod props;
 mod push_rules;
 mod release_bundles;
+mod releases;
 mod runner_perf;
 mod runners;
 mod saved_queries;

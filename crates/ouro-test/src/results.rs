@@ -1022,3 +1022,107 @@ pub fn diff_coverage_detail(
     out.percent = (out.total > 0).then(|| pct(out.covered as i64, out.total as i64));
     out
 }
+
+/// Coverage marks for a change request's diff: which changed lines (new side) the newest
+/// reporting run covered and which it did not. Made by [`coverage_marks`] from the run's
+/// per-file coverage ([`run_coverage`]) and the changed lines of the change request at the
+/// run's commit; the CR diff view marks the lines with [`CoverageMarks::class_of`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, JsonSchema)]
+pub struct CoverageMarks {
+    /// The pipeline run whose coverage the marks come from.
+    pub run: i64,
+    /// The commit that run tested.
+    pub sha: String,
+    /// Changed lines with zero hits, per path.
+    pub uncovered: BTreeMap<String, BTreeSet<u32>>,
+    /// Changed lines with at least one hit, per path.
+    pub covered: BTreeMap<String, BTreeSet<u32>>,
+}
+
+impl CoverageMarks {
+    /// Whether `line` (new side) of `path` is an uncovered changed line.
+    pub fn is_uncovered(&self, path: &str, line: u32) -> bool {
+        self.uncovered.get(path).is_some_and(|s| s.contains(&line))
+    }
+
+    /// Whether `line` (new side) of `path` is a covered changed line.
+    pub fn is_covered(&self, path: &str, line: u32) -> bool {
+        self.covered.get(path).is_some_and(|s| s.contains(&line))
+    }
+
+    /// The CSS class for a line (new side): `cov-miss`, `cov-hit`, or "" for a line the
+    /// coverage does not instrument or that did not change.
+    pub fn class_of(&self, path: &str, line: u32) -> &'static str {
+        if self.is_uncovered(path, line) {
+            "cov-miss"
+        } else if self.is_covered(path, line) {
+            "cov-hit"
+        } else {
+            ""
+        }
+    }
+
+    /// Number of uncovered changed lines over all files.
+    pub fn uncovered_count(&self) -> usize {
+        self.uncovered.values().map(BTreeSet::len).sum()
+    }
+}
+
+/// Splits the changed lines that `files` instrument into covered and uncovered (per path).
+pub fn marks_of(
+    run: i64,
+    sha: &str,
+    files: &[FileCoverage],
+    changed: &BTreeMap<String, BTreeSet<u32>>,
+) -> CoverageMarks {
+    let mut out = CoverageMarks {
+        run,
+        sha: sha.to_string(),
+        ..Default::default()
+    };
+    for f in files {
+        let Some(lines) = changed.get(&f.path) else {
+            continue;
+        };
+        for (line, hits) in &f.lines {
+            if !lines.contains(line) {
+                continue;
+            }
+            let side = if *hits > 0 {
+                &mut out.covered
+            } else {
+                &mut out.uncovered
+            };
+            side.entry(f.path.clone()).or_default().insert(*line);
+        }
+    }
+    out
+}
+
+/// The coverage marks of change request `cr` in `repo`: from the newest run of the change
+/// request that reported coverage, over the change request's changed lines at that run's
+/// commit. `None` when no run reported coverage or the diff cannot be read.
+pub async fn coverage_marks(
+    store: &Store,
+    data_dir: &std::path::Path,
+    repo: &ouro_code::repos::Repo,
+    cr: &ouro_code::cr::ChangeRequest,
+) -> Result<Option<CoverageMarks>, StoreError> {
+    let mut c = store.read().await?;
+    let Some((id, number)) = latest_run_for_cr(&mut c, repo.project_id, repo.id, cr.number).await?
+    else {
+        return Ok(None);
+    };
+    let files = run_coverage(&mut c, id).await?;
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let sha = ouro_build::runs::get(&mut c, repo.project_id, number)
+        .await?
+        .sha;
+    drop(c);
+    let Some(changed) = crate::hook::cr_changed_lines(data_dir, repo, cr, &sha).await else {
+        return Ok(None);
+    };
+    Ok(Some(marks_of(number, &sha, &files, &changed)))
+}

@@ -433,6 +433,21 @@ async fn a_change_request_shows_new_failures_and_uncovered_changed_lines_and_its
             frag.contains("<span class=\"uncovered-line\">4</span>"),
             "{frag}"
         );
+        // The CR diff marks exactly the uncovered changed line (4) and the covered one (3), in
+        // both views, with the legend naming the run.
+        assert!(page.contains("id=\"cov-legend\""), "{page}");
+        assert!(
+            page.contains(&format!("Not covered by tests in run <a href=\"/projects/demo/pipelines/{number}/tests\">#{number}</a> (1 changed line)")),
+            "{page}"
+        );
+        assert_eq!(unified_marks(&page, "cov-miss"), vec![4], "{page}");
+        assert_eq!(unified_marks(&page, "cov-hit"), vec![3], "{page}");
+        let (_, split) = s
+            .admin_page("/projects/demo/code/app/change-requests/1?view=split")
+            .await;
+        assert_eq!(split_marks(&split, "cov-miss"), vec![4], "{split}");
+        assert_eq!(split_marks(&split, "cov-hit"), vec![3], "{split}");
+        assert!(!split.contains("style="), "no inline styles");
         // The gate's status is on the CR's head, where the merge gate looks.
         let sts = eventually(&s, &format!("{REPO}/commits/{head}/statuses"), |b| {
             b.as_array().is_some_and(|a| {
@@ -472,4 +487,43 @@ async fn a_change_request_shows_new_failures_and_uncovered_changed_lines_and_its
         );
         s.stop().await;
     }
+}
+
+/// New-side line numbers of the unified diff rows whose class includes `class`.
+fn unified_marks(html: &str, class: &str) -> Vec<u32> {
+    html.split("<tr class=\"")
+        .skip(1)
+        .filter(|chunk| {
+            chunk
+                .split('"')
+                .next()
+                .is_some_and(|c| c.split(' ').any(|x| x == class))
+        })
+        .filter_map(|chunk| {
+            let cells: Vec<&str> = chunk
+                .split("<td class=\"ln\">")
+                .skip(1)
+                .take(2)
+                .map(|c| c.split("</td>").next().unwrap_or(""))
+                .collect();
+            cells.get(1).and_then(|n| n.trim().parse().ok())
+        })
+        .collect()
+}
+
+/// Line numbers of the split diff's cells whose class includes `class` (the number cell
+/// precedes the code cell).
+fn split_marks(html: &str, class: &str) -> Vec<u32> {
+    html.split("<td class=\"ln\">")
+        .skip(1)
+        .filter_map(|chunk| {
+            let (num, rest) = chunk.split_once("</td>")?;
+            let classes = rest.strip_prefix("<td class=\"")?.split('"').next()?;
+            classes
+                .split(' ')
+                .any(|x| x == class)
+                .then(|| num.trim().parse().ok())
+                .flatten()
+        })
+        .collect()
 }

@@ -321,7 +321,7 @@ async fn reports_are_ingested_shown_gated_and_quarantine_lifts_the_gate() {
     }
 }
 
-const CR_PIPELINE: &str = r#"name: CR
+pub(crate) const CR_PIPELINE: &str = r#"name: CR
 on:
   change_request: {}
 jobs:

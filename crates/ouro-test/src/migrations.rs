@@ -2,10 +2,19 @@
 
 use ouro_store::Migration;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    component: "test",
-    version: 1,
-    name: "results",
-    sqlite: include_str!("../migrations/sqlite/0001_results.sql"),
-    postgres: include_str!("../migrations/postgres/0001_results.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "test",
+        version: 1,
+        name: "results",
+        sqlite: include_str!("../migrations/sqlite/0001_results.sql"),
+        postgres: include_str!("../migrations/postgres/0001_results.sql"),
+    },
+    Migration {
+        component: "test",
+        version: 2,
+        name: "history_indexes",
+        sqlite: include_str!("../migrations/sqlite/0002_history_indexes.sql"),
+        postgres: include_str!("../migrations/postgres/0002_history_indexes.sql"),
+    },
+];

@@ -28,6 +28,28 @@ use crate::model::{Coverage, Outcome, Report, Totals};
 pub const ACTOR: Actor = Actor::System("tests");
 const MAX_MESSAGE: usize = 4 * 1024;
 const MAX_OUTPUT: usize = 16 * 1024;
+/// Cases per multi-row INSERT (10 parameters a result: 2,000 a statement, under SQLite's and
+/// PostgreSQL's limits).
+const BATCH: usize = 200;
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `cols` parameters.
+fn placeholders(rows: usize, cols: usize) -> String {
+    let mut out = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${}", r * cols + c + 1));
+        }
+        out.push(')');
+    }
+    out
+}
 
 /// A report file that could not be parsed: where, with a stable code.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -304,56 +326,73 @@ pub async fn ingest(store: &Store, job: &JobRef, input: &Ingest) -> Result<Inges
     .await?
     .i64("id")?;
 
+    // Cases and results go in batches of multi-row INSERTs (one statement per BATCH cases): a
+    // 100k-case report is 1,000 statements instead of 200,000.
+    let cases: Vec<&crate::model::Case> = input.report.cases().collect();
     let mut case_ids: HashMap<String, i64> = HashMap::new();
-    let mut outcomes: Vec<(i64, &'static str, bool)> = Vec::new();
-    for c in input.report.cases() {
-        let id = match case_ids.get(&c.key) {
-            Some(id) => *id,
-            None => {
-                let id = q(
-                    "INSERT INTO test_cases (project_id, case_key, suite, class, name, file, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (project_id, case_key) \
-                     DO UPDATE SET file = COALESCE(excluded.file, test_cases.file) RETURNING id",
-                )
+    let mut fresh: Vec<&crate::model::Case> = Vec::new();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for c in &cases {
+        if seen.insert(c.key.as_str()) {
+            fresh.push(c);
+        }
+    }
+    for chunk in fresh.chunks(BATCH) {
+        let sql = format!(
+            "INSERT INTO test_cases (project_id, case_key, suite, class, name, file, created_at) \
+             VALUES {} ON CONFLICT (project_id, case_key) \
+             DO UPDATE SET file = COALESCE(excluded.file, test_cases.file) RETURNING id, case_key",
+            placeholders(chunk.len(), 7)
+        );
+        let mut stmt = q(sql);
+        for c in chunk {
+            stmt = stmt
                 .bind(job.project_id)
                 .bind(c.key.as_str())
                 .bind(c.suite.as_str())
                 .bind(c.class.as_str())
                 .bind(c.name.as_str())
                 .bind(c.file.clone())
-                .bind(now)
-                .fetch_one(&mut tx)
-                .await?
-                .i64("id")?;
-                case_ids.insert(c.key.clone(), id);
-                id
-            }
-        };
-        let last = c.attempts.last();
-        let output = last.map(|a| {
-            [&a.details, &a.stdout, &a.stderr]
-                .into_iter()
-                .flatten()
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .join("\n")
-        });
-        let outcome = outcome_str(c.outcome());
-        q("INSERT INTO test_results (test_run_id, case_id, outcome, attempts, flaky, duration_ms, \
-           message, kind, output, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-        .bind(test_run_id)
-        .bind(id)
-        .bind(outcome)
-        .bind(c.attempts.len().max(1) as i64)
-        .bind(c.is_flaky())
-        .bind(c.duration_ms().map(|d| d as i64))
-        .bind(cap(last.and_then(|a| a.message.as_deref()), MAX_MESSAGE))
-        .bind(cap(last.and_then(|a| a.kind.as_deref()), MAX_MESSAGE))
-        .bind(cap(output.as_deref().filter(|o| !o.is_empty()), MAX_OUTPUT))
-        .bind(now)
-        .execute(&mut tx)
-        .await?;
-        outcomes.push((id, outcome, c.is_flaky()));
+                .bind(now);
+        }
+        for r in stmt.fetch_all(&mut tx).await? {
+            case_ids.insert(r.text("case_key")?, r.i64("id")?);
+        }
+    }
+    let mut outcomes: Vec<(i64, &'static str, bool)> = Vec::new();
+    for chunk in cases.chunks(BATCH) {
+        let sql = format!(
+            "INSERT INTO test_results (test_run_id, case_id, outcome, attempts, flaky, duration_ms, \
+             message, kind, output, created_at) VALUES {}",
+            placeholders(chunk.len(), 10)
+        );
+        let mut stmt = q(sql);
+        for c in chunk {
+            let id = case_ids[&c.key];
+            let last = c.attempts.last();
+            let output = last.map(|a| {
+                [&a.details, &a.stdout, &a.stderr]
+                    .into_iter()
+                    .flatten()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            let outcome = outcome_str(c.outcome());
+            stmt = stmt
+                .bind(test_run_id)
+                .bind(id)
+                .bind(outcome)
+                .bind(c.attempts.len().max(1) as i64)
+                .bind(c.is_flaky())
+                .bind(c.duration_ms().map(|d| d as i64))
+                .bind(cap(last.and_then(|a| a.message.as_deref()), MAX_MESSAGE))
+                .bind(cap(last.and_then(|a| a.kind.as_deref()), MAX_MESSAGE))
+                .bind(cap(output.as_deref().filter(|o| !o.is_empty()), MAX_OUTPUT))
+                .bind(now);
+            outcomes.push((id, outcome, c.is_flaky()));
+        }
+        stmt.execute(&mut tx).await?;
     }
     if let Some(cov) = &input.coverage {
         for f in &cov.files {
@@ -380,12 +419,13 @@ pub async fn ingest(store: &Store, job: &JobRef, input: &Ingest) -> Result<Inges
     }
     let on_default = input.default_ref.as_deref() == Some(job.git_ref.as_str());
     let newly_flaky = flaky::detect(&mut tx, job, test_run_id, &outcomes, on_default, now).await?;
+    let key_of: HashMap<i64, &str> = if newly_flaky.is_empty() {
+        HashMap::new()
+    } else {
+        case_ids.iter().map(|(k, v)| (*v, k.as_str())).collect()
+    };
     for (case_id, cause, score) in &newly_flaky {
-        let key = case_ids
-            .iter()
-            .find(|(_, v)| *v == case_id)
-            .map(|(k, _)| k.clone())
-            .unwrap_or_default();
+        let key = key_of.get(case_id).copied().unwrap_or_default();
         tx.append(
             NewEvent::new(
                 ev::TEST_FLAKY_DETECTED,
@@ -1021,4 +1061,108 @@ pub fn diff_coverage_detail(
     }
     out.percent = (out.total > 0).then(|| pct(out.covered as i64, out.total as i64));
     out
+}
+
+/// Coverage marks for a change request's diff: which changed lines (new side) the newest
+/// reporting run covered and which it did not. Made by [`coverage_marks`] from the run's
+/// per-file coverage ([`run_coverage`]) and the changed lines of the change request at the
+/// run's commit; the CR diff view marks the lines with [`CoverageMarks::class_of`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, JsonSchema)]
+pub struct CoverageMarks {
+    /// The pipeline run whose coverage the marks come from.
+    pub run: i64,
+    /// The commit that run tested.
+    pub sha: String,
+    /// Changed lines with zero hits, per path.
+    pub uncovered: BTreeMap<String, BTreeSet<u32>>,
+    /// Changed lines with at least one hit, per path.
+    pub covered: BTreeMap<String, BTreeSet<u32>>,
+}
+
+impl CoverageMarks {
+    /// Whether `line` (new side) of `path` is an uncovered changed line.
+    pub fn is_uncovered(&self, path: &str, line: u32) -> bool {
+        self.uncovered.get(path).is_some_and(|s| s.contains(&line))
+    }
+
+    /// Whether `line` (new side) of `path` is a covered changed line.
+    pub fn is_covered(&self, path: &str, line: u32) -> bool {
+        self.covered.get(path).is_some_and(|s| s.contains(&line))
+    }
+
+    /// The CSS class for a line (new side): `cov-miss`, `cov-hit`, or "" for a line the
+    /// coverage does not instrument or that did not change.
+    pub fn class_of(&self, path: &str, line: u32) -> &'static str {
+        if self.is_uncovered(path, line) {
+            "cov-miss"
+        } else if self.is_covered(path, line) {
+            "cov-hit"
+        } else {
+            ""
+        }
+    }
+
+    /// Number of uncovered changed lines over all files.
+    pub fn uncovered_count(&self) -> usize {
+        self.uncovered.values().map(BTreeSet::len).sum()
+    }
+}
+
+/// Splits the changed lines that `files` instrument into covered and uncovered (per path).
+pub fn marks_of(
+    run: i64,
+    sha: &str,
+    files: &[FileCoverage],
+    changed: &BTreeMap<String, BTreeSet<u32>>,
+) -> CoverageMarks {
+    let mut out = CoverageMarks {
+        run,
+        sha: sha.to_string(),
+        ..Default::default()
+    };
+    for f in files {
+        let Some(lines) = changed.get(&f.path) else {
+            continue;
+        };
+        for (line, hits) in &f.lines {
+            if !lines.contains(line) {
+                continue;
+            }
+            let side = if *hits > 0 {
+                &mut out.covered
+            } else {
+                &mut out.uncovered
+            };
+            side.entry(f.path.clone()).or_default().insert(*line);
+        }
+    }
+    out
+}
+
+/// The coverage marks of change request `cr` in `repo`: from the newest run of the change
+/// request that reported coverage, over the change request's changed lines at that run's
+/// commit. `None` when no run reported coverage or the diff cannot be read.
+pub async fn coverage_marks(
+    store: &Store,
+    data_dir: &std::path::Path,
+    repo: &ouro_code::repos::Repo,
+    cr: &ouro_code::cr::ChangeRequest,
+) -> Result<Option<CoverageMarks>, StoreError> {
+    let mut c = store.read().await?;
+    let Some((id, number)) = latest_run_for_cr(&mut c, repo.project_id, repo.id, cr.number).await?
+    else {
+        return Ok(None);
+    };
+    let files = run_coverage(&mut c, id).await?;
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let sha = ouro_build::runs::get(&mut c, repo.project_id, number)
+        .await?
+        .sha;
+    drop(c);
+    let Some(changed) = crate::hook::cr_changed_lines(data_dir, repo, cr, &sha).await else {
+        return Ok(None);
+    };
+    Ok(Some(marks_of(number, &sha, &files, &changed)))
 }

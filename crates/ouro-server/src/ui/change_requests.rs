@@ -596,6 +596,25 @@ pub(crate) async fn show_page<'a>(
         if can_write && v.cr.state == "open" {
             d.comment_url = Some(format!("{page_url}/comments/new?"));
         }
+        // Test coverage of the changed lines, from the newest run that reported it; marked only
+        // when that run tested the head shown here (line numbers of another commit would lie).
+        match ouro_test::results::coverage_marks(&st.store, &st.settings.data_dir, &repo, &v.cr)
+            .await
+        {
+            Ok(Some(m)) if m.sha == v.cr.head => {
+                d.cov_runs_url = format!("/projects/{}/pipelines/", project.slug);
+                d.coverage = Some(m);
+            }
+            Ok(Some(m)) => {
+                d.cov_note = Some(format!(
+                    "Coverage of run #{} is for commit {}, not the head: changed lines are not marked until a run of the head reports coverage.",
+                    m.run,
+                    m.sha.chars().take(10).collect::<String>()
+                ));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "coverage marks of a change request"),
+        }
     }
     let threads = thread_rows(ctx, threads, &page_url);
     let requested_names: Vec<String> = v.cr.reviewers.iter().map(|r| r.user.clone()).collect();

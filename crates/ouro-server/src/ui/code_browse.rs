@@ -111,6 +111,12 @@ pub struct DiffView {
     pub threads: Vec<LineThread>,
     /// The page that starts a thread on a line (`...?`), when the viewer may comment.
     pub comment_url: Option<String>,
+    /// Test coverage of the changed lines (a change request's diff): see [`Self::cov_class`].
+    pub coverage: Option<ouro_test::results::CoverageMarks>,
+    /// The run page the coverage marks link to (`/projects/{slug}/pipelines/`).
+    pub cov_runs_url: String,
+    /// Why coverage marks are not shown (e.g. the run tested an older commit).
+    pub cov_note: Option<String>,
 }
 
 impl DiffView {
@@ -128,6 +134,39 @@ impl DiffView {
             page_url,
             threads: Vec::new(),
             comment_url: None,
+            coverage: None,
+            cov_runs_url: String::new(),
+            cov_note: None,
+        }
+    }
+
+    /// The link to the tests of the run the coverage marks come from.
+    pub fn cov_run_href(&self) -> String {
+        match &self.coverage {
+            Some(c) => format!("{}{}/tests", self.cov_runs_url, c.run),
+            None => String::new(),
+        }
+    }
+
+    /// The coverage class of a diff line (with a leading space, or "" when unmarked): only
+    /// added lines are marked, ` cov-miss` when no test covered them, ` cov-hit` when one did.
+    pub fn cov_class(&self, path: &str, l: &diff::Line) -> &'static str {
+        match (&self.coverage, l.kind, l.new) {
+            (Some(c), diff::LineKind::Add, Some(n)) => match c.class_of(path, n) {
+                "cov-miss" => " cov-miss",
+                "cov-hit" => " cov-hit",
+                _ => "",
+            },
+            _ => "",
+        }
+    }
+
+    /// The tooltip of a marked line ([`Self::cov_class`]).
+    pub fn cov_title(&self, path: &str, l: &diff::Line) -> &'static str {
+        match self.cov_class(path, l) {
+            " cov-miss" => "Not covered by tests",
+            " cov-hit" => "Covered by tests",
+            _ => "",
         }
     }
 

@@ -732,3 +732,108 @@ jobs:
     drop(driver);
     s.stop().await;
 }
+
+/// The Test issue's browser check: a change request whose pipeline has a new failing test and
+/// low diff coverage (a `min-diff-coverage: 80` gate, 50% covered) shows both on its page, marks
+/// the uncovered changed line in the diff, and cannot merge: the merge button is disabled and the
+/// page names the failing quality-gate status the merge rules require.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_cr_with_a_new_failure_and_low_diff_coverage_cannot_merge() {
+    let Some((driver_bin, chromium)) = browser_binaries() else {
+        return;
+    };
+    let s = TestServer::start_with(
+        &TestDb::Sqlite,
+        Options {
+            tweak: |st: &mut ouro_server::Settings| st.runner_slots = 2,
+            ..Options::default()
+        },
+    )
+    .await;
+    s.demo_project().await;
+    let (git, work, _) = crate::code_hosting::app_checkout(&s).await;
+    std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();
+    std::fs::create_dir_all(work.join("src")).unwrap();
+    git.commit(
+        &work,
+        ".ouro/pipelines/cr.yml",
+        crate::test_reports::CR_PIPELINE,
+        "CI",
+    )
+    .await;
+    git.commit(&work, "src/lib.rs", "one\ntwo\n", "Lib").await;
+    git.run(&work, &["push", "-q", "origin", "main"]).await;
+    git.run(&work, &["checkout", "-q", "-b", "feature"]).await;
+    let head = git
+        .commit(&work, "src/lib.rs", "one\ntwo\nthree\nfour\n", "More")
+        .await;
+    git.run(&work, &["push", "-q", "origin", "feature"]).await;
+    let repo = "/api/v1/projects/demo/repos/app";
+    let (st, b) = s
+        .admin(
+            reqwest::Method::PUT,
+            &format!("{repo}/merge-rules"),
+            Some(json!({"merge_method": "merge", "required_approvals": 0,
+                        "required_checks": ["ouro/quality/check"],
+                        "dismiss_stale_approvals": true})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (st, cr) = s
+        .admin(
+            reqwest::Method::POST,
+            &format!("{repo}/change-requests"),
+            Some(json!({"source": "feature", "target": "main", "title": "More"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{cr}");
+    // The gate's failing status on the head: the run ended and its reports were ingested.
+    eventually(&s, &format!("{repo}/commits/{head}/statuses"), |b| {
+        b.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["name"] == "ouro/quality/check" && x["state"] == "failure")
+        })
+    })
+    .await;
+
+    let driver = Driver::start(&driver_bin).await;
+    let mut b = Browser::open(&driver, &chromium, &s.base).await;
+    b.goto("/login").await;
+    b.fill("#name", "admin").await;
+    b.fill("#password", "admin-password").await;
+    b.click("#sign-in").await;
+    b.find("#new-project").await;
+
+    b.goto("/projects/demo/code/app/change-requests/1").await;
+    // The test summary (loaded by htmx): the new failure and the diff coverage.
+    let new = b.text("#cr-new-failures").await;
+    assert_eq!(new, "1 new");
+    let summary = b.text("#cr-tests-summary").await;
+    assert!(summary.contains("c/t1"), "{summary}");
+    let diff_cov = b.text("#cr-diff-coverage").await;
+    assert!(
+        diff_cov.contains("50% of the changed lines (1 of 2)"),
+        "{diff_cov}"
+    );
+    // The diff marks the uncovered changed line (4) and says which run measured it.
+    let legend = b.text("#cov-legend").await;
+    assert!(legend.contains("Not covered by tests in run #"), "{legend}");
+    let miss = b.text("#changes tr.cov-miss td.code pre").await;
+    assert_eq!(miss.trim(), "+four");
+    // It cannot merge: the button is disabled and the page says why.
+    let merge = b.find("#merge").await;
+    assert_eq!(
+        merge.attr("disabled").await.unwrap().as_deref(),
+        Some("true")
+    );
+    assert_eq!(b.text("#gate-summary").await, "blocked");
+    let why = b.text("#merge-blocked").await;
+    assert!(why.contains("ouro/quality/check"), "{why}");
+    b.shot_full("cr-new-failure-low-diff-coverage-blocked")
+        .await;
+
+    b.c.close().await.unwrap();
+    driver.session.lock().unwrap().take();
+    drop(driver);
+    s.stop().await;
+}

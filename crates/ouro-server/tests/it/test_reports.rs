@@ -321,7 +321,7 @@ async fn reports_are_ingested_shown_gated_and_quarantine_lifts_the_gate() {
     }
 }
 
-const CR_PIPELINE: &str = r#"name: CR
+pub(crate) const CR_PIPELINE: &str = r#"name: CR
 on:
   change_request: {}
 jobs:
@@ -433,6 +433,21 @@ async fn a_change_request_shows_new_failures_and_uncovered_changed_lines_and_its
             frag.contains("<span class=\"uncovered-line\">4</span>"),
             "{frag}"
         );
+        // The CR diff marks exactly the uncovered changed line (4) and the covered one (3), in
+        // both views, with the legend naming the run.
+        assert!(page.contains("id=\"cov-legend\""), "{page}");
+        assert!(
+            page.contains(&format!("Not covered by tests in run <a href=\"/projects/demo/pipelines/{number}/tests\">#{number}</a> (1 changed line)")),
+            "{page}"
+        );
+        assert_eq!(unified_marks(&page, "cov-miss"), vec![4], "{page}");
+        assert_eq!(unified_marks(&page, "cov-hit"), vec![3], "{page}");
+        let (_, split) = s
+            .admin_page("/projects/demo/code/app/change-requests/1?view=split")
+            .await;
+        assert_eq!(split_marks(&split, "cov-miss"), vec![4], "{split}");
+        assert_eq!(split_marks(&split, "cov-hit"), vec![3], "{split}");
+        assert!(!split.contains("style="), "no inline styles");
         // The gate's status is on the CR's head, where the merge gate looks.
         let sts = eventually(&s, &format!("{REPO}/commits/{head}/statuses"), |b| {
             b.as_array().is_some_and(|a| {
@@ -470,6 +485,405 @@ async fn a_change_request_shows_new_failures_and_uncovered_changed_lines_and_its
                 .is_some_and(|d| d.contains("ouro/quality/check is failure")),
             "{b}"
         );
+        s.stop().await;
+    }
+}
+
+/// New-side line numbers of the unified diff rows whose class includes `class`.
+fn unified_marks(html: &str, class: &str) -> Vec<u32> {
+    html.split("<tr class=\"")
+        .skip(1)
+        .filter(|chunk| {
+            chunk
+                .split('"')
+                .next()
+                .is_some_and(|c| c.split(' ').any(|x| x == class))
+        })
+        .filter_map(|chunk| {
+            let cells: Vec<&str> = chunk
+                .split("<td class=\"ln\">")
+                .skip(1)
+                .take(2)
+                .map(|c| c.split("</td>").next().unwrap_or(""))
+                .collect();
+            cells.get(1).and_then(|n| n.trim().parse().ok())
+        })
+        .collect()
+}
+
+/// Line numbers of the split diff's cells whose class includes `class` (the number cell
+/// precedes the code cell).
+fn split_marks(html: &str, class: &str) -> Vec<u32> {
+    html.split("<td class=\"ln\">")
+        .skip(1)
+        .filter_map(|chunk| {
+            let (num, rest) = chunk.split_once("</td>")?;
+            let classes = rest.strip_prefix("<td class=\"")?.split('"').next()?;
+            classes
+                .split(' ')
+                .any(|x| x == class)
+                .then(|| num.trim().parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// Whether a real tool this module needs is on this machine (`probe` ran and succeeded). When it
+/// is not: a loud skip message, or a failure with `CI=true` (as the browser test does).
+fn tool_present(what: &str, program: &str, args: &[&str], install: &str) -> bool {
+    let ok = std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return true;
+    }
+    let msg = format!("the real-tools test needs {what} ({install})");
+    if std::env::var("CI").is_ok_and(|c| c == "true") {
+        panic!("CI=true and {msg}");
+    }
+    use std::io::Write;
+    let bar = "*".repeat(78);
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n{bar}\n*** SKIPPING a real-tools test: {msg} ***\n{bar}\n"
+    );
+    false
+}
+
+/// The Python interpreter that has pytest, pytest-cov and pytest-rerunfailures (its absolute
+/// path: a job's environment is clean, so shims that need HOME would not work there).
+fn python_with_pytest() -> Option<String> {
+    if !tool_present(
+        "python3 with pytest, pytest-cov and pytest-rerunfailures",
+        "python3",
+        &["-c", "import pytest, pytest_cov, pytest_rerunfailures"],
+        "Debian: python3-pytest python3-pytest-cov python3-pytest-rerunfailures; or pip install pytest pytest-cov pytest-rerunfailures",
+    ) {
+        return None;
+    }
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A YAML double-quoted scalar (JSON strings are valid YAML).
+fn yq(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+/// The real tools' pipeline: a Rust crate tested by cargo-nextest with its JUnit profile, and a
+/// Python package tested by pytest with reruns, JUnit and Cobertura coverage from pytest-cov.
+/// The job environment is clean: PATH and the toolchain homes of this machine are passed on.
+fn real_tools_pipeline(python: &str) -> String {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{home}/.cargo"));
+    let rustup_home = std::env::var("RUSTUP_HOME").unwrap_or_else(|_| format!("{home}/.rustup"));
+    let path = std::env::var("PATH").unwrap_or_default();
+    format!(
+        r#"name: Real tools
+on:
+  push:
+    branches: [main]
+env:
+  PATH: {path}
+  CARGO_HOME: {cargo_home}
+  RUSTUP_HOME: {rustup_home}
+  PYTHON: {python}
+jobs:
+  rust:
+    artifacts:
+      reports:
+        junit: [rust/target/nextest/ci/junit.xml]
+    steps:
+      - run: cd rust && cargo nextest run --profile ci --offline
+  python:
+    quality:
+      max-failures: 0
+      min-coverage: 50
+    artifacts:
+      reports:
+        junit: [junit.xml]
+        coverage: coverage.xml
+    steps:
+      - run: $PYTHON -m pytest -p no:cacheprovider --reruns 2 --junitxml=junit.xml --cov=. --cov-report=xml:coverage.xml tests/
+"#,
+        path = yq(&path),
+        cargo_home = yq(&cargo_home),
+        rustup_home = yq(&rustup_home),
+        python = yq(python),
+    )
+}
+
+const RUST_LIB: &str = r#"pub fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adds() {
+        assert_eq!(add(2, 2), 4);
+    }
+
+    #[test]
+    fn adds_zero() {
+        assert_eq!(add(0, 7), 7);
+    }
+}
+"#;
+
+const PY_CALC: &str = "def add(a, b):
+    return a + b
+
+
+def sign(x):
+    if x < 0:
+        return -1
+    return 1
+
+
+def unused(x):
+    y = x * 2
+    return y
+";
+
+/// `test_flaky_once` fails on its first attempt in a fresh checkout (no marker file yet) and
+/// passes on the rerun: a deliberately flaky test.
+const PY_TESTS: &str = r#"import pathlib
+
+from calc import add, sign
+
+MARKER = pathlib.Path("flaky.marker")
+
+
+def test_add():
+    assert add(2, 2) == 4
+
+
+def test_sign():
+    assert sign(-3) == -1
+
+
+def test_flaky_once():
+    first = not MARKER.exists()
+    MARKER.write_text("seen")
+    assert not first, "first attempt fails"
+"#;
+
+/// Writes the Rust crate (under `rust/`) and the Python package (at the top, so coverage paths
+/// are repository paths) into the checkout.
+fn write_real_projects(work: &std::path::Path) {
+    for d in ["rust/src", "rust/.config", "calc", "tests"] {
+        std::fs::create_dir_all(work.join(d)).unwrap();
+    }
+    std::fs::write(
+        work.join("rust/Cargo.toml"),
+        "[package]\nname = \"adder\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n",
+    )
+    .unwrap();
+    std::fs::write(work.join("rust/src/lib.rs"), RUST_LIB).unwrap();
+    std::fs::write(
+        work.join("rust/.config/nextest.toml"),
+        "[profile.ci]\nfail-fast = false\n\n[profile.ci.junit]\npath = \"junit.xml\"\n",
+    )
+    .unwrap();
+    std::fs::write(work.join("calc/__init__.py"), PY_CALC).unwrap();
+    std::fs::write(work.join("tests/test_calc.py"), PY_TESTS).unwrap();
+    std::fs::write(work.join(".coveragerc"), "[run]\nrelative_files = true\n").unwrap();
+    std::fs::write(work.join(".gitignore"), "target/\n__pycache__/\n").unwrap();
+}
+
+#[tokio::test]
+async fn real_nextest_and_pytest_pipelines_show_reports_history_coverage_and_a_flaky_test() {
+    let nextest = tool_present(
+        "cargo-nextest",
+        "cargo",
+        &["nextest", "--version"],
+        "cargo install --locked cargo-nextest",
+    );
+    let Some(python) = python_with_pytest() else {
+        return;
+    };
+    if !nextest {
+        return;
+    }
+    for db in backends() {
+        let s = TestServer::with_runner(&db).await;
+        s.demo_project().await;
+        let (git, work, _) = app_checkout(&s).await;
+        std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();
+        write_real_projects(&work);
+        git.commit(
+            &work,
+            ".ouro/pipelines/ci.yml",
+            &real_tools_pipeline(&python),
+            "Real tools",
+        )
+        .await;
+        git.run(&work, &["push", "-q", "origin", "main"]).await;
+        let run = run_finished(&s, 1).await;
+        let rust = job(&run, "rust");
+        let py = job(&run, "python");
+        let rlog = log_text(&s, rust["id"].as_i64().unwrap(), 1);
+        let plog = log_text(&s, py["id"].as_i64().unwrap(), 1);
+        assert_eq!(rust["status"], "success", "{run}\n{rlog}");
+        assert_eq!(py["status"], "success", "{run}\n{plog}");
+        // nextest's JUnit profile: two tests of the `adder` binary.
+        assert!(
+            rlog.contains("tests: 2 total, 2 passed, 0 failed, 0 errored, 0 skipped, 0 flaky"),
+            "{rlog}"
+        );
+        // pytest with a rerun: three tests, one flaky (failed once, passed on the rerun);
+        // Cobertura from pytest-cov: 6 of the package's 9 lines plus the test file's lines.
+        assert!(
+            plog.contains("tests: 3 total, 3 passed, 0 failed, 0 errored, 0 skipped, 1 flaky"),
+            "{plog}"
+        );
+        assert!(
+            plog.contains("tests: a newly flaky test got the work item DEMO-"),
+            "{plog}"
+        );
+        assert!(plog.contains("quality: min-coverage 50 passed"), "{plog}");
+
+        let (_, tests) = s.admin(Method::GET, &format!("{RUNS}/1/tests"), None).await;
+        assert_eq!(tests["totals"]["total"], 5, "{tests}");
+        assert_eq!(tests["totals"]["flaky"], 1, "{tests}");
+        assert_eq!(tests["flaky"][0]["name"], "test_flaky_once", "{tests}");
+        assert_eq!(tests["flaky"][0]["attempts"], 2, "{tests}");
+        let keys: Vec<&str> = tests["slowest"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["key"].as_str().unwrap())
+            .collect();
+        assert!(
+            keys.iter().any(|k| k.contains("tests::adds_zero")),
+            "{tests}"
+        );
+        assert!(keys.iter().any(|k| k.contains("test_sign")), "{tests}");
+        let (_, cov) = s
+            .admin(Method::GET, &format!("{RUNS}/1/coverage"), None)
+            .await;
+        let calc = cov["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == "calc/__init__.py")
+            .unwrap_or_else(|| panic!("coverage of calc/__init__.py: {cov}"));
+        assert_eq!(calc["lines_total"], 9, "{cov}");
+        assert_eq!(calc["lines_covered"], 6, "{cov}");
+        assert!(
+            calc["lines"].as_array().unwrap().contains(&json!([8, 0])),
+            "line 8 (`return 1`) is not covered: {cov}"
+        );
+
+        // The flaky test: listed once with its cause and the bug work item Plan filed.
+        let (_, flaky) = s
+            .admin(Method::GET, "/api/v1/projects/demo/tests/flaky", None)
+            .await;
+        let list = flaky["flaky"].as_array().unwrap();
+        assert_eq!(list.len(), 1, "{flaky}");
+        assert_eq!(list[0]["case"]["name"], "test_flaky_once", "{flaky}");
+        assert_eq!(list[0]["cause"], "retry", "{flaky}");
+        let key = list[0]["work_item"]
+            .as_str()
+            .expect("a work item")
+            .to_string();
+        let (st, item) = s
+            .admin(
+                Method::GET,
+                &format!("/api/v1/projects/demo/items/{key}"),
+                None,
+            )
+            .await;
+        assert_eq!(st, 200, "{item}");
+        assert_eq!(item["title"], "Flaky test: test_flaky_once", "{item}");
+        let case_id = list[0]["case"]["id"].as_i64().unwrap();
+
+        // Quarantined by a maintainer.
+        let (st, qu) = s
+            .admin(
+                Method::PUT,
+                &format!("/api/v1/projects/demo/tests/cases/{case_id}/quarantine"),
+                Some(json!({"reason": format!("flaky, see {key}"), "days": 7})),
+            )
+            .await;
+        assert_eq!(st, 200, "{qu}");
+
+        // A second run: history across runs; the flaky test is flaky again but gets no second
+        // work item.
+        git.commit(&work, "README.md", "real tools\n", "Readme")
+            .await;
+        git.run(&work, &["push", "-q", "origin", "main"]).await;
+        let run2 = run_finished(&s, 2).await;
+        assert_eq!(job(&run2, "python")["status"], "success", "{run2}");
+        assert_eq!(job(&run2, "rust")["status"], "success", "{run2}");
+        let (_, flaky) = s
+            .admin(Method::GET, "/api/v1/projects/demo/tests/flaky", None)
+            .await;
+        assert_eq!(flaky["flaky"].as_array().unwrap().len(), 1, "{flaky}");
+        assert_eq!(flaky["flaky"][0]["work_item"], key.as_str(), "{flaky}");
+        assert_eq!(
+            flaky["flaky"][0]["quarantine"]["reason"],
+            format!("flaky, see {key}"),
+            "{flaky}"
+        );
+        let (_, items) = s
+            .admin(
+                Method::GET,
+                "/api/v1/projects/demo/items?label=flaky-test",
+                None,
+            )
+            .await;
+        assert_eq!(items["items"].as_array().map(Vec::len), Some(1), "{items}");
+        let (_, t2) = s.admin(Method::GET, &format!("{RUNS}/2/tests"), None).await;
+        let adds = t2["slowest"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| {
+                c["key"]
+                    .as_str()
+                    .is_some_and(|k| k.ends_with("tests::adds"))
+            })
+            .unwrap_or_else(|| panic!("tests::adds in run 2: {t2}"));
+        let id = adds["case_id"].as_i64().unwrap();
+        let (_, h) = s
+            .admin(
+                Method::GET,
+                &format!("/api/v1/projects/demo/tests/cases/{id}"),
+                None,
+            )
+            .await;
+        let runs: Vec<i64> = h["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["run"].as_i64().unwrap())
+            .collect();
+        assert_eq!(runs, vec![2, 1], "{h}");
+        assert_eq!(h["last_success"]["run"], 2, "{h}");
+        let (_, trend) = s
+            .admin(
+                Method::GET,
+                "/api/v1/projects/demo/tests/coverage?ref=main",
+                None,
+            )
+            .await;
+        assert_eq!(trend["points"].as_array().unwrap().len(), 2, "{trend}");
+        // The pages show them.
+        let (_, html) = s.admin_page("/projects/demo/pipelines/1/tests").await;
+        assert!(html.contains("test_flaky_once"), "{html}");
+        assert!(html.contains("tests::adds_zero"), "{html}");
+        let (_, html) = s.admin_page("/projects/demo/tests/flaky").await;
+        assert!(html.contains(&key), "{html}");
         s.stop().await;
     }
 }

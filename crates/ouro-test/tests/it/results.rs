@@ -359,6 +359,32 @@ async fn coverage_per_file_diff_coverage_and_trend() {
             .unwrap();
         assert_eq!(files[0].lines, vec![(1, 1), (2, 3), (3, 1), (4, 0)]);
         assert_eq!(files[0].lines_covered, 3);
+        // The marks for the CR diff: only changed lines the coverage instruments, split by hits;
+        // another file and uninstrumented changed lines (9) stay unmarked.
+        let changed = BTreeMap::from([
+            ("src/lib.rs".to_string(), BTreeSet::from([2, 4, 9])),
+            ("src/other.rs".to_string(), BTreeSet::from([1])),
+        ]);
+        let marks = results::marks_of(2, "a2", &files, &changed);
+        assert_eq!(marks.run, 2);
+        assert_eq!(
+            marks.uncovered,
+            BTreeMap::from([("src/lib.rs".to_string(), BTreeSet::from([4]))])
+        );
+        assert_eq!(
+            marks.covered,
+            BTreeMap::from([("src/lib.rs".to_string(), BTreeSet::from([2]))])
+        );
+        assert_eq!(marks.class_of("src/lib.rs", 4), "cov-miss");
+        assert_eq!(marks.class_of("src/lib.rs", 2), "cov-hit");
+        assert_eq!(
+            marks.class_of("src/lib.rs", 1),
+            "",
+            "unchanged lines are not marked"
+        );
+        assert_eq!(marks.class_of("src/lib.rs", 9), "");
+        assert_eq!(marks.class_of("src/other.rs", 1), "");
+        assert_eq!(marks.uncovered_count(), 1);
     }
 }
 

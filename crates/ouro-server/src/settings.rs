@@ -43,6 +43,9 @@ pub struct Settings {
     pub push_max_file_bytes: u64,
     /// Build artifacts, caches and their blob store (`[artifacts]`; docs/artifacts.md).
     pub artifacts: ouro_build::artifacts::StorageSettings,
+    /// Where blobs are stored: the data dir, or an S3-compatible bucket (`[blobs]`,
+    /// `OURO_BLOBS_*`; docs/artifacts.md).
+    pub blobs: ouro_build::blobs_s3::BlobSettings,
     /// Slots of the in-process runner (`[runner] slots`; default: the number of cores; 0: no
     /// in-process runner) and its labels besides `local`.
     pub runner_slots: usize,
@@ -76,6 +79,7 @@ impl std::fmt::Debug for Settings {
             .field("push_max_bytes", &self.push_max_bytes)
             .field("push_max_file_bytes", &self.push_max_file_bytes)
             .field("artifacts", &self.artifacts)
+            .field("blobs", &self.blobs)
             .field("runner_slots", &self.runner_slots)
             .field("runner_labels", &self.runner_labels)
             .field("build_log_cap_bytes", &self.build_log_cap_bytes)
@@ -104,6 +108,7 @@ impl Default for Settings {
             push_max_bytes: 2 * 1024 * 1024 * 1024,
             push_max_file_bytes: 100 * 1024 * 1024,
             artifacts: Default::default(),
+            blobs: Default::default(),
             runner_slots: std::thread::available_parallelism().map_or(1, |n| n.get()),
             runner_labels: Vec::new(),
             build_log_cap_bytes: ouro_build::logs::LogConfig::default().cap_bytes,
@@ -134,6 +139,7 @@ pub struct FileConfig {
     pub push_max_bytes: Option<u64>,
     pub push_max_file_bytes: Option<u64>,
     pub artifacts: Option<ouro_build::artifacts::StorageSettings>,
+    pub blobs: Option<ouro_build::blobs_s3::BlobSettings>,
     pub runner: Option<RunnerConfig>,
     pub build: Option<BuildConfig>,
 }
@@ -279,6 +285,9 @@ impl Settings {
                 })?;
                 s.artifacts = v;
             }
+            if let Some(v) = f.blobs {
+                s.blobs = v;
+            }
             if let Some(r) = f.runner {
                 if let Some(v) = r.slots {
                     s.runner_slots = v;
@@ -356,6 +365,8 @@ impl Settings {
                 ConfigError(format!("OURO_RUNNER_SLOTS={v:?} is not a number of slots"))
             })?;
         }
+        s.blobs.apply_env(env).map_err(ConfigError)?;
+        s.blobs.validate().map_err(ConfigError)?;
         // Flags.
         if let Some(v) = &over.data_dir {
             s.data_dir = v.clone();

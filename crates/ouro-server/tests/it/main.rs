@@ -4,6 +4,7 @@
 mod api;
 mod artifacts;
 mod attachments;
+mod blobs_s3;
 mod boards_sprints;
 mod browser;
 mod build_e2e;

@@ -45,4 +45,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0008_faults.sql"),
         postgres: include_str!("../migrations/postgres/0008_faults.sql"),
     },
+    Migration {
+        component: "build",
+        version: 10,
+        name: "policies",
+        sqlite: include_str!("../migrations/sqlite/0010_policies.sql"),
+        postgres: include_str!("../migrations/postgres/0010_policies.sql"),
+    },
 ];

@@ -48,6 +48,10 @@ pub struct Pipeline {
     /// Variables for every job and step.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, EnvValue>,
+    /// Runs of the same group (in the project) go one at a time, oldest first; with
+    /// `cancel-in-progress` a new run cancels the group's older runs instead of waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
     /// The jobs, by id (letters, digits, `_` and `-`, starting with a letter or `_`).
     pub jobs: BTreeMap<String, Job>,
 }

@@ -188,6 +188,10 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<Running,
             .map_err(StartError::Blobs)?
     };
     ouro_build::blobs_s3::register(&settings.data_dir, blobs.clone());
+    ouro_build::runner::set_lease(
+        &settings.data_dir,
+        Duration::from_secs(settings.build_lease_seconds),
+    );
     let state = AppState(Arc::new(Inner {
         blobs,
         intake_throttle: auth::Throttle::new(

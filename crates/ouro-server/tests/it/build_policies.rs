@@ -212,3 +212,53 @@ async fn pipeline_cancel_in_progress_cancels_the_older_runs_of_the_group() {
         s.stop().await;
     }
 }
+
+const HOLDS: &str = "name: CI
+on:
+  push:
+    branches: [main]
+jobs:
+  hold:
+    timeout-minutes: 0.1
+    steps:
+      - run: sleep 60
+";
+
+#[tokio::test]
+async fn the_lease_length_comes_from_the_settings() {
+    for db in backends() {
+        let s = TestServer::start_with(
+            &db,
+            Options {
+                tweak: |st: &mut ouro_server::Settings| {
+                    st.runner_slots = 1;
+                    st.build_lease_seconds = 300;
+                },
+                ..Options::default()
+            },
+        )
+        .await;
+        push_pipeline(&s, HOLDS).await;
+        eventually(&s, &format!("{RUNS}/1"), |b| {
+            b["jobs"][0]["status"] == "running"
+        })
+        .await;
+        // Granted at the claim and renewed by heartbeats: always about 300 s ahead, never the
+        // default 30 s.
+        let lease =
+            ouro_store::q("SELECT lease_expires_at FROM build_jobs WHERE status = 'running'")
+                .fetch_one(&mut s.state.store.read().await.unwrap())
+                .await
+                .unwrap()
+                .i64("lease_expires_at")
+                .unwrap();
+        let ahead = lease - ouro_core::time::now_ms();
+        assert!(
+            ahead > 200_000 && ahead <= 300_000,
+            "lease {ahead} ms ahead"
+        );
+        let run = run_finished(&s, 1).await;
+        assert_eq!(run["jobs"][0]["status"], "timed_out", "{run}");
+        s.stop().await;
+    }
+}

@@ -220,10 +220,17 @@ impl Checker<'_> {
             self.allowed_values(node, &[c], what);
             return;
         }
-        if let V::Int(i) = node.v {
-            let min = s.get("minimum").and_then(Value::as_i64);
-            let max = s.get("maximum").and_then(Value::as_i64);
-            if min.is_some_and(|m| i < i128::from(m)) || max.is_some_and(|m| i > i128::from(m)) {
+        let num = match node.v {
+            V::Int(i) => Some((i as f64, i.to_string())),
+            V::Float(f) => Some((f, f.to_string())),
+            _ => None,
+        };
+        if let Some((x, i)) = num {
+            let min = s.get("minimum").filter(|v| v.is_number());
+            let max = s.get("maximum").filter(|v| v.is_number());
+            let below = min.and_then(Value::as_f64).is_some_and(|m| x < m);
+            let above = max.and_then(Value::as_f64).is_some_and(|m| x > m);
+            if below || above || x.is_nan() {
                 let range = match (min, max) {
                     (Some(a), Some(b)) => format!("from {a} to {b}"),
                     (Some(a), None) => format!("at least {a}"),

@@ -6,6 +6,7 @@
 
 pub mod artifacts;
 pub mod blobs;
+pub mod blobs_s3;
 pub mod cache;
 pub mod check;
 pub mod diag;
@@ -24,6 +25,8 @@ pub mod runner;
 pub mod runs;
 pub mod schedule;
 pub mod secrets;
+#[doc(hidden)]
+pub mod testing;
 pub mod triggers;
 pub mod yaml;
 

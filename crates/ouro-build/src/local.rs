@@ -178,9 +178,7 @@ pub fn prepare(
             shell: s.shell.clone(),
             working_directory: s.working_directory.clone(),
             env: step_env,
-            timeout: s
-                .timeout_minutes
-                .map(|m| Duration::from_secs(u64::from(m) * 60)),
+            timeout: s.timeout_minutes.map(crate::pipeline::minutes),
             continue_on_error: false,
         });
     }
@@ -189,9 +187,11 @@ pub fn prepare(
         checkout,
         steps,
         env: job_env,
-        timeout: Some(job.spec.timeout_minutes.map_or(DEFAULT_JOB_TIMEOUT, |m| {
-            Duration::from_secs(u64::from(m) * 60)
-        })),
+        timeout: Some(
+            job.spec
+                .timeout_minutes
+                .map_or(DEFAULT_JOB_TIMEOUT, crate::pipeline::minutes),
+        ),
         network: true,
         ..Default::default()
     };

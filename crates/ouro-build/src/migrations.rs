@@ -52,4 +52,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0009_blob_pins.sql"),
         postgres: include_str!("../migrations/postgres/0009_blob_pins.sql"),
     },
+    Migration {
+        component: "build",
+        version: 10,
+        name: "policies",
+        sqlite: include_str!("../migrations/sqlite/0010_policies.sql"),
+        postgres: include_str!("../migrations/postgres/0010_policies.sql"),
+    },
 ];

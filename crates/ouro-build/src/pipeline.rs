@@ -23,6 +23,17 @@ pub const MAX_MATRIX_JOBS: usize = 256;
 /// The longest timeout, in minutes (7 days).
 pub const MAX_TIMEOUT_MINUTES: u32 = 10_080;
 
+/// A `timeout-minutes` value as a duration (fractions of a minute allowed, rounded to the
+/// millisecond; the checker keeps values within 0.01..=10080).
+pub fn minutes(m: f64) -> std::time::Duration {
+    let m = if m.is_finite() {
+        m.clamp(0.0, f64::from(MAX_TIMEOUT_MINUTES))
+    } else {
+        0.0
+    };
+    std::time::Duration::from_millis((m * 60_000.0).round() as u64)
+}
+
 /// A pipeline: when it runs (`on`), and the jobs it runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +48,10 @@ pub struct Pipeline {
     /// Variables for every job and step.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, EnvValue>,
+    /// Runs of the same group (in the project) go one at a time, oldest first; with
+    /// `cancel-in-progress` a new run cancels the group's older runs instead of waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
     /// The jobs, by id (letters, digits, `_` and `-`, starting with a letter or `_`).
     pub jobs: BTreeMap<String, Job>,
 }
@@ -222,10 +237,10 @@ pub struct Job {
     /// Variables for every step of the job.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, EnvValue>,
-    /// The job's time limit in minutes (default: 60).
+    /// The job's time limit in minutes (default: 60); fractions allowed (`0.5` is 30 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 10080))]
-    pub timeout_minutes: Option<u32>,
+    #[schemars(range(min = 0.01, max = 10080))]
+    pub timeout_minutes: Option<f64>,
     /// Retry a failed job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
@@ -424,9 +439,10 @@ pub struct Step {
     /// A condition (expression); the step is skipped when false. Default: `success()`.
     #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
     pub if_: Option<String>,
+    /// The step's time limit in minutes; fractions allowed (`0.5` is 30 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 10080))]
-    pub timeout_minutes: Option<u32>,
+    #[schemars(range(min = 0.01, max = 10080))]
+    pub timeout_minutes: Option<f64>,
 }
 
 impl Pipeline {

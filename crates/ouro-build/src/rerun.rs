@@ -168,6 +168,7 @@ pub async fn rerun(
             retry_max: j.retry_max,
             retry_when: j.retry_when.clone(),
             after_failure: j.after_failure,
+            continue_on_error: j.continue_on_error,
         })
         .collect();
     let trigger = TriggerInfo {
@@ -247,6 +248,7 @@ mod tests {
             retry_max: 0,
             retry_when: Vec::new(),
             after_failure: false,
+            continue_on_error: false,
             run_id: 0,
             version: 1,
             attempt_token: None,

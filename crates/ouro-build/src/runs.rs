@@ -108,6 +108,9 @@ pub struct Run {
     pub project_id: i64,
     #[serde(skip)]
     pub repo_id: Option<i64>,
+    /// The pipeline-level `concurrency` group (rendered at creation): runs of a group go one at
+    /// a time, oldest first.
+    pub concurrency_group: Option<String>,
 }
 
 /// A job of a run.
@@ -145,6 +148,10 @@ pub struct Job {
     pub reused_from: Option<i64>,
     /// The `runs-on` labels: only a runner having all of them claims the job.
     pub labels: Vec<String>,
+    /// `continue-on-error`: a failure or timeout of this job does not fail the run, and the
+    /// jobs that need it run as if it had succeeded.
+    #[serde(default)]
+    pub continue_on_error: bool,
     /// `retry.max` and `retry.when` of the job (kept for re-runs and the runner's retry).
     #[serde(skip)]
     pub retry_max: i64,
@@ -189,6 +196,8 @@ pub struct NewJob {
     pub retry_when: Vec<String>,
     /// See [`Job::after_failure`].
     pub after_failure: bool,
+    /// See [`Job::continue_on_error`].
+    pub continue_on_error: bool,
 }
 
 /// Where the log of one attempt of a job is stored (a [`crate::logs::LogWriter`] directory):
@@ -250,6 +259,7 @@ fn run_from(r: &Row) -> Result<Run, StoreError> {
         target_branch: r.opt_text("target_branch")?,
         project_id: r.i64("project_id")?,
         repo_id: r.opt_i64("repo_id")?,
+        concurrency_group: r.opt_text("concurrency_group")?,
     })
 }
 
@@ -284,6 +294,7 @@ pub(crate) fn job_from(r: &Row) -> Result<Job, StoreError> {
             .filter_map(|v| v.as_str().map(String::from))
             .collect(),
         after_failure: r.bool("after_failure")?,
+        continue_on_error: r.bool("continue_on_error")?,
         run_id: r.i64("run_id")?,
         version: r.i64("version")?,
         attempt_token: r.opt_text("attempt_token")?,
@@ -444,6 +455,7 @@ pub fn jobs_of_plan(rp: &crate::plan::RunPlan) -> Vec<NewJob> {
                         .collect()
                 }),
                 after_failure: rp.runs_after_failed_needs(i),
+                continue_on_error: j.spec.continue_on_error,
             }
         })
         .collect()
@@ -479,6 +491,8 @@ pub async fn create_runs(
 ) -> Result<Vec<Run>, StoreError> {
     let files = pipeline_files(&repo.dir(root), &trigger.sha).await?;
     let mut planned: Vec<(String, String, Planned)> = Vec::new();
+    // The pipeline-level concurrency group of each file's run (and cancel-in-progress).
+    let mut run_groups: BTreeMap<String, (Option<String>, bool)> = BTreeMap::new();
     let mut inputs: BTreeMap<String, Value> = BTreeMap::new();
     for (file, bytes) in &files {
         if trigger.file.as_ref().is_some_and(|f| f != file) {
@@ -490,6 +504,7 @@ pub async fn create_runs(
                 match crate::plan::plan(&name, &p, &plan_trigger(&repo.name, trigger)) {
                     Ok(rp) => {
                         inputs.insert(file.clone(), Value::Object(rp.inputs.clone()));
+                        run_groups.insert(file.clone(), crate::triggers::run_group(&p, &rp));
                         planned.push((file.clone(), name, Ok(jobs_of_plan(&rp))))
                     }
                     Err(crate::plan::PlanError::NotTriggered(_)) => {}
@@ -540,7 +555,20 @@ pub async fn create_runs(
             Err(_) => Vec::new(),
         };
         let typed = inputs.remove(&file).unwrap_or_else(|| json!({}));
-        let run = insert_run(&mut tx, &slug, repo, trigger, &file, &name, jobs, &typed).await?;
+        let mut run = insert_run(&mut tx, &slug, repo, trigger, &file, &name, jobs, &typed).await?;
+        if let Some((Some(group), cancel)) = run_groups.remove(&file) {
+            q("UPDATE build_runs SET concurrency_group = $1 WHERE id = $2")
+                .bind(group.clone())
+                .bind(run.id)
+                .execute(&mut tx)
+                .await?;
+            run.concurrency_group = Some(group.clone());
+            if cancel {
+                superseded.extend(
+                    crate::triggers::cancel_superseded_runs(&mut tx, &slug, &run, &group).await?,
+                );
+            }
+        }
         superseded.extend(
             crate::triggers::cancel_superseded(&mut tx, &slug, &run, &cancel_groups).await?,
         );
@@ -633,8 +661,8 @@ pub(crate) async fn insert_run(
         for j in jobs {
             q(
                 "INSERT INTO build_jobs (run_id, job_key, name, needs, matrix, layer, status, \
-                 concurrency_group, labels, retry_max, retry_when, after_failure) \
-               VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, $11)",
+                 concurrency_group, labels, retry_max, retry_when, after_failure, continue_on_error) \
+               VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, $11, $12)",
             )
             .bind(id)
             .bind(j.key.clone())
@@ -647,6 +675,7 @@ pub(crate) async fn insert_run(
             .bind(j.retry_max)
             .bind(serde_json::to_string(&j.retry_when).unwrap_or_else(|_| "[]".into()))
             .bind(j.after_failure)
+            .bind(j.continue_on_error)
             .execute(&mut *tx)
             .await?;
         }
@@ -871,6 +900,16 @@ pub async fn for_change_request(
 // ---------------------------------------------------------------------------------------------
 // State changes
 
+/// A job's status as the run sees it: a failure or timeout of a `continue-on-error` job counts
+/// as done (it neither fails the run nor skips the jobs that need it).
+pub fn effective_status(status: &str, continue_on_error: bool) -> &str {
+    if continue_on_error && matches!(status, "failure" | "timed_out") {
+        "success"
+    } else {
+        status
+    }
+}
+
 /// A run's status from its jobs' statuses (see the module docs).
 pub fn derive_status<'a>(jobs: impl IntoIterator<Item = &'a str>) -> &'static str {
     let (mut open, mut running, mut done, mut failed, mut cancelled) = (0, 0, 0, 0, 0);
@@ -905,13 +944,13 @@ fn is_finished(status: &str) -> bool {
 /// Sets the run's status from its jobs, with its event; returns the run.
 pub(crate) async fn rederive(tx: &mut Tx, run: &Run, slug: &str) -> Result<Run, StoreError> {
     // Only which states occur matters to `derive_status`, not how often.
-    let states = q("SELECT DISTINCT status FROM build_jobs WHERE run_id = $1")
+    let states = q("SELECT DISTINCT status, continue_on_error FROM build_jobs WHERE run_id = $1")
         .bind(run.id)
         .fetch_all(&mut *tx)
         .await?
         .iter()
-        .map(|r| r.text("status"))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|r| Ok(effective_status(&r.text("status")?, r.bool("continue_on_error")?).to_string()))
+        .collect::<Result<Vec<_>, StoreError>>()?;
     let status = derive_status(states.iter().map(String::as_str));
     if status != run.status {
         let now = ouro_core::time::now_ms();
@@ -1043,18 +1082,23 @@ pub async fn claim_next_labeled(
     .map(job_from)
     .collect::<Result<Vec<_>, _>>()?;
     let mut states: HashMap<i64, HashMap<String, String>> = HashMap::new();
+    // Statuses as the run sees them (`effective_status`: continue-on-error failures count as done).
     for job in candidates {
         if !job.labels.iter().all(|l| labels.contains(l)) {
             continue;
         }
         if let std::collections::hash_map::Entry::Vacant(e) = states.entry(job.run_id) {
             e.insert(
-                q("SELECT job_key, status FROM build_jobs WHERE run_id = $1")
+                q("SELECT job_key, status, continue_on_error FROM build_jobs WHERE run_id = $1")
                     .bind(job.run_id)
                     .fetch_all(&mut store.read().await?)
                     .await?
                     .iter()
-                    .map(|r| Ok((r.text("job_key")?, r.text("status")?)))
+                    .map(|r| {
+                        let st = r.text("status")?;
+                        let st = effective_status(&st, r.bool("continue_on_error")?).to_string();
+                        Ok((r.text("job_key")?, st))
+                    })
                     .collect::<Result<_, StoreError>>()?,
             );
         }
@@ -1212,7 +1256,10 @@ pub async fn finish_job_with_reason(
         .in_project(run.project_id, &slug),
     )
     .await?;
-    if !matches!(status, "success" | "skipped") {
+    if !matches!(
+        effective_status(status, job.continue_on_error),
+        "success" | "skipped"
+    ) {
         let all = jobs(&mut tx, run.id).await?;
         for j in skipped_with_failed(&all, BTreeSet::from([job.key.clone()])) {
             q("UPDATE build_jobs SET status = 'skipped', reason = 'needs_failed', finished_at = $1, \

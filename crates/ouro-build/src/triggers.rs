@@ -52,9 +52,13 @@ pub fn job_group(rp: &crate::plan::RunPlan, i: usize) -> (Option<String>, bool) 
     };
     let states = vec![crate::plan::JobState::Queued; rp.jobs.len()];
     let ctx = rp.job_context(i, &states, false);
+    render_group(raw, cancel, &ctx)
+}
+
+fn render_group(raw: &str, cancel: bool, ctx: &crate::expr::Context) -> (Option<String>, bool) {
     let rendered = crate::expr::parse_template(raw)
         .ok()
-        .and_then(|t| t.render(&ctx).ok())
+        .and_then(|t| t.render(ctx).ok())
         .unwrap_or_else(|| raw.to_string());
     let rendered: String = rendered.trim().chars().take(200).collect();
     if rendered.is_empty() {
@@ -64,10 +68,37 @@ pub fn job_group(rp: &crate::plan::RunPlan, i: usize) -> (Option<String>, bool) 
     }
 }
 
+/// The rendered pipeline-level `concurrency` of a run (contexts `ouro`, `env` and `inputs`):
+/// its group and `cancel-in-progress`.
+pub fn run_group(
+    p: &crate::pipeline::Pipeline,
+    rp: &crate::plan::RunPlan,
+) -> (Option<String>, bool) {
+    use crate::pipeline::Concurrency;
+    let Some(c) = &p.concurrency else {
+        return (None, false);
+    };
+    let (raw, cancel) = match c {
+        Concurrency::Group(g) => (g.as_str(), false),
+        Concurrency::Detailed(d) => (d.group.as_str(), d.cancel_in_progress),
+    };
+    let ctx = crate::expr::Context::new()
+        .with_ouro(&rp.trigger.ouro_context())
+        .with_env(rp.env.iter().map(|(k, v)| (k.clone(), v.to_string())))
+        .with_inputs(&rp.inputs);
+    render_group(raw, cancel, &ctx)
+}
+
 /// The extra condition of `runs::claim_next`'s candidate query (aliases `j` for the job, `r` for
-/// its run): the job's concurrency group has no other running job in the project, and the
-/// project is below its running-job limit.
-pub const CLAIMABLE_SQL: &str = "(j.concurrency_group IS NULL OR NOT EXISTS (\
+/// its run): no older run of the run's pipeline-level concurrency group is still queued or
+/// running (runs of a group go one at a time, oldest first; a run only ever moves from unfinished
+/// to finished, so no lock is needed), the job's concurrency group has no other running job in
+/// the project, and the project is below its running-job limit.
+pub const CLAIMABLE_SQL: &str = "(r.concurrency_group IS NULL OR NOT EXISTS (\
+     SELECT 1 FROM build_runs o WHERE o.project_id = r.project_id \
+     AND o.concurrency_group = r.concurrency_group AND o.id < r.id \
+     AND o.status IN ('queued', 'running'))) \
+     AND (j.concurrency_group IS NULL OR NOT EXISTS (\
      SELECT 1 FROM build_jobs g JOIN build_runs gr ON gr.id = g.run_id \
      WHERE g.concurrency_group = j.concurrency_group AND g.status = 'running' AND g.id <> j.id \
      AND gr.project_id = r.project_id)) \
@@ -214,7 +245,12 @@ pub async fn cancel_superseded(
         // Queued jobs that (transitively) need a job that ended without success are skipped.
         let dead: BTreeSet<String> = all
             .iter()
-            .filter(|j| matches!(j.status.as_str(), "cancelled" | "failure" | "timed_out"))
+            .filter(|j| {
+                matches!(
+                    runs::effective_status(&j.status, j.continue_on_error),
+                    "cancelled" | "failure" | "timed_out"
+                )
+            })
             .map(|j| j.key.clone())
             .collect();
         let skip: Vec<i64> = runs::skipped_with_failed(&all, dead)
@@ -224,6 +260,47 @@ pub async fn cancel_superseded(
         for id in skip {
             end_job(tx, slug, run, id, "skipped", "needs_failed", now).await?;
         }
+        let old = runs::get_by_id(&mut *tx, run_id).await?;
+        out.push(runs::rederive(tx, &old, slug).await?);
+    }
+    Ok(out)
+}
+
+/// With pipeline-level `cancel-in-progress`: cancels the queued and running jobs of the older
+/// runs of the project in `group` (reason `superseded`); returns those runs, status derived.
+pub async fn cancel_superseded_runs(
+    tx: &mut Tx,
+    slug: &str,
+    run: &Run,
+    group: &str,
+) -> Result<Vec<Run>, StoreError> {
+    let now = ouro_core::time::now_ms();
+    let old = q(
+        "SELECT j.id, j.run_id FROM build_jobs j JOIN build_runs r ON r.id = j.run_id \
+         WHERE r.project_id = $1 AND r.concurrency_group = $2 AND r.id < $3 \
+         AND j.status IN ('queued', 'running') ORDER BY j.id",
+    )
+    .bind(run.project_id)
+    .bind(group)
+    .bind(run.id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut affected: BTreeSet<i64> = BTreeSet::new();
+    for row in old {
+        affected.insert(row.i64("run_id")?);
+        end_job(
+            tx,
+            slug,
+            run,
+            row.i64("id")?,
+            "cancelled",
+            "superseded",
+            now,
+        )
+        .await?;
+    }
+    let mut out = Vec::new();
+    for run_id in affected {
         let old = runs::get_by_id(&mut *tx, run_id).await?;
         out.push(runs::rederive(tx, &old, slug).await?);
     }

@@ -79,6 +79,9 @@ pub enum StartError {
     },
     #[error("cannot read the listener address: {0}")]
     Listener(std::io::Error),
+    /// The blob store (`[blobs]`) cannot be used: a wrong bucket, endpoint or key.
+    #[error("{0}")]
+    Blobs(String),
 }
 
 /// Every component's migrations, in the order they apply. Phase crates append theirs here.
@@ -173,11 +176,24 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<Running,
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default();
-    let state = AppState(Arc::new(Inner {
-        blobs: Arc::new(ouro_build::blobs::FsBlobStore::in_data_dir(
-            &settings.data_dir,
+    let blobs = {
+        let (b, dir, cap) = (
+            settings.blobs.clone(),
+            settings.data_dir.clone(),
             settings.artifacts.capacity_bytes,
-        )),
+        );
+        tokio::task::spawn_blocking(move || ouro_build::blobs_s3::open(&b, &dir, cap))
+            .await
+            .map_err(|e| StartError::Blobs(format!("opening the blob store failed: {e}")))?
+            .map_err(StartError::Blobs)?
+    };
+    ouro_build::blobs_s3::register(&settings.data_dir, blobs.clone());
+    ouro_build::runner::set_lease(
+        &settings.data_dir,
+        Duration::from_secs(settings.build_lease_seconds),
+    );
+    let state = AppState(Arc::new(Inner {
+        blobs,
         intake_throttle: auth::Throttle::new(
             Duration::from_secs(ui::intake::THROTTLE_WINDOW_SECS),
             u32::MAX,

@@ -43,6 +43,9 @@ pub struct Settings {
     pub push_max_file_bytes: u64,
     /// Build artifacts, caches and their blob store (`[artifacts]`; docs/artifacts.md).
     pub artifacts: ouro_build::artifacts::StorageSettings,
+    /// Where blobs are stored: the data dir, or an S3-compatible bucket (`[blobs]`,
+    /// `OURO_BLOBS_*`; docs/artifacts.md).
+    pub blobs: ouro_build::blobs_s3::BlobSettings,
     /// Slots of the in-process runner (`[runner] slots`; default: the number of cores; 0: no
     /// in-process runner) and its labels besides `local`.
     pub runner_slots: usize,
@@ -50,6 +53,10 @@ pub struct Settings {
     /// The most bytes of output stored per job attempt (`[build] log_cap_bytes`, env
     /// `OURO_BUILD_LOG_CAP_BYTES`; default 64 MiB); beyond it the log ends with a marker line.
     pub build_log_cap_bytes: u64,
+    /// Seconds a job stays with a runner that stopped heartbeating before it is retried or fails
+    /// with `runner_lost` (`[build] lease_seconds`, env `OURO_BUILD_LEASE_SECONDS`; 6 to 3600,
+    /// default 30).
+    pub build_lease_seconds: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -76,9 +83,11 @@ impl std::fmt::Debug for Settings {
             .field("push_max_bytes", &self.push_max_bytes)
             .field("push_max_file_bytes", &self.push_max_file_bytes)
             .field("artifacts", &self.artifacts)
+            .field("blobs", &self.blobs)
             .field("runner_slots", &self.runner_slots)
             .field("runner_labels", &self.runner_labels)
             .field("build_log_cap_bytes", &self.build_log_cap_bytes)
+            .field("build_lease_seconds", &self.build_lease_seconds)
             .finish()
     }
 }
@@ -104,9 +113,11 @@ impl Default for Settings {
             push_max_bytes: 2 * 1024 * 1024 * 1024,
             push_max_file_bytes: 100 * 1024 * 1024,
             artifacts: Default::default(),
+            blobs: Default::default(),
             runner_slots: std::thread::available_parallelism().map_or(1, |n| n.get()),
             runner_labels: Vec::new(),
             build_log_cap_bytes: ouro_build::logs::LogConfig::default().cap_bytes,
+            build_lease_seconds: (ouro_build::runner::LEASE_MS / 1000) as u64,
         }
     }
 }
@@ -134,6 +145,7 @@ pub struct FileConfig {
     pub push_max_bytes: Option<u64>,
     pub push_max_file_bytes: Option<u64>,
     pub artifacts: Option<ouro_build::artifacts::StorageSettings>,
+    pub blobs: Option<ouro_build::blobs_s3::BlobSettings>,
     pub runner: Option<RunnerConfig>,
     pub build: Option<BuildConfig>,
 }
@@ -144,6 +156,8 @@ pub struct FileConfig {
 pub struct BuildConfig {
     /// The most bytes of output stored per job attempt.
     pub log_cap_bytes: Option<u64>,
+    /// The job lease in seconds.
+    pub lease_seconds: Option<u64>,
 }
 
 /// The `[runner]` table: the in-process runner.
@@ -279,6 +293,9 @@ impl Settings {
                 })?;
                 s.artifacts = v;
             }
+            if let Some(v) = f.blobs {
+                s.blobs = v;
+            }
             if let Some(r) = f.runner {
                 if let Some(v) = r.slots {
                     s.runner_slots = v;
@@ -287,8 +304,13 @@ impl Settings {
                     s.runner_labels = v;
                 }
             }
-            if let Some(v) = f.build.and_then(|b| b.log_cap_bytes) {
-                s.build_log_cap_bytes = v;
+            if let Some(b) = f.build {
+                if let Some(v) = b.log_cap_bytes {
+                    s.build_log_cap_bytes = v;
+                }
+                if let Some(v) = b.lease_seconds {
+                    s.build_lease_seconds = v;
+                }
             }
         }
         // Environment.
@@ -351,11 +373,20 @@ impl Settings {
                 ))
             })?;
         }
+        if let Some(v) = env("OURO_BUILD_LEASE_SECONDS") {
+            s.build_lease_seconds = v.parse().map_err(|_| {
+                ConfigError(format!(
+                    "OURO_BUILD_LEASE_SECONDS={v:?} is not a number of seconds"
+                ))
+            })?;
+        }
         if let Some(v) = env("OURO_RUNNER_SLOTS") {
             s.runner_slots = v.parse().map_err(|_| {
                 ConfigError(format!("OURO_RUNNER_SLOTS={v:?} is not a number of slots"))
             })?;
         }
+        s.blobs.apply_env(env).map_err(ConfigError)?;
+        s.blobs.validate().map_err(ConfigError)?;
         // Flags.
         if let Some(v) = &over.data_dir {
             s.data_dir = v.clone();
@@ -370,6 +401,16 @@ impl Settings {
             return Err(ConfigError(
                 "push_max_bytes and push_max_file_bytes must be at least 1".into(),
             ));
+        }
+        let (lo, hi) = (
+            ouro_build::runner::MIN_LEASE_SECS,
+            ouro_build::runner::MAX_LEASE_SECS,
+        );
+        if !(lo..=hi).contains(&s.build_lease_seconds) {
+            return Err(ConfigError(format!(
+                "build.lease_seconds is {}; it must be from {lo} to {hi} (runners heartbeat every 2 s)",
+                s.build_lease_seconds
+            )));
         }
         if s.max_body_bytes < 1024 {
             return Err(ConfigError("max_body_bytes must be at least 1024".into()));
@@ -455,6 +496,74 @@ mod tests {
         };
         let e = Settings::load(&over, &|_| None).unwrap_err().to_string();
         assert!(e.contains("--listen"), "{e}");
+    }
+
+    #[test]
+    fn the_build_lease_comes_from_the_file_or_the_env_within_its_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let over = Overrides {
+            data_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Settings::load(&over, &|_| None)
+                .unwrap()
+                .build_lease_seconds,
+            30
+        );
+        std::fs::write(
+            dir.path().join("ouro.toml"),
+            "[build]\nlease_seconds = 90\n",
+        )
+        .unwrap();
+        assert_eq!(
+            Settings::load(&over, &|_| None)
+                .unwrap()
+                .build_lease_seconds,
+            90
+        );
+        let env = |k: &str| (k == "OURO_BUILD_LEASE_SECONDS").then(|| "120".to_string());
+        assert_eq!(
+            Settings::load(&over, &env).unwrap().build_lease_seconds,
+            120
+        );
+        for bad in ["3", "100000"] {
+            let env = |k: &str| (k == "OURO_BUILD_LEASE_SECONDS").then(|| bad.to_string());
+            let e = Settings::load(&over, &env).unwrap_err().to_string();
+            assert!(
+                e.contains("lease_seconds") && e.contains("from 6 to 3600"),
+                "{e}"
+            );
+        }
+        let env = |k: &str| (k == "OURO_BUILD_LEASE_SECONDS").then(|| "soon".to_string());
+        let e = Settings::load(&over, &env).unwrap_err().to_string();
+        assert!(e.contains("OURO_BUILD_LEASE_SECONDS"), "{e}");
+    }
+
+    #[test]
+    fn blobs_settings_layer_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("ouro.toml"),
+            "[blobs]\nbackend = \"s3\"\nbucket = \"from-file\"\nprefix = \"ouro/\"\n",
+        )
+        .unwrap();
+        let over = Overrides {
+            data_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        let env = |k: &str| (k == "OURO_BLOBS_BUCKET").then(|| "from-env".to_string());
+        let s = Settings::load(&over, &env).unwrap();
+        assert_eq!(s.blobs.backend, ouro_build::blobs_s3::BlobBackend::S3);
+        assert_eq!(
+            s.blobs.bucket.as_deref(),
+            Some("from-env"),
+            "env beats file"
+        );
+        assert_eq!(s.blobs.prefix, "ouro/");
+        std::fs::write(dir.path().join("ouro.toml"), "[blobs]\nbackend = \"s3\"\n").unwrap();
+        let e = Settings::load(&over, &|_| None).unwrap_err().to_string();
+        assert!(e.contains("blobs.bucket"), "{e}");
     }
 
     #[test]

@@ -13,7 +13,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ouro_build::artifacts::REPORTS_PREFIX;
-use ouro_build::blobs::{BlobStore, FsBlobStore};
 use ouro_build::exec::BoxFuture;
 use ouro_build::runner::server::{FinishHook, FinishVerdict};
 use ouro_build::runs;
@@ -50,7 +49,7 @@ impl FinishHook for ReportHook {
 }
 
 fn read_blob(data_dir: &Path, sha: &str) -> Result<Vec<u8>, String> {
-    let blobs = FsBlobStore::in_data_dir(data_dir, None);
+    let blobs = ouro_build::blobs_s3::for_data_dir(data_dir);
     let mut r = blobs
         .open(sha)
         .map_err(|e| e.to_string())?

@@ -194,3 +194,58 @@ pub async fn kill_tagged(tag: &[u8], grace: Duration) {
         }
     }
 }
+
+/// Ties a step process to the runner: called in the forked child before `exec` (`pre_exec`).
+///
+/// The step gets `PR_SET_PDEATHSIG` = SIGKILL, so it dies with the runner's thread that spawned
+/// it (the runner's async workers live as long as the runner). That signal reaches only the step's
+/// own process, so the step also forks a tiny watchdog into its process group: all descriptors
+/// closed, it checks every 200 ms that the step is still its parent, and once the step is gone
+/// (it ended, or died with the runner) it SIGKILLs the whole group and exits. So `kill -9` of
+/// the runner takes every process of the running step's group with it, and nothing waits on a
+/// pipe the watchdog holds. (Processes that left the group with `setsid` are found by the
+/// workspace tag when a runner starts again.)
+///
+/// # Safety
+/// Only async-signal-safe calls (prctl, getppid, getpid, fork, syscall, close, nanosleep,
+/// kill, _exit) between the fork and `exec`/`_exit`.
+pub(crate) fn tie_to_runner(runner: libc::pid_t) -> std::io::Result<()> {
+    // SAFETY: see above; no allocation, no locks.
+    unsafe {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        // The runner may have died between the fork and the prctl: then nothing would signal us.
+        if libc::getppid() != runner {
+            libc::_exit(137);
+        }
+        let step = libc::getpid();
+        match libc::fork() {
+            -1 => Err(std::io::Error::last_os_error()),
+            0 => {
+                if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
+                    for fd in 0..4096 {
+                        libc::close(fd);
+                    }
+                }
+                let pause = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 200_000_000,
+                };
+                while libc::getppid() == step {
+                    libc::nanosleep(&pause, std::ptr::null_mut());
+                }
+                libc::kill(-step, libc::SIGKILL);
+                libc::_exit(0)
+            }
+            _ => Ok(()),
+        }
+    }
+}

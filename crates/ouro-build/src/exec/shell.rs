@@ -258,9 +258,14 @@ async fn run_process(
         .process_group(0)
         .kill_on_drop(true);
     let pairs = rc.limits.pairs();
-    // SAFETY: the closure only calls setrlimit (async-signal-safe) on data it owns.
+    let runner = std::process::id() as libc::pid_t;
+    // SAFETY: the closure only makes async-signal-safe calls (prctl, fork, setrlimit, ...; see
+    // `limits::tie_to_runner`) on data it owns.
     unsafe {
-        cmd.pre_exec(move || limits::apply(&pairs));
+        cmd.pre_exec(move || {
+            limits::tie_to_runner(runner)?;
+            limits::apply(&pairs)
+        });
     }
     let program = cmd.as_std().get_program().to_string_lossy().into_owned();
     let cwd = cmd

@@ -100,7 +100,7 @@ impl RunnerApi for LocalApi {
         token: &'a str,
     ) -> BoxFuture<'a, Result<bool, ApiError>> {
         Box::pin(async move {
-            server::heartbeat(&self.store, &self.runner_id, job_id, token)
+            server::heartbeat(&self.store, &self.data_dir, &self.runner_id, job_id, token)
                 .await
                 .map_err(api_error)
         })

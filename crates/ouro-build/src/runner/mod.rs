@@ -29,8 +29,36 @@ pub mod server;
 pub mod wake;
 pub mod worker;
 
-/// How long a lease lasts without a heartbeat.
+/// How long a lease lasts without a heartbeat, unless the instance sets its own ([`set_lease`]).
 pub const LEASE_MS: i64 = 30_000;
+/// The shortest and longest lease an instance may set (at least three heartbeats).
+pub const MIN_LEASE_SECS: u64 = 6;
+pub const MAX_LEASE_SECS: u64 = 3600;
+
+type Leases = std::sync::Mutex<Vec<(std::path::PathBuf, i64)>>;
+
+fn leases() -> &'static Leases {
+    static L: std::sync::OnceLock<Leases> = std::sync::OnceLock::new();
+    L.get_or_init(Default::default)
+}
+
+/// Sets the job lease of the instance with this data dir (`[build] lease_seconds`): how long a
+/// job stays with a runner that stopped heartbeating before it is retried or fails with
+/// `runner_lost`. Kept per data dir, so several servers in one process (tests) keep their own.
+pub fn set_lease(data_dir: &std::path::Path, lease: Duration) {
+    let ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let mut l = leases().lock().unwrap_or_else(|e| e.into_inner());
+    l.retain(|(d, _)| d != data_dir);
+    l.push((data_dir.to_path_buf(), ms));
+}
+
+/// The job lease of the instance with this data dir, in milliseconds ([`LEASE_MS`] unless set).
+pub fn lease_ms(data_dir: &std::path::Path) -> i64 {
+    let l = leases().lock().unwrap_or_else(|e| e.into_inner());
+    l.iter()
+        .find(|(d, _)| d == data_dir)
+        .map_or(LEASE_MS, |(_, ms)| *ms)
+}
 /// How often a runner heartbeats a running job.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// The largest log chunk a runner sends.

@@ -149,8 +149,8 @@ pub async fn claim(
         return Ok(None);
     }
     loop {
-        let Some(c) = runs::claim_next_labeled(store, runner_id, labels, super::LEASE_MS).await?
-        else {
+        let lease = super::lease_ms(data_dir);
+        let Some(c) = runs::claim_next_labeled(store, runner_id, labels, lease).await? else {
             return Ok(None);
         };
         match claimed(store, data_dir, sbox, &c, kind).await {
@@ -264,12 +264,13 @@ fn input_strings(inputs: &serde_json::Value) -> BTreeMap<String, String> {
 /// Extends the lease of the attempt; `true` when the job was cancelled.
 pub async fn heartbeat(
     store: &Store,
+    data_dir: &Path,
     runner_id: &str,
     job_id: i64,
     token: &str,
 ) -> Result<bool, StoreError> {
     touch(store, runner_id).await?;
-    runs::heartbeat(store, job_id, token, super::LEASE_MS).await
+    runs::heartbeat(store, job_id, token, super::lease_ms(data_dir)).await
 }
 
 /// The job row of the attempt holding `token` (running or cancelled), else stale.

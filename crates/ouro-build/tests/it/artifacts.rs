@@ -23,13 +23,30 @@ use ouro_store::{Store, q};
 
 struct Env {
     store: Store,
-    blobs: Arc<FsBlobStore>,
+    blobs: Arc<dyn BlobStore>,
+    /// The data-dir store's root (for the tests of the data-dir store only).
+    fs_root: std::path::PathBuf,
+    /// The S3 server when `blobs` is in S3.
+    _moto: Option<ouro_build::testing::Moto>,
     project: i64,
     run: i64,
     _dir: tempfile::TempDir,
 }
 
 async fn env(db: &TestDb) -> Env {
+    env_on(db, false).await.expect("the data-dir store")
+}
+
+/// The blob stores the artifact flows are checked on: the data dir, and S3 when moto is there.
+const STORES: [bool; 2] = [false, true];
+
+/// An environment whose blobs are in the data dir, or in S3 (`None` when moto is missing).
+async fn env_on(db: &TestDb, s3: bool) -> Option<Env> {
+    let moto = if s3 {
+        Some(ouro_build::testing::moto()?)
+    } else {
+        None
+    };
     let dir = tempfile::tempdir().unwrap();
     let url = db.fresh_url(dir.path()).await;
     let migrations = [
@@ -72,14 +89,21 @@ async fn env(db: &TestDb) -> Env {
             .unwrap();
     }
     tx.commit().await.unwrap();
-    let blobs = Arc::new(FsBlobStore::in_data_dir(dir.path(), None));
-    Env {
+    let fs = FsBlobStore::in_data_dir(dir.path(), None);
+    let fs_root = fs.root().to_path_buf();
+    let blobs: Arc<dyn BlobStore> = match &moto {
+        Some(m) => Arc::new(m.store(&m.bucket("artifacts"), None)),
+        None => Arc::new(fs),
+    };
+    Some(Env {
         store,
         blobs,
+        fs_root,
+        _moto: moto,
         project,
         run,
         _dir: dir,
-    }
+    })
 }
 
 /// Claims the next job; it must be `key`.
@@ -119,7 +143,7 @@ async fn upload(
     .map_err(code)
 }
 
-fn read_blob(b: &FsBlobStore, sha: &str) -> Vec<u8> {
+fn read_blob(b: &Arc<dyn BlobStore>, sha: &str) -> Vec<u8> {
     let mut out = Vec::new();
     b.open(sha).unwrap().unwrap().read_to_end(&mut out).unwrap();
     out
@@ -265,8 +289,13 @@ fn the_cache_archive_keeps_modes_and_inner_symlinks() {
 
 #[tokio::test]
 async fn uploads_need_the_current_attempt_token() {
-    for db in backends() {
-        let e = env(&db).await;
+    for (db, s3) in backends()
+        .into_iter()
+        .flat_map(|d| STORES.map(|s| (d.clone(), s)))
+    {
+        let Some(e) = env_on(&db, s3).await else {
+            continue;
+        };
         let c = claim(&e, "build").await;
         assert_eq!(
             upload(&e, c.job.id, "att_wrong", "out/a.txt", b"x")
@@ -362,8 +391,7 @@ async fn upload_limits_and_storage_full() {
         );
         up("bb", 50, e.blobs.clone()).await.unwrap();
         // A store that is full: 507, nothing recorded.
-        let full: Arc<dyn BlobStore> =
-            Arc::new(FsBlobStore::new(e.blobs.root().to_path_buf(), Some(160)));
+        let full: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(e.fs_root.clone(), Some(160)));
         assert_eq!(full.usage().unwrap(), 150);
         assert_eq!(up("a", 20, full).await.unwrap_err(), ErrorCode::StorageFull);
         let list = artifacts::list_for_run(&mut e.store.read().await.unwrap(), e.run)
@@ -380,8 +408,13 @@ async fn upload_limits_and_storage_full() {
 
 #[tokio::test]
 async fn downstream_jobs_get_the_artifacts_of_the_jobs_they_need() {
-    for db in backends() {
-        let e = env(&db).await;
+    for (db, s3) in backends()
+        .into_iter()
+        .flat_map(|d| STORES.map(|s| (d.clone(), s)))
+    {
+        let Some(e) = env_on(&db, s3).await else {
+            continue;
+        };
         let b = claim(&e, "build").await;
         upload(&e, b.job.id, &b.token, "out/bin", b"binary")
             .await
@@ -416,7 +449,7 @@ async fn downstream_jobs_get_the_artifacts_of_the_jobs_they_need() {
     }
 }
 
-fn blob(b: &FsBlobStore, data: &[u8]) -> ouro_build::blobs::BlobRef {
+fn blob(b: &Arc<dyn BlobStore>, data: &[u8]) -> ouro_build::blobs::BlobRef {
     b.put(&mut &data[..], None).unwrap()
 }
 
@@ -520,8 +553,13 @@ async fn cache_lookup_exact_then_newest_prefix_and_lru_eviction() {
 
 #[tokio::test]
 async fn gc_removes_expired_rows_and_unreferenced_blobs_only() {
-    for db in backends() {
-        let e = env(&db).await;
+    for (db, s3) in backends()
+        .into_iter()
+        .flat_map(|d| STORES.map(|s| (d.clone(), s)))
+    {
+        let Some(e) = env_on(&db, s3).await else {
+            continue;
+        };
         let c = claim(&e, "build").await;
         let keep = upload(&e, c.job.id, &c.token, "keep.txt", b"keep")
             .await

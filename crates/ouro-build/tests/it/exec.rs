@@ -762,3 +762,71 @@ async fn a_missing_shell_or_directory_fails_the_step_not_the_runner() {
     assert_eq!(r.unwrap().status, JobStatus::Success);
     assert_eq!(seen.text(), "from perl");
 }
+
+/// Set for the child copy of the test binary that plays the runner in
+/// `a_step_dies_with_its_runner_when_the_runner_is_killed`: the directory for its pid files.
+const RUNNER_DIR: &str = "OURO_TEST_PDEATHSIG_DIR";
+
+/// In the child copy only: runs a job whose step starts a background sleep and waits, after
+/// writing the pids. Returns at once in a normal test run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pdeathsig_runner_child() {
+    let Some(dir) = std::env::var_os(RUNNER_DIR).map(PathBuf::from) else {
+        return;
+    };
+    let root = dir.join("work");
+    std::fs::create_dir_all(&root).unwrap();
+    let job = JobSpec {
+        id: "orphan".into(),
+        steps: vec![step(
+            "hang",
+            &format!(
+                "sleep 600 & echo $! > {d}/bg.tmp && mv {d}/bg.tmp {d}/bg\necho $$ > {d}/sh.tmp && mv {d}/sh.tmp {d}/sh\nwait\n",
+                d = dir.display()
+            ),
+        )],
+        ..Default::default()
+    };
+    let _ = run(&executor(&root), &job).await;
+}
+
+#[test]
+fn a_step_dies_with_its_runner_when_the_runner_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "exec::pdeathsig_runner_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(RUNNER_DIR, dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !(dir.path().join("bg").exists() && dir.path().join("sh").exists()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child runner did not start its step"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sh = read_pid(dir.path().join("sh"));
+    let bg = read_pid(dir.path().join("bg"));
+    assert!(alive(sh) && alive(bg), "the step runs");
+    // kill -9: the runner gets no chance to clean up.
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while alive(sh) || alive(bg) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step (shell {sh}: {}, background sleep {bg}: {}) outlived its killed runner",
+            alive(sh),
+            alive(bg)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

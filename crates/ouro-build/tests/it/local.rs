@@ -287,3 +287,58 @@ async fn cancel_stops_running_jobs_and_cancels_the_rest() {
     );
     assert!(report.jobs[0].elapsed < Duration::from_secs(25));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fractional_timeouts_end_jobs_and_steps_in_seconds() {
+    let f = fixture();
+    // A job limit of 0.02 minutes (1.2 s) and a step limit of 0.01 minutes (0.6 s): both sleeps
+    // would take a minute; the run must end long before that, with the jobs timed out.
+    let rp = f.plan(
+        r#"
+env:
+  LOG: "@LOG@"
+jobs:
+  job-limit:
+    timeout-minutes: 0.02
+    steps:
+      - run: echo started >> "$LOG/job" && sleep 60 && echo finished >> "$LOG/job"
+  step-limit:
+    steps:
+      - timeout-minutes: 0.01
+        run: echo started >> "$LOG/step" && sleep 60 && echo finished >> "$LOG/step"
+      - run: echo after >> "$LOG/step"
+  fits:
+    timeout-minutes: 0.5
+    steps:
+      - run: echo ok >> "$LOG/fits"
+"#,
+    );
+    let limit = rp.jobs.iter().find(|j| j.key == "job-limit").unwrap();
+    assert_eq!(limit.spec.timeout_minutes, Some(0.02));
+    let started = std::time::Instant::now();
+    let (report, _) = f.run(&rp, 3).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(50),
+        "the sleeps were not cut short"
+    );
+    let by_key = |k: &str| {
+        report
+            .jobs
+            .iter()
+            .zip(&rp.jobs)
+            .find(|(_, j)| j.key == k)
+            .map(|(r, _)| r.state)
+            .unwrap()
+    };
+    assert_eq!(by_key("job-limit"), JobState::TimedOut, "{report:?}");
+    assert_ne!(by_key("step-limit"), JobState::Success, "{report:?}");
+    assert_eq!(by_key("fits"), JobState::Success, "{report:?}");
+    assert_eq!(report.status, RunStatus::Failure);
+    assert_eq!(f.read("job"), "started\n");
+    assert_eq!(
+        f.read("step"),
+        "started\n",
+        "the step after a timed-out step does not run"
+    );
+    assert_eq!(f.read("fits"), "ok\n");
+}

@@ -4,6 +4,7 @@
 
 mod artifacts;
 mod blobs;
+mod blobs_s3;
 mod codes;
 mod exec;
 mod expr;

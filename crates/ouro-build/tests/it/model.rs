@@ -46,7 +46,7 @@ fn full_featured_pipeline_parses_into_the_model() {
     assert_eq!(m.axes["rust"][1], serde_json::json!("1.85"));
     assert_eq!(m.exclude.len(), 1);
     assert_eq!(m.include[0]["rust"], serde_json::json!("nightly"));
-    assert_eq!(test.timeout_minutes, Some(30));
+    assert_eq!(test.timeout_minutes, Some(30.0));
     let retry = test.retry.as_ref().unwrap();
     assert_eq!(
         (retry.max, retry.when.as_slice()),
@@ -80,7 +80,7 @@ fn full_featured_pipeline_parses_into_the_model() {
         BTreeMap::from([("DEBUG".to_string(), EnvValue::Int(1))])
     );
     assert_eq!(s.if_.as_deref(), Some("success()"));
-    assert_eq!(s.timeout_minutes, Some(10));
+    assert_eq!(s.timeout_minutes, Some(10.0));
 
     let deploy = &p.jobs["deploy"];
     assert_eq!(deploy.needs.to_vec(), ["test"]);
@@ -163,4 +163,47 @@ fn yaml_1_2_scalars_stay_strings() {
     assert_eq!(p.env["B"], EnvValue::String("no".into()));
     assert_eq!(p.env["C"], EnvValue::String("true".into()));
     assert_eq!(p.env["D"], EnvValue::Bool(true));
+}
+
+#[test]
+fn timeout_minutes_takes_fractions_within_its_range() {
+    let p = ouro_build::parse(
+        "ci.yml",
+        b"jobs:\n  a:\n    timeout-minutes: 0.5\n    steps:\n      - run: x\n        timeout-minutes: 1.25\n",
+    )
+    .unwrap();
+    let a = &p.jobs["a"];
+    assert_eq!(a.timeout_minutes, Some(0.5));
+    assert_eq!(a.steps[0].timeout_minutes, Some(1.25));
+    assert_eq!(
+        ouro_build::pipeline::minutes(0.5),
+        std::time::Duration::from_secs(30)
+    );
+    assert_eq!(
+        ouro_build::pipeline::minutes(1.25),
+        std::time::Duration::from_secs(75)
+    );
+    assert_eq!(
+        ouro_build::pipeline::minutes(0.01),
+        std::time::Duration::from_millis(600)
+    );
+    for bad in ["0", "0.001", "-1", "10080.5", "99999"] {
+        let y = format!("jobs:\n  a:\n    timeout-minutes: {bad}\n    steps:\n      - run: x\n");
+        let d = ouro_build::lint("ci.yml", y.as_bytes());
+        assert!(
+            d.iter().any(|d| d.code == ouro_build::diag::OUT_OF_RANGE),
+            "{bad}: {d:?}"
+        );
+        let msg = &d
+            .iter()
+            .find(|d| d.code == ouro_build::diag::OUT_OF_RANGE)
+            .unwrap()
+            .message;
+        assert!(msg.contains("0.01") && msg.contains("10080"), "{msg}");
+    }
+    let d = ouro_build::lint(
+        "ci.yml",
+        b"jobs:\n  a:\n    timeout-minutes: 10080\n    steps:\n      - run: x\n        timeout-minutes: 0.01\n",
+    );
+    assert!(d.is_empty(), "{d:?}");
 }

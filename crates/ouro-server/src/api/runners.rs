@@ -278,7 +278,7 @@ async fn heartbeat(
 ) -> ApiResult<Json<Heartbeat>> {
     let runner = runner_of(&st, &headers).await?;
     let token = attempt_token(&headers)?;
-    let cancel = rs::heartbeat(&st.store, &runner.id, id, &token).await?;
+    let cancel = rs::heartbeat(&st.store, &st.settings.data_dir, &runner.id, id, &token).await?;
     Ok(Json(Heartbeat { cancel }))
 }
 

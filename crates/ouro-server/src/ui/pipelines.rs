@@ -180,6 +180,8 @@ pub struct JobRow {
     pub reason: String,
     /// For a re-run: the run whose result this job reuses (0: it ran).
     pub reused_from: i64,
+    /// `continue-on-error`: shown on the job; its failure does not fail the run.
+    pub continue_on_error: bool,
 }
 
 pub struct Layer {
@@ -229,6 +231,7 @@ pub fn layers(jobs: Vec<Job>) -> Vec<Layer> {
             attempt: j.attempt,
             reason: j.reason.unwrap_or_default(),
             reused_from: j.reused_from.unwrap_or(0),
+            continue_on_error: j.continue_on_error,
         };
         match out.last_mut() {
             Some(l) if l.index == j.layer => l.jobs.push(row),

@@ -264,7 +264,7 @@ jobs:
           while [ ! -f "{m}/double" ]; do sleep 0.05; done
           echo daemons-started
   slow:
-    timeout-minutes: 1
+    timeout-minutes: 0.1
     steps:
       - run: |
           echo $$ > "{m}/slow"

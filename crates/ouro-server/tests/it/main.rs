@@ -4,10 +4,12 @@
 mod api;
 mod artifacts;
 mod attachments;
+mod blobs_s3;
 mod boards_sprints;
 mod browser;
 mod build_e2e;
 mod build_faults;
+mod build_policies;
 mod build_vars;
 mod change_requests;
 mod change_requests_ui;

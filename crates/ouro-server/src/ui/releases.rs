@@ -341,10 +341,7 @@ async fn publish_post(
             &to,
             &format!("Release {} is published and tagged {}.", r.version, r.tag),
         )),
-        Err(e) => {
-            let e: ouro_core::OuroError = e.into();
-            flash_back(&to, &e).ok_or_else(|| fail(&ctx, e))
-        }
+        Err(e) => flash_back(&to, &e).ok_or_else(|| fail(&ctx, e)),
     }
 }
 

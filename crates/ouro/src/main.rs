@@ -5,6 +5,7 @@ mod items;
 mod lint;
 mod pipeline;
 mod release;
+mod release_cli;
 mod release_promote;
 mod release_verify;
 mod run;

@@ -123,3 +123,84 @@ async fn promote_then_approve_and_reject_from_the_command_line() {
         srv.stop().await;
     }
 }
+
+/// `ouro release list|show|notes|create` against rows written directly: a draft's notes can be
+/// replaced from a file and read back; a published release's cannot; a run that does not exist
+/// is refused with the API's code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_show_and_notes_from_the_command_line() {
+    for db in backends() {
+        let srv = crate::served::served(&db, "alice", false, 0).await;
+        srv.demo_repo().await;
+        let project = ouro_store::projects::by_slug(&mut srv.store.read().await.unwrap(), "demo")
+            .await
+            .unwrap()
+            .unwrap();
+        let mut tx = srv.store.begin().await.unwrap();
+        for (v, state) in [("1.0.0", "published"), ("1.1.0", "draft")] {
+            ouro_store::q(
+                "INSERT INTO release_releases (project_id, repo_id, version, tag, sha, state, notes, \
+                 created_at) VALUES ($1, (SELECT id FROM code_repos WHERE name = 'app'), $2, $3, \
+                 'abc', $4, 'first notes', 1)",
+            )
+            .bind(project.id)
+            .bind(v)
+            .bind(format!("v{v}"))
+            .bind(state)
+            .execute(&mut tx)
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let notes_file = dir.path().join("notes.md");
+        std::fs::write(&notes_file, "## Better notes\n").unwrap();
+        let notes_arg = notes_file.display().to_string();
+        let (b, t) = (srv.base.clone(), srv.token.clone());
+        let run = move |a: Vec<&str>| {
+            let (b, t) = (b.clone(), t.clone());
+            let a: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+            tokio::task::spawn_blocking(move || release(&b, &t, &a))
+        };
+
+        let (ok, out, err) = run(vec!["list", "-p", "demo"]).await.unwrap();
+        assert!(ok, "{err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(out.contains("1.1.0") && out.contains("draft"), "{out}");
+        assert!(out.contains("v1.0.0") && out.contains("published"), "{out}");
+
+        let (ok, out, err) = run(vec!["show", "1.1.0", "-p", "demo", "--json"])
+            .await
+            .unwrap();
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["state"], "draft", "{out}");
+        assert_eq!(v["notes"], "first notes", "{out}");
+
+        let (ok, out, err) = run(vec!["notes", "1.1.0", "-p", "demo", "--set", &notes_arg])
+            .await
+            .unwrap();
+        assert!(ok, "{err}");
+        assert!(out.contains("notes of 1.1.0 updated"), "{out}");
+        let (ok, out, _) = run(vec!["notes", "1.1.0", "-p", "demo"]).await.unwrap();
+        assert!(ok);
+        assert_eq!(out.trim(), "## Better notes", "{out}");
+
+        let (ok, _, err) = run(vec!["notes", "1.0.0", "-p", "demo", "--set", &notes_arg])
+            .await
+            .unwrap();
+        assert!(!ok);
+        assert!(err.contains("release.immutable"), "{err}");
+
+        let (ok, _, err) = run(vec!["show", "9.9.9", "-p", "demo"]).await.unwrap();
+        assert!(!ok);
+        assert!(err.contains("release.not_found"), "{err}");
+
+        let (ok, _, err) = run(vec!["create", "-p", "demo", "--repo", "app", "--run", "42"])
+            .await
+            .unwrap();
+        assert!(!ok, "a run that does not exist cannot be released");
+        assert!(err.contains("404") || err.contains("not_found"), "{err}");
+    }
+}

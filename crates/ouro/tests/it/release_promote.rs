@@ -20,18 +20,59 @@ fn release(base: &str, token: &str, args: &[String]) -> (bool, String, String) {
     )
 }
 
+/// A served instance with the demo repository and release rows `(version, state)` written
+/// directly; returns the server and the project's id.
+async fn with_releases(
+    db: &ouro_store::testing::TestDb,
+    rows: &[(&str, &str)],
+) -> (crate::served::Served, i64) {
+    let srv = crate::served::served(db, "alice", false, 0).await;
+    srv.demo_repo().await;
+    let project = ouro_store::projects::by_slug(&mut srv.store.read().await.unwrap(), "demo")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tx = srv.store.begin().await.unwrap();
+    for (v, state) in rows {
+        ouro_store::q(
+            "INSERT INTO release_releases (project_id, repo_id, version, tag, sha, state, notes, \
+             created_at) VALUES ($1, (SELECT id FROM code_repos WHERE name = 'app'), $2, $3, \
+             'abc', $4, 'first notes', 1)",
+        )
+        .bind(project.id)
+        .bind(*v)
+        .bind(format!("v{v}"))
+        .bind(*state)
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    (srv, project.id)
+}
+
+/// `ouro release ARGS...` as alice, off the async runtime: (success, stdout, stderr).
+fn cli(
+    srv: &crate::served::Served,
+    args: &[&str],
+) -> impl std::future::Future<Output = Result<(bool, String, String), ()>> + use<> {
+    let (b, t) = (srv.base.clone(), srv.token.clone());
+    let a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    async move {
+        Ok(tokio::task::spawn_blocking(move || release(&b, &t, &a))
+            .await
+            .unwrap())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_then_approve_and_reject_from_the_command_line() {
     for db in backends() {
-        let srv = crate::served::served(&db, "alice", false, 0).await;
-        srv.demo_repo().await;
-        let project = ouro_store::projects::by_slug(&mut srv.store.read().await.unwrap(), "demo")
-            .await
-            .unwrap()
-            .unwrap();
+        let (srv, project) =
+            with_releases(&db, &[("1.0.0", "published"), ("1.1.0", "published")]).await;
         ouro_release::promotions::put_settings(
             &srv.store,
-            project.id,
+            project,
             &ouro_core::Actor::System("test"),
             None,
             "environments:\n  dev: {}\n  staging:\n    approvals: {required: 1, from: [alice]}\n",
@@ -39,27 +80,7 @@ async fn promote_then_approve_and_reject_from_the_command_line() {
         )
         .await
         .unwrap();
-        let mut tx = srv.store.begin().await.unwrap();
-        for v in ["1.0.0", "1.1.0"] {
-            ouro_store::q(
-                "INSERT INTO release_releases (project_id, repo_id, version, tag, sha, state, notes, \
-                 created_at) VALUES ($1, (SELECT id FROM code_repos WHERE name = 'app'), $2, $3, \
-                 'abc', 'published', '', 1)",
-            )
-            .bind(project.id)
-            .bind(v)
-            .bind(format!("v{v}"))
-            .execute(&mut tx)
-            .await
-            .unwrap();
-        }
-        tx.commit().await.unwrap();
-        let (b, t) = (srv.base.clone(), srv.token.clone());
-        let run = move |a: Vec<&str>| {
-            let (b, t) = (b.clone(), t.clone());
-            let a: Vec<String> = a.iter().map(|s| s.to_string()).collect();
-            tokio::task::spawn_blocking(move || release(&b, &t, &a))
-        };
+        let run = |a: Vec<&str>| cli(&srv, &a);
 
         let (ok, _, err) = run(vec!["promote", "1.0.0", "--env", "staging", "-p", "demo"])
             .await
@@ -130,38 +151,12 @@ async fn promote_then_approve_and_reject_from_the_command_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_show_and_notes_from_the_command_line() {
     for db in backends() {
-        let srv = crate::served::served(&db, "alice", false, 0).await;
-        srv.demo_repo().await;
-        let project = ouro_store::projects::by_slug(&mut srv.store.read().await.unwrap(), "demo")
-            .await
-            .unwrap()
-            .unwrap();
-        let mut tx = srv.store.begin().await.unwrap();
-        for (v, state) in [("1.0.0", "published"), ("1.1.0", "draft")] {
-            ouro_store::q(
-                "INSERT INTO release_releases (project_id, repo_id, version, tag, sha, state, notes, \
-                 created_at) VALUES ($1, (SELECT id FROM code_repos WHERE name = 'app'), $2, $3, \
-                 'abc', $4, 'first notes', 1)",
-            )
-            .bind(project.id)
-            .bind(v)
-            .bind(format!("v{v}"))
-            .bind(state)
-            .execute(&mut tx)
-            .await
-            .unwrap();
-        }
-        tx.commit().await.unwrap();
+        let (srv, _) = with_releases(&db, &[("1.0.0", "published"), ("1.1.0", "draft")]).await;
         let dir = tempfile::tempdir().unwrap();
         let notes_file = dir.path().join("notes.md");
         std::fs::write(&notes_file, "## Better notes\n").unwrap();
         let notes_arg = notes_file.display().to_string();
-        let (b, t) = (srv.base.clone(), srv.token.clone());
-        let run = move |a: Vec<&str>| {
-            let (b, t) = (b.clone(), t.clone());
-            let a: Vec<String> = a.iter().map(|s| s.to_string()).collect();
-            tokio::task::spawn_blocking(move || release(&b, &t, &a))
-        };
+        let run = |a: Vec<&str>| cli(&srv, &a);
 
         let (ok, out, err) = run(vec!["list", "-p", "demo"]).await.unwrap();
         assert!(ok, "{err}");

@@ -53,6 +53,8 @@ impl MaskError {
 pub struct SecretSet {
     ac: Option<AhoCorasick>,
     max_len: usize,
+    /// The patterns, to hold back only a tail that could still become one.
+    patterns: Vec<Vec<u8>>,
 }
 
 impl SecretSet {
@@ -91,6 +93,7 @@ impl SecretSet {
             return Ok(Arc::new(SecretSet {
                 ac: None,
                 max_len: 0,
+                patterns: Vec::new(),
             }));
         }
         let max_len = patterns.iter().map(Vec::len).max().unwrap_or(0);
@@ -101,6 +104,7 @@ impl SecretSet {
         Ok(Arc::new(SecretSet {
             ac: Some(ac),
             max_len,
+            patterns,
         }))
     }
 
@@ -109,6 +113,7 @@ impl SecretSet {
         Arc::new(SecretSet {
             ac: None,
             max_len: 0,
+            patterns: Vec::new(),
         })
     }
 
@@ -209,7 +214,17 @@ impl Masker {
         };
         // Matches starting before `boundary` are complete in `data`: a pattern is at most
         // `hold + 1` bytes long. What starts later may continue in the next chunk.
-        let boundary = data.len().saturating_sub(hold);
+        // Only a tail that is the start of some pattern is held back: a line with no secret in
+        // it is released at once, so live logs never wait for more output (every server job
+        // has a secret: its job token).
+        let boundary = (data.len().saturating_sub(hold)..data.len())
+            .find(|&p| {
+                self.set
+                    .patterns
+                    .iter()
+                    .any(|pat| pat.starts_with(&data[p..]))
+            })
+            .unwrap_or(data.len());
         let mut pos = 0;
         for m in ac.find_iter(data) {
             if m.start() >= boundary {

@@ -223,3 +223,25 @@ proptest! {
         }
     }
 }
+
+/// A chunk whose tail cannot start a secret is released at once: a step that prints one line
+/// and then waits must show that line live (every server job has a secret, its job token).
+#[test]
+fn output_that_cannot_start_a_secret_is_not_held_back() {
+    let set = SecretSet::new(["s3cr3t-token-value-0123456789"]).unwrap();
+    let mut m = Masker::new(set);
+    let mut out = Vec::new();
+    m.push(b"pid=1234\n", &mut out);
+    assert_eq!(out, b"pid=1234\n");
+    // A tail that may be the start of the secret waits for the next chunk, then is masked.
+    out.clear();
+    m.push(b"token s3cr3t-to", &mut out);
+    assert_eq!(out, b"token ");
+    m.push(b"ken-value-0123456789 done", &mut out);
+    m.finish(&mut out);
+    assert!(
+        !contains(&out, b"s3cr3t"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+}

@@ -477,26 +477,8 @@ struct Env {
 async fn env(db: &ouro_store::testing::TestDb) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let url = db.fresh_url(dir.path()).await;
-    let migrations = [
-        ouro_store::PLATFORM_MIGRATIONS,
-        ouro_plan::MIGRATIONS,
-        ouro_code::MIGRATIONS,
-        ouro_build::MIGRATIONS,
-        ouro_test::MIGRATIONS,
-        ouro_release::MIGRATIONS,
-    ]
-    .concat();
-    let store = Store::open(&url, &migrations).await.unwrap();
+    let (store, project) = crate::support::store_with_project(&url).await;
     let mut tx = store.begin().await.unwrap();
-    let project = q(
-        "INSERT INTO projects (slug, name, description, visibility, created_at, updated_at) \
-         VALUES ('demo', 'Demo', '', 'private', 1, 1) RETURNING id",
-    )
-    .fetch_one(&mut tx)
-    .await
-    .unwrap()
-    .i64("id")
-    .unwrap();
     let run = q("INSERT INTO build_runs (project_id, repo_name, number, trigger_kind, git_ref, sha, actor, \
                  status, file, name, created_at) VALUES ($1, 'app', 1, 'push', 'refs/heads/main', $2, \
                  'user:alice', 'success', '.ouro/pipelines/ci.yml', 'ci', 1) RETURNING id")

@@ -9,4 +9,5 @@ mod promotions;
 mod releases;
 mod schema;
 mod settings;
+mod support;
 mod version;

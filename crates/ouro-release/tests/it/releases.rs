@@ -47,16 +47,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
 async fn env(db: &TestDb) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let url = db.fresh_url(dir.path()).await;
-    let migrations = [
-        ouro_store::PLATFORM_MIGRATIONS,
-        ouro_plan::MIGRATIONS,
-        ouro_code::MIGRATIONS,
-        ouro_build::MIGRATIONS,
-        ouro_test::MIGRATIONS,
-        ouro_release::MIGRATIONS,
-    ]
-    .concat();
-    let store = Store::open(&url, &migrations).await.unwrap();
+    let store = crate::support::open_store(&url).await;
     let sys = Actor::System("test");
     let user = ouro_store::accounts::create_user(&store, &sys, "ada", "ada-password-1", true)
         .await

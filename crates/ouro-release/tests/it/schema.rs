@@ -1,34 +1,16 @@
 //! The release tables apply on both databases after every earlier phase, and a version is unique
 //! per project.
 
+use ouro_store::q;
 use ouro_store::testing::backends;
-use ouro_store::{Store, q};
 
 #[tokio::test]
 async fn migrations_apply_and_versions_are_unique_per_project() {
     for db in backends() {
         let dir = tempfile::tempdir().unwrap();
         let url = db.fresh_url(dir.path()).await;
-        let migrations = [
-            ouro_store::PLATFORM_MIGRATIONS,
-            ouro_plan::MIGRATIONS,
-            ouro_code::MIGRATIONS,
-            ouro_build::MIGRATIONS,
-            ouro_test::MIGRATIONS,
-            ouro_release::MIGRATIONS,
-        ]
-        .concat();
-        let store = Store::open(&url, &migrations).await.unwrap();
+        let (store, project) = crate::support::store_with_project(&url).await;
         let mut tx = store.begin().await.unwrap();
-        let project = q(
-            "INSERT INTO projects (slug, name, description, visibility, created_at, updated_at) \
-             VALUES ('demo', 'Demo', '', 'private', 1, 1) RETURNING id",
-        )
-        .fetch_one(&mut tx)
-        .await
-        .unwrap()
-        .i64("id")
-        .unwrap();
         let insert = "INSERT INTO release_releases (project_id, repo_id, version, tag, sha, state, notes, created_at) \
                       VALUES ($1, 1, '1.0.0', 'v1.0.0', 'abc', 'draft', '', 1)";
         q(insert).bind(project).execute(&mut tx).await.unwrap();

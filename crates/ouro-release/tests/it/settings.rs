@@ -5,33 +5,7 @@ use ouro_core::{Actor, ErrorCode, OuroError};
 use ouro_release::settings::{self, SettingsChange};
 use ouro_release::version::Rules;
 use ouro_store::testing::backends;
-use ouro_store::{Store, q};
 use semver::Version;
-
-async fn store_with_project(url: &str) -> (Store, i64) {
-    let migrations = [
-        ouro_store::PLATFORM_MIGRATIONS,
-        ouro_plan::MIGRATIONS,
-        ouro_code::MIGRATIONS,
-        ouro_build::MIGRATIONS,
-        ouro_test::MIGRATIONS,
-        ouro_release::MIGRATIONS,
-    ]
-    .concat();
-    let store = Store::open(url, &migrations).await.unwrap();
-    let mut tx = store.begin().await.unwrap();
-    let project = q(
-        "INSERT INTO projects (slug, name, description, visibility, created_at, updated_at) \
-         VALUES ('demo', 'Demo', '', 'private', 1, 1) RETURNING id",
-    )
-    .fetch_one(&mut tx)
-    .await
-    .unwrap()
-    .i64("id")
-    .unwrap();
-    tx.commit().await.unwrap();
-    (store, project)
-}
 
 fn alice() -> Actor {
     Actor::User {
@@ -45,7 +19,7 @@ async fn settings_default_change_and_validate() {
     for db in backends() {
         let dir = tempfile::tempdir().unwrap();
         let url = db.fresh_url(dir.path()).await;
-        let (store, project) = store_with_project(&url).await;
+        let (store, project) = crate::support::store_with_project(&url).await;
         let name = db.name();
 
         let s = settings::get(&mut store.read().await.unwrap(), project)

@@ -322,9 +322,10 @@ pub async fn project_config(store: &Store, project_id: i64) -> Result<(Config, S
 // ---------------------------------------------------------------------------------------------
 // Facts for the gates
 
-/// What the checks gates know of the release's pipeline run: the last attempt of each reporting
-/// job in `test_runs`; without any, the release's `test_summary` JSON (`failed`, `errored`,
-/// `gate_passed` or `quality_gate.passed` when present).
+/// What the checks gates know of the release's pipeline run, from Test's stored results
+/// (`ouro_test::results::run_tests`: the last attempt of each reporting job); without any, from
+/// the release's `test_summary` (`totals.failed`/`totals.errored`, `gate_passed`), written by
+/// `releases::test_summary` from the same function when the release was made.
 pub async fn release_facts(
     ex: &mut impl Executor,
     rel: &ReleaseRef,
@@ -334,31 +335,14 @@ pub async fn release_facts(
         ..Default::default()
     };
     if let Some(run) = rel.build_run_id {
-        let rows = q(
-            "SELECT job_key, attempt, failed, errored, gate FROM test_runs \
-                      WHERE build_run_id = $1 ORDER BY job_key, attempt",
-        )
-        .bind(run)
-        .fetch_all(ex)
-        .await?;
-        let mut last: std::collections::BTreeMap<String, &Row> = Default::default();
-        for r in &rows {
-            last.insert(r.text("job_key")?, r);
-        }
-        if !last.is_empty() {
-            let mut failed = 0u64;
-            let mut gate: Option<bool> = None;
-            for r in last.values() {
-                failed += (r.i64("failed")? + r.i64("errored")?).max(0) as u64;
-                let g = r.text("gate")?;
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&g)
-                    && let Some(p) = v.get("passed").and_then(|p| p.as_bool())
-                {
-                    gate = Some(gate.unwrap_or(true) && p);
-                }
-            }
-            facts.failed_tests = Some(failed);
-            facts.quality_gate_passed = gate;
+        let t = ouro_test::results::run_tests(ex, rel.project_id, run).await?;
+        if !t.jobs.is_empty() {
+            facts.failed_tests = Some(t.totals.failed + t.totals.errored);
+            facts.quality_gate_passed = t
+                .jobs
+                .iter()
+                .filter_map(|j| j.gate.as_ref().map(|g| g.passed))
+                .reduce(|a, b| a && b);
             return Ok(facts);
         }
     }
@@ -367,14 +351,11 @@ pub async fn release_facts(
         .as_deref()
         .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
     {
-        let n = |k: &str| v.get(k).and_then(|x| x.as_u64());
-        if let Some(f) = n("failed") {
-            facts.failed_tests = Some(f + n("errored").unwrap_or(0));
+        let n = |k: &str| v.pointer(k).and_then(|x| x.as_u64());
+        if let Some(f) = n("/totals/failed") {
+            facts.failed_tests = Some(f + n("/totals/errored").unwrap_or(0));
         }
-        facts.quality_gate_passed = v
-            .get("gate_passed")
-            .and_then(|x| x.as_bool())
-            .or_else(|| v.pointer("/quality_gate/passed").and_then(|x| x.as_bool()));
+        facts.quality_gate_passed = v.get("gate_passed").and_then(|x| x.as_bool());
     }
     Ok(facts)
 }

@@ -126,7 +126,12 @@ async fn order_is_enforced_and_gates_block_then_allow() {
     for db in backends() {
         let fx = setup(&db).await;
         let name = db.name();
-        fx.release("1.0.0", "published", r#"{"failed": 0}"#).await;
+        fx.release(
+            "1.0.0",
+            "published",
+            r#"{"totals": {"failed": 0, "errored": 0}, "gate_passed": true}"#,
+        )
+        .await;
         let t0 = at("2026-03-06T10:00:00Z");
         let rex = fx.user("rex");
 
@@ -315,7 +320,12 @@ async fn a_rejection_closes_the_request_and_a_new_one_may_follow() {
     for db in backends() {
         let fx = setup(&db).await;
         let name = db.name();
-        fx.release("2.0.0", "published", r#"{"failed": 0}"#).await;
+        fx.release(
+            "2.0.0",
+            "published",
+            r#"{"totals": {"failed": 0, "errored": 0}, "gate_passed": true}"#,
+        )
+        .await;
         let rex = fx.user("rex");
         promotions::request(&fx.store, &root(), fx.project, "2.0.0", "dev", &rex, 1000)
             .await
@@ -376,7 +386,12 @@ async fn refusals_have_stable_codes() {
         let rex = fx.user("rex");
         fx.release("0.1.0", "draft", "").await;
         fx.release("0.2.0", "withdrawn", "").await;
-        fx.release("0.3.0", "published", r#"{"failed": 2}"#).await;
+        fx.release(
+            "0.3.0",
+            "published",
+            r#"{"totals": {"failed": 2, "errored": 0}, "gate_passed": null}"#,
+        )
+        .await;
         let req = |v: &'static str, env: &'static str| {
             let rex = rex.clone();
             let fx = &fx;

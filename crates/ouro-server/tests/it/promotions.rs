@@ -64,7 +64,7 @@ async fn a_release_moves_along_the_path_through_its_gates() {
             ouro_store::q(
                 "INSERT INTO release_releases (project_id, repo_id, version, tag, sha, state, notes, \
                  test_summary, created_at, published_by, published_at) VALUES ($1, $2, '1.0.0', \
-                 'v1.0.0', $3, 'published', '', '{\"failed\": 0}', 1, \
+                 'v1.0.0', $3, 'published', '', '{\"totals\": {\"failed\": 0, \"errored\": 0}, \"gate_passed\": true}', 1, \
                  (SELECT id FROM users WHERE name = 'admin'), 1)",
             )
             .bind(project.id)

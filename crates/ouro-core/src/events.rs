@@ -129,10 +129,11 @@ kinds! {
     RELEASE_SETTINGS_CHANGED = ("release.settings_changed", Release, 1, "project", "A project's release settings (0.x version rules, first version, notes template) changed; payload lists the changes."),
     ENVIRONMENTS_UPDATED = ("release.environments_updated", Release, 1, "project", "The promotion path kept in the project settings (used when a release's commit has no .ouro/environments.yml) was changed."),
     // Deploy
-    DEPLOYMENT_STARTED = ("deployment.started", Deploy, 1, "deployment", "A deployment to an environment started."),
-    DEPLOYMENT_SUCCEEDED = ("deployment.succeeded", Deploy, 1, "deployment", "A deployment finished and took traffic."),
-    DEPLOYMENT_FAILED = ("deployment.failed", Deploy, 1, "deployment", "A deployment failed."),
-    DEPLOYMENT_ROLLED_BACK = ("deployment.rolled_back", Deploy, 1, "deployment", "Traffic was moved back to the previous version."),
+    DEPLOYMENT_STARTED = ("deploy.started", Deploy, 1, "deployment", "A deployment to an environment started."),
+    DEPLOYMENT_STEP = ("deploy.step", Deploy, 1, "deployment", "A step of a deployment finished (started a version, ready, switched traffic, a canary step with its numbers, drained, stopped)."),
+    DEPLOYMENT_SUCCEEDED = ("deploy.succeeded", Deploy, 1, "deployment", "A deployment finished and took traffic."),
+    DEPLOYMENT_FAILED = ("deploy.failed", Deploy, 1, "deployment", "A deployment failed."),
+    DEPLOYMENT_ROLLED_BACK = ("deploy.rolled_back", Deploy, 1, "deployment", "Traffic was moved back to the previous version."),
     FLAG_CHANGED = ("flag.changed", Deploy, 1, "feature_flag", "A feature flag's state or strategy changed."),
     // Operate
     HEALTH_CHANGED = ("health.changed", Operate, 1, "instance", "A health check changed state (healthy, unhealthy)."),

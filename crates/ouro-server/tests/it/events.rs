@@ -91,7 +91,7 @@ async fn events_list_filters_and_hides_other_projects() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .any(|k| k["name"] == "deployment.rolled_back" && k["phase"] == "deploy")
+                .any(|k| k["name"] == "deploy.rolled_back" && k["phase"] == "deploy")
         );
         s.stop().await;
     }

@@ -372,7 +372,7 @@ async fn rules_are_edited_disabled_and_logged() {
                 Method::POST,
                 RULES,
                 Some(json!({"name": "Deployed: label and comment",
-                    "when": {"event": "deployment.succeeded", "type": "story"},
+                    "when": {"event": "deploy.succeeded", "type": "story"},
                     "then": [{"add_label": "deployed"}, {"comment": "Deployed to production."}, {"transition": "Nowhere"}]})),
             )
             .await;

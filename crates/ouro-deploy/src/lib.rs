@@ -1,0 +1,8 @@
+//! Ouro's Deploy phase: the services a release runs (`.ouro/services.yml`), the targets versions
+//! run on (the local target: supervised processes behind the built-in proxy; Kubernetes), the
+//! strategies that move traffic (recreate, rolling, blue-green, canary), deployments and
+//! rollback. It knows nothing of HTTP routes of the API; the server wires it.
+
+pub mod spec;
+pub mod target;
+pub mod upstream;

@@ -1,0 +1,194 @@
+//! Where versions run. The strategies (`recreate`, `rolling`, `blue-green`, `canary`) are
+//! written once against [`Target`]; the local target (supervised processes behind the built-in
+//! proxy) and the Kubernetes target (Deployments per version behind a Service) implement it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+use crate::spec::{Drain, Route, Service};
+
+/// What to run: one version of one service in one environment.
+#[derive(Clone, Debug)]
+pub struct VersionSpec {
+    pub project: String,
+    pub environment: String,
+    pub service: Service,
+    pub version: String,
+    /// The verified release bundle (`tar.zst`) whose files the service runs from.
+    pub bundle: PathBuf,
+    /// The environment's variables and secrets (on top of the service's `env`).
+    pub env: BTreeMap<String, String>,
+}
+
+/// Which version gets the traffic: all to `stable`, or `weight` percent to `canary`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Split {
+    pub stable: String,
+    pub canary: Option<(String, u8)>,
+}
+
+impl Split {
+    pub fn all(version: &str) -> Self {
+        Split {
+            stable: version.to_string(),
+            canary: None,
+        }
+    }
+}
+
+/// Upper bounds (milliseconds) of the latency histogram buckets every target reports.
+pub const LATENCY_BUCKETS_MS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
+/// Cumulative traffic numbers of one version (since the target started counting).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TrafficStats {
+    pub requests: u64,
+    /// 5xx responses and requests that failed at the upstream (no response).
+    pub errors: u64,
+    /// Counts per bucket of [`LATENCY_BUCKETS_MS`], plus one for slower requests.
+    pub latency_buckets: Vec<u64>,
+}
+
+/// The numbers of a time slice (the difference of two [`TrafficStats`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Window {
+    pub requests: u64,
+    pub errors: u64,
+    pub error_rate: f64,
+    /// Upper bound of the bucket holding the 99th percentile (none without requests).
+    pub p99_ms: Option<f64>,
+}
+
+impl TrafficStats {
+    pub fn since(&self, earlier: &TrafficStats) -> Window {
+        let requests = self.requests.saturating_sub(earlier.requests);
+        let errors = self.errors.saturating_sub(earlier.errors);
+        let buckets: Vec<u64> = (0..self.latency_buckets.len())
+            .map(|i| {
+                self.latency_buckets[i]
+                    .saturating_sub(earlier.latency_buckets.get(i).copied().unwrap_or(0))
+            })
+            .collect();
+        let total: u64 = buckets.iter().sum();
+        let p99_ms = if total == 0 {
+            None
+        } else {
+            // The smallest bucket bound under which at least 99% of the requests finished.
+            let want = (total * 99).div_ceil(100);
+            let mut seen = 0;
+            let mut bound = f64::INFINITY;
+            for (i, n) in buckets.iter().enumerate() {
+                seen += n;
+                if seen >= want {
+                    bound = LATENCY_BUCKETS_MS.get(i).copied().unwrap_or(f64::INFINITY);
+                    break;
+                }
+            }
+            Some(bound)
+        };
+        Window {
+            requests,
+            errors,
+            error_rate: if requests == 0 {
+                0.0
+            } else {
+                errors as f64 / requests as f64
+            },
+            p99_ms,
+        }
+    }
+}
+
+/// One replica as a target reports it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReplicaStatus {
+    /// `service/version/N`.
+    pub replica: String,
+    pub version: String,
+    /// `starting`, `ready`, `unready`, `restarting`, `failed`, `stopping`, `stopped`.
+    pub health: String,
+    pub restarts: u32,
+    /// Requests in flight through the proxy.
+    pub in_flight: u64,
+    /// Address the replica listens on (`127.0.0.1:PORT`; the pod's name on Kubernetes).
+    pub address: String,
+    pub pid: Option<u32>,
+}
+
+/// How a drain ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DrainReport {
+    /// Requests still in flight at the deadline (0 when the drain finished in time).
+    pub cut_requests: u64,
+    /// Upgraded connections closed after the grace period.
+    pub closed_upgrades: u64,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// A replica did not become ready (message says which and why: probe output, exit status).
+    #[error("{0}")]
+    NotReady(String),
+    /// The bundle or the service could not be started.
+    #[error("{0}")]
+    Start(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A place versions run. Every method is idempotent: starting a running version or stopping a
+/// stopped one does nothing, so an interrupted deployment can be driven again from its record.
+pub trait Target: Send + Sync {
+    /// Starts the version's replicas (returns once they are started, not ready).
+    fn start<'a>(&'a self, spec: &'a VersionSpec) -> BoxFuture<'a, Result<(), TargetError>>;
+
+    /// Waits until every replica of the version is ready; fails at `timeout` or when a replica
+    /// has failed for good (its start limit).
+    fn wait_ready<'a>(
+        &'a self,
+        environment: &'a str,
+        service: &'a str,
+        version: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), TargetError>>;
+
+    /// Sends the service's traffic in `environment` as `split` says, atomically.
+    fn route<'a>(
+        &'a self,
+        environment: &'a str,
+        service: &'a Service,
+        route: &'a Route,
+        split: &'a Split,
+    ) -> BoxFuture<'a, Result<(), TargetError>>;
+
+    /// Cumulative traffic numbers of a version.
+    fn stats(&self, environment: &str, service: &str, version: &str) -> TrafficStats;
+
+    /// Waits until a version that no longer gets traffic has nothing in flight (or the drain
+    /// deadline), then closes its upgraded connections after the grace period.
+    fn drain<'a>(
+        &'a self,
+        environment: &'a str,
+        service: &'a str,
+        version: &'a str,
+        drain: &'a Drain,
+    ) -> BoxFuture<'a, Result<DrainReport, TargetError>>;
+
+    /// Stops every replica of a version (signal, grace, kill).
+    fn stop<'a>(
+        &'a self,
+        environment: &'a str,
+        service: &'a str,
+        version: &'a str,
+    ) -> BoxFuture<'a, Result<(), TargetError>>;
+
+    /// The replicas of a service in an environment, every version.
+    fn status(&self, environment: &str, service: &str) -> Vec<ReplicaStatus>;
+}

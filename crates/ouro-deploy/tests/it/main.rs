@@ -1,0 +1,3 @@
+//! Deploy's integration tests: one binary, a module per area.
+
+mod split;

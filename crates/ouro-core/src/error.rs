@@ -272,6 +272,21 @@ error_codes! {
     ReleaseBundleNotFound = ("release.bundle_not_found", 404),
     /// The release signing key in the data dir (`keys/release-signing.key`) cannot be read or is not a valid key; an administrator must fix or remove it.
     ReleaseSigningKeyUnavailable = ("release.signing_key_unavailable", 500),
+    // Deploy
+    /// A deployment (or rollback) of this environment is already running; `details.deployment` names it.
+    DeployInProgress = ("deploy.in_progress", 409),
+    /// The release's commit has no `.ouro/services.yml`: there is nothing to run.
+    DeployNoServices = ("deploy.no_services", 422),
+    /// The release's `.ouro/services.yml` has errors; `details.diagnostics` lists them with file:line:column.
+    DeployServicesInvalid = ("deploy.services_invalid", 422),
+    /// The release has no verified bundle to run (it was never published, or its bundle is missing or fails verification).
+    DeployBundleUnavailable = ("deploy.bundle_unavailable", 422),
+    /// The environment has no earlier release to go back to.
+    DeployNothingToRollBack = ("deploy.nothing_to_roll_back", 409),
+    /// No deployment with that number in this project.
+    DeploymentNotFound = ("deploy.deployment_not_found", 404),
+    /// Nothing was ever deployed to that environment of this project.
+    DeployEnvironmentNotFound = ("deploy.environment_not_found", 404),
 }
 
 /// An error that reaches users: a stable code, a message for humans, optional details.

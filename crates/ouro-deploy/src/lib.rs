@@ -3,6 +3,11 @@
 //! strategies that move traffic (recreate, rolling, blue-green, canary), deployments and
 //! rollback. It knows nothing of HTTP routes of the API; the server wires it.
 
+pub mod deployments;
+pub mod migrations;
 pub mod spec;
+pub mod strategy;
 pub mod target;
 pub mod upstream;
+
+pub use migrations::MIGRATIONS;

@@ -404,7 +404,7 @@ pub fn chain(event: &ouro_core::Event) -> Option<(NewSubject, Vec<(&'static str,
             "release",
             text("version").unwrap_or_else(|| format!("Release {id}")),
         )
-    } else if kind.starts_with("deployment.") {
+    } else if kind.starts_with("deploy.") {
         upstream.extend(text("release").map(|r| ("release", r)));
         let env = text("environment").unwrap_or_else(|| "?".into());
         let what = text("version").unwrap_or_else(|| format!("Deployment {id}"));

@@ -1,3 +1,5 @@
 //! Deploy's integration tests: one binary, a module per area.
 
+mod records;
 mod split;
+mod strategies;

@@ -1,0 +1,411 @@
+//! The strategies, written once against [`Target`]: each moves one service of one environment
+//! from the live version (if any) to a new one and reports every step to a [`Steps`] recorder.
+//!
+//! - `blue-green`: start the new version beside the old, wait until every new replica is ready,
+//!   switch all traffic at once, drain the old version; the old one stays warm (the engine stops
+//!   it after `keep_warm`) so a rollback is a switch back.
+//! - `canary`: as blue-green up to ready, then the traffic share of the new version rises step
+//!   by step; after each step's pause the new version's error rate and p99 (from the proxy) are
+//!   judged against the thresholds and against the old version; a failing check sends all
+//!   traffic back, stops the new version and says which check failed with which numbers.
+//! - `rolling`: traffic moves to the new version one replica's share at a time, then the old
+//!   version is drained and stopped (both versions run side by side meanwhile).
+//! - `recreate`: stop the old version, start the new one (requests fail in between).
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+
+use crate::spec::{Canary, Route, Strategy};
+use crate::target::{Split, Target, VersionSpec, Window};
+
+/// Records the steps of a deployment (the engine writes them to the database).
+pub trait Steps: Send + Sync {
+    fn record<'a>(
+        &'a self,
+        service: &'a str,
+        name: &'a str,
+        ok: bool,
+        detail: Value,
+        started_at: i64,
+    ) -> BoxFuture<'a, ()>;
+}
+
+/// One service's move.
+pub struct ServicePlan<'a> {
+    pub new: &'a VersionSpec,
+    /// The version that takes traffic now (running on the target), if any.
+    pub old: Option<&'a str>,
+    pub route: &'a Route,
+    /// Overrides the service's strategy (a rollback is always a blue-green switch).
+    pub strategy: Option<Strategy>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How long the new replicas may take to become ready.
+    pub ready_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            ready_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// How one service's move ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Moved {
+    /// The new version is live; the old one (if any) is still running and should be stopped
+    /// after `keep_warm_ms` (0: already stopped or none).
+    Live { keep_warm_ms: u64 },
+    /// The new version never took traffic (or took it and went back, see `rolled_back`).
+    Failed { reason: String, rolled_back: bool },
+}
+
+fn now() -> i64 {
+    ouro_core::time::now_ms()
+}
+
+fn window_json(w: &Window) -> Value {
+    json!({"requests": w.requests, "errors": w.errors,
+           "error_rate": (w.error_rate * 10000.0).round() / 10000.0, "p99_ms": w.p99_ms})
+}
+
+/// A strategy's name as shown and stored.
+pub fn name(s: &Strategy) -> &'static str {
+    match s {
+        Strategy::Recreate => "recreate",
+        Strategy::Rolling { .. } => "rolling",
+        Strategy::BlueGreen { .. } => "blue-green",
+        Strategy::Canary(_) => "canary",
+    }
+}
+
+/// Moves one service as its strategy says.
+pub async fn run(
+    target: &dyn Target,
+    steps: &dyn Steps,
+    plan: &ServicePlan<'_>,
+    opts: &Options,
+) -> Moved {
+    let strategy = plan
+        .strategy
+        .clone()
+        .unwrap_or_else(|| plan.new.service.strategy.clone());
+    let old = plan.old.filter(|o| *o != plan.new.version);
+    match strategy {
+        Strategy::Recreate => recreate(target, steps, plan, old, opts).await,
+        Strategy::BlueGreen { keep_warm_ms } => {
+            match start_ready(target, steps, plan, opts).await {
+                Err(m) => m,
+                Ok(()) => {
+                    switch_all(target, steps, plan).await;
+                    if let Some(old) = old {
+                        drain(target, steps, plan, old).await;
+                    }
+                    Moved::Live {
+                        keep_warm_ms: if old.is_some() { keep_warm_ms } else { 0 },
+                    }
+                }
+            }
+        }
+        Strategy::Canary(c) => canary(target, steps, plan, old, &c, opts).await,
+        Strategy::Rolling { .. } => rolling(target, steps, plan, old, opts).await,
+    }
+}
+
+async fn start_ready(
+    target: &dyn Target,
+    steps: &dyn Steps,
+    plan: &ServicePlan<'_>,
+    opts: &Options,
+) -> Result<(), Moved> {
+    let svc = plan.new.service.name.as_str();
+    let env = plan.new.environment.as_str();
+    let version = plan.new.version.as_str();
+    let t = now();
+    if let Err(e) = target.start(plan.new).await {
+        steps
+            .record(svc, "start", false, json!({"error": e.to_string()}), t)
+            .await;
+        let _ = target.stop(env, svc, version).await;
+        return Err(Moved::Failed {
+            reason: format!("{svc}: the new version {version} did not start: {e}"),
+            rolled_back: false,
+        });
+    }
+    steps
+        .record(
+            svc,
+            "start",
+            true,
+            json!({"version": version, "replicas": plan.new.service.replicas}),
+            t,
+        )
+        .await;
+    let t = now();
+    if let Err(e) = target
+        .wait_ready(env, svc, version, opts.ready_timeout)
+        .await
+    {
+        steps
+            .record(svc, "ready", false, json!({"error": e.to_string()}), t)
+            .await;
+        let _ = target.stop(env, svc, version).await;
+        return Err(Moved::Failed {
+            reason: format!("{svc}: the new version {version} did not become ready: {e}"),
+            rolled_back: false,
+        });
+    }
+    steps
+        .record(svc, "ready", true, json!({"version": version}), t)
+        .await;
+    Ok(())
+}
+
+async fn route(target: &dyn Target, plan: &ServicePlan<'_>, split: &Split) -> Result<u64, String> {
+    let started = std::time::Instant::now();
+    target
+        .route(&plan.new.environment, &plan.new.service, plan.route, split)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(started.elapsed().as_micros() as u64)
+}
+
+async fn switch_all(target: &dyn Target, steps: &dyn Steps, plan: &ServicePlan<'_>) -> bool {
+    let t = now();
+    let r = route(target, plan, &Split::all(&plan.new.version)).await;
+    let ok = r.is_ok();
+    steps
+        .record(
+            &plan.new.service.name,
+            "switch",
+            ok,
+            match r {
+                Ok(us) => json!({"to": plan.new.version, "switch_us": us}),
+                Err(e) => json!({"to": plan.new.version, "error": e}),
+            },
+            t,
+        )
+        .await;
+    ok
+}
+
+async fn drain(target: &dyn Target, steps: &dyn Steps, plan: &ServicePlan<'_>, version: &str) {
+    let svc = plan.new.service.name.as_str();
+    let t = now();
+    let r = target
+        .drain(&plan.new.environment, svc, version, &plan.new.service.drain)
+        .await;
+    let ok = r.is_ok();
+    steps
+        .record(
+            svc,
+            "drain",
+            ok,
+            match r {
+                Ok(rep) => json!({"version": version, "cut_requests": rep.cut_requests,
+                                  "closed_upgrades": rep.closed_upgrades}),
+                Err(e) => json!({"version": version, "error": e.to_string()}),
+            },
+            t,
+        )
+        .await;
+}
+
+async fn stop(target: &dyn Target, steps: &dyn Steps, plan: &ServicePlan<'_>, version: &str) {
+    let svc = plan.new.service.name.as_str();
+    let t = now();
+    let r = target.stop(&plan.new.environment, svc, version).await;
+    steps
+        .record(
+            svc,
+            "stop",
+            r.is_ok(),
+            match r {
+                Ok(()) => json!({"version": version}),
+                Err(e) => json!({"version": version, "error": e.to_string()}),
+            },
+            t,
+        )
+        .await;
+}
+
+async fn recreate(
+    target: &dyn Target,
+    steps: &dyn Steps,
+    plan: &ServicePlan<'_>,
+    old: Option<&str>,
+    opts: &Options,
+) -> Moved {
+    if let Some(old) = old {
+        stop(target, steps, plan, old).await;
+    }
+    if let Err(m) = start_ready(target, steps, plan, opts).await {
+        return m;
+    }
+    switch_all(target, steps, plan).await;
+    Moved::Live { keep_warm_ms: 0 }
+}
+
+async fn rolling(
+    target: &dyn Target,
+    steps: &dyn Steps,
+    plan: &ServicePlan<'_>,
+    old: Option<&str>,
+    opts: &Options,
+) -> Moved {
+    if let Err(m) = start_ready(target, steps, plan, opts).await {
+        return m;
+    }
+    let Some(old) = old else {
+        switch_all(target, steps, plan).await;
+        return Moved::Live { keep_warm_ms: 0 };
+    };
+    let n = plan.new.service.replicas.max(1);
+    for k in 1..n {
+        let weight = (k * 100 / n) as u8;
+        let t = now();
+        let split = Split {
+            stable: old.to_string(),
+            canary: Some((plan.new.version.clone(), weight)),
+        };
+        let r = route(target, plan, &split).await;
+        steps
+            .record(
+                &plan.new.service.name,
+                "shift",
+                r.is_ok(),
+                json!({"weight": weight, "replicas_new": k, "replicas": n}),
+                t,
+            )
+            .await;
+    }
+    switch_all(target, steps, plan).await;
+    drain(target, steps, plan, old).await;
+    stop(target, steps, plan, old).await;
+    Moved::Live { keep_warm_ms: 0 }
+}
+
+/// The verdict on a canary step: `Err` names the failed check with its numbers.
+pub fn judge(c: &Canary, new: &Window, old: Option<&Window>) -> Result<(), String> {
+    let a = &c.analysis;
+    if new.requests < a.min_requests {
+        return Ok(());
+    }
+    if new.error_rate > a.max_error_rate {
+        return Err(format!(
+            "error rate {:.2}% ({} of {} requests) is above the limit {:.2}%",
+            new.error_rate * 100.0,
+            new.errors,
+            new.requests,
+            a.max_error_rate * 100.0
+        ));
+    }
+    if let Some(p99) = new.p99_ms
+        && p99 > a.max_p99_ms as f64
+    {
+        return Err(format!(
+            "p99 latency {p99} ms is above the limit {} ms",
+            a.max_p99_ms
+        ));
+    }
+    if let Some(old) = old
+        && old.requests >= a.min_requests
+        && new.error_rate - old.error_rate > a.max_error_rate_increase
+    {
+        return Err(format!(
+            "error rate {:.2}% exceeds the old version's {:.2}% by more than {:.2} points",
+            new.error_rate * 100.0,
+            old.error_rate * 100.0,
+            a.max_error_rate_increase * 100.0
+        ));
+    }
+    Ok(())
+}
+
+async fn canary(
+    target: &dyn Target,
+    steps: &dyn Steps,
+    plan: &ServicePlan<'_>,
+    old: Option<&str>,
+    c: &Canary,
+    opts: &Options,
+) -> Moved {
+    if let Err(m) = start_ready(target, steps, plan, opts).await {
+        return m;
+    }
+    let Some(old) = old else {
+        switch_all(target, steps, plan).await;
+        return Moved::Live { keep_warm_ms: 0 };
+    };
+    let svc = plan.new.service.name.as_str();
+    let env = plan.new.environment.as_str();
+    let new_v = plan.new.version.as_str();
+    for step in &c.steps {
+        let t = now();
+        let split = if step.weight >= 100 {
+            Split::all(new_v)
+        } else {
+            Split {
+                stable: old.to_string(),
+                canary: Some((new_v.to_string(), step.weight)),
+            }
+        };
+        let switched = route(target, plan, &split).await;
+        let before_new = target.stats(env, svc, new_v);
+        let before_old = target.stats(env, svc, old);
+        tokio::time::sleep(Duration::from_millis(step.pause_ms)).await;
+        let w_new = target.stats(env, svc, new_v).since(&before_new);
+        let w_old = target.stats(env, svc, old).since(&before_old);
+        let verdict = match &switched {
+            Err(e) => Err(format!("routing failed: {e}")),
+            // At 100% the old version gets no traffic: judge only the thresholds.
+            Ok(_) => judge(c, &w_new, (step.weight < 100).then_some(&w_old)),
+        };
+        steps
+            .record(
+                svc,
+                "canary",
+                verdict.is_ok(),
+                json!({"weight": step.weight, "pause_ms": step.pause_ms,
+                       "new": window_json(&w_new), "old": window_json(&w_old),
+                       "failed_check": verdict.as_ref().err()}),
+                t,
+            )
+            .await;
+        if let Err(why) = verdict {
+            let t = now();
+            let r = route(target, plan, &Split::all(old)).await;
+            steps
+                .record(
+                    svc,
+                    "rollback",
+                    r.is_ok(),
+                    json!({"to": old, "reason": why}),
+                    t,
+                )
+                .await;
+            drain(target, steps, plan, new_v).await;
+            stop(target, steps, plan, new_v).await;
+            return Moved::Failed {
+                reason: format!(
+                    "{svc}: canary step {}% failed: {why}; traffic went back to {old}",
+                    step.weight
+                ),
+                rolled_back: true,
+            };
+        }
+    }
+    if c.steps.last().is_none_or(|s| s.weight < 100) {
+        switch_all(target, steps, plan).await;
+    }
+    drain(target, steps, plan, old).await;
+    Moved::Live {
+        keep_warm_ms: c.keep_warm_ms,
+    }
+}

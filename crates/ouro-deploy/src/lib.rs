@@ -5,6 +5,7 @@
 
 pub mod deployments;
 pub mod migrations;
+pub mod services;
 pub mod spec;
 pub mod strategy;
 pub mod target;

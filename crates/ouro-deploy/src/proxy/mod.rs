@@ -355,6 +355,13 @@ async fn accept_loop(
         });
         let mut stop = stop.clone();
         tokio::spawn(async move {
+            // hyper's header timeout starts only after the first bytes (the HTTP/1 or HTTP/2
+            // detection reads without one): a connection that sends nothing is closed here.
+            let idle = conn.inner.options.client_idle_timeout;
+            match tokio::time::timeout(idle, stream.peek(&mut [0u8; 1])).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
             let server = conn.inner.clone();
             let service = hyper::service::service_fn(move |req| {
                 let conn = conn.clone();

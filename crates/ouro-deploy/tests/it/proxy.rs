@@ -801,50 +801,100 @@ async fn an_idle_client_connection_is_closed_after_the_idle_timeout() {
     proxy.shutdown().await;
 }
 
+/// Keep-alive clients sending requests back to back until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    loops: Vec<tokio::task::JoinHandle<Vec<Failure>>>,
+}
+
+#[derive(Debug)]
+struct Failure {
+    /// When the request started.
+    at: Instant,
+    what: String,
+}
+
+impl Load {
+    /// `clients` connections; client `i` sends `x-user: user-i` (canary stickiness).
+    async fn start(addr: SocketAddr, clients: usize, path: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let mut loops = Vec::new();
+        for i in 0..clients {
+            let (stop, ok) = (stop.clone(), ok.clone());
+            loops.push(tokio::spawn(async move {
+                let user = format!("user-{i}");
+                let mut cl = client(addr).await;
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let at = Instant::now();
+                    match cl.try_get("x", path, &[("x-user", &user)]).await {
+                        Ok(r) if r.status == StatusCode::OK => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(r) => failures.push(Failure {
+                            at,
+                            what: format!("{} {}", r.status, r.body.trim()),
+                        }),
+                        Err(e) => {
+                            failures.push(Failure {
+                                at,
+                                what: format!("connection error: {e}"),
+                            });
+                            // A broken connection cannot send more; the failure is recorded.
+                            break;
+                        }
+                    }
+                }
+                failures
+            }));
+        }
+        let load = Load { stop, ok, loops };
+        load.wait_for_more(20).await;
+        load
+    }
+
+    fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more requests succeeded.
+    async fn wait_for_more(&self, n: u64) {
+        let target = self.ok() + n;
+        eventually(Duration::from_secs(10), "load to pass", || {
+            self.ok() >= target
+        })
+        .await;
+    }
+
+    async fn stop(self) -> Vec<Failure> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for l in self.loops {
+            failures.extend(l.await.unwrap());
+        }
+        failures
+    }
+}
+
+fn upstreams(version: &str, servers: &[TestServer]) -> Vec<Arc<Upstream>> {
+    servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| upstream(version, i as u32, s.addr))
+        .collect()
+}
+
 /// Blue-green as the strategy does it, 20 times each way, under a steady keep-alive load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_switches_each_way_under_load_fail_no_request() {
     let blue = [server("blue").await, server("blue").await];
     let green = [server("green").await, server("green").await];
     let (proxy, addr) = proxy().await;
-    let ups = |version: &str, servers: &[TestServer]| -> Vec<Arc<Upstream>> {
-        servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| upstream(version, i as u32, s.addr))
-            .collect()
-    };
-    let (blue_ups, green_ups) = (ups("blue", &blue), ups("green", &green));
+    let (blue_ups, green_ups) = (upstreams("blue", &blue), upstreams("green", &green));
     proxy.set_route(addr, None, table(blue_ups.clone()));
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let mut loops = Vec::new();
-    for _ in 0..4 {
-        let (stop, ok) = (stop.clone(), ok.clone());
-        loops.push(tokio::spawn(async move {
-            let mut cl = client(addr).await;
-            let mut failures = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                match cl.try_get("x", "/jitter", &[]).await {
-                    Ok(r) if r.status == StatusCode::OK => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(r) => failures.push(format!("{} {}", r.status, r.body)),
-                    Err(e) => {
-                        failures.push(format!("connection error: {e}"));
-                        // A broken connection cannot send more; the failure is recorded.
-                        break;
-                    }
-                }
-            }
-            failures
-        }));
-    }
-    eventually(Duration::from_secs(10), "load to start", || {
-        ok.load(Ordering::Relaxed) > 20
-    })
-    .await;
+    let load = Load::start(addr, 4, "/jitter").await;
 
     let drain = Drain {
         timeout_ms: 10_000,
@@ -857,7 +907,6 @@ async fn twenty_switches_each_way_under_load_fail_no_request() {
         } else {
             (&blue_ups, &green_ups, "blue")
         };
-        let before = ok.load(Ordering::Relaxed);
         proxy.set_route(addr, None, table(to.clone()));
         // Every request after the switch goes to the new version.
         for _ in 0..3 {
@@ -866,24 +915,126 @@ async fn twenty_switches_each_way_under_load_fail_no_request() {
         let report = proxy.drain(from, &drain).await;
         assert_eq!(report.cut_requests, 0, "switch {i}: {report:?}");
         assert!(from.iter().all(|u| u.in_flight() == 0));
-        // Some load passes between switches.
-        eventually(Duration::from_secs(10), "load between switches", || {
-            ok.load(Ordering::Relaxed) > before + 10
-        })
-        .await;
+        load.wait_for_more(10).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut failures = Vec::new();
-    for l in loops {
-        failures.extend(l.await.unwrap());
-    }
+    let ok = load.ok();
+    let failures = load.stop().await;
     assert!(failures.is_empty(), "{failures:?}");
     let served: u64 = blue
         .iter()
         .chain(green.iter())
         .map(|s| s.hits.load(Ordering::SeqCst))
         .sum();
-    assert!(served >= ok.load(Ordering::Relaxed));
+    assert!(served >= ok);
     assert!(green.iter().all(|s| s.hits.load(Ordering::SeqCst) > 0));
+    proxy.shutdown().await;
+}
+
+/// Canary steps up to 100 and a rollback, 5 times, under load from sticky clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_steps_and_rollbacks_under_load_fail_no_request() {
+    let old = [server("old").await, server("old").await];
+    let new = [server("new").await, server("new").await];
+    let (proxy, addr) = proxy().await;
+    let (old_ups, new_ups) = (upstreams("1", &old), upstreams("2", &new));
+    let route = |weight: u8| RouteTable {
+        service: SERVICE.into(),
+        stable: old_ups.clone(),
+        canary: Some((new_ups.clone(), weight)),
+        sticky: Some(Sticky::Header("x-user".into())),
+        balance: Balance::LeastInFlight,
+    };
+    proxy.set_route(addr, None, table(old_ups.clone()));
+    let load = Load::start(addr, 8, "/jitter").await;
+    for _ in 0..5 {
+        for weight in [10, 25, 50, 100] {
+            proxy.set_route(addr, None, route(weight));
+            load.wait_for_more(10).await;
+        }
+        // Rollback: everything back on the old version.
+        proxy.set_route(addr, None, table(old_ups.clone()));
+        load.wait_for_more(10).await;
+    }
+    let failures = load.stop().await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(new.iter().all(|s| s.hits.load(Ordering::SeqCst) > 0));
+    let (s1, s2) = (proxy.stats(SERVICE, "1"), proxy.stats(SERVICE, "2"));
+    assert_eq!(s1.errors + s2.errors, 0);
+    assert!(s2.requests > 0);
+    proxy.shutdown().await;
+}
+
+/// A replica's server that can be killed: its listener and every connection close at once.
+async fn killable_server(name: &'static str) -> (SocketAddr, tokio::task::AbortHandle) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        // Connections run inside this task, so aborting it closes them all.
+        let mut conns = tokio::task::JoinSet::new();
+        let (_release, rx) = watch::channel(true);
+        loop {
+            tokio::select! {
+                Ok((stream, _)) = listener.accept() => {
+                    let rx = rx.clone();
+                    conns.spawn(async move {
+                        let service = hyper::service::service_fn(move |req| {
+                            let rx = rx.clone();
+                            async move { Ok::<_, Infallible>(answer(name, req, rx).await) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+                Some(_) = conns.join_next() => {}
+            }
+        }
+    });
+    (addr, task.abort_handle())
+}
+
+/// A replica dies under load. Its port refuses connections, so new requests are retried on the
+/// other replicas; only requests that had already reached it can fail (as 502, never as a broken
+/// client connection), and none once readiness has taken it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_under_load_breaks_no_client_connection() {
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(killable_server("web").await);
+    }
+    let (proxy, addr) = proxy().await;
+    let ups: Vec<Arc<Upstream>> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, (a, _))| upstream("1", i as u32, *a))
+        .collect();
+    proxy.set_route(addr, None, table(ups.clone()));
+    let clients = 4;
+    let load = Load::start(addr, clients, "/jitter").await;
+    servers[0].1.abort();
+    // The health probe notices after a while; until then the proxy still picks the replica.
+    load.wait_for_more(50).await;
+    ups[0].set_ready(false);
+    let out = Instant::now();
+    load.wait_for_more(200).await;
+    let failures = load.stop().await;
+    eprintln!("requests that had reached the killed replica: {}", failures.len());
+    // A connection error would mean the proxy broke a client connection.
+    assert!(
+        failures.iter().all(|f| f.what.starts_with("502")),
+        "{failures:?}"
+    );
+    assert!(failures.iter().all(|f| f.at < out), "{failures:?}");
+    let mut text = String::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    proxy.register_metrics(&mut registry);
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("proxy_upstream_connect_failures_total{")
+                && l.contains("web/1/0")
+                && !l.ends_with(" 0")),
+        "{text}"
+    );
     proxy.shutdown().await;
 }

@@ -12,7 +12,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
-bin="$target/release/examples"
+bin="$target/${PROFILE:-release}/examples"
 duration="${DURATION:-10s}"
 connections="${CONNECTIONS:-50}"
 load_cpu="${LOAD_CPU:-0}"

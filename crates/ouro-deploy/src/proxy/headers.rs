@@ -1,5 +1,6 @@
 //! Header rewriting between client and replica.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use hyper::header::{
@@ -112,7 +113,7 @@ pub(crate) fn prepare_request<B>(
     if !chain.is_empty() {
         chain.push_str(", ");
     }
-    chain.push_str(&client_ip.to_string());
+    let _ = write!(chain, "{client_ip}");
     if let Ok(v) = HeaderValue::from_str(&chain) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }

@@ -1018,7 +1018,10 @@ async fn a_replica_killed_under_load_breaks_no_client_connection() {
     let out = Instant::now();
     load.wait_for_more(200).await;
     let failures = load.stop().await;
-    eprintln!("requests that had reached the killed replica: {}", failures.len());
+    eprintln!(
+        "requests that had reached the killed replica: {}",
+        failures.len()
+    );
     // A connection error would mean the proxy broke a client connection.
     assert!(
         failures.iter().all(|f| f.what.starts_with("502")),

@@ -6,6 +6,7 @@
 pub mod deployments;
 pub mod migrations;
 pub mod services;
+pub mod proxy;
 pub mod spec;
 pub mod strategy;
 pub mod target;

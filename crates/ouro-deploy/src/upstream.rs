@@ -18,6 +18,9 @@ pub struct Upstream {
     in_flight: AtomicU64,
     /// Upgraded (WebSocket) connections currently open through the proxy.
     upgraded: AtomicU64,
+    /// Bumped when a drain closes this replica's upgraded connections. A generation rather than a
+    /// flag: a drained version that is switched back to gets new connections that must stay open.
+    close_upgraded: tokio::sync::watch::Sender<u64>,
 }
 
 impl Upstream {
@@ -30,6 +33,7 @@ impl Upstream {
             ready: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
             upgraded: AtomicU64::new(0),
+            close_upgraded: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -47,6 +51,17 @@ impl Upstream {
 
     pub fn upgraded(&self) -> u64 {
         self.upgraded.load(Ordering::Acquire)
+    }
+
+    /// Asks every upgraded connection open now to close (the proxy's drain, after the grace).
+    pub fn close_upgraded(&self) {
+        self.close_upgraded
+            .send_modify(|generation| *generation += 1);
+    }
+
+    /// Changes when [`Upstream::close_upgraded`] is called after this subscription.
+    pub fn upgraded_close_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.close_upgraded.subscribe()
     }
 
     /// Counts a request until the guard drops.

@@ -2,5 +2,6 @@
 
 mod records;
 mod services;
+mod proxy;
 mod split;
 mod strategies;

@@ -1,0 +1,174 @@
+//! Header rewriting between client and replica.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use hyper::header::{
+    CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
+    TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+use hyper::{Request, Uri, Version};
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes the headers that describe one connection (RFC 9110 7.6.1), including those the
+/// `Connection` header names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        &CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &PROXY_AUTHENTICATE,
+        &PROXY_AUTHORIZATION,
+        &TE,
+        &TRAILER,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` + `Upgrade`).
+pub(crate) fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let asks = req.headers().get_all(CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+    });
+    if asks {
+        req.headers().get(UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// The `Host` header (HTTP/1.1) or the `:authority` (HTTP/2).
+pub(crate) fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+/// A host without its port (`[::1]:80` → `[::1]`).
+pub(crate) fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// Turns a client's request into the one the replica gets: hop-by-hop headers out, the
+/// upgrade (if any) asked again, `X-Forwarded-*` set, origin-form URI, HTTP/1.1.
+pub(crate) fn prepare_request<B>(
+    req: &mut Request<B>,
+    client_ip: IpAddr,
+    upgrade: Option<HeaderValue>,
+) {
+    let authority = req.uri().authority().cloned();
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    if let Some(protocol) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, protocol);
+    }
+    // HTTP/2 requests carry the host as `:authority`; HTTP/1.1 replicas need `Host`.
+    if !headers.contains_key(HOST)
+        && let Some(a) = &authority
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        headers.insert(HOST, v);
+    }
+    let mut chain = String::new();
+    for v in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(s) = v.to_str() {
+            if !chain.is_empty() {
+                chain.push_str(", ");
+            }
+            chain.push_str(s);
+        }
+    }
+    if !chain.is_empty() {
+        chain.push_str(", ");
+    }
+    let _ = write!(chain, "{client_ip}");
+    if let Ok(v) = HeaderValue::from_str(&chain) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    // The proxy serves plain HTTP; a TLS terminator in front sets its own headers upstream of us.
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    if let Some(host) = headers.get(HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        *req.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+    }
+    *req.version_mut() = Version::HTTP_11;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_cut_from_host_names() {
+        assert_eq!(host_name("a.test:8080"), "a.test");
+        assert_eq!(host_name("a.test"), "a.test");
+        assert_eq!(host_name("[::1]:80"), "[::1]");
+        assert_eq!(host_name("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn headers_named_by_connection_are_removed_with_the_standard_ones() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, X-Hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["x-kept"]);
+    }
+
+    #[test]
+    fn an_http2_request_becomes_origin_form_with_host_and_forwarded_headers() {
+        let mut req = Request::builder()
+            .version(Version::HTTP_2)
+            .uri("http://app.test:8080/a?b=1")
+            .header("x-forwarded-for", "10.0.0.1")
+            .body(())
+            .unwrap();
+        prepare_request(&mut req, "127.0.0.1".parse().unwrap(), None);
+        assert_eq!(req.uri().to_string(), "/a?b=1");
+        assert_eq!(req.version(), Version::HTTP_11);
+        let h = req.headers();
+        assert_eq!(h[HOST], "app.test:8080");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "app.test:8080");
+    }
+}

@@ -1,0 +1,112 @@
+//! Keep-alive HTTP/1.1 connections to replicas. Our own small pool rather than hyper-util's
+//! client: a failed connect must hand the request back untouched so it can go to another
+//! replica, which needs the connect and the send as separate steps.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{Builder, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+pub(crate) type Sender = SendRequest<Incoming>;
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+pub(crate) struct Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    idle_timeout: Duration,
+    max_idle: usize,
+    connect_timeout: Duration,
+    max_header_bytes: usize,
+}
+
+impl Pool {
+    pub fn new(
+        idle_timeout: Duration,
+        max_idle: usize,
+        connect_timeout: Duration,
+        max_header_bytes: usize,
+    ) -> Pool {
+        Pool {
+            idle: Mutex::new(HashMap::new()),
+            idle_timeout,
+            max_idle,
+            connect_timeout,
+            max_header_bytes,
+        }
+    }
+
+    /// An idle connection to `addr` that can take a request now.
+    pub fn take(&self, addr: SocketAddr) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.get_mut(&addr)?;
+        // Most recently used first: it is the least likely to have been closed by the replica.
+        while let Some(entry) = list.pop() {
+            if entry.since.elapsed() < self.idle_timeout && entry.sender.is_ready() {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose last exchange finished.
+    pub fn put(self: &Arc<Self>, addr: SocketAddr, mut sender: Sender) {
+        if sender.is_ready() {
+            self.keep(addr, sender);
+        } else if !sender.is_closed() {
+            // The connection task has not yet noticed the end of the response; wait for it
+            // off the request path.
+            let pool = self.clone();
+            tokio::spawn(async move {
+                if sender.ready().await.is_ok() {
+                    pool.keep(addr, sender);
+                }
+            });
+        }
+    }
+
+    fn keep(&self, addr: SocketAddr, sender: Sender) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(addr).or_default();
+        if list.len() < self.max_idle {
+            list.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// A new connection to `addr`; its task ends when the connection closes.
+    pub async fn connect(&self, addr: SocketAddr) -> std::io::Result<Sender> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = Builder::new()
+            .max_buf_size(self.max_header_bytes.max(8192))
+            .max_header_size(self.max_header_bytes)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(async move {
+            // Errors here reach the request as the response's error; nothing more to report.
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(sender)
+    }
+
+    /// Drops idle connections to replicas that are gone.
+    pub fn forget(&self, addr: SocketAddr) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.remove(&addr);
+    }
+}

@@ -3,6 +3,7 @@
 //! strategies that move traffic (recreate, rolling, blue-green, canary), deployments and
 //! rollback. It knows nothing of HTTP routes of the API; the server wires it.
 
+pub mod local;
 pub mod spec;
 pub mod target;
 pub mod upstream;

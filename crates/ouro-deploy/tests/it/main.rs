@@ -1,3 +1,4 @@
 //! Deploy's integration tests: one binary, a module per area.
 
+mod local;
 mod split;

@@ -7,6 +7,7 @@ pub mod deployments;
 pub mod migrations;
 pub mod services;
 pub mod proxy;
+pub mod local;
 pub mod spec;
 pub mod strategy;
 pub mod target;

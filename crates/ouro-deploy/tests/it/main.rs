@@ -3,5 +3,6 @@
 mod records;
 mod services;
 mod proxy;
+mod local;
 mod split;
 mod strategies;

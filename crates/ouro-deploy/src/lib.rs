@@ -4,10 +4,12 @@
 //! rollback. It knows nothing of HTTP routes of the API; the server wires it.
 
 pub mod deployments;
-pub mod migrations;
-pub mod services;
-pub mod proxy;
+pub mod engine;
 pub mod local;
+pub mod local_target;
+pub mod migrations;
+pub mod proxy;
+pub mod services;
 pub mod spec;
 pub mod strategy;
 pub mod target;

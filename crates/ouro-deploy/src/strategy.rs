@@ -125,7 +125,8 @@ async fn start_ready(
     opts: &Options,
 ) -> Result<(), Moved> {
     let svc = plan.new.service.name.as_str();
-    let env = plan.new.environment.as_str();
+    let key = plan.new.key();
+    let env = key.as_str();
     let version = plan.new.version.as_str();
     let t = now();
     if let Err(e) = target.start(plan.new).await {
@@ -170,7 +171,7 @@ async fn start_ready(
 async fn route(target: &dyn Target, plan: &ServicePlan<'_>, split: &Split) -> Result<u64, String> {
     let started = std::time::Instant::now();
     target
-        .route(&plan.new.environment, &plan.new.service, plan.route, split)
+        .route(&plan.new.key(), &plan.new.service, plan.route, split)
         .await
         .map_err(|e| e.to_string())?;
     Ok(started.elapsed().as_micros() as u64)
@@ -199,7 +200,7 @@ async fn drain(target: &dyn Target, steps: &dyn Steps, plan: &ServicePlan<'_>, v
     let svc = plan.new.service.name.as_str();
     let t = now();
     let r = target
-        .drain(&plan.new.environment, svc, version, &plan.new.service.drain)
+        .drain(&plan.new.key(), svc, version, &plan.new.service.drain)
         .await;
     let ok = r.is_ok();
     steps
@@ -220,7 +221,7 @@ async fn drain(target: &dyn Target, steps: &dyn Steps, plan: &ServicePlan<'_>, v
 async fn stop(target: &dyn Target, steps: &dyn Steps, plan: &ServicePlan<'_>, version: &str) {
     let svc = plan.new.service.name.as_str();
     let t = now();
-    let r = target.stop(&plan.new.environment, svc, version).await;
+    let r = target.stop(&plan.new.key(), svc, version).await;
     steps
         .record(
             svc,
@@ -344,7 +345,8 @@ async fn canary(
         return Moved::Live { keep_warm_ms: 0 };
     };
     let svc = plan.new.service.name.as_str();
-    let env = plan.new.environment.as_str();
+    let key = plan.new.key();
+    let env = key.as_str();
     let new_v = plan.new.version.as_str();
     for step in &c.steps {
         let t = now();

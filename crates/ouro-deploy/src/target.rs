@@ -14,7 +14,9 @@ use crate::spec::{Drain, Route, Service};
 /// What to run: one version of one service in one environment.
 #[derive(Clone, Debug)]
 pub struct VersionSpec {
+    /// The project's slug.
     pub project: String,
+    /// The environment's name (`staging`).
     pub environment: String,
     pub service: Service,
     pub version: String,
@@ -22,6 +24,14 @@ pub struct VersionSpec {
     pub bundle: PathBuf,
     /// The environment's variables and secrets (on top of the service's `env`).
     pub env: BTreeMap<String, String>,
+}
+
+impl VersionSpec {
+    /// The key a [`Target`] knows the environment by: `PROJECT/ENVIRONMENT` (two projects may
+    /// both have a `staging`). Every `environment` parameter of [`Target`] is such a key.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.project, self.environment)
+    }
 }
 
 /// Which version gets the traffic: all to `stable`, or `weight` percent to `canary`.
@@ -191,4 +201,10 @@ pub trait Target: Send + Sync {
 
     /// The replicas of a service in an environment, every version.
     fn status(&self, environment: &str, service: &str) -> Vec<ReplicaStatus>;
+
+    /// Where the service's traffic arrives (the proxy's bound `HOST:PORT`; a Service name on
+    /// Kubernetes), once routed.
+    fn endpoint(&self, _environment: &str, _service: &str) -> Option<String> {
+        None
+    }
 }

@@ -56,6 +56,10 @@ pub struct Inner {
     pub blobs: Arc<dyn ouro_build::blobs::BlobStore>,
     /// Wakes live job log streams: whoever appends to a job log calls `log_hub.notify(job_id)`.
     pub log_hub: ouro_build::logview::LogHub,
+    /// Deploy: the engine (deployments, rollback, environments) over the local target, whose
+    /// supervisor and proxy live as long as the server (docs/deploy.md).
+    pub deploy: Arc<ouro_deploy::engine::Engine>,
+    pub deploy_target: Arc<ouro_deploy::local_target::LocalTarget>,
 }
 
 impl std::ops::Deref for AppState {
@@ -93,6 +97,7 @@ pub fn all_migrations() -> Vec<Migration> {
         ouro_build::MIGRATIONS,
         ouro_test::MIGRATIONS,
         ouro_release::MIGRATIONS,
+        ouro_deploy::MIGRATIONS,
     ]
     .concat()
 }
@@ -192,7 +197,29 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<Running,
         &settings.data_dir,
         Duration::from_secs(settings.build_lease_seconds),
     );
+    // Deploy: supervised replicas in DATA_DIR/deploy behind the built-in proxy. Nothing starts
+    // until `serve` restores the recorded environments.
+    let proxy = ouro_deploy::proxy::Proxy::new(Default::default());
+    let deploy_target = Arc::new(ouro_deploy::local_target::LocalTarget::new(
+        ouro_deploy::local::Supervisor::new(settings.data_dir.join("deploy"), Default::default()),
+        proxy.clone(),
+        settings.deploy_listen.clone(),
+    ));
+    let deploy = ouro_deploy::engine::Engine::new(
+        store.clone(),
+        deploy_target.clone(),
+        ouro_deploy::engine::EngineConfig {
+            data_dir: settings.data_dir.clone(),
+            repos_root: ouro_code::repos::root(&settings.data_dir),
+            secrets: Some(secrets.clone()),
+            options: ouro_deploy::strategy::Options {
+                ready_timeout: Duration::from_secs(settings.deploy_ready_timeout_secs),
+            },
+        },
+    );
     let state = AppState(Arc::new(Inner {
+        deploy,
+        deploy_target,
         blobs,
         intake_throttle: auth::Throttle::new(
             Duration::from_secs(ui::intake::THROTTLE_WINDOW_SECS),
@@ -205,7 +232,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<Running,
             settings.throttle_per_ip,
         ),
         store,
-        metrics: metrics::Metrics::new(),
+        metrics: metrics::Metrics::with(|r| proxy.register_metrics(r)),
         secrets,
         setup_token: Mutex::new(setup_token),
         base_url,
@@ -329,6 +356,7 @@ impl Running {
         workers.push(tokio::spawn(api::artifacts::gc_task(state.clone())));
         workers.push(tokio::spawn(mirror_scheduler(state.clone())));
         workers.push(tokio::spawn(promotion_ticker(state.clone())));
+        workers.push(tokio::spawn(deploy_start(state.clone())));
         let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
         let (fired_tx, mut fired_rx) = watch::channel(false);
         let signal = async move {
@@ -368,9 +396,37 @@ impl Running {
         for w in workers {
             w.abort();
         }
+        // The proxy stops listening; supervised replicas keep running (the next start adopts them).
+        state.deploy_target.proxy().shutdown().await;
         state.store.close().await;
         Ok(())
     }
+}
+
+/// Deploy at start: the supervisor adopts the replicas that survived the last run (or restarts
+/// them), the engine restores every environment's recorded version and traffic, then approved
+/// promotions are deployed as they come (the `deploy.promotions` consumer).
+async fn deploy_start(state: AppState) {
+    let mut shutdown = state.shutting_down.clone();
+    let restore = async {
+        match state.deploy_target.supervisor().recover().await {
+            Ok(r) => tracing::info!(report = ?r, "deploy: supervised replicas recovered"),
+            Err(e) => tracing::error!(error = %e, "deploy: recovering supervised replicas failed"),
+        }
+        if let Err(e) = state.deploy.recover().await {
+            tracing::error!(error = %e, "deploy: restoring the environments failed");
+        }
+    };
+    tokio::select! {
+        _ = restore => {}
+        _ = shutdown.wait_for(|s| *s) => return,
+    }
+    ouro_store::consumers::run(
+        state.store.clone(),
+        Arc::new(ouro_deploy::engine::PromotionDeployer(state.deploy.clone())),
+        state.shutting_down.clone(),
+    )
+    .await;
 }
 
 /// Scheduled pipelines: every 2 seconds the due `on.schedule` entries get their run (see

@@ -50,7 +50,13 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
+        Self::with(|_| {})
+    }
+
+    /// The metrics with more families registered by `extra` (the deploy proxy's golden signals).
+    pub fn with(extra: impl FnOnce(&mut Registry)) -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("ouro");
+        extra(&mut registry);
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_requests",

@@ -57,6 +57,11 @@ pub struct Settings {
     /// with `runner_lost` (`[build] lease_seconds`, env `OURO_BUILD_LEASE_SECONDS`; 6 to 3600,
     /// default 30).
     pub build_lease_seconds: u64,
+    /// Deploy (`[deploy]`; docs/deploy.md): where the built-in proxy listens for routes of
+    /// `.ouro/services.yml` that name no `listen` (env `OURO_DEPLOY_LISTEN`; default
+    /// 127.0.0.1:8080), and how long new replicas may take to become ready.
+    pub deploy_listen: String,
+    pub deploy_ready_timeout_secs: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -88,6 +93,8 @@ impl std::fmt::Debug for Settings {
             .field("runner_labels", &self.runner_labels)
             .field("build_log_cap_bytes", &self.build_log_cap_bytes)
             .field("build_lease_seconds", &self.build_lease_seconds)
+            .field("deploy_listen", &self.deploy_listen)
+            .field("deploy_ready_timeout_secs", &self.deploy_ready_timeout_secs)
             .finish()
     }
 }
@@ -118,6 +125,8 @@ impl Default for Settings {
             runner_labels: Vec::new(),
             build_log_cap_bytes: ouro_build::logs::LogConfig::default().cap_bytes,
             build_lease_seconds: (ouro_build::runner::LEASE_MS / 1000) as u64,
+            deploy_listen: "127.0.0.1:8080".into(),
+            deploy_ready_timeout_secs: 120,
         }
     }
 }
@@ -148,6 +157,17 @@ pub struct FileConfig {
     pub blobs: Option<ouro_build::blobs_s3::BlobSettings>,
     pub runner: Option<RunnerConfig>,
     pub build: Option<BuildConfig>,
+    pub deploy: Option<DeployConfig>,
+}
+
+/// The `[deploy]` table: the local target and its proxy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployConfig {
+    /// `HOST:PORT` of the proxy for routes that name no `listen`.
+    pub listen: Option<String>,
+    /// Seconds new replicas may take to become ready.
+    pub ready_timeout_secs: Option<u64>,
 }
 
 /// The `[build]` table: pipelines on the server.
@@ -304,6 +324,14 @@ impl Settings {
                     s.runner_labels = v;
                 }
             }
+            if let Some(d) = f.deploy {
+                if let Some(v) = d.listen {
+                    s.deploy_listen = v;
+                }
+                if let Some(v) = d.ready_timeout_secs {
+                    s.deploy_ready_timeout_secs = v;
+                }
+            }
             if let Some(b) = f.build {
                 if let Some(v) = b.log_cap_bytes {
                     s.build_log_cap_bytes = v;
@@ -379,6 +407,9 @@ impl Settings {
                     "OURO_BUILD_LEASE_SECONDS={v:?} is not a number of seconds"
                 ))
             })?;
+        }
+        if let Some(v) = env("OURO_DEPLOY_LISTEN") {
+            s.deploy_listen = v;
         }
         if let Some(v) = env("OURO_RUNNER_SLOTS") {
             s.runner_slots = v.parse().map_err(|_| {

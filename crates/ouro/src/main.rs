@@ -1,6 +1,7 @@
 //! The `ouro` command. Thin: it parses flags, loads settings and calls into the library crates.
 
 mod cr;
+mod deploy;
 mod items;
 mod lint;
 mod pipeline;
@@ -74,6 +75,10 @@ enum Command {
     /// running server (needs --token or OURO_TOKEN).
     #[command(subcommand)]
     Release(release::ReleaseCommand),
+    /// Deployments on a running server: `ouro deploy status|rollout|rollback --env E` (needs
+    /// --token or OURO_TOKEN).
+    #[command(subcommand)]
+    Deploy(deploy::DeployCommand),
 }
 
 #[derive(Args, Clone)]
@@ -249,6 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Items(cmd) => items::run(cmd).await,
         Command::Cr(cmd) => cr::run(cmd).await,
         Command::Release(cmd) => release::run(cmd).await,
+        Command::Deploy(cmd) => deploy::run(cmd).await,
         Command::Secret(cmd) => vars::run(vars::Which::Secret, cmd).await,
         Command::Var(cmd) => vars::run(vars::Which::Var, cmd).await,
         Command::Runner(a) => runner::run(a).await,

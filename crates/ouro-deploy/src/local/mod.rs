@@ -604,8 +604,13 @@ impl Supervisor {
             adopted,
         );
         let r = Arc::new(Replica {
+            // The proxy's numbers and metrics are per service label: qualified with project
+            // and environment, since two environments may run the same version side by side.
             upstream: Upstream::new(
-                &run.service.name,
+                &crate::local_target::qualified(
+                    &format!("{}/{}", run.project, run.environment),
+                    &run.service.name,
+                ),
                 &run.version,
                 index,
                 SocketAddr::from((Ipv4Addr::LOCALHOST, port)),

@@ -161,7 +161,7 @@ fn service(strategy: Strategy) -> Service {
 fn spec(service: Service, version: &str) -> VersionSpec {
     VersionSpec {
         project: "demo".into(),
-        environment: "demo/staging".into(),
+        environment: "staging".into(),
         service,
         version: version.into(),
         bundle: PathBuf::from("bundle.tar.zst"),

@@ -18,6 +18,7 @@ pub mod pipeline_logs;
 pub mod pipelines;
 pub mod plan_config;
 pub mod projects;
+pub mod deploy;
 pub mod promotions;
 pub mod push_rules;
 pub mod release_bundles;
@@ -67,6 +68,7 @@ pub fn register(reg: &mut Registry) {
     runners::register(reg);
     test_results::register(reg);
     promotions::register(reg);
+    deploy::register(reg);
     release_bundles::register(reg);
     releases::register(reg);
     crate::git_http::register(reg);

@@ -28,6 +28,7 @@ pub mod plan_links;
 pub mod plan_settings;
 pub mod project_settings;
 pub mod projects;
+pub mod deploy;
 pub mod promotions;
 pub mod releases;
 pub mod runners;
@@ -80,6 +81,7 @@ pub fn register(reg: &mut Registry) {
     artifacts::register(reg);
     test_results::register(reg);
     promotions::register(reg);
+    deploy::register(reg);
     releases::register(reg);
     pipeline_logs::register(reg);
     build_vars::register(reg);

@@ -72,7 +72,7 @@ pub const PHASES: &[PhaseLink] = &[
         name: "Deploy",
         path: "deploy",
         blurb: "Environments, blue-green, canary, rollback and flags.",
-        ready: false,
+        ready: true,
     },
     PhaseLink {
         name: "Operate",

@@ -20,6 +20,7 @@ mod code_runs;
 mod cr_meta;
 mod cr_threads;
 mod csv;
+mod deploy;
 mod drift;
 mod events;
 mod guard;

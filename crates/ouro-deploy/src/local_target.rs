@@ -1,0 +1,187 @@
+//! The local target (the embedded default): versions run as supervised processes
+//! ([`crate::local::Supervisor`]) behind the built-in proxy ([`crate::proxy::Proxy`]). A
+//! route's traffic switch is one table swap in the proxy.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::local::Supervisor;
+use crate::proxy::Proxy;
+use crate::spec::{Drain, Route, Service, Strategy};
+use crate::target::{DrainReport, ReplicaStatus, Split, Target, TargetError, TrafficStats, VersionSpec};
+
+pub struct LocalTarget {
+    supervisor: Arc<Supervisor>,
+    proxy: Proxy,
+    /// Where routes without `listen` go (`[deploy] listen`).
+    default_listen: String,
+    /// The address each (environment key, service) route is bound to: a `listen` with port 0
+    /// binds once and keeps that port for later switches.
+    bound: Mutex<HashMap<(String, String), (SocketAddr, Option<String>)>>,
+}
+
+/// `PROJECT/ENVIRONMENT` → (project, environment).
+fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or(("", key))
+}
+
+/// The name the proxy's numbers and metrics carry for a service: unique per project and
+/// environment (two environments may run the same version of a service side by side).
+pub fn qualified(key: &str, service: &str) -> String {
+    format!("{key}/{service}")
+}
+
+impl LocalTarget {
+    pub fn new(supervisor: Arc<Supervisor>, proxy: Proxy, default_listen: String) -> LocalTarget {
+        LocalTarget {
+            supervisor,
+            proxy,
+            default_listen,
+            bound: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn supervisor(&self) -> &Arc<Supervisor> {
+        &self.supervisor
+    }
+
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    fn upstreams(&self, key: &str, service: &str, version: &str) -> Vec<Arc<crate::upstream::Upstream>> {
+        let (project, env) = split_key(key);
+        self.supervisor.upstreams(project, env, service, version)
+    }
+}
+
+impl Target for LocalTarget {
+    fn start<'a>(&'a self, spec: &'a VersionSpec) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move { self.supervisor.start_version(spec).await.map(|_| ()) })
+    }
+
+    fn wait_ready<'a>(
+        &'a self,
+        environment: &'a str,
+        service: &'a str,
+        version: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            let (project, env) = split_key(environment);
+            self.supervisor
+                .wait_ready(project, env, service, version, timeout)
+                .await
+        })
+    }
+
+    fn route<'a>(
+        &'a self,
+        environment: &'a str,
+        service: &'a Service,
+        route: &'a Route,
+        split: &'a Split,
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            let key = (environment.to_string(), service.name.clone());
+            let known = self
+                .bound
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .cloned();
+            let addr = match known {
+                Some((addr, _)) => addr,
+                None => {
+                    let listen = route.listen.as_deref().unwrap_or(&self.default_listen);
+                    self.proxy.listen(listen).await.map_err(|e| {
+                        TargetError::Other(format!(
+                            "the proxy cannot listen on {listen}: {e}; choose another `listen` in the route or free the port"
+                        ))
+                    })?
+                }
+            };
+            let stable = self.upstreams(environment, &service.name, &split.stable);
+            let canary = split
+                .canary
+                .as_ref()
+                .map(|(v, w)| (self.upstreams(environment, &service.name, v), *w));
+            let sticky = match &service.strategy {
+                Strategy::Canary(c) => c.sticky.clone(),
+                _ => None,
+            };
+            let mut table = self
+                .proxy
+                .route_table(&qualified(environment, &service.name), stable);
+            table.canary = canary;
+            table.sticky = sticky;
+            self.proxy.set_route(addr, route.host.as_deref(), table);
+            self.bound
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, (addr, route.host.clone()));
+            Ok(())
+        })
+    }
+
+    fn stats(&self, environment: &str, service: &str, version: &str) -> TrafficStats {
+        self.proxy.stats(&qualified(environment, service), version)
+    }
+
+    fn drain<'a>(
+        &'a self,
+        environment: &'a str,
+        service: &'a str,
+        version: &'a str,
+        drain: &'a Drain,
+    ) -> BoxFuture<'a, Result<DrainReport, TargetError>> {
+        Box::pin(async move {
+            let ups = self.upstreams(environment, service, version);
+            Ok(self.proxy.drain(&ups, drain).await)
+        })
+    }
+
+    fn stop<'a>(
+        &'a self,
+        environment: &'a str,
+        service: &'a str,
+        version: &'a str,
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            let (project, env) = split_key(environment);
+            self.supervisor
+                .stop_version(project, env, service, version)
+                .await
+        })
+    }
+
+    fn status(&self, environment: &str, service: &str) -> Vec<ReplicaStatus> {
+        let (project, env) = split_key(environment);
+        self.supervisor.status(project, env, service)
+    }
+
+    fn endpoint(&self, environment: &str, service: &str) -> Option<String> {
+        self.bound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(environment.to_string(), service.to_string()))
+            .map(|(a, _)| a.to_string())
+    }
+}
+
+/// Removes every route of an environment (a review environment torn down).
+pub fn unroute(target: &LocalTarget, environment: &str) {
+    let mut bound = target.bound.lock().unwrap_or_else(|e| e.into_inner());
+    bound.retain(|(env, _), (addr, host)| {
+        if env == environment {
+            target.proxy.remove_route(*addr, host.as_deref());
+            false
+        } else {
+            true
+        }
+    });
+}

@@ -1,0 +1,472 @@
+//! Deploy end to end on the local target: a real small HTTP service (python3) in signed release
+//! bundles, deployed blue-green behind the built-in proxy through the API, rolled back, under a
+//! steady keep-alive load with zero failed requests; a canary whose new version fails its
+//! error-rate check rolls back by itself; an approved promotion is deployed without a call.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ouro_release::{bundle, signing};
+use ouro_store::q;
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::code_hosting::app_checkout;
+use crate::support::{TestServer, backends, error_code};
+
+/// The service: answers `/` with its version (or 500 when `FAIL` is in its source), `/healthz`
+/// with 200; HTTP/1.1 keep-alive.
+fn app(version: &str, fail: bool) -> String {
+    format!(
+        r#"import os, http.server, socketserver
+VERSION = "{version}"
+FAIL = {fail}
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        code = 200
+        body = VERSION.encode()
+        if self.path != "/healthz" and FAIL:
+            code = 500
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+S(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#,
+        fail = if fail { "True" } else { "False" }
+    )
+}
+
+const SERVICES: &str = r#"services:
+  web:
+    run: exec python3 app.py
+    replicas: 2
+    health:
+      readiness: {http: /healthz, interval: 200ms, timeout: 1s, failure: 1}
+    route:
+      staging: {listen: "127.0.0.1:0"}
+      production: {listen: "127.0.0.1:0"}
+    strategy: {kind: blue-green, keep-warm: 5m}
+    drain: {timeout: 5s, upgrade-grace: 1s}
+"#;
+
+const CANARY: &str = r#"services:
+  web:
+    run: exec python3 app.py
+    replicas: 1
+    health:
+      readiness: {http: /healthz, interval: 200ms, timeout: 1s, failure: 1}
+    route:
+      staging: {listen: "127.0.0.1:0"}
+    strategy:
+      kind: canary
+      steps: [{weight: 50, pause: 1500ms}, 100]
+      sticky: {header: x-client}
+      analysis: {max-error-rate: 5%, min-requests: 5}
+      keep-warm: 5m
+"#;
+
+/// A published release `version` of repo `app` at `sha` whose bundle holds `app.py`.
+async fn release(s: &TestServer, project_id: i64, version: &str, sha: &str, source: &str) -> i64 {
+    let mut tx = s.state.store.begin().await.unwrap();
+    let repo = q("SELECT id FROM code_repos WHERE name = 'app'")
+        .fetch_one(&mut tx)
+        .await
+        .unwrap()
+        .i64("id")
+        .unwrap();
+    let id = q(
+        "INSERT INTO release_releases (project_id, repo_id, version, tag, sha, state, notes, \
+         created_at, published_by, published_at) VALUES ($1, $2, $3, $4, $5, 'published', '', 1, \
+         (SELECT id FROM users WHERE name = 'admin'), 1) RETURNING id",
+    )
+    .bind(project_id)
+    .bind(repo)
+    .bind(version)
+    .bind(format!("v{version}"))
+    .bind(sha)
+    .fetch_one(&mut tx)
+    .await
+    .unwrap()
+    .i64("id")
+    .unwrap();
+    s.state.blobs.put(&mut source.as_bytes(), None).unwrap();
+    q("INSERT INTO release_artifacts (release_id, path, sha256, size) VALUES ($1, 'app.py', $2, $3)")
+        .bind(id)
+        .bind(hex::encode(Sha256::digest(source.as_bytes())))
+        .bind(source.len() as i64)
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let key = signing::load_or_create(&s.state.settings.data_dir).unwrap();
+    bundle::create_for_release(&s.state.store, s.state.blobs.clone(), &key, id)
+        .await
+        .unwrap();
+    id
+}
+
+/// Waits until deployment `id` is no longer running and returns it.
+async fn finished(s: &TestServer, id: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, d) = s
+            .admin(
+                Method::GET,
+                &format!("/api/v1/projects/demo/deployments/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(st, 200, "{d}");
+        if d["state"] != "running" {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "deployment {id} still running: {d}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn deploy(s: &TestServer, env: &str, version: &str) -> Value {
+    let (st, d) = s
+        .admin(
+            Method::POST,
+            &format!("/api/v1/projects/demo/environments/{env}/deployments"),
+            Some(json!({"version": version})),
+        )
+        .await;
+    assert_eq!(st, 202, "{d}");
+    assert_eq!(d["state"], "running");
+    finished(s, d["id"].as_i64().unwrap()).await
+}
+
+async fn environment(s: &TestServer, env: &str) -> Value {
+    let (st, v) = s
+        .admin(
+            Method::GET,
+            &format!("/api/v1/projects/demo/environments/{env}"),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
+/// Stops every version the test started: supervised replicas outlive the server by design.
+struct Cleanup(ouro_server::AppState, Vec<(String, String)>);
+
+impl Cleanup {
+    async fn run(self) {
+        use ouro_deploy::target::Target;
+        for (env, version) in &self.1 {
+            let _ = self.0.deploy_target.stop(env, "web", version).await;
+        }
+    }
+}
+
+/// A keep-alive client that sends requests through the proxy until stopped; counts failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(url: String) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (st, okc, fc) = (stop.clone(), ok.clone(), failed.clone());
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(4)
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap();
+            while !st.load(Ordering::Relaxed) {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.text().await;
+                        okc.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => fc.lock().unwrap().push(format!("status {}", r.status())),
+                    Err(e) => fc.lock().unwrap().push(format!("{e:?}")),
+                }
+            }
+        });
+        Load {
+            stop,
+            ok,
+            failed,
+            task,
+        }
+    }
+
+    async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.lock().unwrap().clone(),
+        )
+    }
+}
+
+async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test]
+async fn blue_green_deploys_and_rolls_back_with_zero_failed_requests() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        let name = db.name();
+        let project = s.demo_project().await;
+        let (git, work, _) = app_checkout(&s).await;
+        std::fs::create_dir_all(work.join(".ouro")).unwrap();
+        let sha = git
+            .commit(&work, ".ouro/services.yml", SERVICES, "Run the web service")
+            .await;
+        git.run(&work, &["push", "-q", "origin", "main"]).await;
+        release(&s, project.id, "1.0.0", &sha, &app("1.0.0", false)).await;
+        release(&s, project.id, "1.1.0", &sha, &app("1.1.0", false)).await;
+        let cleanup = Cleanup(
+            s.state.clone(),
+            vec![
+                ("demo/staging".into(), "1.0.0".into()),
+                ("demo/staging".into(), "1.1.0".into()),
+            ],
+        );
+
+        // Nothing deployed yet; nothing to roll back.
+        let (st, body) = s
+            .admin(Method::GET, "/api/v1/projects/demo/environments/staging", None)
+            .await;
+        assert_eq!((st, error_code(&body).as_str()), (404, "deploy.environment_not_found"), "{name}");
+
+        let d = deploy(&s, "staging", "1.0.0").await;
+        assert_eq!(d["state"], "succeeded", "{name}: {d}");
+        assert_eq!(d["strategy"], "blue-green");
+        let steps: Vec<&str> = d["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(steps, ["start", "ready", "switch"], "{d}");
+        let env = environment(&s, "staging").await;
+        assert_eq!(env["version"], "1.0.0", "{env}");
+        let replicas = env["replicas"].as_array().unwrap();
+        assert_eq!(replicas.len(), 2, "{env}");
+        assert!(replicas.iter().all(|r| r["health"] == "ready"), "{env}");
+        let listen = env["services"][0]["listen"].as_str().unwrap().to_string();
+        let url = format!("http://{listen}/");
+        assert_eq!(get_text(&url).await, "1.0.0");
+
+        let (st, body) = s
+            .admin(Method::POST, "/api/v1/projects/demo/environments/staging/rollback", None)
+            .await;
+        assert_eq!((st, error_code(&body).as_str()), (409, "deploy.nothing_to_roll_back"));
+
+        // Under a steady keep-alive load: 1.1.0 goes live, then back to 1.0.0, several times.
+        let load = Load::start(url.clone());
+        let d = deploy(&s, "staging", "1.1.0").await;
+        assert_eq!(d["state"], "succeeded", "{d}");
+        assert_eq!(get_text(&url).await, "1.1.0");
+        let env = environment(&s, "staging").await;
+        assert_eq!((env["version"].as_str(), env["previous_version"].as_str()), (Some("1.1.0"), Some("1.0.0")));
+        assert_eq!(env["services"][0]["traffic"], json!({"1.1.0": 100}));
+        // The old version is still warm beside the new one.
+        assert_eq!(env["replicas"].as_array().unwrap().len(), 4, "{env}");
+
+        for round in 0..3 {
+            let started = Instant::now();
+            let (st, rb) = s
+                .admin(Method::POST, "/api/v1/projects/demo/environments/staging/rollback", None)
+                .await;
+            assert_eq!(st, 202, "{rb}");
+            assert_eq!(rb["kind"], "rollback");
+            let rb = finished(&s, rb["id"].as_i64().unwrap()).await;
+            assert_eq!(rb["state"], "succeeded", "{rb}");
+            let back = if round % 2 == 0 { "1.0.0" } else { "1.1.0" };
+            assert_eq!(get_text(&url).await, back, "round {round}");
+            // Generous: the measured figure (well under a second) is in docs/benchmarks.md.
+            assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        }
+        let (ok, failed) = load.finish().await;
+        assert!(failed.is_empty(), "{name}: {} failed requests: {:?}", failed.len(), &failed[..failed.len().min(5)]);
+        assert!(ok > 10, "{ok}");
+
+        // Deployments and their events.
+        let (_, list) = s
+            .admin(Method::GET, "/api/v1/projects/demo/deployments?environment=staging", None)
+            .await;
+        assert_eq!(list.as_array().unwrap().len(), 5, "{list}");
+        let kinds: Vec<String> = q("SELECT kind FROM events WHERE kind LIKE 'deploy.%' AND kind <> 'deploy.step' ORDER BY seq")
+            .fetch_all(&mut s.state.store.read().await.unwrap())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.text("kind").unwrap())
+            .collect();
+        assert_eq!(kinds.iter().filter(|k| *k == "deploy.started").count(), 5, "{kinds:?}");
+        assert_eq!(kinds.iter().filter(|k| *k == "deploy.rolled_back").count(), 3, "{kinds:?}");
+
+        // Errors: an unknown release, a viewer, a release without services.yml.
+        let (st, body) = s
+            .admin(
+                Method::POST,
+                "/api/v1/projects/demo/environments/staging/deployments",
+                Some(json!({"version": "9.9.9"})),
+            )
+            .await;
+        assert_eq!((st, error_code(&body).as_str()), (404, "release.not_found"));
+        let vic = s.user("vic").await;
+        let (st, _) = s
+            .admin(Method::PUT, "/api/v1/projects/demo/members/vic", Some(json!({"role": "viewer"})))
+            .await;
+        assert_eq!(st, 200);
+        let (st, body) = s
+            .call(Method::POST, "/api/v1/projects/demo/environments/staging/rollback", Some(&vic), None)
+            .await;
+        assert_eq!(st, 403, "{body}");
+        let (st, _) = s
+            .call(Method::GET, "/api/v1/projects/demo/environments/staging", Some(&vic), None)
+            .await;
+        assert_eq!(st, 200);
+        git.run(&work, &["rm", "-q", ".ouro/services.yml"]).await;
+        let gone = git.commit(&work, "NOTES.md", "x\n", "Drop services").await;
+        git.run(&work, &["push", "-q", "origin", "main"]).await;
+        release(&s, project.id, "3.0.0", &gone, &app("3.0.0", false)).await;
+        let (st, body) = s
+            .admin(
+                Method::POST,
+                "/api/v1/projects/demo/environments/staging/deployments",
+                Some(json!({"version": "3.0.0"})),
+            )
+            .await;
+        assert_eq!((st, error_code(&body).as_str()), (422, "deploy.no_services"), "{body}");
+
+        cleanup.run().await;
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_failing_canary_rolls_back_by_itself_and_says_why() {
+    let db = &backends()[0];
+    let s = TestServer::start(db).await;
+    let project = s.demo_project().await;
+    let (git, work, _) = app_checkout(&s).await;
+    std::fs::create_dir_all(work.join(".ouro")).unwrap();
+    let sha = git.commit(&work, ".ouro/services.yml", CANARY, "Canary").await;
+    git.run(&work, &["push", "-q", "origin", "main"]).await;
+    release(&s, project.id, "1.0.0", &sha, &app("1.0.0", false)).await;
+    release(&s, project.id, "1.1.0", &sha, &app("1.1.0", true)).await;
+    let cleanup = Cleanup(
+        s.state.clone(),
+        vec![
+            ("demo/staging".into(), "1.0.0".into()),
+            ("demo/staging".into(), "1.1.0".into()),
+        ],
+    );
+    let d = deploy(&s, "staging", "1.0.0").await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+    let env = environment(&s, "staging").await;
+    let url = format!("http://{}/", env["services"][0]["listen"].as_str().unwrap());
+
+    // Requests from many clients: the `x-client` header is the stickiness key, so about half of
+    // them reach the canary.
+    let load = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let client = reqwest::Client::new();
+            let mut codes = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                i += 1;
+                match client.get(&url).header("x-client", i.to_string()).send().await {
+                    Ok(r) => codes.push(r.status().as_u16()),
+                    Err(_) => codes.push(0),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            codes
+        }
+    });
+    let d = deploy(&s, "staging", "1.1.0").await;
+    load.abort();
+    assert_eq!(d["state"], "rolled_back", "{d}");
+    let reason = d["reason"].as_str().unwrap();
+    assert!(reason.contains("canary step 50% failed"), "{reason}");
+    assert!(reason.contains("error rate"), "{reason}");
+    assert!(reason.contains("traffic went back to 1.0.0"), "{reason}");
+    let step = d["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "canary")
+        .unwrap()
+        .clone();
+    assert_eq!(step["state"], "failed", "{step}");
+    assert!(step["detail"]["new"]["errors"].as_u64().unwrap() > 0, "{step}");
+    assert_eq!(get_text(&url).await, "1.0.0");
+    let env = environment(&s, "staging").await;
+    assert_eq!(env["version"], "1.0.0");
+    cleanup.run().await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_approved_promotion_is_deployed_without_a_call() {
+    let db = &backends()[0];
+    let s = TestServer::start(db).await;
+    let project = s.demo_project().await;
+    let (git, work, _) = app_checkout(&s).await;
+    std::fs::create_dir_all(work.join(".ouro")).unwrap();
+    git.commit(&work, ".ouro/services.yml", SERVICES, "Services").await;
+    let sha = git
+        .commit(&work, ".ouro/environments.yml", "environments:\n  staging: {}\n", "Path")
+        .await;
+    git.run(&work, &["push", "-q", "origin", "main"]).await;
+    release(&s, project.id, "1.0.0", &sha, &app("1.0.0", false)).await;
+    let cleanup = Cleanup(s.state.clone(), vec![("demo/staging".into(), "1.0.0".into())]);
+    let (st, p) = s
+        .admin(
+            Method::POST,
+            "/api/v1/projects/demo/releases/1.0.0/promotions",
+            Some(json!({"environment": "staging"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{p}");
+    assert_eq!(p["state"], "approved");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let d = loop {
+        let (_, list) = s
+            .admin(Method::GET, "/api/v1/projects/demo/deployments?release=1.0.0", None)
+            .await;
+        if let Some(d) = list.as_array().and_then(|l| l.first())
+            && d["state"] != "running"
+        {
+            break d.clone();
+        }
+        assert!(Instant::now() < deadline, "no deployment of the promotion: {list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(d["state"], "succeeded", "{d}");
+    assert_eq!(d["promotion_id"], p["id"]);
+    assert_eq!(d["actor"], "system:deploy");
+    let env = environment(&s, "staging").await;
+    assert_eq!(env["version"], "1.0.0");
+    cleanup.run().await;
+    s.stop().await;
+}

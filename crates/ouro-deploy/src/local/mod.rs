@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 
 pub use logs::{LogLine, LogStream};
 
-use crate::spec::{Port, Probe, Service};
+use crate::spec::{Port, Probe, Service, Stop};
 use crate::target::{ReplicaStatus, TargetError, VersionSpec};
 use crate::upstream::Upstream;
 use logs::{LogStore, Tailer};
@@ -376,8 +376,9 @@ impl Supervisor {
                     }
                 },
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    // Not desired any more: whatever still runs is a leftover of a stop.
-                    report.killed.extend(kill_leftovers(&vdir).await);
+                    // Not desired any more: whatever still runs is a leftover of an interrupted
+                    // stop, whose grace has passed.
+                    report.killed.extend(kill_leftovers(&vdir, None).await);
                     continue;
                 }
                 Err(e) => {
@@ -396,7 +397,7 @@ impl Supervisor {
                 env: rv.env,
             };
             let prefix = format!("{}/{}/", spec.project, spec.environment);
-            match self.launch(&spec, true).await {
+            match self.launch(&spec).await {
                 Ok(done) => {
                     for (id, how) in done {
                         match how {
@@ -422,7 +423,7 @@ impl Supervisor {
         self: &Arc<Self>,
         spec: &VersionSpec,
     ) -> Result<Vec<Arc<Upstream>>, TargetError> {
-        self.launch(spec, false).await?;
+        self.launch(spec).await?;
         Ok(self.upstreams(
             &spec.project,
             &spec.environment,
@@ -431,11 +432,10 @@ impl Supervisor {
         ))
     }
 
-    /// Starts (or, `adopt`, adopts where alive) every replica of a version.
+    /// Starts every replica of a version, adopting those still alive from an earlier Ouro.
     async fn launch(
         self: &Arc<Self>,
         spec: &VersionSpec,
-        adopt: bool,
     ) -> Result<Vec<(String, Launched)>, TargetError> {
         check_name("project", &spec.project)?;
         check_name("environment", &spec.environment)?;
@@ -515,7 +515,7 @@ impl Supervisor {
                 done.push((r.id.clone(), Launched::Started));
                 continue;
             }
-            let (r, begin) = self.new_replica(&run, index, adopt).await?;
+            let (r, begin) = self.new_replica(&run, index).await?;
             let how = match begin {
                 Begin::Adopt { .. } => Launched::Adopted,
                 Begin::Spawn => Launched::Started,
@@ -542,7 +542,6 @@ impl Supervisor {
         &self,
         run: &Arc<RunSpec>,
         index: u32,
-        adopt: bool,
     ) -> Result<(Arc<Replica>, Begin), TargetError> {
         let dir = run.version_dir.join(REPLICAS).join(index.to_string());
         fs::create_dir_all(&dir).map_err(other)?;
@@ -553,17 +552,19 @@ impl Supervisor {
         let mut begin = Begin::Spawn;
         let mut port = None;
         if let Some(rec) = &record {
-            let alive =
-                process::lock_held(&lock_path) || process::is_same_process(rec.pid, rec.start_time);
-            if alive && process::is_same_process(rec.pid, rec.start_time) && adopt {
+            let same = process::is_same_process(rec.pid, rec.start_time);
+            // The lock says whether anything of the replica lives without trusting the pid;
+            // the pid and its start time say whether it is still the process that was started.
+            let alive = same || process::lock_held(&lock_path);
+            if same {
                 begin = Begin::Adopt {
                     pid: rec.pid,
                     start_time: rec.start_time,
                 };
                 port = Some(rec.port);
             } else if alive {
-                // The main process is gone (or this is not a recovery) but something of the
-                // replica holds on: kill it, so there is never a second copy.
+                // The main process is gone but something it started holds on (the group id
+                // cannot be reused while members live): kill it, never run a second copy.
                 process::signal_group(rec.pid, libc::SIGKILL);
                 if !process::wait_gone(rec.pid, &lock_path, KILL_WAIT).await {
                     return Err(TargetError::Start(format!(
@@ -759,6 +760,10 @@ impl Supervisor {
         let vlock = self.version_lock(&key);
         let _serial = vlock.lock().await;
         let vdir = self.version_dir(project, environment, service, version);
+        let recorded_stop = fs::read(vdir.join(VERSION_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<RecordedVersion>(&b).ok())
+            .map(|rv| rv.service.stop);
         // The desired state goes first: an Ouro that dies now must not bring the version back.
         match fs::remove_file(vdir.join(VERSION_FILE)) {
             Ok(()) => {}
@@ -770,8 +775,8 @@ impl Supervisor {
             let reps: Vec<Arc<Replica>> = lock(&vr.replicas).values().cloned().collect();
             futures::future::join_all(reps.iter().map(|r| self.stop_replica(r))).await;
         }
-        // Whatever an earlier Ouro left running for this version.
-        kill_leftovers(&vdir).await;
+        // Whatever an earlier Ouro left running for this version (not recovered here).
+        kill_leftovers(&vdir, Some(&recorded_stop.unwrap_or_default())).await;
         Ok(())
     }
 
@@ -896,9 +901,10 @@ fn version_dirs(root: &Path) -> Vec<PathBuf> {
     level
 }
 
-/// Kills (SIGKILL to the group) every recorded replica process of a version directory that is
-/// still the process that was started, and removes the records. Returns the replicas killed.
-async fn kill_leftovers(vdir: &Path) -> Vec<String> {
+/// Stops every recorded replica process of a version directory that still runs (`stop`'s signal
+/// and grace, then SIGKILL to the group; SIGKILL at once without `stop`) and removes the
+/// records. Returns the replicas stopped.
+async fn kill_leftovers(vdir: &Path, stop: Option<&Stop>) -> Vec<String> {
     let mut killed = Vec::new();
     let Ok(rd) = fs::read_dir(vdir.join(REPLICAS)) else {
         return killed;
@@ -913,8 +919,18 @@ async fn kill_leftovers(vdir: &Path) -> Vec<String> {
         };
         let lock_path = e.path().join(LOCK_FILE);
         if process::is_same_process(rec.pid, rec.start_time) || process::lock_held(&lock_path) {
-            process::signal_group(rec.pid, libc::SIGKILL);
-            process::wait_gone(rec.pid, &lock_path, KILL_WAIT).await;
+            let graceful = match stop {
+                Some(st) => {
+                    process::signal_group(rec.pid, st.signal_number());
+                    process::wait_gone(rec.pid, &lock_path, Duration::from_millis(st.grace_ms))
+                        .await
+                }
+                None => false,
+            };
+            if !graceful {
+                process::signal_group(rec.pid, libc::SIGKILL);
+                process::wait_gone(rec.pid, &lock_path, KILL_WAIT).await;
+            }
             killed.push(format!(
                 "{}/{}/{}/{}/{}",
                 rec.project, rec.environment, rec.service, rec.version, rec.index

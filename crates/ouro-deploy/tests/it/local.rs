@@ -53,6 +53,7 @@ class H(BaseHTTPRequestHandler):
             if flag("unhealthy"):
                 code, body = 503, b"unhealthy\n"
             else:
+                open(os.path.join(ctrl, "healthy-seen-" + replica), "w").close()
                 body = b"ok\n"
         else:
             body = ("version=%s replica=%s pid=%d greeting=%s secret=%s nofile=%d service=%s env=%s\n" % (
@@ -564,6 +565,11 @@ async fn a_failed_liveness_probe_restarts_the_replica() {
         .await
         .expect("ready");
     let first = sup.status("shop", "staging", "web")[0].pid.expect("pid");
+    // Only after a first success do failures count within the start period.
+    eventually("a first successful liveness check", || {
+        w.ctrl.join("healthy-seen-0").exists()
+    })
+    .await;
     w.touch("unhealthy");
     eventually("a restart after the liveness failure", || {
         let s = &sup.status("shop", "staging", "web")[0];
@@ -808,8 +814,19 @@ async fn a_new_supervisor_adopts_live_replicas_and_restarts_dead_ones() {
     sup.wait_ready("shop", "staging", "web", "1.0.0", READY)
         .await
         .expect("ready");
+
+    // Another restart, and this time the version is stopped without being recovered first:
+    // the recorded processes are stopped all the same, and a later recovery starts nothing.
+    drop(sup);
+    let sup = w.supervisor(quick());
     sup.stop_version("shop", "staging", "web", "1.0.0")
         .await
         .expect("stop");
+    assert!(processes_with_env(&token).is_empty());
+    let report = sup.recover().await.expect("recover");
+    assert!(
+        report.adopted.is_empty() && report.restarted.is_empty(),
+        "{report:?}"
+    );
     assert!(processes_with_env(&token).is_empty());
 }

@@ -210,11 +210,28 @@ impl Replica {
 
 /// Aborts a helper task when its owner goes (an aborted supervising task takes its probes and
 /// tailer with it).
-struct AbortOnDrop(JoinHandle<()>);
+struct AbortOnDrop(Option<JoinHandle<()>>);
+
+impl AbortOnDrop {
+    fn spawn(f: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        AbortOnDrop(Some(tokio::spawn(f)))
+    }
+
+    /// Aborts the task and waits until it is gone: a poll running on another thread could
+    /// otherwise still act (e.g. mark a dead replica ready) after this returns.
+    async fn finish(mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(h) = self.0.take() {
+            h.abort();
+        }
     }
 }
 
@@ -596,13 +613,13 @@ impl Supervisor {
         env.insert("OURO_VERSION".into(), run.version.clone());
         env.insert("OURO_ENVIRONMENT".into(), run.environment.clone());
         env.insert("OURO_REPLICA".into(), index.to_string());
-        let adopted = matches!(begin, Begin::Adopt { .. });
         let tailer = Tailer::new(
             &dir.join(STDOUT_LOG),
             &dir.join(STDERR_LOG),
             self.shared.options.log_file_max_bytes,
-            // An adopted replica's earlier output was read by the previous Ouro.
-            adopted,
+            // Earlier output was read by an earlier Ouro (or is history): it stays on disk, and
+            // stamping it with today's time would be wrong.
+            true,
         );
         let r = Arc::new(Replica {
             upstream: Upstream::new(
@@ -1001,12 +1018,12 @@ async fn supervise(sh: Arc<Shared>, r: Arc<Replica>, begin: Begin) {
     let mut stop_rx = r.stop_tx.subscribe();
     let tail_task = {
         let (sh, r) = (sh.clone(), r.clone());
-        AbortOnDrop(tokio::spawn(async move {
+        AbortOnDrop::spawn(async move {
             loop {
                 sh.read_logs(&r, false);
                 tokio::time::sleep(sh.options.poll_interval).await;
             }
-        }))
+        })
     };
     let mut starts: VecDeque<Instant> = VecDeque::new();
     let mut backoff = o.backoff_initial;
@@ -1086,8 +1103,8 @@ async fn supervise(sh: Arc<Shared>, r: Arc<Replica>, begin: Begin) {
             break;
         }
     }
+    tail_task.finish().await;
     sh.read_logs(&r, true);
-    drop(tail_task);
     let mut s = lock(&r.state);
     if s.phase != Phase::Failed {
         s.phase = Phase::Stopped;
@@ -1150,11 +1167,10 @@ async fn watch_process(
     stop_rx: &mut watch::Receiver<bool>,
 ) -> Outcome {
     let started = Instant::now();
-    let _readiness = {
+    r.upstream.set_ready(false);
+    let readiness_task = {
         let (sh, r) = (sh.clone(), r.clone());
-        AbortOnDrop(tokio::spawn(
-            async move { readiness(&sh, &r, started).await },
-        ))
+        AbortOnDrop::spawn(async move { readiness(&sh, &r, started).await })
     };
     let liveness = async {
         match &r.run.service.health.liveness {
@@ -1178,11 +1194,14 @@ async fn watch_process(
             },
         }
     };
-    tokio::select! {
+    let outcome = tokio::select! {
         status = exit => Outcome::Exited(status),
         why = liveness => Outcome::LivenessFailed(why),
         _ = stop_rx.wait_for(|s| *s) => Outcome::Stop,
-    }
+    };
+    readiness_task.finish().await;
+    r.upstream.set_ready(false);
+    outcome
 }
 
 /// Drives the ready flag: by the readiness probe, or (without one) once the port accepts

@@ -830,3 +830,69 @@ async fn a_new_supervisor_adopts_live_replicas_and_restarts_dead_ones() {
     );
     assert!(processes_with_env(&token).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_and_tcp_probes_run_with_the_replica_env_and_a_timeout() {
+    let w = World::new();
+    let _cleanup = w.cleanup();
+    let sup = w.supervisor(quick());
+    let probe = |check| Probe {
+        check,
+        interval_ms: 100,
+        timeout_ms: 2000,
+        success_threshold: 1,
+        failure_threshold: 1,
+        start_period_ms: 0,
+    };
+    // The command runs in the files directory with the replica's environment.
+    let mut cmd = service(1);
+    cmd.name = "cmd".into();
+    cmd.health.readiness = Some(probe(ProbeCheck::Command {
+        run: r#"test -f app.py && test ! -e "$CTRL/unhealthy-$OURO_REPLICA""#.into(),
+    }));
+    let mut tcp = service(1);
+    tcp.name = "tcp".into();
+    tcp.health.readiness = Some(probe(ProbeCheck::Tcp));
+    let mut slow = service(1);
+    slow.name = "slow".into();
+    slow.health.readiness = Some(Probe {
+        timeout_ms: 200,
+        ..probe(ProbeCheck::Command {
+            run: "sleep 30".into(),
+        })
+    });
+    let cmd_up = sup.start_version(&w.spec(cmd)).await.expect("start");
+    sup.start_version(&w.spec(tcp)).await.expect("start");
+    sup.start_version(&w.spec(slow)).await.expect("start");
+    sup.wait_ready("shop", "staging", "cmd", "1.0.0", READY)
+        .await
+        .expect("command probe passes");
+    sup.wait_ready("shop", "staging", "tcp", "1.0.0", READY)
+        .await
+        .expect("tcp probe passes");
+    w.touch("unhealthy-0");
+    eventually("the command probe fails", || !cmd_up[0].is_ready()).await;
+
+    let e = sup
+        .wait_ready("shop", "staging", "slow", "1.0.0", Duration::from_secs(2))
+        .await
+        .expect_err("the probe never finishes in time");
+    assert!(
+        e.to_string().contains("killed after the 200 ms timeout"),
+        "{e}"
+    );
+    for name in ["cmd", "tcp", "slow"] {
+        sup.stop_version("shop", "staging", name, "1.0.0")
+            .await
+            .expect("stop");
+    }
+    // The timed-out probe commands were killed, not left sleeping.
+    let ctrl = format!("CTRL={}", w.ctrl.display());
+    let sleepers: Vec<u32> = processes_with_env(&ctrl)
+        .into_iter()
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
+        })
+        .collect();
+    assert!(sleepers.is_empty(), "{sleepers:?}");
+}

@@ -477,10 +477,17 @@ impl Supervisor {
             vdir.clone(),
             self.shared.options.trusted_key,
         );
-        let unpacked =
-            tokio::task::spawn_blocking(move || unpack::unpack(&bundle, &dir, key_opt.as_ref()))
-                .await
-                .map_err(other)??;
+        let files_dir = match unpack::unpacked_files(&vdir) {
+            // Verified when it was unpacked; the bundle may have been a temporary export that is
+            // gone after an Ouro restart, which must not keep its replicas from being recovered.
+            Some(files) if !spec.bundle.exists() => files,
+            _ => {
+                tokio::task::spawn_blocking(move || unpack::unpack(&bundle, &dir, key_opt.as_ref()))
+                    .await
+                    .map_err(other)??
+                    .files_dir
+            }
+        };
         let recorded = RecordedVersion {
             project: spec.project.clone(),
             environment: spec.environment.clone(),
@@ -498,7 +505,7 @@ impl Supervisor {
             environment: spec.environment.clone(),
             version: spec.version.clone(),
             service: spec.service.clone(),
-            files_dir: unpacked.files_dir,
+            files_dir,
             version_dir: vdir,
             env,
         });
@@ -636,7 +643,10 @@ impl Supervisor {
             env,
             state: Mutex::new(ReplicaState {
                 phase: Phase::Starting,
-                pid: None,
+                pid: match begin {
+                    Begin::Adopt { pid, .. } => Some(pid),
+                    Begin::Spawn => None,
+                },
                 restarts: 0,
                 last_exit: None,
                 ever_ready: false,

@@ -896,3 +896,69 @@ async fn command_and_tcp_probes_run_with_the_replica_env_and_a_timeout() {
         .collect();
     assert!(sleepers.is_empty(), "{sleepers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_again_after_a_restart_keeps_the_running_replica_and_bad_bundles_start_nothing() {
+    let w = World::new();
+    let _cleanup = w.cleanup();
+    let sup = w.supervisor(quick());
+    let spec = w.spec(service(1));
+    sup.start_version(&spec).await.expect("start");
+    sup.wait_ready("shop", "staging", "web", "1.0.0", READY)
+        .await
+        .expect("ready");
+    let pid = sup.status("shop", "staging", "web")[0].pid.expect("pid");
+    drop(sup);
+    // The bundle was a temporary export and is gone now; the unpacked files are enough.
+    fs::remove_file(&w.bundle).expect("rm bundle");
+    let sup = w.supervisor(quick());
+    sup.start_version(&spec).await.expect("start after restart");
+    assert_eq!(sup.status("shop", "staging", "web")[0].pid, Some(pid));
+    sup.wait_ready("shop", "staging", "web", "1.0.0", READY)
+        .await
+        .expect("ready");
+
+    let stranger = SigningKey::from_bytes(&[9u8; 32]);
+    let foreign = w.dir.path().join("foreign.tar.zst");
+    write_bundle(&foreign, &stranger, "2.0.0", &[("app.py", APP.as_bytes())]);
+    let bad = VersionSpec {
+        version: "2.0.0".into(),
+        bundle: foreign,
+        ..w.spec(service(1))
+    };
+    let e = sup
+        .start_version(&bad)
+        .await
+        .expect_err("foreign signature");
+    assert!(matches!(e, TargetError::Start(_)), "{e}");
+    assert!(e.to_string().contains("manifest.pub"), "{e}");
+    let missing = VersionSpec {
+        version: "3.0.0".into(),
+        bundle: w.dir.path().join("nowhere.tar.zst"),
+        ..w.spec(service(1))
+    };
+    let e = sup.start_version(&missing).await.expect_err("no bundle");
+    assert!(e.to_string().contains("nowhere.tar.zst"), "{e}");
+    let traversal = VersionSpec {
+        version: "../../escape".into(),
+        ..w.spec(service(1))
+    };
+    let e = sup
+        .start_version(&traversal)
+        .await
+        .expect_err("bad version name");
+    assert!(e.to_string().contains("directory name"), "{e}");
+    let versions: Vec<String> = sup
+        .status("shop", "staging", "web")
+        .into_iter()
+        .map(|s| s.version)
+        .collect();
+    assert_eq!(versions, vec!["1.0.0"]);
+    let root = w.root().join("shop/staging/web");
+    assert!(!root.join("2.0.0/version.json").exists());
+    assert!(!root.join("3.0.0/version.json").exists());
+    sup.stop_version("shop", "staging", "web", "1.0.0")
+        .await
+        .expect("stop");
+    assert!(!alive(pid));
+}

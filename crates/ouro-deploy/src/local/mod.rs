@@ -1088,8 +1088,11 @@ async fn supervise(sh: Arc<Shared>, r: Arc<Replica>, begin: Begin) {
                 break;
             }
             Outcome::Exited(status) => {
-                // What is left of its group (children it forked) goes with it.
-                process::signal_group(proc.pid, libc::SIGKILL);
+                // What is left of its group (children it forked) goes with it. The leader is
+                // reaped, so its number is only still this group's while members live.
+                if process::group_alive(proc.pid) {
+                    process::signal_group(proc.pid, libc::SIGKILL);
+                }
                 process::wait_gone(proc.pid, &r.lock_path(), KILL_WAIT).await;
                 sh.read_logs(&r, true);
                 sh.event(&r, format!("exited: {status}"));
@@ -1287,7 +1290,10 @@ async fn terminate(sh: &Shared, r: &Replica, proc: &mut Running) {
     let stop = &r.run.service.stop;
     r.set_phase(Phase::Stopping);
     let lock_path = r.lock_path();
-    process::signal_group(proc.pid, stop.signal_number());
+    // Only a group that still has members: an empty group's number may belong to someone else.
+    if process::is_same_process(proc.pid, proc.start_time) || process::group_alive(proc.pid) {
+        process::signal_group(proc.pid, stop.signal_number());
+    }
     let grace = Duration::from_millis(stop.grace_ms);
     if !process::wait_gone(proc.pid, &lock_path, grace).await {
         sh.event(

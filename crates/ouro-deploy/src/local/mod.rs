@@ -1144,7 +1144,7 @@ async fn next_attempt(
         starts.pop_front();
     }
     if starts.len() as u32 >= o.start_limit {
-        lock(&r.state).phase = Phase::Failed;
+        // The event first: whoever sees the phase (wait_ready) reads the log right after.
         sh.event(
             r,
             format!(
@@ -1154,6 +1154,7 @@ async fn next_attempt(
                 o.start_limit
             ),
         );
+        lock(&r.state).phase = Phase::Failed;
         return false;
     }
     {
@@ -1223,9 +1224,11 @@ async fn readiness(sh: &Shared, r: &Replica, started: Instant) {
     match &r.run.service.health.readiness {
         Some(p) => {
             run_probe(r, p, false, started, |ready, why| {
-                r.upstream.set_ready(ready);
                 if ready {
                     lock(&r.state).ever_ready = true;
+                }
+                r.upstream.set_ready(ready);
+                if ready {
                     sh.event(r, "ready".into());
                 } else {
                     sh.event(
@@ -1241,8 +1244,8 @@ async fn readiness(sh: &Shared, r: &Replica, started: Instant) {
                 .await
                 .is_ok()
             {
-                r.upstream.set_ready(true);
                 lock(&r.state).ever_ready = true;
+                r.upstream.set_ready(true);
                 sh.event(r, "ready (its port accepts connections)".into());
                 return;
             }

@@ -67,6 +67,11 @@ class H(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
 
+if os.environ.get("SPAM"):
+    # One write, so a rotation can never fall in the middle of it.
+    sys.stdout.write("".join("spam line %d\n" % i for i in range(int(os.environ["SPAM"]))))
+    sys.stdout.flush()
+
 srv = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H)
 print("listening on %s as replica %s" % (os.environ["PORT"], replica), flush=True)
 print("stderr hello from %s" % replica, file=sys.stderr, flush=True)
@@ -412,7 +417,10 @@ fn unpack_is_idempotent_and_refuses_traversal_and_foreign_or_broken_signatures()
 async fn replicas_get_their_port_env_and_limits_and_log_with_replica_ids() {
     let w = World::new();
     let _cleanup = w.cleanup();
-    let sup = w.supervisor(quick());
+    let sup = w.supervisor(SupervisorOptions {
+        log_file_max_bytes: 256,
+        ..quick()
+    });
     // The first slot is taken: the replicas must use the next free ones.
     let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
     let base = taken.local_addr().expect("addr").port();
@@ -493,6 +501,31 @@ async fn replicas_get_their_port_env_and_limits_and_log_with_replica_ids() {
     )
     .expect("log file");
     assert!(on_disk.contains("as replica 1"), "{on_disk}");
+
+    // A replica that writes more than the cap: its file is rotated once, no line is lost.
+    let mut chatty = service(1);
+    chatty.name = "chatty".into();
+    chatty.env.insert("SPAM".into(), "60".into());
+    sup.start_version(&w.spec(chatty)).await.expect("start");
+    sup.wait_ready("shop", "staging", "chatty", "1.0.0", READY)
+        .await
+        .expect("ready");
+    let spam = || -> Vec<String> {
+        sup.logs("shop", "staging", "chatty", 1000)
+            .into_iter()
+            .filter(|l| l.stream == LogStream::Stdout && l.text.starts_with("spam line"))
+            .map(|l| l.text)
+            .collect()
+    };
+    eventually("all spam lines read", || spam().len() >= 60).await;
+    let expected: Vec<String> = (0..60).map(|i| format!("spam line {i}")).collect();
+    assert_eq!(spam(), expected);
+    let dir = w.root().join("shop/staging/chatty/1.0.0/replicas/0");
+    eventually("the log file rotated", || dir.join("stdout.log.1").exists()).await;
+    assert!(fs::metadata(dir.join("stdout.log")).expect("log").len() <= 256);
+    sup.stop_version("shop", "staging", "chatty", "1.0.0")
+        .await
+        .expect("stop");
 
     sup.stop_version("shop", "staging", "web", "1.0.0")
         .await

@@ -12,7 +12,7 @@
 //! ```
 //!
 //! Replicas live in their own sessions and outlive Ouro; [`Supervisor::recover`] re-adopts them
-//! after a restart (see [`process`] for the lock that proves a replica alive).
+//! after a restart (the `process` module explains the lock that proves a replica alive).
 
 pub mod logs;
 mod probe;
@@ -346,6 +346,11 @@ fn base_env() -> BTreeMap<String, String> {
 impl Supervisor {
     /// `root` is DATA_DIR/deploy. Nothing starts until recover/start_version.
     pub fn new(root: PathBuf, options: SupervisorOptions) -> Arc<Supervisor> {
+        if options.trusted_key.is_none() {
+            tracing::warn!(
+                "no trusted release key: bundles are checked against the key they carry (integrity, not origin)"
+            );
+        }
         Arc::new(Supervisor {
             root,
             shared: Arc::new(Shared {
@@ -356,6 +361,11 @@ impl Supervisor {
             ports: Mutex::new(BTreeSet::new()),
             version_locks: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The directory everything lives under (`DATA_DIR/deploy`).
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     fn version_dir(&self, p: &str, e: &str, s: &str, v: &str) -> PathBuf {

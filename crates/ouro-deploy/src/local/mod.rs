@@ -12,7 +12,7 @@
 //! ```
 //!
 //! Replicas live in their own sessions and outlive Ouro; [`Supervisor::recover`] re-adopts them
-//! after a restart (see [`process`] for the lock that proves a replica alive).
+//! after a restart (the `process` module explains the lock that proves a replica alive).
 
 pub mod logs;
 mod probe;
@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 
 pub use logs::{LogLine, LogStream};
 
-use crate::spec::{Port, Probe, Service};
+use crate::spec::{Port, Probe, Service, Stop};
 use crate::target::{ReplicaStatus, TargetError, VersionSpec};
 use crate::upstream::Upstream;
 use logs::{LogStore, Tailer};
@@ -210,11 +210,28 @@ impl Replica {
 
 /// Aborts a helper task when its owner goes (an aborted supervising task takes its probes and
 /// tailer with it).
-struct AbortOnDrop(JoinHandle<()>);
+struct AbortOnDrop(Option<JoinHandle<()>>);
+
+impl AbortOnDrop {
+    fn spawn(f: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        AbortOnDrop(Some(tokio::spawn(f)))
+    }
+
+    /// Aborts the task and waits until it is gone: a poll running on another thread could
+    /// otherwise still act (e.g. mark a dead replica ready) after this returns.
+    async fn finish(mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(h) = self.0.take() {
+            h.abort();
+        }
     }
 }
 
@@ -329,6 +346,11 @@ fn base_env() -> BTreeMap<String, String> {
 impl Supervisor {
     /// `root` is DATA_DIR/deploy. Nothing starts until recover/start_version.
     pub fn new(root: PathBuf, options: SupervisorOptions) -> Arc<Supervisor> {
+        if options.trusted_key.is_none() {
+            tracing::warn!(
+                "no trusted release key: bundles are checked against the key they carry (integrity, not origin)"
+            );
+        }
         Arc::new(Supervisor {
             root,
             shared: Arc::new(Shared {
@@ -339,6 +361,11 @@ impl Supervisor {
             ports: Mutex::new(BTreeSet::new()),
             version_locks: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The directory everything lives under (`DATA_DIR/deploy`).
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     fn version_dir(&self, p: &str, e: &str, s: &str, v: &str) -> PathBuf {
@@ -376,8 +403,9 @@ impl Supervisor {
                     }
                 },
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    // Not desired any more: whatever still runs is a leftover of a stop.
-                    report.killed.extend(kill_leftovers(&vdir).await);
+                    // Not desired any more: whatever still runs is a leftover of an interrupted
+                    // stop, whose grace has passed.
+                    report.killed.extend(kill_leftovers(&vdir, None).await);
                     continue;
                 }
                 Err(e) => {
@@ -396,7 +424,7 @@ impl Supervisor {
                 env: rv.env,
             };
             let prefix = format!("{}/{}/", spec.project, spec.environment);
-            match self.launch(&spec, true).await {
+            match self.launch(&spec).await {
                 Ok(done) => {
                     for (id, how) in done {
                         match how {
@@ -422,7 +450,7 @@ impl Supervisor {
         self: &Arc<Self>,
         spec: &VersionSpec,
     ) -> Result<Vec<Arc<Upstream>>, TargetError> {
-        self.launch(spec, false).await?;
+        self.launch(spec).await?;
         Ok(self.upstreams(
             &spec.project,
             &spec.environment,
@@ -431,11 +459,10 @@ impl Supervisor {
         ))
     }
 
-    /// Starts (or, `adopt`, adopts where alive) every replica of a version.
+    /// Starts every replica of a version, adopting those still alive from an earlier Ouro.
     async fn launch(
         self: &Arc<Self>,
         spec: &VersionSpec,
-        adopt: bool,
     ) -> Result<Vec<(String, Launched)>, TargetError> {
         check_name("project", &spec.project)?;
         check_name("environment", &spec.environment)?;
@@ -460,10 +487,17 @@ impl Supervisor {
             vdir.clone(),
             self.shared.options.trusted_key,
         );
-        let unpacked =
-            tokio::task::spawn_blocking(move || unpack::unpack(&bundle, &dir, key_opt.as_ref()))
-                .await
-                .map_err(other)??;
+        let files_dir = match unpack::unpacked_files(&vdir) {
+            // Verified when it was unpacked; the bundle may have been a temporary export that is
+            // gone after an Ouro restart, which must not keep its replicas from being recovered.
+            Some(files) if !spec.bundle.exists() => files,
+            _ => {
+                tokio::task::spawn_blocking(move || unpack::unpack(&bundle, &dir, key_opt.as_ref()))
+                    .await
+                    .map_err(other)??
+                    .files_dir
+            }
+        };
         let recorded = RecordedVersion {
             project: spec.project.clone(),
             environment: spec.environment.clone(),
@@ -481,7 +515,7 @@ impl Supervisor {
             environment: spec.environment.clone(),
             version: spec.version.clone(),
             service: spec.service.clone(),
-            files_dir: unpacked.files_dir,
+            files_dir,
             version_dir: vdir,
             env,
         });
@@ -515,7 +549,7 @@ impl Supervisor {
                 done.push((r.id.clone(), Launched::Started));
                 continue;
             }
-            let (r, begin) = self.new_replica(&run, index, adopt).await?;
+            let (r, begin) = self.new_replica(&run, index).await?;
             let how = match begin {
                 Begin::Adopt { .. } => Launched::Adopted,
                 Begin::Spawn => Launched::Started,
@@ -542,7 +576,6 @@ impl Supervisor {
         &self,
         run: &Arc<RunSpec>,
         index: u32,
-        adopt: bool,
     ) -> Result<(Arc<Replica>, Begin), TargetError> {
         let dir = run.version_dir.join(REPLICAS).join(index.to_string());
         fs::create_dir_all(&dir).map_err(other)?;
@@ -553,17 +586,19 @@ impl Supervisor {
         let mut begin = Begin::Spawn;
         let mut port = None;
         if let Some(rec) = &record {
-            let alive =
-                process::lock_held(&lock_path) || process::is_same_process(rec.pid, rec.start_time);
-            if alive && process::is_same_process(rec.pid, rec.start_time) && adopt {
+            let same = process::is_same_process(rec.pid, rec.start_time);
+            // The lock says whether anything of the replica lives without trusting the pid;
+            // the pid and its start time say whether it is still the process that was started.
+            let alive = same || process::lock_held(&lock_path);
+            if same {
                 begin = Begin::Adopt {
                     pid: rec.pid,
                     start_time: rec.start_time,
                 };
                 port = Some(rec.port);
             } else if alive {
-                // The main process is gone (or this is not a recovery) but something of the
-                // replica holds on: kill it, so there is never a second copy.
+                // The main process is gone but something it started holds on (the group id
+                // cannot be reused while members live): kill it, never run a second copy.
                 process::signal_group(rec.pid, libc::SIGKILL);
                 if !process::wait_gone(rec.pid, &lock_path, KILL_WAIT).await {
                     return Err(TargetError::Start(format!(
@@ -595,13 +630,13 @@ impl Supervisor {
         env.insert("OURO_VERSION".into(), run.version.clone());
         env.insert("OURO_ENVIRONMENT".into(), run.environment.clone());
         env.insert("OURO_REPLICA".into(), index.to_string());
-        let adopted = matches!(begin, Begin::Adopt { .. });
         let tailer = Tailer::new(
             &dir.join(STDOUT_LOG),
             &dir.join(STDERR_LOG),
             self.shared.options.log_file_max_bytes,
-            // An adopted replica's earlier output was read by the previous Ouro.
-            adopted,
+            // Earlier output was read by an earlier Ouro (or is history): it stays on disk, and
+            // stamping it with today's time would be wrong.
+            true,
         );
         let r = Arc::new(Replica {
             // The proxy's numbers and metrics are per service label: qualified with project
@@ -623,7 +658,10 @@ impl Supervisor {
             env,
             state: Mutex::new(ReplicaState {
                 phase: Phase::Starting,
-                pid: None,
+                pid: match begin {
+                    Begin::Adopt { pid, .. } => Some(pid),
+                    Begin::Spawn => None,
+                },
                 restarts: 0,
                 last_exit: None,
                 ever_ready: false,
@@ -764,6 +802,10 @@ impl Supervisor {
         let vlock = self.version_lock(&key);
         let _serial = vlock.lock().await;
         let vdir = self.version_dir(project, environment, service, version);
+        let recorded_stop = fs::read(vdir.join(VERSION_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<RecordedVersion>(&b).ok())
+            .map(|rv| rv.service.stop);
         // The desired state goes first: an Ouro that dies now must not bring the version back.
         match fs::remove_file(vdir.join(VERSION_FILE)) {
             Ok(()) => {}
@@ -775,8 +817,8 @@ impl Supervisor {
             let reps: Vec<Arc<Replica>> = lock(&vr.replicas).values().cloned().collect();
             futures::future::join_all(reps.iter().map(|r| self.stop_replica(r))).await;
         }
-        // Whatever an earlier Ouro left running for this version.
-        kill_leftovers(&vdir).await;
+        // Whatever an earlier Ouro left running for this version (not recovered here).
+        kill_leftovers(&vdir, Some(&recorded_stop.unwrap_or_default())).await;
         Ok(())
     }
 
@@ -901,9 +943,10 @@ fn version_dirs(root: &Path) -> Vec<PathBuf> {
     level
 }
 
-/// Kills (SIGKILL to the group) every recorded replica process of a version directory that is
-/// still the process that was started, and removes the records. Returns the replicas killed.
-async fn kill_leftovers(vdir: &Path) -> Vec<String> {
+/// Stops every recorded replica process of a version directory that still runs (`stop`'s signal
+/// and grace, then SIGKILL to the group; SIGKILL at once without `stop`) and removes the
+/// records. Returns the replicas stopped.
+async fn kill_leftovers(vdir: &Path, stop: Option<&Stop>) -> Vec<String> {
     let mut killed = Vec::new();
     let Ok(rd) = fs::read_dir(vdir.join(REPLICAS)) else {
         return killed;
@@ -918,8 +961,18 @@ async fn kill_leftovers(vdir: &Path) -> Vec<String> {
         };
         let lock_path = e.path().join(LOCK_FILE);
         if process::is_same_process(rec.pid, rec.start_time) || process::lock_held(&lock_path) {
-            process::signal_group(rec.pid, libc::SIGKILL);
-            process::wait_gone(rec.pid, &lock_path, KILL_WAIT).await;
+            let graceful = match stop {
+                Some(st) => {
+                    process::signal_group(rec.pid, st.signal_number());
+                    process::wait_gone(rec.pid, &lock_path, Duration::from_millis(st.grace_ms))
+                        .await
+                }
+                None => false,
+            };
+            if !graceful {
+                process::signal_group(rec.pid, libc::SIGKILL);
+                process::wait_gone(rec.pid, &lock_path, KILL_WAIT).await;
+            }
             killed.push(format!(
                 "{}/{}/{}/{}/{}",
                 rec.project, rec.environment, rec.service, rec.version, rec.index
@@ -990,12 +1043,12 @@ async fn supervise(sh: Arc<Shared>, r: Arc<Replica>, begin: Begin) {
     let mut stop_rx = r.stop_tx.subscribe();
     let tail_task = {
         let (sh, r) = (sh.clone(), r.clone());
-        AbortOnDrop(tokio::spawn(async move {
+        AbortOnDrop::spawn(async move {
             loop {
                 sh.read_logs(&r, false);
                 tokio::time::sleep(sh.options.poll_interval).await;
             }
-        }))
+        })
     };
     let mut starts: VecDeque<Instant> = VecDeque::new();
     let mut backoff = o.backoff_initial;
@@ -1050,8 +1103,11 @@ async fn supervise(sh: Arc<Shared>, r: Arc<Replica>, begin: Begin) {
                 break;
             }
             Outcome::Exited(status) => {
-                // What is left of its group (children it forked) goes with it.
-                process::signal_group(proc.pid, libc::SIGKILL);
+                // What is left of its group (children it forked) goes with it. The leader is
+                // reaped, so its number is only still this group's while members live.
+                if process::group_alive(proc.pid) {
+                    process::signal_group(proc.pid, libc::SIGKILL);
+                }
                 process::wait_gone(proc.pid, &r.lock_path(), KILL_WAIT).await;
                 sh.read_logs(&r, true);
                 sh.event(&r, format!("exited: {status}"));
@@ -1075,8 +1131,8 @@ async fn supervise(sh: Arc<Shared>, r: Arc<Replica>, begin: Begin) {
             break;
         }
     }
+    tail_task.finish().await;
     sh.read_logs(&r, true);
-    drop(tail_task);
     let mut s = lock(&r.state);
     if s.phase != Phase::Failed {
         s.phase = Phase::Stopped;
@@ -1103,7 +1159,7 @@ async fn next_attempt(
         starts.pop_front();
     }
     if starts.len() as u32 >= o.start_limit {
-        lock(&r.state).phase = Phase::Failed;
+        // The event first: whoever sees the phase (wait_ready) reads the log right after.
         sh.event(
             r,
             format!(
@@ -1113,6 +1169,7 @@ async fn next_attempt(
                 o.start_limit
             ),
         );
+        lock(&r.state).phase = Phase::Failed;
         return false;
     }
     {
@@ -1139,11 +1196,10 @@ async fn watch_process(
     stop_rx: &mut watch::Receiver<bool>,
 ) -> Outcome {
     let started = Instant::now();
-    let _readiness = {
+    r.upstream.set_ready(false);
+    let readiness_task = {
         let (sh, r) = (sh.clone(), r.clone());
-        AbortOnDrop(tokio::spawn(
-            async move { readiness(&sh, &r, started).await },
-        ))
+        AbortOnDrop::spawn(async move { readiness(&sh, &r, started).await })
     };
     let liveness = async {
         match &r.run.service.health.liveness {
@@ -1167,11 +1223,14 @@ async fn watch_process(
             },
         }
     };
-    tokio::select! {
+    let outcome = tokio::select! {
         status = exit => Outcome::Exited(status),
         why = liveness => Outcome::LivenessFailed(why),
         _ = stop_rx.wait_for(|s| *s) => Outcome::Stop,
-    }
+    };
+    readiness_task.finish().await;
+    r.upstream.set_ready(false);
+    outcome
 }
 
 /// Drives the ready flag: by the readiness probe, or (without one) once the port accepts
@@ -1180,9 +1239,11 @@ async fn readiness(sh: &Shared, r: &Replica, started: Instant) {
     match &r.run.service.health.readiness {
         Some(p) => {
             run_probe(r, p, false, started, |ready, why| {
-                r.upstream.set_ready(ready);
                 if ready {
                     lock(&r.state).ever_ready = true;
+                }
+                r.upstream.set_ready(ready);
+                if ready {
                     sh.event(r, "ready".into());
                 } else {
                     sh.event(
@@ -1198,8 +1259,8 @@ async fn readiness(sh: &Shared, r: &Replica, started: Instant) {
                 .await
                 .is_ok()
             {
-                r.upstream.set_ready(true);
                 lock(&r.state).ever_ready = true;
+                r.upstream.set_ready(true);
                 sh.event(r, "ready (its port accepts connections)".into());
                 return;
             }
@@ -1247,7 +1308,10 @@ async fn terminate(sh: &Shared, r: &Replica, proc: &mut Running) {
     let stop = &r.run.service.stop;
     r.set_phase(Phase::Stopping);
     let lock_path = r.lock_path();
-    process::signal_group(proc.pid, stop.signal_number());
+    // Only a group that still has members: an empty group's number may belong to someone else.
+    if process::is_same_process(proc.pid, proc.start_time) || process::group_alive(proc.pid) {
+        process::signal_group(proc.pid, stop.signal_number());
+    }
     let grace = Duration::from_millis(stop.grace_ms);
     if !process::wait_gone(proc.pid, &lock_path, grace).await {
         sh.event(

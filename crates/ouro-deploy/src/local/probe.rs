@@ -183,6 +183,9 @@ async fn command(run: &str, t: &CheckTarget<'_>, timeout: Duration) -> Result<()
         .spawn()
         .map_err(|e| format!("command {run:?}: could not start: {e}"))?;
     let pid = child.id();
+    // Whatever way this ends (done, timed out, or the probe dropped because the replica
+    // exited), nothing the command started is left behind.
+    let _group = KillGroup(pid);
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(out)) if out.status.success() => Ok(()),
         Ok(Ok(out)) => {
@@ -201,14 +204,20 @@ async fn command(run: &str, t: &CheckTarget<'_>, timeout: Duration) -> Result<()
             ))
         }
         Ok(Err(e)) => Err(format!("command {run:?}: {e}")),
-        Err(_) => {
-            if let Some(pid) = pid {
-                super::process::signal_group(pid, libc::SIGKILL);
-            }
-            Err(format!(
-                "command {run:?}: killed after the {} ms timeout",
-                timeout.as_millis()
-            ))
+        Err(_) => Err(format!(
+            "command {run:?}: killed after the {} ms timeout",
+            timeout.as_millis()
+        )),
+    }
+}
+
+/// Kills a probe command's process group when dropped.
+struct KillGroup(Option<u32>);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            super::process::signal_group(pid, libc::SIGKILL);
         }
     }
 }

@@ -97,6 +97,13 @@ pub fn unpack(
     })
 }
 
+/// The files directory of a version that was completely unpacked before, if any.
+pub fn unpacked_files(version_dir: &Path) -> Option<PathBuf> {
+    let files = version_dir.join(FILES);
+    let done = fs::read_to_string(version_dir.join(MARKER)).ok()?;
+    (!done.trim().is_empty() && files.is_dir()).then_some(files)
+}
+
 fn remove_stale_temps(version_dir: &Path) {
     if let Ok(rd) = fs::read_dir(version_dir) {
         for e in rd.flatten() {

@@ -53,6 +53,7 @@ class H(BaseHTTPRequestHandler):
             if flag("unhealthy"):
                 code, body = 503, b"unhealthy\n"
             else:
+                open(os.path.join(ctrl, "healthy-seen-" + replica), "w").close()
                 body = b"ok\n"
         else:
             body = ("version=%s replica=%s pid=%d greeting=%s secret=%s nofile=%d service=%s env=%s\n" % (
@@ -65,6 +66,11 @@ class H(BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):
         pass
+
+if os.environ.get("SPAM"):
+    # One write, so a rotation can never fall in the middle of it.
+    sys.stdout.write("".join("spam line %d\n" % i for i in range(int(os.environ["SPAM"]))))
+    sys.stdout.flush()
 
 srv = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H)
 print("listening on %s as replica %s" % (os.environ["PORT"], replica), flush=True)
@@ -411,7 +417,10 @@ fn unpack_is_idempotent_and_refuses_traversal_and_foreign_or_broken_signatures()
 async fn replicas_get_their_port_env_and_limits_and_log_with_replica_ids() {
     let w = World::new();
     let _cleanup = w.cleanup();
-    let sup = w.supervisor(quick());
+    let sup = w.supervisor(SupervisorOptions {
+        log_file_max_bytes: 256,
+        ..quick()
+    });
     // The first slot is taken: the replicas must use the next free ones.
     let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
     let base = taken.local_addr().expect("addr").port();
@@ -493,6 +502,31 @@ async fn replicas_get_their_port_env_and_limits_and_log_with_replica_ids() {
     .expect("log file");
     assert!(on_disk.contains("as replica 1"), "{on_disk}");
 
+    // A replica that writes more than the cap: its file is rotated once, no line is lost.
+    let mut chatty = service(1);
+    chatty.name = "chatty".into();
+    chatty.env.insert("SPAM".into(), "60".into());
+    sup.start_version(&w.spec(chatty)).await.expect("start");
+    sup.wait_ready("shop", "staging", "chatty", "1.0.0", READY)
+        .await
+        .expect("ready");
+    let spam = || -> Vec<String> {
+        sup.logs("shop", "staging", "chatty", 1000)
+            .into_iter()
+            .filter(|l| l.stream == LogStream::Stdout && l.text.starts_with("spam line"))
+            .map(|l| l.text)
+            .collect()
+    };
+    eventually("all spam lines read", || spam().len() >= 60).await;
+    let expected: Vec<String> = (0..60).map(|i| format!("spam line {i}")).collect();
+    assert_eq!(spam(), expected);
+    let dir = w.root().join("shop/staging/chatty/1.0.0/replicas/0");
+    eventually("the log file rotated", || dir.join("stdout.log.1").exists()).await;
+    assert!(fs::metadata(dir.join("stdout.log")).expect("log").len() <= 256);
+    sup.stop_version("shop", "staging", "chatty", "1.0.0")
+        .await
+        .expect("stop");
+
     sup.stop_version("shop", "staging", "web", "1.0.0")
         .await
         .expect("stop");
@@ -564,6 +598,11 @@ async fn a_failed_liveness_probe_restarts_the_replica() {
         .await
         .expect("ready");
     let first = sup.status("shop", "staging", "web")[0].pid.expect("pid");
+    // Only after a first success do failures count within the start period.
+    eventually("a first successful liveness check", || {
+        w.ctrl.join("healthy-seen-0").exists()
+    })
+    .await;
     w.touch("unhealthy");
     eventually("a restart after the liveness failure", || {
         let s = &sup.status("shop", "staging", "web")[0];
@@ -808,8 +847,151 @@ async fn a_new_supervisor_adopts_live_replicas_and_restarts_dead_ones() {
     sup.wait_ready("shop", "staging", "web", "1.0.0", READY)
         .await
         .expect("ready");
+
+    // Another restart, and this time the version is stopped without being recovered first:
+    // the recorded processes are stopped all the same, and a later recovery starts nothing.
+    drop(sup);
+    let sup = w.supervisor(quick());
     sup.stop_version("shop", "staging", "web", "1.0.0")
         .await
         .expect("stop");
     assert!(processes_with_env(&token).is_empty());
+    let report = sup.recover().await.expect("recover");
+    assert!(
+        report.adopted.is_empty() && report.restarted.is_empty(),
+        "{report:?}"
+    );
+    assert!(processes_with_env(&token).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_and_tcp_probes_run_with_the_replica_env_and_a_timeout() {
+    let w = World::new();
+    let _cleanup = w.cleanup();
+    let sup = w.supervisor(quick());
+    let probe = |check| Probe {
+        check,
+        interval_ms: 100,
+        timeout_ms: 2000,
+        success_threshold: 1,
+        failure_threshold: 1,
+        start_period_ms: 0,
+    };
+    // The command runs in the files directory with the replica's environment.
+    let mut cmd = service(1);
+    cmd.name = "cmd".into();
+    cmd.health.readiness = Some(probe(ProbeCheck::Command {
+        run: r#"test -f app.py && test ! -e "$CTRL/unhealthy-$OURO_REPLICA""#.into(),
+    }));
+    let mut tcp = service(1);
+    tcp.name = "tcp".into();
+    tcp.health.readiness = Some(probe(ProbeCheck::Tcp));
+    let mut slow = service(1);
+    slow.name = "slow".into();
+    slow.health.readiness = Some(Probe {
+        timeout_ms: 200,
+        ..probe(ProbeCheck::Command {
+            run: "sleep 30".into(),
+        })
+    });
+    let cmd_up = sup.start_version(&w.spec(cmd)).await.expect("start");
+    sup.start_version(&w.spec(tcp)).await.expect("start");
+    sup.start_version(&w.spec(slow)).await.expect("start");
+    sup.wait_ready("shop", "staging", "cmd", "1.0.0", READY)
+        .await
+        .expect("command probe passes");
+    sup.wait_ready("shop", "staging", "tcp", "1.0.0", READY)
+        .await
+        .expect("tcp probe passes");
+    w.touch("unhealthy-0");
+    eventually("the command probe fails", || !cmd_up[0].is_ready()).await;
+
+    let e = sup
+        .wait_ready("shop", "staging", "slow", "1.0.0", Duration::from_secs(2))
+        .await
+        .expect_err("the probe never finishes in time");
+    assert!(
+        e.to_string().contains("killed after the 200 ms timeout"),
+        "{e}"
+    );
+    for name in ["cmd", "tcp", "slow"] {
+        sup.stop_version("shop", "staging", name, "1.0.0")
+            .await
+            .expect("stop");
+    }
+    // The timed-out probe commands were killed, not left sleeping.
+    let ctrl = format!("CTRL={}", w.ctrl.display());
+    let sleepers: Vec<u32> = processes_with_env(&ctrl)
+        .into_iter()
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
+        })
+        .collect();
+    assert!(sleepers.is_empty(), "{sleepers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_again_after_a_restart_keeps_the_running_replica_and_bad_bundles_start_nothing() {
+    let w = World::new();
+    let _cleanup = w.cleanup();
+    let sup = w.supervisor(quick());
+    let spec = w.spec(service(1));
+    sup.start_version(&spec).await.expect("start");
+    sup.wait_ready("shop", "staging", "web", "1.0.0", READY)
+        .await
+        .expect("ready");
+    let pid = sup.status("shop", "staging", "web")[0].pid.expect("pid");
+    drop(sup);
+    // The bundle was a temporary export and is gone now; the unpacked files are enough.
+    fs::remove_file(&w.bundle).expect("rm bundle");
+    let sup = w.supervisor(quick());
+    sup.start_version(&spec).await.expect("start after restart");
+    assert_eq!(sup.status("shop", "staging", "web")[0].pid, Some(pid));
+    sup.wait_ready("shop", "staging", "web", "1.0.0", READY)
+        .await
+        .expect("ready");
+
+    let stranger = SigningKey::from_bytes(&[9u8; 32]);
+    let foreign = w.dir.path().join("foreign.tar.zst");
+    write_bundle(&foreign, &stranger, "2.0.0", &[("app.py", APP.as_bytes())]);
+    let bad = VersionSpec {
+        version: "2.0.0".into(),
+        bundle: foreign,
+        ..w.spec(service(1))
+    };
+    let e = sup
+        .start_version(&bad)
+        .await
+        .expect_err("foreign signature");
+    assert!(matches!(e, TargetError::Start(_)), "{e}");
+    assert!(e.to_string().contains("manifest.pub"), "{e}");
+    let missing = VersionSpec {
+        version: "3.0.0".into(),
+        bundle: w.dir.path().join("nowhere.tar.zst"),
+        ..w.spec(service(1))
+    };
+    let e = sup.start_version(&missing).await.expect_err("no bundle");
+    assert!(e.to_string().contains("nowhere.tar.zst"), "{e}");
+    let traversal = VersionSpec {
+        version: "../../escape".into(),
+        ..w.spec(service(1))
+    };
+    let e = sup
+        .start_version(&traversal)
+        .await
+        .expect_err("bad version name");
+    assert!(e.to_string().contains("directory name"), "{e}");
+    let versions: Vec<String> = sup
+        .status("shop", "staging", "web")
+        .into_iter()
+        .map(|s| s.version)
+        .collect();
+    assert_eq!(versions, vec!["1.0.0"]);
+    let root = w.root().join("shop/staging/web");
+    assert!(!root.join("2.0.0/version.json").exists());
+    assert!(!root.join("3.0.0/version.json").exists());
+    sup.stop_version("shop", "staging", "web", "1.0.0")
+        .await
+        .expect("stop");
+    assert!(!alive(pid));
 }

@@ -12,7 +12,9 @@ use futures::future::BoxFuture;
 use crate::local::Supervisor;
 use crate::proxy::Proxy;
 use crate::spec::{Drain, Route, Service, Strategy};
-use crate::target::{DrainReport, ReplicaStatus, Split, Target, TargetError, TrafficStats, VersionSpec};
+use crate::target::{
+    DrainReport, ReplicaStatus, Split, Target, TargetError, TrafficStats, VersionSpec,
+};
 
 pub struct LocalTarget {
     supervisor: Arc<Supervisor>,
@@ -53,7 +55,12 @@ impl LocalTarget {
         &self.proxy
     }
 
-    fn upstreams(&self, key: &str, service: &str, version: &str) -> Vec<Arc<crate::upstream::Upstream>> {
+    fn upstreams(
+        &self,
+        key: &str,
+        service: &str,
+        version: &str,
+    ) -> Vec<Arc<crate::upstream::Upstream>> {
         let (project, env) = split_key(key);
         self.supervisor.upstreams(project, env, service, version)
     }

@@ -944,7 +944,9 @@ impl Checker<'_> {
                 u.listen.as_deref(),
                 u.host.as_deref(),
             );
-            if let Some(first) = seen.get(&key) {
+            // Each `:0` listen gets its own free port: no conflict.
+            let any_port = u.listen.as_deref().is_some_and(|l| l.ends_with(":0"));
+            if let Some(first) = seen.get(&key).filter(|_| !any_port) {
                 let listen = u.listen.as_deref().unwrap_or("the default listen address");
                 let host = u
                     .host
@@ -1371,11 +1373,12 @@ fn check_listen(text: &str) -> Result<String, String> {
     let (host, port) = text
         .rsplit_once(':')
         .ok_or_else(|| "no `:PORT`".to_string())?;
+    // Port 0: the proxy picks a free port when it first routes the service (the environment's
+    // page and API show it); handy for tests and review environments.
     let port: u16 = port
         .parse()
         .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| format!("port `{port}` is not 1 to 65535"))?;
+        .ok_or_else(|| format!("port `{port}` is not 0 to 65535"))?;
     if let Some(inner) = host.strip_prefix('[') {
         let ip = inner
             .strip_suffix(']')
@@ -1447,11 +1450,11 @@ mod tests {
             Ok("127.0.0.1:8081")
         );
         assert_eq!(check_listen("[::1]:80").as_deref(), Ok("[::1]:80"));
+        assert_eq!(check_listen("127.0.0.1:0").as_deref(), Ok("127.0.0.1:0"));
         assert_eq!(check_listen("LocalHost:80").as_deref(), Ok("localhost:80"));
         for bad in [
             "8080",
             ":80",
-            "1.2.3.4:0",
             "1.2.3.4:70000",
             "::1:80",
             "[zz]:80",

@@ -86,6 +86,8 @@ pub enum StartError {
     /// The blob store (`[blobs]`) cannot be used: a wrong bucket, endpoint or key.
     #[error("{0}")]
     Blobs(String),
+    #[error("{0}")]
+    Deploy(String),
 }
 
 /// Every component's migrations, in the order they apply. Phase crates append theirs here.
@@ -201,7 +203,23 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<Running,
     // until `serve` restores the recorded environments.
     let proxy = ouro_deploy::proxy::Proxy::new(Default::default());
     let deploy_target = Arc::new(ouro_deploy::local_target::LocalTarget::new(
-        ouro_deploy::local::Supervisor::new(settings.data_dir.join("deploy"), Default::default()),
+        ouro_deploy::local::Supervisor::new(
+            settings.data_dir.join("deploy"),
+            ouro_deploy::local::SupervisorOptions {
+                // Bundles must be signed by this instance, not only carry a valid signature.
+                trusted_key: Some(
+                    ouro_release::signing::load_or_create(&settings.data_dir)
+                        .map_err(|e| {
+                            StartError::Deploy(format!(
+                                "the release signing key, which deployments verify bundles with: {}",
+                                e.message
+                            ))
+                        })?
+                        .verifying_key(),
+                ),
+                ..Default::default()
+            },
+        ),
         proxy.clone(),
         settings.deploy_listen.clone(),
     ));

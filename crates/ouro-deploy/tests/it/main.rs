@@ -1,8 +1,8 @@
 //! Deploy's integration tests: one binary, a module per area.
 
+mod local;
+mod proxy;
 mod records;
 mod services;
-mod proxy;
-mod local;
 mod split;
 mod strategies;

@@ -127,7 +127,10 @@ async fn post_rollback(
     Path((_, env)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let p = ctx.project()?;
-    let d = st.deploy.rollback((p.id, &p.slug), &env, &ctx.actor()).await?;
+    let d = st
+        .deploy
+        .rollback((p.id, &p.slug), &env, &ctx.actor())
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(d)))
 }
 
@@ -140,7 +143,13 @@ async fn post_deployment(
     let p = ctx.project()?;
     let d = st
         .deploy
-        .deploy((p.id, &p.slug), &env, body.version.trim(), &ctx.actor(), None)
+        .deploy(
+            (p.id, &p.slug),
+            &env,
+            body.version.trim(),
+            &ctx.actor(),
+            None,
+        )
         .await?;
     Ok((StatusCode::ACCEPTED, Json(d)))
 }

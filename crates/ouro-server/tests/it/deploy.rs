@@ -129,7 +129,10 @@ async fn finished(s: &TestServer, id: i64) -> Value {
         if d["state"] != "running" {
             return d;
         }
-        assert!(Instant::now() < deadline, "deployment {id} still running: {d}");
+        assert!(
+            Instant::now() < deadline,
+            "deployment {id} still running: {d}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -248,9 +251,17 @@ async fn blue_green_deploys_and_rolls_back_with_zero_failed_requests() {
 
         // Nothing deployed yet; nothing to roll back.
         let (st, body) = s
-            .admin(Method::GET, "/api/v1/projects/demo/environments/staging", None)
+            .admin(
+                Method::GET,
+                "/api/v1/projects/demo/environments/staging",
+                None,
+            )
             .await;
-        assert_eq!((st, error_code(&body).as_str()), (404, "deploy.environment_not_found"), "{name}");
+        assert_eq!(
+            (st, error_code(&body).as_str()),
+            (404, "deploy.environment_not_found"),
+            "{name}"
+        );
 
         let d = deploy(&s, "staging", "1.0.0").await;
         assert_eq!(d["state"], "succeeded", "{name}: {d}");
@@ -272,9 +283,16 @@ async fn blue_green_deploys_and_rolls_back_with_zero_failed_requests() {
         assert_eq!(get_text(&url).await, "1.0.0");
 
         let (st, body) = s
-            .admin(Method::POST, "/api/v1/projects/demo/environments/staging/rollback", None)
+            .admin(
+                Method::POST,
+                "/api/v1/projects/demo/environments/staging/rollback",
+                None,
+            )
             .await;
-        assert_eq!((st, error_code(&body).as_str()), (409, "deploy.nothing_to_roll_back"));
+        assert_eq!(
+            (st, error_code(&body).as_str()),
+            (409, "deploy.nothing_to_roll_back")
+        );
 
         // Under a steady keep-alive load: 1.1.0 goes live, then back to 1.0.0, several times.
         let load = Load::start(url.clone());
@@ -282,7 +300,10 @@ async fn blue_green_deploys_and_rolls_back_with_zero_failed_requests() {
         assert_eq!(d["state"], "succeeded", "{d}");
         assert_eq!(get_text(&url).await, "1.1.0");
         let env = environment(&s, "staging").await;
-        assert_eq!((env["version"].as_str(), env["previous_version"].as_str()), (Some("1.1.0"), Some("1.0.0")));
+        assert_eq!(
+            (env["version"].as_str(), env["previous_version"].as_str()),
+            (Some("1.1.0"), Some("1.0.0"))
+        );
         assert_eq!(env["services"][0]["traffic"], json!({"1.1.0": 100}));
         // The old version is still warm beside the new one.
         assert_eq!(env["replicas"].as_array().unwrap().len(), 4, "{env}");
@@ -290,7 +311,11 @@ async fn blue_green_deploys_and_rolls_back_with_zero_failed_requests() {
         for round in 0..3 {
             let started = Instant::now();
             let (st, rb) = s
-                .admin(Method::POST, "/api/v1/projects/demo/environments/staging/rollback", None)
+                .admin(
+                    Method::POST,
+                    "/api/v1/projects/demo/environments/staging/rollback",
+                    None,
+                )
                 .await;
             assert_eq!(st, 202, "{rb}");
             assert_eq!(rb["kind"], "rollback");
@@ -299,15 +324,28 @@ async fn blue_green_deploys_and_rolls_back_with_zero_failed_requests() {
             let back = if round % 2 == 0 { "1.0.0" } else { "1.1.0" };
             assert_eq!(get_text(&url).await, back, "round {round}");
             // Generous: the measured figure (well under a second) is in docs/benchmarks.md.
-            assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{:?}",
+                started.elapsed()
+            );
         }
         let (ok, failed) = load.finish().await;
-        assert!(failed.is_empty(), "{name}: {} failed requests: {:?}", failed.len(), &failed[..failed.len().min(5)]);
+        assert!(
+            failed.is_empty(),
+            "{name}: {} failed requests: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
         assert!(ok > 10, "{ok}");
 
         // Deployments and their events.
         let (_, list) = s
-            .admin(Method::GET, "/api/v1/projects/demo/deployments?environment=staging", None)
+            .admin(
+                Method::GET,
+                "/api/v1/projects/demo/deployments?environment=staging",
+                None,
+            )
             .await;
         assert_eq!(list.as_array().unwrap().len(), 5, "{list}");
         let kinds: Vec<String> = q("SELECT kind FROM events WHERE kind LIKE 'deploy.%' AND kind <> 'deploy.step' ORDER BY seq")
@@ -317,8 +355,16 @@ async fn blue_green_deploys_and_rolls_back_with_zero_failed_requests() {
             .iter()
             .map(|r| r.text("kind").unwrap())
             .collect();
-        assert_eq!(kinds.iter().filter(|k| *k == "deploy.started").count(), 5, "{kinds:?}");
-        assert_eq!(kinds.iter().filter(|k| *k == "deploy.rolled_back").count(), 3, "{kinds:?}");
+        assert_eq!(
+            kinds.iter().filter(|k| *k == "deploy.started").count(),
+            5,
+            "{kinds:?}"
+        );
+        assert_eq!(
+            kinds.iter().filter(|k| *k == "deploy.rolled_back").count(),
+            3,
+            "{kinds:?}"
+        );
 
         // Errors: an unknown release, a viewer, a release without services.yml.
         let (st, body) = s
@@ -331,15 +377,29 @@ async fn blue_green_deploys_and_rolls_back_with_zero_failed_requests() {
         assert_eq!((st, error_code(&body).as_str()), (404, "release.not_found"));
         let vic = s.user("vic").await;
         let (st, _) = s
-            .admin(Method::PUT, "/api/v1/projects/demo/members/vic", Some(json!({"role": "viewer"})))
+            .admin(
+                Method::PUT,
+                "/api/v1/projects/demo/members/vic",
+                Some(json!({"role": "viewer"})),
+            )
             .await;
         assert_eq!(st, 200);
         let (st, body) = s
-            .call(Method::POST, "/api/v1/projects/demo/environments/staging/rollback", Some(&vic), None)
+            .call(
+                Method::POST,
+                "/api/v1/projects/demo/environments/staging/rollback",
+                Some(&vic),
+                None,
+            )
             .await;
         assert_eq!(st, 403, "{body}");
         let (st, _) = s
-            .call(Method::GET, "/api/v1/projects/demo/environments/staging", Some(&vic), None)
+            .call(
+                Method::GET,
+                "/api/v1/projects/demo/environments/staging",
+                Some(&vic),
+                None,
+            )
             .await;
         assert_eq!(st, 200);
         git.run(&work, &["rm", "-q", ".ouro/services.yml"]).await;
@@ -353,7 +413,11 @@ async fn blue_green_deploys_and_rolls_back_with_zero_failed_requests() {
                 Some(json!({"version": "3.0.0"})),
             )
             .await;
-        assert_eq!((st, error_code(&body).as_str()), (422, "deploy.no_services"), "{body}");
+        assert_eq!(
+            (st, error_code(&body).as_str()),
+            (422, "deploy.no_services"),
+            "{body}"
+        );
 
         cleanup.run().await;
         s.stop().await;
@@ -367,7 +431,9 @@ async fn a_failing_canary_rolls_back_by_itself_and_says_why() {
     let project = s.demo_project().await;
     let (git, work, _) = app_checkout(&s).await;
     std::fs::create_dir_all(work.join(".ouro")).unwrap();
-    let sha = git.commit(&work, ".ouro/services.yml", CANARY, "Canary").await;
+    let sha = git
+        .commit(&work, ".ouro/services.yml", CANARY, "Canary")
+        .await;
     git.run(&work, &["push", "-q", "origin", "main"]).await;
     release(&s, project.id, "1.0.0", &sha, &app("1.0.0", false)).await;
     release(&s, project.id, "1.1.0", &sha, &app("1.1.0", true)).await;
@@ -394,7 +460,12 @@ async fn a_failing_canary_rolls_back_by_itself_and_says_why() {
             let mut i = 0u64;
             while Instant::now() < deadline {
                 i += 1;
-                match client.get(&url).header("x-client", i.to_string()).send().await {
+                match client
+                    .get(&url)
+                    .header("x-client", i.to_string())
+                    .send()
+                    .await
+                {
                     Ok(r) => codes.push(r.status().as_u16()),
                     Err(_) => codes.push(0),
                 }
@@ -418,7 +489,10 @@ async fn a_failing_canary_rolls_back_by_itself_and_says_why() {
         .unwrap()
         .clone();
     assert_eq!(step["state"], "failed", "{step}");
-    assert!(step["detail"]["new"]["errors"].as_u64().unwrap() > 0, "{step}");
+    assert!(
+        step["detail"]["new"]["errors"].as_u64().unwrap() > 0,
+        "{step}"
+    );
     assert_eq!(get_text(&url).await, "1.0.0");
     let env = environment(&s, "staging").await;
     assert_eq!(env["version"], "1.0.0");
@@ -433,13 +507,22 @@ async fn an_approved_promotion_is_deployed_without_a_call() {
     let project = s.demo_project().await;
     let (git, work, _) = app_checkout(&s).await;
     std::fs::create_dir_all(work.join(".ouro")).unwrap();
-    git.commit(&work, ".ouro/services.yml", SERVICES, "Services").await;
+    git.commit(&work, ".ouro/services.yml", SERVICES, "Services")
+        .await;
     let sha = git
-        .commit(&work, ".ouro/environments.yml", "environments:\n  staging: {}\n", "Path")
+        .commit(
+            &work,
+            ".ouro/environments.yml",
+            "environments:\n  staging: {}\n",
+            "Path",
+        )
         .await;
     git.run(&work, &["push", "-q", "origin", "main"]).await;
     release(&s, project.id, "1.0.0", &sha, &app("1.0.0", false)).await;
-    let cleanup = Cleanup(s.state.clone(), vec![("demo/staging".into(), "1.0.0".into())]);
+    let cleanup = Cleanup(
+        s.state.clone(),
+        vec![("demo/staging".into(), "1.0.0".into())],
+    );
     let (st, p) = s
         .admin(
             Method::POST,
@@ -452,14 +535,21 @@ async fn an_approved_promotion_is_deployed_without_a_call() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let d = loop {
         let (_, list) = s
-            .admin(Method::GET, "/api/v1/projects/demo/deployments?release=1.0.0", None)
+            .admin(
+                Method::GET,
+                "/api/v1/projects/demo/deployments?release=1.0.0",
+                None,
+            )
             .await;
         if let Some(d) = list.as_array().and_then(|l| l.first())
             && d["state"] != "running"
         {
             break d.clone();
         }
-        assert!(Instant::now() < deadline, "no deployment of the promotion: {list}");
+        assert!(
+            Instant::now() < deadline,
+            "no deployment of the promotion: {list}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(d["state"], "succeeded", "{d}");

@@ -474,7 +474,9 @@ impl Checker<'_> {
         }
         let what = format!("service `{name}`");
         let entries = self.keys(node, SERVICE_KEYS, &what);
-        if !entries.iter().any(|(k, _)| k == "run") {
+        // A service that is not a mapping was reported as such; a missing `run` would repeat it.
+        let shaped = matches!(node.v, V::Map(_) | V::Null);
+        if shaped && !entries.iter().any(|(k, _)| k == "run") {
             let d = self.err(
                 key,
                 SVC_MISSING_KEY,

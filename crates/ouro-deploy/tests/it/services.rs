@@ -325,6 +325,11 @@ const BAD: &[(&str, &str, &[&str])] = &[
         ],
     ),
     (
+        "service_not_a_mapping",
+        "services:\n  web: ./bin/web\n",
+        &[services::SVC_INVALID_TYPE],
+    ),
+    (
         "missing_run",
         "services:\n  web:\n    replicas: 2\n  api:\n",
         &[services::SVC_MISSING_KEY, services::SVC_MISSING_KEY],
@@ -668,6 +673,64 @@ fn yamlish() -> impl Strategy<Value = String> {
     prop::collection::vec(line, 0..40).prop_map(|lines| format!("services:\n{}", lines.concat()))
 }
 
+/// The full example with one line's value replaced, or one line dropped or repeated: mostly
+/// well-formed YAML, so every check of the parser is reached with odd values.
+fn mutated_full() -> impl Strategy<Value = String> {
+    let lines: Vec<&'static str> = FULL.lines().collect();
+    let n = lines.len();
+    let value = prop::sample::select(vec![
+        "0",
+        "-5",
+        "65536",
+        "1.5",
+        "true",
+        "null",
+        "\"\"",
+        "[]",
+        "{}",
+        "[1, 2]",
+        "{a: 1}",
+        "99999999999999999999999",
+        "1%",
+        "101%",
+        "1x",
+        "30d",
+        "31d",
+        "auto",
+        "SIGKILL",
+        "\"{cr}\"",
+        "\"[::1]:0\"",
+        "canary",
+        "rolling",
+        "[100]",
+        "[100, 50]",
+        "{kind: canary}",
+        "\"\\0\"",
+        "Ä",
+        "-",
+    ]);
+    (0..n, 0u8..3, value).prop_map(move |(at, how, v)| {
+        let mut out = String::new();
+        for (i, line) in lines.iter().enumerate() {
+            if i != at {
+                out.push_str(line);
+            } else if how == 0 {
+                let cut = line.find(": ").map_or(line.len(), |c| c + 2);
+                out.push_str(&line[..cut]);
+                out.push_str(v);
+            } else if how == 1 {
+                continue;
+            } else {
+                out.push_str(line);
+                out.push('\n');
+                out.push_str(line);
+            }
+            out.push('\n');
+        }
+        out
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -678,6 +741,11 @@ proptest! {
 
     #[test]
     fn yamlish_text_never_panics(text in yamlish()) {
+        check_never_panics(&text);
+    }
+
+    #[test]
+    fn mutated_files_never_panic(text in mutated_full()) {
         check_never_panics(&text);
     }
 

@@ -301,6 +301,18 @@ const BAD: &[(&str, &str, &[&str])] = &[
         "services:\n  web:\n    run: a\n    run: b\n",
         &[services::SVC_DUPLICATE_KEY],
     ),
+    (
+        "same_name_twice",
+        // YAML tells `true` from `"true"` and `1` from `0x1`; the node tree refuses them as one
+        // name all the same.
+        "services:\n  true: {run: x}\n  \"true\": {run: y}\n",
+        &[services::SVC_DUPLICATE_KEY],
+    ),
+    (
+        "same_route_twice",
+        "services:\n  web:\n    run: x\n    route: {1: {}, 0x1: {}}\n",
+        &[services::SVC_DUPLICATE_KEY],
+    ),
     ("empty_file", "", &[services::SVC_EMPTY]),
     ("empty_services", "services: {}\n", &[services::SVC_EMPTY]),
     (

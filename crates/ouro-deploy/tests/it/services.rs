@@ -786,3 +786,23 @@ fn check_never_panics(text: &str) {
         }
     }
 }
+
+#[test]
+fn the_worked_example_of_the_docs_parses() {
+    let doc = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/services.md"),
+    )
+    .unwrap();
+    let start = doc.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let len = doc[start..].find("```").expect("the end of the block");
+    let f = services::parse(FILE, &doc[start..start + len]).unwrap();
+    assert_eq!(
+        f.services.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["web", "worker"]
+    );
+    let spec::Strategy::Canary(c) = &f.services["web"].strategy else {
+        panic!("web is canary")
+    };
+    assert_eq!(c.steps[0].pause_ms, 60_000);
+    assert_eq!(c.sticky, Some(Sticky::Cookie("session".into())));
+}

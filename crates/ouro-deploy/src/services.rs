@@ -473,6 +473,13 @@ impl Checker<'_> {
             ));
         }
         let what = format!("service `{name}`");
+        if !matches!(node.v, V::Map(_) | V::Null) {
+            let m = format!("{what} must be a mapping, not {}", node.describe());
+            self.err(node, SVC_INVALID_TYPE, m).help = Some(format!(
+                "the command goes under `run`: `{name}: {{run: ...}}`"
+            ));
+            return s;
+        }
         let entries = self.keys(node, SERVICE_KEYS, &what);
         if !entries.iter().any(|(k, _)| k == "run") {
             let d = self.err(

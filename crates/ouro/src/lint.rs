@@ -1,4 +1,5 @@
-//! `ouro lint [FILES...]`: checks pipeline files without a server.
+//! `ouro lint [FILES...]`: checks pipeline files, `.ouro/services.yml` and
+//! `.ouro/environments.yml` without a server.
 //!
 //! Each diagnostic is printed twice: rustc-style (with the source line) on standard error for
 //! people, and as one contract line `FILE:LINE:COL: error[CODE]: message` on standard output for
@@ -9,11 +10,42 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use ouro_build::Diagnostic;
 
 #[derive(Args)]
 pub struct LintArgs {
-    /// Pipeline files to check (default: .ouro/pipelines/*.yml of the current directory).
+    /// Files to check; the name picks the check: services.yml/.yaml, environments.yml/.yaml,
+    /// anything else is a pipeline file (default: .ouro/pipelines/*.yml, and .ouro/services.yml
+    /// and .ouro/environments.yml when present).
     files: Vec<PathBuf>,
+}
+
+/// Which checker a file goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Pipeline,
+    Services,
+    Environments,
+}
+
+impl Kind {
+    /// By file name: `services.yml`/`.yaml` and `environments.yml`/`.yaml` are those files
+    /// wherever they are; anything else is a pipeline file.
+    pub fn of(path: &Path) -> Kind {
+        match path.file_name().and_then(|n| n.to_str()) {
+            Some("services.yml" | "services.yaml") => Kind::Services,
+            Some("environments.yml" | "environments.yaml") => Kind::Environments,
+            _ => Kind::Pipeline,
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Pipeline => "pipeline",
+            Kind::Services => "services",
+            Kind::Environments => "environments",
+        }
+    }
 }
 
 /// The pipeline files of a checkout: `.ouro/pipelines/*.yml` under `root`, sorted by name.
@@ -28,24 +60,82 @@ pub fn discover(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The files `ouro lint` checks in the current directory when given none, or why there are
+/// none.
+fn default_files() -> Result<Vec<PathBuf>, String> {
+    let pipelines = discover(Path::new("."));
+    let mut files: Vec<PathBuf> = pipelines
+        .as_ref()
+        .map(|f| {
+            f.iter()
+                .map(|p| {
+                    p.strip_prefix("./")
+                        .map(Path::to_path_buf)
+                        .unwrap_or(p.clone())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for extra in [
+        ouro_deploy::services::FILE,
+        ouro_release::environments::FILE,
+    ] {
+        if Path::new(extra).is_file() {
+            files.push(PathBuf::from(extra));
+        }
+    }
+    if !files.is_empty() {
+        return Ok(files);
+    }
+    Err(match pipelines {
+        Ok(_) => "error: no pipeline files: .ouro/pipelines/ has no *.yml file (and there is no .ouro/services.yml or .ouro/environments.yml); pass the files to check".to_string(),
+        Err(_) => "error: no .ouro/pipelines/ directory here (nor .ouro/services.yml or .ouro/environments.yml); run `ouro lint` in a repository checkout or pass the files to check".to_string(),
+    })
+}
+
+/// The diagnostics of one file (empty when it is valid).
+pub fn check(path: &Path, bytes: &[u8]) -> Vec<Diagnostic> {
+    let name = path.display().to_string();
+    match Kind::of(path) {
+        Kind::Pipeline => ouro_build::pipeline::lint(&name, bytes),
+        Kind::Services => ouro_deploy::services::lint(&name, bytes),
+        Kind::Environments => match std::str::from_utf8(bytes) {
+            Ok(text) => ouro_release::environments::parse(&name, text)
+                .err()
+                .unwrap_or_default(),
+            Err(e) => vec![ouro_deploy::services::not_utf8(
+                &name,
+                bytes,
+                e.valid_up_to(),
+                ouro_release::environments::ENV_SYNTAX,
+            )],
+        },
+    }
+}
+
+/// "2 pipeline files, 1 services file and 1 environments file".
+fn counted(files: &[PathBuf]) -> String {
+    let parts: Vec<String> = [Kind::Pipeline, Kind::Services, Kind::Environments]
+        .into_iter()
+        .filter_map(|k| {
+            let n = files.iter().filter(|f| Kind::of(f) == k).count();
+            (n > 0).then(|| format!("{n} {} file{}", k.noun(), if n == 1 { "" } else { "s" }))
+        })
+        .collect();
+    match parts.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        Some((last, _)) => last.clone(),
+        None => "no files".into(),
+    }
+}
+
 /// Runs the command and returns the exit status.
 pub fn run(args: LintArgs) -> i32 {
     let files = if args.files.is_empty() {
-        match discover(Path::new(".")) {
-            Ok(f) if !f.is_empty() => f
-                .into_iter()
-                .map(|p| p.strip_prefix("./").map(Path::to_path_buf).unwrap_or(p))
-                .collect(),
-            Ok(_) => {
-                eprintln!(
-                    "error: no pipeline files: .ouro/pipelines/ has no *.yml file; pass the files to check"
-                );
-                return 2;
-            }
-            Err(_) => {
-                eprintln!(
-                    "error: no .ouro/pipelines/ directory here; run `ouro lint` in a repository checkout or pass the files to check"
-                );
+        match default_files() {
+            Ok(f) => f,
+            Err(why) => {
+                eprintln!("{why}");
                 return 2;
             }
         }
@@ -74,8 +164,7 @@ pub fn run(args: LintArgs) -> i32 {
     let (mut out, mut err) = (stdout.lock(), stderr.lock());
     let (mut errors, mut bad_files) = (0usize, 0usize);
     for (f, bytes) in files.iter().zip(&contents) {
-        let name = f.display().to_string();
-        let diags = ouro_build::pipeline::lint(&name, bytes);
+        let diags = check(f, bytes);
         if diags.iter().any(|d| d.is_error()) {
             bad_files += 1;
         }
@@ -97,12 +186,7 @@ pub fn run(args: LintArgs) -> i32 {
         );
         1
     } else {
-        let _ = writeln!(
-            err,
-            "ok: {} pipeline file{} checked, no problems",
-            files.len(),
-            if files.len() == 1 { "" } else { "s" }
-        );
+        let _ = writeln!(err, "ok: {} checked, no problems", counted(&files));
         0
     }
 }

@@ -55,7 +55,8 @@ enum Command {
     /// A project's pipeline variables on a running server (needs --token or OURO_TOKEN).
     #[command(subcommand)]
     Var(vars::VarsCommand),
-    /// Check pipeline files (default: .ouro/pipelines/*.yml); exit 1 on errors, 2 on usage errors.
+    /// Check pipeline, services and environments files (default: .ouro/pipelines/*.yml,
+    /// .ouro/services.yml, .ouro/environments.yml); exit 1 on errors, 2 on usage errors.
     Lint(lint::LintArgs),
     /// Run the checkout's pipelines on this machine (jobs use the committed HEAD); exit 0 only
     /// when every job succeeded, 1 otherwise, 2 on usage errors.

@@ -301,6 +301,18 @@ const BAD: &[(&str, &str, &[&str])] = &[
         "services:\n  web:\n    run: a\n    run: b\n",
         &[services::SVC_DUPLICATE_KEY],
     ),
+    (
+        "same_name_twice",
+        // YAML tells `true` from `"true"` and `1` from `0x1`; the node tree refuses them as one
+        // name all the same.
+        "services:\n  true: {run: x}\n  \"true\": {run: y}\n",
+        &[services::SVC_DUPLICATE_KEY],
+    ),
+    (
+        "same_route_twice",
+        "services:\n  web:\n    run: x\n    route: {1: {}, 0x1: {}}\n",
+        &[services::SVC_DUPLICATE_KEY],
+    ),
     ("empty_file", "", &[services::SVC_EMPTY]),
     ("empty_services", "services: {}\n", &[services::SVC_EMPTY]),
     (
@@ -323,6 +335,11 @@ const BAD: &[(&str, &str, &[&str])] = &[
             services::SVC_INVALID_TYPE,
             services::SVC_INVALID_TYPE,
         ],
+    ),
+    (
+        "service_not_a_mapping",
+        "services:\n  web: ./bin/web\n",
+        &[services::SVC_INVALID_TYPE],
     ),
     (
         "missing_run",
@@ -668,6 +685,64 @@ fn yamlish() -> impl Strategy<Value = String> {
     prop::collection::vec(line, 0..40).prop_map(|lines| format!("services:\n{}", lines.concat()))
 }
 
+/// The full example with one line's value replaced, or one line dropped or repeated: mostly
+/// well-formed YAML, so every check of the parser is reached with odd values.
+fn mutated_full() -> impl Strategy<Value = String> {
+    let lines: Vec<&'static str> = FULL.lines().collect();
+    let n = lines.len();
+    let value = prop::sample::select(vec![
+        "0",
+        "-5",
+        "65536",
+        "1.5",
+        "true",
+        "null",
+        "\"\"",
+        "[]",
+        "{}",
+        "[1, 2]",
+        "{a: 1}",
+        "99999999999999999999999",
+        "1%",
+        "101%",
+        "1x",
+        "30d",
+        "31d",
+        "auto",
+        "SIGKILL",
+        "\"{cr}\"",
+        "\"[::1]:0\"",
+        "canary",
+        "rolling",
+        "[100]",
+        "[100, 50]",
+        "{kind: canary}",
+        "\"\\0\"",
+        "Ä",
+        "-",
+    ]);
+    (0..n, 0u8..3, value).prop_map(move |(at, how, v)| {
+        let mut out = String::new();
+        for (i, line) in lines.iter().enumerate() {
+            if i != at {
+                out.push_str(line);
+            } else if how == 0 {
+                let cut = line.find(": ").map_or(line.len(), |c| c + 2);
+                out.push_str(&line[..cut]);
+                out.push_str(v);
+            } else if how == 1 {
+                continue;
+            } else {
+                out.push_str(line);
+                out.push('\n');
+                out.push_str(line);
+            }
+            out.push('\n');
+        }
+        out
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -678,6 +753,11 @@ proptest! {
 
     #[test]
     fn yamlish_text_never_panics(text in yamlish()) {
+        check_never_panics(&text);
+    }
+
+    #[test]
+    fn mutated_files_never_panic(text in mutated_full()) {
         check_never_panics(&text);
     }
 
@@ -705,4 +785,24 @@ fn check_never_panics(text: &str) {
             }
         }
     }
+}
+
+#[test]
+fn the_worked_example_of_the_docs_parses() {
+    let doc = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/services.md"),
+    )
+    .unwrap();
+    let start = doc.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let len = doc[start..].find("```").expect("the end of the block");
+    let f = services::parse(FILE, &doc[start..start + len]).unwrap();
+    assert_eq!(
+        f.services.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["web", "worker"]
+    );
+    let spec::Strategy::Canary(c) = &f.services["web"].strategy else {
+        panic!("web is canary")
+    };
+    assert_eq!(c.steps[0].pause_ms, 60_000);
+    assert_eq!(c.sticky, Some(Sticky::Cookie("session".into())));
 }

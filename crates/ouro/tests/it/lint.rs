@@ -150,3 +150,116 @@ fn not_utf8_and_yaml_bombs_are_errors_not_crashes() {
         stdout(&o)
     );
 }
+
+const GOOD_SERVICES: &str = "services:\n  web:\n    run: ./bin/web\n    health: {readiness: {http: /healthz}}\n    route:\n      staging: {listen: \"127.0.0.1:8081\"}\n";
+const BAD_SERVICES: &str =
+    "services:\n  web:\n    replica: 2\n    run: ./web\n    stop: {signal: TREM}\n";
+const GOOD_ENVIRONMENTS: &str = "environments:\n  dev: {}\n  staging:\n    after: dev\n";
+const BAD_ENVIRONMENTS: &str = "environments:\n  dev: {}\n  staging:\n    aprovals: {}\n";
+
+#[test]
+fn services_and_environments_files_are_checked_by_their_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("services.yml"), GOOD_SERVICES).unwrap();
+    std::fs::write(dir.path().join("environments.yaml"), GOOD_ENVIRONMENTS).unwrap();
+    let o = lint(dir.path(), &["services.yml", "environments.yaml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+    assert!(
+        stderr(&o).contains("ok: 1 services file and 1 environments file checked, no problems"),
+        "{}",
+        stderr(&o)
+    );
+
+    // The same texts as pipeline files are refused: the name picks the checker.
+    std::fs::write(dir.path().join("web.yml"), GOOD_SERVICES).unwrap();
+    let o = lint(dir.path(), &["web.yml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("error[pipeline."), "{}", stdout(&o));
+
+    std::fs::write(dir.path().join("services.yaml"), BAD_SERVICES).unwrap();
+    std::fs::write(dir.path().join("environments.yml"), BAD_ENVIRONMENTS).unwrap();
+    let o = lint(dir.path(), &["services.yaml", "environments.yml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stdout(&o),
+        "services.yaml:3:5: error[deploy.svc_unknown_key]: unknown key `replica` in service `web`
+services.yaml:5:20: error[deploy.svc_unknown_signal]: unknown stop signal `TREM`
+environments.yml:4:5: error[release.env_unknown_key]: unknown key `aprovals` in environment `staging`
+"
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "error[deploy.svc_unknown_key]: unknown key `replica` in service `web`\n --> services.yaml:3:5\n  |\n3 |     replica: 2\n  |     ^^^^^^^ unknown key\n  |\n  = help: did you mean `replicas`?\n"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("= help: did you mean `TERM`?"), "{err}");
+    assert!(err.contains("= help: did you mean `approvals`?"), "{err}");
+    assert!(err.contains("error: 3 errors in 2 of 2 files"), "{err}");
+}
+
+#[test]
+fn without_files_it_also_lints_services_and_environments() {
+    let dir = tempfile::tempdir().unwrap();
+    let ouro = dir.path().join(".ouro");
+    std::fs::create_dir_all(ouro.join("pipelines")).unwrap();
+    std::fs::write(ouro.join("pipelines/ci.yml"), GOOD).unwrap();
+    std::fs::write(ouro.join("services.yml"), GOOD_SERVICES).unwrap();
+    std::fs::write(ouro.join("environments.yml"), GOOD_ENVIRONMENTS).unwrap();
+    let o = lint(dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "ok: 1 pipeline file, 1 services file and 1 environments file checked, no problems"
+        ),
+        "{}",
+        stderr(&o)
+    );
+
+    std::fs::write(ouro.join("services.yml"), BAD_SERVICES).unwrap();
+    std::fs::write(ouro.join("environments.yml"), BAD_ENVIRONMENTS).unwrap();
+    let o = lint(dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stdout(&o),
+        ".ouro/services.yml:3:5: error[deploy.svc_unknown_key]: unknown key `replica` in service `web`
+.ouro/services.yml:5:20: error[deploy.svc_unknown_signal]: unknown stop signal `TREM`
+.ouro/environments.yml:4:5: error[release.env_unknown_key]: unknown key `aprovals` in environment `staging`
+"
+    );
+    assert!(stderr(&o).contains("error: 3 errors in 2 of 3 files"));
+
+    // Without a pipelines directory the services file alone is checked.
+    std::fs::remove_dir_all(ouro.join("pipelines")).unwrap();
+    std::fs::remove_file(ouro.join("environments.yml")).unwrap();
+    std::fs::write(ouro.join("services.yml"), GOOD_SERVICES).unwrap();
+    let o = lint(dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("ok: 1 services file checked, no problems"));
+}
+
+#[test]
+fn broken_services_and_environments_files_are_errors_not_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("environments.yml"),
+        b"environments:\n  d\xe9v: {}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("services.yml"), "services: [\n").unwrap();
+    let o = lint(dir.path(), &["environments.yml", "services.yml"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(
+        lines[0],
+        "environments.yml:2:4: error[release.env_syntax]: the file is not valid UTF-8 (byte 0xe9 at offset 17)"
+    );
+    assert!(
+        lines[1].starts_with("services.yml:") && lines[1].contains(": error[deploy.svc_syntax]: "),
+        "{out}"
+    );
+}

@@ -303,7 +303,17 @@ impl Proxy {
         }
     }
 
-    /// Registers the golden signals (`proxy_*`) on `registry`.
+    /// Forgets replicas that were stopped: their metric series (so `/metrics` does not keep
+    /// every version ever deployed) and their idle connections. The version's
+    /// [`Proxy::stats`] stay. Call it only for replicas no route uses any more.
+    pub fn forget(&self, upstreams: &[Arc<Upstream>]) {
+        for u in upstreams {
+            self.inner.families.forget(u);
+            self.inner.pool.forget(u.addr);
+        }
+    }
+
+    /// Registers the golden signals (`proxy_*`) on `registry` (once per registry).
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.inner.families.register(registry);
     }

@@ -743,6 +743,14 @@ async fn metrics_and_stats_count_requests_by_class_version_and_replica() {
         ),
         "{text}"
     );
+
+    // Version 1 is stopped: its series leave /metrics, its totals stay.
+    proxy.forget(&[upstream("1", 0, a.addr)]);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(!text.contains("web/1/0"), "{text}");
+    assert!(text.contains("web/2/0"), "{text}");
+    assert_eq!(proxy.stats(SERVICE, "1").requests, 4);
     proxy.shutdown().await;
 }
 

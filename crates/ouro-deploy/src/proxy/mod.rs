@@ -638,6 +638,17 @@ fn respond(
         }
         return Response::from_parts(parts, ProxyBody::empty());
     }
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // A switch the client did not ask for (or over HTTP/2) cannot be passed on.
+        signals.record(ERROR, latency_s);
+        return text(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "replica {} switched protocols without being asked\n",
+                upstream.replica
+            ),
+        );
+    }
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     let finish = Finish {

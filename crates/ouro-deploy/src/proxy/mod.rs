@@ -303,7 +303,17 @@ impl Proxy {
         }
     }
 
-    /// Registers the golden signals (`proxy_*`) on `registry`.
+    /// Forgets replicas that were stopped: their metric series (so `/metrics` does not keep
+    /// every version ever deployed) and their idle connections. The version's
+    /// [`Proxy::stats`] stay. Call it only for replicas no route uses any more.
+    pub fn forget(&self, upstreams: &[Arc<Upstream>]) {
+        for u in upstreams {
+            self.inner.families.forget(u);
+            self.inner.pool.forget(u.addr);
+        }
+    }
+
+    /// Registers the golden signals (`proxy_*`) on `registry` (once per registry).
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.inner.families.register(registry);
     }
@@ -627,6 +637,17 @@ fn respond(
             parts.headers.insert(UPGRADE, p);
         }
         return Response::from_parts(parts, ProxyBody::empty());
+    }
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // A switch the client did not ask for (or over HTTP/2) cannot be passed on.
+        signals.record(ERROR, latency_s);
+        return text(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "replica {} switched protocols without being asked\n",
+                upstream.replica
+            ),
+        );
     }
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);

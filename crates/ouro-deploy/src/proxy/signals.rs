@@ -131,6 +131,27 @@ impl Families {
         })
     }
 
+    /// Drops the Prometheus series of a replica that is gone (the version's totals stay).
+    pub fn forget(&self, upstream: &Upstream) {
+        let labels = ReplicaLabels {
+            service: upstream.service.clone(),
+            version: upstream.version.clone(),
+            replica: upstream.replica.clone(),
+        };
+        for class in CLASSES {
+            self.requests.remove(&ClassLabels {
+                service: labels.service.clone(),
+                version: labels.version.clone(),
+                replica: labels.replica.clone(),
+                class: class.to_string(),
+            });
+        }
+        self.latency.remove(&labels);
+        self.in_flight.remove(&labels);
+        self.upgraded.remove(&labels);
+        self.connect_failures.remove(&labels);
+    }
+
     fn version(&self, service: &str, version: &str) -> Arc<VersionCounters> {
         let mut versions = self
             .versions

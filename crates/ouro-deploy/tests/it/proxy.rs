@@ -42,6 +42,14 @@ async fn answer(
     req: Request<Incoming>,
     mut release: watch::Receiver<bool>,
 ) -> Response<TestBody> {
+    if req.uri().path() == "/first-chunk" {
+        // Answers with the first piece of the request body, without waiting for the rest.
+        let first = match req.into_body().frame().await {
+            Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
+            _ => Bytes::new(),
+        };
+        return Response::new(full(first));
+    }
     let header = |n: &str| {
         req.headers()
             .get(n)
@@ -735,6 +743,14 @@ async fn metrics_and_stats_count_requests_by_class_version_and_replica() {
         ),
         "{text}"
     );
+
+    // Version 1 is stopped: its series leave /metrics, its totals stay.
+    proxy.forget(&[upstream("1", 0, a.addr)]);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(!text.contains("web/1/0"), "{text}");
+    assert!(text.contains("web/2/0"), "{text}");
+    assert_eq!(proxy.stats(SERVICE, "1").requests, 4);
     proxy.shutdown().await;
 }
 
@@ -1039,5 +1055,58 @@ async fn a_replica_killed_under_load_breaks_no_client_connection() {
                 && !l.ends_with(" 0")),
         "{text}"
     );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_head_over_the_limit_gets_431() {
+    let a = server("A").await;
+    let (proxy, addr) = proxy().await;
+    proxy.set_route(addr, None, table(vec![upstream("1", 0, a.addr)]));
+    let mut cl = client(addr).await;
+    let big = "x".repeat(80 * 1024);
+    let r = cl.try_get("x", "/", &[("x-big", &big)]).await.unwrap();
+    assert_eq!(r.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(a.hits.load(Ordering::SeqCst), 0);
+    // Below the limit passes.
+    let mut cl = client(addr).await;
+    let fine = "x".repeat(16 * 1024);
+    let r = cl.try_get("x", "/", &[("x-big", &fine)]).await.unwrap();
+    assert_eq!(r.body, "A");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_body_streams_to_the_replica_before_it_ends() {
+    let a = server("A").await;
+    let (proxy, addr) = proxy().await;
+    proxy.set_route(addr, None, table(vec![upstream("1", 0, a.addr)]));
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Frame<Bytes>, Infallible>>();
+    let req = Request::builder()
+        .method("POST")
+        .uri("/first-chunk")
+        .header("host", "x")
+        .body(StreamBody::new(rx))
+        .unwrap();
+    tx.unbounded_send(Ok(Frame::data(Bytes::from("part one"))))
+        .unwrap();
+    // The body is still open: the answer can only come if the first part already went through.
+    let res = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("the request body was held back")
+        .unwrap();
+    let mut body = res.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("no response body")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "part one");
+    drop(tx);
     proxy.shutdown().await;
 }

@@ -1,0 +1,16 @@
+# The main container's entry point (PID 1). A shell as PID 1 ignores SIGTERM, so the service's
+# command runs in its own session and this script passes the kubelet's SIGTERM on to that whole
+# process group as the service's stop signal, then exits with the service's status.
+if command -v setsid >/dev/null 2>&1; then
+  setsid sh -c "$OURO_RUN" &
+else
+  sh -c "$OURO_RUN" &
+fi
+child=$!
+trap 'kill -s "$OURO_STOP_SIGNAL" -- "-$child" 2>/dev/null || kill -s "$OURO_STOP_SIGNAL" "$child" 2>/dev/null' TERM INT
+while :; do
+  wait "$child"
+  code=$?
+  # wait returns early when a trapped signal arrives; only a gone child ends the script.
+  if ! kill -0 "$child" 2>/dev/null; then exit "$code"; fi
+done

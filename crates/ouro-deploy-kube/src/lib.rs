@@ -26,6 +26,24 @@ pub enum KubeError {
     Refused(String),
 }
 
+/// A client for `config`. Installs rustls' ring provider as the process default first when
+/// none is installed: kube-client needs one, and a binary that also enables aws-lc-rs (as
+/// Ouro's other crates do) has none.
+pub fn client(config: kube::Config) -> Result<kube::Client, KubeError> {
+    // An error means a provider is installed already, which is all that is needed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// A client configured as kubectl would be: in-cluster service account, else `KUBECONFIG` or
+/// `~/.kube/config`.
+pub async fn client_from_environment() -> Result<kube::Client, KubeError> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| KubeError::Settings(format!("no cluster configuration: {e}")))?;
+    client(config)
+}
+
 impl From<KubeError> for TargetError {
     fn from(e: KubeError) -> Self {
         TargetError::Other(e.to_string())

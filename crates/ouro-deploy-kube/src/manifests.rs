@@ -124,6 +124,18 @@ fn metadata(
     }
 }
 
+/// The main container's entry point: runs `$OURO_RUN` in its own session and turns the
+/// kubelet's SIGTERM into the service's stop signal for that process group.
+pub fn run_script() -> String {
+    script(RUN_SCRIPT)
+}
+
+/// The init container's script: downloads `$OURO_BUNDLE_URL` (with `$OURO_BUNDLE_TOKEN` as a
+/// bearer token when set) and unpacks it into `$OURO_BUNDLE_DIR`.
+pub fn fetch_script() -> String {
+    script(FETCH_SCRIPT)
+}
+
 /// Drops the comment lines of an embedded script (they explain it here, not in the manifest).
 fn script(text: &str) -> String {
     text.lines()
@@ -232,7 +244,7 @@ pub fn deployment(settings: &KubeSettings, w: &Workload<'_>, replicas: u32) -> D
         name: "app".into(),
         image: Some(settings.image.clone()),
         image_pull_policy: pull.clone(),
-        command: Some(vec!["/bin/sh".into(), "-c".into(), script(RUN_SCRIPT)]),
+        command: Some(vec!["/bin/sh".into(), "-c".into(), run_script()]),
         working_dir: Some(format!("{BUNDLE_DIR}/files")),
         env: Some(env_vars),
         env_from: Some(vec![EnvFromSource {
@@ -288,7 +300,7 @@ pub fn deployment(settings: &KubeSettings, w: &Workload<'_>, replicas: u32) -> D
                 .unwrap_or_else(|| settings.image.clone()),
         ),
         image_pull_policy: pull,
-        command: Some(vec!["/bin/sh".into(), "-c".into(), script(FETCH_SCRIPT)]),
+        command: Some(vec!["/bin/sh".into(), "-c".into(), fetch_script()]),
         env: Some(fetch_env),
         volume_mounts: Some(vec![mount]),
         ..Container::default()

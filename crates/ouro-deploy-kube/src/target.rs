@@ -93,30 +93,32 @@ impl KubeTarget {
             version: &spec.version,
             env_names: &env_names,
         };
-        let secret = manifests::env_secret(&self.settings, &w, &spec.env);
-        let secrets: Api<Secret> = self.api(&spec.environment);
-        let name = env_secret_name(&spec.service.name, &spec.version);
-        secrets
-            .patch(&name, &self.apply_params(), &Patch::Apply(&secret))
-            .await?;
-        let deployment = manifests::deployment(&self.settings, &w, spec.service.replicas);
         let deployments: Api<Deployment> = self.api(&spec.environment);
         let name = deployment_name(&spec.service.name, &spec.version);
-        let applied = deployments
+        // Two versions whose slugs coincide (`1.2.0-rc.1`, `1.2.0-rc-1`) would share a name;
+        // applying would silently replace the other one.
+        if let Some(existing) = deployments.get_opt(&name).await? {
+            let running = version_of(&existing);
+            if running != spec.version {
+                return Err(KubeError::Refused(format!(
+                    "Deployment {name} runs version {running}, whose name slug equals {}'s",
+                    spec.version
+                )));
+            }
+        }
+        let secret = manifests::env_secret(&self.settings, &w, &spec.env);
+        let secrets: Api<Secret> = self.api(&spec.environment);
+        secrets
+            .patch(
+                &env_secret_name(&spec.service.name, &spec.version),
+                &self.apply_params(),
+                &Patch::Apply(&secret),
+            )
+            .await?;
+        let deployment = manifests::deployment(&self.settings, &w, spec.service.replicas);
+        deployments
             .patch(&name, &self.apply_params(), &Patch::Apply(&deployment))
             .await?;
-        // Two versions whose slugs coincide (`1.2.0-rc.1`, `1.2.0-rc-1`) would share a name.
-        let running = applied
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ANNOTATION_VERSION));
-        if running.is_some_and(|v| v != &spec.version) {
-            return Err(KubeError::Refused(format!(
-                "Deployment {name} runs another version ({}) whose name slug is the same",
-                running.map(String::as_str).unwrap_or_default()
-            )));
-        }
         Ok(())
     }
 

@@ -1,10 +1,14 @@
 # The main container's entry point (PID 1). A shell as PID 1 ignores SIGTERM, so the service's
 # command runs in its own session and this script passes the kubelet's SIGTERM on to that whole
 # process group as the service's stop signal, then exits with the service's status.
+# A background command starts with SIGINT and SIGQUIT ignored (and a shell cannot trap a signal
+# ignored at entry), so `env --default-signal` restores them where coreutils has it.
+reset=""
+if env --default-signal true >/dev/null 2>&1; then reset="env --default-signal"; fi
 if command -v setsid >/dev/null 2>&1; then
-  setsid sh -c "$OURO_RUN" &
+  setsid $reset sh -c "$OURO_RUN" &
 else
-  sh -c "$OURO_RUN" &
+  $reset sh -c "$OURO_RUN" &
 fi
 child=$!
 trap 'kill -s "$OURO_STOP_SIGNAL" -- "-$child" 2>/dev/null || kill -s "$OURO_STOP_SIGNAL" "$child" 2>/dev/null' TERM INT

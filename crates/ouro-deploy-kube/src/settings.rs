@@ -102,3 +102,24 @@ impl KubeSettings {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_per_environment_and_valid() {
+        let s = KubeSettings::default();
+        assert!(s.check().is_ok());
+        assert_eq!(s.namespace_for("Shop", "review-12"), "ouro-shop-review-12");
+        let shared = KubeSettings {
+            namespace: "apps".into(),
+            ..KubeSettings::default()
+        };
+        assert!(matches!(shared.check(), Err(KubeError::Settings(_))));
+        assert_eq!(
+            s.bundle_url("shop", "1.0.0"),
+            "http://ouro.ouro.svc.cluster.local:8080/api/v1/projects/shop/releases/1.0.0/bundle"
+        );
+    }
+}

@@ -134,24 +134,26 @@ impl KubeTarget {
         let deadline = Instant::now() + timeout;
         let poll = Duration::from_millis(self.settings.poll_interval_ms.max(1));
         loop {
-            let d = deployments
-                .get_opt(&name)
-                .await
-                .map_err(KubeError::from)?
-                .ok_or_else(|| {
-                    TargetError::NotReady(format!(
-                        "Deployment {name} does not exist (the version was not started)"
-                    ))
-                })?;
-            let last = match progress(&d) {
-                Progress::Ready => return Ok(()),
-                Progress::Failed(why) => {
-                    let pods = self.pod_problems(environment, service, version).await;
+            let last = match deployments.get_opt(&name).await {
+                Ok(Some(d)) => match progress(&d) {
+                    Progress::Ready => return Ok(()),
+                    Progress::Failed(why) => {
+                        let pods = self.pod_problems(environment, service, version).await;
+                        return Err(TargetError::NotReady(format!(
+                            "Deployment {name} failed: {why}{pods}"
+                        )));
+                    }
+                    Progress::Waiting(why) => why,
+                },
+                Ok(None) => {
                     return Err(TargetError::NotReady(format!(
-                        "Deployment {name} failed: {why}{pods}"
+                        "Deployment {name} does not exist (the version was not started)"
                     )));
                 }
-                Progress::Waiting(why) => why,
+                // An API server restarting or throttling is no reason to give up before the
+                // timeout; a refusal (403, 404 of the namespace, ...) is.
+                Err(e) if transient(&e) => format!("API error: {e}"),
+                Err(e) => return Err(KubeError::from(e).into()),
             };
             let now = Instant::now();
             if now >= deadline {
@@ -413,6 +415,15 @@ impl KubeTarget {
                 .map(|_| ()),
         )?;
         Ok(())
+    }
+}
+
+/// Errors worth retrying: server-side failures, throttling and broken connections.
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
     }
 }
 

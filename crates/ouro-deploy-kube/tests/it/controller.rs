@@ -354,6 +354,29 @@ async fn wait_ready_stops_at_a_progress_deadline() {
 }
 
 #[tokio::test]
+async fn wait_ready_rides_out_an_unavailable_api_server() {
+    let (fake, target) = setup().await;
+    target
+        .start(&spec(web(), "production", "1.6.0"))
+        .await
+        .expect("start");
+    fake.unavailable_for(3);
+    target
+        .wait_ready("production", "web", "1.6.0", READY)
+        .await
+        .expect("ready once the API server answers again");
+    let failed_reads = fake
+        .calls()
+        .iter()
+        .filter(|c| c.short() == "GET deployments/web-1-6-0")
+        .count();
+    assert!(
+        failed_reads >= 5,
+        "3 failed reads, then not ready, then ready: {failed_reads}"
+    );
+}
+
+#[tokio::test]
 async fn versions_with_the_same_slug_do_not_replace_each_other() {
     let (_fake, target) = setup().await;
     target

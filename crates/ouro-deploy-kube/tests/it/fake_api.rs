@@ -48,6 +48,8 @@ struct Store {
     stuck: BTreeSet<String>,
     /// Deployment names that exceed their progress deadline.
     failing: BTreeSet<String>,
+    /// How many of the next requests fail with 503 (an API server restarting).
+    unavailable: u32,
     next_uid: u64,
 }
 
@@ -97,6 +99,10 @@ impl FakeApi {
 
     pub fn failing(&self, deployment: &str) {
         self.lock().failing.insert(deployment.to_string());
+    }
+
+    pub fn unavailable_for(&self, requests: u32) {
+        self.lock().unavailable = requests;
     }
 
     pub fn object(&self, path: &str) -> Option<Value> {
@@ -257,6 +263,10 @@ async fn handle(
             .to_string(),
         body: parsed.clone(),
     });
+    if store.unavailable > 0 {
+        store.unavailable -= 1;
+        return status(503, "ServiceUnavailable", "the server is restarting".into());
+    }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     // .../namespaces/{ns}/{resource}[/{name}[/scale]]
     let Some(ns_at) = segments.iter().position(|s| *s == "namespaces") else {

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
@@ -356,7 +357,13 @@ pub fn env_secret(
             labels,
             Some(w.version),
         ),
-        string_data: Some(env.clone()),
+        // `data`, not `stringData`: with server-side apply a key dropped from `stringData`
+        // would linger in `data`.
+        data: Some(
+            env.iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
         type_: Some("Opaque".into()),
         ..Secret::default()
     }

@@ -138,9 +138,10 @@ async fn blue_green_applies_waits_switches_the_selector_and_deletes_the_old_vers
         .iter()
         .find(|c| c.path.ends_with("/secrets/web-1-3-0-rc-1-env"))
         .expect("secret");
+    // base64 of "s3cret"
     assert_eq!(
-        secret.body.as_ref().expect("body")["stringData"]["API_KEY"],
-        "s3cret"
+        secret.body.as_ref().expect("body")["data"]["API_KEY"],
+        "czNjcmV0"
     );
 
     assert!(

@@ -22,6 +22,18 @@ async fn wait_for_file(path: &std::path::Path) {
     }
 }
 
+/// Kills a service's process group (it runs in its own session) if a test ends early.
+struct GroupGuard(String);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0)])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 #[tokio::test]
 async fn the_entry_point_turns_sigterm_into_the_services_stop_signal() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -29,7 +41,7 @@ async fn the_entry_point_turns_sigterm_into_the_services_stop_signal() {
     // A service that needs SIGINT to stop cleanly, run through a compound command (so the
     // signal must reach the process group, not just the shell).
     let run = format!(
-        "trap 'echo stopped-by-int; exit 7' INT; touch {}; while :; do sleep 0.05; done",
+        "trap 'echo stopped-by-int; exit 7' INT; echo $$ > {0}.tmp; mv {0}.tmp {0}; while :; do sleep 0.05; done",
         started.display()
     );
     let child = Command::new("sh")
@@ -43,6 +55,8 @@ async fn the_entry_point_turns_sigterm_into_the_services_stop_signal() {
         .spawn()
         .expect("spawn");
     wait_for_file(&started).await;
+    let service = std::fs::read_to_string(&started).expect("service pid");
+    let _guard = GroupGuard(service.trim().to_string());
     let pid = child.id().expect("pid").to_string();
     let kill = Command::new("kill")
         .args(["-TERM", &pid])

@@ -27,6 +27,8 @@ fn spec(service: ouro_deploy::spec::Service, environment: &str, version: &str) -
 async fn setup() -> (FakeApi, KubeTarget) {
     let fake = FakeApi::start().await;
     let target = KubeTarget::new(fake.client(), settings(), "shop").expect("target");
+    // The strategies hold targets as trait objects.
+    let _: &dyn Target = &target;
     (fake, target)
 }
 

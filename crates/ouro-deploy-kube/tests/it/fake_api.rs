@@ -13,6 +13,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service as KubeService};
 use serde_json::{Value, json};
 
 #[derive(Clone, Debug)]
@@ -356,6 +358,28 @@ async fn handle(
             let Some(mut applied) = parsed else {
                 return status(400, "BadRequest", "body is not JSON".into());
             };
+            // As the API server: an apply body names its type, and must read as that type.
+            let (api_version, kind, typed) = match resource {
+                "deployments" => (
+                    "apps/v1",
+                    "Deployment",
+                    serde_json::from_value::<Deployment>(applied.clone()).is_ok(),
+                ),
+                "services" => (
+                    "v1",
+                    "Service",
+                    serde_json::from_value::<KubeService>(applied.clone()).is_ok(),
+                ),
+                "secrets" => (
+                    "v1",
+                    "Secret",
+                    serde_json::from_value::<Secret>(applied.clone()).is_ok(),
+                ),
+                _ => return status(404, "NotFound", format!("no resource {resource}")),
+            };
+            if applied["apiVersion"] != api_version || applied["kind"] != kind || !typed {
+                return status(422, "Invalid", format!("not a {api_version} {kind}"));
+            }
             if applied["metadata"]["name"].as_str() != Some(n) {
                 return status(400, "BadRequest", "name in body and path differ".into());
             }

@@ -135,24 +135,25 @@ async fn the_init_script_downloads_and_unpacks_the_bundle_with_the_token() {
         let _ = axum::serve(listener, app).await;
     });
 
-    let fetch = |token: &'static str, out: std::path::PathBuf| {
+    let fetch = |token: &'static str, out: std::path::PathBuf, path: Option<std::ffi::OsString>| {
         let url = url.clone();
         async move {
             std::fs::create_dir_all(&out).expect("out dir");
-            Command::new("sh")
-                .arg("-c")
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c")
                 .arg(fetch_script())
                 .env("OURO_BUNDLE_URL", url)
                 .env("OURO_BUNDLE_DIR", &out)
                 .env("OURO_BUNDLE_TOKEN", token)
-                .stderr(Stdio::null())
-                .status()
-                .await
-                .expect("fetch")
+                .stderr(Stdio::null());
+            if let Some(path) = path {
+                cmd.env("PATH", path);
+            }
+            cmd.status().await.expect("fetch")
         }
     };
     let good = dir.path().join("good");
-    assert!(fetch("tok-123", good.clone()).await.success());
+    assert!(fetch("tok-123", good.clone(), None).await.success());
     assert_eq!(
         std::fs::read_to_string(good.join("files/bin/hello.txt")).expect("unpacked"),
         "hello bundle"
@@ -164,8 +165,32 @@ async fn the_init_script_downloads_and_unpacks_the_bundle_with_the_token() {
 
     let bad = dir.path().join("bad");
     assert!(
-        !fetch("wrong", bad.clone()).await.success(),
+        !fetch("wrong", bad.clone(), None).await.success(),
         "a refused download fails the pod"
     );
     assert!(!bad.join("files").exists());
+
+    // An image with wget but no curl (busybox-like): only these tools on PATH.
+    let tools = dir.path().join("tools");
+    std::fs::create_dir_all(&tools).expect("tools");
+    for tool in ["wget", "zstd", "tar", "rm", "sh"] {
+        let found = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| std::path::Path::new(d).join(tool))
+            .find(|p| p.exists());
+        let Some(found) = found else {
+            panic!("{tool} is needed for this test");
+        };
+        std::os::unix::fs::symlink(found, tools.join(tool)).expect("symlink");
+    }
+    let with_wget = dir.path().join("wget");
+    assert!(
+        fetch("tok-123", with_wget.clone(), Some(tools.into_os_string()))
+            .await
+            .success()
+    );
+    assert_eq!(
+        std::fs::read_to_string(with_wget.join("files/bin/hello.txt")).expect("unpacked"),
+        "hello bundle"
+    );
 }

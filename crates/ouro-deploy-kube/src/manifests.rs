@@ -415,7 +415,9 @@ pub fn canary_replicas(total: u32, weight: u8) -> (u32, u32) {
         100 => (0, total),
         _ => {
             let total = total.max(2);
-            let canary = ((total * weight + 50) / 100).clamp(1, total - 1);
+            // u64: no overflow for any replica count.
+            let share = (u64::from(total) * u64::from(weight) + 50) / 100;
+            let canary = u32::try_from(share).unwrap_or(total).clamp(1, total - 1);
             (total - canary, canary)
         }
     }
@@ -436,6 +438,10 @@ mod tests {
         assert_eq!(canary_replicas(3, 90), (1, 2));
         assert_eq!(canary_replicas(3, 0), (3, 0));
         assert_eq!(canary_replicas(3, 100), (0, 3));
+        assert_eq!(
+            canary_replicas(u32::MAX, 50),
+            (u32::MAX / 2, u32::MAX / 2 + 1)
+        );
         for total in 1..20 {
             for w in 1..100u8 {
                 let (s, c) = canary_replicas(total, w);

@@ -641,3 +641,102 @@ impl Target for KubeTarget {
             .unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(status: serde_json::Value, deleting: bool) -> Pod {
+        let mut p = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": "web-1-0-0-abc",
+                "labels": { "ouro.dev/version": "1-0-0" },
+                "annotations": { "ouro.dev/version": "1.0.0" },
+            },
+            "status": status,
+        });
+        if deleting {
+            p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        serde_json::from_value(p).expect("pod")
+    }
+
+    fn container(restarts: i32, waiting: Option<&str>) -> serde_json::Value {
+        let state = match waiting {
+            Some(r) => json!({ "waiting": { "reason": r } }),
+            None => json!({ "running": {} }),
+        };
+        json!({ "name": "app", "image": "i", "imageID": "", "ready": false,
+                "restartCount": restarts, "state": state })
+    }
+
+    #[test]
+    fn pods_map_to_replica_health() {
+        let ready = pod(
+            json!({ "phase": "Running", "conditions": [{ "type": "Ready", "status": "True" }],
+                    "containerStatuses": [container(2, None)] }),
+            false,
+        );
+        let r = replica_status("web", &ready);
+        assert_eq!((r.health.as_str(), r.restarts), ("ready", 2));
+        assert_eq!(r.version, "1.0.0");
+        assert_eq!(r.replica, "web/1.0.0/web-1-0-0-abc");
+        let looping = pod(
+            json!({ "phase": "Running", "conditions": [{ "type": "Ready", "status": "False" }],
+                    "containerStatuses": [container(5, Some("CrashLoopBackOff"))] }),
+            false,
+        );
+        assert_eq!(replica_status("web", &looping).health, "restarting");
+        let pending = pod(json!({ "phase": "Pending" }), false);
+        assert_eq!(replica_status("web", &pending).health, "starting");
+        let unready = pod(json!({ "phase": "Running" }), false);
+        assert_eq!(replica_status("web", &unready).health, "unready");
+        let stopping = pod(json!({ "phase": "Running" }), true);
+        assert_eq!(replica_status("web", &stopping).health, "stopping");
+        assert_eq!(
+            replica_status("web", &pod(json!({ "phase": "Failed" }), false)).health,
+            "failed"
+        );
+    }
+
+    fn deployment(generation: i64, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": { "name": "web-1-0-0", "generation": generation },
+            "spec": { "replicas": 3, "selector": {}, "template": {} },
+            "status": status,
+        }))
+        .expect("deployment")
+    }
+
+    #[test]
+    fn readiness_needs_the_latest_generation_and_every_replica() {
+        let ready = deployment(
+            2,
+            json!({ "observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 3 }),
+        );
+        assert!(matches!(progress(&ready), Progress::Ready));
+        // The status still describes the previous spec.
+        let stale = deployment(
+            3,
+            json!({ "observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 3 }),
+        );
+        assert!(matches!(progress(&stale), Progress::Waiting(w) if w.contains("not yet observed")));
+        let partial = deployment(
+            1,
+            json!({ "observedGeneration": 1, "readyReplicas": 1, "updatedReplicas": 3,
+                    "conditions": [{ "type": "Available", "status": "False",
+                                     "reason": "MinimumReplicasUnavailable" }] }),
+        );
+        assert!(matches!(progress(&partial), Progress::Waiting(w)
+            if w.contains("1/3 ready") && w.contains("Available=False")));
+        let failed = deployment(
+            1,
+            json!({ "observedGeneration": 1, "conditions": [{ "type": "Progressing",
+                    "status": "False", "reason": "ProgressDeadlineExceeded",
+                    "message": "ReplicaSet \"web-1-0-0-abc\" has timed out progressing." }] }),
+        );
+        assert!(matches!(progress(&failed), Progress::Failed(w) if w.contains("timed out")));
+    }
+}

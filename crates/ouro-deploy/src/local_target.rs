@@ -16,6 +16,9 @@ use crate::target::{
     DrainReport, ReplicaStatus, Split, Target, TargetError, TrafficStats, VersionSpec,
 };
 
+/// (environment key, service) → the bound proxy address and the route's host.
+type Bound = HashMap<(String, String), (SocketAddr, Option<String>)>;
+
 pub struct LocalTarget {
     supervisor: Arc<Supervisor>,
     proxy: Proxy,
@@ -23,7 +26,7 @@ pub struct LocalTarget {
     default_listen: String,
     /// The address each (environment key, service) route is bound to: a `listen` with port 0
     /// binds once and keeps that port for later switches.
-    bound: Mutex<HashMap<(String, String), (SocketAddr, Option<String>)>>,
+    bound: Mutex<Bound>,
 }
 
 /// `PROJECT/ENVIRONMENT` → (project, environment).

@@ -437,7 +437,7 @@ async fn replicas_get_their_port_env_and_limits_and_log_with_replica_ids() {
     assert!(ports.iter().all(|p| *p > base), "{ports:?} from {base}");
     assert_ne!(ports[0], ports[1]);
     for (i, u) in ups.iter().enumerate() {
-        assert_eq!(u.replica, format!("web/1.0.0/{i}"));
+        assert_eq!(u.replica, format!("shop/staging/web/1.0.0/{i}"));
         assert!(u.is_ready());
         let body = get(u.addr).await;
         assert_eq!(field(&body, "version"), "1.0.0", "{body}");

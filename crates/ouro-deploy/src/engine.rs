@@ -95,6 +95,8 @@ pub struct ReplicaView {
     pub restarts: u32,
     pub in_flight: u64,
     pub address: String,
+    /// The process of the replica (local target).
+    pub pid: Option<u32>,
 }
 
 pub struct Engine {
@@ -667,6 +669,7 @@ fn replica_view(service: &str, r: ReplicaStatus) -> ReplicaView {
         restarts: r.restarts,
         in_flight: r.in_flight,
         address: r.address,
+        pid: r.pid,
     }
 }
 

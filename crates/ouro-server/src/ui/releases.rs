@@ -226,6 +226,8 @@ struct ReleasePage<'a> {
     withdrawn: Option<When>,
     checks: Vec<String>,
     gate: String,
+    /// Where this release was deployed (newest first).
+    deployments: Vec<ouro_deploy::deployments::Deployment>,
 }
 
 fn checks_of(summary: &Option<serde_json::Value>) -> (Vec<String>, String) {
@@ -274,7 +276,12 @@ async fn release_page(
     .await
     .map_err(|e| fail(&ctx, e))?;
     let (checks, gate) = checks_of(&d.release.test_summary);
+    let deployments =
+        crate::api::deploy::recent(&st, project.id, None, Some(&d.release.version), 20)
+            .await
+            .map_err(|e| fail(&ctx, e))?;
     let p = ReleasePage {
+        deployments,
         chrome: Chrome::of(&ctx).with_flash(flash.message()),
         project,
         phases: PHASES,

@@ -837,3 +837,95 @@ async fn browser_cr_with_a_new_failure_and_low_diff_coverage_cannot_merge() {
     drop(driver);
     s.stop().await;
 }
+
+/// Issue 8's walk: promote a release to staging in the browser, watch the environment page
+/// switch to it (blue-green), roll back with the button and see the previous version live.
+#[tokio::test]
+async fn browser_promote_to_staging_watch_the_switch_and_roll_back() {
+    let Some((driver_bin, chromium)) = browser_binaries() else {
+        return;
+    };
+    let s = TestServer::start(&TestDb::Sqlite).await;
+    let project = s.demo_project().await;
+    let (git, work, _) = crate::code_hosting::app_checkout(&s).await;
+    std::fs::create_dir_all(work.join(".ouro")).unwrap();
+    git.commit(
+        &work,
+        ".ouro/services.yml",
+        crate::deploy::SERVICES,
+        "Services",
+    )
+    .await;
+    let sha = git
+        .commit(
+            &work,
+            ".ouro/environments.yml",
+            "environments:\n  staging: {}\n",
+            "Path",
+        )
+        .await;
+    git.run(&work, &["push", "-q", "origin", "main"]).await;
+    let app = |v| crate::deploy::app(v, false);
+    crate::deploy::release(&s, project.id, "1.0.0", &sha, &app("1.0.0")).await;
+    crate::deploy::release(&s, project.id, "1.1.0", &sha, &app("1.1.0")).await;
+    let cleanup = crate::deploy::Cleanup(
+        s.state.clone(),
+        vec![
+            ("demo/staging".into(), "1.0.0".into()),
+            ("demo/staging".into(), "1.1.0".into()),
+        ],
+    );
+    let d = crate::deploy::deploy(&s, "staging", "1.0.0").await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+
+    let driver = Driver::start(&driver_bin).await;
+    let mut b = Browser::open(&driver, &chromium, &s.base).await;
+    b.goto("/login").await;
+    b.fill("#name", "admin").await;
+    b.fill("#password", "admin-password").await;
+    b.click("#sign-in").await;
+    b.find("#new-project").await;
+
+    // Promote 1.1.0: no gates, so it is approved at once and Deploy takes it from there.
+    b.goto("/projects/demo/releases/1.1.0/promotions").await;
+    b.click("#request-staging").await;
+    b.find(".flash").await;
+    b.goto("/projects/demo/environments/staging").await;
+    b.shot_full("deploy-environment-switching").await;
+    wait_live(&b, "1.1.0").await;
+    assert_eq!(b.text("#previous-version").await, "1.0.0");
+    let traffic = b.text("#env-panel .traffic").await;
+    assert_eq!(traffic, "1.1.0 100%");
+    b.shot_full("deploy-environment-after-switch").await;
+
+    b.click("#rollback-button").await;
+    let flash = b.text(".flash").await;
+    assert!(flash.contains("Rolling back staging to 1.0.0"), "{flash}");
+    wait_live(&b, "1.0.0").await;
+    let rows = b.text("#deployments").await;
+    assert!(rows.contains("rollback"), "{rows}");
+    b.shot_full("deploy-environment-rolled-back").await;
+
+    b.c.close().await.unwrap();
+    driver.session.lock().unwrap().take();
+    drop(driver);
+    cleanup.run().await;
+    s.stop().await;
+}
+
+/// Reloads the staging environment page until its live version is `want`.
+async fn wait_live(b: &Browser, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        b.goto("/projects/demo/environments/staging").await;
+        let text = b.text("#live-version").await;
+        if text == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "live version stays {text}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

@@ -224,6 +224,36 @@ impl TestServer {
         (status, location, r.text().await.unwrap())
     }
 
+    /// Stops serving and starts again on the same data dir and database (a restart of Ouro).
+    pub async fn restart(mut self) -> TestServer {
+        let settings = self.state.settings.clone();
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let running = start(settings, listener).await.expect("server restarts");
+        let base = format!("http://{}", running.addr);
+        let state = running.state.clone();
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(running.serve(async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            base,
+            db: self.db.clone(),
+            state,
+            admin_token: std::mem::take(&mut self.admin_token),
+            setup_url: None,
+            client: self.client.clone(),
+            dir: std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());

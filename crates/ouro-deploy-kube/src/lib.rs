@@ -8,9 +8,11 @@
 
 pub mod manifests;
 pub mod names;
+mod projects;
 pub mod settings;
 mod target;
 
+pub use projects::KubeTargets;
 pub use settings::KubeSettings;
 pub use target::KubeTarget;
 

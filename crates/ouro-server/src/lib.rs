@@ -223,9 +223,28 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<Running,
         proxy.clone(),
         settings.deploy_listen.clone(),
     ));
+    // The engine drives the configured target; the local one always exists (it starts nothing
+    // unless used) so its proxy and supervisor have one owner.
+    let engine_target: Arc<dyn ouro_deploy::target::Target> = if settings.deploy_target
+        == "kubernetes"
+    {
+        let client = ouro_deploy_kube::client_from_environment()
+                .await
+                .map_err(|e| {
+                    StartError::Deploy(format!(
+                        "the Kubernetes target cannot reach a cluster: {e}; set KUBECONFIG or run Ouro inside the cluster, or use `[deploy] target = \"local\"`"
+                    ))
+                })?;
+        Arc::new(
+            ouro_deploy_kube::KubeTargets::new(client, settings.deploy_kubernetes.clone())
+                .map_err(|e| StartError::Deploy(e.to_string()))?,
+        )
+    } else {
+        deploy_target.clone()
+    };
     let deploy = ouro_deploy::engine::Engine::new(
         store.clone(),
-        deploy_target.clone(),
+        engine_target,
         ouro_deploy::engine::EngineConfig {
             data_dir: settings.data_dir.clone(),
             repos_root: ouro_code::repos::root(&settings.data_dir),

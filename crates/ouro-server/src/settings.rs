@@ -62,6 +62,11 @@ pub struct Settings {
     /// 127.0.0.1:8080), and how long new replicas may take to become ready.
     pub deploy_listen: String,
     pub deploy_ready_timeout_secs: u64,
+    /// Where deployments run: `local` (supervised processes behind the built-in proxy, the
+    /// default) or `kubernetes` (`[deploy] target`, env `OURO_DEPLOY_TARGET`), with the
+    /// `[deploy.kubernetes]` table (docs/kubernetes.md).
+    pub deploy_target: String,
+    pub deploy_kubernetes: ouro_deploy_kube::KubeSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -95,6 +100,8 @@ impl std::fmt::Debug for Settings {
             .field("build_lease_seconds", &self.build_lease_seconds)
             .field("deploy_listen", &self.deploy_listen)
             .field("deploy_ready_timeout_secs", &self.deploy_ready_timeout_secs)
+            .field("deploy_target", &self.deploy_target)
+            .field("deploy_kubernetes", &self.deploy_kubernetes)
             .finish()
     }
 }
@@ -127,6 +134,8 @@ impl Default for Settings {
             build_lease_seconds: (ouro_build::runner::LEASE_MS / 1000) as u64,
             deploy_listen: "127.0.0.1:8080".into(),
             deploy_ready_timeout_secs: 120,
+            deploy_target: "local".into(),
+            deploy_kubernetes: Default::default(),
         }
     }
 }
@@ -168,6 +177,9 @@ pub struct DeployConfig {
     pub listen: Option<String>,
     /// Seconds new replicas may take to become ready.
     pub ready_timeout_secs: Option<u64>,
+    /// `local` or `kubernetes`.
+    pub target: Option<String>,
+    pub kubernetes: Option<ouro_deploy_kube::KubeSettings>,
 }
 
 /// The `[build]` table: pipelines on the server.
@@ -331,6 +343,12 @@ impl Settings {
                 if let Some(v) = d.ready_timeout_secs {
                     s.deploy_ready_timeout_secs = v;
                 }
+                if let Some(v) = d.target {
+                    s.deploy_target = v;
+                }
+                if let Some(v) = d.kubernetes {
+                    s.deploy_kubernetes = v;
+                }
             }
             if let Some(b) = f.build {
                 if let Some(v) = b.log_cap_bytes {
@@ -410,6 +428,20 @@ impl Settings {
         }
         if let Some(v) = env("OURO_DEPLOY_LISTEN") {
             s.deploy_listen = v;
+        }
+        if let Some(v) = env("OURO_DEPLOY_TARGET") {
+            s.deploy_target = v;
+        }
+        if !matches!(s.deploy_target.as_str(), "local" | "kubernetes") {
+            return Err(ConfigError(format!(
+                "deploy target {:?} is not `local` or `kubernetes`",
+                s.deploy_target
+            )));
+        }
+        if s.deploy_target == "kubernetes" {
+            s.deploy_kubernetes
+                .check()
+                .map_err(|e| ConfigError(format!("[deploy.kubernetes]: {e}")))?;
         }
         if let Some(v) = env("OURO_RUNNER_SLOTS") {
             s.runner_slots = v.parse().map_err(|_| {
@@ -509,6 +541,47 @@ mod tests {
         assert_eq!(s.listen.port(), 9002, "flag beats file");
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("topsecret") && !dbg.contains(":pw@"), "{dbg}");
+    }
+
+    #[test]
+    fn deploy_settings_layer_and_a_bad_target_is_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("ouro.toml"),
+            "[deploy]\nlisten = \"0.0.0.0:80\"\ntarget = \"kubernetes\"\n[deploy.kubernetes]\nimage = \"app:1\"\n",
+        )
+        .unwrap();
+        let over = Overrides {
+            data_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        let s = Settings::load(&over, &|_| None).unwrap();
+        assert_eq!(s.deploy_listen, "0.0.0.0:80");
+        assert_eq!(s.deploy_target, "kubernetes");
+        assert_eq!(s.deploy_kubernetes.image, "app:1");
+        assert_eq!(
+            s.deploy_kubernetes.namespace,
+            "ouro-{project}-{environment}"
+        );
+        let e = Settings::load(&over, &|k| {
+            (k == "OURO_DEPLOY_TARGET").then(|| "nomad".into())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("nomad") && e.contains("`local` or `kubernetes`"),
+            "{e}"
+        );
+        std::fs::write(
+            dir.path().join("ouro.toml"),
+            "[deploy]\ntarget = \"kubernetes\"\n[deploy.kubernetes]\nnamespace = \"ouro\"\n",
+        )
+        .unwrap();
+        let e = Settings::load(&over, &|_| None).unwrap_err().to_string();
+        assert!(
+            e.contains("[deploy.kubernetes]") && e.contains("{environment}"),
+            "{e}"
+        );
     }
 
     #[test]

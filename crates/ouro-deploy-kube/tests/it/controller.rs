@@ -406,3 +406,44 @@ async fn another_project_is_refused_and_stats_are_zero() {
         ouro_deploy::target::LATENCY_BUCKETS_MS.len() + 1
     );
 }
+
+/// The engine names environments `PROJECT/ENVIRONMENT`: the server-wide target keeps each
+/// project in its own namespaces.
+#[tokio::test]
+async fn the_server_wide_target_keeps_projects_apart() {
+    let fake = FakeApi::start().await;
+    let targets = ouro_deploy_kube::KubeTargets::new(fake.client(), settings()).expect("targets");
+    let t: &dyn Target = &targets;
+    for project in ["shop", "blog"] {
+        let s = VersionSpec {
+            project: project.into(),
+            ..spec(web(), "production", "1.0.0")
+        };
+        let key = s.key();
+        assert_eq!(key, format!("{project}/production"));
+        t.start(&s).await.expect("start");
+        t.wait_ready(&key, "web", "1.0.0", READY)
+            .await
+            .expect("ready");
+        t.route(&key, &s.service, &Route::default(), &Split::all("1.0.0"))
+            .await
+            .expect("route");
+        let ns = format!("ouro-{project}-production");
+        assert_eq!(
+            fake.ready_pods_behind(&ns, "web").get("1-0-0"),
+            Some(&2),
+            "{ns}"
+        );
+    }
+    t.stop("blog/production", "web", "1.0.0")
+        .await
+        .expect("stop");
+    assert!(
+        fake.object("/apis/apps/v1/namespaces/ouro-blog-production/deployments/web-1-0-0")
+            .is_none()
+    );
+    assert!(
+        fake.object("/apis/apps/v1/namespaces/ouro-shop-production/deployments/web-1-0-0")
+            .is_some()
+    );
+}

@@ -25,6 +25,9 @@ VERSION = "{version}"
 FAIL = {fail}
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes: without TCP_NODELAY the second waits for the
+    # proxy's delayed ACK (about 40 ms a request).
+    disable_nagle_algorithm = True
     def do_GET(self):
         code = 200
         body = VERSION.encode()

@@ -16,6 +16,10 @@ use serde_json::{Value, json};
 /// `deploy` (a release goes live) or `rollback` (the previous one goes back).
 pub const KIND_DEPLOY: &str = "deploy";
 pub const KIND_ROLLBACK: &str = "rollback";
+/// A change request's build deployed to its review environment.
+pub const KIND_REVIEW: &str = "review";
+/// A review environment removed (its change request was merged or closed).
+pub const KIND_TEARDOWN: &str = "teardown";
 
 /// How many deployments an environment view lists.
 pub const RECENT: i64 = 20;
@@ -252,7 +256,7 @@ pub async fn start(store: &Store, d: NewDeployment<'_>) -> Result<i64, OuroError
             ev::DEPLOYMENT_STARTED,
             d.actor,
             id,
-            json!({"release": d.release_id.to_string(), "environment": d.environment,
+            json!({"release": release_ref(d.release_id), "environment": d.environment,
                    "version": d.version, "from_version": d.from_version, "kind": d.kind,
                    "strategy": d.strategy, "promotion": d.promotion_id}),
         )
@@ -261,6 +265,11 @@ pub async fn start(store: &Store, d: NewDeployment<'_>) -> Result<i64, OuroError
     .await?;
     tx.commit().await?;
     Ok(id)
+}
+
+/// The release as Release's events name it; none for a review deployment (no release).
+fn release_ref(release_id: i64) -> Option<String> {
+    (release_id > 0).then(|| release_id.to_string())
 }
 
 fn in_progress(environment: &str, id: i64) -> OuroError {
@@ -336,6 +345,8 @@ pub enum Outcome {
     Failed { reason: String },
     /// A check failed after traffic moved and traffic went back to the old version.
     RolledBack { reason: String },
+    /// A review environment was removed: its record goes.
+    TornDown,
 }
 
 /// Ends a running deployment: its state, the environment's live/previous release on success,
@@ -369,6 +380,7 @@ pub async fn finish(
             Some(reason.clone()),
             ev::DEPLOYMENT_ROLLED_BACK,
         ),
+        Outcome::TornDown => ("succeeded", None, ev::DEPLOYMENT_SUCCEEDED),
     };
     q("UPDATE deploy_deployments SET state = $1, reason = $2, finished_at = $3 WHERE id = $4")
         .bind(state)
@@ -412,12 +424,19 @@ pub async fn finish(
         .execute(&mut tx)
         .await?;
     }
+    if matches!(outcome, Outcome::TornDown) {
+        q("DELETE FROM deploy_environments WHERE project_id = $1 AND name = $2")
+            .bind(project.0)
+            .bind(d.environment.as_str())
+            .execute(&mut tx)
+            .await?;
+    }
     tx.append(
         NewEvent::new(
             kind,
             actor,
             deployment_id,
-            json!({"release": release_id.to_string(), "environment": d.environment,
+            json!({"release": release_ref(release_id), "environment": d.environment,
                    "version": d.version, "from_version": d.from_version, "kind": d.kind,
                    "reason": reason, "duration_ms": now - d.started_at}),
         )

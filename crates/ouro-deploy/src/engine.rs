@@ -83,6 +83,9 @@ pub struct ServiceView {
     pub host: Option<String>,
     /// Percent of traffic per version.
     pub traffic: BTreeMap<String, u8>,
+    /// The proxy's golden signals per running version since the server started: requests,
+    /// errors (5xx and failed upstream requests), error rate and p99 (the latency bucket bound).
+    pub signals: BTreeMap<String, crate::target::Window>,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
@@ -155,6 +158,7 @@ impl Engine {
             project,
             environment,
             release,
+            None,
             deployments::KIND_DEPLOY,
             actor,
             promotion_id,
@@ -192,6 +196,7 @@ impl Engine {
             project,
             environment,
             release,
+            None,
             deployments::KIND_ROLLBACK,
             actor,
             None,
@@ -199,11 +204,13 @@ impl Engine {
         .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn begin(
         self: &Arc<Self>,
         project: (i64, &str),
         environment: &str,
         release: ReleaseRef,
+        bundle: Option<PathBuf>,
         kind: &str,
         actor: &Actor,
         promotion_id: Option<i64>,
@@ -217,7 +224,7 @@ impl Engine {
                 ),
             ));
         }
-        let prepared = self.prepare(project, environment, release).await?;
+        let prepared = self.prepare(project, environment, release, bundle).await?;
         let rec =
             deployments::environment(&mut self.store.read().await?, project.0, environment).await?;
         let from = rec.as_ref().and_then(|r| r.live_version.clone());
@@ -275,6 +282,7 @@ impl Engine {
         project: (i64, &str),
         environment: &str,
         release: ReleaseRef,
+        bundle: Option<PathBuf>,
     ) -> Result<Prepared, OuroError> {
         let dir = ouro_code::repos::dir(&self.cfg.repos_root, release.project_id, release.repo_id);
         let Some(text) = file_at(&dir, &release.sha, services::FILE).await? else {
@@ -313,7 +321,10 @@ impl Engine {
                 ),
             ));
         }
-        let bundle = self.fetch_bundle(project.1, &release.version).await?;
+        let bundle = match bundle {
+            Some(b) => b,
+            None => self.fetch_bundle(project.1, &release.version).await?,
+        };
         let mut env = BTreeMap::new();
         if let Some(sbox) = &self.cfg.secrets {
             let vars = ouro_build::secrets::for_job(
@@ -499,6 +510,150 @@ impl Engine {
         }
     }
 
+    /// Deploys a change request's successful pipeline run to its review environment
+    /// `review-N` when a service of the run's `.ouro/services.yml` has a `review` route: the
+    /// run's artifacts become a bundle signed by this instance (version `crN-SHA12`). `None`:
+    /// nothing to review-deploy.
+    pub async fn deploy_review(
+        self: &Arc<Self>,
+        project: (i64, &str),
+        run_id: i64,
+        actor: &Actor,
+    ) -> Result<Option<Deployment>, OuroError> {
+        let run = ouro_store::q(
+            "SELECT id, project_id, repo_id, sha, cr_number, status FROM build_runs WHERE id = $1",
+        )
+        .bind(run_id)
+        .fetch_optional(&mut self.store.read().await?)
+        .await?;
+        let Some(run) = run else { return Ok(None) };
+        let (Some(cr), Some(repo_id)) = (run.opt_i64("cr_number")?, run.opt_i64("repo_id")?) else {
+            return Ok(None);
+        };
+        if run.text("status")? != "success" {
+            return Ok(None);
+        }
+        let sha = run.text("sha")?;
+        let dir = ouro_code::repos::dir(&self.cfg.repos_root, project.0, repo_id);
+        let Some(text) = file_at(&dir, &sha, services::FILE).await? else {
+            return Ok(None);
+        };
+        let Ok(file) = services::parse(services::FILE, &text) else {
+            // A broken file fails the release path with its diagnostics; a review environment
+            // is best effort.
+            return Ok(None);
+        };
+        if !file
+            .services
+            .values()
+            .any(|s| s.routes.contains_key("review"))
+        {
+            return Ok(None);
+        }
+        let version = format!("cr{cr}-{}", &sha[..sha.len().min(12)]);
+        let bundle = review_bundle(
+            &self.store,
+            &self.cfg.data_dir,
+            project.1,
+            run_id,
+            &version,
+            &sha,
+        )
+        .await?;
+        let release = ReleaseRef {
+            id: 0,
+            project_id: project.0,
+            repo_id,
+            version,
+            sha,
+            state: "published".into(),
+            build_run_id: Some(run_id),
+            test_summary: None,
+            publisher: None,
+        };
+        let env = review_environment(cr);
+        self.begin(
+            project,
+            &env,
+            release,
+            Some(bundle),
+            deployments::KIND_REVIEW,
+            actor,
+            None,
+        )
+        .await
+        .map(Some)
+    }
+
+    /// Tears a review environment down (its change request was merged or closed): every
+    /// version stops, its routes go, its record is removed; recorded as a `teardown`.
+    pub async fn teardown(
+        self: &Arc<Self>,
+        project: (i64, &str),
+        environment: &str,
+        actor: &Actor,
+    ) -> Result<Option<Deployment>, OuroError> {
+        let rec =
+            deployments::environment(&mut self.store.read().await?, project.0, environment).await?;
+        let Some(rec) = rec else { return Ok(None) };
+        let desired: Option<Desired> = rec
+            .desired
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok());
+        let version = rec.live_version.clone().unwrap_or_default();
+        let id = deployments::start(
+            &self.store,
+            NewDeployment {
+                project_id: project.0,
+                project_slug: project.1,
+                environment,
+                release_id: rec.live_release_id.unwrap_or(0),
+                version: &version,
+                from_version: None,
+                kind: deployments::KIND_TEARDOWN,
+                strategy: "teardown",
+                promotion_id: None,
+                actor,
+            },
+        )
+        .await?;
+        let key = env_key(project.1, environment);
+        let recorder = Recorder {
+            store: &self.store,
+            project,
+            id,
+            actor,
+        };
+        let mut versions: Vec<String> = [rec.live_version.clone(), rec.previous_version.clone()]
+            .into_iter()
+            .flatten()
+            .collect();
+        versions.dedup();
+        for ds in desired.iter().flat_map(|d| d.services.iter()) {
+            for v in &versions {
+                let t = ouro_core::time::now_ms();
+                let r = self.target.stop(&key, &ds.service.name, v).await;
+                recorder
+                    .record(
+                        &ds.service.name,
+                        "stop",
+                        r.is_ok(),
+                        json!({"version": v, "error": r.err().map(|e| e.to_string())}),
+                        t,
+                    )
+                    .await;
+            }
+            self.target.unroute(&key, &ds.service.name);
+            lock(&self.state)
+                .splits
+                .remove(&(key.clone(), ds.service.name.clone()));
+        }
+        deployments::finish(&self.store, project, id, actor, &Outcome::TornDown).await?;
+        Ok(Some(
+            deployments::get(&mut self.store.read().await?, project.0, id).await?,
+        ))
+    }
+
     /// Stops `version` of a service unless traffic went back to it.
     async fn stop_if_idle(&self, key: &str, service: &str, version: &str) {
         let live = lock(&self.state)
@@ -567,7 +722,23 @@ impl Engine {
                     traffic.insert(v, w.min(100));
                 }
             }
+            let status = self.target.status(&key, &ds.service.name);
+            let mut versions: Vec<String> = traffic.keys().cloned().collect();
+            versions.extend(status.iter().map(|r| r.version.clone()));
+            versions.sort();
+            versions.dedup();
+            let signals = versions
+                .into_iter()
+                .map(|v| {
+                    let w = self
+                        .target
+                        .stats(&key, &ds.service.name, &v)
+                        .since(&crate::target::TrafficStats::default());
+                    (v, w)
+                })
+                .collect();
             services.push(ServiceView {
+                signals,
                 name: ds.service.name.clone(),
                 strategy: strategy::name(&ds.service.strategy).to_string(),
                 listen: self
@@ -577,7 +748,7 @@ impl Engine {
                 host: ds.route.host.clone(),
                 traffic,
             });
-            for r in self.target.status(&key, &ds.service.name) {
+            for r in status {
                 replicas.push(replica_view(&ds.service.name, r));
             }
         }
@@ -658,6 +829,81 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The review environment of change request `number`.
+pub fn review_environment(number: i64) -> String {
+    format!("review-{number}")
+}
+
+/// A bundle of a run's artifacts, signed by this instance, in DATA_DIR/deploy/bundles.
+async fn review_bundle(
+    store: &Store,
+    data_dir: &Path,
+    project_slug: &str,
+    run_id: i64,
+    version: &str,
+    sha: &str,
+) -> Result<PathBuf, OuroError> {
+    use ouro_release::bundle::{FORMAT, Manifest, ManifestFile};
+    let artifacts = ouro_build::artifacts::list_for_run(&mut store.read().await?, run_id).await?;
+    let mut files: BTreeMap<String, ManifestFile> = BTreeMap::new();
+    for a in artifacts.into_iter().filter(|a| !a.expired) {
+        // Two jobs keeping the same path: the later one goes under its job's name.
+        let mut path = a.path.clone();
+        if files.get(&path).is_some_and(|f| f.sha256 != a.sha256) {
+            path = format!("{}/{}", a.job, a.path);
+        }
+        files.insert(
+            path.clone(),
+            ManifestFile {
+                path,
+                sha256: a.sha256,
+                size: a.size.max(0) as u64,
+            },
+        );
+    }
+    let manifest = Manifest {
+        format: FORMAT,
+        project: project_slug.to_string(),
+        version: version.to_string(),
+        tag: String::new(),
+        sha: sha.to_string(),
+        created_at: ouro_core::time::now_ms(),
+        files: files.into_values().collect(),
+    };
+    let dir = data_dir.join("deploy").join("bundles");
+    let path = dir.join(format!("{version}.tar.zst"));
+    let data_dir = data_dir.to_path_buf();
+    let out = path.clone();
+    tokio::task::spawn_blocking(move || -> Result<(), String> {
+        manifest.check()?;
+        let key = ouro_release::signing::load_or_create(&data_dir).map_err(|e| e.message)?;
+        let blobs = ouro_build::blobs_s3::for_data_dir(&data_dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let tmp = dir.join(format!(".{}.part", manifest.version));
+        let mut f = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
+        let mut readers = Vec::new();
+        for m in &manifest.files {
+            let r = blobs
+                .open(&m.sha256)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("the artifact {} is missing from the blob store", m.path))?;
+            readers.push((m.path.clone(), r));
+        }
+        ouro_release::bundle::write(&mut f, &manifest, readers, &key).map_err(|e| e.to_string())?;
+        f.sync_all().map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, &out).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|_| OuroError::internal())?
+    .map_err(|why| {
+        OuroError::new(
+            ErrorCode::DeployBundleUnavailable,
+            format!("the review environment's bundle cannot be made: {why}"),
+        )
+    })?;
+    Ok(path)
 }
 
 fn replica_view(service: &str, r: ReplicaStatus) -> ReplicaView {
@@ -803,6 +1049,66 @@ impl Consumer for PromotionDeployer {
                 }
                 Err(e) => Err(e),
             }
+        })
+    }
+}
+
+/// Review environments: a change request's successful pipeline run is deployed to
+/// `review-N`; merging or closing the change request tears it down. The ledger consumer
+/// `deploy.reviews`.
+pub struct ReviewDeployer(pub Arc<Engine>);
+
+impl Consumer for ReviewDeployer {
+    fn name(&self) -> &'static str {
+        "deploy.reviews"
+    }
+
+    fn handle<'a>(
+        &'a self,
+        _store: &'a Store,
+        event: &'a Event,
+    ) -> ouro_store::consumers::BoxFuture<'a, Result<(), OuroError>> {
+        Box::pin(async move {
+            let (Some(project_id), Some(slug)) = (event.project_id, event.project.as_deref())
+            else {
+                return Ok(());
+            };
+            if event.kind == ev::PIPELINE_FINISHED.name {
+                if event.payload.get("status").and_then(Value::as_str) != Some("success") {
+                    return Ok(());
+                }
+                let Ok(run_id) = event.subject.id.parse::<i64>() else {
+                    return Ok(());
+                };
+                return match self
+                    .0
+                    .deploy_review((project_id, slug), run_id, &ACTOR)
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    // The previous review deployment is still running: try again shortly.
+                    Err(e) if e.code == ErrorCode::DeployInProgress => Err(e),
+                    Err(e) => {
+                        tracing::info!(run_id, reason = %e.message, "a review environment was not deployed");
+                        Ok(())
+                    }
+                };
+            }
+            if event.kind == ev::CR_MERGED.name || event.kind == ev::CR_CLOSED.name {
+                let Some(number) = event.payload.get("number").and_then(Value::as_i64) else {
+                    return Ok(());
+                };
+                let env = review_environment(number);
+                return match self.0.teardown((project_id, slug), &env, &ACTOR).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.code == ErrorCode::DeployInProgress => Err(e),
+                    Err(e) => {
+                        tracing::warn!(%env, reason = %e.message, "tearing a review environment down failed");
+                        Ok(())
+                    }
+                };
+            }
+            Ok(())
         })
     }
 }

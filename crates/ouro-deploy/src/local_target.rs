@@ -174,6 +174,17 @@ impl Target for LocalTarget {
         self.supervisor.status(project, env, service)
     }
 
+    fn unroute(&self, environment: &str, service: &str) {
+        let removed = self
+            .bound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(environment.to_string(), service.to_string()));
+        if let Some((addr, host)) = removed {
+            self.proxy.remove_route(addr, host.as_deref());
+        }
+    }
+
     fn endpoint(&self, environment: &str, service: &str) -> Option<String> {
         self.bound
             .lock()
@@ -181,17 +192,4 @@ impl Target for LocalTarget {
             .get(&(environment.to_string(), service.to_string()))
             .map(|(a, _)| a.to_string())
     }
-}
-
-/// Removes every route of an environment (a review environment torn down).
-pub fn unroute(target: &LocalTarget, environment: &str) {
-    let mut bound = target.bound.lock().unwrap_or_else(|e| e.into_inner());
-    bound.retain(|(env, _), (addr, host)| {
-        if env == environment {
-            target.proxy.remove_route(*addr, host.as_deref());
-            false
-        } else {
-            true
-        }
-    });
 }

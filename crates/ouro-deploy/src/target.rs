@@ -66,7 +66,7 @@ pub struct TrafficStats {
 }
 
 /// The numbers of a time slice (the difference of two [`TrafficStats`]).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Window {
     pub requests: u64,
     pub errors: u64,
@@ -207,4 +207,7 @@ pub trait Target: Send + Sync {
     fn endpoint(&self, _environment: &str, _service: &str) -> Option<String> {
         None
     }
+
+    /// Removes the service's route in the environment (a review environment torn down).
+    fn unroute(&self, _environment: &str, _service: &str) {}
 }

@@ -442,7 +442,8 @@ impl Running {
 
 /// Deploy at start: the supervisor adopts the replicas that survived the last run (or restarts
 /// them), the engine restores every environment's recorded version and traffic, then approved
-/// promotions are deployed as they come (the `deploy.promotions` consumer).
+/// promotions are deployed as they come (the `deploy.promotions` consumer) and change requests
+/// get review environments (`deploy.reviews`).
 async fn deploy_start(state: AppState) {
     let mut shutdown = state.shutting_down.clone();
     let restore = async {
@@ -458,12 +459,20 @@ async fn deploy_start(state: AppState) {
         _ = restore => {}
         _ = shutdown.wait_for(|s| *s) => return,
     }
-    ouro_store::consumers::run(
-        state.store.clone(),
-        Arc::new(ouro_deploy::engine::PromotionDeployer(state.deploy.clone())),
-        state.shutting_down.clone(),
-    )
-    .await;
+    tokio::join!(
+        ouro_store::consumers::run(
+            state.store.clone(),
+            Arc::new(ouro_deploy::engine::PromotionDeployer(state.deploy.clone())),
+            state.shutting_down.clone(),
+        ),
+        // Review environments: a change request's green run goes to `review-N`, merging or
+        // closing it tears that down.
+        ouro_store::consumers::run(
+            state.store.clone(),
+            Arc::new(ouro_deploy::engine::ReviewDeployer(state.deploy.clone())),
+            state.shutting_down.clone(),
+        ),
+    );
 }
 
 /// Scheduled pipelines: every 2 seconds the due `on.schedule` entries get their run (see

@@ -1,7 +1,8 @@
 //! Deploy end to end on the local target: a real small HTTP service (python3) in signed release
 //! bundles, deployed blue-green behind the built-in proxy through the API, rolled back, under a
-//! steady keep-alive load with zero failed requests; a canary whose new version fails its
-//! error-rate check rolls back by itself; an approved promotion is deployed without a call.
+//! steady keep-alive load with zero failed requests; a healthy canary goes live under load with
+//! zero failed requests and one whose new version fails its error-rate check rolls back by
+//! itself; a killed replica; a restart of Ouro; an approved promotion deployed without a call.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -447,7 +448,7 @@ async fn blue_green_deploys_and_rolls_back_with_zero_failed_requests() {
 }
 
 #[tokio::test]
-async fn a_failing_canary_rolls_back_by_itself_and_says_why() {
+async fn a_healthy_canary_goes_live_under_load_and_a_failing_one_rolls_back_by_itself() {
     let db = &backends()[0];
     let s = TestServer::start(db).await;
     let project = s.demo_project().await;
@@ -458,13 +459,14 @@ async fn a_failing_canary_rolls_back_by_itself_and_says_why() {
         .await;
     git.run(&work, &["push", "-q", "origin", "main"]).await;
     release(&s, project.id, "1.0.0", &sha, &app("1.0.0", false)).await;
+    release(&s, project.id, "1.0.1", &sha, &app("1.0.1", false)).await;
     release(&s, project.id, "1.1.0", &sha, &app("1.1.0", true)).await;
     let cleanup = Cleanup(
         s.state.clone(),
-        vec![
-            ("demo/staging".into(), "1.0.0".into()),
-            ("demo/staging".into(), "1.1.0".into()),
-        ],
+        ["1.0.0", "1.0.1", "1.1.0"]
+            .iter()
+            .map(|v| ("demo/staging".to_string(), v.to_string()))
+            .collect(),
     );
     let d = deploy(&s, "staging", "1.0.0").await;
     assert_eq!(d["state"], "succeeded", "{d}");
@@ -472,15 +474,13 @@ async fn a_failing_canary_rolls_back_by_itself_and_says_why() {
     let url = format!("http://{}/", env["services"][0]["listen"].as_str().unwrap());
 
     // Requests from many clients: the `x-client` header is the stickiness key, so about half of
-    // them reach the canary.
-    let load = tokio::spawn({
-        let url = url.clone();
-        async move {
+    // them reach the canary during the 50% step.
+    let load = |url: String, stop: Arc<AtomicBool>| {
+        tokio::spawn(async move {
             let client = reqwest::Client::new();
             let mut codes = Vec::new();
-            let deadline = Instant::now() + Duration::from_secs(20);
             let mut i = 0u64;
-            while Instant::now() < deadline {
+            while !stop.load(Ordering::Relaxed) {
                 i += 1;
                 match client
                     .get(&url)
@@ -494,15 +494,53 @@ async fn a_failing_canary_rolls_back_by_itself_and_says_why() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             codes
-        }
-    });
+        })
+    };
+
+    // A healthy canary: every step passes, no request fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(url.clone(), stop.clone());
+    let d = deploy(&s, "staging", "1.0.1").await;
+    stop.store(true, Ordering::Relaxed);
+    let codes = running.await.unwrap();
+    assert_eq!(d["state"], "succeeded", "{d}");
+    assert!(codes.len() > 20, "{}", codes.len());
+    assert!(
+        codes.iter().all(|c| *c == 200),
+        "a request failed: {codes:?}"
+    );
+    let canary: Vec<&Value> = d["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == "canary")
+        .collect();
+    assert_eq!(canary.len(), 2, "{d}");
+    assert!(canary.iter().all(|s| s["state"] == "ok"), "{d}");
+    assert!(
+        canary[0]["detail"]["new"]["requests"].as_u64().unwrap() >= 5,
+        "the 50% step judged real traffic: {d}"
+    );
+    assert_eq!(canary[0]["detail"]["new"]["errors"], 0);
+    assert_eq!(get_text(&url).await, "1.0.1");
+    let env = environment(&s, "staging").await;
+    let signals = &env["services"][0]["signals"];
+    assert!(signals["1.0.1"]["requests"].as_u64().unwrap() > 0, "{env}");
+    assert_eq!(signals["1.0.1"]["errors"], 0, "{env}");
+
+    // A failing canary: the error-rate check fails at 50% and traffic goes back by itself.
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(url.clone(), stop.clone());
     let d = deploy(&s, "staging", "1.1.0").await;
-    load.abort();
+    stop.store(true, Ordering::Relaxed);
+    let codes = running.await.unwrap();
+    // Only the canary's answers failed (500 from the service), never a connection.
+    assert!(!codes.contains(&0), "{codes:?}");
     assert_eq!(d["state"], "rolled_back", "{d}");
     let reason = d["reason"].as_str().unwrap();
     assert!(reason.contains("canary step 50% failed"), "{reason}");
     assert!(reason.contains("error rate"), "{reason}");
-    assert!(reason.contains("traffic went back to 1.0.0"), "{reason}");
+    assert!(reason.contains("traffic went back to 1.0.1"), "{reason}");
     let step = d["steps"]
         .as_array()
         .unwrap()
@@ -515,9 +553,9 @@ async fn a_failing_canary_rolls_back_by_itself_and_says_why() {
         step["detail"]["new"]["errors"].as_u64().unwrap() > 0,
         "{step}"
     );
-    assert_eq!(get_text(&url).await, "1.0.0");
+    assert_eq!(get_text(&url).await, "1.0.1");
     let env = environment(&s, "staging").await;
-    assert_eq!(env["version"], "1.0.0");
+    assert_eq!(env["version"], "1.0.1");
     cleanup.run().await;
     s.stop().await;
 }
@@ -703,6 +741,141 @@ async fn a_restarted_server_adopts_its_replicas_and_serves_the_same_version() {
     }
     let url = format!("http://{}/", env["services"][0]["listen"].as_str().unwrap());
     assert_eq!(get_text(&url).await, "1.0.0");
+    cleanup.run().await;
+    s.stop().await;
+}
+
+const REVIEW_CI: &str = "name: CR
+on:
+  change_request:
+    branches: [main]
+jobs:
+  build:
+    steps:
+      - run: test -f app.py
+    artifacts:
+      paths: [app.py]
+";
+
+const REVIEW_SERVICES: &str = r#"services:
+  web:
+    run: exec python3 app.py
+    health:
+      readiness: {http: /healthz, interval: 200ms, failure: 1}
+    route:
+      staging: {listen: "127.0.0.1:0"}
+      review: {listen: "127.0.0.1:0", host: "cr-{cr}.review.test"}
+"#;
+
+#[tokio::test]
+async fn a_change_request_gets_a_review_environment_until_it_is_closed() {
+    let db = &backends()[0];
+    let s = TestServer::with_runner(db).await;
+    s.demo_project().await;
+    let (git, work, _) = app_checkout(&s).await;
+    std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();
+    git.commit(&work, ".ouro/pipelines/cr.yml", REVIEW_CI, "CI")
+        .await;
+    git.commit(&work, ".ouro/services.yml", REVIEW_SERVICES, "Services")
+        .await;
+    git.run(&work, &["push", "-q", "origin", "main"]).await;
+    git.run(&work, &["checkout", "-q", "-b", "feature"]).await;
+    let head = git
+        .commit(&work, "app.py", &app("review", false), "The app")
+        .await;
+    git.run(&work, &["push", "-q", "origin", "feature"]).await;
+    let version = format!("cr1-{}", &head[..12]);
+    let cleanup = Cleanup(
+        s.state.clone(),
+        vec![("demo/review-1".into(), version.clone())],
+    );
+    let (st, cr) = s
+        .admin(
+            Method::POST,
+            "/api/v1/projects/demo/repos/app/change-requests",
+            Some(json!({"source": "feature", "target": "main", "title": "Feature"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{cr}");
+
+    // The green run of the change request is deployed to review-1 by itself.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let env = loop {
+        let (st, env) = s
+            .admin(
+                Method::GET,
+                "/api/v1/projects/demo/environments/review-1",
+                None,
+            )
+            .await;
+        if st == 200 && env["version"] == version.as_str() {
+            break env;
+        }
+        assert!(Instant::now() < deadline, "no review environment: {env}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let d = &env["deployments"][0];
+    assert_eq!(d["kind"], "review", "{env}");
+    assert_eq!(d["state"], "succeeded", "{env}");
+    assert_eq!(d["actor"], "system:deploy");
+    assert_eq!(env["services"][0]["host"], "cr-1.review.test");
+    let listen = env["services"][0]["listen"].as_str().unwrap().to_string();
+    let client = reqwest::Client::new();
+    let body = client
+        .get(format!("http://{listen}/"))
+        .header("host", "cr-1.review.test")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "review");
+    // Another host on that address is not this review environment.
+    let other = client
+        .get(format!("http://{listen}/"))
+        .header("host", "cr-2.review.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+
+    // Closing the change request tears the environment down.
+    let (st, closed) = s
+        .admin(
+            Method::POST,
+            "/api/v1/projects/demo/repos/app/change-requests/1/close",
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{closed}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, list) = s
+            .admin(
+                Method::GET,
+                "/api/v1/projects/demo/deployments?environment=review-1",
+                None,
+            )
+            .await;
+        if list[0]["kind"] == "teardown" && list[0]["state"] == "succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not torn down: {list}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let env = environment(&s, "review-1").await;
+    assert_eq!(env["version"], Value::Null, "{env}");
+    assert!(env["replicas"].as_array().unwrap().is_empty(), "{env}");
+    let gone = client
+        .get(format!("http://{listen}/"))
+        .header("host", "cr-1.review.test")
+        .send()
+        .await;
+    assert!(
+        gone.map(|r| r.status() == 404).unwrap_or(true),
+        "the route is gone"
+    );
     cleanup.run().await;
     s.stop().await;
 }

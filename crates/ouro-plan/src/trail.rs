@@ -78,7 +78,8 @@ pub fn status_of(subject_type: &str, newest: Option<&Event>) -> String {
         "release.created" => "draft".into(),
         "release.published" => "published".into(),
         "release.withdrawn" => "withdrawn".into(),
-        "deploy.started" => "deploying".into(),
+        // A running deployment's newest event is one of its steps.
+        "deploy.started" | "deploy.step" => "deploying".into(),
         "deploy.succeeded" => "succeeded".into(),
         "deploy.failed" => "failed".into(),
         "deploy.rolled_back" => "rolled back".into(),
@@ -145,4 +146,39 @@ pub async fn of_item(ex: &mut impl Executor, item_id: i64) -> Result<Trail, Stor
         }
     }
     Ok(Trail { stages })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str) -> Event {
+        Event {
+            seq: 1,
+            time: 0,
+            project: None,
+            project_id: None,
+            actor: "system:deploy".into(),
+            kind: kind.into(),
+            schema_version: 1,
+            subject: ouro_core::events::Subject {
+                kind: "deployment".into(),
+                id: "1".into(),
+            },
+            payload: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn a_deployment_is_deploying_until_it_ends() {
+        for (kind, status) in [
+            ("deploy.started", "deploying"),
+            ("deploy.step", "deploying"),
+            ("deploy.succeeded", "succeeded"),
+            ("deploy.failed", "failed"),
+            ("deploy.rolled_back", "rolled back"),
+        ] {
+            assert_eq!(status_of("deployment", Some(&event(kind))), status, "{kind}");
+        }
+    }
 }

@@ -438,7 +438,8 @@ pub async fn finish(
             deployment_id,
             json!({"release": release_ref(release_id), "environment": d.environment,
                    "version": d.version, "from_version": d.from_version, "kind": d.kind,
-                   "reason": reason, "duration_ms": now - d.started_at}),
+                   "promotion": d.promotion_id, "reason": reason,
+                   "duration_ms": now - d.started_at}),
         )
         .in_project(project.0, project.1),
     )

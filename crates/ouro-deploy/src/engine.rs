@@ -654,6 +654,48 @@ impl Engine {
         ))
     }
 
+    /// Records a deployment of an approved promotion that could not start, as failed.
+    async fn record_refusal(
+        &self,
+        project: (i64, &str),
+        environment: &str,
+        version: &str,
+        promotion: Option<i64>,
+        why: &OuroError,
+    ) -> Result<(), OuroError> {
+        let release_id =
+            ouro_release::promotions::release(&mut self.store.read().await?, project.0, version)
+                .await
+                .map(|r| r.id)
+                .unwrap_or(0);
+        let id = deployments::start(
+            &self.store,
+            NewDeployment {
+                project_id: project.0,
+                project_slug: project.1,
+                environment,
+                release_id,
+                version,
+                from_version: None,
+                kind: deployments::KIND_DEPLOY,
+                strategy: "-",
+                promotion_id: promotion,
+                actor: &ACTOR,
+            },
+        )
+        .await?;
+        deployments::finish(
+            &self.store,
+            project,
+            id,
+            &ACTOR,
+            &Outcome::Failed {
+                reason: why.message.clone(),
+            },
+        )
+        .await
+    }
+
     /// Stops `version` of a service unless traffic went back to it.
     async fn stop_if_idle(&self, key: &str, service: &str, version: &str) {
         let live = lock(&self.state)
@@ -1030,22 +1072,17 @@ impl Consumer for PromotionDeployer {
                 .await
             {
                 Ok(_) => Ok(()),
-                // A release without services has nothing to run; a running deployment or a
-                // broken services file is reported on the release and not retried forever.
-                Err(e)
-                    if matches!(
-                        e.code,
-                        ErrorCode::DeployNoServices
-                            | ErrorCode::DeployServicesInvalid
-                            | ErrorCode::DeployBundleUnavailable
-                            | ErrorCode::DeployInProgress
-                            | ErrorCode::PromotionNotPublished
-                            | ErrorCode::ReleaseNotFound
-                    ) =>
-                {
-                    tracing::info!(%environment, %version, reason = %e.message,
-                        "an approved promotion was not deployed");
-                    Ok(())
+                // A release without services has nothing to run.
+                Err(e) if e.code == ErrorCode::DeployNoServices => Ok(()),
+                // Another deployment of the environment is running: try again later.
+                Err(e) if e.code == ErrorCode::DeployInProgress => Err(e),
+                // Anything else the release or its files cause (a broken services file, no
+                // bundle): recorded as a failed deployment with the reason, so the environment
+                // page and Release (which waits for the deployment) see it.
+                Err(e) if e.code.http_status() < 500 => {
+                    self.0
+                        .record_refusal((project_id, slug), &environment, &version, promotion, &e)
+                        .await
                 }
                 Err(e) => Err(e),
             }

@@ -178,7 +178,11 @@ mod tests {
             ("deploy.failed", "failed"),
             ("deploy.rolled_back", "rolled back"),
         ] {
-            assert_eq!(status_of("deployment", Some(&event(kind))), status, "{kind}");
+            assert_eq!(
+                status_of("deployment", Some(&event(kind))),
+                status,
+                "{kind}"
+            );
         }
     }
 }

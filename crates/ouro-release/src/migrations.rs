@@ -24,4 +24,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_settings.sql"),
         postgres: include_str!("../migrations/postgres/0003_settings.sql"),
     },
+    Migration {
+        component: "release",
+        version: 4,
+        name: "deploy_state",
+        sqlite: include_str!("../migrations/sqlite/0004_deploy_state.sql"),
+        postgres: include_str!("../migrations/postgres/0004_deploy_state.sql"),
+    },
 ];

@@ -278,6 +278,17 @@ pub async fn file_at(dir: &Path, sha: &str) -> Result<Option<Vec<u8>>, OuroError
     Ok(Some(out.stdout))
 }
 
+/// Whether the release's commit declares services (`.ouro/services.yml`), i.e. Deploy deploys
+/// its approved promotions.
+async fn has_services(repos_root: &Path, rel: &ReleaseRef) -> bool {
+    let dir = ouro_code::repos::dir(repos_root, rel.project_id, rel.repo_id);
+    let spec = format!("{}:.ouro/services.yml", rel.sha);
+    ouro_code::git::command(&["-C", &dir.to_string_lossy(), "cat-file", "-e", &spec])
+        .output()
+        .await
+        .is_ok_and(|o| o.status.success())
+}
+
 /// The promotion path of a release: the file at its commit, else the project settings; with
 /// its source (`.ouro/environments.yml` or `settings`).
 pub async fn config_for(
@@ -528,22 +539,34 @@ pub async fn placements(
 // Evaluating
 
 /// The approved promotion of `release_id` to `environment`, when it was decided.
+/// When release `release_id` succeeded in `environment`: its promotion was approved and, when
+/// Deploy deployed it, the deployment succeeded (then the time of the deployment). `Err` with
+/// the deployment's state while it is deploying or failed.
+/// `deploys`: the release's commit declares services, so an approval is followed by a
+/// deployment and only that deployment's success counts.
 async fn succeeded_at(
     ex: &mut impl Executor,
     release_id: i64,
     environment: &str,
-) -> Result<Option<i64>, StoreError> {
-    Ok(q(
-        "SELECT decided_at FROM release_promotions WHERE release_id = $1 \
-          AND environment = $2 AND state = 'approved'",
+    deploys: bool,
+) -> Result<Result<Option<i64>, String>, StoreError> {
+    let row = q(
+        "SELECT decided_at, deploy_state, deployed_at FROM release_promotions \
+         WHERE release_id = $1 AND environment = $2 AND state = 'approved'",
     )
     .bind(release_id)
     .bind(environment)
     .fetch_optional(ex)
-    .await?
-    .map(|r| r.opt_i64("decided_at"))
-    .transpose()?
-    .flatten())
+    .await?;
+    let Some(r) = row else {
+        return Ok(Ok(None));
+    };
+    Ok(match r.opt_text("deploy_state")?.as_deref() {
+        None if deploys => Err("waiting to start".to_string()),
+        None => Ok(r.opt_i64("decided_at")?),
+        Some("deployed") => Ok(r.opt_i64("deployed_at")?),
+        Some(other) => Err(other.to_string()),
+    })
 }
 
 async fn decisions_of(ex: &mut impl Executor, id: i64) -> Result<Vec<Decision>, StoreError> {
@@ -592,7 +615,10 @@ async fn evaluate_with(
 ) -> Result<Vec<GateState>, StoreError> {
     let decisions = decisions_of(ex, promotion_id).await?;
     let previous = match &c.env.after {
-        Some(a) => succeeded_at(ex, c.release.id, a).await?,
+        Some(a) => succeeded_at(ex, c.release.id, a, false)
+            .await?
+            .ok()
+            .flatten(),
         None => None,
     };
     Ok(gates::evaluate(
@@ -720,12 +746,13 @@ pub async fn request(
         .with_details(json!({"field": "environment", "environments": names})));
     };
     let actor = user.actor();
+    let deploys = has_services(repos_root, &rel).await;
     let mut tx = store.begin().await?;
     let slug = slug_of(&mut tx, project_id).await?;
     let previous = match &env.after {
-        Some(a) => {
-            let at = succeeded_at(&mut tx, rel.id, a).await?;
-            if at.is_none() {
+        Some(a) => match succeeded_at(&mut tx, rel.id, a, deploys).await? {
+            Ok(Some(at)) => Some(at),
+            Ok(None) => {
                 return Err(OuroError::new(
                     ErrorCode::PromotionOutOfOrder,
                     format!(
@@ -735,8 +762,17 @@ pub async fn request(
                 )
                 .with_details(json!({"after": a})));
             }
-            at
-        }
+            Err(state) => {
+                return Err(OuroError::new(
+                    ErrorCode::PromotionOutOfOrder,
+                    format!(
+                        "release {} cannot go to `{}` before `{a}` succeeded (its deployment to `{a}` is {state})",
+                        rel.version, env.name
+                    ),
+                )
+                .with_details(json!({"after": a, "deployment": state})));
+            }
+        },
         None => None,
     };
     let facts = release_facts(&mut tx, &rel).await?;
@@ -934,4 +970,111 @@ pub async fn reevaluate(
         tx.commit().await?;
     }
     Ok(changed)
+}
+
+// ---------------------------------------------------------------------------------------------
+// What Deploy did with a promotion
+
+/// Follows Deploy's events for approved promotions (the ledger consumer `release.deployments`):
+/// a promotion's `deploy_state` becomes `deploying`, `deployed` (with the time) or `failed`, so
+/// the next environment waits for the deployment, not only the approval; and when the project
+/// enabled `auto_promote`, a succeeded deployment requests the release's promotion to the
+/// environments after that one (as the user who requested this promotion).
+pub struct DeployTracker {
+    pub repos_root: std::path::PathBuf,
+}
+
+impl ouro_store::consumers::Consumer for DeployTracker {
+    fn name(&self) -> &'static str {
+        "release.deployments"
+    }
+
+    fn handle<'a>(
+        &'a self,
+        store: &'a Store,
+        event: &'a ouro_core::Event,
+    ) -> ouro_store::consumers::BoxFuture<'a, Result<(), OuroError>> {
+        Box::pin(async move {
+            let state = match event.kind.as_str() {
+                k if k == ev::DEPLOYMENT_STARTED.name => "deploying",
+                k if k == ev::DEPLOYMENT_SUCCEEDED.name => "deployed",
+                k if k == ev::DEPLOYMENT_FAILED.name || k == ev::DEPLOYMENT_ROLLED_BACK.name => {
+                    "failed"
+                }
+                _ => return Ok(()),
+            };
+            // Only deployments of a promotion (not rollbacks, manual or review deployments).
+            let Some(promotion) = event.payload.get("promotion").and_then(|v| v.as_i64()) else {
+                return Ok(());
+            };
+            if event.payload.get("kind").and_then(|v| v.as_str()) != Some("deploy") {
+                return Ok(());
+            }
+            let mut tx = store.begin().await?;
+            q("UPDATE release_promotions SET deploy_state = $1, deployed_at = $2 WHERE id = $3")
+                .bind(state)
+                .bind((state == "deployed").then_some(event.time))
+                .bind(promotion)
+                .execute(&mut tx)
+                .await?;
+            tx.commit().await?;
+            if state == "deployed" {
+                self.promote_next(store, promotion).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl DeployTracker {
+    async fn promote_next(&self, store: &Store, promotion: i64) -> Result<(), OuroError> {
+        let row = q(
+            "SELECT p.project_id, p.environment, p.requested_by, u.name AS requester, r.version \
+             FROM release_promotions p JOIN release_releases r ON r.id = p.release_id \
+             JOIN users u ON u.id = p.requested_by WHERE p.id = $1",
+        )
+        .bind(promotion)
+        .fetch_optional(&mut store.read().await?)
+        .await?;
+        let Some(row) = row else { return Ok(()) };
+        let project_id = row.i64("project_id")?;
+        if !crate::settings::get(&mut store.read().await?, project_id)
+            .await?
+            .auto_promote
+        {
+            return Ok(());
+        }
+        let version = row.text("version")?;
+        let from = row.text("environment")?;
+        let rel = release(&mut store.read().await?, project_id, &version).await?;
+        let (config, _) = config_for(store, &self.repos_root, &rel).await?;
+        let user = User {
+            id: row.i64("requested_by")?,
+            name: &row.text("requester")?,
+        };
+        for next in config
+            .environments
+            .iter()
+            .filter(|e| e.after.as_deref() == Some(from.as_str()))
+        {
+            match request(
+                store,
+                &self.repos_root,
+                project_id,
+                &version,
+                &next.name,
+                &user,
+                ouro_core::time::now_ms(),
+            )
+            .await
+            {
+                Ok(_) => {}
+                // Already requested (by someone, or an earlier delivery of this event), or a
+                // gate fails: the promotion page shows why; nothing to retry.
+                Err(e) => tracing::info!(release = %version, environment = %next.name,
+                    reason = %e.message, "the next environment's promotion was not requested"),
+            }
+        }
+        Ok(())
+    }
 }

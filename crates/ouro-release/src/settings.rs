@@ -18,6 +18,9 @@ pub struct Settings {
     pub rules: Rules,
     /// The project's notes template; `None` uses [`notes::DEFAULT_TEMPLATE`].
     pub notes_template: Option<String>,
+    /// After a deployment of an approved promotion succeeded, request the promotion of the
+    /// release to the next environment(s) of the path.
+    pub auto_promote: bool,
     /// Who changed them last (`user:NAME`), `None` for the defaults.
     pub updated_by: Option<String>,
     /// Unix ms of the last change, `None` for the defaults.
@@ -34,6 +37,7 @@ pub struct SettingsChange {
     pub initial_version: Option<String>,
     #[serde(default, with = "double_option")]
     pub notes_template: Option<Option<String>>,
+    pub auto_promote: Option<bool>,
 }
 
 /// `Some(None)` for an explicit JSON `null`, `None` when the field is missing.
@@ -50,7 +54,7 @@ mod double_option {
 pub async fn get(ex: &mut impl Executor, project_id: i64) -> Result<Settings, StoreError> {
     let row = q(
         "SELECT zero_major_bumps_minor, zero_minor_bumps_patch, initial_version, notes_template, \
-         updated_by, updated_at FROM release_settings WHERE project_id = $1",
+         auto_promote, updated_by, updated_at FROM release_settings WHERE project_id = $1",
     )
     .bind(project_id)
     .fetch_optional(ex)
@@ -67,6 +71,7 @@ pub async fn get(ex: &mut impl Executor, project_id: i64) -> Result<Settings, St
                 .map_err(|e| StoreError::Decode(format!("initial_version {initial:?}: {e}")))?,
         },
         notes_template: r.opt_text("notes_template")?,
+        auto_promote: r.bool("auto_promote")?,
         updated_by: Some(r.text("updated_by")?),
         updated_at: Some(r.i64("updated_at")?),
     })
@@ -141,7 +146,13 @@ pub async fn update(
         }
         new.notes_template = t.map(|t| format!("{t}\n"));
     }
+    if let Some(v) = change.auto_promote {
+        new.auto_promote = v;
+    }
     let mut changed = serde_json::Map::new();
+    if new.auto_promote != old.auto_promote {
+        changed.insert("auto_promote".into(), json!(new.auto_promote));
+    }
     if new.rules.zero_major_bumps_minor != old.rules.zero_major_bumps_minor {
         changed.insert(
             "zero_major_bumps_minor".into(),
@@ -171,10 +182,11 @@ pub async fn update(
     let by = actor.label();
     q(
         "INSERT INTO release_settings (project_id, zero_major_bumps_minor, zero_minor_bumps_patch, \
-         initial_version, notes_template, updated_by, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         initial_version, notes_template, updated_by, updated_at, auto_promote) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (project_id) DO UPDATE SET zero_major_bumps_minor = $2, \
          zero_minor_bumps_patch = $3, initial_version = $4, notes_template = $5, updated_by = $6, \
-         updated_at = $7",
+         updated_at = $7, auto_promote = $8",
     )
     .bind(project_id)
     .bind(new.rules.zero_major_bumps_minor)
@@ -183,6 +195,7 @@ pub async fn update(
     .bind(new.notes_template.clone())
     .bind(by.as_str())
     .bind(now)
+    .bind(new.auto_promote)
     .execute(&mut tx)
     .await?;
     let slug = q("SELECT slug FROM projects WHERE id = $1")

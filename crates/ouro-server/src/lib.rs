@@ -394,6 +394,15 @@ impl Running {
         workers.push(tokio::spawn(mirror_scheduler(state.clone())));
         workers.push(tokio::spawn(promotion_ticker(state.clone())));
         workers.push(tokio::spawn(deploy_start(state.clone())));
+        // Release follows what Deploy did with approved promotions (the order of environments
+        // waits for deployments; `auto_promote` requests the next environment).
+        workers.push(tokio::spawn(ouro_store::consumers::run(
+            state.store.clone(),
+            std::sync::Arc::new(ouro_release::promotions::DeployTracker {
+                repos_root: ouro_code::repos::root(&state.settings.data_dir),
+            }),
+            state.shutting_down.clone(),
+        )));
         let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
         let (fired_tx, mut fired_rx) = watch::channel(false);
         let signal = async move {

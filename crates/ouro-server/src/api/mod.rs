@@ -22,6 +22,7 @@ pub mod projects;
 pub mod promotions;
 pub mod push_rules;
 pub mod release_bundles;
+pub mod release_settings;
 pub mod releases;
 pub mod repos;
 pub mod rules;
@@ -69,6 +70,7 @@ pub fn register(reg: &mut Registry) {
     test_results::register(reg);
     promotions::register(reg);
     deploy::register(reg);
+    release_settings::register(reg);
     release_bundles::register(reg);
     releases::register(reg);
     crate::git_http::register(reg);

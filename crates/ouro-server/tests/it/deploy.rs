@@ -879,3 +879,144 @@ async fn a_change_request_gets_a_review_environment_until_it_is_closed() {
     cleanup.run().await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn auto_promote_follows_a_succeeded_deployment_and_a_failed_one_blocks_the_next_environment()
+{
+    let db = &backends()[0];
+    let s = TestServer::start_with(
+        db,
+        crate::support::Options {
+            tweak: |st: &mut ouro_server::Settings| st.deploy_ready_timeout_secs = 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    let project = s.demo_project().await;
+    let (git, work, _) = app_checkout(&s).await;
+    std::fs::create_dir_all(work.join(".ouro")).unwrap();
+    git.commit(&work, ".ouro/services.yml", SERVICES, "Services")
+        .await;
+    let sha = git
+        .commit(
+            &work,
+            ".ouro/environments.yml",
+            "environments:\n  staging: {}\n  production: {}\n",
+            "Path",
+        )
+        .await;
+    git.run(&work, &["push", "-q", "origin", "main"]).await;
+    release(&s, project.id, "1.0.0", &sha, &app("1.0.0", false)).await;
+    // 2.0.0 exits at once: it never becomes ready.
+    release(&s, project.id, "2.0.0", &sha, "import sys\nsys.exit(3)\n").await;
+    let cleanup = Cleanup(
+        s.state.clone(),
+        ["staging", "production"]
+            .iter()
+            .flat_map(|e| ["1.0.0", "2.0.0"].map(|v| (format!("demo/{e}"), v.to_string())))
+            .collect(),
+    );
+    let (st, set) = s
+        .admin(
+            Method::PATCH,
+            "/api/v1/projects/demo/release-settings",
+            Some(json!({"auto_promote": true})),
+        )
+        .await;
+    assert_eq!(st, 200, "{set}");
+    assert_eq!(set["auto_promote"], true);
+
+    // 1.0.0 to staging; once deployed there, its promotion to production is requested (no
+    // gates: approved) and deployed without anyone asking.
+    let (st, p) = s
+        .admin(
+            Method::POST,
+            "/api/v1/projects/demo/releases/1.0.0/promotions",
+            Some(json!({"environment": "staging"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{p}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, env) = s
+            .admin(
+                Method::GET,
+                "/api/v1/projects/demo/environments/production",
+                None,
+            )
+            .await;
+        if st == 200 && env["version"] == "1.0.0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "production never got 1.0.0: {env}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, promos) = s
+        .admin(
+            Method::GET,
+            "/api/v1/projects/demo/releases/1.0.0/promotions",
+            None,
+        )
+        .await;
+    let prod = promos["promotions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["environment"] == "production")
+        .unwrap()
+        .clone();
+    assert_eq!(prod["requested_by"], "admin", "{promos}");
+    assert_eq!(prod["state"], "approved");
+
+    // 2.0.0 to staging fails to deploy: production refuses it, naming the deployment.
+    let (st, p) = s
+        .admin(
+            Method::POST,
+            "/api/v1/projects/demo/releases/2.0.0/promotions",
+            Some(json!({"environment": "staging"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{p}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, body) = s
+            .admin(
+                Method::POST,
+                "/api/v1/projects/demo/releases/2.0.0/promotions",
+                Some(json!({"environment": "production"})),
+            )
+            .await;
+        assert_ne!(
+            st, 201,
+            "production accepted a release whose staging deployment failed: {body}"
+        );
+        assert_eq!(
+            error_code(&body),
+            "release.promotion_out_of_order",
+            "{body}"
+        );
+        if body["error"]["details"]["deployment"] == "failed" {
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("its deployment to `staging` is failed"),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failed deployment was not seen: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let env = environment(&s, "staging").await;
+    assert_eq!(env["version"], "1.0.0", "staging kept 1.0.0: {env}");
+    assert_eq!(env["deployments"][0]["state"], "failed", "{env}");
+    cleanup.run().await;
+    s.stop().await;
+}

@@ -4,4 +4,4 @@
 -- per-project switch that requests the next environment's promotion after a deployment succeeded.
 ALTER TABLE release_promotions ADD COLUMN deploy_state TEXT;
 ALTER TABLE release_promotions ADD COLUMN deployed_at BIGINT;
-ALTER TABLE release_settings ADD COLUMN auto_promote BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE release_settings ADD COLUMN auto_promote BOOLEAN NOT NULL DEFAULT FALSE;

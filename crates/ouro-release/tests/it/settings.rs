@@ -38,6 +38,7 @@ async fn settings_default_change_and_validate() {
                 zero_major_bumps_minor: Some(false),
                 initial_version: Some("v1.0.0".into()),
                 notes_template: Some(Some("# {{ version }}\n".into())),
+                auto_promote: Some(true),
                 ..Default::default()
             },
         )
@@ -45,6 +46,7 @@ async fn settings_default_change_and_validate() {
         .unwrap();
         assert!(!s.rules.zero_major_bumps_minor, "{name}");
         assert!(!s.rules.zero_minor_bumps_patch);
+        assert!(s.auto_promote, "{name}");
         assert_eq!(s.rules.initial, Version::new(1, 0, 0));
         let read = settings::get(&mut store.read().await.unwrap(), project)
             .await

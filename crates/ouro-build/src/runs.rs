@@ -759,7 +759,8 @@ pub async fn post_run_status(store: &Store, root: &Path, repo: &Repo, slug: &str
 // ---------------------------------------------------------------------------------------------
 // Reading
 
-pub(crate) async fn get_by_id(ex: &mut impl Executor, id: i64) -> Result<Run, StoreError> {
+/// A run by its id (the subject of its `pipeline.*` events).
+pub async fn get_by_id(ex: &mut impl Executor, id: i64) -> Result<Run, StoreError> {
     run_from(
         &q("SELECT * FROM build_runs WHERE id = $1")
             .bind(id)

@@ -520,20 +520,18 @@ impl Engine {
         run_id: i64,
         actor: &Actor,
     ) -> Result<Option<Deployment>, OuroError> {
-        let run = ouro_store::q(
-            "SELECT id, project_id, repo_id, sha, cr_number, status FROM build_runs WHERE id = $1",
-        )
-        .bind(run_id)
-        .fetch_optional(&mut self.store.read().await?)
-        .await?;
-        let Some(run) = run else { return Ok(None) };
-        let (Some(cr), Some(repo_id)) = (run.opt_i64("cr_number")?, run.opt_i64("repo_id")?) else {
+        // Build's public run API (Deploy does not read Build's tables).
+        let Ok(run) = ouro_build::runs::get_by_id(&mut self.store.read().await?, run_id).await
+        else {
             return Ok(None);
         };
-        if run.text("status")? != "success" {
+        let (Some(cr), Some(repo_id)) = (run.cr_number, run.repo_id) else {
+            return Ok(None);
+        };
+        if run.status != "success" || run.project_id != project.0 {
             return Ok(None);
         }
-        let sha = run.text("sha")?;
+        let sha = run.sha;
         let dir = ouro_code::repos::dir(&self.cfg.repos_root, project.0, repo_id);
         let Some(text) = file_at(&dir, &sha, services::FILE).await? else {
             return Ok(None);

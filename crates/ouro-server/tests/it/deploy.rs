@@ -179,10 +179,27 @@ pub(crate) struct Cleanup(
 );
 
 impl Cleanup {
-    pub(crate) async fn run(self) {
+    pub(crate) async fn run(mut self) {
         use ouro_deploy::target::Target;
-        for (env, version) in &self.1 {
-            let _ = self.0.deploy_target.stop(env, "web", version).await;
+        for (env, version) in std::mem::take(&mut self.1) {
+            let _ = self.0.deploy_target.stop(&env, "web", &version).await;
+        }
+    }
+}
+
+/// A test that panicked before `run`: kill the replicas' process groups (each replica leads
+/// its own session), so no service outlives the test.
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        use ouro_deploy::target::Target;
+        let envs: std::collections::BTreeSet<&String> = self.1.iter().map(|(e, _)| e).collect();
+        for env in envs {
+            for r in self.0.deploy_target.status(env, "web") {
+                if let Some(pid) = r.pid {
+                    // SAFETY: kill(2) on process groups this test's server started.
+                    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+                }
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use kube::Client;
 use ouro_deploy::spec::{Drain, Route, Service};
+use ouro_deploy::target::split_key;
 use ouro_deploy::target::{
     DrainReport, ReplicaStatus, Split, Target, TargetError, TrafficStats, VersionSpec,
 };
@@ -20,11 +21,6 @@ pub struct KubeTargets {
     client: Client,
     settings: KubeSettings,
     targets: Mutex<BTreeMap<String, Arc<KubeTarget>>>,
-}
-
-/// `PROJECT/ENVIRONMENT` → (project, environment).
-fn split_key(key: &str) -> (&str, &str) {
-    key.split_once('/').unwrap_or(("", key))
 }
 
 impl KubeTargets {

@@ -967,29 +967,17 @@ async fn project_slug(store: &Store, project_id: i64) -> Result<String, OuroErro
         .text("slug")?)
 }
 
-/// `file` at `sha` in the bare repository `dir` (`None`: no such file or commit).
-pub async fn file_at(dir: &Path, sha: &str, file: &str) -> Result<Option<String>, OuroError> {
-    if sha.is_empty() || sha.len() > 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Ok(None);
-    }
-    let d = dir.to_string_lossy();
-    let spec = format!("{sha}:{file}");
-    let out = ouro_code::git::command(&["-C", &d, "cat-file", "blob", &spec])
-        .output()
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "running git failed");
-            OuroError::internal()
-        })?;
-    if !out.status.success() {
-        return Ok(None);
-    }
-    String::from_utf8(out.stdout).map(Some).map_err(|_| {
-        OuroError::new(
+/// `file` at `sha` in the bare repository `dir`, read through Build's cache of files at a
+/// commit (`None`: no such file or commit; a file that is not UTF-8 is an invalid services file).
+async fn file_at(dir: &Path, sha: &str, file: &str) -> Result<Option<String>, OuroError> {
+    match ouro_build::runner::cache::file_at(dir, sha, file).await {
+        Ok(text) => Ok(Some(text.as_str().to_string())),
+        Err(why) if why.ends_with("is not valid UTF-8") => Err(OuroError::new(
             ErrorCode::DeployServicesInvalid,
             format!("{file} is not valid UTF-8"),
-        )
-    })
+        )),
+        Err(_) => Ok(None),
+    }
 }
 
 struct Recorder<'a> {

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::target::split_key;
 use futures::future::BoxFuture;
 
 use crate::local::Supervisor;
@@ -27,11 +28,6 @@ pub struct LocalTarget {
     /// The address each (environment key, service) route is bound to: a `listen` with port 0
     /// binds once and keeps that port for later switches.
     bound: Mutex<Bound>,
-}
-
-/// `PROJECT/ENVIRONMENT` → (project, environment).
-fn split_key(key: &str) -> (&str, &str) {
-    key.split_once('/').unwrap_or(("", key))
 }
 
 /// The name the proxy's numbers and metrics carry for a service: unique per project and

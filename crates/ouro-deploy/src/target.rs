@@ -34,6 +34,11 @@ impl VersionSpec {
     }
 }
 
+/// An environment key `PROJECT/ENVIRONMENT` ([`VersionSpec::key`]) split into its parts.
+pub fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or(("", key))
+}
+
 /// Which version gets the traffic: all to `stable`, or `weight` percent to `canary`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Split {

@@ -311,6 +311,8 @@ impl Engine {
                 "diagnostics": diags.iter().map(|d| d.one_line()).collect::<Vec<_>>()
             }))
         })?;
+        // Every later step sees the services as they run here (replicas, strategy, env).
+        let services = services.for_environment(environment);
         if services.services.is_empty() {
             return Err(OuroError::new(
                 ErrorCode::DeployNoServices,

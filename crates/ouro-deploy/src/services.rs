@@ -24,8 +24,8 @@ use ouro_build::diag::did_you_mean;
 use ouro_build::yaml::{self, Node, V};
 
 use crate::spec::{
-    Analysis, Canary, CanaryStep, Drain, Health, Port, Probe, ProbeCheck, Resources, Route,
-    Service, ServicesFile, Sticky, Stop, Strategy,
+    Analysis, Canary, CanaryStep, Drain, Health, Override, Port, Probe, ProbeCheck, Resources,
+    Route, Service, ServicesFile, Sticky, Stop, Strategy,
 };
 
 /// Where the services are read from in a repository (at the release's commit).
@@ -154,7 +154,10 @@ const SERVICE_KEYS: &[&str] = &[
     "drain",
     "resources",
     "env",
+    "environments",
 ];
+/// What `services.<name>.environments.<env>` may change.
+const OVERRIDE_KEYS: &[&str] = &["replicas", "strategy", "resources", "env"];
 const PROBE_KEYS: &[&str] = &[
     "http",
     "tcp",
@@ -217,7 +220,10 @@ pub fn parse(file: &str, text: &str) -> Result<ServicesFile, Vec<Diagnostic>> {
     let mut routes: Vec<RouteUse> = Vec::new();
     for (k, v) in map {
         let name = k.scalar_text().unwrap_or_default();
-        let service = c.service(&name, k, v, &mut routes);
+        let (service, overrides) = c.service(&name, k, v, &mut routes);
+        if !overrides.is_empty() {
+            out.overrides.insert(name.clone(), overrides);
+        }
         out.services.insert(name, service);
     }
     c.route_conflicts(&routes);
@@ -446,7 +452,8 @@ impl Checker<'_> {
         key: &Node,
         node: &Node,
         routes: &mut Vec<RouteUse>,
-    ) -> Service {
+    ) -> (Service, BTreeMap<String, Override>) {
+        let mut overrides = BTreeMap::new();
         let mut s = Service {
             name: name.to_string(),
             run: String::new(),
@@ -478,7 +485,7 @@ impl Checker<'_> {
             self.err(node, SVC_INVALID_TYPE, m).help = Some(format!(
                 "the command goes under `run`: `{name}: {{run: ...}}`"
             ));
-            return s;
+            return (s, overrides);
         }
         let entries = self.keys(node, SERVICE_KEYS, &what);
         if !entries.iter().any(|(k, _)| k == "run") {
@@ -529,6 +536,7 @@ impl Checker<'_> {
                 "strategy" => s.strategy = self.strategy(v),
                 "drain" => s.drain = self.drain(v),
                 "resources" => s.resources = self.resources(v),
+                "environments" => overrides = self.overrides(name, v),
                 _ => s.env = self.env(v),
             }
         }
@@ -543,20 +551,96 @@ impl Checker<'_> {
             );
             self.err(node, SVC_INVALID_VALUE, m);
         }
+        if let Some(n) = node.get("strategy") {
+            self.check_unavailable(&s.strategy, s.replicas, n);
+        }
+        // An environment's strategy or replicas are checked together with what it inherits.
+        if let Some(envs) = node.get("environments").and_then(|e| e.map()) {
+            for (k, v) in envs {
+                let env = k.scalar_text().unwrap_or_default();
+                let Some(o) = overrides.get(&env) else {
+                    continue;
+                };
+                let strategy = o.strategy.as_ref().unwrap_or(&s.strategy);
+                let replicas = o.replicas.unwrap_or(s.replicas);
+                let at = v.get("strategy").or(v.get("replicas")).unwrap_or(v);
+                self.check_unavailable(strategy, replicas, at);
+                if let (Port::From(p), Some(_)) = (s.port, v.get("replicas"))
+                    && u32::from(p) + 2 * replicas - 1 > u32::from(u16::MAX)
+                {
+                    let m = format!(
+                        "`port: {p}` leaves no room for {} ports (2 × replicas) below 65536",
+                        2 * replicas
+                    );
+                    self.err(at, SVC_INVALID_VALUE, m);
+                }
+            }
+        }
+        (s, overrides)
+    }
+
+    fn check_unavailable(&mut self, strategy: &Strategy, replicas: u32, at: &Node) {
         if let Strategy::Rolling {
             max_unavailable, ..
-        } = &s.strategy
-            && *max_unavailable > s.replicas
-            && let Some(n) = node.get("strategy")
+        } = strategy
+            && *max_unavailable > replicas
         {
             let m = format!(
-                "`max-unavailable: {max_unavailable}` is more than the {} replicas",
-                s.replicas
+                "`max-unavailable: {max_unavailable}` is more than the {replicas} replicas"
             );
-            self.err(n, SVC_INVALID_VALUE, m).help =
-                Some(format!("at most `max-unavailable: {}`", s.replicas));
+            self.err(at, SVC_INVALID_VALUE, m).help =
+                Some(format!("at most `max-unavailable: {replicas}`"));
         }
-        s
+    }
+
+    /// `environments`: per-environment changes of one service.
+    fn overrides(&mut self, service: &str, node: &Node) -> BTreeMap<String, Override> {
+        let mut out = BTreeMap::new();
+        let Some(map) = node.map() else {
+            if !matches!(node.v, V::Null) {
+                let d = self.err(
+                    node,
+                    SVC_INVALID_TYPE,
+                    format!(
+                        "`environments` must be a mapping of environments, not {}",
+                        node.describe()
+                    ),
+                );
+                d.help = Some("environments:\n  production: {replicas: 3}".into());
+            }
+            return out;
+        };
+        for (k, v) in map {
+            let env = k.scalar_text().unwrap_or_default();
+            if !valid_environment_name(&env) {
+                let d = self.err(
+                    k,
+                    SVC_INVALID_NAME,
+                    format!("invalid environment name `{env}`"),
+                );
+                d.help = Some(
+                    "lowercase letters, digits, `-` and `_`, at most 64 (as in .ouro/environments.yml)"
+                        .into(),
+                );
+                continue;
+            }
+            let what = format!("the `{env}` changes of service `{service}`");
+            let mut o = Override::default();
+            for (ok, ov) in self.keys(v, OVERRIDE_KEYS, &what) {
+                match ok.as_str() {
+                    "replicas" => {
+                        o.replicas = self
+                            .int(ov, "replicas", 1, u64::from(MAX_REPLICAS))
+                            .map(|n| n as u32);
+                    }
+                    "strategy" => o.strategy = Some(self.strategy(ov)),
+                    "resources" => o.resources = Some(self.resources(ov)),
+                    _ => o.env = self.env(ov),
+                }
+            }
+            out.insert(env, o);
+        }
+        out
     }
 
     fn health(&mut self, node: &Node) -> Health {

@@ -13,6 +13,62 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ServicesFile {
     pub services: BTreeMap<String, Service>,
+    /// Per-environment changes by service name, then environment name
+    /// (`services.<name>.environments.<env>`); applied by [`ServicesFile::for_environment`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub overrides: BTreeMap<String, BTreeMap<String, Override>>,
+}
+
+/// What one environment changes in a service: production may run more replicas, shift traffic
+/// by canary where staging switches blue-green, or set other variables.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Override {
+    pub replicas: Option<u32>,
+    pub strategy: Option<Strategy>,
+    pub resources: Option<Resources>,
+    /// Added to the service's `env` (a name in both takes this value).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+impl ServicesFile {
+    /// The services as they run in `environment`: each service with its override for that
+    /// environment applied (a review environment `review-N` uses the `review` override).
+    /// The result has no overrides left.
+    pub fn for_environment(&self, environment: &str) -> ServicesFile {
+        let services = self
+            .services
+            .iter()
+            .map(|(name, s)| {
+                let mut s = s.clone();
+                let o = self.overrides.get(name).and_then(|m| {
+                    m.get(environment).or_else(|| {
+                        environment
+                            .strip_prefix("review-")
+                            .and_then(|_| m.get("review"))
+                    })
+                });
+                if let Some(o) = o {
+                    if let Some(n) = o.replicas {
+                        s.replicas = n;
+                    }
+                    if let Some(st) = &o.strategy {
+                        s.strategy = st.clone();
+                    }
+                    if let Some(r) = &o.resources {
+                        s.resources = r.clone();
+                    }
+                    s.env
+                        .extend(o.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                (name.clone(), s)
+            })
+            .collect();
+        ServicesFile {
+            services,
+            overrides: BTreeMap::new(),
+        }
+    }
 }
 
 /// One service.

@@ -366,9 +366,10 @@ pub async fn list_subjects(
 /// For events of the later stages of the loop: the subject to link and the upstream subjects
 /// (type, id) it came from. Payload fields read (documented in docs/plan.md, "Trail"):
 ///
-/// - `pipeline.*` (subject `pipeline_run`): `commit` (a SHA) and/or `change_request` (an id),
-///   `name?`, `url?`;
-/// - `release.*` (subject `release`): `version`, `commits: [SHA]`, `pipelines: [id]`, `url?`;
+/// - `pipeline.*` (subject `pipeline_run`): `commit` or `sha` (a SHA) and/or `change_request`
+///   (an id), `name?`, `url?`;
+/// - `release.*` (subject `release`): `version`, `commits: [SHA]` and/or `sha`,
+///   `pipelines: [id]`, `url?`;
 /// - `deployment.*` (subject `deployment`): `release` (an id), `environment`, `version?`, `url?`.
 pub fn chain(event: &ouro_core::Event) -> Option<(NewSubject, Vec<(&'static str, String)>)> {
     let p = &event.payload;
@@ -391,7 +392,12 @@ pub fn chain(event: &ouro_core::Event) -> Option<(NewSubject, Vec<(&'static str,
     let kind = event.kind.as_str();
     let mut upstream: Vec<(&'static str, String)> = Vec::new();
     let (subject_type, title) = if kind.starts_with("pipeline.") {
-        upstream.extend(text("commit").map(|c| ("commit", c)));
+        // Build names the commit `sha`.
+        upstream.extend(
+            text("commit")
+                .or_else(|| text("sha"))
+                .map(|c| ("commit", c)),
+        );
         upstream.extend(text("change_request").map(|c| ("change_request", c)));
         (
             "pipeline_run",
@@ -399,6 +405,7 @@ pub fn chain(event: &ouro_core::Event) -> Option<(NewSubject, Vec<(&'static str,
         )
     } else if kind.starts_with("release.") {
         upstream.extend(list("commits").into_iter().map(|c| ("commit", c)));
+        upstream.extend(text("sha").map(|c| ("commit", c)));
         upstream.extend(list("pipelines").into_iter().map(|c| ("pipeline_run", c)));
         (
             "release",
@@ -580,4 +587,61 @@ async fn references(store: &Store, event: &ouro_core::Event) -> Result<(), Store
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain;
+    use serde_json::json;
+
+    fn event(kind: &str, subject: &str, payload: serde_json::Value) -> ouro_core::Event {
+        ouro_core::Event {
+            seq: 1,
+            time: 0,
+            project: Some("demo".into()),
+            project_id: None,
+            actor: "system:test".into(),
+            kind: kind.into(),
+            schema_version: 1,
+            subject: ouro_core::events::Subject {
+                kind: subject.into(),
+                id: "7".into(),
+            },
+            payload,
+        }
+    }
+
+    /// The payloads Build and Release really emit (`sha`, `commits`, `pipelines`) chain to their
+    /// commit and run, so an item's trail reaches its releases and deployments.
+    #[test]
+    fn build_and_release_payloads_chain_to_their_commits_and_runs() {
+        let (subject, up) = chain(&event(
+            "pipeline.queued",
+            "pipeline_run",
+            json!({"number": 3, "sha": "abc"}),
+        ))
+        .unwrap();
+        assert_eq!(subject.subject_type, "pipeline_run");
+        assert_eq!(up, vec![("commit", "abc".to_string())]);
+
+        let (subject, up) = chain(&event(
+            "release.created",
+            "release",
+            json!({"version": "1.1.0", "sha": "def", "commits": ["abc", "def"], "pipelines": [12]}),
+        ))
+        .unwrap();
+        assert_eq!(subject.subject_type, "release");
+        assert!(up.contains(&("commit", "abc".to_string())), "{up:?}");
+        assert!(up.contains(&("commit", "def".to_string())), "{up:?}");
+        assert!(up.contains(&("pipeline_run", "12".to_string())), "{up:?}");
+
+        let (subject, up) = chain(&event(
+            "deploy.succeeded",
+            "deployment",
+            json!({"release": "5", "environment": "staging"}),
+        ))
+        .unwrap();
+        assert_eq!(subject.subject_type, "deployment");
+        assert_eq!(up, vec![("release", "5".to_string())]);
+    }
 }

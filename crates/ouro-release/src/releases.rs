@@ -590,6 +590,10 @@ pub async fn test_summary(
     })))
 }
 
+/// At most this many commit ids go into a `release.created` event (10k commits since the
+/// previous release would make a megabyte-sized event).
+const MAX_EVENT_COMMITS: usize = 1000;
+
 /// What [`create`] needs besides the request: the version it settled on and why, and the
 /// generated notes. [`plan`] computes it.
 #[derive(Debug, Clone)]
@@ -896,7 +900,11 @@ pub async fn create_as(
             id,
             json!({"version": version, "tag": tag, "sha": run.sha, "repo": repo.name,
                    "run": run.number, "artifacts": pinned.len(), "bump": planned.bump,
-                   "previous": planned.previous}),
+                   "previous": planned.previous,
+                   // Plan's trail links the release to the items of these commits and run.
+                   "commits": planned.commits.iter().take(MAX_EVENT_COMMITS)
+                       .map(|c| c.sha.as_str()).collect::<Vec<_>>(),
+                   "pipelines": [run.id]}),
         )
         .in_project(project_id, &slug),
     )

@@ -297,6 +297,17 @@ fn a_minimal_service_gets_the_documented_defaults() {
 const BAD: &[(&str, &str, &[&str])] = &[
     ("not_yaml", "services:\n  web: [\n", &[services::SVC_SYNTAX]),
     (
+        "environment_overrides",
+        "services:\n  web:\n    run: x\n    replicas: 2\n    strategy: {kind: rolling, max-unavailable: 2}\n    environments:\n      Prod: {replicas: 3}\n      staging: {replicas: 1, route: {}}\n      production: {strategy: {kind: canary, steps: [150]}}\n      review: [1]\n",
+        &[
+            services::SVC_INVALID_NAME,
+            services::SVC_INVALID_VALUE,
+            services::SVC_UNKNOWN_KEY,
+            services::SVC_BAD_STEPS,
+            services::SVC_INVALID_TYPE,
+        ],
+    ),
+    (
         "duplicate_key",
         "services:\n  web:\n    run: a\n    run: b\n",
         &[services::SVC_DUPLICATE_KEY],
@@ -785,6 +796,42 @@ fn check_never_panics(text: &str) {
             }
         }
     }
+}
+
+#[test]
+fn environments_change_replicas_strategy_and_env_per_environment() {
+    let f = services::parse(
+        FILE,
+        "services:\n  web:\n    run: ./web\n    replicas: 2\n    env: {MODE: base, KEEP: yes}\n    environments:\n      production:\n        replicas: 4\n        strategy: {kind: canary, steps: [25, 100]}\n        env: {MODE: prod}\n      review: {replicas: 1, resources: {open-files: 256}}\n  worker:\n    run: ./worker\n",
+    )
+    .unwrap();
+    let prod = f.for_environment("production");
+    assert!(prod.overrides.is_empty());
+    let web = &prod.services["web"];
+    assert_eq!(web.replicas, 4);
+    let spec::Strategy::Canary(c) = &web.strategy else {
+        panic!("production's web is canary: {:?}", web.strategy)
+    };
+    assert_eq!(
+        c.steps.iter().map(|s| s.weight).collect::<Vec<_>>(),
+        [25, 100]
+    );
+    assert_eq!(web.env["MODE"], "prod");
+    assert_eq!(web.env["KEEP"], "yes");
+    assert_eq!(prod.services["worker"], f.services["worker"]);
+
+    // Environments without changes run the service as declared.
+    let staging = f.for_environment("staging");
+    assert_eq!(staging.services["web"], f.services["web"]);
+    assert!(matches!(
+        staging.services["web"].strategy,
+        spec::Strategy::BlueGreen { .. }
+    ));
+
+    // A review environment takes the `review` changes.
+    let review = f.for_environment("review-7");
+    assert_eq!(review.services["web"].replicas, 1);
+    assert_eq!(review.services["web"].resources.open_files, Some(256));
 }
 
 #[test]

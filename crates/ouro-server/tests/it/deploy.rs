@@ -125,7 +125,7 @@ pub(crate) async fn release(
 }
 
 /// Waits until deployment `id` is no longer running and returns it.
-async fn finished(s: &TestServer, id: i64) -> Value {
+pub(crate) async fn finished(s: &TestServer, id: i64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (st, d) = s
@@ -160,7 +160,7 @@ pub(crate) async fn deploy(s: &TestServer, env: &str, version: &str) -> Value {
     finished(s, d["id"].as_i64().unwrap()).await
 }
 
-async fn environment(s: &TestServer, env: &str) -> Value {
+pub(crate) async fn environment(s: &TestServer, env: &str) -> Value {
     let (st, v) = s
         .admin(
             Method::GET,
@@ -205,7 +205,7 @@ impl Drop for Cleanup {
 }
 
 /// A keep-alive client that sends requests through the proxy until stopped; counts failures.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
     failed: Arc<std::sync::Mutex<Vec<String>>>,
@@ -213,7 +213,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(url: String) -> Load {
+    pub(crate) fn start(url: String) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -243,7 +243,7 @@ impl Load {
         }
     }
 
-    async fn finish(self) -> (u64, Vec<String>) {
+    pub(crate) async fn finish(self) -> (u64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap();
         (

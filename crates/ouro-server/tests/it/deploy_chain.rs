@@ -246,6 +246,7 @@ async fn a_built_service_is_released_promoted_deployed_blue_green_and_canary_and
         // Build, then release from the green run.
         green_run(&s, 1).await;
         let v1 = release_from_run(&s, 1).await;
+        assert_eq!(v1, "0.1.0", "the first version");
         let mut cleanup = Cleanup(
             s.state.clone(),
             ["staging", "production"]
@@ -291,7 +292,7 @@ async fn a_built_service_is_released_promoted_deployed_blue_green_and_canary_and
         git.run(&work, &["push", "-q", "origin", "main"]).await;
         green_run(&s, 2).await;
         let v2 = release_from_run(&s, 2).await;
-        assert_ne!(v2, v1);
+        assert_eq!(v2, "0.1.1", "a fix after 0.1.0");
         cleanup
             .1
             .extend(["staging", "production"].map(|e| (format!("demo/{e}"), v2.clone())));

@@ -189,7 +189,7 @@ pub async fn rerun(
         .fetch_one(&mut tx)
         .await?
         .text("slug")?;
-    let run = runs::insert_run(
+    let mut run = runs::insert_run(
         &mut tx,
         &slug,
         &repo,
@@ -200,6 +200,17 @@ pub async fn rerun(
         &old.inputs,
     )
     .await?;
+    // The re-run joins its run's pipeline-level group (rendered when that run was created), so
+    // it waits for the group's older runs; it cancels nothing (cancel-in-progress is for new
+    // pushes, not for someone retrying).
+    if let Some(group) = &old.concurrency_group {
+        q("UPDATE build_runs SET concurrency_group = $1 WHERE id = $2")
+            .bind(group.clone())
+            .bind(run.id)
+            .execute(&mut tx)
+            .await?;
+        run.concurrency_group = Some(group.clone());
+    }
     for j in old_jobs.iter().filter(|j| !queue.contains(&j.key)) {
         q("UPDATE build_jobs SET status = $1, reused_from = $2, started_at = $3, finished_at = $4, \
            exit_code = $5, reason = $6, version = version + 1 WHERE run_id = $7 AND job_key = $8")

@@ -185,6 +185,50 @@ async fn a_pipeline_concurrency_group_runs_whole_runs_one_at_a_time_in_order() {
     }
 }
 
+/// A re-run belongs to its run's pipeline-level group: it waits for the group's older run like
+/// any other run of the group (it used to lose the group and run beside it).
+#[tokio::test]
+async fn a_rerun_keeps_its_runs_concurrency_group() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        app_with(&s, ".ouro/pipelines/deploy.yml", SERIAL).await;
+        manual(&s).await;
+        for key in ["a", "b"] {
+            let c = claim(&s).await.expect("a job of run 1");
+            assert_eq!((c.run.number, c.job.key.as_str()), (1, key));
+            finish(&s, &c).await;
+        }
+        // Run 2 holds the group; the re-run of run 1 (run 3) must wait for it.
+        manual(&s).await;
+        let a2 = claim(&s).await.expect("a of run 2");
+        assert_eq!(a2.run.number, 2);
+        let (st, rerun) = s
+            .admin(
+                Method::POST,
+                &format!("{RUNS}/1/rerun"),
+                Some(json!({"jobs": "all"})),
+            )
+            .await;
+        assert_eq!(st, 201, "{rerun}");
+        assert_eq!(rerun["number"], 3, "{rerun}");
+        assert_eq!(rerun["concurrency_group"], "deploy-main", "{rerun}");
+        assert!(
+            claim(&s).await.is_none(),
+            "the re-run slipped into the group beside run 2"
+        );
+        finish(&s, &a2).await;
+        let b2 = claim(&s).await.expect("b of run 2");
+        assert_eq!(b2.run.number, 2);
+        finish(&s, &b2).await;
+        let a3 = claim(&s)
+            .await
+            .expect("a of the re-run once run 2 finished");
+        assert_eq!((a3.run.number, a3.job.key.as_str()), (3, "a"));
+        finish(&s, &a3).await;
+        s.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn pipeline_cancel_in_progress_cancels_the_older_runs_of_the_group() {
     for db in backends() {

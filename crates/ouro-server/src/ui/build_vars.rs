@@ -1,6 +1,7 @@
 //! Project settings → Variables and secrets: the pipeline variables (with values) and secrets
-//! (names only) of a project, a form to add or replace each, and delete buttons. Developers see
-//! the lists; maintainers change them (the same permissions as the API).
+//! (names only) of a project, a form to add or replace each, and delete buttons; and the
+//! project's limit of jobs running at once. Developers see the lists; maintainers change them
+//! (the same permissions as the API).
 
 use askama::Template;
 use axum::extract::State;
@@ -36,6 +37,12 @@ pub fn register(reg: &mut Registry) {
         "/projects/{slug}/settings/variables/delete",
         Permission::Project(Role::Maintainer),
         delete,
+    );
+    reg.route(
+        Method::POST,
+        "/projects/{slug}/settings/variables/limit",
+        Permission::Project(Role::Maintainer),
+        save_limit,
     );
 }
 
@@ -75,6 +82,11 @@ struct Page<'a> {
     var_draft: Draft,
     secret_draft: Draft,
     min_secret: usize,
+    /// `build_settings.max_running_jobs`: none means no limit.
+    limit: Option<i64>,
+    /// What was typed into the limit field, shown again with its error.
+    limit_draft: String,
+    limit_error: Option<String>,
 }
 
 fn lines(entries: Vec<secrets::Entry>) -> Vec<Line> {
@@ -95,6 +107,7 @@ async fn build<'a>(st: &AppState, ctx: &'a Ctx) -> Result<Page<'a>, crate::ui::U
     let mut conn = st.store.read().await?;
     let vars = lines(secrets::list(&mut conn, project.id, Kind::Variable).await?);
     let secrets = lines(secrets::list(&mut conn, project.id, Kind::Secret).await?);
+    let limit = ouro_build::triggers::max_running_jobs(&mut conn, project.id).await?;
     Ok(Page {
         chrome: Chrome::of(ctx),
         project,
@@ -106,6 +119,9 @@ async fn build<'a>(st: &AppState, ctx: &'a Ctx) -> Result<Page<'a>, crate::ui::U
         var_draft: Draft::default(),
         secret_draft: Draft::default(),
         min_secret: ouro_build::mask::MIN_SECRET_LEN,
+        limit,
+        limit_draft: limit.map(|n| n.to_string()).unwrap_or_default(),
+        limit_error: None,
     })
 }
 
@@ -213,6 +229,48 @@ async fn delete(State(st): State<AppState>, ctx: Ctx, form: Form) -> UiResult {
             &back(&slug),
             &format!("{name} was already deleted."),
         )),
+        Err(e) => Err(fail(&ctx, e)),
+    }
+}
+
+/// Sets (or, when the field is empty, removes) the project's limit of jobs running at once.
+async fn save_limit(State(st): State<AppState>, ctx: Ctx, form: Form) -> UiResult {
+    let typed = form.get("max_running_jobs").trim().to_string();
+    let project = ctx.project()?;
+    let parsed = if typed.is_empty() {
+        Ok(None)
+    } else {
+        typed.parse::<i64>().map(Some).map_err(|_| {
+            ouro_core::OuroError::field("max_running_jobs", "1 to 10000, or null for no limit")
+        })
+    };
+    let result = match parsed {
+        Ok(max) => ouro_build::triggers::set_max_running_jobs(&st.store, project.id, max)
+            .await
+            .map(|()| max)
+            .map_err(ouro_core::OuroError::from),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(max) => Ok(redirect_with_flash(
+            &back(&project.slug),
+            &match max {
+                Some(n) => format!("At most {n} jobs of this project run at once."),
+                None => "No limit on the jobs of this project running at once.".into(),
+            },
+        )),
+        Err(e) if field_of(&e) == Some("max_running_jobs") => {
+            let mut p = build(&st, &ctx).await?;
+            p.limit_draft = typed;
+            p.limit_error = Some(format!(
+                "`{}` is not a limit: a whole number from 1 to 10000, or empty for no limit.",
+                p.limit_draft
+            ));
+            Ok(no_store(render_status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &p,
+            )))
+        }
         Err(e) => Err(fail(&ctx, e)),
     }
 }

@@ -444,3 +444,76 @@ async fn the_page_adds_updates_and_deletes() {
         s.stop().await;
     }
 }
+
+/// Project settings → the limit of jobs running at once: maintainers set and clear it on the
+/// page (the same setting as `/api/v1/projects/{slug}/pipeline-settings`), a bad value is refused
+/// next to the field with the input kept, developers see it but cannot change it.
+#[tokio::test]
+async fn the_running_jobs_limit_is_set_and_cleared_on_the_settings_page() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        s.demo_project().await;
+        let dev = member(&s, "dave", "developer").await;
+        let page = "/projects/demo/settings/variables";
+        let post = |token: Option<String>, value: &'static str| {
+            let r = s
+                .req(
+                    Method::POST,
+                    "/projects/demo/settings/variables/limit",
+                    Some(token.as_deref().unwrap_or(&s.admin_token)),
+                )
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form_body(&[("max_running_jobs", value)]));
+            async move { r.send().await.unwrap() }
+        };
+        let (st, html) = s.admin_page(page).await;
+        assert_eq!(st, 200);
+        assert!(html.contains("No limit"), "{html}");
+
+        let r = post(None, "3").await;
+        assert_eq!(r.status().as_u16(), 303);
+        let (_, settings) = s
+            .admin(Method::GET, "/api/v1/projects/demo/pipeline-settings", None)
+            .await;
+        assert_eq!(settings["max_running_jobs"], 3, "{settings}");
+        let (_, html) = s.admin_page(page).await;
+        assert!(html.contains("At most <strong>3</strong>"), "{html}");
+
+        for bad in ["0", "many", "10001"] {
+            let r = post(None, bad).await;
+            assert_eq!(r.status().as_u16(), 422, "{bad}");
+            let html = r.text().await.unwrap();
+            assert!(html.contains("id=\"limit-error\""), "{bad}: {html}");
+            assert!(
+                html.contains(&format!("value=\"{bad}\"")),
+                "{bad}: the input is kept"
+            );
+        }
+        let (_, settings) = s
+            .admin(Method::GET, "/api/v1/projects/demo/pipeline-settings", None)
+            .await;
+        assert_eq!(settings["max_running_jobs"], 3, "unchanged: {settings}");
+
+        // Developers see the limit, not the form, and cannot post.
+        let html = s
+            .req(Method::GET, page, Some(&dev))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(html.contains("id=\"limit-now\"") && !html.contains("id=\"limit-form\""));
+        let r = post(Some(dev.clone()), "").await;
+        assert_eq!(r.status().as_u16(), 403);
+
+        // Empty clears it.
+        let r = post(None, "").await;
+        assert_eq!(r.status().as_u16(), 303);
+        let (_, settings) = s
+            .admin(Method::GET, "/api/v1/projects/demo/pipeline-settings", None)
+            .await;
+        assert_eq!(settings["max_running_jobs"], Value::Null, "{settings}");
+        s.stop().await;
+    }
+}

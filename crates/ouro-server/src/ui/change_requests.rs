@@ -590,31 +590,8 @@ pub(crate) async fn show_page<'a>(
         diffv = Some(DiffView::new(d, split, &repo_base, page_url.clone()));
     }
     let threads = v.threads.clone();
-    let can_write = ctx.role() >= Some(Role::Developer);
     if let Some(d) = diffv.as_mut() {
-        d.threads = line_threads(&threads, &page_url);
-        if can_write && v.cr.state == "open" {
-            d.comment_url = Some(format!("{page_url}/comments/new?"));
-        }
-        // Test coverage of the changed lines, from the newest run that reported it; marked only
-        // when that run tested the head shown here (line numbers of another commit would lie).
-        match ouro_test::results::coverage_marks(&st.store, &st.settings.data_dir, &repo, &v.cr)
-            .await
-        {
-            Ok(Some(m)) if m.sha == v.cr.head => {
-                d.cov_runs_url = format!("/projects/{}/pipelines/", project.slug);
-                d.coverage = Some(m);
-            }
-            Ok(Some(m)) => {
-                d.cov_note = Some(format!(
-                    "Coverage of run #{} is for commit {}, not the head: changed lines are not marked until a run of the head reports coverage.",
-                    m.run,
-                    m.sha.chars().take(10).collect::<String>()
-                ));
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "coverage marks of a change request"),
-        }
+        decorate_diff(st, ctx, project, &repo, &v, d).await;
     }
     let threads = thread_rows(ctx, threads, &page_url);
     let requested_names: Vec<String> = v.cr.reviewers.iter().map(|r| r.user.clone()).collect();
@@ -1071,4 +1048,39 @@ async fn save_rules(
 #[derive(Debug, Deserialize)]
 pub struct ViewQuery {
     view: Option<String>,
+}
+
+/// What a change request adds to its diff, on its page and in each collapsed file loaded later
+/// (`diff-file?cr=N`): the line threads, the "comment on this line" links when the viewer may
+/// comment, and the test coverage of the changed lines, marked only when the run that reported
+/// it tested the head shown (line numbers of another commit would lie).
+pub(crate) async fn decorate_diff(
+    st: &AppState,
+    ctx: &Ctx,
+    project: &Project,
+    repo: &Repo,
+    v: &crate::api::change_requests::CrView,
+    d: &mut DiffView,
+) {
+    let page_url = format!("{}/{}", base_url(project, &repo.name), v.cr.number);
+    d.threads = line_threads(&v.threads, &page_url);
+    if ctx.role() >= Some(Role::Developer) && v.cr.state == "open" {
+        d.comment_url = Some(format!("{page_url}/comments/new?"));
+    }
+    d.file_url.push_str(&format!("cr={}&", v.cr.number));
+    match ouro_test::results::coverage_marks(&st.store, &st.settings.data_dir, repo, &v.cr).await {
+        Ok(Some(m)) if m.sha == v.cr.head && d.diff.head == v.cr.head => {
+            d.cov_runs_url = format!("/projects/{}/pipelines/", project.slug);
+            d.coverage = Some(m);
+        }
+        Ok(Some(m)) => {
+            d.cov_note = Some(format!(
+                "Coverage of run #{} is for commit {}, not the head: changed lines are not marked until a run of the head reports coverage.",
+                m.run,
+                m.sha.chars().take(10).collect::<String>()
+            ));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "coverage marks of a change request"),
+    }
 }

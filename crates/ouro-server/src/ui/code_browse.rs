@@ -672,6 +672,8 @@ struct FileQuery {
     head: Option<String>,
     path: Option<String>,
     view: Option<String>,
+    /// The change request whose page the file is part of: its threads and coverage marks.
+    cr: Option<i64>,
 }
 
 /// One file of a diff, never collapsed: the fragment htmx swaps in for a collapsed file.
@@ -701,8 +703,14 @@ async fn diff_file(
         truncated: false,
     };
     let split = q.view.as_deref() == Some("split");
-    Ok(render(&DiffFragment {
-        diffv: DiffView::new(d, split, &p.base, String::new()),
-        f,
-    }))
+    let mut diffv = DiffView::new(d, split, &p.base, String::new());
+    if let Some(number) = q.cr {
+        let project = p.ctx.project().map_err(|e| fail(&p.ctx, e.0))?;
+        let v = crate::api::change_requests::view(&st, &project.slug, &p.repo, number)
+            .await
+            .map_err(|e| fail(&p.ctx, e.0))?;
+        crate::ui::change_requests::decorate_diff(&st, &p.ctx, project, &p.repo, &v, &mut diffv)
+            .await;
+    }
+    Ok(render(&DiffFragment { diffv, f }))
 }

@@ -448,6 +448,29 @@ async fn a_change_request_shows_new_failures_and_uncovered_changed_lines_and_its
         assert_eq!(split_marks(&split, "cov-miss"), vec![4], "{split}");
         assert_eq!(split_marks(&split, "cov-hit"), vec![3], "{split}");
         assert!(!split.contains("style="), "no inline styles");
+        // A collapsed file loaded on demand (`diff-file`, which the page links with `cr=1`)
+        // carries the same marks; without the change request it has none.
+        let base = String::from_utf8(
+            std::process::Command::new("git")
+                .args(["rev-parse", "main"])
+                .current_dir(&work)
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let file = format!(
+            "/projects/demo/code/app/diff-file?base={}&head={head}&view=unified&path=src/lib.rs",
+            base.trim()
+        );
+        let (st, frag) = s.admin_page(&format!("{file}&cr=1")).await;
+        assert_eq!(st, 200, "{frag}");
+        assert_eq!(unified_marks(&frag, "cov-miss"), vec![4], "{frag}");
+        assert_eq!(unified_marks(&frag, "cov-hit"), vec![3], "{frag}");
+        let (_, plain) = s.admin_page(&file).await;
+        assert!(unified_marks(&plain, "cov-miss").is_empty(), "{plain}");
+        let (st, _) = s.admin_page(&format!("{file}&cr=9")).await;
+        assert_eq!(st, 404, "an unknown change request");
         // The gate's status is on the CR's head, where the merge gate looks.
         let sts = eventually(&s, &format!("{REPO}/commits/{head}/statuses"), |b| {
             b.as_array().is_some_and(|a| {

@@ -109,6 +109,43 @@ impl Node {
     pub fn diag(&self, file: &str, code: &'static str, message: String) -> Diagnostic {
         Diagnostic::error(file, self.line, self.col, code, message).with_len(self.len)
     }
+
+    /// The entries of this mapping whose keys are in `allowed`, in file order. Every other key
+    /// is reported as `codes.0` (unknown key, with a "did you mean" suggestion), a value that is
+    /// not a mapping as `codes.1` (invalid type). A null node is an empty mapping (`health:`
+    /// with nothing under it). `what` names the mapping in messages ("service `web`").
+    pub fn allowed_entries(
+        &self,
+        file: &str,
+        allowed: &[&str],
+        what: &str,
+        codes: (&'static str, &'static str),
+        diags: &mut Vec<Diagnostic>,
+    ) -> Vec<(String, &Node)> {
+        let Some(map) = self.map() else {
+            if !matches!(self.v, V::Null) {
+                let m = format!("{what} must be a mapping, not {}", self.describe());
+                diags.push(self.diag(file, codes.1, m));
+            }
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (k, v) in map {
+            let key = k.scalar_text().unwrap_or_default();
+            if allowed.contains(&key.as_str()) {
+                out.push((key, v));
+            } else {
+                let mut d = k.diag(file, codes.0, format!("unknown key `{key}` in {what}"));
+                d.label = Some("unknown key".into());
+                d.help = Some(match diag::did_you_mean(&key, allowed) {
+                    Some(m) => format!("did you mean `{m}`?"),
+                    None => format!("allowed keys: {}", allowed.join(", ")),
+                });
+                diags.push(d);
+            }
+        }
+        out
+    }
 }
 
 impl<'de> Deserialize<'de> for Node {

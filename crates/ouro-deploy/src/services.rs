@@ -307,28 +307,8 @@ impl Checker<'_> {
         allowed: &[&str],
         what: &str,
     ) -> Vec<(String, &'n Node)> {
-        let Some(map) = node.map() else {
-            if !matches!(node.v, V::Null) {
-                let m = format!("{what} must be a mapping, not {}", node.describe());
-                self.err(node, SVC_INVALID_TYPE, m);
-            }
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for (k, v) in map {
-            let key = k.scalar_text().unwrap_or_default();
-            if allowed.contains(&key.as_str()) {
-                out.push((key, v));
-            } else {
-                let d = self.err(k, SVC_UNKNOWN_KEY, format!("unknown key `{key}` in {what}"));
-                d.label = Some("unknown key".into());
-                d.help = Some(match did_you_mean(&key, allowed) {
-                    Some(m) => format!("did you mean `{m}`?"),
-                    None => format!("allowed keys: {}", allowed.join(", ")),
-                });
-            }
-        }
-        out
+        let codes = (SVC_UNKNOWN_KEY, SVC_INVALID_TYPE);
+        node.allowed_entries(self.file, allowed, what, codes, &mut self.diags)
     }
 
     fn string(&mut self, node: &Node, what: &str) -> Option<String> {

@@ -221,28 +221,8 @@ impl Checker<'_> {
         allowed: &[&str],
         what: &str,
     ) -> Vec<(String, &'n Node)> {
-        let Some(map) = node.map() else {
-            if !matches!(node.v, V::Null) {
-                let m = format!("{what} must be a mapping, not {}", node.describe());
-                self.err(node, ENV_INVALID_TYPE, m);
-            }
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for (k, v) in map {
-            let key = k.scalar_text().unwrap_or_default();
-            if allowed.contains(&key.as_str()) {
-                out.push((key, v));
-            } else {
-                let d = self.err(k, ENV_UNKNOWN_KEY, format!("unknown key `{key}` in {what}"));
-                d.label = Some("unknown key".into());
-                d.help = Some(match did_you_mean(&key, allowed) {
-                    Some(m) => format!("did you mean `{m}`?"),
-                    None => format!("allowed keys: {}", allowed.join(", ")),
-                });
-            }
-        }
-        out
+        let codes = (ENV_UNKNOWN_KEY, ENV_INVALID_TYPE);
+        node.allowed_entries(self.file, allowed, what, codes, &mut self.diags)
     }
 
     fn schedules(&mut self, node: &Node, what: &str) -> Vec<Schedule> {

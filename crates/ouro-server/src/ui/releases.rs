@@ -378,7 +378,9 @@ async fn notes_post(
         &ctx.actor(),
         project.id,
         &version,
-        &form.get("notes"),
+        // Browsers send a textarea's line breaks as CRLF; the notes are LF Markdown like the
+        // generated ones.
+        &form.get("notes").replace("\r\n", "\n"),
         revision,
     )
     .await

@@ -346,6 +346,25 @@ async fn promotion_path_page_shows_the_source_in_effect_and_refuses_bad_yaml_wit
             "{html}"
         );
 
+        // A newer release whose file is broken: the page says so with the diagnostics.
+        let broken = git
+            .commit(
+                &work,
+                ".ouro/environments.yml",
+                "environments:\n  qa:\n    wait: soon\n",
+                "Break the path",
+            )
+            .await;
+        git.run(&work, &["push", "-q", "origin", "main"]).await;
+        release_row(&s, project.id, "1.2.0", &broken, 3).await;
+        let (st, html) = page(&s, &viewer, PATH_PAGE).await;
+        assert_eq!(st, 200, "{name}: {html}");
+        assert!(html.contains("id=\"effect-problem\""), "{html}");
+        assert!(
+            html.contains(".ouro/environments.yml:3:11: error[release.env_bad_duration]"),
+            "{html}"
+        );
+
         // Empty removes the settings' path.
         let p = post(&s, &maint, PATH_PAGE, &[("yaml", "  \r\n")]).await;
         assert_eq!(p.status, 303, "{name}: {}", p.body);

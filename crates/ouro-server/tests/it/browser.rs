@@ -970,39 +970,14 @@ async fn browser_create_release_from_a_green_run_edit_notes_promote_and_approve(
     let Some((driver_bin, chromium)) = browser_binaries() else {
         return;
     };
-    let s = TestServer::start_with(
-        &TestDb::Sqlite,
-        Options {
-            tweak: |st: &mut ouro_server::Settings| st.runner_slots = 2,
-            ..Options::default()
-        },
-    )
-    .await;
+    let s = TestServer::with_runner(&TestDb::Sqlite).await;
     s.demo_project().await;
-    for (user, role) in [("rel", "maintainer"), ("mia", "maintainer")] {
-        s.user(user).await;
-        let (st, body) = s
-            .admin(
-                reqwest::Method::PUT,
-                &format!("/api/v1/projects/demo/members/{user}"),
-                Some(json!({"role": role})),
-            )
-            .await;
-        assert_eq!(st, 200, "{body}");
+    for user in ["rel", "mia"] {
+        crate::code_hosting::member(&s, user, "maintainer").await;
     }
     let (git, work, _) = crate::code_hosting::app_checkout(&s).await;
     std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();
-    let pipeline = "name: CI
-on:
-  push:
-    branches: [main]
-jobs:
-  build:
-    artifacts:
-      paths: [dist/app.txt]
-    steps:
-      - run: mkdir -p dist && echo app > dist/app.txt
-";
+    let pipeline = crate::release_ui::PIPELINE;
     git.commit(&work, ".ouro/pipelines/ci.yml", pipeline, "chore: CI")
         .await;
     git.commit(

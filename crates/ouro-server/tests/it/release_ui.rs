@@ -378,8 +378,8 @@ async fn promotion_path_page_shows_the_source_in_effect_and_refuses_bad_yaml_wit
     }
 }
 
-/// Succeeds with an artifact, unless the commit has `fail.txt`.
-const PIPELINE: &str = r#"name: CI
+/// Succeeds with an artifact, unless the commit has `fail.txt` (also the browser walk's).
+pub(crate) const PIPELINE: &str = r#"name: CI
 on:
   push:
     branches: [main]

@@ -204,15 +204,30 @@ async fn create_post(State(st): State<AppState>, ctx: Ctx, form: Form) -> UiResu
         notes: None,
         draft: Some(true),
     };
-    match create_release(&st, &ctx, None, &req).await {
+    create_draft(&st, &ctx, project, &req, &back).await
+}
+
+/// Creates the draft `req` asks for and opens its page; a refusal the user can act on goes back
+/// to `back` as a flash with its message (both "Create release" forms).
+async fn create_draft(
+    st: &AppState,
+    ctx: &Ctx,
+    project: &Project,
+    req: &NewRelease,
+    back: &str,
+) -> UiResult {
+    match create_release(st, ctx, None, req).await {
         Ok(d) => Ok(redirect_with_flash(
-            &format!("/projects/{}/releases/{}", project.slug, d.release.version),
-            &format!("Draft release {} created.", d.release.version),
+            &release_url(project, &d.release.version),
+            &format!(
+                "Draft release {} created from run #{}.",
+                d.release.version, req.run
+            ),
         )),
         Err(e) if e.code.http_status() < 500 && e.code != ErrorCode::Forbidden => {
-            Ok(redirect_with_flash(&back, &e.message))
+            Ok(redirect_with_flash(back, &e.message))
         }
-        Err(e) => Err(fail(&ctx, e)),
+        Err(e) => Err(fail(ctx, e)),
     }
 }
 
@@ -250,19 +265,7 @@ async fn create_from_run_post(
         notes: None,
         draft: Some(true),
     };
-    match create_release(&st, &ctx, None, &req).await {
-        Ok(d) => Ok(redirect_with_flash(
-            &release_url(project, &d.release.version),
-            &format!(
-                "Draft release {} created from run #{number}.",
-                d.release.version
-            ),
-        )),
-        Err(e) if e.code.http_status() < 500 && e.code != ErrorCode::Forbidden => {
-            Ok(redirect_with_flash(&back, &e.message))
-        }
-        Err(e) => Err(fail(&ctx, e)),
-    }
+    create_draft(&st, &ctx, project, &req, &back).await
 }
 
 #[derive(Template)]

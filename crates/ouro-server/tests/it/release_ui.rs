@@ -498,6 +498,34 @@ async fn a_green_runs_page_creates_a_draft_release_for_developers_only() {
             p.flash
         );
 
+        // The Release tab's form makes drafts the same way, naming repository and run.
+        let p = post(
+            &s,
+            &dev,
+            "/projects/demo/releases",
+            &[("repo", "app"), ("run", "1"), ("version", "0.2.0")],
+        )
+        .await;
+        assert_eq!(
+            (p.status, p.location.as_str()),
+            (303, "/projects/demo/releases/0.2.0"),
+            "{name}: {}",
+            p.flash
+        );
+        assert_eq!(p.flash, "Draft release 0.2.0 created from run #1.");
+        let p = post(
+            &s,
+            &dev,
+            "/projects/demo/releases",
+            &[("repo", "app"), ("run", "first")],
+        )
+        .await;
+        assert_eq!(
+            (p.location.as_str(), p.flash.as_str()),
+            ("/projects/demo/releases", "Pick a pipeline run."),
+            "{name}"
+        );
+
         // A failed run has no form, and posting to it anyway is refused with the reason.
         git.commit(&work, "fail.txt", "x\n", "fix: break the build")
             .await;

@@ -422,6 +422,16 @@ async fn a_green_runs_page_creates_a_draft_release_for_developers_only() {
         );
         let p = post(&s, &viewer, "/projects/demo/pipelines/1/release", &[]).await;
         assert_eq!(p.status, 403, "{name}");
+        // A page opened while the run was active gets the box with the graph's last poll.
+        let (st, html) = page(&s, &dev, "/projects/demo/pipelines/1/graph").await;
+        assert_eq!(st, 200, "{name}");
+        assert!(
+            html.contains("<div id=\"create-release-slot\" hx-swap-oob=\"true\">"),
+            "{html}"
+        );
+        assert!(html.contains("id=\"create-release-form\""), "{html}");
+        let (_, html) = page(&s, &viewer, "/projects/demo/pipelines/1/graph").await;
+        assert!(!html.contains("create-release"), "{html}");
 
         // Creating: a draft with the computed version (the first is 0.1.0) and the artifact.
         let p = post(
@@ -532,8 +542,16 @@ async fn a_green_runs_page_creates_a_draft_release_for_developers_only() {
         git.run(&work, &["push", "-q", "origin", "main"]).await;
         let run = run_finished(&s, 2).await;
         assert_eq!(run["status"], "failure", "{name}: {run}");
-        let (_, html) = page(&s, &dev, "/projects/demo/pipelines/2").await;
-        assert!(!html.contains("id=\"create-release-form\""), "{html}");
+        for path in [
+            "/projects/demo/pipelines/2",
+            "/projects/demo/pipelines/2/graph",
+        ] {
+            let (_, html) = page(&s, &dev, path).await;
+            assert!(
+                !html.contains("id=\"create-release-form\""),
+                "{path}: {html}"
+            );
+        }
         let p = post(&s, &dev, "/projects/demo/pipelines/2/release", &[]).await;
         assert_eq!(
             (p.status, p.location.as_str()),

@@ -30,6 +30,7 @@ pub mod plan_settings;
 pub mod project_settings;
 pub mod projects;
 pub mod promotions;
+pub mod release_settings;
 pub mod releases;
 pub mod runners;
 pub mod test_results;
@@ -83,6 +84,7 @@ pub fn register(reg: &mut Registry) {
     promotions::register(reg);
     deploy::register(reg);
     releases::register(reg);
+    release_settings::register(reg);
     pipeline_logs::register(reg);
     build_vars::register(reg);
     project_settings::register(reg);

@@ -294,6 +294,8 @@ struct GraphFragment<'a> {
     oob: bool,
     /// Re-run buttons (developers, finished runs) post with this CSRF token.
     can_write: bool,
+    /// The "Create release" box comes along out of band once the run succeeded (`ui::releases`).
+    can_release: bool,
     csrf: String,
 }
 
@@ -312,6 +314,7 @@ async fn graph(
     )
     .await
     .map_err(|e| fail(&ctx, e))?;
+    let can_release = ctx.role() >= Some(ouro_core::Role::Developer) && d.run.status == "success";
     let f = GraphFragment {
         project,
         finished: finished_run(&d.run.status),
@@ -322,6 +325,7 @@ async fn graph(
         layers: layers(d.jobs),
         oob: true,
         can_write: ctx.role() >= Some(ouro_core::Role::Developer),
+        can_release,
         csrf: crate::ui::Chrome::of(&ctx).csrf,
     };
     Ok(match f.render() {

@@ -198,6 +198,8 @@ struct ShowPage<'a> {
     active: &'static str,
     manage: bool,
     can_write: bool,
+    /// Developers get the "Create release" form on a successful run (`ui::releases`).
+    can_release: bool,
     row: RunRow,
     sha: String,
     file: String,
@@ -290,6 +292,7 @@ async fn show(
         active: "pipelines",
         manage: ctx.role() >= Some(Role::Maintainer),
         can_write: ctx.role() >= Some(Role::Developer),
+        can_release: ctx.role() >= Some(Role::Developer) && r.status == "success",
         finished: matches!(r.status.as_str(), "success" | "failure" | "cancelled"),
         diagnostics: render_diagnostics(&r.diagnostics),
         sha: r.sha.clone(),

@@ -33,6 +33,12 @@ pub fn register(reg: &mut Registry) {
         create_post,
     );
     reg.route(
+        Method::POST,
+        "/projects/{slug}/pipelines/{number}/release",
+        developer,
+        create_from_run_post,
+    );
+    reg.route(
         Method::GET,
         "/projects/{slug}/releases/changelog",
         viewer,
@@ -198,16 +204,68 @@ async fn create_post(State(st): State<AppState>, ctx: Ctx, form: Form) -> UiResu
         notes: None,
         draft: Some(true),
     };
-    match create_release(&st, &ctx, None, &req).await {
+    create_draft(&st, &ctx, project, &req, &back).await
+}
+
+/// Creates the draft `req` asks for and opens its page; a refusal the user can act on goes back
+/// to `back` as a flash with its message (both "Create release" forms).
+async fn create_draft(
+    st: &AppState,
+    ctx: &Ctx,
+    project: &Project,
+    req: &NewRelease,
+    back: &str,
+) -> UiResult {
+    match create_release(st, ctx, None, req).await {
         Ok(d) => Ok(redirect_with_flash(
-            &format!("/projects/{}/releases/{}", project.slug, d.release.version),
-            &format!("Draft release {} created.", d.release.version),
+            &release_url(project, &d.release.version),
+            &format!(
+                "Draft release {} created from run #{}.",
+                d.release.version, req.run
+            ),
         )),
         Err(e) if e.code.http_status() < 500 && e.code != ErrorCode::Forbidden => {
-            Ok(redirect_with_flash(&back, &e.message))
+            Ok(redirect_with_flash(back, &e.message))
         }
-        Err(e) => Err(fail(&ctx, e)),
+        Err(e) => Err(fail(ctx, e)),
     }
+}
+
+/// The run page's "Create release" form: a draft from run `number` (its repository), with an
+/// optional explicit version and the pre-release box (`-rc.N` on the computed version). A refusal
+/// goes back to the run page as a flash with its message.
+async fn create_from_run_post(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((_, number)): Path<(String, i64)>,
+    form: Form,
+) -> UiResult {
+    let project = ctx.project()?;
+    let back = format!("/projects/{}/pipelines/{number}", project.slug);
+    let run = ouro_build::runs::get(
+        &mut st.store.read().await.map_err(|e| fail(&ctx, e))?,
+        project.id,
+        number,
+    )
+    .await
+    .map_err(|e| fail(&ctx, e))?;
+    let version = opt(form.get("version"));
+    let prerelease = form.get("prerelease") == "on";
+    if prerelease && version.as_deref().is_some_and(|v| !v.contains('-')) {
+        return Ok(redirect_with_flash(
+            &back,
+            "With an explicit version, write the pre-release in it (for example 1.4.0-rc.1), or leave the version empty.",
+        ));
+    }
+    let req = NewRelease {
+        repo: run.repo,
+        run: number,
+        pre: (prerelease && version.is_none()).then(|| "rc".to_string()),
+        version,
+        notes: None,
+        draft: Some(true),
+    };
+    create_draft(&st, &ctx, project, &req, &back).await
 }
 
 #[derive(Template)]
@@ -323,7 +381,9 @@ async fn notes_post(
         &ctx.actor(),
         project.id,
         &version,
-        &form.get("notes"),
+        // Browsers send a textarea's line breaks as CRLF; the notes are LF Markdown like the
+        // generated ones.
+        &form.get("notes").replace("\r\n", "\n"),
         revision,
     )
     .await

@@ -929,3 +929,182 @@ async fn wait_live(b: &Browser, want: &str) {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// Waits until the page's flash message contains `want`: right after a click the old page (and
+/// its flash) may still be shown while the form posts, and an element read then may go stale.
+async fn flash_with(b: &Browser, want: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let shown = match b.c.find(Locator::Css(".flash")).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if shown.contains(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no flash with {want:?} within {WAIT:?}; it says {shown:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Signs in as `name` on the sign-in page (after signing out whoever is signed in).
+async fn sign_in(b: &Browser, name: &str, password: &str) {
+    b.goto("/login").await;
+    b.fill("#name", name).await;
+    b.fill("#password", password).await;
+    b.click("#sign-in").await;
+    b.find("#new-project").await;
+    assert_eq!(b.text(".account .who").await, name);
+}
+
+/// Issue 7's walk: a pushed pipeline goes green with an artifact; on the run page a maintainer
+/// (publishing needs that role) clicks "Create release", edits the draft's notes, publishes and
+/// requests staging, which needs one approval from another maintainer (no self-approval); a
+/// second maintainer approves it in the browser. The API then shows the published release with
+/// the edited notes and the approved promotion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_create_release_from_a_green_run_edit_notes_promote_and_approve() {
+    let Some((driver_bin, chromium)) = browser_binaries() else {
+        return;
+    };
+    let s = TestServer::with_runner(&TestDb::Sqlite).await;
+    s.demo_project().await;
+    for user in ["rel", "mia"] {
+        crate::code_hosting::member(&s, user, "maintainer").await;
+    }
+    let (git, work, _) = crate::code_hosting::app_checkout(&s).await;
+    std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();
+    let pipeline = crate::release_ui::PIPELINE;
+    git.commit(&work, ".ouro/pipelines/ci.yml", pipeline, "chore: CI")
+        .await;
+    git.commit(
+        &work,
+        ".ouro/environments.yml",
+        "environments:\n  staging:\n    approvals: {required: 1, from: [maintainers], no-self-approval: true}\n",
+        "chore: promotion path",
+    )
+    .await;
+    git.commit(&work, "lib.rs", "pub fn pay() {}\n", "feat: pay by card")
+        .await;
+    git.run(&work, &["push", "-q", "origin", "main"]).await;
+    let run = run_finished(&s, 1).await;
+    assert_eq!(run["status"], "success", "{run}");
+
+    let driver = Driver::start(&driver_bin).await;
+    let mut b = Browser::open(&driver, &chromium, &s.base).await;
+    sign_in(&b, "rel", "password-123").await;
+
+    // The green run offers "Create release"; the draft's page opens.
+    b.goto("/projects/demo/pipelines/1").await;
+    b.find("#run-status.run-success").await;
+    b.shot("release-green-run").await;
+    b.click("#create-release-button").await;
+    b.find("#notes-form").await;
+    assert_eq!(b.path().await, "/projects/demo/releases/0.1.0");
+    assert_eq!(b.text("#release-state").await, "draft");
+    assert!(
+        b.text(".flash")
+            .await
+            .contains("Draft release 0.1.0 created")
+    );
+    assert!(b.text("#notes-html").await.contains("pay by card"));
+
+    // Edit the notes and save; the rendered notes show the edit.
+    b.fill(
+        "#notes-form textarea[name=notes]",
+        "## 0.1.0\n\nCard payments, edited in the browser.\n",
+    )
+    .await;
+    b.click("#save-notes").await;
+    flash_with(&b, "The notes were saved.").await;
+    assert!(
+        b.text("#notes-html")
+            .await
+            .contains("Card payments, edited in the browser.")
+    );
+    b.shot_full("release-draft-edited").await;
+
+    // Publish, then request staging from the release's environments.
+    b.click("#publish-button").await;
+    b.find("#withdraw-form").await;
+    assert_eq!(b.text("#release-state").await, "published");
+    b.click("#environments-link").await;
+    b.click("#request-staging").await;
+    flash_with(&b, "Promotion to staging requested.").await;
+    assert!(
+        b.text("#env-staging .gates")
+            .await
+            .contains("0 of 1 approvals from maintainers")
+    );
+    b.shot_full("release-staging-requested").await;
+
+    // The requester may not approve their own request: refused with the reason, still requested.
+    b.fill("#decide-staging input[name=comment]", "mine").await;
+    b.click("#approve-staging").await;
+    flash_with(&b, "forbids self-approval").await;
+    b.find("#env-staging.env-requested").await;
+
+    b.click("#sign-out").await;
+    b.find("#sign-in").await;
+    sign_in(&b, "mia", "password-123").await;
+    b.goto("/projects/demo/releases/0.1.0/promotions").await;
+    b.fill("#decide-staging input[name=comment]", "notes read, ship it")
+        .await;
+    b.click("#approve-staging").await;
+    flash_with(&b, "the promotion to staging is approved").await;
+    b.find("#env-staging.env-approved").await;
+    assert!(b.text("#env-staging").await.contains("notes read, ship it"));
+    b.shot_full("release-staging-approved").await;
+
+    // The settings pages say where the path in effect comes from.
+    b.goto("/projects/demo/settings/environments").await;
+    let source = b.text("#effect-source").await;
+    assert!(
+        source.contains(".ouro/environments.yml at its commit"),
+        "{source}"
+    );
+    b.find("#effect-path tr[data-env='staging']").await;
+    b.shot_full("release-promotion-path-settings").await;
+    b.goto("/projects/demo/settings/release").await;
+    b.find("#save-release-settings").await;
+    b.shot_full("release-settings").await;
+
+    // The API agrees: published with the edited notes, staging approved by mia.
+    let (_, rel) = s
+        .admin(
+            reqwest::Method::GET,
+            "/api/v1/projects/demo/releases/0.1.0",
+            None,
+        )
+        .await;
+    assert_eq!(rel["state"], "published", "{rel}");
+    assert_eq!(rel["run"], 1, "{rel}");
+    assert_eq!(
+        rel["notes"], "## 0.1.0\n\nCard payments, edited in the browser.\n",
+        "{rel}"
+    );
+    assert_eq!(rel["artifacts"][0]["path"], "dist/app.txt", "{rel}");
+    let (_, promos) = s
+        .admin(
+            reqwest::Method::GET,
+            "/api/v1/projects/demo/releases/0.1.0/promotions",
+            None,
+        )
+        .await;
+    let staging = &promos["environments"][0];
+    assert_eq!(staging["environment"]["name"], "staging", "{promos}");
+    assert_eq!(staging["state"], "approved", "{promos}");
+    assert_eq!(staging["promotion"]["requested_by"], "rel", "{promos}");
+    assert_eq!(
+        staging["promotion"]["approvals"][0]["user"], "mia",
+        "{promos}"
+    );
+
+    b.c.close().await.unwrap();
+    driver.session.lock().unwrap().take();
+    drop(driver);
+    s.stop().await;
+}

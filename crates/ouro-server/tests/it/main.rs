@@ -41,6 +41,7 @@ mod promotions;
 mod props;
 mod push_rules;
 mod release_bundles;
+mod release_ui;
 mod releases;
 mod runner_perf;
 mod runners;

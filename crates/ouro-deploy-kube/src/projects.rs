@@ -124,4 +124,18 @@ impl Target for KubeTargets {
             .map(|t| t.status(env, service))
             .unwrap_or_default()
     }
+
+    fn observe<'a>(
+        &'a self,
+        environment: &'a str,
+        service: &'a str,
+    ) -> BoxFuture<'a, Vec<ReplicaStatus>> {
+        Box::pin(async move {
+            let (project, env) = split_key(environment);
+            match self.project(project) {
+                Ok(t) => t.observe(env, service).await,
+                Err(_) => Vec::new(),
+            }
+        })
+    }
 }

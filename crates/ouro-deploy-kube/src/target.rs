@@ -630,6 +630,21 @@ impl Target for KubeTarget {
         .boxed()
     }
 
+    fn observe<'a>(
+        &'a self,
+        environment: &'a str,
+        service: &'a str,
+    ) -> BoxFuture<'a, Vec<ReplicaStatus>> {
+        async move {
+            // The pods as they are now; the cached view when the API server does not answer.
+            match self.refresh_status(environment, service).await {
+                Ok(r) => r,
+                Err(_) => self.status(environment, service),
+            }
+        }
+        .boxed()
+    }
+
     fn status(&self, environment: &str, service: &str) -> Vec<ReplicaStatus> {
         self.statuses
             .lock()

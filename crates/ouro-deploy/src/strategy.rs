@@ -6,8 +6,10 @@
 //!   it after `keep_warm`) so a rollback is a switch back.
 //! - `canary`: as blue-green up to ready, then the traffic share of the new version rises step
 //!   by step; after each step's pause the new version's error rate and p99 (from the proxy) are
-//!   judged against the thresholds and against the old version; a failing check sends all
-//!   traffic back, stops the new version and says which check failed with which numbers.
+//!   judged against the thresholds and against the old version, and its replicas must have
+//!   stayed up (no restart, none failed: this is what a target without traffic
+//!   numbers, Kubernetes, is judged on); a failing check sends all traffic back, stops the new
+//!   version and says which check failed with which numbers.
 //! - `rolling`: traffic moves to the new version one replica's share at a time, then the old
 //!   version is drained and stopped (both versions run side by side meanwhile).
 //! - `recreate`: stop the old version, start the new one (requests fail in between).
@@ -18,7 +20,7 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use crate::spec::{Canary, Route, Strategy};
-use crate::target::{Split, Target, VersionSpec, Window};
+use crate::target::{ReplicaStatus, Split, Target, VersionSpec, Window};
 
 /// Records the steps of a deployment (the engine writes them to the database).
 pub trait Steps: Send + Sync {
@@ -292,6 +294,38 @@ async fn rolling(
     Moved::Live { keep_warm_ms: 0 }
 }
 
+/// The verdict on a canary step's replicas of `version`: each must have stayed up through the
+/// step: not restarted (its restart count did not grow), not `restarting` or `failed` at the
+/// end. Replicas that appeared during the step count from zero restarts. (A replica that is
+/// only unready gets no traffic, and a slow probe on a busy machine is no reason to roll back.)
+pub fn judge_replicas(
+    version: &str,
+    before: &[ReplicaStatus],
+    after: &[ReplicaStatus],
+) -> Result<(), String> {
+    for r in after.iter().filter(|r| r.version == version) {
+        let earlier = before
+            .iter()
+            .find(|b| b.replica == r.replica)
+            .map_or(0, |b| b.restarts);
+        if r.restarts > earlier {
+            return Err(format!(
+                "replica {} restarted {} time(s) during the step ({} restarts in all)",
+                r.replica,
+                r.restarts - earlier,
+                r.restarts
+            ));
+        }
+        if matches!(r.health.as_str(), "restarting" | "failed") {
+            return Err(format!(
+                "replica {} is {} at the end of the step",
+                r.replica, r.health
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The verdict on a canary step: `Err` names the failed check with its numbers.
 pub fn judge(c: &Canary, new: &Window, old: Option<&Window>) -> Result<(), String> {
     let a = &c.analysis;
@@ -361,13 +395,16 @@ async fn canary(
         let switched = route(target, plan, &split).await;
         let before_new = target.stats(env, svc, new_v);
         let before_old = target.stats(env, svc, old);
+        let replicas_before = target.observe(env, svc).await;
         tokio::time::sleep(Duration::from_millis(step.pause_ms)).await;
         let w_new = target.stats(env, svc, new_v).since(&before_new);
         let w_old = target.stats(env, svc, old).since(&before_old);
+        let replicas_after = target.observe(env, svc).await;
         let verdict = match &switched {
             Err(e) => Err(format!("routing failed: {e}")),
             // At 100% the old version gets no traffic: judge only the thresholds.
-            Ok(_) => judge(c, &w_new, (step.weight < 100).then_some(&w_old)),
+            Ok(_) => judge(c, &w_new, (step.weight < 100).then_some(&w_old))
+                .and_then(|()| judge_replicas(new_v, &replicas_before, &replicas_after)),
         };
         steps
             .record(
@@ -409,5 +446,52 @@ async fn canary(
     drain(target, steps, plan, old).await;
     Moved::Live {
         keep_warm_ms: c.keep_warm_ms,
+    }
+}
+
+#[cfg(test)]
+mod replica_tests {
+    use super::judge_replicas;
+    use crate::target::ReplicaStatus;
+
+    fn r(replica: &str, health: &str, restarts: u32) -> ReplicaStatus {
+        ReplicaStatus {
+            replica: replica.into(),
+            version: replica.split('/').nth(1).unwrap_or_default().into(),
+            health: health.into(),
+            restarts,
+            in_flight: 0,
+            address: String::new(),
+            pid: None,
+        }
+    }
+
+    #[test]
+    fn a_canary_replica_that_restarted_or_failed_fails_the_step() {
+        let before = [r("web/2/0", "ready", 1), r("web/1/0", "ready", 0)];
+        // Steady (restarts from before the step do not count), and the old version's
+        // troubles are not the canary's.
+        let steady = [r("web/2/0", "ready", 1), r("web/1/0", "restarting", 3)];
+        assert_eq!(judge_replicas("2", &before, &steady), Ok(()));
+        let restarted = [r("web/2/0", "ready", 2)];
+        assert_eq!(
+            judge_replicas("2", &before, &restarted),
+            Err("replica web/2/0 restarted 1 time(s) during the step (2 restarts in all)".into())
+        );
+        // A replica that appeared during the step counts from zero.
+        let new_one = [r("web/2/0", "ready", 1), r("web/2/1", "ready", 1)];
+        assert!(judge_replicas("2", &before, &new_one).is_err());
+        for bad in ["failed", "restarting"] {
+            let after = [r("web/2/0", bad, 1)];
+            assert_eq!(
+                judge_replicas("2", &before, &after),
+                Err(format!("replica web/2/0 is {bad} at the end of the step"))
+            );
+        }
+        // Unready only: no traffic goes to it, no verdict on it.
+        assert_eq!(
+            judge_replicas("2", &before, &[r("web/2/0", "unready", 1)]),
+            Ok(())
+        );
     }
 }

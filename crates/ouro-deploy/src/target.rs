@@ -215,4 +215,15 @@ pub trait Target: Send + Sync {
 
     /// Removes the service's route in the environment (a review environment torn down).
     fn unroute(&self, _environment: &str, _service: &str) {}
+
+    /// [`status`](Target::status) as it is now: a target that caches its replicas' state (the
+    /// Kubernetes one reads pods) asks its backend again. Canary steps judge the new version's
+    /// replicas with it.
+    fn observe<'a>(
+        &'a self,
+        environment: &'a str,
+        service: &'a str,
+    ) -> BoxFuture<'a, Vec<ReplicaStatus>> {
+        Box::pin(async move { self.status(environment, service) })
+    }
 }

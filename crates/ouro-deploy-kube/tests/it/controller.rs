@@ -447,3 +447,109 @@ async fn the_server_wide_target_keeps_projects_apart() {
             .is_some()
     );
 }
+
+/// Collects the steps a strategy records.
+#[derive(Default)]
+struct Recorded(std::sync::Mutex<Vec<(String, bool, serde_json::Value)>>);
+
+impl ouro_deploy::strategy::Steps for Recorded {
+    fn record<'a>(
+        &'a self,
+        _service: &'a str,
+        name: &'a str,
+        ok: bool,
+        detail: serde_json::Value,
+        _started_at: i64,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        self.0
+            .lock()
+            .expect("steps")
+            .push((name.to_string(), ok, detail));
+        Box::pin(async {})
+    }
+}
+
+/// Traffic does not pass through Ouro on Kubernetes, so a canary step is judged on the new
+/// version's pods: pods that restart during the step fail it, traffic goes back to the stable
+/// version and the new Deployment is removed; a steady canary goes through every step.
+#[tokio::test]
+async fn a_canary_whose_pods_restart_during_a_step_rolls_back() {
+    use ouro_deploy::spec::{CanaryStep, Strategy};
+    use ouro_deploy::strategy::{self, Moved, Options, ServicePlan};
+
+    let short_steps = |mut s: ouro_deploy::spec::Service| {
+        if let Strategy::Canary(c) = &mut s.strategy {
+            c.steps = vec![
+                CanaryStep {
+                    weight: 25,
+                    pause_ms: 200,
+                },
+                CanaryStep {
+                    weight: 100,
+                    pause_ms: 0,
+                },
+            ];
+        }
+        s
+    };
+    for flapping in [false, true] {
+        // The engine's view: every project on one cluster, environments named `PROJECT/ENV`.
+        let fake = FakeApi::start().await;
+        let targets =
+            ouro_deploy_kube::KubeTargets::new(fake.client(), settings()).expect("targets");
+        let target = targets.project("shop").expect("the project's target");
+        let stable = spec(short_steps(api()), "staging", "1.9.4");
+        let canary = spec(short_steps(api()), "staging", "2.0.0");
+        go_live(&target, &stable).await;
+        if flapping {
+            fake.flapping("api-2-0-0");
+        }
+        let recorded = Recorded::default();
+        let route = Route::default();
+        let plan = ServicePlan {
+            new: &canary,
+            old: Some("1.9.4"),
+            route: &route,
+            strategy: None,
+        };
+        let moved = strategy::run(&targets, &recorded, &plan, &Options::default()).await;
+        let steps = recorded.0.lock().expect("steps").clone();
+        let first = steps
+            .iter()
+            .find(|(n, _, _)| n == "canary")
+            .unwrap_or_else(|| panic!("no canary step: {steps:?} {moved:?}"));
+        let behind = fake.ready_pods_behind("ouro-shop-staging", "api");
+        if flapping {
+            let Moved::Failed {
+                reason,
+                rolled_back,
+            } = moved
+            else {
+                panic!("a restarting canary went live: {steps:?}")
+            };
+            assert!(rolled_back);
+            assert!(
+                reason.contains("canary step 25% failed: replica api/2.0.0/")
+                    && reason.contains("restarted"),
+                "{reason}"
+            );
+            assert!(!first.1, "{steps:?}");
+            assert!(
+                first.2["failed_check"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("restarted")),
+                "{steps:?}"
+            );
+            assert_eq!(behind.keys().collect::<Vec<_>>(), ["1-9-4"], "{behind:?}");
+            assert!(
+                fake.object("/apis/apps/v1/namespaces/ouro-shop-staging/deployments/api-2-0-0")
+                    .is_none(),
+                "the canary's Deployment is removed"
+            );
+        } else {
+            assert!(matches!(moved, Moved::Live { .. }), "{steps:?}");
+            assert!(first.1, "{steps:?}");
+            assert_eq!(behind.keys().collect::<Vec<_>>(), ["2-0-0"], "{behind:?}");
+        }
+    }
+}

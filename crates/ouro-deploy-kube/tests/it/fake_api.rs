@@ -50,6 +50,9 @@ struct Store {
     stuck: BTreeSet<String>,
     /// Deployment names that exceed their progress deadline.
     failing: BTreeSet<String>,
+    /// Restart counts of running pods per Deployment name: a flapping Deployment's pods stay
+    /// ready but restart once more at every pod list (a canary that crashes under traffic).
+    restarts: BTreeMap<String, i64>,
     /// How many of the next requests fail with 503 (an API server restarting).
     unavailable: u32,
     next_uid: u64,
@@ -101,6 +104,11 @@ impl FakeApi {
 
     pub fn failing(&self, deployment: &str) {
         self.lock().failing.insert(deployment.to_string());
+    }
+
+    /// The Deployment's pods restart once more at every pod list from now on.
+    pub fn flapping(&self, deployment: &str) {
+        self.lock().restarts.insert(deployment.to_string(), 0);
     }
 
     pub fn unavailable_for(&self, requests: u32) {
@@ -190,7 +198,7 @@ fn pods(store: &Store, namespace: &str) -> Vec<Value> {
             let is_ready = i < ready;
             let mut container = json!({
                 "name": "app", "image": "debian:stable-slim", "imageID": "", "ready": is_ready,
-                "restartCount": if stuck { 4 } else { 0 },
+                "restartCount": if stuck { 4 } else { store.restarts.get(name).copied().unwrap_or(0) },
                 "state": { "running": { "startedAt": "2026-01-01T00:00:00Z" } },
             });
             if stuck {
@@ -294,6 +302,9 @@ async fn handle(
         ("GET", None, _) => {
             let selector = label_selector(&query);
             let items: Vec<Value> = if resource == "pods" {
+                for n in store.restarts.values_mut() {
+                    *n += 1;
+                }
                 pods(&store, &namespace)
                     .into_iter()
                     .filter(|p| matches(&p["metadata"]["labels"], &selector))

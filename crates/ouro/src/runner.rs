@@ -1,7 +1,7 @@
 //! `ouro runner`: a runner on another machine. It registers with a registration token on first
 //! start (the runner token is kept in `WORK_DIR/runner.json`), then claims jobs over HTTP
-//! (long-poll) with N slots and runs them with the shell executor, exactly as the in-process
-//! runner does ([`ouro_build::runner::local::serve_slots`], [`ouro_build::runner::worker`]).
+//! (long-poll) with N slots and runs them with the shell executor (or, with `--sandbox`, inside
+//! bubblewrap), exactly as the in-process runner does ([`ouro_build::runner::local::serve_slots`], [`ouro_build::runner::worker`]).
 //! The commit is cloned over the server's smart HTTP with the attempt token as credential
 //! (user `ouro-job`).
 
@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use ouro_build::exec::{
-    Checkout, ExecError, Executor, JobContext, JobOutcome, JobSpec, ShellExecutor,
+    Checkout, ExecError, Executor, JobContext, JobOutcome, JobSpec, SandboxConfig, ShellExecutor,
 };
 use ouro_build::runner::{
     ApiError, BoxFuture, CheckoutSource, ClaimedJob, JobResult, RunnerApi, SectionMark,
@@ -43,6 +43,11 @@ pub struct RunnerArgs {
     /// The runner's name (default: the host name).
     #[arg(long)]
     pub name: Option<String>,
+    /// Run every job's steps in the bubblewrap sandbox (executor `sandbox`): the host read-only,
+    /// private /tmp and /home, this runner's own files (its token, the other jobs) hidden, own
+    /// namespaces (docs/executors.md). The runner refuses to start when bubblewrap cannot run.
+    #[arg(long, env = "OURO_RUNNER_SANDBOX")]
+    pub sandbox: bool,
 }
 
 /// The protocol over HTTP.
@@ -390,7 +395,25 @@ pub async fn run(args: RunnerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&work)?;
     let work = work.canonicalize()?;
     ouro_build::runner::local::kill_leftovers(&work).await;
-    let shell = ShellExecutor::new(&work);
+    let shell = if args.sandbox {
+        // Jobs must not see the runner's token (`runner.json`) nor the clones of other jobs;
+        // the executor binds the job's own directory and its clone's objects back in.
+        let cfg = SandboxConfig {
+            hidden: vec![args.work_dir.canonicalize()?],
+            ..SandboxConfig::default()
+        };
+        let sandboxed = ShellExecutor::sandboxed(&work, cfg);
+        sandboxed.available().map_err(|why| {
+            anyhow::anyhow!(
+                "--sandbox: bubblewrap cannot run jobs here: {why}. Install the `bubblewrap` \
+                 package (Debian) and allow unprivileged user namespaces \
+                 (sysctl kernel.unprivileged_userns_clone=1), or start the runner without --sandbox"
+            )
+        })?;
+        sandboxed
+    } else {
+        ShellExecutor::new(&work)
+    };
     let executors = vec![shell.name().to_string()];
     let client = reqwest::Client::builder()
         .build()

@@ -21,6 +21,7 @@ mod cr_meta;
 mod cr_threads;
 mod csv;
 mod deploy;
+mod deploy_rolling;
 mod drift;
 mod events;
 mod guard;

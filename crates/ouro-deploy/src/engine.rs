@@ -42,7 +42,13 @@ pub struct EngineConfig {
     /// Opens the environment's secrets (none: replicas get variables only).
     pub secrets: Option<SecretBox>,
     pub options: strategy::Options,
+    /// Unpacked versions kept per service and environment beyond the protected ones
+    /// (`[deploy] keep_versions`); see [`Target::prune`].
+    pub keep_versions: usize,
 }
+
+/// The default of [`EngineConfig::keep_versions`].
+pub const KEEP_VERSIONS: usize = 3;
 
 /// What an environment should run, kept with its record so a restarted server restores it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -499,6 +505,8 @@ impl Engine {
         if let Err(e) = deployments::finish(&self.store, project, id, actor, &outcome).await {
             tracing::error!(deployment = id, error = %e, "recording the end of a deployment failed");
         }
+        let names: Vec<String> = p.services.services.keys().cloned().collect();
+        self.prune(project, environment, &names).await;
         // The old version stays warm for a quick rollback, then stops unless it is live again.
         if let (Outcome::Succeeded { .. }, Some(old)) = (&outcome, from) {
             for (svc, ms) in warm {
@@ -696,6 +704,59 @@ impl Engine {
         .await
     }
 
+    /// Removes old unpacked versions of the services beyond `keep_versions`, never the live
+    /// one, the previous one (a rollback goes there) or one an unfinished deployment of the
+    /// environment names; the target itself never removes a version with a running replica.
+    async fn prune(&self, project: (i64, &str), environment: &str, services: &[String]) {
+        let protected = async {
+            let mut conn = self.store.read().await?;
+            let rec = deployments::environment(&mut conn, project.0, environment).await?;
+            let recent = deployments::list(
+                &mut conn,
+                project.0,
+                Some(environment),
+                None,
+                deployments::RECENT,
+            )
+            .await?;
+            let mut keep: Vec<String> = Vec::new();
+            if let Some(r) = rec {
+                keep.extend(r.live_version);
+                keep.extend(r.previous_version);
+            }
+            for d in recent.into_iter().filter(|d| d.finished_at.is_none()) {
+                keep.push(d.version);
+                keep.extend(d.from_version);
+            }
+            Ok::<_, OuroError>(keep)
+        }
+        .await;
+        let protected = match protected {
+            Ok(p) => p,
+            Err(e) => {
+                // Without knowing what is live, removing nothing is the safe choice.
+                tracing::warn!(environment, error = %e, "retention skipped: reading the environment failed");
+                return;
+            }
+        };
+        let key = env_key(project.1, environment);
+        for svc in services {
+            match self
+                .target
+                .prune(&key, svc, self.cfg.keep_versions, &protected)
+                .await
+            {
+                Ok(removed) if !removed.is_empty() => {
+                    tracing::info!(environment = %key, service = %svc, ?removed, "removed old versions")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(environment = %key, service = %svc, error = %e, "removing old versions failed")
+                }
+            }
+        }
+    }
+
     /// Stops `version` of a service unless traffic went back to it.
     async fn stop_if_idle(&self, key: &str, service: &str, version: &str) {
         let live = lock(&self.state)
@@ -868,6 +929,12 @@ impl Engine {
                         error = %e, "restoring a deployed service failed"),
                 }
             }
+            let names: Vec<String> = desired
+                .services
+                .iter()
+                .map(|d| d.service.name.clone())
+                .collect();
+            self.prune((rec.project_id, &slug), &rec.name, &names).await;
         }
         Ok(())
     }

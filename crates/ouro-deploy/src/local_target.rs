@@ -14,7 +14,7 @@ use crate::local::Supervisor;
 use crate::proxy::Proxy;
 use crate::spec::{Drain, Route, Service, Strategy};
 use crate::target::{
-    DrainReport, ReplicaStatus, Split, Target, TargetError, TrafficStats, VersionSpec,
+    DrainReport, Members, ReplicaStatus, Split, Target, TargetError, TrafficStats, VersionSpec,
 };
 
 /// (environment key, service) → the bound proxy address and the route's host.
@@ -63,6 +63,58 @@ impl LocalTarget {
         let (project, env) = split_key(key);
         self.supervisor.upstreams(project, env, service, version)
     }
+
+    /// The replica ids (`service/version/N`) the service's route sends traffic to now.
+    pub fn routed(&self, environment: &str, service: &str) -> Vec<String> {
+        let bound = self
+            .bound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(environment.to_string(), service.to_string()))
+            .cloned();
+        let Some((addr, host)) = bound else {
+            return Vec::new();
+        };
+        let prefix = format!("{environment}/");
+        self.proxy
+            .routed(addr, host.as_deref())
+            .iter()
+            .map(|u| {
+                // The proxy's ids carry project and environment; status ids do not.
+                u.replica
+                    .strip_prefix(&prefix)
+                    .unwrap_or(&u.replica)
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// The bound proxy address of a route, binding it on first use.
+    async fn bind(
+        &self,
+        environment: &str,
+        service: &Service,
+        route: &Route,
+    ) -> Result<SocketAddr, TargetError> {
+        let key = (environment.to_string(), service.name.clone());
+        let known = self
+            .bound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        match known {
+            Some((addr, _)) => Ok(addr),
+            None => {
+                let listen = route.listen.as_deref().unwrap_or(&self.default_listen);
+                self.proxy.listen(listen).await.map_err(|e| {
+                    TargetError::Other(format!(
+                        "the proxy cannot listen on {listen}: {e}; choose another `listen` in the route or free the port"
+                    ))
+                })
+            }
+        }
+    }
 }
 
 impl Target for LocalTarget {
@@ -94,23 +146,7 @@ impl Target for LocalTarget {
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
             let key = (environment.to_string(), service.name.clone());
-            let known = self
-                .bound
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&key)
-                .cloned();
-            let addr = match known {
-                Some((addr, _)) => addr,
-                None => {
-                    let listen = route.listen.as_deref().unwrap_or(&self.default_listen);
-                    self.proxy.listen(listen).await.map_err(|e| {
-                        TargetError::Other(format!(
-                            "the proxy cannot listen on {listen}: {e}; choose another `listen` in the route or free the port"
-                        ))
-                    })?
-                }
-            };
+            let addr = self.bind(environment, service, route).await?;
             let stable = self.upstreams(environment, &service.name, &split.stable);
             let canary = split
                 .canary
@@ -179,6 +215,104 @@ impl Target for LocalTarget {
         if let Some((addr, host)) = removed {
             self.proxy.remove_route(addr, host.as_deref());
         }
+    }
+
+    fn replica_batches(&self) -> bool {
+        true
+    }
+
+    fn scale<'a>(
+        &'a self,
+        environment: &'a str,
+        service: &'a str,
+        version: &'a str,
+        replicas: u32,
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            let (project, env) = split_key(environment);
+            self.supervisor
+                .scale_version(project, env, service, version, replicas)
+                .await
+        })
+    }
+
+    fn route_members<'a>(
+        &'a self,
+        environment: &'a str,
+        service: &'a Service,
+        route: &'a Route,
+        members: &'a [Members],
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            let (project, env) = split_key(environment);
+            // Only replicas ready now: a rolling update counts on every routed replica serving.
+            let ups: Vec<Arc<crate::upstream::Upstream>> = members
+                .iter()
+                .flat_map(|m| {
+                    self.supervisor.upstreams_in(
+                        project,
+                        env,
+                        &service.name,
+                        &m.version,
+                        0..m.replicas,
+                    )
+                })
+                .filter(|u| u.is_ready())
+                .collect();
+            if ups.is_empty() {
+                return Err(TargetError::NotReady(format!(
+                    "{} has no ready replica among {}",
+                    service.name,
+                    members
+                        .iter()
+                        .map(|m| format!("{} x{}", m.version, m.replicas))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            let addr = self.bind(environment, service, route).await?;
+            let table = self
+                .proxy
+                .route_table(&qualified(environment, &service.name), ups);
+            self.proxy.set_route(addr, route.host.as_deref(), table);
+            self.bound.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                (environment.to_string(), service.name.clone()),
+                (addr, route.host.clone()),
+            );
+            Ok(())
+        })
+    }
+
+    fn drain_replicas<'a>(
+        &'a self,
+        environment: &'a str,
+        service: &'a str,
+        version: &'a str,
+        from: u32,
+        drain: &'a Drain,
+    ) -> BoxFuture<'a, Result<DrainReport, TargetError>> {
+        Box::pin(async move {
+            let (project, env) = split_key(environment);
+            let ups = self
+                .supervisor
+                .upstreams_in(project, env, service, version, from..u32::MAX);
+            Ok(self.proxy.drain(&ups, drain).await)
+        })
+    }
+
+    fn prune<'a>(
+        &'a self,
+        environment: &'a str,
+        service: &'a str,
+        keep: usize,
+        protected: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<String>, TargetError>> {
+        Box::pin(async move {
+            let (project, env) = split_key(environment);
+            self.supervisor
+                .prune(project, env, service, keep, protected)
+                .await
+        })
     }
 
     fn endpoint(&self, environment: &str, service: &str) -> Option<String> {

@@ -10,8 +10,12 @@
 //!   stayed up (no restart, none failed: this is what a target without traffic
 //!   numbers, Kubernetes, is judged on); a failing check sends all traffic back, stops the new
 //!   version and says which check failed with which numbers.
-//! - `rolling`: traffic moves to the new version one replica's share at a time, then the old
-//!   version is drained and stopped (both versions run side by side meanwhile).
+//! - `rolling`: replicas are replaced in batches within `max-surge` (extra replicas running)
+//!   and `max-unavailable` (missing ready, routed replicas): start new ones, wait until they
+//!   are ready, route to the ready replicas of both versions, take as many old ones out of the
+//!   route, drain and stop them. A new replica that never gets ready brings the old version
+//!   back to its full count and all traffic. Targets without replica batches
+//!   ([`Target::replica_batches`]) start every new replica and shift traffic by weight.
 //! - `recreate`: stop the old version, start the new one (requests fail in between).
 
 use std::time::Duration;
@@ -20,7 +24,7 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use crate::spec::{Canary, Route, Strategy};
-use crate::target::{ReplicaStatus, Split, Target, VersionSpec, Window};
+use crate::target::{Members, ReplicaStatus, Split, Target, VersionSpec, Window};
 
 /// Records the steps of a deployment (the engine writes them to the database).
 pub trait Steps: Send + Sync {
@@ -116,7 +120,19 @@ pub async fn run(
             }
         }
         Strategy::Canary(c) => canary(target, steps, plan, old, &c, opts).await,
-        Strategy::Rolling { .. } => rolling(target, steps, plan, old, opts).await,
+        Strategy::Rolling {
+            max_surge,
+            max_unavailable,
+        } => match old {
+            Some(old) if target.replica_batches() => {
+                let limits = Limits {
+                    surge: max_surge,
+                    unavailable: max_unavailable,
+                };
+                rolling_batches(target, steps, plan, old, limits, opts).await
+            }
+            _ => rolling(target, steps, plan, old, opts).await,
+        },
     }
 }
 
@@ -324,6 +340,252 @@ pub fn judge_replicas(
         }
     }
     Ok(())
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    surge: u32,
+    unavailable: u32,
+}
+
+/// Where a batched rolling update stands: replicas `0..new` of the new version and `0..old` of
+/// the old one run (and are routed once ready).
+struct Rollout<'p, 'a> {
+    target: &'p dyn Target,
+    steps: &'p dyn Steps,
+    plan: &'p ServicePlan<'a>,
+    old_version: &'p str,
+    /// The old version's replicas before the update (what a rollback restores).
+    old_full: u32,
+    old: u32,
+    new: u32,
+    batch: u32,
+}
+
+impl Rollout<'_, '_> {
+    fn key(&self) -> String {
+        self.plan.new.key()
+    }
+
+    fn svc(&self) -> &str {
+        &self.plan.new.service.name
+    }
+
+    async fn route(&self, old: u32, new: u32) -> Result<(), String> {
+        let members = [
+            Members {
+                version: self.old_version.to_string(),
+                replicas: old,
+            },
+            Members {
+                version: self.plan.new.version.clone(),
+                replicas: new,
+            },
+        ];
+        self.target
+            .route_members(
+                &self.key(),
+                &self.plan.new.service,
+                self.plan.route,
+                &members,
+            )
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Starts `add` more new replicas and waits until all new ones are ready.
+    async fn grow(&mut self, add: u32, opts: &Options) -> Result<(), String> {
+        let mut spec = self.plan.new.clone();
+        spec.service.replicas = self.new + add;
+        let key = self.key();
+        self.target
+            .start(&spec)
+            .await
+            .map_err(|e| format!("did not start: {e}"))?;
+        self.new += add;
+        self.target
+            .wait_ready(&key, self.svc(), &spec.version, opts.ready_timeout)
+            .await
+            .map_err(|e| format!("did not become ready: {e}"))
+    }
+
+    /// Takes the old replicas `old - remove..old` out of the route, drains and stops them.
+    async fn shrink(&mut self, remove: u32) -> Result<u64, String> {
+        let keep = self.old - remove;
+        self.route(keep, self.new).await?;
+        let key = self.key();
+        let cut = match self
+            .target
+            .drain_replicas(
+                &key,
+                self.svc(),
+                self.old_version,
+                keep,
+                &self.plan.new.service.drain,
+            )
+            .await
+        {
+            Ok(r) => r.cut_requests,
+            Err(e) => return Err(format!("draining old replicas failed: {e}")),
+        };
+        self.target
+            .scale(&key, self.svc(), self.old_version, keep)
+            .await
+            .map_err(|e| format!("stopping old replicas failed: {e}"))?;
+        self.old = keep;
+        Ok(cut)
+    }
+
+    /// The old version back at its full count with all traffic; the new one stopped.
+    async fn roll_back(&mut self, why: String, opts: &Options) -> Moved {
+        let svc = self.svc().to_string();
+        let key = self.key();
+        let new_version = self.plan.new.version.clone();
+        let t = now();
+        let mut problems = Vec::new();
+        if self.old < self.old_full {
+            if let Err(e) = self
+                .target
+                .scale(&key, &svc, self.old_version, self.old_full)
+                .await
+            {
+                problems.push(format!("restarting old replicas failed: {e}"));
+            } else if let Err(e) = self
+                .target
+                .wait_ready(&key, &svc, self.old_version, opts.ready_timeout)
+                .await
+            {
+                problems.push(format!("old replicas did not become ready: {e}"));
+            }
+        }
+        if let Err(e) = self
+            .target
+            .route(
+                &key,
+                &self.plan.new.service,
+                self.plan.route,
+                &Split::all(self.old_version),
+            )
+            .await
+        {
+            problems.push(format!("routing back failed: {e}"));
+        }
+        // Out of the route now: drain what the new replicas still serve, then stop them.
+        let _ = self
+            .target
+            .drain(&key, &svc, &new_version, &self.plan.new.service.drain)
+            .await;
+        if let Err(e) = self.target.stop(&key, &svc, &new_version).await {
+            problems.push(format!("stopping the new version failed: {e}"));
+        }
+        let touched = self.batch > 1 || self.old < self.old_full || self.new > 0;
+        self.steps
+            .record(
+                &svc,
+                "rollback",
+                problems.is_empty(),
+                json!({"to": self.old_version, "reason": why, "replicas": self.old_full,
+                       "problems": problems}),
+                t,
+            )
+            .await;
+        Moved::Failed {
+            reason: format!(
+                "{svc}: the new version {new_version} {why}; the rolling update went back to {} with {} replicas",
+                self.old_version, self.old_full
+            ),
+            rolled_back: touched,
+        }
+    }
+}
+
+/// A rolling update in batches (see the module's documentation).
+async fn rolling_batches(
+    target: &dyn Target,
+    steps: &dyn Steps,
+    plan: &ServicePlan<'_>,
+    old: &str,
+    limits: Limits,
+    opts: &Options,
+) -> Moved {
+    let svc = plan.new.service.name.as_str();
+    let key = plan.new.key();
+    let n = plan.new.service.replicas.max(1);
+    // Replicas of the old version that run now; indices are 0..count on targets with batches.
+    let old_full = target
+        .status(&key, svc)
+        .iter()
+        .filter(|r| r.version == old && r.health != "stopped")
+        .count() as u32;
+    let mut r = Rollout {
+        target,
+        steps,
+        plan,
+        old_version: old,
+        old_full,
+        old: old_full,
+        new: 0,
+        batch: 0,
+    };
+    // Ready and routed replicas never drop below this; running ones never exceed `ceiling`.
+    let floor = n.saturating_sub(limits.unavailable);
+    let ceiling = n.saturating_add(limits.surge);
+    while r.new < n || r.old > 0 {
+        r.batch += 1;
+        let t = now();
+        let add = ceiling.saturating_sub(r.old + r.new).min(n - r.new);
+        if add > 0 {
+            if let Err(why) = r.grow(add, opts).await {
+                steps
+                    .record(
+                        svc,
+                        "ready",
+                        false,
+                        json!({"batch": r.batch, "version": plan.new.version, "error": why}),
+                        t,
+                    )
+                    .await;
+                return r.roll_back(why, opts).await;
+            }
+            if let Err(e) = r.route(r.old, r.new).await {
+                return r.roll_back(format!("could not be routed: {e}"), opts).await;
+            }
+        }
+        let remove = r.old.min((r.old + r.new).saturating_sub(floor));
+        if add == 0 && remove == 0 {
+            // Only reachable with limits the parser refuses (both 0); never loop forever.
+            return r
+                .roll_back(
+                    "could not move: max-surge and max-unavailable allow no step".into(),
+                    opts,
+                )
+                .await;
+        }
+        let mut cut = 0;
+        if remove > 0 {
+            match r.shrink(remove).await {
+                Ok(c) => cut = c,
+                Err(e) => return r.roll_back(e, opts).await,
+            }
+        }
+        steps
+            .record(
+                svc,
+                "batch",
+                true,
+                json!({"batch": r.batch, "started": add, "stopped": remove,
+                       "new_replicas": r.new, "old_replicas": r.old,
+                       "running": r.new + r.old, "routed": r.new + r.old,
+                       "replicas": n, "max_surge": limits.surge,
+                       "max_unavailable": limits.unavailable, "cut_requests": cut}),
+                t,
+            )
+            .await;
+    }
+    // One plain route to the new version, as the other strategies end.
+    switch_all(target, steps, plan).await;
+    stop(target, steps, plan, old).await;
+    Moved::Live { keep_warm_ms: 0 }
 }
 
 /// The verdict on a canary step: `Err` names the failed check with its numbers.

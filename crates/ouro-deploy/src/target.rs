@@ -55,6 +55,14 @@ impl Split {
     }
 }
 
+/// Part of a route across versions: replicas `0..replicas` of `version` (a rolling update
+/// routes to the ready replicas of both versions at once).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Members {
+    pub version: String,
+    pub replicas: u32,
+}
+
 /// Upper bounds (milliseconds) of the latency histogram buckets every target reports.
 pub const LATENCY_BUCKETS_MS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
@@ -225,5 +233,101 @@ pub trait Target: Send + Sync {
         service: &'a str,
     ) -> BoxFuture<'a, Vec<ReplicaStatus>> {
         Box::pin(async move { self.status(environment, service) })
+    }
+
+    /// Whether the target runs a rolling update in batches ([`Target::scale`],
+    /// [`Target::route_members`], [`Target::drain_replicas`]). Targets that say no get the
+    /// version-level rolling update: all new replicas start, then traffic shifts by weight.
+    fn replica_batches(&self) -> bool {
+        false
+    }
+
+    /// Runs exactly `replicas` replicas of a version that was started before (its spec is
+    /// known to the target): starts missing ones, stops those with an index of `replicas` or
+    /// more. The default only knows 0 (stop).
+    fn scale<'a>(
+        &'a self,
+        environment: &'a str,
+        service: &'a str,
+        version: &'a str,
+        replicas: u32,
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            if replicas == 0 {
+                self.stop(environment, service, version).await
+            } else {
+                Err(TargetError::Other(format!(
+                    "this target cannot scale {service} {version} to {replicas} replicas"
+                )))
+            }
+        })
+    }
+
+    /// Sends the service's traffic to the ready replicas among `members` (several versions at
+    /// once), atomically, each replica an equal share. The default maps the first two members
+    /// onto a weighted [`Split`] by their replica counts.
+    fn route_members<'a>(
+        &'a self,
+        environment: &'a str,
+        service: &'a Service,
+        route: &'a Route,
+        members: &'a [Members],
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            let live: Vec<&Members> = members.iter().filter(|m| m.replicas > 0).collect();
+            let split = match live.as_slice() {
+                [] => {
+                    return Err(TargetError::Other(
+                        "a route needs at least one replica".into(),
+                    ));
+                }
+                [one] => Split::all(&one.version),
+                [a, b, ..] => {
+                    let total = u64::from(a.replicas) + u64::from(b.replicas);
+                    let weight = (u64::from(b.replicas) * 100 / total).clamp(1, 99) as u8;
+                    Split {
+                        stable: a.version.clone(),
+                        canary: Some((b.version.clone(), weight)),
+                    }
+                }
+            };
+            self.route(environment, service, route, &split).await
+        })
+    }
+
+    /// Drains the replicas of a version with an index of `from` or more (taken out of the
+    /// route before). The default drains the whole version when `from` is 0, else nothing.
+    fn drain_replicas<'a>(
+        &'a self,
+        environment: &'a str,
+        service: &'a str,
+        version: &'a str,
+        from: u32,
+        drain: &'a Drain,
+    ) -> BoxFuture<'a, Result<DrainReport, TargetError>> {
+        Box::pin(async move {
+            if from == 0 {
+                self.drain(environment, service, version, drain).await
+            } else {
+                Ok(DrainReport {
+                    cut_requests: 0,
+                    closed_upgrades: 0,
+                    elapsed_ms: 0,
+                })
+            }
+        })
+    }
+
+    /// Removes what old versions of a service left on the target (unpacked files), keeping the
+    /// newest `keep` and every version in `protected`; never a version with a running replica.
+    /// Returns the versions removed. The default has nothing to remove.
+    fn prune<'a>(
+        &'a self,
+        _environment: &'a str,
+        _service: &'a str,
+        _keep: usize,
+        _protected: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<String>, TargetError>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
 }

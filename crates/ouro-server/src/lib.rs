@@ -252,6 +252,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<Running,
             options: ouro_deploy::strategy::Options {
                 ready_timeout: Duration::from_secs(settings.deploy_ready_timeout_secs),
             },
+            keep_versions: settings.deploy_keep_versions,
         },
     );
     let state = AppState(Arc::new(Inner {

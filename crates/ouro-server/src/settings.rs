@@ -62,6 +62,9 @@ pub struct Settings {
     /// 127.0.0.1:8080), and how long new replicas may take to become ready.
     pub deploy_listen: String,
     pub deploy_ready_timeout_secs: u64,
+    /// Unpacked versions kept per service and environment (`[deploy] keep_versions`); the live,
+    /// the previous and running versions are kept on top.
+    pub deploy_keep_versions: usize,
     /// Where deployments run: `local` (supervised processes behind the built-in proxy, the
     /// default) or `kubernetes` (`[deploy] target`, env `OURO_DEPLOY_TARGET`), with the
     /// `[deploy.kubernetes]` table (docs/kubernetes.md).
@@ -100,6 +103,7 @@ impl std::fmt::Debug for Settings {
             .field("build_lease_seconds", &self.build_lease_seconds)
             .field("deploy_listen", &self.deploy_listen)
             .field("deploy_ready_timeout_secs", &self.deploy_ready_timeout_secs)
+            .field("deploy_keep_versions", &self.deploy_keep_versions)
             .field("deploy_target", &self.deploy_target)
             .field("deploy_kubernetes", &self.deploy_kubernetes)
             .finish()
@@ -134,6 +138,7 @@ impl Default for Settings {
             build_lease_seconds: (ouro_build::runner::LEASE_MS / 1000) as u64,
             deploy_listen: "127.0.0.1:8080".into(),
             deploy_ready_timeout_secs: 120,
+            deploy_keep_versions: ouro_deploy::engine::KEEP_VERSIONS,
             deploy_target: "local".into(),
             deploy_kubernetes: Default::default(),
         }
@@ -177,6 +182,8 @@ pub struct DeployConfig {
     pub listen: Option<String>,
     /// Seconds new replicas may take to become ready.
     pub ready_timeout_secs: Option<u64>,
+    /// Unpacked versions kept per service and environment (default 3).
+    pub keep_versions: Option<usize>,
     /// `local` or `kubernetes`.
     pub target: Option<String>,
     pub kubernetes: Option<ouro_deploy_kube::KubeSettings>,
@@ -342,6 +349,9 @@ impl Settings {
                 }
                 if let Some(v) = d.ready_timeout_secs {
                     s.deploy_ready_timeout_secs = v;
+                }
+                if let Some(v) = d.keep_versions {
+                    s.deploy_keep_versions = v;
                 }
                 if let Some(v) = d.target {
                     s.deploy_target = v;
@@ -548,7 +558,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("ouro.toml"),
-            "[deploy]\nlisten = \"0.0.0.0:80\"\ntarget = \"kubernetes\"\n[deploy.kubernetes]\nimage = \"app:1\"\n",
+            "[deploy]\nlisten = \"0.0.0.0:80\"\nkeep_versions = 5\ntarget = \"kubernetes\"\n[deploy.kubernetes]\nimage = \"app:1\"\n",
         )
         .unwrap();
         let over = Overrides {
@@ -558,6 +568,7 @@ mod tests {
         let s = Settings::load(&over, &|_| None).unwrap();
         assert_eq!(s.deploy_listen, "0.0.0.0:80");
         assert_eq!(s.deploy_target, "kubernetes");
+        assert_eq!(s.deploy_keep_versions, 5);
         assert_eq!(s.deploy_kubernetes.image, "app:1");
         assert_eq!(
             s.deploy_kubernetes.namespace,

@@ -63,9 +63,16 @@ impl LogStore {
         }
     }
 
-    pub fn push(&self, service_key: &(String, String, String), line: LogLine) {
+    pub fn push(&self, service_key: &(String, String, String), mut line: LogLine) {
         let mut rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
         let ring = rings.entry(service_key.clone()).or_default();
+        // Callers stamp a line before they get the lock, so two replicas' lines can arrive out
+        // of order by a moment; the ring stays in time order for readers.
+        if let Some(last) = ring.back()
+            && line.timestamp < last.timestamp
+        {
+            line.timestamp = last.timestamp;
+        }
         if ring.len() >= self.capacity {
             ring.pop_front();
         }

@@ -8,7 +8,11 @@
 //!     files/             the unpacked bundle (the replicas' working directory)
 //!     unpacked           marker: `files` is complete (the manifest's sha256)
 //!     version.json       the desired state: this version should run (removed by stop)
+//!     last_started       when the version was last started (orders versions for retention)
 //!     replicas/<N>/      state.json (pid, port, start time), lock, stdout.log, stderr.log
+//! <project>/<environment>/<service>/.<version>.trash
+//!                        a version being removed by [`Supervisor::prune`] (renamed first, so
+//!                        a crash leaves a name no one runs from; removed at the next start)
 //! ```
 //!
 //! Replicas live in their own sessions and outlive Ouro; [`Supervisor::recover`] re-adopts them
@@ -94,6 +98,8 @@ type VersionKey = (String, String, String, String);
 type ServiceKey = (String, String, String);
 
 const VERSION_FILE: &str = "version.json";
+const LAST_STARTED: &str = "last_started";
+const TRASH_SUFFIX: &str = ".trash";
 const REPLICAS: &str = "replicas";
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
@@ -390,6 +396,14 @@ impl Supervisor {
     /// left of versions that were being stopped. Returns what it did.
     pub async fn recover(self: &Arc<Self>) -> Result<RecoverReport, TargetError> {
         let mut report = RecoverReport::default();
+        for service_dir in dirs_at_depth(&self.root, 3) {
+            if let Err(e) = remove_trash(&service_dir) {
+                report.errors.push(format!(
+                    "{}: removing an interrupted removal failed: {e}",
+                    service_dir.display()
+                ));
+            }
+        }
         for vdir in version_dirs(&self.root) {
             let recorded = vdir.join(VERSION_FILE);
             let rv: RecordedVersion = match fs::read(&recorded) {
@@ -508,6 +522,8 @@ impl Supervisor {
         };
         let json = serde_json::to_vec_pretty(&recorded).map_err(other)?;
         unpack::write_atomic(&vdir.join(VERSION_FILE), &json).map_err(other)?;
+        let started_ms = ouro_core::time::now_ms().to_string();
+        unpack::write_atomic(&vdir.join(LAST_STARTED), started_ms.as_bytes()).map_err(other)?;
         let mut env = spec.service.env.clone();
         env.extend(spec.env.clone());
         let run = Arc::new(RunSpec {
@@ -853,6 +869,138 @@ impl Supervisor {
             .collect()
     }
 
+    /// The upstreams of the replicas of a version whose index is in `indices`.
+    pub fn upstreams_in(
+        &self,
+        project: &str,
+        environment: &str,
+        service: &str,
+        version: &str,
+        indices: std::ops::Range<u32>,
+    ) -> Vec<Arc<Upstream>> {
+        let key: VersionKey = (
+            project.into(),
+            environment.into(),
+            service.into(),
+            version.into(),
+        );
+        self.replicas_of(&key)
+            .iter()
+            .filter(|r| indices.contains(&r.index))
+            .map(|r| r.upstream.clone())
+            .collect()
+    }
+
+    /// Runs exactly `replicas` replicas of a version started before (its recorded desired
+    /// state): missing ones start, those with an index of `replicas` or more stop. 0 stops the
+    /// version.
+    pub async fn scale_version(
+        self: &Arc<Self>,
+        project: &str,
+        environment: &str,
+        service: &str,
+        version: &str,
+        replicas: u32,
+    ) -> Result<(), TargetError> {
+        if replicas == 0 {
+            return self
+                .stop_version(project, environment, service, version)
+                .await;
+        }
+        check_name("project", project)?;
+        check_name("environment", environment)?;
+        check_name("service", service)?;
+        check_name("version", version)?;
+        let recorded = self
+            .version_dir(project, environment, service, version)
+            .join(VERSION_FILE);
+        let rv: RecordedVersion = match fs::read(&recorded) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| other(format!("{}: unreadable: {e}", recorded.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(TargetError::Start(format!(
+                    "{service} {version} is not running in {project}/{environment}: start it before scaling it"
+                )));
+            }
+            Err(e) => return Err(other(e)),
+        };
+        let mut spec = VersionSpec {
+            project: rv.project,
+            environment: rv.environment,
+            service: rv.service,
+            version: rv.version,
+            bundle: rv.bundle,
+            env: rv.env,
+        };
+        spec.service.replicas = replicas;
+        self.launch(&spec).await.map(|_| ())
+    }
+
+    /// Removes the unpacked directories of a service's versions in an environment beyond the
+    /// newest `keep` (by when they were last started), except the versions in `protected` and
+    /// any version that is desired (recorded to run), supervised here, or has a replica process
+    /// alive. A directory is renamed to `.<version>.trash` before it is deleted, so a crash in
+    /// between leaves nothing that looks like a version; [`Supervisor::recover`] finishes it.
+    /// Returns the versions removed, oldest first.
+    pub async fn prune(
+        &self,
+        project: &str,
+        environment: &str,
+        service: &str,
+        keep: usize,
+        protected: &[String],
+    ) -> Result<Vec<String>, TargetError> {
+        check_name("project", project)?;
+        check_name("environment", environment)?;
+        check_name("service", service)?;
+        let service_dir = self.root.join(project).join(environment).join(service);
+        remove_trash(&service_dir).map_err(other)?;
+        let mut versions: Vec<(i64, String)> = Vec::new();
+        let rd = match fs::read_dir(&service_dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(other(e)),
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            versions.push((last_started(&e.path()), name));
+        }
+        // Newest first; equal times by name so the order is stable.
+        versions.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
+        let mut removed = Vec::new();
+        for (_, version) in versions.into_iter().skip(keep) {
+            if protected.contains(&version) {
+                continue;
+            }
+            let key: VersionKey = (
+                project.into(),
+                environment.into(),
+                service.into(),
+                version.clone(),
+            );
+            // Under the version's lock: a start of this version waits, and sees no directory.
+            let vlock = self.version_lock(&key);
+            let _serial = vlock.lock().await;
+            let vdir = service_dir.join(&version);
+            let supervised = lock(&self.versions).contains_key(&key);
+            if supervised || vdir.join(VERSION_FILE).exists() || any_replica_alive(&vdir) {
+                continue;
+            }
+            let trash = service_dir.join(format!(".{version}{TRASH_SUFFIX}"));
+            fs::rename(&vdir, &trash).map_err(other)?;
+            tokio::task::spawn_blocking(move || fs::remove_dir_all(&trash))
+                .await
+                .map_err(other)?
+                .map_err(other)?;
+            removed.push(version);
+        }
+        removed.reverse();
+        Ok(removed)
+    }
+
     /// Every replica of the service in the environment, all versions.
     pub fn status(&self, project: &str, environment: &str, service: &str) -> Vec<ReplicaStatus> {
         let versions: Vec<Arc<VersionRun>> = lock(&self.versions)
@@ -923,8 +1071,56 @@ enum Begin {
 
 /// The version directories under root (four levels: project, environment, service, version).
 fn version_dirs(root: &Path) -> Vec<PathBuf> {
+    dirs_at_depth(root, 4)
+}
+
+/// When a version directory's version was last started (ms), for retention's order: the
+/// recorded time, else the directory's modification time, else 0.
+fn last_started(vdir: &Path) -> i64 {
+    if let Some(ms) = fs::read_to_string(vdir.join(LAST_STARTED))
+        .ok()
+        .and_then(|t| t.trim().parse::<i64>().ok())
+    {
+        return ms;
+    }
+    fs::metadata(vdir)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Whether any recorded replica process of a version directory still holds its lock (it may
+/// be running from the directory's files even when no Ouro supervises it).
+fn any_replica_alive(vdir: &Path) -> bool {
+    let Ok(rd) = fs::read_dir(vdir.join(REPLICAS)) else {
+        return false;
+    };
+    rd.flatten()
+        .any(|e| process::lock_held(&e.path().join(LOCK_FILE)))
+}
+
+/// Deletes what an interrupted [`Supervisor::prune`] left in a service directory.
+fn remove_trash(service_dir: &Path) -> std::io::Result<()> {
+    let rd = match fs::read_dir(service_dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(TRASH_SUFFIX) {
+            fs::remove_dir_all(e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// The directories `depth` levels under root (hidden names skipped).
+fn dirs_at_depth(root: &Path, depth: usize) -> Vec<PathBuf> {
     let mut level = vec![root.to_path_buf()];
-    for _ in 0..4 {
+    for _ in 0..depth {
         let mut next = Vec::new();
         for d in level {
             if let Ok(rd) = fs::read_dir(&d) {

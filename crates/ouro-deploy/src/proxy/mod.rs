@@ -220,6 +220,31 @@ impl Proxy {
         });
     }
 
+    /// The replicas the route of `listen` + `host` sends traffic to now (both sides).
+    pub fn routed(&self, listen: SocketAddr, host: Option<&str>) -> Vec<Arc<Upstream>> {
+        let Some(slot) = lock(&self.inner.routes).get(&listen).cloned() else {
+            return Vec::new();
+        };
+        let routes = slot.load();
+        let table = match host {
+            Some(h) => routes.hosts.get(&h.to_ascii_lowercase()).cloned(),
+            None => routes.any.clone(),
+        };
+        let Some(table) = table else {
+            return Vec::new();
+        };
+        let mut out: Vec<Arc<Upstream>> = table
+            .stable
+            .backends
+            .iter()
+            .map(|b| b.upstream.clone())
+            .collect();
+        if let Some((side, _)) = &table.canary {
+            out.extend(side.backends.iter().map(|b| b.upstream.clone()));
+        }
+        out
+    }
+
     pub fn remove_route(&self, listen: SocketAddr, host: Option<&str>) {
         self.update(listen, |routes| match host {
             Some(h) => {

@@ -20,7 +20,7 @@ use ouro_release::signing::SigningKey;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const APP: &str = r#"
+pub(crate) const APP: &str = r#"
 import os, sys, signal, resource, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 
@@ -29,7 +29,9 @@ replica = os.environ["OURO_REPLICA"]
 version = os.environ["OURO_VERSION"]
 
 def flag(name):
-    return os.path.exists(os.path.join(ctrl, name)) or os.path.exists(os.path.join(ctrl, name + "-" + replica))
+    return (os.path.exists(os.path.join(ctrl, name))
+            or os.path.exists(os.path.join(ctrl, name + "-" + replica))
+            or os.path.exists(os.path.join(ctrl, name + "-v" + version)))
 
 if flag("crash"):
     print("crashing on purpose", file=sys.stderr, flush=True)
@@ -67,6 +69,12 @@ class H(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
 
+if os.environ.get("HTTP11"):
+    # Keep-alive towards the proxy, as most real services answer; headers and body are two
+    # writes, so without TCP_NODELAY each response waits for the proxy's delayed ACK.
+    H.protocol_version = "HTTP/1.1"
+    H.disable_nagle_algorithm = True
+
 if os.environ.get("SPAM"):
     # One write, so a rotation can never fall in the middle of it.
     sys.stdout.write("".join("spam line %d\n" % i for i in range(int(os.environ["SPAM"]))))
@@ -79,7 +87,7 @@ srv.serve_forever()
 "#;
 
 /// Kills every replica a test recorded under its root, whatever happened in the test.
-struct Cleanup {
+pub(crate) struct Cleanup {
     root: PathBuf,
 }
 
@@ -103,7 +111,7 @@ impl Drop for Cleanup {
     }
 }
 
-fn find_files(dir: &Path, name: &str) -> Vec<PathBuf> {
+pub(crate) fn find_files(dir: &Path, name: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(rd) = fs::read_dir(dir) else {
         return out;
@@ -131,15 +139,15 @@ fn alive(pid: u32) -> bool {
     stat(pid).is_some_and(|(s, _)| s != 'Z' && s != 'X')
 }
 
-struct World {
-    dir: tempfile::TempDir,
-    key: SigningKey,
-    ctrl: PathBuf,
-    bundle: PathBuf,
+pub(crate) struct World {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) key: SigningKey,
+    pub(crate) ctrl: PathBuf,
+    pub(crate) bundle: PathBuf,
 }
 
 impl World {
-    fn new() -> World {
+    pub(crate) fn new() -> World {
         let dir = tempfile::tempdir().expect("tempdir");
         let ctrl = dir.path().join("ctrl");
         fs::create_dir_all(&ctrl).expect("ctrl dir");
@@ -154,15 +162,15 @@ impl World {
         }
     }
 
-    fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.dir.path().join("deploy")
     }
 
-    fn cleanup(&self) -> Cleanup {
+    pub(crate) fn cleanup(&self) -> Cleanup {
         Cleanup { root: self.root() }
     }
 
-    fn supervisor(&self, options: SupervisorOptions) -> Arc<Supervisor> {
+    pub(crate) fn supervisor(&self, options: SupervisorOptions) -> Arc<Supervisor> {
         Supervisor::new(
             self.root(),
             SupervisorOptions {
@@ -172,7 +180,7 @@ impl World {
         )
     }
 
-    fn spec(&self, service: Service) -> VersionSpec {
+    pub(crate) fn spec(&self, service: Service) -> VersionSpec {
         VersionSpec {
             project: "shop".into(),
             environment: "staging".into(),
@@ -186,16 +194,16 @@ impl World {
         }
     }
 
-    fn touch(&self, name: &str) {
+    pub(crate) fn touch(&self, name: &str) {
         fs::write(self.ctrl.join(name), b"").expect("touch");
     }
 
-    fn remove(&self, name: &str) {
+    pub(crate) fn remove(&self, name: &str) {
         fs::remove_file(self.ctrl.join(name)).expect("rm");
     }
 }
 
-fn quick() -> SupervisorOptions {
+pub(crate) fn quick() -> SupervisorOptions {
     SupervisorOptions {
         backoff_initial: Duration::from_millis(50),
         backoff_max: Duration::from_secs(1),
@@ -206,7 +214,7 @@ fn quick() -> SupervisorOptions {
     }
 }
 
-fn write_bundle(path: &Path, key: &SigningKey, version: &str, files: &[(&str, &[u8])]) {
+pub(crate) fn write_bundle(path: &Path, key: &SigningKey, version: &str, files: &[(&str, &[u8])]) {
     let mut files = files.to_vec();
     files.sort_by(|a, b| a.0.cmp(b.0));
     let manifest = Manifest {
@@ -253,7 +261,7 @@ fn write_raw_bundle(path: &Path, entries: &[(&[u8], &[u8])]) {
     enc.finish().expect("zstd").flush().expect("flush");
 }
 
-fn service(replicas: u32) -> Service {
+pub(crate) fn service(replicas: u32) -> Service {
     Service {
         name: "web".into(),
         run: "exec python3 app.py".into(),
@@ -272,7 +280,7 @@ fn service(replicas: u32) -> Service {
     }
 }
 
-fn http_probe(failure_threshold: u32) -> Probe {
+pub(crate) fn http_probe(failure_threshold: u32) -> Probe {
     Probe {
         check: ProbeCheck::Http {
             path: "/healthz".into(),
@@ -308,7 +316,7 @@ fn field<'a>(body: &'a str, name: &str) -> &'a str {
 }
 
 /// Polls `cond` until it holds; panics with `what` after a generous deadline.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
@@ -316,7 +324,7 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-const READY: Duration = Duration::from_secs(30);
+pub(crate) const READY: Duration = Duration::from_secs(30);
 
 #[test]
 fn unpack_is_idempotent_and_refuses_traversal_and_foreign_or_broken_signatures() {
@@ -738,7 +746,7 @@ async fn stop_kills_a_group_that_ignores_the_stop_signal_after_the_grace() {
 }
 
 /// Processes whose environment holds `needle` (the replicas of one test).
-fn processes_with_env(needle: &str) -> Vec<u32> {
+pub(crate) fn processes_with_env(needle: &str) -> Vec<u32> {
     let mut out = Vec::new();
     let Ok(rd) = fs::read_dir("/proc") else {
         return out;

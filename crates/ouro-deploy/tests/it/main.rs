@@ -3,6 +3,7 @@
 mod local;
 mod proxy;
 mod records;
+mod rolling;
 mod services;
 mod split;
 mod strategies;

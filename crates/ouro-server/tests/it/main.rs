@@ -22,6 +22,7 @@ mod cr_threads;
 mod csv;
 mod deploy;
 mod deploy_chain;
+mod deploy_rolling;
 mod drift;
 mod events;
 mod guard;

@@ -246,20 +246,31 @@ async fn case_ids<'c>(
     for size in ouro_store::batch_sizes(fresh.len(), LOOKUP_BATCH) {
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
+        // One unique-index probe per key, whatever the statistics say. Right after a bulk
+        // insert PostgreSQL has none for test_cases and, for `case_key IN (...)` or a plain
+        // join with the keys, expected a few hundred rows for the whole project, so it read
+        // all of the project's cases for every batch (5 s for 100k cases; 170 s once the
+        // prepared statement went generic). A LATERAL subquery kept apart by OFFSET 0 must
+        // be run per key. SQLite has no LATERAL and probes the index for a join anyway.
         let mut ph = Placeholders::new(backend);
+        let keys = ph.rows(chunk.len(), 1);
         let project = ph.one();
-        let mut stmt = q(format!(
-            "SELECT id, case_key, file FROM test_cases WHERE project_id = {project} \
-             AND case_key IN ({})",
-            ph.list(chunk.len())
-        ))
-        .bind(project_id)
-        // A generic plan (PostgreSQL's choice after five runs of a prepared statement) scanned
-        // the whole table and compared each row with the 1,000 keys: 170 s for 100k cases.
-        .plan_each_run();
+        let sql = match backend {
+            Backend::Postgres => format!(
+                "SELECT c.id, c.case_key, c.file FROM (VALUES {keys}) AS k CROSS JOIN LATERAL \
+                 (SELECT id, case_key, file FROM test_cases WHERE project_id = {project} \
+                 AND case_key = k.column1 OFFSET 0) AS c"
+            ),
+            Backend::Sqlite => format!(
+                "SELECT c.id, c.case_key, c.file FROM (VALUES {keys}) AS k \
+                 JOIN test_cases c ON c.project_id = {project} AND c.case_key = k.column1"
+            ),
+        };
+        let mut stmt = q(sql);
         for c in chunk {
             stmt = stmt.bind(c.key.as_str());
         }
+        stmt = stmt.bind(project_id);
         for r in stmt.fetch_all(&mut *tx).await? {
             stored.insert(r.text("case_key")?, (r.i64("id")?, r.opt_text("file")?));
         }

@@ -24,6 +24,50 @@ pub(crate) async fn insert(ex: &mut impl Executor, ev: &NewEvent) -> Result<i64,
     row.i64("seq")
 }
 
+/// Events per multi-row INSERT in [`insert_all`] (10 parameters each).
+const INSERT_BATCH: usize = 500;
+
+/// Inserts `evs` in order with multi-row INSERTs and returns the highest sequence number given
+/// (`None` for no events). Sequence numbers follow the order of `evs`: both engines assign
+/// them row by row in VALUES order.
+pub(crate) async fn insert_all(
+    ex: &mut impl Executor,
+    evs: &[NewEvent],
+) -> Result<Option<i64>, StoreError> {
+    let backend = ex.backend();
+    let now = ouro_core::time::now_ms();
+    let mut last = None;
+    let mut rest = evs;
+    for size in crate::db::batch_sizes(evs.len(), INSERT_BATCH) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let mut ph = crate::db::Placeholders::new(backend);
+        let mut stmt = q(format!(
+            "INSERT INTO events (time, project_id, project, actor, actor_user_id, kind, \
+             schema_version, subject_type, subject_id, payload) VALUES {} RETURNING seq",
+            ph.rows(chunk.len(), 10)
+        ));
+        for ev in chunk {
+            stmt = stmt
+                .bind(now)
+                .bind(ev.project.as_ref().map(|p| p.0))
+                .bind(ev.project.as_ref().map(|p| p.1.clone()))
+                .bind(ev.actor.label())
+                .bind(ev.actor.user_id())
+                .bind(ev.kind.name)
+                .bind(ev.kind.schema_version as i64)
+                .bind(ev.kind.subject)
+                .bind(&ev.subject_id)
+                .bind(ev.payload.to_string());
+        }
+        for r in stmt.fetch_all(ex).await? {
+            let seq = r.i64("seq")?;
+            last = Some(last.map_or(seq, |l: i64| l.max(seq)));
+        }
+    }
+    Ok(last)
+}
+
 pub(crate) async fn latest_seq(ex: &mut impl Executor) -> Result<i64, StoreError> {
     q("SELECT COALESCE(MAX(seq), 0) AS seq FROM events")
         .fetch_one(ex)

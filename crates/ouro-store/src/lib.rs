@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ouro_core::{ErrorCode, Event, NewEvent, OuroError};
 use tokio::sync::watch;
 
-pub use db::{Backend, Conn, Executor, PoolStats, Row, q, redact_url};
+pub use db::{Backend, Conn, Executor, Placeholders, PoolStats, Row, batch_sizes, q, redact_url};
 pub use migrate::{Migration, PLATFORM_MIGRATIONS};
 pub use page::{Page, PageReq};
 
@@ -207,8 +207,7 @@ impl Executor for Tx {
 }
 
 impl Tx {
-    /// Appends an event to the ledger in this transaction and returns its sequence number.
-    pub async fn append(&mut self, ev: NewEvent) -> Result<i64, StoreError> {
+    async fn lock_ledger(&mut self) -> Result<(), StoreError> {
         if !self.locked {
             // PostgreSQL hands out sequence values before commit, so two writers could commit
             // seq 11 before seq 10 and a reader at 11 would never see 10. One transaction-scoped
@@ -220,10 +219,32 @@ impl Tx {
             }
             self.locked = true;
         }
+        Ok(())
+    }
+
+    /// Appends an event to the ledger in this transaction and returns its sequence number.
+    pub async fn append(&mut self, ev: NewEvent) -> Result<i64, StoreError> {
+        self.lock_ledger().await?;
         let seq = events::insert(self, &ev).await?;
         self.last_seq = Some(seq);
         self.appended += 1;
         Ok(seq)
+    }
+
+    /// Appends several events in this transaction with few statements (multi-row INSERTs), in
+    /// order; for writers that record thousands at once (a test report's newly flaky tests).
+    /// Returns the last sequence number, `None` when `evs` is empty.
+    pub async fn append_all(&mut self, evs: &[NewEvent]) -> Result<Option<i64>, StoreError> {
+        if evs.is_empty() {
+            return Ok(None);
+        }
+        self.lock_ledger().await?;
+        let last = events::insert_all(self, evs).await?;
+        if last.is_some() {
+            self.last_seq = last;
+        }
+        self.appended += evs.len() as u64;
+        Ok(last)
     }
 
     pub async fn commit(self) -> Result<(), StoreError> {

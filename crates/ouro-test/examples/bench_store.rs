@@ -15,10 +15,12 @@
 //!   TESTS results through `results::ingest` (which scores flakiness: retries, both outcomes on
 //!   the commit, the flip rate over the last `flaky::WINDOW` runs of the default branch).
 //! - `ingest` parses FILE (JUnit) and stores it through `results::ingest` as one job attempt,
-//!   timing the parse and the store separately.
+//!   timing the parse and the store separately, then stores the same report again as the job's
+//!   next run (every case and flaky test already known). On PostgreSQL it also prints the CPU
+//!   time of the server processes serving the database.
 //!
-//! Built with the dev profile (`cargo build -p ouro-test --example bench_store`): ouro-test is
-//! compiled at opt-level 2 there, its dependencies (ouro-store, sqlx) are not optimised.
+//! Measure a release build (`cargo build --release -p ouro-test --example bench_store`); a dev
+//! build leaves ouro-store, sqlx and SQLite unoptimised and is several times slower.
 
 use std::time::{Duration, Instant};
 
@@ -273,6 +275,25 @@ async fn history(backend: &str, runs: i64, tests: i64, queries: usize) {
     );
 }
 
+/// CPU seconds (user + system) that the server processes serving this database have used, read
+/// from /proc (PostgreSQL on this machine only; clock ticks assumed 100 per second).
+async fn server_cpu(store: &Store) -> Option<f64> {
+    let rows = q("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        .fetch_all(&mut store.read().await.ok()?)
+        .await
+        .ok()?;
+    let mut ticks = 0u64;
+    for r in rows {
+        let pid = r.i64("pid").ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+        let rest = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        ticks += f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    }
+    Some(ticks as f64 / 100.0)
+}
+
 async fn ingest(backend: &str, file: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (store, project) = open(backend, dir.path()).await;
@@ -285,18 +306,42 @@ async fn ingest(backend: &str, file: &str) {
     let report = parse::junit(file, &bytes, &limits).expect("the file parses");
     drop(bytes);
     let parsed = t.elapsed();
+    let input = main_input(report);
+    let cpu0 = server_cpu(&store).await;
     let t2 = Instant::now();
-    let done = results::ingest(&store, &job(project, 1), &main_input(report))
+    let done = results::ingest(&store, &job(project, 1), &input)
         .await
         .unwrap();
     let stored = t2.elapsed();
+    let cpu1 = server_cpu(&store).await;
     println!(
-        "ingest: {} cases; parse {:.2} s, store {:.2} s, total {:.2} s",
+        "ingest: {} cases, {} newly flaky; parse {:.2} s, store {:.2} s, total {:.2} s",
         done.totals.total,
+        done.newly_flaky.len(),
         parsed.as_secs_f64(),
         stored.as_secs_f64(),
         t.elapsed().as_secs_f64()
     );
+    // The same report as the job's next run: every case exists, every flaky test is known.
+    let t3 = Instant::now();
+    let again = results::ingest(&store, &job(project, 2), &input)
+        .await
+        .unwrap();
+    let stored2 = t3.elapsed();
+    let cpu2 = server_cpu(&store).await;
+    println!(
+        "ingest again (next run, known cases): {} cases, {} newly flaky; store {:.2} s",
+        again.totals.total,
+        again.newly_flaky.len(),
+        stored2.as_secs_f64()
+    );
+    if let (Some(a), Some(b), Some(c)) = (cpu0, cpu1, cpu2) {
+        println!(
+            "server CPU (PostgreSQL backends): first store {:.2} s, second {:.2} s",
+            b - a,
+            c - b
+        );
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@
 //! the example run and the score. A quarantine (reason, expiry) keeps a test's failures visible
 //! but out of the job's result and the quality gate until it expires or a maintainer ends it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ouro_core::events as ev;
 use ouro_core::{Actor, NewEvent, OuroError};
@@ -160,44 +160,95 @@ pub(crate) async fn detect(
             }
         }
     }
-    let mut newly = Vec::new();
-    for (id, (cause, score)) in found {
-        let existing = q("SELECT score FROM test_flaky WHERE project_id = $1 AND case_id = $2")
-            .bind(job.project_id)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        match existing {
-            Some(r) => {
-                q("UPDATE test_flaky SET score = $1, cause = $2, example_run = $3, last_seen_at = $4 \
-                   WHERE project_id = $5 AND case_id = $6")
-                .bind(score.max(r.i64("score")?))
-                .bind(cause)
-                .bind(job.run_number)
-                .bind(now)
-                .bind(job.project_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            None => {
-                q(
-                    "INSERT INTO test_flaky (project_id, case_id, score, cause, example_run, \
-                   first_seen_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
-                )
-                .bind(job.project_id)
-                .bind(id)
-                .bind(score)
-                .bind(cause)
-                .bind(job.run_number)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                newly.push((id, cause, score));
-            }
+    record(tx, job, &found, now).await
+}
+
+/// Rows per multi-row statement when recording flaky tests (7 parameters each).
+const RECORD_BATCH: usize = 500;
+
+/// Records the flaky tests `found` (case id -> cause, score) in bulk: an INSERT that skips
+/// tests already recorded tells which are new (its RETURNING lists only inserted rows, also
+/// when a concurrent ingestion recorded the same test first); the others get the latest
+/// cause, example run and sighting, and keep their highest score. Returns the new ones in
+/// case id order.
+async fn record(
+    tx: &mut Tx,
+    job: &JobRef,
+    found: &BTreeMap<i64, (&'static str, i64)>,
+    now: i64,
+) -> Result<Vec<(i64, &'static str, i64)>, StoreError> {
+    let backend = tx.backend();
+    let all: Vec<(i64, &'static str, i64)> =
+        found.iter().map(|(id, (c, s))| (*id, *c, *s)).collect();
+    let mut inserted: BTreeSet<i64> = BTreeSet::new();
+    let mut rest = &all[..];
+    for size in ouro_store::batch_sizes(all.len(), RECORD_BATCH) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let stmt = flaky_rows(
+            backend,
+            "ON CONFLICT (project_id, case_id) DO NOTHING RETURNING case_id",
+            job,
+            chunk,
+            now,
+        );
+        for r in stmt.fetch_all(&mut *tx).await? {
+            inserted.insert(r.i64("case_id")?);
         }
     }
-    Ok(newly)
+    let seen_before: Vec<(i64, &'static str, i64)> = all
+        .iter()
+        .filter(|(id, _, _)| !inserted.contains(id))
+        .copied()
+        .collect();
+    let mut rest = &seen_before[..];
+    for size in ouro_store::batch_sizes(seen_before.len(), RECORD_BATCH) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        flaky_rows(
+            backend,
+            "ON CONFLICT (project_id, case_id) DO UPDATE SET \
+             score = CASE WHEN excluded.score > test_flaky.score THEN excluded.score \
+             ELSE test_flaky.score END, cause = excluded.cause, \
+             example_run = excluded.example_run, last_seen_at = excluded.last_seen_at",
+            job,
+            chunk,
+            now,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(all
+        .into_iter()
+        .filter(|(id, _, _)| inserted.contains(id))
+        .collect())
+}
+
+/// A multi-row INSERT of `test_flaky` rows followed by `conflict`.
+fn flaky_rows(
+    backend: ouro_store::Backend,
+    conflict: &str,
+    job: &JobRef,
+    rows: &[(i64, &'static str, i64)],
+    now: i64,
+) -> ouro_store::db::Q {
+    let mut ph = ouro_store::Placeholders::new(backend);
+    let mut stmt = q(format!(
+        "INSERT INTO test_flaky (project_id, case_id, score, cause, example_run, first_seen_at, \
+         last_seen_at) VALUES {} {conflict}",
+        ph.rows(rows.len(), 7)
+    ));
+    for (id, cause, score) in rows {
+        stmt = stmt
+            .bind(job.project_id)
+            .bind(*id)
+            .bind(*score)
+            .bind(*cause)
+            .bind(job.run_number)
+            .bind(now)
+            .bind(now);
+    }
+    stmt
 }
 
 /// Files a bug work item for a newly flaky test through Plan (once: the caller calls it only for

@@ -17,4 +17,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_history_indexes.sql"),
         postgres: include_str!("../migrations/postgres/0002_history_indexes.sql"),
     },
+    Migration {
+        component: "test",
+        version: 3,
+        name: "bulk_ingest",
+        sqlite: include_str!("../migrations/sqlite/0003_bulk_ingest.sql"),
+        postgres: include_str!("../migrations/postgres/0003_bulk_ingest.sql"),
+    },
 ];

@@ -11,12 +11,12 @@
 //!   computed against it.
 //! - Message and type are capped at 4 KiB, output (failure body, stdout, stderr) at 16 KiB.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use ouro_build::pipeline::Quality;
 use ouro_core::events as ev;
 use ouro_core::{Actor, ErrorCode, NewEvent, OuroError};
-use ouro_store::{Executor, Row, Store, StoreError, q};
+use ouro_store::{Backend, Executor, Placeholders, Row, Store, StoreError, q};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -28,28 +28,13 @@ use crate::model::{Coverage, Outcome, Report, Totals};
 pub const ACTOR: Actor = Actor::System("tests");
 const MAX_MESSAGE: usize = 4 * 1024;
 const MAX_OUTPUT: usize = 16 * 1024;
-/// Cases per multi-row INSERT (10 parameters a result: 2,000 a statement, under SQLite's and
-/// PostgreSQL's limits).
-const BATCH: usize = 200;
-
-/// `($1, $2), ($3, $4)` for `rows` rows of `cols` parameters.
-fn placeholders(rows: usize, cols: usize) -> String {
-    let mut out = String::with_capacity(rows * cols * 5);
-    for r in 0..rows {
-        if r > 0 {
-            out.push_str(", ");
-        }
-        out.push('(');
-        for c in 0..cols {
-            if c > 0 {
-                out.push_str(", ");
-            }
-            out.push_str(&format!("${}", r * cols + c + 1));
-        }
-        out.push(')');
-    }
-    out
-}
+/// Results per multi-row INSERT: 10 parameters a result, 10,000 a statement, under SQLite's
+/// (32,766) and PostgreSQL's (65,535) limits.
+const RESULT_BATCH: usize = 1_000;
+/// Cases per upsert (7 parameters each).
+const CASE_BATCH: usize = 1_000;
+/// Keys per `IN` list when looking up existing cases.
+const LOOKUP_BATCH: usize = 1_000;
 
 /// A report file that could not be parsed: where, with a stable code.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -227,6 +212,140 @@ pub fn diff_coverage(cov: &Coverage, changed: &BTreeMap<String, BTreeSet<u32>>) 
     (covered, total)
 }
 
+/// The stored ids of the report's cases by identity key. Existing cases are looked up in bulk;
+/// new ones are inserted, and those whose source file became known or changed get it. The
+/// first case of a key that appears more than once gives its file.
+///
+/// New cases are plain INSERTs, not upserts (PostgreSQL's speculative insertion costs about
+/// 0.6 s per 100k rows): on PostgreSQL a transaction lock per project keeps two ingestions of
+/// one project from inserting the same new case between lookup and insert; SQLite has a single
+/// writer already.
+async fn case_ids<'c>(
+    tx: &mut ouro_store::Tx,
+    backend: Backend,
+    project_id: i64,
+    cases: &[&'c crate::model::Case],
+    now: i64,
+) -> Result<HashMap<&'c str, i64>, StoreError> {
+    if backend == Backend::Postgres {
+        // Two keys (class, project): a key space apart from the ledger's one-key lock.
+        q("SELECT pg_advisory_xact_lock(7071, CAST($1 % 2147483647 AS INTEGER)) IS NULL AS locked")
+            .bind(project_id)
+            .fetch_all(&mut *tx)
+            .await?;
+    }
+    let mut seen: HashSet<&str> = HashSet::with_capacity(cases.len());
+    let fresh: Vec<&crate::model::Case> = cases
+        .iter()
+        .copied()
+        .filter(|c| seen.insert(c.key.as_str()))
+        .collect();
+    drop(seen);
+    let mut stored: HashMap<String, (i64, Option<String>)> = HashMap::with_capacity(fresh.len());
+    let mut rest = &fresh[..];
+    for size in ouro_store::batch_sizes(fresh.len(), LOOKUP_BATCH) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        // One unique-index probe per key, whatever the statistics say. Right after a bulk
+        // insert PostgreSQL has none for test_cases and, for `case_key IN (...)` or a plain
+        // join with the keys, expected a few hundred rows for the whole project, so it read
+        // all of the project's cases for every batch (5 s for 100k cases; 170 s once the
+        // prepared statement went generic). A LATERAL subquery kept apart by OFFSET 0 must
+        // be run per key. SQLite has no LATERAL and probes the index for a join anyway.
+        let mut ph = Placeholders::new(backend);
+        let keys = ph.rows(chunk.len(), 1);
+        let project = ph.one();
+        let sql = match backend {
+            Backend::Postgres => format!(
+                "SELECT c.id, c.case_key, c.file FROM (VALUES {keys}) AS k CROSS JOIN LATERAL \
+                 (SELECT id, case_key, file FROM test_cases WHERE project_id = {project} \
+                 AND case_key = k.column1 OFFSET 0) AS c"
+            ),
+            Backend::Sqlite => format!(
+                "SELECT c.id, c.case_key, c.file FROM (VALUES {keys}) AS k \
+                 JOIN test_cases c ON c.project_id = {project} AND c.case_key = k.column1"
+            ),
+        };
+        let mut stmt = q(sql);
+        for c in chunk {
+            stmt = stmt.bind(c.key.as_str());
+        }
+        stmt = stmt.bind(project_id);
+        for r in stmt.fetch_all(&mut *tx).await? {
+            stored.insert(r.text("case_key")?, (r.i64("id")?, r.opt_text("file")?));
+        }
+    }
+    let mut ids: HashMap<&str, i64> = HashMap::with_capacity(fresh.len());
+    let mut new: Vec<&crate::model::Case> = Vec::new();
+    let mut moved: Vec<&crate::model::Case> = Vec::new();
+    for c in &fresh {
+        match stored.get(c.key.as_str()) {
+            None => new.push(c),
+            Some((_, file)) if c.file.is_some() && c.file != *file => moved.push(c),
+            Some((id, _)) => {
+                ids.insert(c.key.as_str(), *id);
+            }
+        }
+    }
+    drop(stored);
+    for (list, conflict) in [
+        (&new, ""),
+        (
+            &moved,
+            " ON CONFLICT (project_id, case_key) \
+             DO UPDATE SET file = COALESCE(excluded.file, test_cases.file)",
+        ),
+    ] {
+        write_cases(tx, backend, project_id, list, conflict, now, &mut ids).await?;
+    }
+    Ok(ids)
+}
+
+/// Inserts `cases` (or upserts them with `conflict`) in batches and notes their ids.
+async fn write_cases<'c>(
+    tx: &mut ouro_store::Tx,
+    backend: Backend,
+    project_id: i64,
+    cases: &[&'c crate::model::Case],
+    conflict: &str,
+    now: i64,
+    ids: &mut HashMap<&'c str, i64>,
+) -> Result<(), StoreError> {
+    let mut rest = cases;
+    for size in ouro_store::batch_sizes(cases.len(), CASE_BATCH) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let mut ph = Placeholders::new(backend);
+        let mut stmt = q(format!(
+            "INSERT INTO test_cases (project_id, case_key, suite, class, name, file, created_at) \
+             VALUES {}{conflict} RETURNING id, case_key",
+            ph.rows(chunk.len(), 7)
+        ));
+        for c in chunk {
+            stmt = stmt
+                .bind(project_id)
+                .bind(c.key.as_str())
+                .bind(c.suite.as_str())
+                .bind(c.class.as_str())
+                .bind(c.name.as_str())
+                .bind(c.file.clone())
+                .bind(now);
+        }
+        let by_key: HashMap<&str, &str> = chunk
+            .iter()
+            .map(|c| (c.key.as_str(), c.key.as_str()))
+            .collect();
+        for r in stmt.fetch_all(&mut *tx).await? {
+            let key = r.text("case_key")?;
+            let id = r.i64("id")?;
+            if let Some(k) = by_key.get(key.as_str()) {
+                ids.insert(k, id);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Stores one job attempt's reports (replacing an earlier ingestion of the same attempt),
 /// evaluates its quality gate and records flaky tests, and appends `test.report_ingested`
 /// (plus `quality_gate.evaluated` with a gate and `test.flaky_detected` once per newly flaky
@@ -326,49 +445,27 @@ pub async fn ingest(store: &Store, job: &JobRef, input: &Ingest) -> Result<Inges
     .await?
     .i64("id")?;
 
-    // Cases and results go in batches of multi-row INSERTs (one statement per BATCH cases): a
-    // 100k-case report is 1,000 statements instead of 200,000.
+    // Cases and results are written by multi-row statements of a few fixed shapes
+    // (`ouro_store::batch_sizes`), so the connection's statement cache reuses them: a
+    // 100k-case report is about 200 statements, not 200,000.
+    let backend = tx.backend();
     let cases: Vec<&crate::model::Case> = input.report.cases().collect();
-    let mut case_ids: HashMap<String, i64> = HashMap::new();
-    let mut fresh: Vec<&crate::model::Case> = Vec::new();
-    let mut seen: BTreeSet<&str> = BTreeSet::new();
-    for c in &cases {
-        if seen.insert(c.key.as_str()) {
-            fresh.push(c);
-        }
-    }
-    for chunk in fresh.chunks(BATCH) {
-        let sql = format!(
-            "INSERT INTO test_cases (project_id, case_key, suite, class, name, file, created_at) \
-             VALUES {} ON CONFLICT (project_id, case_key) \
-             DO UPDATE SET file = COALESCE(excluded.file, test_cases.file) RETURNING id, case_key",
-            placeholders(chunk.len(), 7)
-        );
-        let mut stmt = q(sql);
-        for c in chunk {
-            stmt = stmt
-                .bind(job.project_id)
-                .bind(c.key.as_str())
-                .bind(c.suite.as_str())
-                .bind(c.class.as_str())
-                .bind(c.name.as_str())
-                .bind(c.file.clone())
-                .bind(now);
-        }
-        for r in stmt.fetch_all(&mut tx).await? {
-            case_ids.insert(r.text("case_key")?, r.i64("id")?);
-        }
-    }
-    let mut outcomes: Vec<(i64, &'static str, bool)> = Vec::new();
-    for chunk in cases.chunks(BATCH) {
-        let sql = format!(
+    let case_ids = case_ids(&mut tx, backend, job.project_id, &cases, now).await?;
+    let mut outcomes: Vec<(i64, &'static str, bool)> = Vec::with_capacity(cases.len());
+    let mut rest = &cases[..];
+    for size in ouro_store::batch_sizes(cases.len(), RESULT_BATCH) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let mut ph = Placeholders::new(backend);
+        let mut stmt = q(format!(
             "INSERT INTO test_results (test_run_id, case_id, outcome, attempts, flaky, duration_ms, \
              message, kind, output, created_at) VALUES {}",
-            placeholders(chunk.len(), 10)
-        );
-        let mut stmt = q(sql);
+            ph.rows(chunk.len(), 10)
+        ));
         for c in chunk {
-            let id = case_ids[&c.key];
+            let id = *case_ids
+                .get(c.key.as_str())
+                .ok_or_else(|| StoreError::Decode(format!("no stored test case for {}", c.key)))?;
             let last = c.attempts.last();
             let output = last.map(|a| {
                 [&a.details, &a.stdout, &a.stderr]
@@ -422,11 +519,13 @@ pub async fn ingest(store: &Store, job: &JobRef, input: &Ingest) -> Result<Inges
     let key_of: HashMap<i64, &str> = if newly_flaky.is_empty() {
         HashMap::new()
     } else {
-        case_ids.iter().map(|(k, v)| (*v, k.as_str())).collect()
+        case_ids.iter().map(|(k, v)| (*v, *k)).collect()
     };
+    // One multi-row append for all of them: a report can make thousands of tests newly flaky.
+    let mut events: Vec<NewEvent> = Vec::with_capacity(newly_flaky.len() + 2);
     for (case_id, cause, score) in &newly_flaky {
         let key = key_of.get(case_id).copied().unwrap_or_default();
-        tx.append(
+        events.push(
             NewEvent::new(
                 ev::TEST_FLAKY_DETECTED,
                 &ACTOR,
@@ -435,10 +534,9 @@ pub async fn ingest(store: &Store, job: &JobRef, input: &Ingest) -> Result<Inges
                        "run": job.run_number, "job": job.job_key, "sha": job.sha}),
             )
             .in_project(job.project_id, &slug),
-        )
-        .await?;
+        );
     }
-    tx.append(
+    events.push(
         NewEvent::new(
             ev::TEST_REPORT_INGESTED,
             &ACTOR,
@@ -448,10 +546,9 @@ pub async fn ingest(store: &Store, job: &JobRef, input: &Ingest) -> Result<Inges
                    "problems": input.problems.len()}),
         )
         .in_project(job.project_id, &slug),
-    )
-    .await?;
+    );
     if let Some(g) = &gate {
-        tx.append(
+        events.push(
             NewEvent::new(
                 ev::QUALITY_GATE_EVALUATED,
                 &ACTOR,
@@ -460,9 +557,9 @@ pub async fn ingest(store: &Store, job: &JobRef, input: &Ingest) -> Result<Inges
                        "checks": g.checks}),
             )
             .in_project(job.project_id, &slug),
-        )
-        .await?;
+        );
     }
+    tx.append_all(&events).await?;
     tx.commit().await?;
     Ok(Ingested {
         test_run_id,

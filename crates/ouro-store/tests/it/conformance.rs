@@ -533,6 +533,58 @@ async fn ledger_sequence_pages_filters_and_cursors() {
     }
 }
 
+/// Many events at once: one multi-row batch and more (1,203 = two batches of 500, then 128, 64,
+/// 8, 2, 1), in order with their fields, after an event appended one by one in the same
+/// transaction; subscribers learn the last seq at commit.
+#[tokio::test]
+async fn append_all_keeps_order_fields_and_the_last_seq() {
+    for db in backends() {
+        let env = open_store(&db).await;
+        let s = &env.store;
+        let sys = Actor::System("test");
+        let mut rx = s.subscribe_seq();
+        let mut tx = s.begin().await.unwrap();
+        assert_eq!(tx.append_all(&[]).await.unwrap(), None);
+        tx.append(NewEvent::new(ev::USER_CREATED, &sys, 0, json!({})))
+            .await
+            .unwrap();
+        let evs: Vec<NewEvent> = (1..=1203)
+            .map(|i| {
+                NewEvent::new(ev::PROJECT_UPDATED, &sys, i, json!({"i": i})).in_project(7, "p7")
+            })
+            .collect();
+        assert_eq!(tx.append_all(&evs).await.unwrap(), Some(1204));
+        tx.commit().await.unwrap();
+        assert_eq!(*rx.borrow_and_update(), 1204);
+        let mut c = s.read().await.unwrap();
+        let mut after = 0;
+        let mut all = Vec::new();
+        loop {
+            let page = ouro_store::events::list(
+                &mut c,
+                &Visibility::All,
+                &EventFilter::default(),
+                PageReq::new(after, Some(500)),
+            )
+            .await
+            .unwrap();
+            let Some(last) = page.items.last() else { break };
+            after = last.seq;
+            all.extend(page.items);
+        }
+        assert_eq!(all.len(), 1204);
+        assert_eq!(all[0].kind, "user.created");
+        for (i, e) in all.iter().enumerate().skip(1) {
+            assert_eq!(e.seq, i as i64 + 1);
+            assert_eq!(e.subject.id, i.to_string());
+            assert_eq!(e.payload, json!({"i": i}));
+            assert_eq!(e.project.as_deref(), Some("p7"));
+            assert_eq!(e.project_id, Some(7));
+            assert_eq!(e.kind, "project.updated");
+        }
+    }
+}
+
 /// Concurrent writers: sequence numbers are unique and commit order equals seq order, so a reader
 /// that saw seq N never later finds an event below N.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -411,3 +411,238 @@ async fn long_messages_are_capped_and_a_reingested_attempt_replaces_itself() {
         assert!(f.output.as_ref().unwrap().len() <= 16 * 1024 + 3);
     }
 }
+
+/// `n` cases with every shape ingestion writes differently: passed with output, failed with
+/// message and output, skipped, passed on retry (flaky), and every 97th case repeated later in
+/// the report (a duplicate key: one case, two results).
+fn bulk_report(n: usize) -> Report {
+    let mut cases = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = format!("t{i}");
+        let mut c = match i % 5 {
+            0 | 1 => case(&name, &[Passed]),
+            2 => case(&name, &[Failed]),
+            3 => case(&name, &[Skipped]),
+            _ => case(&name, &[Failed, Passed]),
+        };
+        c.attempts.last_mut().unwrap().duration_ms = Some(i as u64);
+        if i % 5 == 2 {
+            c.attempts[0].stdout = Some(format!("out {i}"));
+            c.attempts[0].kind = Some("panic".into());
+        }
+        if i % 7 == 0 {
+            c.file = Some(format!("src/t{}.rs", i % 3));
+        }
+        cases.push(c);
+    }
+    for i in (0..n).step_by(97) {
+        if i > 0 {
+            let mut again = cases[i].clone();
+            again.attempts = vec![attempt(Passed, 1)];
+            cases.push(again);
+        }
+    }
+    report(cases)
+}
+
+/// What one case's result row must hold, computed from the model the way the per-row writer
+/// stored it: `(key, outcome, attempts, flaky, duration, message, kind, output)`.
+type Stored = (
+    String,
+    String,
+    i64,
+    bool,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn expected(r: &Report) -> Vec<Stored> {
+    r.cases()
+        .map(|c| {
+            let last = c.attempts.last().unwrap();
+            let output = [&last.details, &last.stdout, &last.stderr]
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("\n");
+            (
+                c.key.clone(),
+                format!("{:?}", c.outcome()).to_lowercase(),
+                c.attempts.len() as i64,
+                c.is_flaky(),
+                last.duration_ms.map(|d| d as i64),
+                last.message.clone(),
+                last.kind.clone(),
+                (!output.is_empty()).then_some(output),
+            )
+        })
+        .collect()
+}
+
+async fn stored(e: &Env, test_run_id: i64) -> Vec<Stored> {
+    q(
+        "SELECT c.case_key, r.outcome, r.attempts, r.flaky, r.duration_ms, r.message, r.kind, \
+         r.output FROM test_results r JOIN test_cases c ON c.id = r.case_id \
+         WHERE r.test_run_id = $1 ORDER BY r.id",
+    )
+    .bind(test_run_id)
+    .fetch_all(&mut e.store.read().await.unwrap())
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| {
+        (
+            r.text("case_key").unwrap(),
+            r.text("outcome").unwrap(),
+            r.i64("attempts").unwrap(),
+            r.bool("flaky").unwrap(),
+            r.opt_i64("duration_ms").unwrap(),
+            r.opt_text("message").unwrap(),
+            r.opt_text("kind").unwrap(),
+            r.opt_text("output").unwrap(),
+        )
+    })
+    .collect()
+}
+
+async fn count(e: &Env, sql: &str) -> i64 {
+    q(sql)
+        .fetch_one(&mut e.store.read().await.unwrap())
+        .await
+        .unwrap()
+        .i64("n")
+        .unwrap()
+}
+
+/// Bulk ingestion writes exactly what the model holds, whatever the batch boundaries: a single
+/// case, exactly one batch of results (1,000), and more than one batch with an odd tail
+/// (2,345 cases plus 24 repeated ones). A second run of the same report reuses every case id,
+/// records no new flaky test and appends no second event for one, updates the flaky records'
+/// sightings and picks up a case's new file.
+#[tokio::test]
+async fn bulk_ingestion_stores_every_case_result_and_flaky_mark_at_any_batch_boundary() {
+    for db in backends() {
+        for n in [1usize, 1_000, 2_345] {
+            let e = env(&db).await;
+            let r = bulk_report(n);
+            let unique: BTreeSet<&str> = r.cases().map(|c| c.key.as_str()).collect();
+            let retry: BTreeSet<&str> = r
+                .cases()
+                .filter(|c| c.is_flaky())
+                .map(|c| c.key.as_str())
+                .collect();
+            let done = results::ingest(
+                &e.store,
+                &job(&e, 1, "refs/heads/main", "bulk1"),
+                &main_input(r.clone()),
+            )
+            .await
+            .unwrap();
+            let what = format!("{} with {n} cases", db.name());
+            assert_eq!(stored(&e, done.test_run_id).await, expected(&r), "{what}");
+            assert_eq!(done.totals.total as usize, r.cases().count(), "{what}");
+            assert_eq!(
+                count(&e, "SELECT COUNT(*) AS n FROM test_cases").await as usize,
+                unique.len(),
+                "{what}: a repeated case is one case"
+            );
+            assert_eq!(done.newly_flaky.len(), retry.len(), "{what}");
+            assert_eq!(
+                count(
+                    &e,
+                    "SELECT COUNT(*) AS n FROM test_flaky WHERE cause = 'retry'"
+                )
+                .await as usize,
+                retry.len(),
+                "{what}"
+            );
+            assert_eq!(
+                events(&e, "test.flaky_detected").await as usize,
+                retry.len(),
+                "{what}"
+            );
+            assert_eq!(events(&e, "test.report_ingested").await, 1, "{what}");
+            if let Some(first) = done.newly_flaky.first() {
+                let ev = q(
+                    "SELECT payload FROM events WHERE kind = 'test.flaky_detected' \
+                            ORDER BY seq LIMIT 1",
+                )
+                .fetch_one(&mut e.store.read().await.unwrap())
+                .await
+                .unwrap()
+                .text("payload")
+                .unwrap();
+                let ev: serde_json::Value = serde_json::from_str(&ev).unwrap();
+                let case = results::get_case(&mut e.store.read().await.unwrap(), e.project, *first)
+                    .await
+                    .unwrap();
+                assert_eq!(ev["case_id"], *first, "{what}");
+                assert_eq!(ev["key"], case.key.as_str(), "{what}");
+            }
+            let ids = q("SELECT id, case_key FROM test_cases ORDER BY id")
+                .fetch_all(&mut e.store.read().await.unwrap())
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.text("case_key").unwrap(), r.i64("id").unwrap()))
+                .collect::<BTreeMap<_, _>>();
+
+            // The same tests again in the next run; t0 now names its file.
+            let mut r2 = r.clone();
+            r2.suites[0].cases[0].file = Some("src/moved.rs".into());
+            let done2 = results::ingest(
+                &e.store,
+                &job(&e, 2, "refs/heads/main", "bulk2"),
+                &main_input(r2.clone()),
+            )
+            .await
+            .unwrap();
+            assert_eq!(stored(&e, done2.test_run_id).await, expected(&r2), "{what}");
+            let ids2 = q("SELECT id, case_key FROM test_cases ORDER BY id")
+                .fetch_all(&mut e.store.read().await.unwrap())
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.text("case_key").unwrap(), r.i64("id").unwrap()))
+                .collect::<BTreeMap<_, _>>();
+            assert_eq!(ids, ids2, "{what}: the same cases, the same ids");
+            let t0 =
+                results::get_case(&mut e.store.read().await.unwrap(), e.project, ids["s/C/t0"])
+                    .await
+                    .unwrap();
+            assert_eq!(t0.file.as_deref(), Some("src/moved.rs"), "{what}");
+            assert!(done2.newly_flaky.is_empty(), "{what}");
+            assert_eq!(
+                events(&e, "test.flaky_detected").await as usize,
+                retry.len(),
+                "{what}: flagged once"
+            );
+            assert_eq!(
+                count(
+                    &e,
+                    "SELECT COUNT(*) AS n FROM test_flaky WHERE example_run = 2"
+                )
+                .await as usize,
+                retry.len(),
+                "{what}: the flaky records saw run 2"
+            );
+
+            // Deleting the project deletes its results too (PostgreSQL: by trigger).
+            let mut tx = e.store.begin().await.unwrap();
+            q("DELETE FROM projects WHERE id = $1")
+                .bind(e.project)
+                .execute(&mut tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            assert_eq!(
+                count(&e, "SELECT COUNT(*) AS n FROM test_results").await,
+                0,
+                "{what}"
+            );
+        }
+    }
+}

@@ -20,8 +20,11 @@ pub const KEPT_TREES: usize = 8;
 
 /// Per cache directory: the cached trees, least recently used first, with how many jobs are
 /// copying each. Process-wide, so executors sharing a cache directory agree.
-static IN_USE: LazyLock<Mutex<HashMap<PathBuf, Vec<(String, usize)>>>> =
+static IN_USE: LazyLock<Mutex<HashMap<PathBuf, Trees>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Tree names, least recently used first, with the number of jobs using each.
+type Trees = Vec<(String, usize)>;
 
 /// The tree directory name of `sha` of the repository at `repo`: the checkout's `.git` names its
 /// repository, so one commit of two repositories is two trees.

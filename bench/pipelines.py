@@ -120,6 +120,14 @@ class Server:
                     return int(line.split()[1])
         return 0
 
+    def cpu_seconds(self):
+        """(user, system) CPU seconds of the server, and of its finished children (steps, git)."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        hz = os.sysconf("SC_CLK_TCK")
+        ut, st, cut, cst = (int(x) / hz for x in fields[11:15])
+        return ut, st, cut, cst
+
     def stop(self):
         self.proc.terminate()
         self.proc.wait()
@@ -168,6 +176,7 @@ def xargs_limit(name):
 def main():
     if not os.access(BIN, os.X_OK):
         sys.exit("build first: cargo build --release -p ouro")
+    print(f"== load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"== machine: {os.cpu_count()} cores; database: {'PostgreSQL' if DB else 'SQLite'}; "
           f"in-process runner with {SLOTS} slots; {REPS} runs per workload")
     srv = Server()
@@ -217,6 +226,10 @@ def main():
                   f"{statistics.median(totals):.0f} ms ({min(totals):.0f}..{max(totals):.0f}) | "
                   f"{limit:.0f} ms | {notes} |")
         print(f"server peak RSS (VmHWM): {srv.peak_rss_kb() / 1024:.1f} MB")
+        ut, st, cut, cst = srv.cpu_seconds()
+        print(f"server CPU: {ut:.2f} s user, {st:.2f} s sys; its step and git processes: "
+              f"{cut:.2f} s user, {cst:.2f} s sys; load average after: "
+              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
         srv.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -156,6 +156,11 @@ fn settings(store: &StoreArgs, listen: Option<String>) -> anyhow::Result<Setting
 }
 
 fn main() -> anyhow::Result<()> {
+    // `ouro __exec-limits ...`: this process is the exec wrapper of a job's step (never returns).
+    ouro_build::exec::spawn::run_if_wrapper();
+    // Steps start through this binary (`/proc/self/exe`: still valid after an upgrade replaced
+    // the file) instead of forking the server for each process.
+    ouro_build::exec::spawn::set_wrapper("/proc/self/exe");
     let cli = Cli::parse();
     // Offline and synchronous: no runtime, no logging set-up.
     if let Command::Lint(args) = cli.command {

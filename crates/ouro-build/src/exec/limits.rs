@@ -122,16 +122,19 @@ pub async fn kill_group(pgid: i32, grace: Duration) {
     // SIGCONT in case something was stopped (a stopped process ignores SIGTERM until then).
     signal_group(pgid, libc::SIGCONT);
     let deadline = tokio::time::Instant::now() + grace;
+    // Most processes go within a millisecond of SIGTERM: look again soon, then less often.
+    let mut pause = Duration::from_millis(1);
     while tokio::time::Instant::now() < deadline {
-        if group_members(pgid).is_empty() {
+        if group_gone(pgid) || group_members(pgid).is_empty() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
     signal_group(pgid, libc::SIGKILL);
     // Wait a little for the kernel to finish them off.
     for _ in 0..50 {
-        if group_members(pgid).is_empty() {
+        if group_gone(pgid) || group_members(pgid).is_empty() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -145,6 +148,44 @@ pub fn kill_group_now(pgid: i32) {
 
 /// Live processes whose environment holds the entry `tag` (`NAME=value`), this process excepted.
 pub fn tagged_processes(tag: &[u8]) -> Vec<i32> {
+    tagged_processes_since(tag, 0)
+}
+
+/// The start time of process `pid` in clock ticks since boot (field 22 of /proc/PID/stat).
+fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After the comm: state is field 3, starttime field 22.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Clock ticks since boot (the unit of /proc start times), one second ago. From the monotonic
+/// clock, which never runs ahead of the boot-time clock the kernel stamps processes with, so a
+/// process started after this call always has a later start time.
+pub fn ticks_a_second_ago() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills a local struct; sysconf has no preconditions.
+    let (ok, hz) = unsafe {
+        (
+            libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) == 0,
+            libc::sysconf(libc::_SC_CLK_TCK),
+        )
+    };
+    if !ok || hz <= 0 {
+        return 0;
+    }
+    let hz = hz as u64;
+    let ticks = ts.tv_sec.max(0) as u64 * hz + ts.tv_nsec.max(0) as u64 * hz / 1_000_000_000;
+    ticks.saturating_sub(hz)
+}
+
+/// [`tagged_processes`] among the processes started at or after `min_start` (clock ticks since
+/// boot, see [`ticks_a_second_ago`]): reading a process's start time is much cheaper than
+/// reading its environment, and a job's processes are never older than the job.
+pub fn tagged_processes_since(tag: &[u8], min_start: u64) -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir("/proc") else {
@@ -155,6 +196,9 @@ pub fn tagged_processes(tag: &[u8]) -> Vec<i32> {
             continue;
         };
         if pid == me {
+            continue;
+        }
+        if min_start > 0 && start_ticks(pid).is_none_or(|t| t < min_start) {
             continue;
         }
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
@@ -170,7 +214,13 @@ pub fn tagged_processes(tag: &[u8]) -> Vec<i32> {
 /// Kills the processes carrying `tag` in their environment: the backstop for a step process that
 /// left its process group (`setsid`). SIGTERM, up to `grace`, SIGKILL.
 pub async fn kill_tagged(tag: &[u8], grace: Duration) {
-    let pids = tagged_processes(tag);
+    kill_tagged_since(tag, 0, grace).await
+}
+
+/// [`kill_tagged`] among the processes started at or after `min_start` (see
+/// [`tagged_processes_since`]).
+pub async fn kill_tagged_since(tag: &[u8], min_start: u64, grace: Duration) {
+    let pids = tagged_processes_since(tag, min_start);
     if pids.is_empty() {
         return;
     }
@@ -181,13 +231,15 @@ pub async fn kill_tagged(tag: &[u8], grace: Duration) {
         }
     }
     let deadline = tokio::time::Instant::now() + grace;
+    let mut pause = Duration::from_millis(1);
     while tokio::time::Instant::now() < deadline {
         if pids.iter().all(|p| !alive(*p)) {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
-    for p in tagged_processes(tag) {
+    for p in tagged_processes_since(tag, min_start) {
         // SAFETY: as above.
         unsafe {
             libc::kill(p, libc::SIGKILL);
@@ -195,21 +247,28 @@ pub async fn kill_tagged(tag: &[u8], grace: Duration) {
     }
 }
 
-/// Ties a step process to the runner: called in the forked child before `exec` (`pre_exec`).
+/// Ties a step process to the runner: called in the step's process before `exec` (in the forked
+/// child's `pre_exec`, or in the exec wrapper, see [`super::spawn`]).
 ///
 /// The step gets `PR_SET_PDEATHSIG` = SIGKILL, so it dies with the runner's thread that spawned
 /// it (the runner's async workers live as long as the runner). That signal reaches only the step's
-/// own process, so the step also forks a tiny watchdog into its process group: all descriptors
-/// closed, it checks every 200 ms that the step is still its parent, and once the step is gone
-/// (it ended, or died with the runner) it SIGKILLs the whole group and exits. So `kill -9` of
-/// the runner takes every process of the running step's group with it, and nothing waits on a
-/// pipe the watchdog holds. (Processes that left the group with `setsid` are found by the
-/// workspace tag when a runner starts again.)
+/// own process, so the step also forks a tiny watchdog: all descriptors closed, in a process group
+/// of its own (so the step's group is empty, and found empty at once, when the step's processes
+/// are gone), it waits for the step to die (its own parent-death signal wakes it at once; it also
+/// looks every 200 ms); then it stays until the step's group is empty, and SIGKILLs the whole
+/// group if the runner is found dead meanwhile. (A live runner kills what is left of the group
+/// itself, with its grace period.) So
+/// `kill -9` of the runner takes every process of the running step's group with it, and nothing
+/// waits on a pipe the watchdog holds. (Processes that left the group with `setsid` are found by the workspace tag
+/// when a runner starts again.)
 ///
 /// # Safety
-/// Only async-signal-safe calls (prctl, getppid, getpid, fork, syscall, close, nanosleep,
-/// kill, _exit) between the fork and `exec`/`_exit`.
-pub(crate) fn tie_to_runner(runner: libc::pid_t) -> std::io::Result<()> {
+/// Only async-signal-safe calls (prctl, getppid, getpid, fork, setpgid, sigprocmask, syscall,
+/// close, sigtimedwait, kill, _exit) between the fork and `exec`/`_exit`.
+pub(crate) fn tie_to_runner(
+    runner: libc::pid_t,
+    runner_stat: &std::ffi::CStr,
+) -> std::io::Result<()> {
     // SAFETY: see above; no allocation, no locks.
     unsafe {
         if libc::prctl(
@@ -230,22 +289,94 @@ pub(crate) fn tie_to_runner(runner: libc::pid_t) -> std::io::Result<()> {
         match libc::fork() {
             -1 => Err(std::io::Error::last_os_error()),
             0 => {
-                if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
-                    for fd in 0..4096 {
-                        libc::close(fd);
-                    }
-                }
-                let pause = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 200_000_000,
-                };
-                while libc::getppid() == step {
-                    libc::nanosleep(&pause, std::ptr::null_mut());
-                }
-                libc::kill(-step, libc::SIGKILL);
-                libc::_exit(0)
+                watchdog(step, runner_stat);
             }
             _ => Ok(()),
         }
     }
+}
+
+/// The watchdog's life (see [`tie_to_runner`]); never returns.
+///
+/// # Safety
+/// Async-signal-safe calls only (it runs in a forked child of a multi-threaded process).
+unsafe fn watchdog(step: libc::pid_t, runner_stat: &std::ffi::CStr) -> ! {
+    // SAFETY: async-signal-safe syscalls on local data.
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
+            for fd in 0..4096 {
+                libc::close(fd);
+            }
+        }
+        libc::setpgid(0, 0);
+        // The step's death arrives as SIGUSR2, blocked and taken with sigtimedwait.
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGUSR2 as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 200_000_000,
+        };
+        while libc::getppid() == step {
+            libc::sigtimedwait(&set, std::ptr::null_mut(), &pause);
+        }
+        // A live runner ends the step's group itself (SIGTERM, its grace period, SIGKILL); the
+        // watchdog stays until the group is gone, and kills it if the runner dies meanwhile
+        // (a runner being killed may still look alive for a moment: its threads end one by one).
+        let short = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 20_000_000,
+        };
+        loop {
+            if libc::kill(-step, 0) != 0 {
+                libc::_exit(0); // the group is gone
+            }
+            if !process_alive(runner_stat) {
+                libc::kill(-step, libc::SIGKILL);
+                libc::_exit(0);
+            }
+            libc::nanosleep(&short, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Whether the process whose `/proc/PID/stat` is `stat` is alive (not a zombie): async-signal-
+/// safe (open, read, close on a stack buffer).
+///
+/// # Safety
+/// Plain syscalls; safe to call between fork and exec.
+unsafe fn process_alive(stat: &std::ffi::CStr) -> bool {
+    let mut buf = [0u8; 512];
+    // SAFETY: a valid NUL-terminated path and a stack buffer of the given length.
+    let n = unsafe {
+        let fd = libc::open(stat.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return false;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    if n <= 0 {
+        return false;
+    }
+    let b = &buf[..n as usize];
+    // `pid (comm) S ...`: the state follows the last `)` and a space.
+    match b.iter().rposition(|&c| c == b')') {
+        Some(i) if i + 2 < b.len() => !matches!(b[i + 2], b'Z' | b'X'),
+        _ => false,
+    }
+}
+
+/// The `/proc/PID/stat` path of `pid`, for [`tie_to_runner`] (made before any fork).
+pub(crate) fn stat_path(pid: libc::pid_t) -> std::ffi::CString {
+    std::ffi::CString::new(format!("/proc/{pid}/stat")).unwrap_or_default()
 }

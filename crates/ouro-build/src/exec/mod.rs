@@ -17,6 +17,8 @@
 pub mod limits;
 pub mod sandbox;
 pub mod shell;
+pub mod spawn;
+pub mod trees;
 
 use std::collections::BTreeMap;
 use std::future::Future;

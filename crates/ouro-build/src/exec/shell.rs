@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::limits::{self, Limits};
 use super::sandbox::SandboxConfig;
+use super::trees;
 use super::{
     BoxFuture, ExecError, ExecEvent, Executor, JobContext, JobOutcome, JobSpec, JobStatus,
     StepResult, StepState, StepStatus, validate,
@@ -50,6 +51,13 @@ pub struct ShellExecutor {
     pub keep_workspace: bool,
     /// `Some`: the `sandbox` executor.
     pub sandbox: Option<SandboxConfig>,
+    /// The exec wrapper that starts step processes without forking the runner (see
+    /// [`super::spawn`]); by default the one set with [`super::spawn::set_wrapper`].
+    pub exec_wrapper: Option<PathBuf>,
+    /// A directory of the runner's own, outside `work_root` (none: no cache): commit trees
+    /// checked out once and copied into each job's workspace, and job directories removed in
+    /// the background (see [`super::trees`]).
+    pub cache_dir: Option<PathBuf>,
     /// Whether the sandbox works here, checked once.
     sandbox_ok: std::sync::Arc<std::sync::OnceLock<Result<(), String>>>,
 }
@@ -63,6 +71,8 @@ impl ShellExecutor {
             grace: Duration::from_secs(5),
             keep_workspace: false,
             sandbox: None,
+            exec_wrapper: super::spawn::wrapper().map(Path::to_path_buf),
+            cache_dir: None,
             sandbox_ok: Default::default(),
         }
     }
@@ -126,13 +136,19 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Removes the job directory at the end.
-struct DirGuard(PathBuf, bool);
+/// Removes the job directory at the end (in the background with a cache directory).
+struct DirGuard(PathBuf, bool, Option<PathBuf>);
 
 impl Drop for DirGuard {
     fn drop(&mut self) {
-        if !self.1 {
-            let _ = std::fs::remove_dir_all(&self.0);
+        if self.1 {
+            return;
+        }
+        match &self.2 {
+            Some(cache) => super::trees::remove_later(cache, &self.0),
+            None => {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
         }
     }
 }
@@ -176,13 +192,16 @@ struct RunCtx<'a> {
     /// Whether the process may carry `tag` (not the checkout's git, run with a cleared
     /// environment): only then is `/proc` searched for tagged leftovers.
     tagged: bool,
+    /// Clock ticks since boot shortly before the job started: only processes started since are
+    /// searched for the tag.
+    since: u64,
 }
 
 /// Kills the step's process group, then any process of the job that left the group.
 async fn kill_all(pgid: i32, rc: &RunCtx<'_>) {
     limits::kill_group(pgid, rc.grace).await;
     if rc.tagged {
-        limits::kill_tagged(&rc.tag, rc.grace).await;
+        limits::kill_tagged_since(&rc.tag, rc.since, rc.grace).await;
     }
 }
 
@@ -241,15 +260,59 @@ fn shared_checkout(repo: &Path, sha: &str, ws: &Path) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// Spawns `cmd` in a new process group with output on one pipe, forwards the output as log events
-/// and waits for the end (exit, timeout or cancel), killing the group's leftovers.
+/// `cmd` run through the exec wrapper `wrapper` (see [`super::spawn`]): the same program,
+/// arguments, working directory and environment (every command here starts from a cleared
+/// environment), the wrapper's own settings (stdio, process group) copied too.
+fn wrapped(cmd: &Command, wrapper: &Path, runner: libc::pid_t, limits: &Limits) -> Command {
+    let inner = cmd.as_std();
+    let mut w = Command::new(wrapper);
+    w.args(super::spawn::wrapper_args(
+        runner,
+        limits,
+        inner.get_program(),
+        inner.get_args().map(|a| a.to_owned()),
+    ));
+    w.env_clear();
+    for (k, v) in inner.get_envs() {
+        if let Some(v) = v {
+            w.env(k, v);
+        }
+    }
+    if let Some(d) = inner.get_current_dir() {
+        w.current_dir(d);
+    }
+    w
+}
+
+/// Spawns `cmd` (its environment cleared: see [`wrapped`]) in a new process group with output on
+/// one pipe, forwards the output as log events and waits for the end (exit, timeout or cancel),
+/// killing the group's leftovers. With an exec `wrapper` the process is started through it
+/// (`posix_spawn`, see [`super::spawn`]), else the limits are set in a `pre_exec` (a fork).
 async fn run_process(
     mut cmd: Command,
+    wrapper: Option<&Path>,
     step: Option<usize>,
     step_deadline: Option<tokio::time::Instant>,
     job_deadline: Option<tokio::time::Instant>,
     rc: &mut RunCtx<'_>,
 ) -> Result<ProcEnd, ExecError> {
+    let runner = std::process::id() as libc::pid_t;
+    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+    match wrapper {
+        Some(w) => cmd = wrapped(&cmd, w, runner, &rc.limits),
+        None => {
+            let pairs = rc.limits.pairs();
+            let stat = limits::stat_path(runner);
+            // SAFETY: the closure only makes async-signal-safe calls (prctl, fork, setrlimit,
+            // ...; see `limits::tie_to_runner`) on data it owns.
+            unsafe {
+                cmd.pre_exec(move || {
+                    limits::tie_to_runner(runner, &stat)?;
+                    limits::apply(&pairs)
+                });
+            }
+        }
+    }
     let (rd, wr) = pipe()?;
     let wr2 = wr.try_clone()?;
     cmd.stdin(Stdio::null())
@@ -257,17 +320,6 @@ async fn run_process(
         .stderr(Stdio::from(wr2))
         .process_group(0)
         .kill_on_drop(true);
-    let pairs = rc.limits.pairs();
-    let runner = std::process::id() as libc::pid_t;
-    // SAFETY: the closure only makes async-signal-safe calls (prctl, fork, setrlimit, ...; see
-    // `limits::tie_to_runner`) on data it owns.
-    unsafe {
-        cmd.pre_exec(move || {
-            limits::tie_to_runner(runner)?;
-            limits::apply(&pairs)
-        });
-    }
-    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
     let cwd = cmd
         .as_std()
         .get_current_dir()
@@ -426,7 +478,7 @@ impl ShellExecutor {
             .join(format!("{}-{nonce:x}", job.id))
             .canonicalize_parent()?;
         std::fs::create_dir(&job_dir)?;
-        let _dir_guard = DirGuard(job_dir.clone(), self.keep_workspace);
+        let _dir_guard = DirGuard(job_dir.clone(), self.keep_workspace, self.cache_dir.clone());
         let ws = job_dir.join("ws");
         let home = job_dir.join("home");
         let tmp = job_dir.join("tmp");
@@ -442,6 +494,7 @@ impl ShellExecutor {
             grace: self.grace,
             tag: format!("OURO_WORKSPACE={}", ws.display()).into_bytes(),
             tagged: false,
+            since: limits::ticks_a_second_ago(),
         };
         let mut outcome = JobOutcome {
             status: JobStatus::Success,
@@ -462,8 +515,25 @@ impl ShellExecutor {
                         .env("GIT_TERMINAL_PROMPT", "0")
                         .env("LANG", "C.UTF-8");
                 };
+                // With a cache: the commit's tree is checked out once and copied (see `trees`).
+                let cache = self.cache_dir.as_ref().map(|d| {
+                    let key = trees::key(&c.repo, &c.sha);
+                    let tree = d.join("trees").join(&key);
+                    let building = d.join("trees").join(format!(".tmp-{key}-{nonce:x}"));
+                    (trees::TreeUse::acquire(d, &key), tree, building)
+                });
+                let cached = cache.as_ref().is_some_and(|(_, tree, _)| tree.is_dir());
+                let mut building = cache
+                    .as_ref()
+                    .filter(|_| !cached)
+                    .map(|(_, _, b)| b.clone());
+                // Removes a half-built tree when the checkout fails (a no-op once renamed).
+                let _building_guard = building.clone().map(|b| DirGuard(b, false, None));
                 let mut cmds = Vec::new();
-                if shared_checkout(&c.repo, &c.sha, &ws)? {
+                let target = building.clone().unwrap_or_else(|| ws.clone());
+                if cached {
+                    // Nothing to run: the tree is there.
+                } else if shared_checkout(&c.repo, &c.sha, &target)? {
                     // One process: the index and the files of the commit's tree.
                     let mut read = Command::new("git");
                     git_env(&mut read);
@@ -471,9 +541,13 @@ impl ShellExecutor {
                         .arg("-u")
                         .arg("--reset")
                         .arg(&c.sha)
-                        .current_dir(&ws);
+                        .current_dir(&target);
                     cmds.push(("checkout", read));
                 } else {
+                    // git's own clone, straight into the workspace (not cached).
+                    if let Some(b) = building.take() {
+                        let _ = std::fs::remove_dir_all(b);
+                    }
                     let _ = std::fs::remove_dir_all(&ws);
                     let mut clone = Command::new("git");
                     git_env(&mut clone);
@@ -501,7 +575,15 @@ impl ShellExecutor {
                     cmds.push(("checkout", checkout));
                 }
                 for (what, cmd) in cmds {
-                    let r = run_process(cmd, None, None, job_deadline, &mut rc).await?;
+                    let r = run_process(
+                        cmd,
+                        self.exec_wrapper.as_deref(),
+                        None,
+                        None,
+                        job_deadline,
+                        &mut rc,
+                    )
+                    .await?;
                     let failed = match r.end {
                         End::Cancelled => Some(JobStatus::Cancelled),
                         End::JobTimeout => Some(JobStatus::TimedOut),
@@ -530,6 +612,24 @@ impl ShellExecutor {
                         outcome.duration = started.elapsed();
                         outcome.checkout_duration = outcome.duration;
                         return Ok(outcome);
+                    }
+                }
+                if let Some((_use, tree, _)) = &cache {
+                    if let Some(b) = &building
+                        && std::fs::rename(b, tree).is_err()
+                        && !tree.is_dir()
+                    {
+                        return Err(ExecError::Io(std::io::Error::other(format!(
+                            "cannot keep the checkout of {} in the cache",
+                            c.sha
+                        ))));
+                    }
+                    // (A tree another job built meanwhile is used; ours is removed by its guard.)
+                    if cached || building.is_some() {
+                        let (tree, ws) = (tree.clone(), ws.clone());
+                        tokio::task::spawn_blocking(move || trees::copy_tree(&tree, &ws))
+                            .await
+                            .map_err(std::io::Error::other)??;
                     }
                 }
             }
@@ -641,7 +741,15 @@ impl ShellExecutor {
             }
             cmd.envs(&env);
             let step_deadline = now_plus(step.timeout);
-            let r = run_process(cmd, Some(index), step_deadline, job_deadline, &mut rc).await?;
+            let r = run_process(
+                cmd,
+                self.exec_wrapper.as_deref(),
+                Some(index),
+                step_deadline,
+                job_deadline,
+                &mut rc,
+            )
+            .await?;
             let duration = step_started.elapsed();
             let status = match r.end {
                 End::Exited if r.code == Some(0) => StepStatus::Success,

@@ -152,6 +152,11 @@ pub fn work_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("build").join("work")
 }
 
+/// The in-process runner's checkout cache and trash (see [`crate::exec::trees`]).
+pub fn cache_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("build").join("cache")
+}
+
 /// Kills the processes of workspaces left in `work_root` (a previous incarnation was killed
 /// mid-job) and removes the workspaces.
 pub async fn kill_leftovers(work_root: &Path) {
@@ -294,7 +299,12 @@ pub async fn start(
             labels.push(l.clone());
         }
     }
-    let ex = ShellExecutor::new(&work);
+    let mut ex = ShellExecutor::new(&work);
+    // Commit trees checked out once, and finished workspaces removed in the background; emptied
+    // at start like the work directory.
+    let cache = cache_dir(&cfg.data_dir);
+    crate::exec::trees::clear(&cache);
+    ex.cache_dir = Some(cache);
     let executors = vec![ex.name().to_string()];
     if let Err(e) = server::upsert_runner(
         &store,

@@ -48,9 +48,18 @@ fn step(name: &str, run: &str) -> StepSpec {
     }
 }
 
+/// The executor as the `ouro` binary sets it up: steps start through the exec wrapper.
 fn executor(root: &Path) -> ShellExecutor {
     let mut e = ShellExecutor::new(root);
     e.grace = Duration::from_millis(300);
+    e.exec_wrapper = Some(PathBuf::from(env!("CARGO_BIN_EXE_ouro-exec-wrapper")));
+    e
+}
+
+/// The executor of a library user without a wrapper: limits set in a `pre_exec` (a fork).
+fn forking_executor(root: &Path) -> ShellExecutor {
+    let mut e = executor(root);
+    e.exec_wrapper = None;
     e
 }
 
@@ -462,10 +471,72 @@ async fn rlimits_are_set_for_steps() {
         )],
         ..Default::default()
     };
-    let (r, seen) = run(&executor(root.path()), &job).await;
-    let out = r.unwrap();
-    assert_eq!(out.status, JobStatus::Success, "{}", seen.text());
-    assert_eq!(seen.text(), "limits ok\n");
+    // Through the exec wrapper (as the server runs steps) and through a fork (a library user).
+    for ex in [executor(root.path()), forking_executor(root.path())] {
+        let (r, seen) = run(&ex, &job).await;
+        let out = r.unwrap();
+        assert_eq!(out.status, JobStatus::Success, "{}", seen.text());
+        assert_eq!(seen.text(), "limits ok\n");
+    }
+}
+
+/// A step over its file or CPU limit fails, with the same exit code and output whether it was
+/// started through the exec wrapper or a fork.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_over_its_limits_fails_the_same_way_with_or_without_the_wrapper() {
+    let root = tempfile::tempdir().unwrap();
+    let files = JobSpec {
+        id: "nofile".into(),
+        limits: Limits {
+            open_files: Some(32),
+            ..Limits::default()
+        },
+        steps: vec![step("many files", "exec 40</dev/null\necho not reached\n")],
+        ..Default::default()
+    };
+    let cpu = JobSpec {
+        id: "cpu".into(),
+        limits: Limits {
+            cpu_seconds: Some(1),
+            ..Limits::default()
+        },
+        steps: vec![step("spin", "while :; do :; done\n")],
+        ..Default::default()
+    };
+    let mut seen_by_mode = Vec::new();
+    for ex in [executor(root.path()), forking_executor(root.path())] {
+        let (r, seen) = run(&ex, &files).await;
+        let out = r.unwrap();
+        assert_eq!(out.status, JobStatus::Failure, "{}", seen.text());
+        assert_eq!(out.exit_code, Some(1), "{}", seen.text());
+        assert!(
+            seen.text().contains("Bad file descriptor"),
+            "{}",
+            seen.text()
+        );
+        assert!(!seen.text().contains("not reached"), "{}", seen.text());
+        let (r, spun) = run(&ex, &cpu).await;
+        let out = r.unwrap();
+        assert_eq!(out.status, JobStatus::Failure, "{}", spun.text());
+        // Soft and hard limit are one value: the kernel sends SIGKILL at once (128 + 9).
+        assert_eq!(out.exit_code, Some(137), "{}", spun.text());
+        seen_by_mode.push((
+            seen.text().replace(&*root.path().to_string_lossy(), "ROOT"),
+            spun.text(),
+        ));
+    }
+    // The job directory's name differs per run; the messages do not.
+    let strip = |t: &str| {
+        t.lines()
+            .map(|l| {
+                l.split_once("step-0")
+                    .map_or(l, |(_, rest)| rest)
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&seen_by_mode[0].0), strip(&seen_by_mode[1].0));
+    assert_eq!(seen_by_mode[0].1, seen_by_mode[1].1);
 }
 
 /// The sandbox is required where CI runs; elsewhere a missing bwrap skips loudly.
@@ -766,6 +837,8 @@ async fn a_missing_shell_or_directory_fails_the_step_not_the_runner() {
 /// Set for the child copy of the test binary that plays the runner in
 /// `a_step_dies_with_its_runner_when_the_runner_is_killed`: the directory for its pid files.
 const RUNNER_DIR: &str = "OURO_TEST_PDEATHSIG_DIR";
+/// Set (with [`RUNNER_DIR`]) when that child runner starts steps with a fork, not the wrapper.
+const RUNNER_FORKS: &str = "OURO_TEST_PDEATHSIG_FORKS";
 
 /// In the child copy only: runs a job whose step starts a background sleep and waits, after
 /// writing the pids. Returns at once in a normal test run.
@@ -787,11 +860,23 @@ async fn pdeathsig_runner_child() {
         )],
         ..Default::default()
     };
-    let _ = run(&executor(&root), &job).await;
+    let ex = if std::env::var_os(RUNNER_FORKS).is_some() {
+        forking_executor(&root)
+    } else {
+        executor(&root)
+    };
+    let _ = run(&ex, &job).await;
 }
 
 #[test]
 fn a_step_dies_with_its_runner_when_the_runner_is_killed() {
+    // Steps started through the exec wrapper, then through a fork.
+    for forks in [false, true] {
+        step_dies_with_its_runner(forks);
+    }
+}
+
+fn step_dies_with_its_runner(forks: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut runner = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -801,6 +886,7 @@ fn a_step_dies_with_its_runner_when_the_runner_is_killed() {
             "--test-threads=1",
         ])
         .env(RUNNER_DIR, dir.path())
+        .envs(forks.then_some((RUNNER_FORKS, "1")))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -828,5 +914,67 @@ fn a_step_dies_with_its_runner_when_the_runner_is_killed() {
             alive(bg)
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// With a cache directory the commit is checked out once and each job gets a copy: what a job
+/// changes (files, a new commit, the index) is not seen by the next job of the same commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_checkout_a_job_changed_does_not_leak_into_the_next_job() {
+    let (src, first) = repo();
+    let root = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut ex = executor(root.path());
+    ex.cache_dir = Some(cache.path().to_path_buf());
+    let job = |id: &str, script: String| JobSpec {
+        id: id.into(),
+        checkout: Some(Checkout {
+            repo: src.path().to_path_buf(),
+            sha: first.clone(),
+        }),
+        steps: vec![step("s", &script)],
+        ..Default::default()
+    };
+    let pristine = format!(
+        "test \"$(cat first.txt)\" = one\n\
+         test ! -e second.txt\n\
+         test ! -e new.txt\n\
+         test \"$(git rev-parse HEAD)\" = {first}\n\
+         test -z \"$(git status --porcelain)\"\n\
+         echo pristine\n"
+    );
+    let writer = format!(
+        "{pristine}echo changed > first.txt\n\
+         chmod +x first.txt\n\
+         touch new.txt\n\
+         git add -A\n\
+         git -c user.name=T -c user.email=t@example.com commit -qm local\n\
+         rm .git/index\n"
+    );
+    for (id, script) in [("writer", writer), ("reader", pristine.clone())] {
+        let (r, seen) = run(&ex, &job(id, script)).await;
+        let out = r.unwrap();
+        assert_eq!(out.status, JobStatus::Success, "{id}: {}", seen.text());
+        assert_eq!(seen.text(), "pristine\n", "{id}");
+    }
+    // One tree, checked out once; the job directories are gone (removed in the background).
+    let trees: Vec<_> = std::fs::read_dir(cache.path().join("trees"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(trees.len(), 1, "{trees:?}");
+    assert!(trees[0].starts_with(&first), "{trees:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(root.path()).unwrap().count() > 0
+        || std::fs::read_dir(cache.path().join("trash"))
+            .unwrap()
+            .count()
+            > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job directories were not removed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -1,6 +1,5 @@
 //! Header rewriting between client and replica.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use hyper::header::{
@@ -80,11 +79,18 @@ pub(crate) fn host_name(host: &str) -> &str {
     }
 }
 
+/// The `X-Forwarded-For` value of a client connection that sent none: its address, formatted
+/// once per connection rather than per request.
+pub(crate) fn client_address(client_ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client_ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 /// Turns a client's request into the one the replica gets: hop-by-hop headers out, the
-/// upgrade (if any) asked again, `X-Forwarded-*` set, origin-form URI, HTTP/1.1.
+/// upgrade (if any) asked again, `X-Forwarded-*` set, origin-form URI, HTTP/1.1. `client` is
+/// [`client_address`] of the connection's peer.
 pub(crate) fn prepare_request<B>(
     req: &mut Request<B>,
-    client_ip: IpAddr,
+    client: &HeaderValue,
     upgrade: Option<HeaderValue>,
 ) {
     let authority = req.uri().authority().cloned();
@@ -101,21 +107,22 @@ pub(crate) fn prepare_request<B>(
     {
         headers.insert(HOST, v);
     }
-    let mut chain = String::new();
-    for v in headers.get_all(&X_FORWARDED_FOR) {
-        if let Ok(s) = v.to_str() {
-            if !chain.is_empty() {
-                chain.push_str(", ");
+    if headers.contains_key(&X_FORWARDED_FOR) {
+        // Only a request that already went through proxies pays for building the chain.
+        let mut chain = Vec::new();
+        for v in headers.get_all(&X_FORWARDED_FOR) {
+            if v.to_str().is_err() {
+                continue;
             }
-            chain.push_str(s);
+            chain.extend_from_slice(v.as_bytes());
+            chain.extend_from_slice(b", ");
         }
-    }
-    if !chain.is_empty() {
-        chain.push_str(", ");
-    }
-    let _ = write!(chain, "{client_ip}");
-    if let Ok(v) = HeaderValue::from_str(&chain) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+        chain.extend_from_slice(client.as_bytes());
+        if let Ok(v) = HeaderValue::from_bytes(&chain) {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+    } else {
+        headers.insert(X_FORWARDED_FOR.clone(), client.clone());
     }
     // The proxy serves plain HTTP; a TLS terminator in front sets its own headers upstream of us.
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
@@ -162,7 +169,8 @@ mod tests {
             .header("x-forwarded-for", "10.0.0.1")
             .body(())
             .unwrap();
-        prepare_request(&mut req, "127.0.0.1".parse().unwrap(), None);
+        let client = client_address("127.0.0.1".parse().unwrap());
+        prepare_request(&mut req, &client, None);
         assert_eq!(req.uri().to_string(), "/a?b=1");
         assert_eq!(req.version(), Version::HTTP_11);
         let h = req.headers();

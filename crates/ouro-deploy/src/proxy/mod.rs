@@ -361,6 +361,8 @@ struct Conn {
     inner: Arc<Inner>,
     routes: Arc<ArcSwap<Routes>>,
     peer: SocketAddr,
+    /// The peer's `X-Forwarded-For` entry, formatted once.
+    client_address: HeaderValue,
 }
 
 async fn accept_loop(
@@ -387,6 +389,7 @@ async fn accept_loop(
             inner: inner.clone(),
             routes: routes.clone(),
             peer,
+            client_address: headers::client_address(peer.ip().to_canonical()),
         });
         let mut stop = stop.clone();
         tokio::spawn(async move {
@@ -496,7 +499,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
     };
     let protocol = headers::upgrade_protocol(&req);
     let client_upgrade = protocol.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    headers::prepare_request(&mut req, peer_ip, protocol);
+    headers::prepare_request(&mut req, &conn.client_address, protocol);
 
     let mut last: Option<Arc<ReplicaSignals>> = None;
     let attempt = forward(inner, &table, canary_first, req, &mut last);

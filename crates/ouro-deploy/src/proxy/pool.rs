@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -48,27 +48,24 @@ impl Pool {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(&addr)?;
         // Most recently used first: it is the least likely to have been closed by the replica.
-        while let Some(entry) = list.pop() {
-            if entry.since.elapsed() < self.idle_timeout && entry.sender.is_ready() {
-                return Some(entry.sender);
+        while let Some(last) = list.last() {
+            if last.since.elapsed() < self.idle_timeout && !last.sender.is_closed() {
+                break;
             }
+            list.pop();
         }
-        None
+        // A connection put back before its task saw the end of the response is not ready yet;
+        // it stays for a later request rather than being waited for here.
+        let i = list.iter().rposition(|e| e.sender.is_ready())?;
+        Some(list.swap_remove(i).sender)
     }
 
-    /// Returns a connection whose last exchange finished.
-    pub fn put(self: &Arc<Self>, addr: SocketAddr, mut sender: Sender) {
-        if sender.is_ready() {
+    /// Returns a connection whose last exchange finished. Kept even when its task has not yet
+    /// noticed the end of the response (it becomes ready by itself), which saves a task per
+    /// request that would only wait for that.
+    pub fn put(&self, addr: SocketAddr, sender: Sender) {
+        if !sender.is_closed() {
             self.keep(addr, sender);
-        } else if !sender.is_closed() {
-            // The connection task has not yet noticed the end of the response; wait for it
-            // off the request path.
-            let pool = self.clone();
-            tokio::spawn(async move {
-                if sender.ready().await.is_ok() {
-                    pool.keep(addr, sender);
-                }
-            });
         }
     }
 

@@ -1110,3 +1110,59 @@ async fn a_request_body_streams_to_the_replica_before_it_ends() {
     drop(tx);
     proxy.shutdown().await;
 }
+
+/// A replica that answers one request per connection and then closes it (without saying so in
+/// the response), counting its connections.
+async fn one_shot_replica() -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let closed = Arc::new(AtomicU64::new(0));
+    let (a, c) = (accepted.clone(), closed.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            a.fetch_add(1, Ordering::SeqCst);
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                let _ = stream.shutdown().await;
+                drop(stream);
+                c.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, accepted, closed)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_replica_closed_between_requests_is_not_used_again() {
+    let (replica, accepted, closed) = one_shot_replica().await;
+    let (proxy, addr) = proxy().await;
+    proxy.set_route(addr, None, table(vec![upstream("1", 0, replica)]));
+    let mut cl = client(addr).await;
+    for i in 1..=5u64 {
+        let r = cl.get("x", "/").await;
+        assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "ok"));
+        eventually(Duration::from_secs(10), "the replica closing", || {
+            closed.load(Ordering::SeqCst) == i
+        })
+        .await;
+        // The proxy learns of the close from its connection's read side; give it that chance
+        // (the request after it must then go over a new connection, not fail).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    let stats = proxy.stats(SERVICE, "1");
+    assert_eq!((stats.requests, stats.errors), (5, 0));
+    proxy.shutdown().await;
+}

@@ -88,6 +88,9 @@ pub enum StartError {
     Blobs(String),
     #[error("{0}")]
     Deploy(String),
+    /// The in-process runner cannot run as configured (`[runner] sandbox` without bubblewrap).
+    #[error("{0}")]
+    Runner(String),
 }
 
 /// Every component's migrations, in the order they apply. Phase crates append theirs here.
@@ -165,6 +168,15 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<Running,
     ouro_code::hook::clean_stale(&settings.data_dir);
     if let Err(e) = ouro_code::hook::install(&settings.data_dir) {
         tracing::warn!(error = %e, "cannot write the git hooks directory; pushes will be refused");
+    }
+    if settings.runner_sandbox && settings.runner_slots > 0 {
+        ouro_build::runner::local::sandbox_available().map_err(|why| {
+            StartError::Runner(format!(
+                "[runner] sandbox is on but bubblewrap cannot run jobs here: {why}. Install the \
+                 `bubblewrap` package (Debian) and allow unprivileged user namespaces, or set \
+                 sandbox = false"
+            ))
+        })?;
     }
     let secrets = SecretBox::new(&instance_secret(&settings)?);
     ouro_code::git::set_fetch_timeout(Duration::from_secs(settings.git_fetch_timeout_secs));
@@ -385,6 +397,7 @@ impl Running {
                         settings: state.settings.artifacts.clone(),
                     }),
                     server_url: Some(state.base_url.clone()),
+                    sandbox: state.settings.runner_sandbox,
                 },
                 state.shutting_down.clone(),
             )

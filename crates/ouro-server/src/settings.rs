@@ -50,6 +50,9 @@ pub struct Settings {
     /// in-process runner) and its labels besides `local`.
     pub runner_slots: usize,
     pub runner_labels: Vec<String>,
+    /// Run the in-process runner's steps in the bubblewrap sandbox (`[runner] sandbox`,
+    /// `OURO_RUNNER_SANDBOX`); the server refuses to start when bubblewrap cannot run.
+    pub runner_sandbox: bool,
     /// The most bytes of output stored per job attempt (`[build] log_cap_bytes`, env
     /// `OURO_BUILD_LOG_CAP_BYTES`; default 64 MiB); beyond it the log ends with a marker line.
     pub build_log_cap_bytes: u64,
@@ -99,6 +102,7 @@ impl std::fmt::Debug for Settings {
             .field("blobs", &self.blobs)
             .field("runner_slots", &self.runner_slots)
             .field("runner_labels", &self.runner_labels)
+            .field("runner_sandbox", &self.runner_sandbox)
             .field("build_log_cap_bytes", &self.build_log_cap_bytes)
             .field("build_lease_seconds", &self.build_lease_seconds)
             .field("deploy_listen", &self.deploy_listen)
@@ -134,6 +138,7 @@ impl Default for Settings {
             blobs: Default::default(),
             runner_slots: std::thread::available_parallelism().map_or(1, |n| n.get()),
             runner_labels: Vec::new(),
+            runner_sandbox: false,
             build_log_cap_bytes: ouro_build::logs::LogConfig::default().cap_bytes,
             build_lease_seconds: (ouro_build::runner::LEASE_MS / 1000) as u64,
             deploy_listen: "127.0.0.1:8080".into(),
@@ -205,6 +210,7 @@ pub struct BuildConfig {
 pub struct RunnerConfig {
     pub slots: Option<usize>,
     pub labels: Option<Vec<String>>,
+    pub sandbox: Option<bool>,
 }
 
 /// Values given on the command line; they win over everything else.
@@ -342,6 +348,9 @@ impl Settings {
                 if let Some(v) = r.labels {
                     s.runner_labels = v;
                 }
+                if let Some(v) = r.sandbox {
+                    s.runner_sandbox = v;
+                }
             }
             if let Some(d) = f.deploy {
                 if let Some(v) = d.listen {
@@ -452,6 +461,17 @@ impl Settings {
             s.deploy_kubernetes
                 .check()
                 .map_err(|e| ConfigError(format!("[deploy.kubernetes]: {e}")))?;
+        }
+        if let Some(v) = env("OURO_RUNNER_SANDBOX") {
+            s.runner_sandbox = match v.as_str() {
+                "1" | "true" => true,
+                "0" | "false" | "" => false,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "OURO_RUNNER_SANDBOX={v:?} is not true or false"
+                    )));
+                }
+            };
         }
         if let Some(v) = env("OURO_RUNNER_SLOTS") {
             s.runner_slots = v.parse().map_err(|_| {
@@ -653,6 +673,25 @@ mod tests {
         let env = |k: &str| (k == "OURO_BUILD_LEASE_SECONDS").then(|| "soon".to_string());
         let e = Settings::load(&over, &env).unwrap_err().to_string();
         assert!(e.contains("OURO_BUILD_LEASE_SECONDS"), "{e}");
+    }
+
+    #[test]
+    fn the_runner_sandbox_comes_from_the_file_or_the_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let over = Overrides {
+            data_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        assert!(!Settings::load(&over, &|_| None).unwrap().runner_sandbox);
+        std::fs::write(dir.path().join("ouro.toml"), "[runner]\nsandbox = true\n").unwrap();
+        let s = Settings::load(&over, &|_| None).unwrap();
+        assert!(s.runner_sandbox);
+        assert!(format!("{s:?}").contains("runner_sandbox: true"));
+        let env = |k: &str| (k == "OURO_RUNNER_SANDBOX").then(|| "false".to_string());
+        assert!(!Settings::load(&over, &env).unwrap().runner_sandbox);
+        let env = |k: &str| (k == "OURO_RUNNER_SANDBOX").then(|| "maybe".to_string());
+        let e = Settings::load(&over, &env).unwrap_err().to_string();
+        assert!(e.contains("OURO_RUNNER_SANDBOX"), "{e}");
     }
 
     #[test]

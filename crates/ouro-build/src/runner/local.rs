@@ -263,6 +263,15 @@ pub struct LocalRunner {
     pub log: crate::logs::LogConfig,
     /// The server's URL, given to jobs as `OURO_SERVER_URL` (none: not set).
     pub server_url: Option<String>,
+    /// Run every step in the bubblewrap sandbox with the data dir hidden (executor `sandbox`).
+    /// Check [`sandbox_available`] first: a sandbox that cannot run refuses every job.
+    pub sandbox: bool,
+}
+
+/// Whether the in-process runner's sandbox can run here (bubblewrap creating namespaces);
+/// `Err` says why.
+pub fn sandbox_available() -> Result<(), String> {
+    crate::exec::SandboxConfig::default().available()
 }
 
 /// Starts the in-process runner and the reaper; they stop when `stop` turns `true`.
@@ -299,7 +308,19 @@ pub async fn start(
             labels.push(l.clone());
         }
     }
-    let mut ex = ShellExecutor::new(&work);
+    let mut ex = if cfg.sandbox {
+        // Jobs must not see the data dir (the database, keys, other jobs); the executor binds
+        // the job's own directory and its checkout's objects back in.
+        ShellExecutor::sandboxed(
+            &work,
+            crate::exec::SandboxConfig {
+                hidden: vec![cfg.data_dir.clone()],
+                ..Default::default()
+            },
+        )
+    } else {
+        ShellExecutor::new(&work)
+    };
     // Commit trees checked out once, and finished workspaces removed in the background; emptied
     // at start like the work directory.
     let cache = cache_dir(&cfg.data_dir);

@@ -683,3 +683,84 @@ async fn the_job_token_reads_only_its_own_repository_while_the_attempt_runs() {
         s.stop().await;
     }
 }
+
+/// `[runner] sandbox = true`: the in-process runner runs each step in bubblewrap: the job checks
+/// out and runs, the data dir (database, keys) is hidden, the host is read-only, and the runner
+/// is listed with the `sandbox` executor.
+#[tokio::test]
+async fn the_in_process_runner_with_sandbox_hides_the_data_dir() {
+    for db in backends() {
+        let s = TestServer::start_with(
+            &db,
+            Options {
+                tweak: |st: &mut ouro_server::Settings| {
+                    st.runner_slots = 1;
+                    st.runner_sandbox = true;
+                },
+                ..Options::default()
+            },
+        )
+        .await;
+        s.demo_project().await;
+        // A file of the data dir the server itself reads.
+        let secret = std::fs::read_dir(&s.state.settings.data_dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.is_file())
+            .expect("a file in the data dir");
+        let pipeline = format!(
+            "name: CI
+on:
+  push:
+    branches: [main]
+jobs:
+  build:
+    steps:
+      - run: cat README.md
+      - run: test ! -e '{}' && echo data-dir-hidden
+      - run: if touch /ouro-sandbox-probe 2>/dev/null; then echo host-writable; exit 1; fi; echo host-read-only
+",
+            secret.display()
+        );
+        let (git, work, _) = app_checkout(&s).await;
+        std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();
+        git.commit(&work, "README.md", "hello from the repo\n", "Readme")
+            .await;
+        git.commit(&work, ".ouro/pipelines/ci.yml", &pipeline, "CI")
+            .await;
+        git.run(&work, &["push", "-q", "origin", "main"]).await;
+        let run = run_finished(&s, 1).await;
+        let job = run["jobs"][0]["id"].as_i64().unwrap();
+        let r = s
+            .req(
+                Method::GET,
+                &format!("{RUNS}/1/jobs/{job}/log"),
+                Some(&s.admin_token),
+            )
+            .send()
+            .await
+            .unwrap();
+        let log = String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned();
+        assert_eq!(run["status"], "success", "{run}\n{log}");
+        for line in ["hello from the repo", "data-dir-hidden", "host-read-only"] {
+            assert!(log.contains(line), "{line}: {log}");
+        }
+        assert!(secret.exists(), "the file is there outside the sandbox");
+        let (st, list) = s.admin(Method::GET, "/api/v1/admin/runners", None).await;
+        assert_eq!(st, 200, "{list}");
+        let local = list["runners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == "local")
+            .unwrap_or_else(|| panic!("no in-process runner: {list}"))
+            .clone();
+        assert_eq!(
+            local["executors"],
+            serde_json::json!(["sandbox"]),
+            "{local}"
+        );
+        s.stop().await;
+    }
+}

@@ -573,26 +573,31 @@ impl Checker<'_> {
         }
     }
 
-    /// `environments`: per-environment changes of one service.
-    fn overrides(&mut self, service: &str, node: &Node) -> BTreeMap<String, Override> {
-        let mut out = BTreeMap::new();
+    /// The entries of a mapping keyed by environment name (`route`, `environments`): a value
+    /// that is not a mapping and names that are not environment names are reported; the
+    /// others come back with their key node (for positions) and value.
+    fn environments<'n>(
+        &mut self,
+        node: &'n Node,
+        key: &str,
+        example: &str,
+    ) -> Vec<(String, &'n Node, &'n Node)> {
         let Some(map) = node.map() else {
             if !matches!(node.v, V::Null) {
-                let d = self.err(
-                    node,
-                    SVC_INVALID_TYPE,
-                    format!(
-                        "`environments` must be a mapping of environments, not {}",
-                        node.describe()
-                    ),
+                let m = format!(
+                    "`{key}` must be a mapping of environments, not {}",
+                    node.describe()
                 );
-                d.help = Some("environments:\n  production: {replicas: 3}".into());
+                self.err(node, SVC_INVALID_TYPE, m).help = Some(example.into());
             }
-            return out;
+            return Vec::new();
         };
+        let mut out = Vec::new();
         for (k, v) in map {
             let env = k.scalar_text().unwrap_or_default();
-            if !valid_environment_name(&env) {
+            if valid_environment_name(&env) {
+                out.push((env, k, v));
+            } else {
                 let d = self.err(
                     k,
                     SVC_INVALID_NAME,
@@ -602,8 +607,16 @@ impl Checker<'_> {
                     "lowercase letters, digits, `-` and `_`, at most 64 (as in .ouro/environments.yml)"
                         .into(),
                 );
-                continue;
             }
+        }
+        out
+    }
+
+    /// `environments`: per-environment changes of one service.
+    fn overrides(&mut self, service: &str, node: &Node) -> BTreeMap<String, Override> {
+        let mut out = BTreeMap::new();
+        let example = "environments:\n  production: {replicas: 3}";
+        for (env, _, v) in self.environments(node, "environments", example) {
             let what = format!("the `{env}` changes of service `{service}`");
             let mut o = Override::default();
             for (ok, ov) in self.keys(v, OVERRIDE_KEYS, &what) {
@@ -908,34 +921,8 @@ impl Checker<'_> {
         uses: &mut Vec<RouteUse>,
     ) -> BTreeMap<String, Route> {
         let mut out = BTreeMap::new();
-        let Some(map) = node.map() else {
-            if !matches!(node.v, V::Null) {
-                let d = self.err(
-                    node,
-                    SVC_INVALID_TYPE,
-                    format!(
-                        "`route` must be a mapping of environments, not {}",
-                        node.describe()
-                    ),
-                );
-                d.help = Some("route:\n  staging: {listen: \"127.0.0.1:8081\"}".into());
-            }
-            return out;
-        };
-        for (k, v) in map {
-            let env = k.scalar_text().unwrap_or_default();
-            if !valid_environment_name(&env) {
-                let d = self.err(
-                    k,
-                    SVC_INVALID_NAME,
-                    format!("invalid environment name `{env}`"),
-                );
-                d.help = Some(
-                    "lowercase letters, digits, `-` and `_`, at most 64 (as in .ouro/environments.yml)"
-                        .into(),
-                );
-                continue;
-            }
+        let example = "route:\n  staging: {listen: \"127.0.0.1:8081\"}";
+        for (env, k, v) in self.environments(node, "route", example) {
             let what = format!("the `{env}` route");
             let mut route = Route::default();
             let mut ok = true;

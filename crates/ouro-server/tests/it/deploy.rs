@@ -253,7 +253,7 @@ impl Load {
     }
 }
 
-async fn get_text(url: &str) -> String {
+pub(crate) async fn get_text(url: &str) -> String {
     reqwest::get(url).await.unwrap().text().await.unwrap()
 }
 

@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::code_hosting::app_checkout;
-use crate::deploy::{Cleanup, Load, environment, finished};
+use crate::deploy::{Cleanup, Load, environment, finished, get_text};
 use crate::support::{TestServer, backends};
 
 /// The service's source: answers `/` with its greeting and the version Ouro runs
@@ -271,12 +271,7 @@ async fn a_built_service_is_released_promoted_deployed_blue_green_and_canary_and
             format!("http://{}/", listen(&staging)),
             format!("http://{}/", listen(&production)),
         );
-        let body = reqwest::get(&production_url)
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = get_text(&production_url).await;
         assert_eq!(body, format!("hello from {v1}"));
 
         // A fix, built and rolled out while both environments serve a steady load.
@@ -322,12 +317,7 @@ async fn a_built_service_is_released_promoted_deployed_blue_green_and_canary_and
             "the canary steps of production: {d}"
         );
         assert_eq!(replicas_of(&production, &v2).len(), 3, "{production}");
-        let body = reqwest::get(&production_url)
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = get_text(&production_url).await;
         assert_eq!(body, format!("welcome from {v2}"));
 
         // Production goes back to v1 with one call; v1 is still warm, so this is a switch.
@@ -342,12 +332,7 @@ async fn a_built_service_is_released_promoted_deployed_blue_green_and_canary_and
         assert_eq!(st, 202, "{r}");
         let rolled = live(&s, "production", &v1).await;
         let took = started.elapsed();
-        let body = reqwest::get(&production_url)
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = get_text(&production_url).await;
         assert_eq!(body, format!("hello from {v1}"));
         assert_eq!(rolled["deployments"][0]["kind"], "rollback", "{rolled}");
         eprintln!("rollback of production: {took:?} from the call to v1 live");

@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::Value;
 
 use crate::code_hosting::app_checkout;
-use crate::deploy::{Cleanup, app, deploy, release};
+use crate::deploy::{Cleanup, app, deploy, environment, finished, release};
 use crate::support::{Options, TestServer, backends};
 
 const ROLLING: &str = r#"services:
@@ -21,18 +20,6 @@ const ROLLING: &str = r#"services:
     strategy: {kind: rolling, max-surge: 1, max-unavailable: 0}
     drain: {timeout: 5s, upgrade-grace: 1s}
 "#;
-
-async fn environment(s: &TestServer) -> Value {
-    let (st, v) = s
-        .admin(
-            Method::GET,
-            "/api/v1/projects/demo/environments/staging",
-            None,
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
-    v
-}
 
 /// The unpacked version directories of `web` in staging.
 fn version_dirs(s: &TestServer) -> Vec<String> {
@@ -69,26 +56,6 @@ async fn dirs_become(s: &TestServer, want: &[String], what: &str) {
             "{what}: {now:?} instead of {want:?}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// Polls until deployment `id` is no longer running.
-async fn finished(s: &TestServer, id: i64) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (st, d) = s
-            .admin(
-                Method::GET,
-                &format!("/api/v1/projects/demo/deployments/{id}"),
-                None,
-            )
-            .await;
-        assert_eq!(st, 200, "{d}");
-        if d["state"] != "running" {
-            return d;
-        }
-        assert!(std::time::Instant::now() < deadline, "still running: {d}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -157,7 +124,7 @@ async fn rolling_updates_go_in_batches_and_old_versions_are_cleaned_up_after_dep
             want.dedup();
             dirs_become(&s, &want, &format!("{name} after {v}")).await;
         }
-        let env = environment(&s).await;
+        let env = environment(&s, "staging").await;
         assert_eq!(env["version"], "5.0.0", "{env}");
         let replicas = env["replicas"].as_array().unwrap();
         assert_eq!(replicas.len(), 2, "{env}");
@@ -175,7 +142,7 @@ async fn rolling_updates_go_in_batches_and_old_versions_are_cleaned_up_after_dep
         let rb = finished(&s, rb["id"].as_i64().unwrap()).await;
         assert_eq!(rb["state"], "succeeded", "{name}: {rb}");
         assert_eq!(rb["version"], "4.0.0", "{rb}");
-        let env = environment(&s).await;
+        let env = environment(&s, "staging").await;
         let listen = env["services"][0]["listen"].as_str().unwrap().to_string();
         let body = reqwest::get(format!("http://{listen}/"))
             .await

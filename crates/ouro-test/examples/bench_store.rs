@@ -188,6 +188,8 @@ async fn history(backend: &str, runs: i64, tests: i64, queries: usize) {
     for limit in [200, runs] {
         let mut times = Vec::with_capacity(queries);
         let mut seed: u64 = 6;
+        // CPU per query does not depend on what else the machine runs; wall time does.
+        let cpu0 = cpu_of("self").unwrap_or(0.0) + server_cpu(&store).await.unwrap_or(0.0);
         for _ in 0..queries {
             seed = seed
                 .wrapping_mul(6364136223846793005)
@@ -200,12 +202,19 @@ async fn history(backend: &str, runs: i64, tests: i64, queries: usize) {
             times.push(t.elapsed());
             assert_eq!(h.entries.len() as i64, limit.min(runs));
         }
+        let cpu = cpu_of("self").unwrap_or(0.0) + server_cpu(&store).await.unwrap_or(0.0) - cpu0;
         times.sort();
         println!(
-            "history (limit {limit}, {queries} queries): p50 {}, p99 {}, max {}",
+            "history (limit {limit}, {queries} queries): p50 {}, p99 {}, max {}; CPU {:.2} ms per query{}",
             ms(percentile(&times, 0.5)),
             ms(percentile(&times, 0.99)),
-            ms(*times.last().unwrap())
+            ms(*times.last().unwrap()),
+            cpu * 1000.0 / queries as f64,
+            if backend == "postgres" {
+                " (this process + the database's backends)"
+            } else {
+                ""
+            }
         );
     }
     // Flaky scoring happens at ingestion: five more runs of every test on main, one test
@@ -282,15 +291,20 @@ async fn server_cpu(store: &Store) -> Option<f64> {
         .fetch_all(&mut store.read().await.ok()?)
         .await
         .ok()?;
-    let mut ticks = 0u64;
+    let mut secs = 0.0;
     for r in rows {
-        let pid = r.i64("pid").ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-        let rest = stat.rsplit_once(')')?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        ticks += f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        secs += cpu_of(&r.i64("pid").ok()?.to_string())?;
     }
+    Some(secs)
+}
+
+/// CPU seconds (user + system) used so far by process `pid` ("self" for this one).
+fn cpu_of(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     Some(ticks as f64 / 100.0)
 }
 

@@ -24,4 +24,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_bulk_ingest.sql"),
         postgres: include_str!("../migrations/postgres/0003_bulk_ingest.sql"),
     },
+    Migration {
+        component: "test",
+        version: 4,
+        name: "history_covering",
+        sqlite: include_str!("../migrations/sqlite/0004_history_covering.sql"),
+        postgres: include_str!("../migrations/postgres/0004_history_covering.sql"),
+    },
 ];

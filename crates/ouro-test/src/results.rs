@@ -849,6 +849,8 @@ pub struct TestCase {
 /// One past result of a test.
 #[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct HistoryEntry {
+    /// The result's id: pass it as `before` to read the results older than this one.
+    pub id: i64,
     /// The pipeline run's number.
     pub run: i64,
     pub job: String,
@@ -869,17 +871,24 @@ pub struct HistoryEntry {
 #[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct CaseHistory {
     pub case: TestCase,
+    /// One page of results, newest first.
     pub entries: Vec<HistoryEntry>,
-    /// The first failure of the current failing streak (newest entries), if it fails now.
+    /// The `before` of the next older page; absent on the last page.
+    pub next_before: Option<i64>,
+    /// The first failure of the current failing streak (the newest results), if it fails now;
+    /// over the whole history, not only this page.
     pub first_failure: Option<HistoryEntry>,
-    /// The newest passing result.
+    /// The newest passing result over the whole history.
     pub last_success: Option<HistoryEntry>,
-    /// The commits between the last success and the first failure (newest first): where to
-    /// look for the change that broke it.
+    /// The commits between the last success and the first failure (newest first, at most
+    /// [`MAX_COMMITS_BETWEEN`]): where to look for the change that broke it.
     pub commits_between: Vec<String>,
     pub quarantine: Option<crate::flaky::Quarantine>,
     pub flaky: Option<crate::flaky::FlakyTest>,
 }
+
+/// How many commits [`CaseHistory::commits_between`] lists at most.
+pub const MAX_COMMITS_BETWEEN: i64 = 100;
 
 fn case_of(r: &Row) -> Result<TestCase, StoreError> {
     Ok(TestCase {
@@ -922,55 +931,208 @@ pub async fn case_history(
     id: i64,
     limit: i64,
 ) -> Result<CaseHistory, StoreError> {
-    let case = get_case(&mut *ex, project_id, id).await?;
-    let rows = q(
-        "SELECT r.outcome, r.attempts, r.flaky, r.duration_ms, r.message, r.created_at, \
-                  t.run_number, t.job_key, t.git_ref, t.sha FROM test_results r \
-                  JOIN test_runs t ON t.id = r.test_run_id WHERE r.case_id = $1 \
-                  ORDER BY r.id DESC LIMIT $2",
-    )
+    case_history_page(ex, project_id, id, limit, None).await
+}
+
+// The columns of a history entry except the message. Every test_results column here is in the
+// covering index test_results_case_history, so the scan reads no table page of test_results.
+const HISTORY_COLUMNS: &str = "r.id, r.outcome, r.attempts, r.flaky, r.duration_ms, \
+     r.created_at, t.run_number, t.job_key, t.git_ref, t.sha FROM test_results r \
+     JOIN test_runs t ON t.id = r.test_run_id";
+
+fn history_entry(r: &Row) -> Result<HistoryEntry, StoreError> {
+    Ok(HistoryEntry {
+        id: r.i64("id")?,
+        run: r.i64("run_number")?,
+        job: r.text("job_key")?,
+        git_ref: r.text("git_ref")?,
+        sha: r.text("sha")?,
+        outcome: r.text("outcome")?,
+        attempts: r.i64("attempts")?,
+        flaky: r.bool("flaky")?,
+        duration_ms: r.opt_i64("duration_ms")?,
+        message: None,
+        at: r.i64("created_at")?,
+    })
+}
+
+/// One history entry as the page query aggregates it: the columns of [`HISTORY_COLUMNS`] in
+/// order, `flaky` as 0/1 (SQLite) or a boolean (PostgreSQL).
+#[derive(Deserialize)]
+struct PackedEntry(
+    i64,
+    String,
+    i64,
+    serde_json::Value,
+    Option<i64>,
+    i64,
+    i64,
+    String,
+    String,
+    String,
+);
+
+/// At most `limit` results of case `id` older than result `before`, newest first, without
+/// messages. The database packs them into one JSON array: a whole history is 10,000 rows, and
+/// handing rows one by one to the driver cost several times the database's own work
+/// (bench/test-store.py; about 4 us per row on SQLite).
+async fn history_page(
+    ex: &mut impl Executor,
+    id: i64,
+    before: i64,
+    limit: i64,
+) -> Result<Vec<HistoryEntry>, StoreError> {
+    let cols = "r.id, r.outcome, r.attempts, r.flaky, r.duration_ms, r.created_at, \
+                t.run_number, t.job_key, t.git_ref, t.sha";
+    let aggregate = match ex.backend() {
+        Backend::Sqlite => format!("json_group_array(json_array({cols}) ORDER BY r.id DESC)"),
+        Backend::Postgres => format!("json_agg(json_build_array({cols}) ORDER BY r.id DESC)::text"),
+    };
+    let row = q(format!(
+        "SELECT {aggregate} AS page FROM (SELECT id, test_run_id, outcome, attempts, flaky, \
+         duration_ms, created_at FROM test_results WHERE case_id = $1 AND id < $2 \
+         ORDER BY id DESC LIMIT $3) r JOIN test_runs t ON t.id = r.test_run_id"
+    ))
     .bind(id)
-    .bind(limit.clamp(1, 10_000))
+    .bind(before)
+    .bind(limit)
+    .fetch_one(&mut *ex)
+    .await?;
+    // PostgreSQL aggregates no rows to NULL.
+    let Some(text) = row.opt_text("page")? else {
+        return Ok(Vec::new());
+    };
+    let packed: Vec<PackedEntry> = serde_json::from_str(&text)
+        .map_err(|e| StoreError::Decode(format!("test history page: {e}")))?;
+    Ok(packed
+        .into_iter()
+        .map(|p| HistoryEntry {
+            id: p.0,
+            outcome: p.1,
+            attempts: p.2,
+            flaky: p.3.as_bool().unwrap_or_else(|| p.3.as_i64() == Some(1)),
+            duration_ms: p.4,
+            at: p.5,
+            run: p.6,
+            job: p.7,
+            git_ref: p.8,
+            sha: p.9,
+            message: None,
+        })
+        .collect())
+}
+
+/// Fills in the messages of the results among `entries` (ids from `lo` to `hi` of one case)
+/// that did not pass, reading the table only for those: messages are left out of the covering
+/// index (they can be long), and a passed result has none worth showing.
+async fn add_messages(
+    ex: &mut impl Executor,
+    case_id: i64,
+    lo: i64,
+    hi: i64,
+    entries: &mut [HistoryEntry],
+) -> Result<(), StoreError> {
+    if entries.iter().all(|e| e.outcome == "passed") {
+        return Ok(());
+    }
+    let rows = q(
+        "SELECT id, message FROM test_results WHERE case_id = $1 AND id >= $2 \
+         AND id <= $3 AND outcome <> 'passed' AND message IS NOT NULL",
+    )
+    .bind(case_id)
+    .bind(lo)
+    .bind(hi)
     .fetch_all(&mut *ex)
     .await?;
-    let entries = rows
-        .iter()
-        .map(|r| {
-            Ok(HistoryEntry {
-                run: r.i64("run_number")?,
-                job: r.text("job_key")?,
-                git_ref: r.text("git_ref")?,
-                sha: r.text("sha")?,
-                outcome: r.text("outcome")?,
-                attempts: r.i64("attempts")?,
-                flaky: r.bool("flaky")?,
-                duration_ms: r.opt_i64("duration_ms")?,
-                message: r.opt_text("message")?,
-                at: r.i64("created_at")?,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    let mut first_failure = None;
-    for e in &entries {
-        if is_failure(&e.outcome) {
-            first_failure = Some(e.clone());
-        } else if e.outcome == "passed" {
-            break;
+    let mut messages = std::collections::HashMap::with_capacity(rows.len());
+    for r in &rows {
+        messages.insert(r.i64("id")?, r.opt_text("message")?);
+    }
+    for e in entries.iter_mut() {
+        if let Some(m) = messages.remove(&e.id) {
+            e.message = m;
         }
     }
-    let last_success = entries.iter().find(|e| e.outcome == "passed").cloned();
+    Ok(())
+}
+
+/// One result of case `id` chosen by `filter_order` (SQL after the case condition), with its
+/// message.
+async fn one_entry(
+    ex: &mut impl Executor,
+    id: i64,
+    filter_order: &str,
+    bound: i64,
+) -> Result<Option<HistoryEntry>, StoreError> {
+    let row = q(format!(
+        "SELECT {HISTORY_COLUMNS} WHERE r.case_id = $1 {filter_order} LIMIT 1"
+    ))
+    .bind(id)
+    .bind(bound)
+    .fetch_optional(&mut *ex)
+    .await?;
+    let Some(mut e) = row.as_ref().map(history_entry).transpose()? else {
+        return Ok(None);
+    };
+    add_messages(&mut *ex, id, e.id, e.id, std::slice::from_mut(&mut e)).await?;
+    Ok(Some(e))
+}
+
+/// One page of test `id`'s history: at most `limit` results older than the result `before`
+/// (all when `None`), newest first. The first failure, last success and commits between them
+/// are computed over the whole history whatever the page.
+pub async fn case_history_page(
+    ex: &mut impl Executor,
+    project_id: i64,
+    id: i64,
+    limit: i64,
+    before: Option<i64>,
+) -> Result<CaseHistory, StoreError> {
+    let case = get_case(&mut *ex, project_id, id).await?;
+    let limit = limit.clamp(1, 10_000);
+    // One row more than the page tells whether an older page exists.
+    let mut entries = history_page(&mut *ex, id, before.unwrap_or(i64::MAX), limit + 1).await?;
+    let next_before = if entries.len() as i64 > limit {
+        entries.truncate(limit as usize);
+        entries.last().map(|e| e.id)
+    } else {
+        None
+    };
+    if let (Some(newest), Some(oldest)) = (entries.first(), entries.last()) {
+        let (lo, hi) = (oldest.id, newest.id);
+        add_messages(&mut *ex, id, lo, hi, &mut entries).await?;
+    }
+    let last_success = one_entry(
+        &mut *ex,
+        id,
+        "AND r.outcome = 'passed' AND r.id < $2 ORDER BY r.id DESC",
+        i64::MAX,
+    )
+    .await?;
+    // The current streak: failures newer than the last success (skipped results in between do
+    // not end it); its first failure is the oldest of them.
+    let after = last_success.as_ref().map_or(0, |s| s.id);
+    let first_failure = one_entry(
+        &mut *ex,
+        id,
+        "AND r.outcome IN ('failed', 'errored') AND r.id > $2 ORDER BY r.id ASC",
+        after,
+    )
+    .await?;
     let mut commits_between = Vec::new();
     if let (Some(f), Some(s)) = (&first_failure, &last_success) {
-        for e in &entries {
-            if e.at > f.at {
-                continue;
-            }
-            if e.at <= s.at {
-                break;
-            }
-            if !commits_between.contains(&e.sha) {
-                commits_between.push(e.sha.clone());
-            }
+        let rows = q("SELECT t.sha, MAX(r.id) AS newest FROM test_results r \
+             JOIN test_runs t ON t.id = r.test_run_id \
+             WHERE r.case_id = $1 AND r.id > $2 AND r.id <= $3 \
+             GROUP BY t.sha ORDER BY newest DESC LIMIT $4")
+        .bind(id)
+        .bind(s.id)
+        .bind(f.id)
+        .bind(MAX_COMMITS_BETWEEN - 1)
+        .fetch_all(&mut *ex)
+        .await?;
+        for r in &rows {
+            commits_between.push(r.text("sha")?);
         }
         if !commits_between.contains(&s.sha) {
             commits_between.push(s.sha.clone());
@@ -982,6 +1144,7 @@ pub async fn case_history(
     Ok(CaseHistory {
         case,
         entries,
+        next_before,
         first_failure,
         last_success,
         commits_between,

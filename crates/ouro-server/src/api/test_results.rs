@@ -59,9 +59,10 @@ pub fn register(reg: &mut Registry) {
     )
     .doc(
         "test",
-        "One test's history across runs and branches (newest first), its first failure, last success and the commits between, its flaky record and quarantine; 404 test.case_not_found",
+        "One test's history across runs and branches (newest first, one page), its first failure, last success and the commits between (over the whole history), its flaky record and quarantine; `next_before` is the `before` of the next older page; 404 test.case_not_found",
     )
     .query("limit", "At most this many results (1 to 10000, default 200)")
+    .query("before", "Only results older than this result id (an entry's `id`, or the previous page's `next_before`)")
     .response::<CaseHistory>(200);
     reg.route(
         Method::GET,
@@ -173,6 +174,7 @@ pub struct CoverageTrend {
 #[derive(Debug, Default, Deserialize)]
 pub struct LimitQuery {
     pub limit: Option<i64>,
+    pub before: Option<i64>,
     #[serde(rename = "ref")]
     pub git_ref: Option<String>,
 }
@@ -267,7 +269,7 @@ async fn case_history(
         return Err(OuroError::field("limit", "1 to 10000").into());
     }
     Ok(Json(
-        results::case_history(&mut st.store.read().await?, p.id, id, limit).await?,
+        results::case_history_page(&mut st.store.read().await?, p.id, id, limit, q.before).await?,
     ))
 }
 

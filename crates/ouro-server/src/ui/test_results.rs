@@ -13,10 +13,11 @@ use ouro_core::{Permission, Role};
 use ouro_store::projects::Project;
 use ouro_test::flaky::FlakyTest;
 use ouro_test::results::{CaseHistory, HistoryEntry, RunTests};
+use serde::Deserialize;
 
 use crate::AppState;
 use crate::api::test_results::{end_quarantine, quarantine_case, tests_of_cr, tests_of_run};
-use crate::extract::{Ctx, Path};
+use crate::extract::{Ctx, Path, Query};
 use crate::registry::Registry;
 use crate::ui::common::{Flash, When, fail, redirect_with_flash};
 use crate::ui::projects::{PHASES, PhaseLink};
@@ -249,7 +250,14 @@ struct CasePage<'a> {
     first_sha: String,
     last_sha: String,
     between: Vec<String>,
+    /// This page starts below the newest result (`?before=`).
+    older: bool,
+    /// The page size asked for, kept in the link to older results.
+    limit: Option<i64>,
 }
+
+/// Results per page of a test's history, unless `?limit=` (up to 1,000) says otherwise.
+const HISTORY_PAGE: i64 = 200;
 
 fn short(sha: &str) -> String {
     sha.chars().take(10).collect()
@@ -269,18 +277,26 @@ fn row_of(e: &HistoryEntry) -> EntryRow {
     }
 }
 
+#[derive(Debug, Default, Deserialize)]
+struct PageQuery {
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
 async fn case_page(
     State(st): State<AppState>,
     ctx: Ctx,
     Path((_, id)): Path<(String, i64)>,
+    Query(page): Query<PageQuery>,
     flash: Flash,
 ) -> UiResult {
     let project = ctx.project()?;
-    let h = ouro_test::results::case_history(
+    let h = ouro_test::results::case_history_page(
         &mut st.store.read().await.map_err(|e| fail(&ctx, e))?,
         project.id,
         id,
-        200,
+        page.limit.unwrap_or(HISTORY_PAGE).clamp(1, 1000),
+        page.before,
     )
     .await
     .map_err(|e| fail(&ctx, e))?;
@@ -306,6 +322,8 @@ async fn case_page(
             .unwrap_or_default(),
         between: h.commits_between.iter().map(|c| short(c)).collect(),
         bars,
+        older: page.before.is_some(),
+        limit: page.limit,
         h,
     };
     Ok(flash.finish(render(&p)))

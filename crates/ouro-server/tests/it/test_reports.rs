@@ -252,6 +252,53 @@ async fn reports_are_ingested_shown_gated_and_quarantine_lifts_the_gate() {
             .await;
         assert_eq!(h2["entries"].as_array().unwrap().len(), 2, "{h2}");
         assert_eq!(h2["first_failure"]["run"], 1, "{h2}");
+        assert!(h2["next_before"].is_null(), "{h2}");
+        // Paged: one result per page, the older page through `before`; the streak is the
+        // whole history's on every page.
+        let (st, p1) = s
+            .admin(
+                Method::GET,
+                &format!("/api/v1/projects/demo/tests/cases/{id}?limit=1"),
+                None,
+            )
+            .await;
+        assert_eq!(st, 200, "{p1}");
+        assert_eq!(p1["entries"].as_array().unwrap().len(), 1, "{p1}");
+        assert_eq!(p1["entries"][0], h2["entries"][0], "{p1}");
+        assert_eq!(p1["first_failure"]["run"], 1, "{p1}");
+        let before = p1["next_before"].as_i64().unwrap();
+        assert_eq!(before, p1["entries"][0]["id"].as_i64().unwrap());
+        let (_, p2) = s
+            .admin(
+                Method::GET,
+                &format!("/api/v1/projects/demo/tests/cases/{id}?limit=1&before={before}"),
+                None,
+            )
+            .await;
+        assert_eq!(p2["entries"][0], h2["entries"][1], "{p2}");
+        assert!(p2["next_before"].is_null(), "{p2}");
+        let (st, bad) = s
+            .admin(
+                Method::GET,
+                &format!("/api/v1/projects/demo/tests/cases/{id}?before=x"),
+                None,
+            )
+            .await;
+        assert_eq!(st, 400, "{bad}");
+        let (_, html) = s
+            .admin_page(&format!("/projects/demo/tests/cases/{id}?limit=1"))
+            .await;
+        let older = format!("/projects/demo/tests/cases/{id}?before={before}&amp;limit=1");
+        assert!(html.contains(&older), "{html}");
+        assert!(!html.contains("id=\"history-newest\""), "{html}");
+        let (_, html) = s
+            .admin_page(&format!(
+                "/projects/demo/tests/cases/{id}?before={before}&limit=1"
+            ))
+            .await;
+        assert!(html.contains("id=\"history-newest\""), "{html}");
+        assert!(!html.contains("id=\"history-older\""), "{html}");
+        assert_eq!(html.matches("<tr class=\"test-").count(), 1, "{html}");
         assert_eq!(h2["quarantine"]["reason"], "overflow is tracked in DEMO-1");
         let (st, _) = s.admin(Method::DELETE, &qpath, None).await;
         assert_eq!(st, 204);

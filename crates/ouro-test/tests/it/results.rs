@@ -232,6 +232,141 @@ async fn new_failures_fixed_and_the_gate_against_the_target_branch() {
 }
 
 #[tokio::test]
+async fn history_pages_by_before_and_finds_the_streak_beyond_the_page() {
+    for db in backends() {
+        let e = env(&db).await;
+        // Runs 1-3 pass, 4 skips, 5-12 fail: the streak began at run 5, beyond a page of 3.
+        for run in 1..=12 {
+            let outcome = match run {
+                1..=3 => Passed,
+                4 => Skipped,
+                _ => Failed,
+            };
+            // `other` passes on retry in the last run.
+            let other: &[Outcome] = if run == 12 {
+                &[Failed, Passed]
+            } else {
+                &[Passed]
+            };
+            let r = report(vec![case("t", &[outcome]), case("other", other)]);
+            let sha = format!("s{run}");
+            results::ingest(
+                &e.store,
+                &job(&e, run, "refs/heads/feat", &sha),
+                &main_input(r),
+            )
+            .await
+            .unwrap();
+        }
+        let id = q("SELECT id FROM test_cases WHERE name = 't'")
+            .fetch_one(&mut e.store.read().await.unwrap())
+            .await
+            .unwrap()
+            .i64("id")
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut before = None;
+        let mut pages = 0;
+        loop {
+            let h = results::case_history_page(
+                &mut e.store.read().await.unwrap(),
+                e.project,
+                id,
+                3,
+                before,
+            )
+            .await
+            .unwrap();
+            pages += 1;
+            // Whatever the page, the streak and the commits are those of the whole history.
+            assert_eq!(h.first_failure.as_ref().unwrap().run, 5, "page {pages}");
+            assert_eq!(
+                h.first_failure.as_ref().unwrap().message.as_deref(),
+                Some("Failed here")
+            );
+            assert_eq!(h.last_success.as_ref().unwrap().run, 3);
+            assert_eq!(h.commits_between, vec!["s5", "s4", "s3"]);
+            for x in &h.entries {
+                let expected = match x.outcome.as_str() {
+                    "passed" => None,
+                    "skipped" => Some("Skipped here"),
+                    _ => Some("Failed here"),
+                };
+                assert_eq!(x.message.as_deref(), expected, "run {}", x.run);
+            }
+            seen.extend(h.entries.iter().map(|x| x.run));
+            match h.next_before {
+                Some(b) => {
+                    assert_eq!(b, h.entries.last().unwrap().id);
+                    before = Some(b);
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, (1..=12).rev().collect::<Vec<_>>());
+        assert_eq!(pages, 4);
+        // A page that ends exactly at the oldest result says there is no older one.
+        let h = results::case_history(&mut e.store.read().await.unwrap(), e.project, id, 12)
+            .await
+            .unwrap();
+        assert_eq!(h.entries.len(), 12);
+        assert_eq!(h.next_before, None);
+        // A test that never passed has no last success; its streak starts at its first result.
+        let other_fail = report(vec![case("new", &[Failed])]);
+        results::ingest(
+            &e.store,
+            &job(&e, 13, "refs/heads/feat", "s13"),
+            &main_input(other_fail),
+        )
+        .await
+        .unwrap();
+        let new_id = q("SELECT id FROM test_cases WHERE name = 'new'")
+            .fetch_one(&mut e.store.read().await.unwrap())
+            .await
+            .unwrap()
+            .i64("id")
+            .unwrap();
+        let h = results::case_history(&mut e.store.read().await.unwrap(), e.project, new_id, 5)
+            .await
+            .unwrap();
+        assert!(h.last_success.is_none());
+        assert_eq!(h.first_failure.unwrap().run, 13);
+        assert!(h.commits_between.is_empty());
+        // A passing test has no streak.
+        let other = q("SELECT id FROM test_cases WHERE name = 'other'")
+            .fetch_one(&mut e.store.read().await.unwrap())
+            .await
+            .unwrap()
+            .i64("id")
+            .unwrap();
+        let h = results::case_history(&mut e.store.read().await.unwrap(), e.project, other, 5)
+            .await
+            .unwrap();
+        assert!(h.first_failure.is_none());
+        assert_eq!(h.last_success.unwrap().run, 12);
+        assert!(
+            h.entries[0].flaky && h.entries[0].attempts == 2,
+            "{:?}",
+            h.entries[0]
+        );
+        assert!(
+            !h.entries[1].flaky && h.entries[1].attempts == 1,
+            "{:?}",
+            h.entries[1]
+        );
+        assert_eq!(
+            (h.entries[0].job.as_str(), h.entries[0].git_ref.as_str()),
+            ("test", "refs/heads/feat")
+        );
+        assert_eq!(
+            (h.entries[0].sha.as_str(), h.entries[0].duration_ms),
+            ("s12", Some(100))
+        );
+        assert_eq!(h.next_before, Some(h.entries[4].id));
+    }
+}
+
+#[tokio::test]
 async fn flaky_tests_are_found_once_by_retry_same_commit_and_flip_rate() {
     for db in backends() {
         let e = env(&db).await;

@@ -487,6 +487,23 @@ impl Engine {
                                 recorder
                                     .record(name, "rollback", res.is_ok(), json!({"to": old}), t)
                                     .await;
+                                // The new version lost its traffic again: nothing keeps it.
+                                let new_v = p.release.version.as_str();
+                                if res.is_ok() && old != new_v {
+                                    let _ = self.target.drain(&key, name, new_v, &s.drain).await;
+                                    let t = ouro_core::time::now_ms();
+                                    let r = self.target.stop(&key, name, new_v).await;
+                                    recorder
+                                        .record(
+                                            name,
+                                            "stop",
+                                            r.is_ok(),
+                                            json!({"version": new_v,
+                                                   "error": r.err().map(|e| e.to_string())}),
+                                            t,
+                                        )
+                                        .await;
+                                }
                             }
                         }
                     }

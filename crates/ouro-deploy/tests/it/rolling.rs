@@ -574,7 +574,9 @@ async fn old_versions_are_removed_beyond_keep_but_never_live_previous_or_running
         new: &back,
         old: Some("5.0.0"),
         route: &rig.route,
-        strategy: Some(Strategy::BlueGreen { keep_warm_ms: 0 }),
+        strategy: Some(Strategy::BlueGreen {
+            keep_warm_ms: 60_000,
+        }),
     };
     let moved = strategy::run(
         &rig.target,
@@ -583,10 +585,15 @@ async fn old_versions_are_removed_beyond_keep_but_never_live_previous_or_running
         &Options::default(),
     )
     .await;
-    assert_eq!(moved, Moved::Live { keep_warm_ms: 0 });
+    assert_eq!(
+        moved,
+        Moved::Live {
+            keep_warm_ms: 60_000
+        }
+    );
     assert_eq!(serving_versions(&rig, 4).await, vec!["4.0.0".to_string()]);
 
-    // 4.0.0 and 5.0.0 run now (5.0.0 is kept warm): keep 0 and nothing protected removes only
+    // 4.0.0 and 5.0.0 run now (5.0.0 is kept warm: the engine would stop it later): keep 0 and nothing protected removes only
     // 3.0.0, whose replicas are stopped.
     let removed = rig.target.prune(KEY, "web", 0, &[]).await.expect("prune");
     assert_eq!(removed, vec!["3.0.0".to_string()]);

@@ -23,6 +23,7 @@ mod csv;
 mod deploy;
 mod deploy_chain;
 mod deploy_rolling;
+mod deploy_warm;
 mod drift;
 mod events;
 mod guard;

@@ -22,6 +22,7 @@ mod cr_threads;
 mod csv;
 mod deploy;
 mod deploy_chain;
+mod deploy_review;
 mod deploy_rolling;
 mod deploy_warm;
 mod drift;

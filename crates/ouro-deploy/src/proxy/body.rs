@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use super::bound::{self, Link, Slot};
 use super::pool::{Pool, Sender};
 use super::signals::{ERROR, ReplicaSignals};
 use crate::upstream::InFlight;
@@ -57,15 +56,8 @@ pub(crate) struct Finish {
     pub counted: Counted,
     pub class: usize,
     pub latency_s: f64,
-    /// The connection goes back only after a complete response.
-    pub conn: Option<Home>,
-}
-
-/// Where the upstream connection goes after a complete response.
-pub(crate) enum Home {
-    Pool(Arc<Pool>, SocketAddr, Sender),
-    /// Back to its client connection; until then the body drives it.
-    Bound(Slot, Link),
+    /// The connection goes back to the pool only after a complete response.
+    pub conn: Option<(Arc<Pool>, SocketAddr, Sender)>,
 }
 
 enum Kind {
@@ -110,10 +102,8 @@ fn settle(finish: &mut Option<Finish>, complete: bool, failed: bool) {
     if let Some(f) = finish.take() {
         let class = if failed { ERROR } else { f.class };
         f.counted.signals.record(class, f.latency_s);
-        match f.conn {
-            Some(Home::Pool(pool, addr, sender)) if complete => pool.put(addr, sender),
-            Some(Home::Bound(slot, link)) if complete => bound::put(&slot, link),
-            _ => {}
+        if complete && let Some((pool, addr, sender)) = f.conn {
+            pool.put(addr, sender);
         }
     }
 }
@@ -128,34 +118,24 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut self.get_mut().kind {
             Kind::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { inner, finish } => {
-                // A bound connection has no task of its own: the body's reads drive it.
-                if let Some(Finish {
-                    conn: Some(Home::Bound(_, link)),
-                    ..
-                }) = finish
-                {
-                    link.poll_conn(cx);
+            Kind::Upstream { inner, finish } => match Pin::new(&mut *inner).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    settle(finish, true, false);
+                    Poll::Ready(None)
                 }
-                match Pin::new(&mut *inner).poll_frame(cx) {
-                    Poll::Ready(None) => {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // hyper stops polling a body that says it ended: settle now.
+                    if inner.is_end_stream() {
                         settle(finish, true, false);
-                        Poll::Ready(None)
                     }
-                    Poll::Ready(Some(Ok(frame))) => {
-                        // hyper stops polling a body that says it ended: settle now.
-                        if inner.is_end_stream() {
-                            settle(finish, true, false);
-                        }
-                        Poll::Ready(Some(Ok(frame)))
-                    }
-                    Poll::Ready(Some(Err(e))) => {
-                        settle(finish, false, true);
-                        Poll::Ready(Some(Err(e)))
-                    }
-                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Some(Ok(frame)))
                 }
-            }
+                Poll::Ready(Some(Err(e))) => {
+                    settle(finish, false, true);
+                    Poll::Ready(Some(Err(e)))
+                }
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 

@@ -6,7 +6,6 @@
 //! body has been sent (or the client left), and streams both bodies without buffering them.
 
 mod body;
-mod bound;
 mod headers;
 mod pool;
 mod signals;
@@ -32,7 +31,7 @@ use tokio::task::JoinHandle;
 pub use body::ProxyBody;
 pub use table::{Balance, RouteTable};
 
-use body::{Counted, Finish, Home};
+use body::{Counted, Finish};
 use pool::{Pool, Sender};
 use signals::{ERROR, Families, ReplicaSignals, class_of};
 use table::{Backend, Side, StickyKey, Table, bucket, cookie_value};
@@ -364,8 +363,6 @@ struct Conn {
     peer: SocketAddr,
     /// The peer's `X-Forwarded-For` entry, formatted once.
     client_address: HeaderValue,
-    /// This connection's own upstream connection (HTTP/1 clients), see [`bound`].
-    link: bound::Slot,
 }
 
 async fn accept_loop(
@@ -393,7 +390,6 @@ async fn accept_loop(
             routes: routes.clone(),
             peer,
             client_address: headers::client_address(peer.ip().to_canonical()),
-            link: bound::Slot::default(),
         });
         let mut stop = stop.clone();
         tokio::spawn(async move {
@@ -465,13 +461,7 @@ struct Sent {
     counted: Counted,
     upstream: Arc<Upstream>,
     signals: Arc<ReplicaSignals>,
-    conn: Upstreamed,
-}
-
-/// The upstream connection a response came on.
-enum Upstreamed {
-    Pool(Sender),
-    Bound(bound::Link),
+    sender: Sender,
 }
 
 enum Failure {
@@ -508,19 +498,11 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
         None => false,
     };
     let protocol = headers::upgrade_protocol(&req);
-    // HTTP/2 clients send requests concurrently and upgrades take the connection over: both
-    // use the shared pool.
-    // A request body is written by the connection's driver; once the response has ended
-    // nothing would drive the rest of it, so requests with a body use the pool too.
-    let link = (protocol.is_none()
-        && req.version() < hyper::Version::HTTP_2
-        && hyper::body::Body::is_end_stream(req.body()))
-    .then_some(&conn.link);
     let client_upgrade = protocol.as_ref().map(|_| hyper::upgrade::on(&mut req));
     headers::prepare_request(&mut req, &conn.client_address, protocol);
 
     let mut last: Option<Arc<ReplicaSignals>> = None;
-    let attempt = forward(inner, &table, canary_first, req, link, &mut last);
+    let attempt = forward(inner, &table, canary_first, req, &mut last);
     let outcome = tokio::time::timeout(inner.options.request_timeout, attempt).await;
     let failed = |last: &Option<Arc<ReplicaSignals>>| {
         if let Some(s) = last {
@@ -529,7 +511,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
     };
     let service = &table.service;
     match outcome {
-        Ok(Ok(sent)) => respond(inner, &conn.link, sent, started, client_upgrade),
+        Ok(Ok(sent)) => respond(inner, sent, started, client_upgrade),
         Ok(Err(Failure::NoReady)) => text(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("no ready replica of service {service}\n"),
@@ -568,7 +550,6 @@ async fn forward(
     table: &Table,
     canary_first: bool,
     mut req: Request<Incoming>,
-    link: Option<&bound::Slot>,
     last: &mut Option<Arc<ReplicaSignals>>,
 ) -> Result<Sent, Failure> {
     // At weight 0 the canary gets nothing, not even the stable side's failures.
@@ -592,20 +573,14 @@ async fn forward(
             attempts += 1;
             *last = Some(backend.signals.clone());
             let counted = Counted::new(backend.upstream.begin(), backend.signals.clone());
-            let sent = match link {
-                Some(slot) => send_bound(inner, table, slot, &backend.upstream, req).await,
-                None => send(&inner.pool, backend.upstream.addr, req)
-                    .await
-                    .map(|(r, s)| (r, Upstreamed::Pool(s))),
-            };
-            match sent {
-                Ok((response, conn)) => {
+            match send(&inner.pool, backend.upstream.addr, req).await {
+                Ok((response, sender)) => {
                     return Ok(Sent {
                         response,
                         counted,
                         upstream: backend.upstream.clone(),
                         signals: backend.signals.clone(),
-                        conn,
+                        sender,
                     });
                 }
                 Err(SendError::NotSent(r)) => {
@@ -623,45 +598,6 @@ async fn forward(
         Err(Failure::NoReady)
     } else {
         Err(Failure::Connect)
-    }
-}
-
-/// One replica over the client connection's own link: the link if it goes to this replica
-/// (a new link if there is none, or it broke before the request left), else the pool.
-async fn send_bound(
-    inner: &Inner,
-    table: &Table,
-    slot: &bound::Slot,
-    upstream: &Arc<Upstream>,
-    mut req: Request<Incoming>,
-) -> Result<(Response<Incoming>, Upstreamed), SendError> {
-    let routed = |u: &Arc<Upstream>| {
-        let on = |side: &Side| side.backends.iter().any(|b| Arc::ptr_eq(&b.upstream, u));
-        on(&table.stable) || table.canary.as_ref().is_some_and(|(s, _)| on(s))
-    };
-    match bound::take(slot, upstream, inner.options.upstream_idle_timeout, routed) {
-        bound::Take::Other => {
-            return send(&inner.pool, upstream.addr, req)
-                .await
-                .map(|(r, s)| (r, Upstreamed::Pool(s)));
-        }
-        bound::Take::Link(mut link) => match link.send(req).await {
-            Ok(res) => return Ok((res, Upstreamed::Bound(link))),
-            Err(None) => return Err(SendError::Sent),
-            // Closed by the replica since the last exchange: a new link takes the request.
-            Err(Some(r)) => req = r,
-        },
-        bound::Take::Empty => {}
-    }
-    let o = &inner.options;
-    let Ok(mut link) = bound::Link::connect(upstream, o.connect_timeout, o.max_header_bytes).await
-    else {
-        return Err(SendError::NotSent(req));
-    };
-    match link.send(req).await {
-        Ok(res) => Ok((res, Upstreamed::Bound(link))),
-        Err(Some(r)) => Err(SendError::NotSent(r)),
-        Err(None) => Err(SendError::Sent),
     }
 }
 
@@ -695,7 +631,6 @@ async fn send(
 
 fn respond(
     inner: &Inner,
-    link: &bound::Slot,
     sent: Sent,
     started: Instant,
     client_upgrade: Option<OnUpgrade>,
@@ -705,7 +640,7 @@ fn respond(
         mut counted,
         upstream,
         signals,
-        conn,
+        sender,
     } = sent;
     let latency_s = started.elapsed().as_secs_f64();
     let status = response.status();
@@ -719,7 +654,7 @@ fn respond(
         let close = upstream.upgraded_close_signal();
         tokio::spawn(tunnel(client_upgrade, upstream_upgrade, counted, close));
         // The connection belongs to the tunnel now.
-        drop(conn);
+        drop(sender);
         let (mut parts, _) = response.into_parts();
         let protocol = parts.headers.get(UPGRADE).cloned();
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -748,10 +683,7 @@ fn respond(
         counted,
         class: class_of(status.as_u16()),
         latency_s,
-        conn: Some(match conn {
-            Upstreamed::Pool(sender) => Home::Pool(inner.pool.clone(), upstream.addr, sender),
-            Upstreamed::Bound(l) => Home::Bound(link.clone(), l),
-        }),
+        conn: Some((inner.pool.clone(), upstream.addr, sender)),
     };
     Response::from_parts(parts, ProxyBody::upstream(body, finish))
 }

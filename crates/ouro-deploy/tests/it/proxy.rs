@@ -1167,65 +1167,14 @@ async fn a_pooled_connection_the_replica_closed_between_requests_is_not_used_aga
     proxy.shutdown().await;
 }
 
-/// A replica that counts the connections it accepted.
-async fn counting_server(name: &'static str) -> (TestServer, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hits = Arc::new(AtomicU64::new(0));
-    let conns = Arc::new(AtomicU64::new(0));
-    let (release, _) = watch::channel(false);
-    let (h, r, c) = (hits.clone(), release.clone(), conns.clone());
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            c.fetch_add(1, Ordering::SeqCst);
-            let (hits, release) = (h.clone(), r.clone());
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    hits.fetch_add(1, Ordering::SeqCst);
-                    let rx = release.subscribe();
-                    async move { Ok::<_, Infallible>(answer(name, req, rx).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (
-        TestServer {
-            addr,
-            hits,
-            release,
-        },
-        conns,
-    )
-}
-
 #[tokio::test]
-async fn each_client_connection_keeps_its_own_replica_connection() {
-    let (a, conns) = counting_server("A").await;
-    let (proxy, addr) = proxy().await;
-    proxy.set_route(addr, None, table(vec![upstream("1", 0, a.addr)]));
-    let (mut one, mut two) = (client(addr).await, client(addr).await);
-    for _ in 0..20 {
-        assert_eq!(one.get("x", "/").await.body, "A");
-        assert_eq!(two.get("x", "/").await.body, "A");
-    }
-    // One upstream connection per client connection, reused for all of its requests.
-    assert_eq!(conns.load(Ordering::SeqCst), 2);
-    assert_eq!(a.hits.load(Ordering::SeqCst), 40);
-    proxy.shutdown().await;
-}
-
-#[tokio::test]
-async fn when_the_bound_replica_stops_being_ready_or_routed_requests_go_elsewhere() {
+async fn when_a_replica_stops_being_ready_or_routed_a_keep_alive_client_goes_elsewhere() {
     let (a, b) = (server("A").await, server("B").await);
     let (proxy, addr) = proxy().await;
     let (ua, ub) = (upstream("1", 0, a.addr), upstream("1", 1, b.addr));
     proxy.set_route(addr, None, table(vec![ua.clone()]));
     let mut cl = client(addr).await;
     assert_eq!(cl.get("x", "/").await.body, "A");
-    // Bound to A; A is no longer ready.
     proxy.set_route(addr, None, table(vec![ua.clone(), ub.clone()]));
     ua.set_ready(false);
     for _ in 0..10 {

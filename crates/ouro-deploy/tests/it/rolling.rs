@@ -637,3 +637,50 @@ async fn old_versions_are_removed_beyond_keep_but_never_live_previous_or_running
         "every replica was stopped"
     );
 }
+
+#[tokio::test]
+async fn a_route_another_environment_holds_on_the_same_address_and_host_is_refused() {
+    let rig = Rig::new();
+    let _cleanup = rig.w.cleanup();
+    let svc = rolling(1, 1, 0);
+    let host = |h: &str, listen: &str| Route {
+        listen: Some(listen.into()),
+        host: Some(h.into()),
+    };
+    let split = ouro_deploy::target::Split::all("1.0.0");
+    let first = host("web-1.review.test", "127.0.0.1:0");
+    rig.target
+        .route("shop/review-web-1", &svc, &first, &split)
+        .await
+        .expect("first route");
+    let listen = rig
+        .target
+        .endpoint("shop/review-web-1", "web")
+        .expect("bound");
+    // Another environment on that address: its own host is fine, the same host is refused.
+    rig.target
+        .route(
+            "shop/review-api-1",
+            &svc,
+            &host("api-1.review.test", &listen),
+            &split,
+        )
+        .await
+        .expect("another host");
+    let err = rig
+        .target
+        .route(
+            "shop/review-other-1",
+            &svc,
+            &host("web-1.review.test", &listen),
+            &split,
+        )
+        .await
+        .expect_err("the same host");
+    assert!(err.to_string().contains("shop/review-web-1"), "{err}");
+    // The environment that holds it may route again (a switch).
+    rig.target
+        .route("shop/review-web-1", &svc, &first, &split)
+        .await
+        .expect("the same environment again");
+}

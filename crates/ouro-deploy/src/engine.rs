@@ -487,6 +487,23 @@ impl Engine {
                                 recorder
                                     .record(name, "rollback", res.is_ok(), json!({"to": old}), t)
                                     .await;
+                                // The new version lost its traffic again: nothing keeps it.
+                                let new_v = p.release.version.as_str();
+                                if res.is_ok() && old != new_v {
+                                    let _ = self.target.drain(&key, name, new_v, &s.drain).await;
+                                    let t = ouro_core::time::now_ms();
+                                    let r = self.target.stop(&key, name, new_v).await;
+                                    recorder
+                                        .record(
+                                            name,
+                                            "stop",
+                                            r.is_ok(),
+                                            json!({"version": new_v,
+                                                   "error": r.err().map(|e| e.to_string())}),
+                                            t,
+                                        )
+                                        .await;
+                                }
                             }
                         }
                     }
@@ -521,7 +538,7 @@ impl Engine {
     }
 
     /// Deploys a change request's successful pipeline run to its review environment
-    /// `review-N` when a service of the run's `.ouro/services.yml` has a `review` route: the
+    /// `review-REPO-N` when a service of the run's `.ouro/services.yml` has a `review` route: the
     /// run's artifacts become a bundle signed by this instance (version `crN-SHA12`). `None`:
     /// nothing to review-deploy.
     pub async fn deploy_review(
@@ -558,6 +575,11 @@ impl Engine {
         {
             return Ok(None);
         }
+        let Some(repo) =
+            ouro_code::repos::by_id(&mut self.store.read().await?, project.0, repo_id).await?
+        else {
+            return Ok(None);
+        };
         let version = format!("cr{cr}-{}", &sha[..sha.len().min(12)]);
         let bundle = review_bundle(
             &self.store,
@@ -579,7 +601,7 @@ impl Engine {
             test_summary: None,
             publisher: None,
         };
-        let env = review_environment(cr);
+        let env = review_environment(&repo.name, cr);
         self.begin(
             project,
             &env,
@@ -940,8 +962,16 @@ impl Engine {
     }
 }
 
-/// The review environment of change request `number`.
-pub fn review_environment(number: i64) -> String {
+/// The review environment of change request `number` of repository `repo`: change request
+/// numbers count per repository, so two repositories of a project each have a `!1`.
+pub fn review_environment(repo: &str, number: i64) -> String {
+    format!("review-{repo}-{number}")
+}
+
+/// The name review environments had before it carried the repository (`review-N`); such an
+/// environment is still torn down when change request N of any of the project's
+/// repositories is merged or closed (which repository it came from is not recorded).
+pub fn legacy_review_environment(number: i64) -> String {
     format!("review-{number}")
 }
 
@@ -1146,7 +1176,7 @@ impl Consumer for PromotionDeployer {
 }
 
 /// Review environments: a change request's successful pipeline run is deployed to
-/// `review-N`; merging or closing the change request tears it down. The ledger consumer
+/// `review-REPO-N`; merging or closing the change request tears it down. The ledger consumer
 /// `deploy.reviews`.
 pub struct ReviewDeployer(pub Arc<Engine>);
 
@@ -1190,15 +1220,24 @@ impl Consumer for ReviewDeployer {
                 let Some(number) = event.payload.get("number").and_then(Value::as_i64) else {
                     return Ok(());
                 };
-                let env = review_environment(number);
-                return match self.0.teardown((project_id, slug), &env, &ACTOR).await {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.code == ErrorCode::DeployInProgress => Err(e),
-                    Err(e) => {
-                        tracing::warn!(%env, reason = %e.message, "tearing a review environment down failed");
-                        Ok(())
+                let mut envs = vec![legacy_review_environment(number)];
+                envs.extend(
+                    event
+                        .payload
+                        .get("repo")
+                        .and_then(Value::as_str)
+                        .map(|repo| review_environment(repo, number)),
+                );
+                for env in envs {
+                    match self.0.teardown((project_id, slug), &env, &ACTOR).await {
+                        Ok(_) => {}
+                        Err(e) if e.code == ErrorCode::DeployInProgress => return Err(e),
+                        Err(e) => {
+                            tracing::warn!(%env, reason = %e.message, "tearing a review environment down failed");
+                        }
                     }
-                };
+                }
+                return Ok(());
             }
             Ok(())
         })

@@ -103,16 +103,44 @@ impl LocalTarget {
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
             .cloned();
-        match known {
-            Some((addr, _)) => Ok(addr),
+        let addr = match known {
+            Some((addr, _)) => addr,
             None => {
                 let listen = route.listen.as_deref().unwrap_or(&self.default_listen);
                 self.proxy.listen(listen).await.map_err(|e| {
                     TargetError::Other(format!(
                         "the proxy cannot listen on {listen}: {e}; choose another `listen` in the route or free the port"
                     ))
-                })
+                })?
             }
+        };
+        self.refuse_taken(&key, addr, route.host.as_deref())?;
+        Ok(addr)
+    }
+
+    /// Another environment's service already has this address and host: taking it over would
+    /// send that environment's traffic here (and removing it later would cut both).
+    fn refuse_taken(
+        &self,
+        key: &(String, String),
+        addr: SocketAddr,
+        host: Option<&str>,
+    ) -> Result<(), TargetError> {
+        let bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = bound
+            .iter()
+            .find(|(k, (a, h))| *k != key && *a == addr && h.as_deref() == host);
+        match taken {
+            Some(((env, svc), _)) => Err(TargetError::Other(format!(
+                "{addr}{} is already routed to service {svc} of {env}; give this route its own `host` or `listen`{}",
+                host.map(|h| format!(" host {h}")).unwrap_or_default(),
+                if env.contains("/review-") {
+                    " (review hosts of several repositories: put `{repo}` in the host)"
+                } else {
+                    ""
+                }
+            ))),
+            None => Ok(()),
         }
     }
 }

@@ -931,10 +931,13 @@ impl Checker<'_> {
                     ok = false;
                     continue;
                 };
-                if text.contains("{cr}") && (rk == "listen" || env != "review") {
-                    let d = self.err(rv, SVC_BAD_ROUTE, format!("`{{cr}}` in `{rk}` of {what}"));
+                let placeholder = ["{cr}", "{repo}"].into_iter().find(|p| text.contains(p));
+                if let Some(p) = placeholder
+                    && (rk == "listen" || env != "review")
+                {
+                    let d = self.err(rv, SVC_BAD_ROUTE, format!("`{p}` in `{rk}` of {what}"));
                     d.help = Some(
-                        "`{cr}` (the change request's number) is only replaced in the `host` of the `review` route"
+                        "`{cr}` (the change request's number) and `{repo}` (its repository) are only replaced in the `host` of the `review` route"
                             .into(),
                     );
                     ok = false;
@@ -956,7 +959,7 @@ impl Checker<'_> {
                             ok = false;
                         }
                     }
-                } else if valid_host(&text.replace("{cr}", "1")) {
+                } else if valid_host(&text.replace("{cr}", "1").replace("{repo}", "app")) {
                     route.host = Some(text.to_ascii_lowercase());
                 } else {
                     let d = self.err(

@@ -33,7 +33,7 @@ pub struct Override {
 
 impl ServicesFile {
     /// The services as they run in `environment`: each service with its override for that
-    /// environment applied (a review environment `review-N` uses the `review` override).
+    /// environment applied (a review environment `review-REPO-N` uses the `review` override).
     /// The result has no overrides left.
     pub fn for_environment(&self, environment: &str) -> ServicesFile {
         let services = self
@@ -42,11 +42,8 @@ impl ServicesFile {
             .map(|(name, s)| {
                 let mut s = s.clone();
                 let o = self.overrides.get(name).and_then(|m| {
-                    m.get(environment).or_else(|| {
-                        environment
-                            .strip_prefix("review-")
-                            .and_then(|_| m.get("review"))
-                    })
+                    m.get(environment)
+                        .or_else(|| review_parts(environment).and_then(|_| m.get("review")))
                 });
                 if let Some(o) = o {
                     if let Some(n) = o.replicas {
@@ -83,7 +80,8 @@ pub struct Service {
     pub health: Health,
     pub stop: Stop,
     /// Routes per environment name. The key `review` holds the route of review environments,
-    /// where `{cr}` in a host name is replaced by the change request's number.
+    /// where `{cr}` in a host name is replaced by the change request's number and `{repo}` by
+    /// its repository's name.
     pub routes: BTreeMap<String, Route>,
     pub strategy: Strategy,
     /// How long an old version's in-flight requests may finish after traffic left it, and how
@@ -272,17 +270,39 @@ pub struct Resources {
 }
 
 impl Service {
-    /// The route of an environment; a review environment `review-N` uses the `review` route
-    /// with `{cr}` replaced.
+    /// The route of an environment; a review environment `review-REPO-N` uses the `review`
+    /// route with `{cr}` (N) and `{repo}` ([`host_label`] of REPO) replaced.
     pub fn route_for(&self, environment: &str) -> Option<Route> {
         if let Some(r) = self.routes.get(environment) {
             return Some(r.clone());
         }
-        let cr = environment.strip_prefix("review-")?;
+        let (repo, cr) = review_parts(environment)?;
         let r = self.routes.get("review")?;
         Some(Route {
             listen: r.listen.clone(),
-            host: r.host.as_ref().map(|h| h.replace("{cr}", cr)),
+            host: r
+                .host
+                .as_ref()
+                .map(|h| h.replace("{cr}", cr).replace("{repo}", &host_label(repo))),
         })
     }
+}
+
+/// The repository and change request number of a review environment: `review-REPO-N`, or
+/// `review-N` as named before the repository was part of the name (no repository).
+pub fn review_parts(environment: &str) -> Option<(&str, &str)> {
+    let rest = environment.strip_prefix("review-")?;
+    let (repo, cr) = rest.rsplit_once('-').unwrap_or(("", rest));
+    (!cr.is_empty() && cr.bytes().all(|b| b.is_ascii_digit())).then_some((repo, cr))
+}
+
+/// A repository name as one DNS label for `{repo}` in a review host: lower case, and `.`
+/// and `_` (allowed in repository names, not in host labels) as `-`.
+pub fn host_label(repo: &str) -> String {
+    repo.chars()
+        .map(|c| match c {
+            '.' | '_' => '-',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
 }

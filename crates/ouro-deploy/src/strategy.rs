@@ -109,12 +109,20 @@ pub async fn run(
             match start_ready(target, steps, plan, opts).await {
                 Err(m) => m,
                 Ok(()) => {
-                    switch_all(target, steps, plan).await;
-                    if let Some(old) = old {
-                        drain(target, steps, plan, old).await;
+                    if !switch_all(target, steps, plan).await {
+                        // Traffic never moved: the old version keeps it, the new one goes.
+                        stop(target, steps, plan, &plan.new.version).await;
+                        return Moved::Failed {
+                            reason: format!(
+                                "{}: switching traffic to {} failed (see the switch step)",
+                                plan.new.service.name, plan.new.version
+                            ),
+                            rolled_back: false,
+                        };
                     }
-                    Moved::Live {
-                        keep_warm_ms: if old.is_some() { keep_warm_ms } else { 0 },
+                    match old {
+                        Some(old) => retire(target, steps, plan, old, keep_warm_ms).await,
+                        None => Moved::Live { keep_warm_ms: 0 },
                     }
                 }
             }
@@ -705,10 +713,23 @@ async fn canary(
     if c.steps.last().is_none_or(|s| s.weight < 100) {
         switch_all(target, steps, plan).await;
     }
+    retire(target, steps, plan, old, c.keep_warm_ms).await
+}
+
+/// The version that just lost all traffic: drained, then stopped at once when it is not to
+/// be kept warm (`keep_warm_ms` 0); otherwise the engine stops it after `keep_warm_ms`.
+async fn retire(
+    target: &dyn Target,
+    steps: &dyn Steps,
+    plan: &ServicePlan<'_>,
+    old: &str,
+    keep_warm_ms: u64,
+) -> Moved {
     drain(target, steps, plan, old).await;
-    Moved::Live {
-        keep_warm_ms: c.keep_warm_ms,
+    if keep_warm_ms == 0 {
+        stop(target, steps, plan, old).await;
     }
+    Moved::Live { keep_warm_ms }
 }
 
 #[cfg(test)]

@@ -1166,3 +1166,28 @@ async fn a_pooled_connection_the_replica_closed_between_requests_is_not_used_aga
     assert_eq!((stats.requests, stats.errors), (5, 0));
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn when_a_replica_stops_being_ready_or_routed_a_keep_alive_client_goes_elsewhere() {
+    let (a, b) = (server("A").await, server("B").await);
+    let (proxy, addr) = proxy().await;
+    let (ua, ub) = (upstream("1", 0, a.addr), upstream("1", 1, b.addr));
+    proxy.set_route(addr, None, table(vec![ua.clone()]));
+    let mut cl = client(addr).await;
+    assert_eq!(cl.get("x", "/").await.body, "A");
+    proxy.set_route(addr, None, table(vec![ua.clone(), ub.clone()]));
+    ua.set_ready(false);
+    for _ in 0..10 {
+        assert_eq!(cl.get("x", "/").await.body, "B");
+    }
+    // A is ready again but a switch took it out of the route.
+    ua.set_ready(true);
+    proxy.set_route(addr, None, table(vec![ub.clone()]));
+    for _ in 0..10 {
+        assert_eq!(cl.get("x", "/").await.body, "B");
+    }
+    assert_eq!(a.hits.load(Ordering::SeqCst), 1);
+    let stats = proxy.stats(SERVICE, "1");
+    assert_eq!((stats.requests, stats.errors), (21, 0));
+    proxy.shutdown().await;
+}

@@ -574,7 +574,9 @@ async fn old_versions_are_removed_beyond_keep_but_never_live_previous_or_running
         new: &back,
         old: Some("5.0.0"),
         route: &rig.route,
-        strategy: Some(Strategy::BlueGreen { keep_warm_ms: 0 }),
+        strategy: Some(Strategy::BlueGreen {
+            keep_warm_ms: 60_000,
+        }),
     };
     let moved = strategy::run(
         &rig.target,
@@ -583,10 +585,15 @@ async fn old_versions_are_removed_beyond_keep_but_never_live_previous_or_running
         &Options::default(),
     )
     .await;
-    assert_eq!(moved, Moved::Live { keep_warm_ms: 0 });
+    assert_eq!(
+        moved,
+        Moved::Live {
+            keep_warm_ms: 60_000
+        }
+    );
     assert_eq!(serving_versions(&rig, 4).await, vec!["4.0.0".to_string()]);
 
-    // 4.0.0 and 5.0.0 run now (5.0.0 is kept warm): keep 0 and nothing protected removes only
+    // 4.0.0 and 5.0.0 run now (5.0.0 is kept warm: the engine would stop it later): keep 0 and nothing protected removes only
     // 3.0.0, whose replicas are stopped.
     let removed = rig.target.prune(KEY, "web", 0, &[]).await.expect("prune");
     assert_eq!(removed, vec!["3.0.0".to_string()]);
@@ -629,4 +636,51 @@ async fn old_versions_are_removed_beyond_keep_but_never_live_previous_or_running
         find_files(&rig.w.root(), "state.json").is_empty(),
         "every replica was stopped"
     );
+}
+
+#[tokio::test]
+async fn a_route_another_environment_holds_on_the_same_address_and_host_is_refused() {
+    let rig = Rig::new();
+    let _cleanup = rig.w.cleanup();
+    let svc = rolling(1, 1, 0);
+    let host = |h: &str, listen: &str| Route {
+        listen: Some(listen.into()),
+        host: Some(h.into()),
+    };
+    let split = ouro_deploy::target::Split::all("1.0.0");
+    let first = host("web-1.review.test", "127.0.0.1:0");
+    rig.target
+        .route("shop/review-web-1", &svc, &first, &split)
+        .await
+        .expect("first route");
+    let listen = rig
+        .target
+        .endpoint("shop/review-web-1", "web")
+        .expect("bound");
+    // Another environment on that address: its own host is fine, the same host is refused.
+    rig.target
+        .route(
+            "shop/review-api-1",
+            &svc,
+            &host("api-1.review.test", &listen),
+            &split,
+        )
+        .await
+        .expect("another host");
+    let err = rig
+        .target
+        .route(
+            "shop/review-other-1",
+            &svc,
+            &host("web-1.review.test", &listen),
+            &split,
+        )
+        .await
+        .expect_err("the same host");
+    assert!(err.to_string().contains("shop/review-web-1"), "{err}");
+    // The environment that holds it may route again (a switch).
+    rig.target
+        .route("shop/review-web-1", &svc, &first, &split)
+        .await
+        .expect("the same environment again");
 }

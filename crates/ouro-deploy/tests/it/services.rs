@@ -219,6 +219,40 @@ fn a_full_file_parses_to_the_model() {
         web.route_for("review-42").and_then(|r| r.host).as_deref(),
         Some("cr-42.review.example.com")
     );
+    // `review-REPO-N`: the number is the last part, whatever the repository's name holds.
+    assert_eq!(
+        web.route_for("review-shop-api.v2-7")
+            .and_then(|r| r.host)
+            .as_deref(),
+        Some("cr-7.review.example.com")
+    );
+    assert_eq!(web.route_for("review-shop-x"), None);
+}
+
+#[test]
+fn a_review_host_names_the_repository_as_a_host_label() {
+    let f = services::parse(
+        services::FILE,
+        "services:\n  web:\n    run: x\n    route:\n      review: {host: \"{repo}-{cr}.review.example.com\"}\n",
+    )
+    .unwrap();
+    let web = &f.services["web"];
+    let host = |env: &str| web.route_for(env).and_then(|r| r.host);
+    assert_eq!(
+        host("review-Shop_api.v2-12").as_deref(),
+        Some("shop-api-v2-12.review.example.com")
+    );
+    assert_eq!(
+        host("review-app-1").as_deref(),
+        Some("app-1.review.example.com")
+    );
+    assert_ne!(host("review-app-1"), host("review-web-1"));
+    assert_eq!(
+        ouro_deploy::spec::review_parts("review-my-app-3"),
+        Some(("my-app", "3"))
+    );
+    assert_eq!(ouro_deploy::spec::review_parts("review-3"), Some(("", "3")));
+    assert_eq!(ouro_deploy::spec::review_parts("staging"), None);
 }
 
 #[test]

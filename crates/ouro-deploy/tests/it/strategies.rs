@@ -229,6 +229,47 @@ async fn blue_green_switches_after_ready_and_keeps_the_old_version_warm() {
 }
 
 #[tokio::test]
+async fn blue_green_without_keep_warm_stops_the_old_version_after_draining() {
+    let fake = Fake::default();
+    let (moved, steps) = run(
+        &fake,
+        Strategy::BlueGreen { keep_warm_ms: 0 },
+        Some("1.0.0"),
+    )
+    .await;
+    assert_eq!(moved, Moved::Live { keep_warm_ms: 0 });
+    assert_eq!(
+        fake.calls(),
+        [
+            "start 1.1.0",
+            "ready? 1.1.0",
+            "route 1.1.0",
+            "drain 1.0.0",
+            "stop 1.0.0"
+        ]
+    );
+    let names: Vec<&str> = steps.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(names, ["start", "ready", "switch", "drain", "stop"]);
+}
+
+#[tokio::test]
+async fn a_canary_without_keep_warm_stops_the_old_version_at_the_end() {
+    let fake = Fake::default();
+    let mut c = canary(&[50, 100]);
+    if let Strategy::Canary(c) = &mut c {
+        c.keep_warm_ms = 0;
+    }
+    let (moved, _) = run(&fake, c, Some("1.0.0")).await;
+    assert_eq!(moved, Moved::Live { keep_warm_ms: 0 });
+    assert_eq!(
+        fake.calls().last().map(String::as_str),
+        Some("stop 1.0.0"),
+        "{:?}",
+        fake.calls()
+    );
+}
+
+#[tokio::test]
 async fn a_version_that_never_gets_ready_is_stopped_and_traffic_never_moves() {
     let fake = Fake {
         not_ready: vec!["1.1.0".into()],

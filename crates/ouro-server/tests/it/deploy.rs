@@ -762,7 +762,7 @@ async fn a_restarted_server_adopts_its_replicas_and_serves_the_same_version() {
     s.stop().await;
 }
 
-const REVIEW_CI: &str = "name: CR
+pub(crate) const REVIEW_CI: &str = "name: CR
 on:
   change_request:
     branches: [main]
@@ -804,7 +804,7 @@ async fn a_change_request_gets_a_review_environment_until_it_is_closed() {
     let version = format!("cr1-{}", &head[..12]);
     let cleanup = Cleanup(
         s.state.clone(),
-        vec![("demo/review-1".into(), version.clone())],
+        vec![("demo/review-app-1".into(), version.clone())],
     );
     let (st, cr) = s
         .admin(
@@ -815,13 +815,13 @@ async fn a_change_request_gets_a_review_environment_until_it_is_closed() {
         .await;
     assert_eq!(st, 201, "{cr}");
 
-    // The green run of the change request is deployed to review-1 by itself.
+    // The green run of the change request goes to review-app-1 (repository `app`, CR 1) by itself.
     let deadline = Instant::now() + Duration::from_secs(90);
     let env = loop {
         let (st, env) = s
             .admin(
                 Method::GET,
-                "/api/v1/projects/demo/environments/review-1",
+                "/api/v1/projects/demo/environments/review-app-1",
                 None,
             )
             .await;
@@ -871,7 +871,7 @@ async fn a_change_request_gets_a_review_environment_until_it_is_closed() {
         let (_, list) = s
             .admin(
                 Method::GET,
-                "/api/v1/projects/demo/deployments?environment=review-1",
+                "/api/v1/projects/demo/deployments?environment=review-app-1",
                 None,
             )
             .await;
@@ -881,7 +881,7 @@ async fn a_change_request_gets_a_review_environment_until_it_is_closed() {
         assert!(Instant::now() < deadline, "not torn down: {list}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let env = environment(&s, "review-1").await;
+    let env = environment(&s, "review-app-1").await;
     assert_eq!(env["version"], Value::Null, "{env}");
     assert!(env["replicas"].as_array().unwrap().is_empty(), "{env}");
     let gone = client

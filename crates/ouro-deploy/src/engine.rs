@@ -793,6 +793,36 @@ impl Engine {
         }
     }
 
+    /// After a restart: versions of a service other than the live one that the target still
+    /// runs (a version kept warm when the server stopped; its timer died with the server) stay
+    /// warm for the service's keep-warm time from now, then stop unless they are live again.
+    fn retire_adopted(self: &Arc<Self>, key: &str, ds: &DesiredService, live: &str) {
+        let keep_warm_ms = match &ds.service.strategy {
+            Strategy::BlueGreen { keep_warm_ms } => *keep_warm_ms,
+            Strategy::Canary(c) => c.keep_warm_ms,
+            _ => 0,
+        };
+        let mut others: Vec<String> = self
+            .target
+            .status(key, &ds.service.name)
+            .into_iter()
+            .filter(|r| r.version != live && r.health != "stopped")
+            .map(|r| r.version)
+            .collect();
+        others.sort();
+        others.dedup();
+        for version in others {
+            tracing::info!(environment = %key, service = %ds.service.name, %version,
+                keep_warm_ms, "a version adopted after the restart is not live: it will stop");
+            let me = self.clone();
+            let (key, svc) = (key.to_string(), ds.service.name.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(keep_warm_ms)).await;
+                me.stop_if_idle(&key, &svc, &version).await;
+            });
+        }
+    }
+
     /// Waits for the background deployment of an environment (tests, shutdown).
     pub async fn wait(&self, project_id: i64, environment: &str) {
         let task = lock(&self.state)
@@ -950,6 +980,7 @@ impl Engine {
                     Err(e) => tracing::error!(environment = %key, service = %ds.service.name,
                         error = %e, "restoring a deployed service failed"),
                 }
+                self.retire_adopted(&key, ds, &desired.version);
             }
             let names: Vec<String> = desired
                 .services

@@ -200,3 +200,51 @@ async fn the_version_that_loses_traffic_stops_after_its_keep_warm_time() {
         s.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_version_kept_warm_across_a_restart_still_stops() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        let name = db.name();
+        let project = s.demo_project().await;
+        let (git, work, _) = app_checkout(&s).await;
+        std::fs::create_dir_all(work.join(".ouro")).unwrap();
+        let sha = git
+            .commit(&work, ".ouro/services.yml", SERVICES, "Run the web service")
+            .await;
+        git.run(&work, &["push", "-q", "origin", "main"]).await;
+        release(&s, project.id, "1.0.0", &sha, &app("1.0.0", false)).await;
+        release(&s, project.id, "1.1.0", &sha, &app("1.1.0", false)).await;
+        let d = deploy(&s, "qa", "1.0.0").await;
+        assert_eq!(d["state"], "succeeded", "{name}: {d}");
+        let old = pids(&environment(&s, "qa").await, "1.0.0");
+        assert_eq!(old.len(), 1, "{name}");
+        let d = deploy(&s, "qa", "1.1.0").await;
+        assert_eq!(d["state"], "succeeded", "{name}: {d}");
+        // The server stops while 1.0.0 is warm (2 s): its stop timer dies with it. The
+        // restarted server adopts 1.0.0 and stops it after the keep-warm time.
+        let s = s.restart().await;
+        let cleanup = Cleanup(
+            s.state.clone(),
+            vec![
+                ("demo/qa".into(), "1.0.0".into()),
+                ("demo/qa".into(), "1.1.0".into()),
+            ],
+        );
+        stopped(&old, "1.0.0 kept warm across a restart").await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let env = loop {
+            let env = environment(&s, "qa").await;
+            let listen = env["services"][0]["listen"].as_str().unwrap_or(":0");
+            if pids(&env, "1.1.0").len() == 1 && !listen.ends_with(":0") {
+                break env;
+            }
+            assert!(Instant::now() < deadline, "{name}: not restored: {env}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let url = format!("http://{}/", env["services"][0]["listen"].as_str().unwrap());
+        assert_eq!(get_text(&url).await, "1.1.0", "{name}");
+        cleanup.run().await;
+        s.stop().await;
+    }
+}

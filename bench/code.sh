@@ -75,6 +75,14 @@ hyperfine --warmup 1 --runs ${RUNS:-5} \
 echo "-- incremental push of one commit: Ouro vs file://"
 git clone -q "$URL" "$WORK/w1"
 git clone -q "file://$WORK/src.git" "$WORK/w2"
+# The server's CPU time (user + system, in clock ticks) around the push runs, its own and that
+# of the git processes it started and waited for: hyperfine's User/System count the client only.
+cpu() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+kids() { awk '{print $16 + $17}' "/proc/$PID/stat"; }
+C0=$(cpu); K0=$(kids)
 hyperfine --runs ${RUNS:-5} \
   -n ouro "cd $WORK/w1 && date +%s%N > bench.txt && git add bench.txt && git commit -qm bench && git push -q origin HEAD:main" \
   -n file "cd $WORK/w2 && date +%s%N > bench.txt && git add bench.txt && git commit -qm bench && git push -q origin HEAD:main"
+C1=$(cpu); K1=$(kids)
+TCK=$(getconf CLK_TCK)
+echo "server CPU during the ${RUNS:-5} ouro pushes: $(( (C1 - C0) * 1000 / TCK )) ms in the server, $(( (K1 - K0) * 1000 / TCK )) ms in the git processes it ran"

@@ -44,6 +44,10 @@ pub struct Context<'a> {
     /// branch (GitLab's "fully protected after the initial push"), so a developer can push the
     /// first commit of a new repository.
     pub initial_push: bool,
+    /// A private directory of this push where the checks may write (the hook channel's): gix
+    /// sees the quarantined objects through an alternates file made there. `None`: ancestry is
+    /// asked of git.
+    pub scratch: Option<&'a Path>,
 }
 
 fn cmd(dir: &Path, env: &[(&'static str, String)], args: &[&str]) -> tokio::process::Command {
@@ -156,7 +160,7 @@ pub async fn run(
     // only a push that does carry a big blob is walked, to name the file and the ref.
     let big_blob = match req.object_dir.is_empty() {
         true => true,
-        false => quarantine_has_blob_over(dir, &req.object_dir, ctx.max_file_bytes).await?,
+        false => quarantine_has_blob_over(&req.object_dir, ctx.max_file_bytes).await?,
     };
     for u in &req.updates {
         let before = out.len();
@@ -241,7 +245,7 @@ async fn refs_and_protection(
     }
     let forced = u.old != ZERO_ID
         && !rule.allow_force_push
-        && !is_ancestor(dir, env, &u.old, &u.new).await?;
+        && !is_ancestor(dir, env, &u.old, &u.new, ctx.scratch).await?;
     if forced {
         out.push(v(
             "protected.force_push",
@@ -298,13 +302,34 @@ fn tag_protection(
     }
 }
 
-/// `git merge-base --is-ancestor`: exit 0 yes, 1 no, anything else an error (a missing object).
+/// Whether `old` is an ancestor of `new` (`git merge-base --is-ancestor`), read with gix from
+/// the repository and the quarantine when [`Context::scratch`] allows, else asked of git. A
+/// missing object is an error, not an answer.
 async fn is_ancestor(
     dir: &Path,
     env: &[(&'static str, String)],
     old: &str,
     new: &str,
+    scratch: Option<&Path>,
 ) -> Result<bool, GitError> {
+    if let Some(scratch) = scratch {
+        let (d, s, o, n) = (
+            dir.to_path_buf(),
+            scratch.to_path_buf(),
+            old.to_string(),
+            new.to_string(),
+        );
+        let env = env.to_vec();
+        return tokio::task::spawn_blocking(move || {
+            let repo = open_with_quarantine(&d, &env, &s)?;
+            is_ancestor_gix(&repo, &o, &n)
+        })
+        .await
+        .map_err(|e| GitError {
+            what: "merge-base".into(),
+            message: e.to_string(),
+        })?;
+    }
     let status = cmd(dir, env, &["merge-base", "--is-ancestor", old, new])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -324,6 +349,79 @@ async fn is_ancestor(
     }
 }
 
+fn gix_failed(what: &str, e: impl std::fmt::Display) -> GitError {
+    GitError {
+        what: what.into(),
+        message: e.to_string(),
+    }
+}
+
+/// The repository as its pre-receive hook sees it: its own objects and the quarantined ones
+/// (git passes them as `GIT_OBJECT_DIRECTORY` and `GIT_ALTERNATE_OBJECT_DIRECTORIES`). gix
+/// reads alternates only from a file, so the list is written to `scratch/objects/info/alternates`
+/// (never into the quarantine: git moves its files into the repository on success).
+pub fn open_with_quarantine(
+    dir: &Path,
+    env: &[(&'static str, String)],
+    scratch: &Path,
+) -> Result<gix::Repository, GitError> {
+    let mut repo = gix::open(dir).map_err(|e| gix_failed("open", e))?;
+    let var = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+    let Some(objects) = var("GIT_OBJECT_DIRECTORY") else {
+        return Ok(repo);
+    };
+    let mut list = vec![objects.to_string()];
+    let alternates = var("GIT_ALTERNATE_OBJECT_DIRECTORIES").unwrap_or("");
+    if alternates.contains('"') {
+        return Err(gix_failed("open", "a quoted alternate object directory"));
+    }
+    list.extend(
+        alternates
+            .split(':')
+            .filter(|a| !a.is_empty())
+            .map(String::from),
+    );
+    let mut text = String::new();
+    for p in list {
+        // Relative paths are the hook's, and the hook runs in the repository.
+        let p = if Path::new(&p).is_absolute() {
+            p
+        } else {
+            dir.join(p).to_string_lossy().into_owned()
+        };
+        text.push_str(&p);
+        text.push('\n');
+    }
+    let view = scratch.join("objects");
+    std::fs::create_dir_all(view.join("info")).map_err(|e| gix_failed("open", e))?;
+    std::fs::write(view.join("info/alternates"), text).map_err(|e| gix_failed("open", e))?;
+    let odb = gix::odb::at(view, repo.object_hash()).map_err(|e| gix_failed("open", e))?;
+    repo.objects = gix::OdbHandle::from(odb);
+    Ok(repo)
+}
+
+fn is_ancestor_gix(repo: &gix::Repository, old: &str, new: &str) -> Result<bool, GitError> {
+    let commit = |id: &str| -> Result<gix::ObjectId, GitError> {
+        let oid =
+            gix::ObjectId::from_hex(id.as_bytes()).map_err(|e| gix_failed("merge-base", e))?;
+        let obj = repo
+            .find_object(oid)
+            .map_err(|e| gix_failed("merge-base", e))?;
+        Ok(obj
+            .peel_to_commit()
+            .map_err(|e| gix_failed("merge-base", e))?
+            .id)
+    };
+    let (o, n) = (commit(old)?, commit(new)?);
+    if o == n {
+        return Ok(true);
+    }
+    match repo.merge_base(o, n) {
+        Ok(base) => Ok(base.is_some_and(|b| b.detach() == o)),
+        Err(e) => Err(gix_failed("merge-base", e)),
+    }
+}
+
 /// Arguments selecting what `u` brings that the repository does not have: `new --not --all
 /// <earlier tips of this push>`.
 fn new_range<'a>(u: &'a HookUpdate, scanned: &'a [String]) -> Vec<&'a str> {
@@ -333,30 +431,24 @@ fn new_range<'a>(u: &'a HookUpdate, scanned: &'a [String]) -> Vec<&'a str> {
 }
 
 /// Whether the quarantine (the objects this push sent, nothing else: no alternates) holds a
-/// blob larger than `max`.
-async fn quarantine_has_blob_over(
-    dir: &Path,
-    object_dir: &str,
-    max: u64,
-) -> Result<bool, GitError> {
-    let env = [("GIT_OBJECT_DIRECTORY", object_dir.to_string())];
-    let sizes = must(
-        dir,
-        &env,
-        &[
-            "cat-file",
-            "--batch-all-objects",
-            "--unordered",
-            "--batch-check=%(objecttype) %(objectsize)",
-        ],
-        None,
-    )
-    .await?;
-    Ok(sizes.lines().any(|l| {
-        l.split_once(' ').is_some_and(|(kind, size)| {
-            kind == "blob" && size.parse::<u64>().is_ok_and(|n| n > max)
-        })
-    }))
+/// blob larger than `max`. Read with gix (the object headers only), no process.
+async fn quarantine_has_blob_over(object_dir: &str, max: u64) -> Result<bool, GitError> {
+    let dir = std::path::PathBuf::from(object_dir);
+    tokio::task::spawn_blocking(move || {
+        use gix::odb::HeaderExt;
+        let odb =
+            gix::odb::at(dir, gix::hash::Kind::Sha1).map_err(|e| gix_failed("cat-file", e))?;
+        for id in odb.iter().map_err(|e| gix_failed("cat-file", e))? {
+            let id = id.map_err(|e| gix_failed("cat-file", e))?;
+            let h = odb.header(id).map_err(|e| gix_failed("cat-file", e))?;
+            if h.kind() == gix::object::Kind::Blob && h.size() > max {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    })
+    .await
+    .map_err(|e| gix_failed("cat-file", e))?
 }
 
 async fn file_sizes(
@@ -423,6 +515,31 @@ async fn secrets_of(
         .all(|r| !ctx.rules.secret_rule_enabled(r.id))
     {
         return Ok(());
+    }
+    if let Some(scratch) = ctx.scratch {
+        let (d, sc, env2, u2, sc2, rules) = (
+            dir.to_path_buf(),
+            scratch.to_path_buf(),
+            env.to_vec(),
+            u.clone(),
+            scanned.to_vec(),
+            ctx.rules.clone(),
+        );
+        let scan = tokio::task::spawn_blocking(move || {
+            let repo = open_with_quarantine(&d, &env2, &sc)?;
+            scan_with_gix(&repo, &u2, &sc2, &rules)
+        })
+        .await
+        .map_err(|e| gix_failed("log", e))?;
+        match scan {
+            Ok(found) => {
+                out.extend(found);
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "scanning the push with gix failed; asking git");
+            }
+        }
     }
     // The allow-list as the pushed tip has it, read at the first finding.
     let mut allow: Option<AllowList> = None;
@@ -495,16 +612,9 @@ async fn secrets_of(
                 }
                 hits += 1;
                 if hits <= MAX_LISTED_HITS {
-                    out.push(Violation {
-                        refname: u.refname.clone(),
-                        rule: format!("secret.{}", h.rule),
-                        message: format!(
-                            "possible secret in {path} line {line_no} (commit {}): rule {}, {}, fingerprint {fp}",
-                            short(&commit),
-                            h.rule,
-                            secrets::mask(secret),
-                        ),
-                    });
+                    out.push(secret_violation(
+                        u, &commit, &path, line_no, h.rule, secret, &fp,
+                    ));
                 }
             }
             line_no += 1;
@@ -525,6 +635,261 @@ async fn secrets_of(
         });
     }
     Ok(())
+}
+
+fn secret_violation(
+    u: &HookUpdate,
+    commit: &str,
+    path: &str,
+    line_no: usize,
+    rule: &str,
+    secret: &str,
+    fp: &str,
+) -> Violation {
+    Violation {
+        refname: u.refname.clone(),
+        rule: format!("secret.{rule}"),
+        message: format!(
+            "possible secret in {path} line {line_no} (commit {}): rule {rule}, {}, fingerprint {fp}",
+            short(commit),
+            secrets::mask(secret),
+        ),
+    }
+}
+
+/// git's test for a binary file in a diff: a NUL in the first 8000 bytes.
+fn is_binary(data: &[u8]) -> bool {
+    data[..data.len().min(8000)].contains(&0)
+}
+
+/// One side of a changed path: the blob and whether it is a symbolic link.
+type Side = Option<(gix::ObjectId, bool)>;
+
+/// A tree entry: (is a tree, is a blob or link, is a link, id).
+type Entry = (bool, bool, bool, gix::ObjectId);
+
+/// The tree entries keyed the way git orders them (a directory's name with a `/`).
+fn tree_entries(
+    repo: &gix::Repository,
+    tree: Option<gix::ObjectId>,
+) -> Result<Vec<(Vec<u8>, Entry)>, GitError> {
+    let Some(id) = tree else {
+        return Ok(Vec::new());
+    };
+    let tree = repo.find_tree(id).map_err(|e| gix_failed("log", e))?;
+    let decoded = tree.decode().map_err(|e| gix_failed("log", e))?;
+    let mut out: Vec<_> = decoded
+        .entries
+        .iter()
+        .map(|e| {
+            let mut key = e.filename.to_vec();
+            if e.mode.is_tree() {
+                key.push(b'/');
+            }
+            let file = e.mode.is_blob() || e.mode.is_link();
+            (
+                key,
+                (e.mode.is_tree(), file, e.mode.is_link(), e.oid.to_owned()),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// The files a commit adds or changes relative to its first parent, in git's diff order, with
+/// both sides (`git log -p --no-renames` without merges).
+fn changed_files(
+    repo: &gix::Repository,
+    a: Option<gix::ObjectId>,
+    b: Option<gix::ObjectId>,
+    prefix: &[u8],
+    out: &mut Vec<(Vec<u8>, Side, Side)>,
+) -> Result<(), GitError> {
+    if a == b {
+        return Ok(());
+    }
+    let (ea, eb) = (tree_entries(repo, a)?, tree_entries(repo, b)?);
+    let (mut i, mut j) = (0, 0);
+    while i < ea.len() || j < eb.len() {
+        let order = match (ea.get(i), eb.get(j)) {
+            (Some(x), Some(y)) => x.0.cmp(&y.0),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        let (x, y) = match order {
+            std::cmp::Ordering::Less => {
+                i += 1;
+                (ea.get(i - 1), None)
+            }
+            std::cmp::Ordering::Greater => {
+                j += 1;
+                (None, eb.get(j - 1))
+            }
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+                (ea.get(i - 1), eb.get(j - 1))
+            }
+        };
+        let Some((key, new)) = y else {
+            continue;
+        };
+        if x.is_some_and(|x| x.1 == *new) {
+            continue;
+        }
+        let mut path = prefix.to_vec();
+        if new.0 {
+            path.extend_from_slice(key);
+            let old_tree = x.filter(|x| x.1.0).map(|x| x.1.3);
+            changed_files(repo, old_tree, Some(new.3), &path, out)?;
+        } else if new.1 {
+            path.extend_from_slice(key);
+            // A blob replaced by a link (or back) is a deletion and an addition in git's diff.
+            let old = x
+                .filter(|x| x.1.1 && x.1.2 == new.2)
+                .map(|x| (x.1.3, x.1.2));
+            out.push((path, old, Some((new.3, new.2))));
+        }
+    }
+    Ok(())
+}
+
+/// The 1-based numbers of the lines `new` adds to `old` (the `+` lines of a diff).
+fn added_lines(old: Option<&[u8]>, new: &[u8]) -> Vec<usize> {
+    let lines = |d: &[u8]| -> Vec<Vec<u8>> {
+        d.split_inclusive(|b| *b == b'\n')
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    let new_lines = lines(new);
+    let Some(old) = old else {
+        return (1..=new_lines.len()).collect();
+    };
+    let old_lines = lines(old);
+    // Myers like git; a file whose diff takes too long gets a coarser (larger) set of lines.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    let ops = similar::capture_diff_slices_deadline(
+        similar::Algorithm::Myers,
+        &old_lines,
+        &new_lines,
+        Some(deadline),
+    );
+    let mut out = Vec::new();
+    for op in ops {
+        let (tag, _, range) = op.as_tag_tuple();
+        if matches!(tag, similar::DiffTag::Insert | similar::DiffTag::Replace) {
+            out.extend(range.map(|n| n + 1));
+        }
+    }
+    out
+}
+
+/// The secret scan of one update, in process: the commits `u.new` brings that no ref (nor an
+/// earlier ref of this push) has, each diffed against its first parent (merges skipped, as
+/// `git log -p` shows them without a diff), the added lines of text files scanned. Finds what
+/// the `git log -p` scan finds; used when the quarantine can be read with gix.
+fn scan_with_gix(
+    repo: &gix::Repository,
+    u: &HookUpdate,
+    scanned: &[String],
+    rules: &PushRules,
+) -> Result<Vec<Violation>, GitError> {
+    let mut known: Vec<String> = crate::advertise::advertised_refs(repo)
+        .ok_or_else(|| gix_failed("log", "cannot read the refs"))?
+        .into_values()
+        .map(|id| id.to_string())
+        .collect();
+    known.extend(scanned.iter().cloned());
+    let mut commits = git::new_commits_gix(repo, &u.new, &known)?;
+    // git log's order: newest first.
+    commits.reverse();
+    let enabled = |id: &str| rules.secret_rule_enabled(id);
+    let mut allow: Option<AllowList> = None;
+    let mut out = Vec::new();
+    let mut hits = 0usize;
+    let blob = |id: gix::ObjectId| -> Result<Vec<u8>, GitError> {
+        Ok(repo
+            .find_object(id)
+            .map_err(|e| gix_failed("log", e))?
+            .detach()
+            .data)
+    };
+    for id in &commits {
+        let oid = gix::ObjectId::from_hex(id.as_bytes()).map_err(|e| gix_failed("log", e))?;
+        let c = repo.find_commit(oid).map_err(|e| gix_failed("log", e))?;
+        let parents: Vec<gix::ObjectId> = c.parent_ids().map(|p| p.detach()).collect();
+        if parents.len() > 1 {
+            continue;
+        }
+        let tree = c.tree_id().map_err(|e| gix_failed("log", e))?.detach();
+        let parent_tree = match parents.first() {
+            Some(p) => Some(
+                repo.find_commit(*p)
+                    .map_err(|e| gix_failed("log", e))?
+                    .tree_id()
+                    .map_err(|e| gix_failed("log", e))?
+                    .detach(),
+            ),
+            None => None,
+        };
+        let mut files = Vec::new();
+        changed_files(repo, parent_tree, Some(tree), b"", &mut files)?;
+        for (path, old, new) in files {
+            let Some((new_id, _)) = new else { continue };
+            let new_data = blob(new_id)?;
+            let old_data = match old {
+                Some((old_id, _)) => Some(blob(old_id)?),
+                None => None,
+            };
+            if is_binary(&new_data) || old_data.as_deref().is_some_and(is_binary) {
+                continue;
+            }
+            let path = String::from_utf8_lossy(&path).into_owned();
+            let lines: Vec<&[u8]> = new_data.split_inclusive(|b| *b == b'\n').collect();
+            for n in added_lines(old_data.as_deref(), &new_data) {
+                let Some(line) = lines.get(n - 1) else {
+                    continue;
+                };
+                let text = String::from_utf8_lossy(line);
+                let added = text.trim_end_matches(['\n', '\r']);
+                for h in secrets::scan_line(added, &enabled) {
+                    let secret = h.secret(added);
+                    let fp = secrets::fingerprint(secret);
+                    if allow.is_none() {
+                        allow = Some(allow_list_gix(repo, &u.new));
+                    }
+                    if allow.as_ref().is_some_and(|a| a.allows(&path, h.rule, &fp)) {
+                        continue;
+                    }
+                    hits += 1;
+                    if hits <= MAX_LISTED_HITS {
+                        out.push(secret_violation(u, id, &path, n, h.rule, secret, &fp));
+                    }
+                }
+            }
+        }
+    }
+    if hits > MAX_LISTED_HITS {
+        out.push(Violation {
+            refname: u.refname.clone(),
+            rule: "secret.more".into(),
+            message: format!("... and {} more possible secrets", hits - MAX_LISTED_HITS),
+        });
+    }
+    Ok(out)
+}
+
+/// The allow-list file at the root of the pushed tip (empty when there is none).
+fn allow_list_gix(repo: &gix::Repository, tip: &str) -> AllowList {
+    let text = (|| {
+        let oid = gix::ObjectId::from_hex(tip.as_bytes()).ok()?;
+        let tree = repo.find_commit(oid).ok()?.tree().ok()?;
+        let entry = tree.find_entry(secrets::ALLOW_FILE)?;
+        let data = repo.find_object(entry.oid()).ok()?.detach().data;
+        Some(String::from_utf8_lossy(&data).into_owned())
+    })();
+    text.map(|t| AllowList::parse(&t).0).unwrap_or_default()
 }
 
 /// What a push over the size limit (`receive.maxInputSize`, set from `max_push_bytes`) is told,
@@ -704,6 +1069,93 @@ mod tests {
         }
     }
 
+    /// The in-process scan (gix) and the `git log -p` scan find the same things, in the same
+    /// order, on a history with the awkward cases: a root commit, changes in the middle and at
+    /// the end of files, a last line without newline, CRLF, a binary file, a merge that brings a
+    /// secret (no diff for merges in either), a file replaced by a directory, a link, an
+    /// allow-listed finding and more than the listed number of hits.
+    #[tokio::test]
+    async fn the_gix_scan_finds_what_git_log_finds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("w");
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = dir.as_path();
+        git(dir, &["init", "-q", "-b", "main"]).await;
+        let base = commit(dir, "README", "hello\n").await;
+        git(dir, &["checkout", "-q", "-b", "topic"]).await;
+        // Scanned last (newest first): its hits go past the listed number.
+        let many: String = (0..25)
+            .map(|i| format!("K{i}_TOKEN=9f8e7d6c5b{i:03}\n"))
+            .collect();
+        commit(dir, "many.txt", &many).await;
+        let lines: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(dir.join("a.env"), format!("A_TOKEN=9f8e7d6c5b4a1\n{lines}")).unwrap();
+        commit(dir, "b.txt", "B_SECRET=1a2b3c4d5e6f7\n").await;
+        let changed = lines
+            .replace("line 7\n", "C_TOKEN=9f8e7d6c5b4a2\n")
+            .replace("line 30\n", "D_PASSWORD=9f8e7d6c5b4a3");
+        commit(dir, "a.env", &changed).await;
+        commit(dir, "crlf.txt", "x\r\nE_TOKEN=9f8e7d6c5b4a4\r\n").await;
+        std::fs::write(dir.join("bin.dat"), b"\0\0F_TOKEN=9f8e7d6c5b4a5\n").unwrap();
+        commit(dir, "bin.dat", "\0\0F_TOKEN=9f8e7d6c5b4a5\n").await;
+        std::fs::remove_file(dir.join("b.txt")).unwrap();
+        std::fs::create_dir_all(dir.join("b.txt")).unwrap();
+        commit(dir, "b.txt/inner", "G_TOKEN=9f8e7d6c5b4a6\n").await;
+        std::os::unix::fs::symlink("H_TOKEN=9f8e7d6c5b4a7", dir.join("link")).unwrap();
+        git(dir, &["add", "-A"]).await;
+        git(dir, &["commit", "-q", "-m", "link"]).await;
+        // A side branch merged in: its secret comes with the merge's second parent.
+        git(dir, &["checkout", "-q", "-b", "side", &base]).await;
+        commit(dir, "side.txt", "S_TOKEN=9f8e7d6c5b4a8\n").await;
+        git(dir, &["checkout", "-q", "topic"]).await;
+        git(dir, &["merge", "-q", "--no-edit", "side"]).await;
+        let fp = secrets::fingerprint("9f8e7d6c5b4a2");
+        commit(dir, secrets::ALLOW_FILE, &format!("fingerprint: {fp}\n")).await;
+        let tip = git(dir, &["rev-parse", "HEAD"]).await;
+        git(dir, &["checkout", "-q", "main"]).await;
+        git(dir, &["branch", "-q", "-D", "topic", "side"]).await;
+
+        let r = rules(PushRole::Developer);
+        let scratch = tmp.path().join("scratch");
+        let mut found = Vec::new();
+        for scratch in [None, Some(scratch.as_path())] {
+            let ctx = Context {
+                role: Some(Role::Developer),
+                rules: &r,
+                max_file_bytes: 1 << 20,
+                initial_push: false,
+                scratch,
+            };
+            let v = run(dir, &update(ZERO_ID, &tip, "refs/heads/topic"), &ctx)
+                .await
+                .unwrap();
+            found.push(v);
+        }
+        let text = |v: &[Violation]| {
+            v.iter()
+                .map(|v| format!("{} {}", v.rule, v.message))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(text(&found[1]), text(&found[0]));
+        let all = text(&found[0]);
+        assert!(found[0].len() == MAX_LISTED_HITS + 1, "{all}");
+        assert!(found[0].iter().any(|v| v.rule == "secret.more"), "{all}");
+        for expected in [
+            "a.env line 30 ",
+            "a.env line 1 ",
+            "crlf.txt line 2 ",
+            "link line 1 ",
+            "b.txt/inner line 1 ",
+            "side.txt line 1 ",
+        ] {
+            assert!(all.contains(expected), "{expected}: {all}");
+        }
+        for unexpected in ["bin.dat", "a.env line 7 "] {
+            assert!(!all.contains(unexpected), "{unexpected}: {all}");
+        }
+    }
+
     /// Commits not yet referenced by any ref stand in for a quarantined push.
     #[tokio::test]
     async fn checks_find_lines_sizes_and_force_pushes() {
@@ -718,73 +1170,79 @@ mod tests {
         let c3 = commit(dir, "big.bin", &"x".repeat(5000)).await;
         git(dir, &["reset", "-q", "--hard", &c1]).await;
 
-        let r = rules(PushRole::Developer);
-        let ctx = Context {
-            role: Some(Role::Developer),
-            rules: &r,
-            max_file_bytes: 1000,
-            initial_push: false,
-        };
-        // A secret in the middle of a changed file: the line number of the new version.
-        let v = run(dir, &update(&c1, &c2, "refs/heads/main"), &ctx)
-            .await
-            .unwrap();
-        assert_eq!(v.len(), 1, "{v:?}");
-        assert_eq!(v[0].rule, "secret.generic-assignment");
-        assert!(v[0].message.contains("app.env line 6"), "{}", v[0].message);
-        assert!(!v[0].message.contains("9f8e7d6c5b4a3"), "{}", v[0].message);
-        // A file over the limit.
-        let v = run(dir, &update(&c1, &c3, "refs/heads/topic"), &ctx)
-            .await
-            .unwrap();
-        assert_eq!(v.len(), 1, "{v:?}");
-        assert_eq!(v[0].rule, "limit.file_size");
-        assert!(v[0].message.contains("file big.bin"), "{}", v[0].message);
-        // main at c2 moved to c3 (not a descendant): a force push.
-        git(dir, &["update-ref", "refs/heads/main", &c2]).await;
-        let v = run(dir, &update(&c2, &c3, "refs/heads/main"), &ctx)
-            .await
-            .unwrap();
-        assert!(v.iter().any(|v| v.rule == "protected.force_push"), "{v:?}");
-        // A developer where maintainers are required; deletion; a ref outside heads/tags.
-        let m = rules(PushRole::Maintainer);
-        let dev = Context {
-            rules: &m,
-            ..ctx.clone()
-        };
-        let v = run(dir, &update(&c2, &c1, "refs/heads/main"), &dev)
-            .await
-            .unwrap();
-        assert_eq!(v[0].rule, "protected.push");
-        let v = run(dir, &update(&c2, ZERO_ID, "refs/heads/main"), &dev)
-            .await
-            .unwrap();
-        assert_eq!(v[0].rule, "protected.deletion");
-        let v = run(dir, &update(ZERO_ID, &c1, "refs/notes/x"), &dev)
-            .await
-            .unwrap();
-        assert_eq!(v[0].rule, "ref.namespace");
-        // Missing objects are an error (the server refuses the push), not a verdict.
-        let missing = "1234567890123456789012345678901234567890";
-        assert!(
-            run(dir, &update(&c2, missing, "refs/heads/main"), &ctx)
+        let scratch = tmp.path().join("scratch");
+        // Ancestry asked of git, and read with gix.
+        for scratch in [None, Some(scratch.as_path())] {
+            git(dir, &["update-ref", "refs/heads/main", &c1]).await;
+            let r = rules(PushRole::Developer);
+            let ctx = Context {
+                role: Some(Role::Developer),
+                rules: &r,
+                max_file_bytes: 1000,
+                initial_push: false,
+                scratch,
+            };
+            // A secret in the middle of a changed file: the line number of the new version.
+            let v = run(dir, &update(&c1, &c2, "refs/heads/main"), &ctx)
                 .await
-                .is_err()
-        );
-        assert!(
-            run(dir, &update(ZERO_ID, missing, "refs/heads/topic"), &ctx)
+                .unwrap();
+            assert_eq!(v.len(), 1, "{v:?}");
+            assert_eq!(v[0].rule, "secret.generic-assignment");
+            assert!(v[0].message.contains("app.env line 6"), "{}", v[0].message);
+            assert!(!v[0].message.contains("9f8e7d6c5b4a3"), "{}", v[0].message);
+            // A file over the limit.
+            let v = run(dir, &update(&c1, &c3, "refs/heads/topic"), &ctx)
                 .await
-                .is_err()
-        );
-        // The first push into a repository without branches may create main.
-        let first = Context {
-            initial_push: true,
-            ..dev.clone()
-        };
-        let v = run(dir, &update(ZERO_ID, &c1, "refs/heads/main"), &first)
-            .await
-            .unwrap();
-        assert!(v.is_empty(), "{v:?}");
+                .unwrap();
+            assert_eq!(v.len(), 1, "{v:?}");
+            assert_eq!(v[0].rule, "limit.file_size");
+            assert!(v[0].message.contains("file big.bin"), "{}", v[0].message);
+            // main at c2 moved to c3 (not a descendant): a force push.
+            git(dir, &["update-ref", "refs/heads/main", &c2]).await;
+            let v = run(dir, &update(&c2, &c3, "refs/heads/main"), &ctx)
+                .await
+                .unwrap();
+            assert!(v.iter().any(|v| v.rule == "protected.force_push"), "{v:?}");
+            // A developer where maintainers are required; deletion; a ref outside heads/tags.
+            let m = rules(PushRole::Maintainer);
+            let dev = Context {
+                rules: &m,
+                ..ctx.clone()
+            };
+            let v = run(dir, &update(&c2, &c1, "refs/heads/main"), &dev)
+                .await
+                .unwrap();
+            assert_eq!(v[0].rule, "protected.push");
+            let v = run(dir, &update(&c2, ZERO_ID, "refs/heads/main"), &dev)
+                .await
+                .unwrap();
+            assert_eq!(v[0].rule, "protected.deletion");
+            let v = run(dir, &update(ZERO_ID, &c1, "refs/notes/x"), &dev)
+                .await
+                .unwrap();
+            assert_eq!(v[0].rule, "ref.namespace");
+            // Missing objects are an error (the server refuses the push), not a verdict.
+            let missing = "1234567890123456789012345678901234567890";
+            assert!(
+                run(dir, &update(&c2, missing, "refs/heads/main"), &ctx)
+                    .await
+                    .is_err()
+            );
+            assert!(
+                run(dir, &update(ZERO_ID, missing, "refs/heads/topic"), &ctx)
+                    .await
+                    .is_err()
+            );
+            // The first push into a repository without branches may create main.
+            let first = Context {
+                initial_push: true,
+                ..dev.clone()
+            };
+            let v = run(dir, &update(ZERO_ID, &c1, "refs/heads/main"), &first)
+                .await
+                .unwrap();
+            assert!(v.is_empty(), "{v:?}");
+        }
         let lines = refusal_lines(&[Violation {
             refname: "refs/heads/main".into(),
             rule: "secret.x".into(),

@@ -199,21 +199,23 @@ fn read_refs(dir: &Path) -> Result<BTreeMap<String, String>, GitError> {
     Ok(out)
 }
 
-/// The path of `git-http-backend` (from `git --exec-path`), so a request runs it directly
-/// instead of through the `git` wrapper (one process less per request). `None` when git is
-/// missing; callers fall back to `git http-backend`.
+/// A program of git's exec path (`git --exec-path`), so a request runs it directly instead of
+/// through the `git` wrapper (one process less). `None` when git is missing or has no such file.
+fn exec_program(name: &str) -> Option<std::path::PathBuf> {
+    let out = std::process::Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .ok()?;
+    let dir = String::from_utf8(out.stdout).ok()?;
+    let p = Path::new(dir.trim()).join(name);
+    p.is_file().then_some(p)
+}
+
+/// The path of `git-http-backend`; callers fall back to `git http-backend` when `None`.
 pub fn http_backend_path() -> Option<&'static Path> {
     static PATH: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let out = std::process::Command::new("git")
-            .arg("--exec-path")
-            .output()
-            .ok()?;
-        let dir = String::from_utf8(out.stdout).ok()?;
-        let p = Path::new(dir.trim()).join("git-http-backend");
-        p.is_file().then_some(p)
-    })
-    .as_deref()
+    PATH.get_or_init(|| exec_program("git-http-backend"))
+        .as_deref()
 }
 
 /// `git http-backend` with [`command`]'s clean environment.
@@ -222,6 +224,87 @@ pub fn http_backend() -> Command {
         Some(p) => program(p.as_os_str(), &[]),
         None => command(&["http-backend"]),
     }
+}
+
+/// `git receive-pack ARGS` with [`command`]'s clean environment, run directly from the exec path
+/// when it is there.
+pub fn receive_pack(args: &[&str]) -> Command {
+    static PATH: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    match PATH.get_or_init(|| exec_program("git-receive-pack")) {
+        Some(p) => program(p.as_os_str(), args),
+        None => {
+            let mut all = vec!["receive-pack"];
+            all.extend_from_slice(args);
+            command(&all)
+        }
+    }
+}
+
+/// Whether git's automatic housekeeping (`git maintenance run --auto`, i.e. `gc --auto`) might
+/// have work in the repository: git estimates loose objects from `objects/17` (due above
+/// `gc.auto` / 256, 27 by default) and counts packs (due above `gc.autoPackLimit`, 50). This
+/// looks at the same things with lower bounds, and defers to git whenever the repository sets
+/// its own `gc` or `maintenance` options, so git (which has the last word) is started only
+/// when it may act, not after every push.
+pub fn housekeeping_may_be_due(dir: &Path) -> bool {
+    let count = |sub: &str, keep: &dyn Fn(&str) -> bool| {
+        std::fs::read_dir(dir.join(sub)).map_or(0, |entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| keep(&e.file_name().to_string_lossy()))
+                .count()
+        })
+    };
+    let loose = count("objects/17", &|n| {
+        n.len() == 38 && n.bytes().all(|b| b.is_ascii_hexdigit())
+    });
+    let packs = count("objects/pack", &|n| n.ends_with(".pack"));
+    let config = std::fs::read_to_string(dir.join("config"))
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .replace([' ', '\t'], "");
+    loose >= 20 || packs >= 40 || config.contains("[gc") || config.contains("[maintenance")
+}
+
+/// The commits reachable from `tip` and from none of `known`, oldest first, read with gix
+/// (what [`new_commits`] asks `git rev-list` for, without a process). `known` may hold tags
+/// (peeled) and ids of other objects or of missing ones (ignored, as rev-list does for
+/// objects that are not commits).
+pub fn new_commits_gix(
+    repo: &gix::Repository,
+    tip: &str,
+    known: &[String],
+) -> Result<Vec<String>, GitError> {
+    let fail = |m: String| GitError {
+        what: "rev-walk".into(),
+        message: m,
+    };
+    let tip = gix::ObjectId::from_hex(tip.as_bytes()).map_err(|e| fail(e.to_string()))?;
+    let mut hidden = Vec::with_capacity(known.len());
+    for k in known {
+        let Ok(id) = gix::ObjectId::from_hex(k.as_bytes()) else {
+            continue;
+        };
+        if let Ok(obj) = repo.find_object(id)
+            && let Ok(c) = obj.peel_to_commit()
+        {
+            hidden.push(c.id);
+        }
+    }
+    let walk = repo
+        .rev_walk([tip])
+        .with_hidden(hidden)
+        .sorting(gix::revision::walk::Sorting::ByCommitTime(
+            gix::traverse::commit::simple::CommitTimeOrder::NewestFirst,
+        ))
+        .all()
+        .map_err(|e| fail(e.to_string()))?;
+    let mut out = Vec::new();
+    for info in walk {
+        out.push(info.map_err(|e| fail(e.to_string()))?.id.to_string());
+    }
+    out.reverse();
+    Ok(out)
 }
 
 /// The commits reachable from `tip` and from none of `known`, oldest first.
@@ -334,6 +417,72 @@ mod tests {
         assert_eq!(got, expected);
         assert_eq!(got.len(), 5, "{got:?}");
         assert_ne!(got["refs/tags/v2"], c, "an annotated tag is its tag object");
+    }
+
+    #[tokio::test]
+    async fn the_gix_walk_lists_what_rev_list_lists() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("r.git");
+        init_bare(&d, "main").await.unwrap();
+        let p = path_str(&d);
+        let tree = g(&p, &["mktree"]).await;
+        // Distinct dates, so the order does not depend on how ties are broken.
+        let at = |n: u32| format!("GIT_COMMITTER_DATE=17000000{n:02} +0000");
+        let commit = async |n: u32, parents: &[&str]| {
+            let mut args = vec!["-c".to_string(), "user.name=A".into()];
+            args.push("-c".into());
+            args.push("user.email=a@e".into());
+            args.push("commit-tree".into());
+            args.push("-m".into());
+            args.push(format!("c{n}"));
+            for p in parents {
+                args.push("-p".into());
+                args.push(p.to_string());
+            }
+            args.push(tree.clone());
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut c = command(&[&["-C", &p], refs.as_slice()].concat());
+            let (k, v) = at(n)
+                .split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .unwrap();
+            c.env(k, v);
+            let out = c.output().await.unwrap();
+            assert!(out.status.success());
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let c1 = commit(1, &[]).await;
+        let c2 = commit(2, &[&c1]).await;
+        let c3 = commit(3, &[&c1]).await;
+        let c4 = commit(4, &[&c2, &c3]).await;
+        let c5 = commit(5, &[&c4]).await;
+        g(&p, &["update-ref", "refs/heads/main", &c2]).await;
+        g(&p, &["tag", "-a", "-m", "t", "v1", &c1]).await;
+        let tag = g(&p, &["rev-parse", "refs/tags/v1"]).await;
+        let repo = gix::open(&d).unwrap();
+        for known in [
+            vec![],
+            vec![c2.clone()],
+            vec![tag.clone()],
+            vec![tag.clone(), tree.clone()],
+            vec![c3.clone(), c2.clone()],
+            vec![c5.clone()],
+        ] {
+            let by_git = new_commits(&d, &c5, &known).await.unwrap();
+            let by_gix = new_commits_gix(&repo, &c5, &known).unwrap();
+            assert_eq!(by_gix, by_git, "known {known:?}");
+        }
+        assert_eq!(
+            new_commits_gix(&repo, &c5, std::slice::from_ref(&c2))
+                .unwrap()
+                .len(),
+            3
+        );
+        // A missing object among the known ones is ignored (rev-list would give up).
+        assert_eq!(
+            new_commits_gix(&repo, &c5, &[c2.clone(), ZERO_ID.to_string()]).unwrap(),
+            new_commits_gix(&repo, &c5, std::slice::from_ref(&c2)).unwrap()
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! compares the refs before and after and appends one `code.pushed` event per moved ref, with the
 //! new commits read by gix.
 
+pub mod advertise;
 pub mod branch_rules;
 pub mod browse;
 pub mod check;

@@ -197,6 +197,27 @@ pub fn commit_info(repo: &gix::Repository, id: &str) -> Result<CommitInfo, Strin
     })
 }
 
+/// The commits `tip` brings that none of `known` reaches, oldest first: walked with gix (no
+/// process on the push's path), with `git rev-list` as the fallback when gix cannot walk.
+async fn new_commits(dir: &Path, tip: &str, known: &[String]) -> Result<Vec<String>, StoreError> {
+    let (d, t, k) = (dir.to_path_buf(), tip.to_string(), known.to_vec());
+    let walked = tokio::task::spawn_blocking(move || {
+        let repo = gix::open(&d).map_err(|e| e.to_string())?;
+        git::new_commits_gix(&repo, &t, &k).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| failed(e.to_string()))?;
+    match walked {
+        Ok(ids) => Ok(ids),
+        Err(e) => {
+            tracing::warn!(error = %e, "walking the pushed commits with gix failed; asking git");
+            git::new_commits(dir, tip, known)
+                .await
+                .map_err(|e| failed(e.to_string()))
+        }
+    }
+}
+
 /// Appends one `code.pushed` per moved ref between `before` and `after` (in one transaction),
 /// each with the commits that the ref brought and that no ref held before the push.
 /// Returns the number of events appended.
@@ -224,9 +245,7 @@ pub async fn record(
         let ids = if u.new == ZERO_ID {
             Vec::new()
         } else {
-            git::new_commits(dir, &u.new, &known)
-                .await
-                .map_err(|e| failed(e.to_string()))?
+            new_commits(dir, &u.new, &known).await?
         };
         // A commit two refs brought in one push is listed once, under the first.
         if u.new != ZERO_ID {

@@ -22,6 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -164,6 +165,59 @@ async fn run(
     let root = repos::root(&st.settings.data_dir);
     let dir = repo.dir(&root);
     let receive = push && req.method() == Method::POST;
+    let protocol = req
+        .headers()
+        .get("git-protocol")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let scratch = ouro_code::advertise::scratch_dir(&st.settings.data_dir);
+
+    // The first request of a push: the refs, answered in process when git would answer the
+    // same (ouro_code::advertise); otherwise http-backend below.
+    if push && req.method() == Method::GET && !asks_protocol_version(&protocol) {
+        let started = Instant::now();
+        match ouro_code::advertise::receive_pack(&dir, &scratch).await {
+            Ok(Some(a)) => {
+                tracing::debug!(target: "ouro::push", repo = repo.id, us = started.elapsed().as_micros() as u64, "push advertisement answered in process");
+                let mut res = Response::new(Body::from(a.body));
+                append_headers(&mut res, a.headers);
+                return Ok(res);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, repo = repo.id, "the push advertisement falls back to http-backend")
+            }
+        }
+    }
+    // A push's POST runs receive-pack directly (no http-backend in between) when the request is
+    // the plain one http-backend would pass through: the right content type, not compressed, a
+    // repository as Ouro set it up. The answer's headers are then the ones http-backend sends.
+    let direct_headers = if receive
+        && req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v == "application/x-git-receive-pack-request")
+        && req.headers().get(header::CONTENT_ENCODING).is_none()
+        && ouro_code::advertise::plain_for_push(&dir)
+    {
+        ouro_code::advertise::template(&scratch).await.map(|t| {
+            let mut h: Vec<(String, String)> = t
+                .headers
+                .iter()
+                .filter(|(k, _)| !k.eq_ignore_ascii_case("content-type"))
+                .cloned()
+                .collect();
+            h.push((
+                "Content-Type".into(),
+                "application/x-git-receive-pack-result".into(),
+            ));
+            h
+        })
+    } else {
+        None
+    };
+    let started = Instant::now();
 
     // A push holds the repository's lock until its events are written (in the task below).
     let guard = if receive {
@@ -215,33 +269,55 @@ async fn run(
         .as_ref()
         .map(|p| p.user.name.clone())
         .unwrap_or_default();
-    let mut cmd = ouro_code::git::http_backend();
-    cmd.env("GIT_PROJECT_ROOT", &root)
-        .env("GIT_HTTP_EXPORT_ALL", "1")
-        .env(
-            "PATH_INFO",
-            format!("/{}/{}.git/{rest}", repo.project_id, repo.id),
-        )
-        .env("REQUEST_METHOD", parts.method.as_str())
-        .env("QUERY_STRING", &query)
-        .env("CONTENT_TYPE", header("content-type"))
-        .env("REMOTE_ADDR", &ctx.client_ip)
-        .env("SERVER_PROTOCOL", "HTTP/1.1");
-    let length = header("content-length");
-    if !length.is_empty() {
-        cmd.env("CONTENT_LENGTH", length);
-    }
-    let encoding = header("content-encoding");
-    if !encoding.is_empty() {
-        cmd.env("HTTP_CONTENT_ENCODING", encoding);
-    }
-    let protocol = header("git-protocol");
-    if !protocol.is_empty() {
-        cmd.env("HTTP_GIT_PROTOCOL", protocol);
-    }
-    if !user.is_empty() {
-        cmd.env("REMOTE_USER", &user);
-    }
+    let mut cmd = if direct_headers.is_some() {
+        let mut c = ouro_code::git::receive_pack(&["--stateless-rpc", "."]);
+        c.current_dir(&dir);
+        if !protocol.is_empty() {
+            c.env("GIT_PROTOCOL", &protocol);
+        }
+        // The identity http-backend gives receive-pack for the reflog.
+        let who = if user.is_empty() { "anonymous" } else { &user };
+        if std::env::var_os("GIT_COMMITTER_NAME").is_none() {
+            c.env("GIT_COMMITTER_NAME", who);
+        }
+        if std::env::var_os("GIT_COMMITTER_EMAIL").is_none() {
+            let host = if ctx.client_ip.is_empty() {
+                "(none)"
+            } else {
+                &ctx.client_ip
+            };
+            c.env("GIT_COMMITTER_EMAIL", format!("{who}@http.{host}"));
+        }
+        c
+    } else {
+        let mut c = ouro_code::git::http_backend();
+        c.env("GIT_PROJECT_ROOT", &root)
+            .env("GIT_HTTP_EXPORT_ALL", "1")
+            .env(
+                "PATH_INFO",
+                format!("/{}/{}.git/{rest}", repo.project_id, repo.id),
+            )
+            .env("REQUEST_METHOD", parts.method.as_str())
+            .env("QUERY_STRING", &query)
+            .env("CONTENT_TYPE", header("content-type"))
+            .env("REMOTE_ADDR", &ctx.client_ip)
+            .env("SERVER_PROTOCOL", "HTTP/1.1");
+        let length = header("content-length");
+        if !length.is_empty() {
+            c.env("CONTENT_LENGTH", length);
+        }
+        let encoding = header("content-encoding");
+        if !encoding.is_empty() {
+            c.env("HTTP_CONTENT_ENCODING", encoding);
+        }
+        if !protocol.is_empty() {
+            c.env("HTTP_GIT_PROTOCOL", &protocol);
+        }
+        if !user.is_empty() {
+            c.env("REMOTE_USER", &user);
+        }
+        c
+    };
     // Ouro's hooks, never the repository's own; a push's size limit.
     let mut config = vec![("core.hooksPath", hooks.to_string_lossy().into_owned())];
     if let Some(rules) = &rules {
@@ -315,13 +391,17 @@ async fn run(
                 had_branches: before
                     .as_ref()
                     .is_some_and(|b| b.keys().any(|r| r.starts_with("refs/heads/"))),
+                started,
             },
         ))))),
         _ => None,
     };
 
     let mut stdout = BufReader::with_capacity(CHUNK, child.stdout.take().expect("piped stdout"));
-    let (status, headers) = read_cgi_headers(&mut stdout).await?;
+    let (status, headers) = match direct_headers {
+        Some(h) => (StatusCode::OK, h),
+        None => read_cgi_headers(&mut stdout).await?,
+    };
 
     // stdout -> response body, through a small bounded channel (backpressure, no buffering).
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
@@ -371,6 +451,13 @@ async fn run(
             }
         }
         let _ = child.wait().await;
+        let repo_id = repo.id;
+        let step = |what: &str| {
+            if receive {
+                tracing::debug!(target: "ouro::push", repo = repo_id, ms = started.elapsed().as_secs_f64() * 1000.0, "{what}");
+            }
+        };
+        step("git finished");
         // receive-pack is done: a hook that never ran (nothing to update) is not waited for,
         // and dropping the channel removes its FIFOs.
         if let Some(t) = hook_task.and_then(|mut t| t.0.take()) {
@@ -416,6 +503,7 @@ async fn run(
             }
             None => Default::default(),
         };
+        step("code.pushed recorded");
         // Open change requests whose source or target this push moved get the new head (and
         // their gate re-runs) before the pusher has the answer: once `git push` returns, the CR
         // and its events show the push. With no such CR this is one query and no git process.
@@ -431,9 +519,10 @@ async fn run(
         {
             tracing::error!(error = %e, repo = repo.id, "refreshing change requests after a push failed");
         }
+        step("change requests refreshed; answer ends");
         drop(guard);
         drop(tx);
-        if pushed {
+        if pushed && ouro_code::git::housekeeping_may_be_due(&dir) {
             // What `receive.autogc` would have done, once the pusher has the answer: pack loose
             // objects when git finds enough of them (git takes its own locks).
             let d = dir.to_string_lossy().into_owned();
@@ -449,6 +538,11 @@ async fn run(
         tokio_stream::wrappers::ReceiverStream::new(rx),
     ));
     *res.status_mut() = status;
+    append_headers(&mut res, headers);
+    Ok(res)
+}
+
+fn append_headers(res: &mut Response, headers: Vec<(String, String)>) {
     for (k, v) in headers {
         if let (Ok(k), Ok(v)) = (
             header::HeaderName::from_bytes(k.as_bytes()),
@@ -457,7 +551,15 @@ async fn run(
             res.headers_mut().append(k, v);
         }
     }
-    Ok(res)
+}
+
+/// Whether the client asks for protocol version 1 or 2 (`Git-Protocol: version=2`): http-backend
+/// answers those itself (git's push client asks for neither).
+fn asks_protocol_version(header: &str) -> bool {
+    header
+        .split(':')
+        .filter_map(|kv| kv.strip_prefix("version="))
+        .any(|v| v != "0")
 }
 
 /// Reads receive-pack's answer (pkt-lines) as it streams through and, when the push was refused
@@ -562,12 +664,17 @@ struct Pusher {
     rules: PushRules,
     /// Whether the repository had any branch before the push.
     had_branches: bool,
+    /// When receive-pack was started (for the debug timings).
+    started: Instant,
 }
 
 /// Answers the pre-receive hook of one push: waits for its request, runs the checks, appends
 /// `code.push_rejected` on a refusal and writes the verdict. Any failure on Ouro's side refuses
 /// the push. Returns the channel so the caller drops (removes) it.
 async fn pre_receive(st: AppState, mut hook: HookDir, p: Pusher) -> HookDir {
+    let step = |what: &str| {
+        tracing::debug!(target: "ouro::push", repo = p.repo.id, ms = p.started.elapsed().as_secs_f64() * 1000.0, "{what}");
+    };
     let req = match hook.receive().await {
         Ok(r) => r,
         Err(e) => {
@@ -580,6 +687,7 @@ async fn pre_receive(st: AppState, mut hook: HookDir, p: Pusher) -> HookDir {
             return hook;
         }
     };
+    step("the hook's request arrived");
     let ctx = check::Context {
         role: p.role,
         rules: &p.rules,
@@ -589,6 +697,7 @@ async fn pre_receive(st: AppState, mut hook: HookDir, p: Pusher) -> HookDir {
             .map(|v| v as u64)
             .unwrap_or(st.settings.push_max_file_bytes),
         initial_push: !p.had_branches,
+        scratch: Some(hook.path()),
     };
     let internal = |why: &str| check::Violation {
         refname: String::new(),
@@ -606,6 +715,7 @@ async fn pre_receive(st: AppState, mut hook: HookDir, p: Pusher) -> HookDir {
         }
         Err(_) => vec![internal("took too long")],
     };
+    step("push checks done");
     let accept = violations.is_empty();
     let lines = if accept {
         Vec::new()
@@ -627,6 +737,7 @@ async fn pre_receive(st: AppState, mut hook: HookDir, p: Pusher) -> HookDir {
     if let Err(e) = hook.respond(&lines, accept, ANSWER_WAIT).await {
         tracing::error!(error = %e, repo = p.repo.id, "the pre-receive hook did not take its answer");
     }
+    step("verdict written to the hook");
     hook
 }
 

@@ -659,3 +659,115 @@ pub async fn app_with_main(s: &TestServer, file: &str, text: &str) -> (Git, Path
     git.run(&work, &["push", "-q", "origin", "main"]).await;
     (git, work, url)
 }
+
+/// The push's ref advertisement is answered in process and its POST runs receive-pack
+/// directly: the advertisement over HTTP is byte for byte what `git http-backend` says for the
+/// same repository (empty, then with branches, tags and a symbolic ref), and the real git client
+/// pushes with protocol v0, v1 and v2 settings and from a shallow clone; a refused push still
+/// says why.
+#[tokio::test]
+async fn pushes_through_the_in_process_advertisement() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        let project = s.demo_project().await;
+        let (st, repo) = create_repo(&s, json!({"name": "app"})).await;
+        assert_eq!(st, 201, "{repo}");
+        let url = repo["clone_url"].as_str().unwrap().to_string();
+        let dir = ouro_code::repos::dir(
+            &ouro_code::repos::root(&s.state.settings.data_dir),
+            project.id,
+            repo["id"].as_i64().unwrap(),
+        );
+        let advertised = async || {
+            let res = s
+                .client
+                .get(s.url("/git/demo/app.git/info/refs?service=git-receive-pack"))
+                .basic_auth("admin", Some(&s.admin_token))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            let ct = res.headers()["content-type"].to_str().unwrap().to_string();
+            let cache = res.headers()["cache-control"].to_str().unwrap().to_string();
+            (ct, cache, res.bytes().await.unwrap().to_vec())
+        };
+        let by_git = async || {
+            let out = ouro_code::advertise::http_backend_info_refs(&dir)
+                .await
+                .unwrap();
+            let (headers, body) = ouro_code::advertise::split_cgi(&out).unwrap();
+            let h = |k: &str| {
+                headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                    .map(|(_, v)| v.clone())
+                    .unwrap()
+            };
+            (h("content-type"), h("cache-control"), body.to_vec())
+        };
+        assert!(dir.is_dir(), "{}", dir.display());
+        assert_eq!(advertised().await, by_git().await, "empty repository");
+
+        let git = Git::new();
+        let top = git.dir("w");
+        let admin = with_credentials(&url, "admin", &s.admin_token);
+        git.run(&top, &["clone", "-q", &admin, "app"]).await;
+        let work = top.join("app");
+        git.run(&work, &["checkout", "-q", "-b", "main"]).await;
+        for (n, version) in ["0", "1", "2"].iter().enumerate() {
+            git.commit(&work, "f.txt", &format!("v{n}\n"), &format!("c{n}"))
+                .await;
+            let setting = format!("protocol.version={version}");
+            git.run(&work, &["-c", &setting, "push", "-q", "origin", "main"])
+                .await;
+        }
+        git.run(&work, &["tag", "-a", "-m", "t", "v1"]).await;
+        git.run(&work, &["push", "-q", "origin", "v1", "main:topic"])
+            .await;
+        git.run(
+            &dir,
+            &["symbolic-ref", "refs/heads/alias", "refs/heads/main"],
+        )
+        .await;
+        let (ct, cache, body) = advertised().await;
+        assert_eq!((ct.clone(), cache.clone(), body.clone()), by_git().await);
+        assert_eq!(ct, "application/x-git-receive-pack-advertisement");
+        let text = String::from_utf8_lossy(&body);
+        for r in [
+            "refs/heads/main",
+            "refs/heads/topic",
+            "refs/tags/v1",
+            "refs/heads/alias",
+        ] {
+            assert!(text.contains(r), "{r}: {text}");
+        }
+        git.run(&dir, &["symbolic-ref", "--delete", "refs/heads/alias"])
+            .await;
+
+        // A shallow clone pushes too.
+        git.run(&top, &["clone", "-q", "--depth", "1", &admin, "shallow"])
+            .await;
+        let shallow = top.join("shallow");
+        let tip = git.commit(&shallow, "s.txt", "s\n", "from shallow").await;
+        git.run(&shallow, &["push", "-q", "origin", "HEAD:main"])
+            .await;
+        let (_, _, body) = advertised().await;
+        assert!(String::from_utf8_lossy(&body).contains(&tip));
+
+        // Every push was recorded once: 3 to main, the tag, topic, the shallow one.
+        let events = pushed_events(&s).await;
+        assert_eq!(events.len(), 6, "{events:?}");
+
+        // A developer may not push to main: refused, with the reason, and nothing moves.
+        let dev = member(&s, "dev", "developer").await;
+        let dev_url = with_credentials(&url, "dev", &dev);
+        git.commit(&work, "g.txt", "g\n", "by dev").await;
+        git.run(&work, &["pull", "-q", "--no-rebase", &admin, "main"])
+            .await;
+        let (ok, out) = git.try_run(&work, &["push", &dev_url, "HEAD:main"]).await;
+        assert!(!ok, "{out}");
+        assert!(out.contains("remote: ouro: push refused"), "{out}");
+        assert!(out.contains("is protected"), "{out}");
+        assert_eq!(pushed_events(&s).await.len(), 6);
+    }
+}

@@ -1070,96 +1070,161 @@ pub async fn claim_next_labeled(
     labels: &[String],
     lease_ms: i64,
 ) -> Result<Option<Claim>, StoreError> {
-    let now = ouro_core::time::now_ms();
-    let candidates = q(format!(
+    let candidates = claim_candidates(&mut store.read().await?).await?;
+    let mut states = HashMap::new();
+    for job in candidates {
+        if !claim_ready(&mut store.read().await?, &mut states, &job, labels).await? {
+            continue;
+        }
+        let mut tx = store.begin().await?;
+        // Not taken (another runner was first, or admission refused): the transaction rolls back.
+        if let Some(c) = take(&mut tx, job, runner_id, lease_ms).await? {
+            tx.commit().await?;
+            return Ok(Some(c));
+        }
+    }
+    Ok(None)
+}
+
+/// [`claim_next_labeled`] inside the caller's transaction `tx` (which sees the caller's own
+/// changes, e.g. the job it just finished): each attempt is undone alone (a savepoint) when the
+/// job cannot be taken. Committing is the caller's.
+pub async fn claim_next_in(
+    tx: &mut Tx,
+    runner_id: &str,
+    labels: &[String],
+    lease_ms: i64,
+) -> Result<Option<Claim>, StoreError> {
+    let candidates = claim_candidates(&mut *tx).await?;
+    let mut states = HashMap::new();
+    for job in candidates {
+        if !claim_ready(&mut *tx, &mut states, &job, labels).await? {
+            continue;
+        }
+        q("SAVEPOINT ouro_claim").execute(&mut *tx).await?;
+        match take(tx, job, runner_id, lease_ms).await? {
+            Some(c) => {
+                q("RELEASE SAVEPOINT ouro_claim").execute(&mut *tx).await?;
+                return Ok(Some(c));
+            }
+            None => {
+                q("ROLLBACK TO SAVEPOINT ouro_claim")
+                    .execute(&mut *tx)
+                    .await?;
+                q("RELEASE SAVEPOINT ouro_claim").execute(&mut *tx).await?;
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The oldest queued jobs of live runs that pass the concurrency pre-check, by priority.
+async fn claim_candidates(ex: &mut impl Executor) -> Result<Vec<Job>, StoreError> {
+    q(format!(
         "SELECT j.* FROM build_jobs j JOIN build_runs r ON r.id = j.run_id \
          WHERE r.status IN ('queued', 'running') AND j.status = 'queued' \
          AND {} ORDER BY r.priority DESC, j.id LIMIT 100",
         crate::triggers::CLAIMABLE_SQL
     ))
-    .fetch_all(&mut store.read().await?)
+    .fetch_all(ex)
     .await?
     .iter()
     .map(job_from)
-    .collect::<Result<Vec<_>, _>>()?;
-    let mut states: HashMap<i64, HashMap<String, String>> = HashMap::new();
-    // Statuses as the run sees them (`effective_status`: continue-on-error failures count as done).
-    for job in candidates {
-        if !job.labels.iter().all(|l| labels.contains(l)) {
-            continue;
-        }
-        if let std::collections::hash_map::Entry::Vacant(e) = states.entry(job.run_id) {
-            e.insert(
-                q("SELECT job_key, status, continue_on_error FROM build_jobs WHERE run_id = $1")
-                    .bind(job.run_id)
-                    .fetch_all(&mut store.read().await?)
-                    .await?
-                    .iter()
-                    .map(|r| {
-                        let st = r.text("status")?;
-                        let st = effective_status(&st, r.bool("continue_on_error")?).to_string();
-                        Ok((r.text("job_key")?, st))
-                    })
-                    .collect::<Result<_, StoreError>>()?,
-            );
-        }
-        let s = &states[&job.run_id];
-        // A job whose `if:` may run after a failure waits for its needs to finish, whatever
-        // their result: the runner decides its `if:` ([`crate::plan::RunPlan::decide`]).
-        let ready = job
-            .needs
-            .iter()
-            .all(|n| match s.get(n).map(String::as_str) {
-                Some("success" | "skipped") => true,
-                Some("failure" | "timed_out" | "cancelled") => job.after_failure,
-                _ => false,
-            });
-        if !ready {
-            continue;
-        }
-        let token = ouro_store::crypto::random_token("att_");
-        let mut tx = store.begin().await?;
-        let n = q("UPDATE build_jobs SET status = 'running', attempt = attempt + 1, runner_id = $1, \
-                   lease_expires_at = $2, attempt_token = $3, started_at = $4, version = version + 1 \
-                   WHERE id = $5 AND version = $6")
-        .bind(runner_id)
-        .bind(now + lease_ms)
-        .bind(token.clone())
-        .bind(now)
-        .bind(job.id)
-        .bind(job.version)
-        .execute(&mut tx)
-        .await?;
-        if n != 1 {
-            continue; // another runner took it
-        }
-        let run = get_by_id(&mut tx, job.run_id).await?;
-        if !crate::triggers::admit(&mut tx, &run, &job).await? {
-            continue; // its concurrency group or the project's limit is full (rolled back)
-        }
-        let slug = slug_of(&mut tx, run.project_id).await?;
-        tx.append(
-            NewEvent::new(
-                ev::JOB_STARTED,
-                &ACTOR,
-                job.id,
-                json!({"run": run.number, "job": job.key, "attempt": job.attempt + 1,
-                       "runner": runner_id, "reclaimed": job.status == "running"}),
-            )
-            .in_project(run.project_id, &slug),
-        )
-        .await?;
-        let run = rederive(&mut tx, &run, &slug).await?;
-        let job = job_from(
-            &q("SELECT * FROM build_jobs WHERE id = $1")
-                .bind(job.id)
-                .fetch_one(&mut tx)
-                .await?,
-        )?;
-        tx.commit().await?;
-        return Ok(Some(Claim { job, run, token }));
+    .collect()
+}
+
+/// Whether `job` may start on a runner with `labels`: it has the job's labels and the job's
+/// needs are done. `states` caches each run's job statuses as the run sees them
+/// (`effective_status`: continue-on-error failures count as done).
+async fn claim_ready(
+    ex: &mut impl Executor,
+    states: &mut HashMap<i64, HashMap<String, String>>,
+    job: &Job,
+    labels: &[String],
+) -> Result<bool, StoreError> {
+    if !job.labels.iter().all(|l| labels.contains(l)) {
+        return Ok(false);
     }
-    Ok(None)
+    if let std::collections::hash_map::Entry::Vacant(e) = states.entry(job.run_id) {
+        e.insert(
+            q("SELECT job_key, status, continue_on_error FROM build_jobs WHERE run_id = $1")
+                .bind(job.run_id)
+                .fetch_all(ex)
+                .await?
+                .iter()
+                .map(|r| {
+                    let st = r.text("status")?;
+                    let st = effective_status(&st, r.bool("continue_on_error")?).to_string();
+                    Ok((r.text("job_key")?, st))
+                })
+                .collect::<Result<_, StoreError>>()?,
+        );
+    }
+    let s = &states[&job.run_id];
+    // A job whose `if:` may run after a failure waits for its needs to finish, whatever
+    // their result: the runner decides its `if:` ([`crate::plan::RunPlan::decide`]).
+    Ok(job
+        .needs
+        .iter()
+        .all(|n| match s.get(n).map(String::as_str) {
+            Some("success" | "skipped") => true,
+            Some("failure" | "timed_out" | "cancelled") => job.after_failure,
+            _ => false,
+        }))
+}
+
+/// Takes `job` for `runner_id` in `tx`: a compare-and-set on its version (so two runners never
+/// hold the same job), then admission (concurrency group, project limit), the `job.started`
+/// event and the run's status. `None`: not taken; the caller must undo what `tx` did since the
+/// attempt began (admission refused after the update).
+async fn take(
+    tx: &mut Tx,
+    job: Job,
+    runner_id: &str,
+    lease_ms: i64,
+) -> Result<Option<Claim>, StoreError> {
+    let now = ouro_core::time::now_ms();
+    let token = ouro_store::crypto::random_token("att_");
+    let n = q(
+        "UPDATE build_jobs SET status = 'running', attempt = attempt + 1, runner_id = $1, \
+               lease_expires_at = $2, attempt_token = $3, started_at = $4, version = version + 1 \
+               WHERE id = $5 AND version = $6",
+    )
+    .bind(runner_id)
+    .bind(now + lease_ms)
+    .bind(token.clone())
+    .bind(now)
+    .bind(job.id)
+    .bind(job.version)
+    .execute(&mut *tx)
+    .await?;
+    if n != 1 {
+        return Ok(None); // another runner took it
+    }
+    let run = get_by_id(&mut *tx, job.run_id).await?;
+    if !crate::triggers::admit(tx, &run, &job).await? {
+        return Ok(None); // its concurrency group or the project's limit is full
+    }
+    let slug = slug_of(&mut *tx, run.project_id).await?;
+    tx.append(
+        NewEvent::new(
+            ev::JOB_STARTED,
+            &ACTOR,
+            job.id,
+            json!({"run": run.number, "job": job.key, "attempt": job.attempt + 1,
+                   "runner": runner_id, "reclaimed": job.status == "running"}),
+        )
+        .in_project(run.project_id, &slug),
+    )
+    .await?;
+    let run = rederive(tx, &run, &slug).await?;
+    let job = job_from(
+        &q("SELECT * FROM build_jobs WHERE id = $1")
+            .bind(job.id)
+            .fetch_one(&mut *tx)
+            .await?,
+    )?;
+    Ok(Some(Claim { job, run, token }))
 }
 
 async fn job_for_token(tx: &mut Tx, job_id: i64, token: &str) -> Result<Job, StoreError> {
@@ -1226,16 +1291,32 @@ pub async fn finish_job_with_reason(
     exit_code: Option<i64>,
     reason: Option<&str>,
 ) -> Result<Run, StoreError> {
+    let mut tx = store.begin().await?;
+    let run = finish_in(&mut tx, job_id, token, status, exit_code, reason).await?;
+    tx.commit().await?;
+    crate::runner::wake::claimable(); // its dependents, its concurrency slot
+    Ok(run)
+}
+
+/// [`finish_job_with_reason`] inside the caller's transaction (committing and raising
+/// [`crate::runner::wake::claimable`] afterwards are the caller's).
+pub async fn finish_in(
+    tx: &mut Tx,
+    job_id: i64,
+    token: &str,
+    status: &str,
+    exit_code: Option<i64>,
+    reason: Option<&str>,
+) -> Result<Run, StoreError> {
     if !matches!(status, "success" | "failure" | "timed_out" | "skipped") {
         return Err(OuroError::field("status", "success, failure, timed_out or skipped").into());
     }
-    let mut tx = store.begin().await?;
-    let job = job_for_token(&mut tx, job_id, token).await?;
+    let job = job_for_token(tx, job_id, token).await?;
     if job.status != "running" {
         return Err(stale());
     }
-    let run = get_by_id(&mut tx, job.run_id).await?;
-    let slug = slug_of(&mut tx, run.project_id).await?;
+    let run = get_by_id(&mut *tx, job.run_id).await?;
+    let slug = slug_of(&mut *tx, run.project_id).await?;
     let now = ouro_core::time::now_ms();
     q("UPDATE build_jobs SET status = $1, exit_code = $2, finished_at = $3, lease_expires_at = NULL, \
        reason = $4, version = version + 1 WHERE id = $5")
@@ -1244,7 +1325,7 @@ pub async fn finish_job_with_reason(
     .bind(now)
     .bind(reason.map(String::from))
     .bind(job_id)
-    .execute(&mut tx)
+    .execute(&mut *tx)
     .await?;
     tx.append(
         NewEvent::new(
@@ -1261,13 +1342,13 @@ pub async fn finish_job_with_reason(
         effective_status(status, job.continue_on_error),
         "success" | "skipped"
     ) {
-        let all = jobs(&mut tx, run.id).await?;
+        let all = jobs(&mut *tx, run.id).await?;
         for j in skipped_with_failed(&all, BTreeSet::from([job.key.clone()])) {
             q("UPDATE build_jobs SET status = 'skipped', reason = 'needs_failed', finished_at = $1, \
                version = version + 1 WHERE id = $2")
             .bind(now)
             .bind(j.id)
-            .execute(&mut tx)
+            .execute(&mut *tx)
             .await?;
             tx.append(
                 NewEvent::new(
@@ -1281,10 +1362,7 @@ pub async fn finish_job_with_reason(
             .await?;
         }
     }
-    let run = rederive(&mut tx, &run, &slug).await?;
-    tx.commit().await?;
-    crate::runner::wake::claimable(); // its dependents, its concurrency slot
-    Ok(run)
+    rederive(tx, &run, &slug).await
 }
 
 /// The queued jobs of a run (`all`) to skip because a job in `dead` (ended without success)

@@ -101,15 +101,30 @@ pub(crate) fn remove_later(cache: &Path, dir: &Path) {
         let _ = std::fs::remove_dir_all(dir);
         return;
     }
-    let spawned = std::thread::Builder::new().name("ouro-rm".into()).spawn({
-        let target = target.clone();
-        move || {
-            let _ = std::fs::remove_dir_all(&target);
-        }
-    });
-    if spawned.is_err() {
+    let queued = remover().map(|tx| tx.send(target.clone()).is_ok());
+    if queued != Some(true) {
         let _ = std::fs::remove_dir_all(&target);
     }
+}
+
+/// The one background thread that removes trashed directories, in order (a thread per job cost
+/// a thread's creation and stack per job). `None` when the thread cannot be started.
+fn remover() -> Option<&'static std::sync::mpsc::Sender<PathBuf>> {
+    static TX: std::sync::OnceLock<Option<std::sync::mpsc::Sender<PathBuf>>> =
+        std::sync::OnceLock::new();
+    TX.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+        std::thread::Builder::new()
+            .name("ouro-rm".into())
+            .spawn(move || {
+                for dir in rx {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    })
+    .as_ref()
 }
 
 /// Empties a cache directory (a runner starting: nothing uses it yet).

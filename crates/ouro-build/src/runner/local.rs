@@ -145,6 +145,32 @@ impl RunnerApi for LocalApi {
                 .map_err(api_error)
         })
     }
+
+    fn finish_and_claim<'a>(
+        &'a self,
+        job_id: i64,
+        token: &'a str,
+        result: JobResult,
+    ) -> BoxFuture<'a, Result<Option<ClaimedJob>, ApiError>> {
+        Box::pin(async move {
+            let next = server::NextClaim {
+                sbox: &self.secrets,
+                runner_id: &self.runner_id,
+                labels: &self.labels,
+                kind: CheckoutKind::Local,
+            };
+            server::finish_then_claim(
+                &self.store,
+                &self.data_dir,
+                job_id,
+                token,
+                &result,
+                Some(next),
+            )
+            .await
+            .map_err(api_error)
+        })
+    }
 }
 
 /// Where the in-process runner's workspaces live.
@@ -214,28 +240,43 @@ pub async fn serve_slots<F>(
         match claimed {
             Ok(Some(job)) => {
                 let (api, ex, checkout) = (api.clone(), ex.clone(), checkout.clone());
+                let stop = stop.clone();
                 tasks.spawn(async move {
                     let _permit = permit;
-                    match checkout(&job).await {
-                        Ok(co) => {
-                            super::worker::run_job(api.as_ref(), ex.as_ref(), &job, co).await;
-                        }
-                        Err(why) => {
-                            let _ = api
-                                .finish(
-                                    job.job_id,
-                                    &job.token,
-                                    JobResult {
-                                        status: "failure".into(),
-                                        exit_code: None,
-                                        reason: Some(format!("checkout: {why}")),
-                                        infra_failure: true,
-                                        started_at_ms: 0,
-                                        finished_at_ms: 0,
-                                    },
+                    // The slot keeps going while finishing a job hands it the next one.
+                    let mut job = Some(job);
+                    while let Some(this) = job.take() {
+                        let claim_next = !*stop.borrow();
+                        job = match checkout(&this).await {
+                            Ok(co) => {
+                                super::worker::run_job_then(
+                                    api.as_ref(),
+                                    ex.as_ref(),
+                                    &this,
+                                    co,
+                                    claim_next,
                                 )
-                                .await;
-                        }
+                                .await
+                                .1
+                            }
+                            Err(why) => {
+                                let _ = api
+                                    .finish(
+                                        this.job_id,
+                                        &this.token,
+                                        JobResult {
+                                            status: "failure".into(),
+                                            exit_code: None,
+                                            reason: Some(format!("checkout: {why}")),
+                                            infra_failure: true,
+                                            started_at_ms: 0,
+                                            finished_at_ms: 0,
+                                        },
+                                    )
+                                    .await;
+                                None
+                            }
+                        };
                     }
                 });
             }

@@ -220,6 +220,17 @@ pub trait RunnerApi: Send + Sync {
         token: &'a str,
         result: JobResult,
     ) -> BoxFuture<'a, Result<(), ApiError>>;
+    /// [`RunnerApi::finish`], and the runner's next job claimed with the same write when the
+    /// server can (the in-process runner: one transaction, see
+    /// [`server::finish_then_claim`]); `None`: claim as usual. The default only finishes.
+    fn finish_and_claim<'a>(
+        &'a self,
+        job_id: i64,
+        token: &'a str,
+        result: JobResult,
+    ) -> BoxFuture<'a, Result<Option<ClaimedJob>, ApiError>> {
+        Box::pin(async move { self.finish(job_id, token, result).await.map(|()| None) })
+    }
     /// The job's artifact and cache hooks ([`crate::artifacts::JobFiles`]): restore caches and
     /// download the artifacts of its needs after the checkout, upload artifacts and save caches
     /// after its steps. `None`: nothing to do (no `cache:`, `artifacts:` or needs).

@@ -488,10 +488,37 @@ pub async fn finish(
     token: &str,
     result: &JobResult,
 ) -> Result<(), StoreError> {
+    finish_then_claim(store, data_dir, job_id, token, result, None)
+        .await
+        .map(|_| ())
+}
+
+/// Who claims the next job in the finishing transaction ([`finish_then_claim`]).
+pub struct NextClaim<'a> {
+    pub sbox: &'a SecretBox,
+    pub runner_id: &'a str,
+    pub labels: &'a [String],
+    pub kind: CheckoutKind,
+}
+
+/// [`finish`], and with `next` the runner's next job claimed in the same transaction that
+/// records the result: one synced commit instead of two, and a job the result made ready (the
+/// next job of a chain) starts without waiting for a wake-up. Nothing is claimed when the
+/// attempt is requeued or was cancelled, or the runner is draining. The claim is the same as
+/// [`claim`]'s (a compare-and-set on the job's version, admission), so no job is ever held by two
+/// runners; if the transaction fails, neither the result nor the claim is recorded.
+pub async fn finish_then_claim(
+    store: &Store,
+    data_dir: &Path,
+    job_id: i64,
+    token: &str,
+    result: &JobResult,
+    next: Option<NextClaim<'_>>,
+) -> Result<Option<ClaimedJob>, StoreError> {
     let job = attempt_of(store, job_id, token).await?;
     if job.status == "cancelled" {
         close_log(data_dir, job_id, job.attempt).await;
-        return Ok(());
+        return Ok(None);
     }
     let status = match result.status.as_str() {
         "cancelled" => "failure", // cancelled by the runner itself (it is stopping)
@@ -541,13 +568,18 @@ pub async fn finish(
             );
             if requeue(store, &job, &reason).await? {
                 close_log(data_dir, job_id, job.attempt).await;
-                return Ok(());
+                return Ok(None);
             }
             return Err(stale());
         }
     }
-    let run = runs::finish_job_with_reason(
-        store,
+    let next = match next {
+        Some(n) if !draining(store, n.runner_id).await? => Some(n),
+        _ => None,
+    };
+    let mut tx = store.begin().await?;
+    let run = runs::finish_in(
+        &mut tx,
         job_id,
         token,
         status,
@@ -555,9 +587,37 @@ pub async fn finish(
         reason.as_deref(),
     )
     .await?;
+    let claim = match &next {
+        Some(n) => {
+            let lease = super::lease_ms(data_dir);
+            runs::claim_next_in(&mut tx, n.runner_id, n.labels, lease).await?
+        }
+        None => None,
+    };
+    tx.commit().await?;
+    super::wake::claimable(); // the job's dependents, its concurrency slot
     close_log(data_dir, job_id, job.attempt).await;
     post_if_finished(store, data_dir, &run).await;
-    Ok(())
+    let (Some(c), Some(n)) = (claim, next) else {
+        return Ok(None);
+    };
+    match claimed(store, data_dir, n.sbox, &c, n.kind).await {
+        Ok(job) => Ok(Some(job)),
+        Err(why) => {
+            // As in [`claim`]: a job that cannot be handed out fails at once.
+            tracing::warn!(job = c.job.id, error = %why, "cannot hand out a claimed job");
+            let failed = JobResult {
+                status: "failure".into(),
+                exit_code: None,
+                reason: Some(why),
+                infra_failure: true,
+                started_at_ms: 0,
+                finished_at_ms: 0,
+            };
+            Box::pin(finish(store, data_dir, c.job.id, &c.token, &failed)).await?;
+            Ok(None)
+        }
+    }
 }
 
 /// What a [`FinishHook`] decided about an attempt that is ending.

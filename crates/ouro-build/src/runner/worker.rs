@@ -131,6 +131,18 @@ pub async fn run_job(
     job: &ClaimedJob,
     checkout: Option<Checkout>,
 ) -> JobResult {
+    run_job_then(api, ex, job, checkout, false).await.0
+}
+
+/// [`run_job`]; with `claim_next` the result is sent with [`RunnerApi::finish_and_claim`], and
+/// the job the runner got with it is returned to run next in the same slot.
+pub async fn run_job_then(
+    api: &dyn RunnerApi,
+    ex: &dyn Executor,
+    job: &ClaimedJob,
+    checkout: Option<Checkout>,
+    claim_next: bool,
+) -> (JobResult, Option<ClaimedJob>) {
     let started = now_ms();
     let mut ship = Shipper {
         api,
@@ -142,7 +154,12 @@ pub async fn run_job(
     let outcome = execute(&mut ship, ex, job, checkout, started).await;
     let result = match outcome {
         Ok(r) => r,
-        Err(ApiError::Stale) => return result("cancelled", None, Some("stale".into()), started),
+        Err(ApiError::Stale) => {
+            return (
+                result("cancelled", None, Some("stale".into()), started),
+                None,
+            );
+        }
         Err(ApiError::Failed(e)) => JobResult {
             infra_failure: true,
             ..result("failure", None, Some(format!("runner: {e}")), started)
@@ -150,8 +167,16 @@ pub async fn run_job(
     };
     let token = job.token.as_str();
     let r = result.clone();
-    let _ = retrying(|| api.finish(job.job_id, token, r.clone())).await;
-    result
+    let next = if claim_next {
+        retrying(|| api.finish_and_claim(job.job_id, token, r.clone()))
+            .await
+            .ok()
+            .flatten()
+    } else {
+        let _ = retrying(|| api.finish(job.job_id, token, r.clone())).await;
+        None
+    };
+    (result, next)
 }
 
 async fn execute(

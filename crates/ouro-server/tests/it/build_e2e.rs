@@ -254,11 +254,15 @@ async fn a_rust_crate_is_tested_and_built_on_its_change_request() {
         assert!(log2.contains("cache hit: key cargo-"), "{log2}");
         assert!(log2.contains("test result: ok. 1 passed"), "{log2}");
 
-        // The status is on the change request, and the merge gate is satisfied by it.
-        let (st, view) = s
-            .admin(Method::GET, &format!("{REPO}/change-requests/1"), None)
-            .await;
-        assert_eq!(st, 200, "{view}");
+        // The status is on the change request, and the merge gate is satisfied by it. (The
+        // status is posted just after the run's result is recorded: wait for it.)
+        let view = eventually(&s, &format!("{REPO}/change-requests/1"), |v| {
+            v["statuses"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x["name"] == "ouro/Rust" && x["state"] != "pending")
+            })
+        })
+        .await;
         let status = view["statuses"]
             .as_array()
             .unwrap()

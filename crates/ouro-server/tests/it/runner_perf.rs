@@ -142,6 +142,132 @@ async fn a_job_that_becomes_claimable_while_a_claimer_waits_is_claimed_on_the_wa
     }
 }
 
+const FORK: &str = r#"name: Fork
+on:
+  push:
+    branches: [main]
+jobs:
+  first:
+    steps:
+      - run: echo first
+  second:
+    needs: first
+    steps:
+      - run: echo second
+  gpu:
+    needs: first
+    runs-on: [gpu]
+    steps:
+      - run: echo gpu
+"#;
+
+fn success() -> JobResult {
+    JobResult {
+        status: "success".into(),
+        exit_code: Some(0),
+        reason: None,
+        infra_failure: false,
+        started_at_ms: 0,
+        finished_at_ms: 0,
+    }
+}
+
+/// Finishing a job can claim the runner's next job in the same transaction: the job the result
+/// made ready (`second`) comes back with the finish, running for that runner, and is not handed
+/// to anyone else; a job needing a label the runner lacks (`gpu`) is left for a runner that has
+/// it; the finished attempt's token is stale afterwards.
+#[tokio::test]
+async fn finishing_a_job_claims_the_next_in_the_same_transaction_and_never_hands_it_out_twice() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        s.demo_project().await;
+        let (git, work, _) = app_checkout(&s).await;
+        let (store, dir, sbox) = (&s.state.store, &s.state.settings.data_dir, &s.state.secrets);
+        let (task, parked) = claimer(&s, Arc::new(AtomicUsize::new(0)));
+        parked.await.expect("the claimer waits");
+        std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();
+        git.commit(&work, ".ouro/pipelines/ci.yml", FORK, "Add CI")
+            .await;
+        git.run(&work, &["push", "-q", "origin", "main"]).await;
+        let first = task.await.unwrap().expect("claimed after the push");
+        assert_eq!(first.job_key, "first");
+
+        let next = |runner: &'static str| rs::NextClaim {
+            sbox,
+            runner_id: runner,
+            labels: &[],
+            kind: CheckoutKind::Local,
+        };
+        let second = rs::finish_then_claim(
+            store,
+            dir,
+            first.job_id,
+            &first.token,
+            &success(),
+            Some(next("perf-test")),
+        )
+        .await
+        .expect("finished")
+        .expect("the next job came with the finish");
+        assert_eq!(second.job_key, "second");
+        assert_eq!(second.attempt, 1);
+        assert_eq!(
+            second.needs.get("first").map(String::as_str),
+            Some("success")
+        );
+        // Held by perf-test: another runner without labels gets nothing; `gpu` waits for a
+        // runner with its label.
+        assert!(
+            runs::claim_next(store, "other", 60_000)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let gpu = runs::claim_next_labeled(store, "gpu-runner", &["gpu".to_string()], 60_000)
+            .await
+            .unwrap()
+            .expect("gpu is claimable by a gpu runner");
+        assert_eq!(gpu.job.key, "gpu");
+        let (_, run) = s.admin(Method::GET, &format!("{RUNS}/1"), None).await;
+        let by_key = |k: &str| {
+            run["jobs"]
+                .as_array()
+                .and_then(|a| a.iter().find(|j| j["key"] == k))
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        assert_eq!(by_key("first")["status"], "success", "{run}");
+        assert_eq!(by_key("second")["status"], "running", "{run}");
+        assert_eq!(run["status"], "running", "{run}");
+        // The finished attempt cannot write again.
+        let e = rs::finish(store, dir, first.job_id, &first.token, &success())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            ouro_core::OuroError::from(e).code.as_str(),
+            "build.stale_attempt"
+        );
+        // Nothing left for perf-test: the finish comes back alone.
+        let none = rs::finish_then_claim(
+            store,
+            dir,
+            second.job_id,
+            &second.token,
+            &success(),
+            Some(next("perf-test")),
+        )
+        .await
+        .expect("finished");
+        assert!(none.is_none(), "{none:?}");
+        rs::finish(store, dir, gpu.job.id, &gpu.token, &success())
+            .await
+            .unwrap();
+        let (_, run) = s.admin(Method::GET, &format!("{RUNS}/1"), None).await;
+        assert_eq!(run["status"], "success", "{run}");
+        s.stop().await;
+    }
+}
+
 async fn run_finished(s: &TestServer, number: i64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -36,6 +36,9 @@ impl Backend {
     }
 }
 
+/// A pooled PostgreSQL connection idle longer than this is pinged before it is handed out.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub(crate) enum Pools {
     Sqlite {
@@ -61,6 +64,20 @@ impl Pools {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
+                // sqlx pings every connection it hands out (a round trip) and again when it
+                // takes it back. The ping on return already drops a connection that broke while
+                // in use, so only one that sat idle a while (a restarted server, a dropped
+                // socket) is worth testing before use: an API request takes up to three
+                // connections (token, project, transaction), each ping a round trip on its path.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for > PING_IDLE_AFTER {
+                            sqlx::Connection::ping(conn).await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .connect_with(opts)
                 .await
                 .map_err(|e| StoreError::Connect(format!("cannot connect to PostgreSQL: {e}")))?;

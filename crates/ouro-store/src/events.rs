@@ -6,9 +6,31 @@ use ouro_core::{Event, NewEvent};
 use crate::db::{Executor, Row, q};
 use crate::{PageReq, StoreError};
 
-pub(crate) async fn insert(ex: &mut impl Executor, ev: &NewEvent) -> Result<i64, StoreError> {
-    let row = q("INSERT INTO events (time, project_id, project, actor, actor_user_id, kind, schema_version, \
-                 subject_type, subject_id, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seq")
+/// Inserts one event and returns its sequence number. With `take_lock` (PostgreSQL only) the
+/// ledger lock (the one [`crate::Tx`] takes, 7070) is taken by the same statement, before the sequence value is drawn: the row
+/// comes out of the lock's subquery, so `nextval` runs only once the lock is held. That saves
+/// the lock's own round trip on every write that appends one event.
+pub(crate) async fn insert(
+    ex: &mut impl Executor,
+    ev: &NewEvent,
+    take_lock: bool,
+) -> Result<i64, StoreError> {
+    let sql = if take_lock {
+        // MATERIALIZED keeps the lock call a separate step the insert's rows are read from.
+        concat!(
+            "WITH ledger_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(7070) IS NULL AS l) ",
+            "INSERT INTO events (time, project_id, project, actor, actor_user_id, kind, ",
+            "schema_version, subject_type, subject_id, payload) ",
+            "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM ledger_lock RETURNING seq"
+        )
+    } else {
+        concat!(
+            "INSERT INTO events (time, project_id, project, actor, actor_user_id, kind, ",
+            "schema_version, subject_type, subject_id, payload) ",
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seq"
+        )
+    };
+    let row = q(sql)
         .bind(ouro_core::time::now_ms())
         .bind(ev.project.as_ref().map(|p| p.0))
         .bind(ev.project.as_ref().map(|p| p.1.clone()))

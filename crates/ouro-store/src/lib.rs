@@ -224,8 +224,10 @@ impl Tx {
 
     /// Appends an event to the ledger in this transaction and returns its sequence number.
     pub async fn append(&mut self, ev: NewEvent) -> Result<i64, StoreError> {
-        self.lock_ledger().await?;
-        let seq = events::insert(self, &ev).await?;
+        // On PostgreSQL the first append takes the ledger lock in its own INSERT.
+        let take_lock = !self.locked && matches!(self.inner, db::TxInner::Postgres(_));
+        self.locked = true;
+        let seq = events::insert(self, &ev, take_lock).await?;
         self.last_seq = Some(seq);
         self.appended += 1;
         Ok(seq)

@@ -257,17 +257,14 @@ pub struct RankMove {
     pub after: Option<String>,
 }
 
-/// Locks the project's counter row until commit. On PostgreSQL this serialises rank writers
-/// (creates take the same row), so the neighbour read and the write cannot interleave with
-/// another move into the same gap; on SQLite the one writer already does. The no-op UPDATE is
-/// the one spelling of a row lock both engines accept.
-async fn lock_project(tx: &mut Tx, project_id: i64) -> Result<(), StoreError> {
-    q("UPDATE plan_counters SET last_number = last_number WHERE project_id = $1")
-        .bind(project_id)
-        .execute(tx)
-        .await?;
-    Ok(())
-}
+/// Locks the project's counter row until commit (bound to the project id). On PostgreSQL this
+/// serialises rank writers (creates take the same row), so the neighbour read and the write
+/// cannot interleave with another move into the same gap; on SQLite the one writer already
+/// does. The no-op UPDATE is the one spelling of a row lock both engines accept. It must be a
+/// statement of its own, before the reads: a read in the same statement would use a snapshot
+/// taken before the lock was granted.
+const LOCK_PROJECT: &str =
+    "UPDATE plan_counters SET last_number = last_number WHERE project_id = $1";
 
 struct RankTarget {
     id: i64,
@@ -337,8 +334,7 @@ pub async fn move_rank(
     if key.contains('\0') {
         return Err(not_found(key).into());
     }
-    let mut tx = store.begin().await?;
-    lock_project(&mut tx, project.id).await?;
+    let mut tx = store.begin_then(LOCK_PROJECT, project.id).await?;
     let sql = move_read_sql(store.backend(), before);
     // No key holds NUL or is empty, so "" finds no target, after the moved item was looked up.
     let target_arg = if target_key.contains('\0') {
@@ -377,12 +373,11 @@ pub async fn move_rank(
         rank_between(Some(&target.rank), other.as_deref())?
     };
     let now = ouro_core::time::now_ms();
-    q("UPDATE items SET rank = $1, updated_at = $2, version = version + 1 WHERE id = $3")
-        .bind(&rank)
-        .bind(now)
-        .bind(cur.id)
-        .execute(&mut tx)
-        .await?;
+    let write =
+        q("UPDATE items SET rank = $1, updated_at = $2, version = version + 1 WHERE id = $3")
+            .bind(&rank)
+            .bind(now)
+            .bind(cur.id);
     // The row was read under the project lock and only these columns changed.
     let item = Item {
         rank,
@@ -393,7 +388,9 @@ pub async fn move_rank(
     let mut changes = Map::new();
     change(&mut changes, "rank", &cur.rank, &item.rank);
     let place = if before { "before" } else { "after" };
-    tx.append(
+    // The row and its event in one statement (one round trip on PostgreSQL).
+    tx.append_after(
+        write,
         NewEvent::new(
             ev::ITEM_UPDATED,
             actor,

@@ -151,6 +151,27 @@ impl Pools {
         })
     }
 
+    /// [`Pools::begin`], then `stmt` with `$1` = `id`. On PostgreSQL both go in one simple-query
+    /// message (one round trip), with `id` written into the text: it is an integer, so it cannot
+    /// carry SQL, and the text is not prepared, so varying ids cost no statement cache entries.
+    pub(crate) async fn begin_then(
+        &self,
+        stmt: &'static str,
+        id: i64,
+    ) -> Result<TxInner, StoreError> {
+        match self {
+            Pools::Sqlite { .. } => {
+                let mut tx = self.begin().await?;
+                q(stmt).bind(id).execute(&mut tx).await?;
+                Ok(tx)
+            }
+            Pools::Postgres(p) => {
+                let sql = format!("BEGIN; {}", stmt.replace("$1", &id.to_string()));
+                Ok(TxInner::Postgres(p.begin_with(AssertSqlSafe(sql)).await?))
+            }
+        }
+    }
+
     pub(crate) async fn read(&self) -> Result<Conn, StoreError> {
         Ok(match self {
             Pools::Sqlite { read, .. } => Conn::Sqlite(read.acquire().await?),
@@ -526,6 +547,19 @@ macro_rules! bind_all {
 }
 
 impl Q {
+    /// How many parameters are bound so far.
+    pub(crate) fn arg_count(&self) -> usize {
+        self.args.len()
+    }
+
+    /// The same parameters under a statement built around this one's text.
+    pub(crate) fn wrap(self, f: impl FnOnce(&str) -> String) -> Q {
+        Q {
+            sql: f(&self.sql),
+            ..self
+        }
+    }
+
     pub fn bind(mut self, a: impl Into<Arg>) -> Q {
         self.args.push(a.into());
         self

@@ -25,6 +25,7 @@ if [ -n "${FSYNC_FILE:-}" ]; then
 fi
 
 psql "$DB" -q -v ON_ERROR_STOP=1 <<'SQL'
+SET client_min_messages = warning;
 CREATE TABLE IF NOT EXISTS floor_items (id BIGINT PRIMARY KEY, project_id BIGINT NOT NULL,
     rank TEXT COLLATE "C" NOT NULL, updated_at BIGINT NOT NULL, version BIGINT NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS floor_items_rank ON floor_items (project_id, rank);

@@ -13,6 +13,10 @@
 #   - the query `label:x state:"In progress" text:zeta` on the items API;
 #   - a rank move (POST .../rank, one row written, one event appended), one connection.
 # For scale, the same oha run on GET /healthz is printed first: the floor of the HTTP stack.
+#
+# DIRECT=1 seeds the items by copying the first one in SQL (bench/seed_plan.py --direct): seconds
+# instead of many minutes. ONLY=rank measures only the rank move; MOVES sets its count (2,000).
+# Compare a PostgreSQL rank move with the machine's floor: bench/pg-floor.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release/ouro}
@@ -46,7 +50,9 @@ BASE="http://127.0.0.1:$PORT"
 if [ -n "${SEED:-}" ]; then
   curl -sf -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
     -d '{"slug":"demo","name":"Demo"}' "$BASE/api/v1/projects" >/dev/null
-  python3 bench/seed_plan.py "$BASE" "$TOKEN" demo "$N" --board 2000
+  DIRECT_ARGS=()
+  [ -n "${DIRECT:-}" ] && DIRECT_ARGS=(--direct "${DB:-$DATA/ouro.db}")
+  python3 bench/seed_plan.py "$BASE" "$TOKEN" demo "$N" --board 2000 "${DIRECT_ARGS[@]}"
 else
   echo "reusing the data seeded in $DATA"
 fi
@@ -67,13 +73,16 @@ run() { # name, then oha arguments
   oha -n 2000 -c 4 --no-tui "${AUTH[@]}" "$@" | grep -E "$SUMMARY"
 }
 run "GET /healthz (floor)" "$BASE/healthz"
+if [ "${ONLY:-}" != rank ]; then
 BOARD="$BASE/projects/demo/plan/board?q=label%3Aboard"
 echo "board cards: $(curl -sf "${AUTH[@]}" "$BOARD" | grep -o 'data-key=' | wc -l)"
 run "board page, 2,000 cards (HTML)" "$BOARD"
 Q="$BASE/api/v1/projects/demo/items?q=label%3Ax%20state%3A%22In%20progress%22%20text%3Azeta"
 echo "query hits: $(curl -sf "${AUTH[@]}" "$Q" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')"
 run 'query label:x state:"In progress" text:zeta' "$Q"
-echo "-- rank move DEMO-50000 before DEMO-10 (1 connection, 2,000 moves)"
-oha -n 2000 -c 1 --no-tui "${AUTH[@]}" -m POST -T application/json -d '{"before":"DEMO-10"}' \
+fi
+MOVES=${MOVES:-2000}
+echo "-- rank move DEMO-$((N / 2)) before DEMO-10 (1 connection, $MOVES moves)"
+oha -n "$MOVES" -c 1 --no-tui "${AUTH[@]}" -m POST -T application/json -d '{"before":"DEMO-10"}' \
   "$BASE/api/v1/projects/demo/items/DEMO-$((N / 2))/rank" | grep -E "$SUMMARY"
 echo "RSS: $(awk '/VmRSS/{print $2, $3}' /proc/$PID/status)"

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ouro_core::events as ev;
 use ouro_core::{Actor, ErrorCode, Event, NewEvent, OuroError};
+use ouro_store::Backend;
 use ouro_store::db::Arg;
 use ouro_store::projects::Project;
 use ouro_store::{Executor, Page, PageReq, Row, Store, StoreError, Tx, q};
@@ -256,22 +257,62 @@ pub struct RankMove {
     pub after: Option<String>,
 }
 
-/// Locks the project's counter row until commit. On PostgreSQL this serialises rank writers
-/// (creates take the same row), so the neighbour read and the write cannot interleave with
-/// another move into the same gap; on SQLite the one writer already does. The no-op UPDATE is
-/// the one spelling of a row lock both engines accept.
-async fn lock_project(tx: &mut Tx, project_id: i64) -> Result<(), StoreError> {
-    q("UPDATE plan_counters SET last_number = last_number WHERE project_id = $1")
-        .bind(project_id)
-        .execute(tx)
-        .await?;
-    Ok(())
-}
+/// Locks the project's counter row until commit (bound to the project id). On PostgreSQL this
+/// serialises rank writers (creates take the same row), so the neighbour read and the write
+/// cannot interleave with another move into the same gap; on SQLite the one writer already
+/// does. The no-op UPDATE is the one spelling of a row lock both engines accept. It must be a
+/// statement of its own, before the reads: a read in the same statement would use a snapshot
+/// taken before the lock was granted.
+const LOCK_PROJECT: &str =
+    "UPDATE plan_counters SET last_number = last_number WHERE project_id = $1";
 
 struct RankTarget {
     id: i64,
     key: String,
     rank: String,
+}
+
+/// The moved item's full row, its labels and custom fields (as JSON arrays), the target's id,
+/// key and rank (NULL when there is no such target) and the target's neighbour on the far side
+/// (NULL at the end of the backlog), in one statement: $1 project, $2 moved key, $3 target key.
+/// Each read was a round trip of its own; on PostgreSQL those were most of a move's time.
+fn move_read_sql(backend: Backend, before: bool) -> String {
+    let (cmp, order) = if before { ("<", "DESC") } else { (">", "ASC") };
+    let (labels, fields) = match backend {
+        Backend::Postgres => (
+            "(SELECT json_agg(l.label ORDER BY l.label)::text FROM item_labels l \
+             WHERE l.item_id = i.id)",
+            "(SELECT json_agg(json_build_array(f.name, v.value))::text FROM plan_field_values v \
+             JOIN plan_fields f ON f.id = v.field_id WHERE v.item_id = i.id)",
+        ),
+        Backend::Sqlite => (
+            "(SELECT json_group_array(l.label ORDER BY l.label) FROM item_labels l \
+             WHERE l.item_id = i.id)",
+            "(SELECT json_group_array(json_array(f.name, v.value)) FROM plan_field_values v \
+             JOIN plan_fields f ON f.id = v.field_id WHERE v.item_id = i.id)",
+        ),
+    };
+    let columns = format!(
+        "SELECT tg.id AS target_id, tg.key AS target_key, tg.rank AS target_rank, \
+         (SELECT o.rank FROM items o WHERE o.project_id = $1 AND o.rank {cmp} tg.rank \
+         AND o.id <> i.id ORDER BY o.rank {order} LIMIT 1) AS other_rank, \
+         {labels} AS labels_json, {fields} AS fields_json, i.*,"
+    );
+    format!(
+        "WITH tg AS (SELECT id, key, rank FROM items WHERE project_id = $1 AND key = $3) {} \
+         LEFT JOIN tg ON 1 = 1 WHERE i.project_id = $1 AND i.key = $2",
+        SELECT.replacen("SELECT i.*,", &columns, 1)
+    )
+}
+
+/// A JSON array of strings as the move read returns it; NULL (PostgreSQL's aggregate over no
+/// rows) is empty.
+fn json_list<T: serde::de::DeserializeOwned>(raw: Option<String>) -> Result<Vec<T>, StoreError> {
+    match raw {
+        None => Ok(Vec::new()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| StoreError::Decode(format!("cannot read aggregated values: {e}"))),
+    }
 }
 
 /// Moves an item right before or right after another one. Only the moved row is written: its
@@ -290,57 +331,53 @@ pub async fn move_rank(
             return Err(OuroError::field("before", "give exactly one of before and after").into());
         }
     };
-    let mut tx = store.begin().await?;
-    lock_project(&mut tx, project.id).await?;
-    let cur = get_or_404(&mut tx, project.id, key).await?;
-    // Of the target only its place matters: a light read, not the whole item.
-    let target = if target_key.contains('\0') {
-        None
+    if key.contains('\0') {
+        return Err(not_found(key).into());
+    }
+    let mut tx = store.begin_then(LOCK_PROJECT, project.id).await?;
+    let sql = move_read_sql(store.backend(), before);
+    // No key holds NUL or is empty, so "" finds no target, after the moved item was looked up.
+    let target_arg = if target_key.contains('\0') {
+        String::new()
     } else {
-        q("SELECT id, key, rank FROM items WHERE project_id = $1 AND key = $2")
-            .bind(project.id)
-            .bind(target_key.trim().to_ascii_uppercase())
-            .fetch_optional(&mut tx)
-            .await?
+        target_key.trim().to_ascii_uppercase()
     };
-    let target = target.ok_or_else(|| not_found(target_key))?;
+    let row = q(sql)
+        .bind(project.id)
+        .bind(key.trim().to_ascii_uppercase())
+        .bind(target_arg)
+        .fetch_optional(&mut tx)
+        .await?
+        .ok_or_else(|| not_found(key))?;
+    let mut cur = item_from(&row)?;
+    cur.labels = json_list(row.opt_text("labels_json")?)?;
+    cur.fields = json_list::<(String, String)>(row.opt_text("fields_json")?)?
+        .into_iter()
+        .collect();
+    let Some(target_id) = row.opt_i64("target_id")? else {
+        return Err(not_found(target_key).into());
+    };
     let target = RankTarget {
-        id: target.i64("id")?,
-        key: target.text("key")?,
-        rank: target.text("rank")?,
+        id: target_id,
+        key: row.text("target_key")?,
+        rank: row.text("target_rank")?,
     };
     if target.id == cur.id {
         let field = if before { "before" } else { "after" };
         return Err(OuroError::field(field, "an item cannot move next to itself").into());
     }
-    // The neighbour on the far side of the target, not counting the moved item itself.
-    let sql = if before {
-        "SELECT rank FROM items WHERE project_id = $1 AND rank < $2 AND id <> $3 \
-         ORDER BY rank DESC LIMIT 1"
-    } else {
-        "SELECT rank FROM items WHERE project_id = $1 AND rank > $2 AND id <> $3 \
-         ORDER BY rank ASC LIMIT 1"
-    };
-    let other = q(sql)
-        .bind(project.id)
-        .bind(&target.rank)
-        .bind(cur.id)
-        .fetch_optional(&mut tx)
-        .await?
-        .map(|r| r.text("rank"))
-        .transpose()?;
+    let other = row.opt_text("other_rank")?;
     let rank = if before {
         rank_between(other.as_deref(), Some(&target.rank))?
     } else {
         rank_between(Some(&target.rank), other.as_deref())?
     };
     let now = ouro_core::time::now_ms();
-    q("UPDATE items SET rank = $1, updated_at = $2, version = version + 1 WHERE id = $3")
-        .bind(&rank)
-        .bind(now)
-        .bind(cur.id)
-        .execute(&mut tx)
-        .await?;
+    let write =
+        q("UPDATE items SET rank = $1, updated_at = $2, version = version + 1 WHERE id = $3")
+            .bind(&rank)
+            .bind(now)
+            .bind(cur.id);
     // The row was read under the project lock and only these columns changed.
     let item = Item {
         rank,
@@ -351,7 +388,9 @@ pub async fn move_rank(
     let mut changes = Map::new();
     change(&mut changes, "rank", &cur.rank, &item.rank);
     let place = if before { "before" } else { "after" };
-    tx.append(
+    // The row and its event in one statement (one round trip on PostgreSQL).
+    tx.append_after(
+        write,
         NewEvent::new(
             ev::ITEM_UPDATED,
             actor,

@@ -36,6 +36,9 @@ impl Backend {
     }
 }
 
+/// A pooled PostgreSQL connection idle longer than this is pinged before it is handed out.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub(crate) enum Pools {
     Sqlite {
@@ -61,6 +64,20 @@ impl Pools {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
+                // sqlx pings every connection it hands out (a round trip) and again when it
+                // takes it back. The ping on return already drops a connection that broke while
+                // in use, so only one that sat idle a while (a restarted server, a dropped
+                // socket) is worth testing before use: an API request takes up to three
+                // connections (token, project, transaction), each ping a round trip on its path.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for > PING_IDLE_AFTER {
+                            sqlx::Connection::ping(conn).await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .connect_with(opts)
                 .await
                 .map_err(|e| StoreError::Connect(format!("cannot connect to PostgreSQL: {e}")))?;
@@ -132,6 +149,27 @@ impl Pools {
             }
             Pools::Postgres(p) => TxInner::Postgres(p.begin().await?),
         })
+    }
+
+    /// [`Pools::begin`], then `stmt` with `$1` = `id`. On PostgreSQL both go in one simple-query
+    /// message (one round trip), with `id` written into the text: it is an integer, so it cannot
+    /// carry SQL, and the text is not prepared, so varying ids cost no statement cache entries.
+    pub(crate) async fn begin_then(
+        &self,
+        stmt: &'static str,
+        id: i64,
+    ) -> Result<TxInner, StoreError> {
+        match self {
+            Pools::Sqlite { .. } => {
+                let mut tx = self.begin().await?;
+                q(stmt).bind(id).execute(&mut tx).await?;
+                Ok(tx)
+            }
+            Pools::Postgres(p) => {
+                let sql = format!("BEGIN; {}", stmt.replace("$1", &id.to_string()));
+                Ok(TxInner::Postgres(p.begin_with(AssertSqlSafe(sql)).await?))
+            }
+        }
     }
 
     pub(crate) async fn read(&self) -> Result<Conn, StoreError> {
@@ -509,6 +547,19 @@ macro_rules! bind_all {
 }
 
 impl Q {
+    /// How many parameters are bound so far.
+    pub(crate) fn arg_count(&self) -> usize {
+        self.args.len()
+    }
+
+    /// The same parameters under a statement built around this one's text.
+    pub(crate) fn wrap(self, f: impl FnOnce(&str) -> String) -> Q {
+        Q {
+            sql: f(&self.sql),
+            ..self
+        }
+    }
+
     pub fn bind(mut self, a: impl Into<Arg>) -> Q {
         self.args.push(a.into());
         self

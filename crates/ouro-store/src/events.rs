@@ -3,13 +3,68 @@
 use ouro_core::events::Subject;
 use ouro_core::{Event, NewEvent};
 
-use crate::db::{Executor, Row, q};
+use crate::db::{Executor, Q, Row, q};
 use crate::{PageReq, StoreError};
 
-pub(crate) async fn insert(ex: &mut impl Executor, ev: &NewEvent) -> Result<i64, StoreError> {
-    let row = q("INSERT INTO events (time, project_id, project, actor, actor_user_id, kind, schema_version, \
-                 subject_type, subject_id, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seq")
-        .bind(ouro_core::time::now_ms())
+/// Inserts one event and returns its sequence number. With `take_lock` (PostgreSQL only) the
+/// ledger lock (the one [`crate::Tx`] takes, 7070) is taken by the same statement, before the
+/// sequence value is drawn: the row comes out of the lock's subquery, so `nextval` runs only
+/// once the lock is held. That saves the lock's own round trip on every write that appends one
+/// event.
+pub(crate) async fn insert(
+    ex: &mut impl Executor,
+    ev: &NewEvent,
+    take_lock: bool,
+) -> Result<i64, StoreError> {
+    bind_event(q(insert_sql("", 1, take_lock)), ev)
+        .fetch_one(ex)
+        .await?
+        .i64("seq")
+}
+
+/// [`insert`] preceded by `write` in the same statement (PostgreSQL: a data-modifying WITH).
+pub(crate) async fn insert_after(
+    ex: &mut impl Executor,
+    write: Q,
+    ev: &NewEvent,
+    take_lock: bool,
+) -> Result<i64, StoreError> {
+    let first = write.arg_count() + 1;
+    let stmt = write.wrap(|w| insert_sql(&format!("prior_write AS ({w})"), first, take_lock));
+    bind_event(stmt, ev).fetch_one(ex).await?.i64("seq")
+}
+
+/// The one-event INSERT, its parameters numbered from `first`, after the WITH item `with`
+/// (empty for none).
+fn insert_sql(with: &str, first: usize, take_lock: bool) -> String {
+    let params: Vec<String> = (first..first + 10).map(|n| format!("${n}")).collect();
+    let params = params.join(", ");
+    let cols = "INSERT INTO events (time, project_id, project, actor, actor_user_id, kind, \
+                schema_version, subject_type, subject_id, payload)";
+    let mut ctes: Vec<String> = Vec::new();
+    if !with.is_empty() {
+        ctes.push(with.to_string());
+    }
+    if take_lock {
+        // MATERIALIZED keeps the lock call a step of its own that the row is read from.
+        ctes.push(
+            "ledger_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(7070) IS NULL AS l)".into(),
+        );
+    }
+    let with = if ctes.is_empty() {
+        String::new()
+    } else {
+        format!("WITH {} ", ctes.join(", "))
+    };
+    if take_lock {
+        format!("{with}{cols} SELECT {params} FROM ledger_lock RETURNING seq")
+    } else {
+        format!("{with}{cols} VALUES ({params}) RETURNING seq")
+    }
+}
+
+fn bind_event(stmt: Q, ev: &NewEvent) -> Q {
+    stmt.bind(ouro_core::time::now_ms())
         .bind(ev.project.as_ref().map(|p| p.0))
         .bind(ev.project.as_ref().map(|p| p.1.clone()))
         .bind(ev.actor.label())
@@ -19,9 +74,6 @@ pub(crate) async fn insert(ex: &mut impl Executor, ev: &NewEvent) -> Result<i64,
         .bind(ev.kind.subject)
         .bind(&ev.subject_id)
         .bind(ev.payload.to_string())
-        .fetch_one(ex)
-        .await?;
-    row.i64("seq")
 }
 
 /// Events per multi-row INSERT in [`insert_all`] (10 parameters each).

@@ -131,6 +131,21 @@ impl Store {
         })
     }
 
+    /// Begins a write transaction and runs `stmt` first, with `$1` = `id` (its only parameter),
+    /// such as the row lock a writer takes before it reads. On PostgreSQL the BEGIN and `stmt`
+    /// travel together: one round trip instead of two.
+    pub async fn begin_then(&self, stmt: &'static str, id: i64) -> Result<Tx, StoreError> {
+        Ok(Tx {
+            inner: self.pools.begin_then(stmt, id).await?,
+            last_seq: None,
+            appended: 0,
+            locked: false,
+            seq: self.seq.clone(),
+            counter: self.appended.clone(),
+            pools: self.pools.clone(),
+        })
+    }
+
     /// A connection for reads.
     pub async fn read(&self) -> Result<Conn, StoreError> {
         self.pools.read().await
@@ -224,8 +239,27 @@ impl Tx {
 
     /// Appends an event to the ledger in this transaction and returns its sequence number.
     pub async fn append(&mut self, ev: NewEvent) -> Result<i64, StoreError> {
-        self.lock_ledger().await?;
-        let seq = events::insert(self, &ev).await?;
+        // On PostgreSQL the first append takes the ledger lock in its own INSERT.
+        let take_lock = !self.locked && matches!(self.inner, db::TxInner::Postgres(_));
+        self.locked = true;
+        let seq = events::insert(self, &ev, take_lock).await?;
+        self.last_seq = Some(seq);
+        self.appended += 1;
+        Ok(seq)
+    }
+
+    /// Runs `write` (an INSERT, UPDATE or DELETE without RETURNING, placeholders `$1` to `$n` in
+    /// bind order) and appends `ev`, returning the event's sequence number. On PostgreSQL both
+    /// are one statement (the write as a data-modifying WITH), so a change and its event cost one
+    /// round trip; SQLite runs them one after the other.
+    pub async fn append_after(&mut self, write: db::Q, ev: NewEvent) -> Result<i64, StoreError> {
+        if !matches!(self.inner, db::TxInner::Postgres(_)) {
+            write.execute(self).await?;
+            return self.append(ev).await;
+        }
+        let take_lock = !self.locked;
+        self.locked = true;
+        let seq = events::insert_after(self, write, &ev, take_lock).await?;
         self.last_seq = Some(seq);
         self.appended += 1;
         Ok(seq)

@@ -402,6 +402,215 @@ async fn concurrent_moves_never_share_a_rank() {
     }
 }
 
+/// A move answers the whole item as stored afterwards (labels in order, custom fields, parent
+/// and epic included), read in the move's one statement, whatever the item carries.
+#[tokio::test]
+async fn a_move_returns_the_item_as_stored() {
+    use ouro_plan::fields::{self, FieldType, NewField};
+    for db in backends() {
+        let f = fixture(&db).await;
+        for (name, ty) in [("team", FieldType::Text), ("points", FieldType::Number)] {
+            fields::create(
+                &f.store,
+                &f.project,
+                &f.actor,
+                NewField {
+                    name: name.into(),
+                    label: None,
+                    field_type: ty,
+                    options: vec![],
+                },
+            )
+            .await
+            .unwrap();
+        }
+        let epic = items::create(&f.store, &f.project, &f.actor, new("epic", "E"))
+            .await
+            .unwrap();
+        let plain = items::create(&f.store, &f.project, &f.actor, new("task", "plain"))
+            .await
+            .unwrap();
+        let rich = items::create(
+            &f.store,
+            &f.project,
+            &f.actor,
+            NewItem {
+                // Out of order, with a quote and non-ASCII: they come back sorted and intact.
+                labels: vec!["zeta".into(), "api\"v2\"".into(), "äpfel".into()],
+                parent: Some(epic.key.clone()),
+                fields: [
+                    ("team".to_string(), serde_json::json!("core, \"web\"")),
+                    ("points".to_string(), serde_json::json!(5)),
+                ]
+                .into(),
+                ..new("feature", "rich")
+            },
+        )
+        .await
+        .unwrap();
+        for (key, to) in [
+            (&rich.key, before(&epic.key)),
+            (&plain.key, after(&rich.key)),
+            (&rich.key, after(&plain.key)),
+            (&plain.key, before(&epic.key)),
+        ] {
+            let moved = items::move_rank(&f.store, &f.project, &f.actor, key, to)
+                .await
+                .unwrap();
+            let stored = items::get(&mut f.store.read().await.unwrap(), f.project.id, key)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(moved, stored, "{}: {key}", db.name());
+        }
+        let r = items::get(&mut f.store.read().await.unwrap(), f.project.id, &rich.key)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.labels.len(), 3, "{}", db.name());
+        assert_eq!(r.fields.len(), 2, "{}", db.name());
+        assert_eq!(r.epic.as_deref(), Some(epic.key.as_str()));
+        assert_eq!(
+            keys_in_order(&f).await,
+            [&rich.key, &plain.key, &epic.key].map(|s| s.clone()),
+            "{}",
+            db.name()
+        );
+    }
+}
+
+/// Which key a refused move names: the moved item is looked up first, then the target; keys
+/// with NUL or in other projects are simply not found.
+#[tokio::test]
+async fn a_refused_move_names_the_missing_item_and_writes_nothing() {
+    for db in backends() {
+        let f = fixture(&db).await;
+        let a = items::create(&f.store, &f.project, &f.actor, new("task", "a"))
+            .await
+            .unwrap();
+        let other = projects::create(
+            &f.store,
+            &ouro_store::accounts::user_by_name(&mut f.store.read().await.unwrap(), "alice")
+                .await
+                .unwrap()
+                .unwrap(),
+            "other",
+            "Other",
+            "",
+            Visibility::Private,
+        )
+        .await
+        .unwrap();
+        let elsewhere = items::create(&f.store, &other, &f.actor, new("task", "x"))
+            .await
+            .unwrap();
+        let seq = f.store.latest_seq_hint();
+        for (key, to, missing) in [
+            ("PAYAPI-99", before("PAYAPI-98"), "PAYAPI-99"),
+            ("PAYAPI-99", before(&a.key), "PAYAPI-99"),
+            (a.key.as_str(), after("PAYAPI-98"), "PAYAPI-98"),
+            (a.key.as_str(), after("PAY\0API-1"), "PAY\0API-1"),
+            ("PAY\0API-1", after(&a.key), "PAY\0API-1"),
+            (
+                a.key.as_str(),
+                before(&elsewhere.key),
+                elsewhere.key.as_str(),
+            ),
+        ] {
+            let e = OuroError::from(
+                items::move_rank(&f.store, &f.project, &f.actor, key, to)
+                    .await
+                    .unwrap_err(),
+            );
+            assert_eq!(e.code, ErrorCode::ItemNotFound, "{}: {key}", db.name());
+            assert!(
+                e.message.contains(&format!("{missing:?}")),
+                "{}: {key}: {}",
+                db.name(),
+                e.message
+            );
+        }
+        assert_eq!(f.store.latest_seq_hint(), seq, "{}: no event", db.name());
+        let now = items::get(&mut f.store.read().await.unwrap(), f.project.id, &a.key)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((now.version, &now.rank), (a.version, &a.rank));
+    }
+}
+
+/// Bisecting the same gap again and again makes ranks longer (about one character per five
+/// moves); the order stays exact and every rank stays valid and distinct.
+#[tokio::test]
+async fn many_moves_into_one_gap_keep_the_order() {
+    for db in backends() {
+        let f = fixture(&db).await;
+        let mut k = Vec::new();
+        for t in ["first", "p", "q", "last"] {
+            k.push(
+                items::create(&f.store, &f.project, &f.actor, new("task", t))
+                    .await
+                    .unwrap()
+                    .key,
+            );
+        }
+        let [first, p, q, last] = [0, 1, 2, 3].map(|i| k[i].clone());
+        let start_len = keys_and_ranks(&f).await[0].1.len();
+        // p and q take turns right after `first`: each lands between `first` and the other.
+        let mut prev_rank = String::new();
+        for n in 0..120 {
+            let (key, other) = if n % 2 == 0 { (&p, &q) } else { (&q, &p) };
+            let moved = items::move_rank(&f.store, &f.project, &f.actor, key, after(&first))
+                .await
+                .unwrap();
+            if n > 0 {
+                assert!(moved.rank < prev_rank, "{}: move {n}", db.name());
+            }
+            prev_rank = moved.rank.clone();
+            let order = keys_and_ranks(&f).await;
+            let keys: Vec<&str> = order.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(
+                keys,
+                [first.as_str(), key.as_str(), other.as_str(), last.as_str()],
+                "{}: move {n}",
+                db.name()
+            );
+        }
+        let order = keys_and_ranks(&f).await;
+        assert!(order.iter().all(|(_, r)| ouro_plan::rank::is_valid(r)));
+        let longest = order.iter().map(|(_, r)| r.len()).max().unwrap_or(0);
+        assert!(
+            longest >= start_len + 15,
+            "{}: ranks grew from {start_len} to {longest}",
+            db.name()
+        );
+        // The grown ranks still work as bounds: `last` goes between the two long ones.
+        items::move_rank(&f.store, &f.project, &f.actor, &last, before(&p))
+            .await
+            .unwrap();
+        let keys: Vec<String> = keys_and_ranks(&f)
+            .await
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        // After 120 moves q was moved last, so the order was first, q, p.
+        assert_eq!(
+            keys,
+            [&first, &q, &last, &p].map(|s| s.clone()),
+            "{}",
+            db.name()
+        );
+    }
+}
+
+async fn keys_and_ranks(f: &Fixture) -> Vec<(String, String)> {
+    list_all(f, ItemFilter::default())
+        .await
+        .into_iter()
+        .map(|i| (i.key, i.rank))
+        .collect()
+}
+
 /// A realistic mix: (A) story by alice, (B) overdue critical bug, (C) task under A in progress,
 /// (D) done story due far ahead, (E) a bug whose title is an injection attempt.
 async fn mix(f: &Fixture) -> [String; 5] {

@@ -680,3 +680,76 @@ async fn statements_planned_each_run_are_not_kept_prepared() {
         }
     }
 }
+
+/// A writer whose first append waits for the ledger lock has drawn no sequence number yet: on
+/// PostgreSQL the lock is taken inside the append's INSERT, before `nextval`, so an event the
+/// lock holder appends later still gets the lower number and commit order stays seq order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_waiting_for_the_ledger_draws_no_seq() {
+    for db in backends() {
+        let env = open_store(&db).await;
+        let s = env.store.clone();
+        let event =
+            |id: i64| NewEvent::new(ev::PROJECT_UPDATED, &Actor::System("t"), id, json!({}));
+        let mut first = s.begin().await.unwrap();
+        let a = first.append(event(1)).await.unwrap();
+        let waiter = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut tx = s.begin().await.unwrap();
+                let seq = tx
+                    .append(NewEvent::new(
+                        ev::PROJECT_UPDATED,
+                        &Actor::System("t"),
+                        2,
+                        json!({}),
+                    ))
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                seq
+            })
+        };
+        if db.name() == "postgres" {
+            // Wait (with a deadline) until the second writer is queued on the lock.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let waiting = q(
+                    "SELECT COUNT(*) AS n FROM pg_locks WHERE locktype = 'advisory' \
+                                 AND objid = 7070 AND NOT granted AND database = \
+                                 (SELECT oid FROM pg_database WHERE datname = current_database())",
+                )
+                .fetch_one(&mut s.read().await.unwrap())
+                .await
+                .unwrap()
+                .i64("n")
+                .unwrap();
+                if waiting > 0 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the writer never queued"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+        let b = first.append(event(3)).await.unwrap();
+        first.commit().await.unwrap();
+        let c = waiter.await.unwrap();
+        assert!(a < b && b < c, "{}: {a} {b} {c}", db.name());
+        let seqs: Vec<i64> = ouro_store::events::list(
+            &mut s.read().await.unwrap(),
+            &Visibility::All,
+            &EventFilter::default(),
+            PageReq::new(0, Some(10)),
+        )
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+        assert_eq!(seqs, [a, b, c], "{}: no gap, no reorder", db.name());
+    }
+}

@@ -1022,31 +1022,33 @@ async fn history_page(
         .collect())
 }
 
-/// Fills in the messages of the results among `entries` (ids from `lo` to `hi` of one case)
-/// that did not pass, reading the table only for those: messages are left out of the covering
-/// index (they can be long), and a passed result has none worth showing.
+/// Fills in the messages of the results among `entries` that did not pass, reading only
+/// their rows by id: messages are left out of the covering index (they can be long), and a
+/// passed result has none worth showing. (A range condition on the case with a filter on
+/// `outcome` made PostgreSQL fetch every row of the range to test the filter.)
 async fn add_messages(
     ex: &mut impl Executor,
-    case_id: i64,
-    lo: i64,
-    hi: i64,
     entries: &mut [HistoryEntry],
 ) -> Result<(), StoreError> {
-    if entries.iter().all(|e| e.outcome == "passed") {
-        return Ok(());
-    }
-    let rows = q(
-        "SELECT id, message FROM test_results WHERE case_id = $1 AND id >= $2 \
-         AND id <= $3 AND outcome <> 'passed' AND message IS NOT NULL",
-    )
-    .bind(case_id)
-    .bind(lo)
-    .bind(hi)
-    .fetch_all(&mut *ex)
-    .await?;
-    let mut messages = std::collections::HashMap::with_capacity(rows.len());
-    for r in &rows {
-        messages.insert(r.i64("id")?, r.opt_text("message")?);
+    let ids: Vec<i64> = entries
+        .iter()
+        .filter(|e| e.outcome != "passed")
+        .map(|e| e.id)
+        .collect();
+    let mut messages = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(MESSAGE_BATCH) {
+        let mut ph = Placeholders::new(ex.backend());
+        let sql = format!(
+            "SELECT id, message FROM test_results WHERE id IN ({}) AND message IS NOT NULL",
+            ph.list(chunk.len())
+        );
+        let mut query = q(sql);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for r in query.fetch_all(&mut *ex).await? {
+            messages.insert(r.i64("id")?, r.opt_text("message")?);
+        }
     }
     for e in entries.iter_mut() {
         if let Some(m) = messages.remove(&e.id) {
@@ -1055,6 +1057,9 @@ async fn add_messages(
     }
     Ok(())
 }
+
+/// Result ids per message query: within both databases' parameter limits.
+const MESSAGE_BATCH: usize = 500;
 
 /// One result of case `id` chosen by `filter_order` (SQL after the case condition), with its
 /// message.
@@ -1074,7 +1079,7 @@ async fn one_entry(
     let Some(mut e) = row.as_ref().map(history_entry).transpose()? else {
         return Ok(None);
     };
-    add_messages(&mut *ex, id, e.id, e.id, std::slice::from_mut(&mut e)).await?;
+    add_messages(&mut *ex, std::slice::from_mut(&mut e)).await?;
     Ok(Some(e))
 }
 
@@ -1098,10 +1103,7 @@ pub async fn case_history_page(
     } else {
         None
     };
-    if let (Some(newest), Some(oldest)) = (entries.first(), entries.last()) {
-        let (lo, hi) = (oldest.id, newest.id);
-        add_messages(&mut *ex, id, lo, hi, &mut entries).await?;
-    }
+    add_messages(&mut *ex, &mut entries).await?;
     let last_success = one_entry(
         &mut *ex,
         id,

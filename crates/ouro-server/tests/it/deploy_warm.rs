@@ -106,20 +106,25 @@ async fn rollback(s: &TestServer, env: &str) -> Value {
     finished(s, rb["id"].as_i64().unwrap_or_default()).await
 }
 
+/// The demo project with SERVICES pushed and releases 1.0.0 and 1.1.0 of the app.
+async fn two_releases(s: &TestServer) {
+    let project = s.demo_project().await;
+    let (git, work, _) = app_checkout(s).await;
+    std::fs::create_dir_all(work.join(".ouro")).unwrap();
+    let sha = git
+        .commit(&work, ".ouro/services.yml", SERVICES, "Run the web service")
+        .await;
+    git.run(&work, &["push", "-q", "origin", "main"]).await;
+    release(s, project.id, "1.0.0", &sha, &app("1.0.0", false)).await;
+    release(s, project.id, "1.1.0", &sha, &app("1.1.0", false)).await;
+}
+
 #[tokio::test]
 async fn the_version_that_loses_traffic_stops_after_its_keep_warm_time() {
     for db in backends() {
         let s = TestServer::start(&db).await;
         let name = db.name();
-        let project = s.demo_project().await;
-        let (git, work, _) = app_checkout(&s).await;
-        std::fs::create_dir_all(work.join(".ouro")).unwrap();
-        let sha = git
-            .commit(&work, ".ouro/services.yml", SERVICES, "Run the web service")
-            .await;
-        git.run(&work, &["push", "-q", "origin", "main"]).await;
-        release(&s, project.id, "1.0.0", &sha, &app("1.0.0", false)).await;
-        release(&s, project.id, "1.1.0", &sha, &app("1.1.0", false)).await;
+        two_releases(&s).await;
         let mut pairs = Vec::new();
         for env in ["staging", "production", "qa"] {
             for v in ["1.0.0", "1.1.0"] {
@@ -206,15 +211,7 @@ async fn a_version_kept_warm_across_a_restart_still_stops() {
     for db in backends() {
         let s = TestServer::start(&db).await;
         let name = db.name();
-        let project = s.demo_project().await;
-        let (git, work, _) = app_checkout(&s).await;
-        std::fs::create_dir_all(work.join(".ouro")).unwrap();
-        let sha = git
-            .commit(&work, ".ouro/services.yml", SERVICES, "Run the web service")
-            .await;
-        git.run(&work, &["push", "-q", "origin", "main"]).await;
-        release(&s, project.id, "1.0.0", &sha, &app("1.0.0", false)).await;
-        release(&s, project.id, "1.1.0", &sha, &app("1.1.0", false)).await;
+        two_releases(&s).await;
         let d = deploy(&s, "qa", "1.0.0").await;
         assert_eq!(d["state"], "succeeded", "{name}: {d}");
         let old = pids(&environment(&s, "qa").await, "1.0.0");

@@ -258,12 +258,7 @@ async fn history_pages_by_before_and_finds_the_streak_beyond_the_page() {
             .await
             .unwrap();
         }
-        let id = q("SELECT id FROM test_cases WHERE name = 't'")
-            .fetch_one(&mut e.store.read().await.unwrap())
-            .await
-            .unwrap()
-            .i64("id")
-            .unwrap();
+        let id = case_id(&e, "t").await;
         let mut seen = Vec::new();
         let mut before = None;
         let mut pages = 0;
@@ -320,12 +315,7 @@ async fn history_pages_by_before_and_finds_the_streak_beyond_the_page() {
         )
         .await
         .unwrap();
-        let new_id = q("SELECT id FROM test_cases WHERE name = 'new'")
-            .fetch_one(&mut e.store.read().await.unwrap())
-            .await
-            .unwrap()
-            .i64("id")
-            .unwrap();
+        let new_id = case_id(&e, "new").await;
         let h = results::case_history(&mut e.store.read().await.unwrap(), e.project, new_id, 5)
             .await
             .unwrap();
@@ -333,12 +323,7 @@ async fn history_pages_by_before_and_finds_the_streak_beyond_the_page() {
         assert_eq!(h.first_failure.unwrap().run, 13);
         assert!(h.commits_between.is_empty());
         // A passing test has no streak.
-        let other = q("SELECT id FROM test_cases WHERE name = 'other'")
-            .fetch_one(&mut e.store.read().await.unwrap())
-            .await
-            .unwrap()
-            .i64("id")
-            .unwrap();
+        let other = case_id(&e, "other").await;
         let h = results::case_history(&mut e.store.read().await.unwrap(), e.project, other, 5)
             .await
             .unwrap();
@@ -641,6 +626,16 @@ async fn stored(e: &Env, test_run_id: i64) -> Vec<Stored> {
         )
     })
     .collect()
+}
+
+async fn case_id(e: &Env, name: &str) -> i64 {
+    q("SELECT id FROM test_cases WHERE name = $1")
+        .bind(name)
+        .fetch_one(&mut e.store.read().await.unwrap())
+        .await
+        .unwrap()
+        .i64("id")
+        .unwrap()
 }
 
 async fn count(e: &Env, sql: &str) -> i64 {

@@ -31,4 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_history_covering.sql"),
         postgres: include_str!("../migrations/postgres/0004_history_covering.sql"),
     },
+    Migration {
+        component: "test",
+        version: 5,
+        name: "history_visibility",
+        sqlite: include_str!("../migrations/sqlite/0005_history_visibility.sql"),
+        postgres: include_str!("../migrations/postgres/0005_history_visibility.sql"),
+    },
 ];

@@ -936,9 +936,8 @@ pub async fn case_history(
 
 // The columns of a history entry except the message. Every test_results column here is in the
 // covering index test_results_case_history, so the scan reads no table page of test_results.
-const HISTORY_COLUMNS: &str = "r.id, r.outcome, r.attempts, r.flaky, r.duration_ms, \
-     r.created_at, t.run_number, t.job_key, t.git_ref, t.sha FROM test_results r \
-     JOIN test_runs t ON t.id = r.test_run_id";
+const HISTORY_FIELDS: &str = "r.id, r.outcome, r.attempts, r.flaky, r.duration_ms, \
+     r.created_at, t.run_number, t.job_key, t.git_ref, t.sha";
 
 fn history_entry(r: &Row) -> Result<HistoryEntry, StoreError> {
     Ok(HistoryEntry {
@@ -956,7 +955,7 @@ fn history_entry(r: &Row) -> Result<HistoryEntry, StoreError> {
     })
 }
 
-/// One history entry as the page query aggregates it: the columns of [`HISTORY_COLUMNS`] in
+/// One history entry as the page query aggregates it: the columns of [`HISTORY_FIELDS`] in
 /// order, `flaky` as 0/1 (SQLite) or a boolean (PostgreSQL).
 #[derive(Deserialize)]
 struct PackedEntry(
@@ -982,8 +981,7 @@ async fn history_page(
     before: i64,
     limit: i64,
 ) -> Result<Vec<HistoryEntry>, StoreError> {
-    let cols = "r.id, r.outcome, r.attempts, r.flaky, r.duration_ms, r.created_at, \
-                t.run_number, t.job_key, t.git_ref, t.sha";
+    let cols = HISTORY_FIELDS;
     let aggregate = match ex.backend() {
         Backend::Sqlite => format!("json_group_array(json_array({cols}) ORDER BY r.id DESC)"),
         Backend::Postgres => format!("json_agg(json_build_array({cols}) ORDER BY r.id DESC)::text"),
@@ -1070,7 +1068,8 @@ async fn one_entry(
     bound: i64,
 ) -> Result<Option<HistoryEntry>, StoreError> {
     let row = q(format!(
-        "SELECT {HISTORY_COLUMNS} WHERE r.case_id = $1 {filter_order} LIMIT 1"
+        "SELECT {HISTORY_FIELDS} FROM test_results r JOIN test_runs t ON t.id = r.test_run_id \
+         WHERE r.case_id = $1 {filter_order} LIMIT 1"
     ))
     .bind(id)
     .bind(bound)

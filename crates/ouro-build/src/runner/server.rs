@@ -157,15 +157,7 @@ pub async fn claim(
             Ok(job) => return Ok(Some(job)),
             Err(why) => {
                 tracing::warn!(job = c.job.id, error = %why, "cannot hand out a claimed job");
-                let result = JobResult {
-                    status: "failure".into(),
-                    exit_code: None,
-                    reason: Some(why),
-                    infra_failure: true,
-                    started_at_ms: 0,
-                    finished_at_ms: 0,
-                };
-                finish(store, data_dir, c.job.id, &c.token, &result).await?;
+                finish(store, data_dir, c.job.id, &c.token, &not_handed_out(why)).await?;
             }
         }
     }
@@ -606,15 +598,14 @@ pub async fn finish_then_claim(
         Err(why) => {
             // As in [`claim`]: a job that cannot be handed out fails at once.
             tracing::warn!(job = c.job.id, error = %why, "cannot hand out a claimed job");
-            let failed = JobResult {
-                status: "failure".into(),
-                exit_code: None,
-                reason: Some(why),
-                infra_failure: true,
-                started_at_ms: 0,
-                finished_at_ms: 0,
-            };
-            Box::pin(finish(store, data_dir, c.job.id, &c.token, &failed)).await?;
+            Box::pin(finish(
+                store,
+                data_dir,
+                c.job.id,
+                &c.token,
+                &not_handed_out(why),
+            ))
+            .await?;
             Ok(None)
         }
     }
@@ -1047,4 +1038,17 @@ pub async fn job_for_api_token(
         job_key: row.text("job_key")?,
         repo: row.text("repo_name")?,
     }))
+}
+
+/// The result of a claimed job that could not be handed out (its workspace or secrets could
+/// not be prepared): an infrastructure failure, so its `retry` policy applies.
+fn not_handed_out(why: String) -> JobResult {
+    JobResult {
+        status: "failure".into(),
+        exit_code: None,
+        reason: Some(why),
+        infra_failure: true,
+        started_at_ms: 0,
+        finished_at_ms: 0,
+    }
 }

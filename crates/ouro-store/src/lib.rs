@@ -118,6 +118,13 @@ impl Store {
         self.pools.backend()
     }
 
+    /// Refreshes SQLite's planner statistics where they are out of date (what the store does
+    /// by itself every 10,000 appended events); read connections planning with older ones are
+    /// replaced. A no-op on PostgreSQL, whose autovacuum keeps its own.
+    pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        self.pools.optimize().await
+    }
+
     /// Begins a write transaction. Drop without [`Tx::commit`] to roll back.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(Tx {

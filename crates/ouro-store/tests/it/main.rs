@@ -3,4 +3,5 @@
 
 mod conformance;
 mod consumers;
+mod statistics;
 mod webhooks;

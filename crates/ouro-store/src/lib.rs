@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ouro_core::{ErrorCode, Event, NewEvent, OuroError};
 use tokio::sync::watch;
 
-pub use db::{Backend, Conn, Executor, Placeholders, PoolStats, Row, batch_sizes, q, redact_url};
+pub use db::{
+    Backend, Conn, Executor, Placeholders, PoolStats, Row, batch_sizes, insert_rows, q, redact_url,
+};
 pub use migrate::{Migration, PLATFORM_MIGRATIONS};
 pub use page::{Page, PageReq};
 

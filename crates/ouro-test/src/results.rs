@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use ouro_build::pipeline::Quality;
 use ouro_core::events as ev;
 use ouro_core::{Actor, ErrorCode, NewEvent, OuroError};
+use ouro_store::db::Arg;
 use ouro_store::{Backend, Executor, Placeholders, Row, Store, StoreError, q};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -28,9 +29,23 @@ use crate::model::{Coverage, Outcome, Report, Totals};
 pub const ACTOR: Actor = Actor::System("tests");
 const MAX_MESSAGE: usize = 4 * 1024;
 const MAX_OUTPUT: usize = 16 * 1024;
-/// Results per multi-row INSERT: 10 parameters a result, 10,000 a statement, under SQLite's
-/// (32,766) and PostgreSQL's (65,535) limits.
+/// Results per multi-row INSERT on SQLite: 10 parameters a result, 10,000 a statement, under
+/// its limit of 32,766.
 const RESULT_BATCH: usize = 1_000;
+/// Results gathered before they are written (their values in memory at once).
+const RESULT_SLICE: usize = 10_000;
+const RESULT_COLUMNS: &[&str] = &[
+    "test_run_id",
+    "case_id",
+    "outcome",
+    "attempts",
+    "flaky",
+    "duration_ms",
+    "message",
+    "kind",
+    "output",
+    "created_at",
+];
 /// Cases per upsert (7 parameters each).
 const CASE_BATCH: usize = 1_000;
 /// Keys per `IN` list when looking up existing cases.
@@ -445,23 +460,16 @@ pub async fn ingest(store: &Store, job: &JobRef, input: &Ingest) -> Result<Inges
     .await?
     .i64("id")?;
 
-    // Cases and results are written by multi-row statements of a few fixed shapes
-    // (`ouro_store::batch_sizes`), so the connection's statement cache reuses them: a
-    // 100k-case report is about 200 statements, not 200,000.
+    // Cases are written by multi-row statements of a few fixed shapes
+    // (`ouro_store::batch_sizes`), so the connection's statement cache reuses them; results,
+    // which need no ids back, by `ouro_store::insert_rows` (COPY on PostgreSQL), a slice of
+    // reports at a time to bound the memory the values take.
     let backend = tx.backend();
     let cases: Vec<&crate::model::Case> = input.report.cases().collect();
     let case_ids = case_ids(&mut tx, backend, job.project_id, &cases, now).await?;
     let mut outcomes: Vec<(i64, &'static str, bool)> = Vec::with_capacity(cases.len());
-    let mut rest = &cases[..];
-    for size in ouro_store::batch_sizes(cases.len(), RESULT_BATCH) {
-        let (chunk, tail) = rest.split_at(size);
-        rest = tail;
-        let mut ph = Placeholders::new(backend);
-        let mut stmt = q(format!(
-            "INSERT INTO test_results (test_run_id, case_id, outcome, attempts, flaky, duration_ms, \
-             message, kind, output, created_at) VALUES {}",
-            ph.rows(chunk.len(), 10)
-        ));
+    for chunk in cases.chunks(RESULT_SLICE) {
+        let mut values: Vec<Arg> = Vec::with_capacity(chunk.len() * RESULT_COLUMNS.len());
         for c in chunk {
             let id = *case_ids
                 .get(c.key.as_str())
@@ -476,20 +484,29 @@ pub async fn ingest(store: &Store, job: &JobRef, input: &Ingest) -> Result<Inges
                     .join("\n")
             });
             let outcome = outcome_str(c.outcome());
-            stmt = stmt
-                .bind(test_run_id)
-                .bind(id)
-                .bind(outcome)
-                .bind(c.attempts.len().max(1) as i64)
-                .bind(c.is_flaky())
-                .bind(c.duration_ms().map(|d| d as i64))
-                .bind(cap(last.and_then(|a| a.message.as_deref()), MAX_MESSAGE))
-                .bind(cap(last.and_then(|a| a.kind.as_deref()), MAX_MESSAGE))
-                .bind(cap(output.as_deref().filter(|o| !o.is_empty()), MAX_OUTPUT))
-                .bind(now);
+            let text = |t: Option<String>| t.map_or(Arg::NullText, Arg::Text);
+            values.extend([
+                Arg::I64(test_run_id),
+                Arg::I64(id),
+                Arg::Text(outcome.to_string()),
+                Arg::I64(c.attempts.len().max(1) as i64),
+                Arg::Bool(c.is_flaky()),
+                c.duration_ms().map_or(Arg::NullI64, |d| Arg::I64(d as i64)),
+                text(cap(last.and_then(|a| a.message.as_deref()), MAX_MESSAGE)),
+                text(cap(last.and_then(|a| a.kind.as_deref()), MAX_MESSAGE)),
+                text(cap(output.as_deref().filter(|o| !o.is_empty()), MAX_OUTPUT)),
+                Arg::I64(now),
+            ]);
             outcomes.push((id, outcome, c.is_flaky()));
         }
-        stmt.execute(&mut tx).await?;
+        ouro_store::insert_rows(
+            &mut tx,
+            "test_results",
+            RESULT_COLUMNS,
+            values,
+            RESULT_BATCH,
+        )
+        .await?;
     }
     if let Some(cov) = &input.coverage {
         for f in &cov.files {

@@ -212,7 +212,96 @@ async fn load_cursor(store: &Store, name: &str) -> Result<i64, StoreError> {
     events::cursor(&mut store.read().await?, name).await
 }
 
+/// The newest events the consumers have read, oldest first: every committed event with
+/// `lo < seq <= hi` (the last one's seq). Each consumer used to read each new event itself, so
+/// one commit cost a query per consumer (ten on a server with every phase); now the first
+/// consumer to ask reads it, under the lock, and the others find it here. Sound because the
+/// ledger commits in sequence order (the ledger lock): once an event is visible, every event
+/// before it is, so a read of "after hi" never leaves a hole behind.
+#[derive(Default)]
+pub(crate) struct Recent {
+    lo: i64,
+    events: std::collections::VecDeque<Event>,
+    /// Whether the read that ended at `hi` reached the end of the ledger (at that moment).
+    at_end: bool,
+    started: bool,
+}
+
+/// Events kept for the consumers (about 1 KiB each).
+const RECENT_CAP: usize = 512;
+
+impl Recent {
+    fn hi(&self) -> i64 {
+        self.events.back().map_or(self.lo, |e| e.seq)
+    }
+
+    /// The cached events after `after`, when the cache covers it. `latest` is the newest seq
+    /// committed in this process: a cache that ends before it is not at the end any more.
+    fn serve(&self, after: i64, batch: i64, latest: i64) -> Option<crate::Page<Event>> {
+        if !self.started || after < self.lo || after >= self.hi() {
+            return None;
+        }
+        let start = self.events.partition_point(|e| e.seq <= after);
+        let items: Vec<Event> = self
+            .events
+            .iter()
+            .skip(start)
+            .take(batch.max(1) as usize)
+            .cloned()
+            .collect();
+        let at_end = self.at_end && self.hi() >= latest;
+        let next_cursor = if start + items.len() < self.events.len() || !at_end {
+            items.last().map(|e| e.seq.to_string())
+        } else {
+            None
+        };
+        Some(crate::Page { items, next_cursor })
+    }
+
+    /// Takes in a page read from the database after `after`.
+    fn learn(&mut self, after: i64, page: &crate::Page<Event>) {
+        if !self.started || after > self.hi() {
+            // The first read, or a consumer ahead of the cache: start over from here.
+            self.started = true;
+            self.lo = after;
+            self.events.clear();
+        } else if after < self.hi() {
+            // A consumer behind the cache: what it read is older; the cache stays as it is.
+            return;
+        }
+        self.events.extend(page.items.iter().cloned());
+        self.at_end = page.next_cursor.is_none();
+        while self.events.len() > RECENT_CAP {
+            if let Some(e) = self.events.pop_front() {
+                self.lo = e.seq;
+            }
+        }
+    }
+}
+
+/// The events after `after`: from the shared cache when it holds them, else from the database
+/// (and the cache learns them).
 async fn fetch(store: &Store, after: i64, batch: i64) -> Result<crate::Page<Event>, StoreError> {
+    let mut recent = store.recent.lock().await;
+    if let Some(page) = recent.serve(after, batch, store.latest_seq_hint()) {
+        return Ok(page);
+    }
+    if recent.started && after < recent.lo {
+        // Far behind (catching up after a restart): read without holding up the others.
+        drop(recent);
+        return read_events(store, after, batch).await;
+    }
+    // Others asking meanwhile wait for this read and then find its events in the cache.
+    let page = read_events(store, after, batch).await?;
+    recent.learn(after, &page);
+    Ok(page)
+}
+
+async fn read_events(
+    store: &Store,
+    after: i64,
+    batch: i64,
+) -> Result<crate::Page<Event>, StoreError> {
     events::list(
         &mut store.read().await?,
         &Visibility::All,
@@ -253,5 +342,85 @@ impl Backoff {
             _ = tokio::time::sleep(delay) => !stopping(shutdown),
             _ = wait_shutdown(shutdown) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Page;
+
+    fn page(seqs: std::ops::RangeInclusive<i64>, more: bool) -> Page<Event> {
+        let items: Vec<Event> = seqs
+            .map(|seq| Event {
+                seq,
+                time: 0,
+                project: None,
+                project_id: None,
+                actor: "test".into(),
+                kind: "project.updated".into(),
+                schema_version: 1,
+                subject: ouro_core::events::Subject {
+                    kind: "project".into(),
+                    id: "1".into(),
+                },
+                payload: serde_json::Value::Null,
+            })
+            .collect();
+        let next_cursor = more
+            .then(|| items.last().map(|e| e.seq.to_string()))
+            .flatten();
+        Page { items, next_cursor }
+    }
+
+    fn seqs(p: &Page<Event>) -> Vec<i64> {
+        p.items.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn the_shared_cache_serves_what_it_holds_and_says_when_to_read_on() {
+        let mut r = Recent::default();
+        assert!(r.serve(0, 10, 5).is_none(), "nothing read yet");
+        r.learn(0, &page(1..=5, false));
+        // Inside the cache: served, in batches.
+        let p = r.serve(1, 2, 5).unwrap();
+        assert_eq!(
+            (seqs(&p), p.next_cursor.as_deref()),
+            (vec![2, 3], Some("3"))
+        );
+        let p = r.serve(3, 10, 5).unwrap();
+        assert_eq!((seqs(&p), p.next_cursor), (vec![4, 5], None));
+        // A commit after the read: the cache's end is no longer the ledger's end, so a
+        // consumer served up to it must come back (to the database) instead of waiting.
+        let p = r.serve(3, 10, 6).unwrap();
+        assert_eq!(
+            (seqs(&p), p.next_cursor.as_deref()),
+            (vec![4, 5], Some("5"))
+        );
+        assert!(
+            r.serve(5, 10, 6).is_none(),
+            "at the end of the cache: read on"
+        );
+        // A read that stopped at its batch limit is not the end either.
+        r.learn(5, &page(6..=8, true));
+        assert_eq!(r.serve(7, 10, 8).unwrap().next_cursor.as_deref(), Some("8"));
+        // An older read (a consumer behind) changes nothing.
+        r.learn(2, &page(3..=4, true));
+        assert_eq!(
+            seqs(&r.serve(0, 100, 8).unwrap()),
+            (1..=8).collect::<Vec<_>>()
+        );
+        // Bounded: the oldest are dropped and no longer served.
+        r.learn(8, &page(9..=(8 + RECENT_CAP as i64), false));
+        assert_eq!(r.events.len(), RECENT_CAP);
+        assert!(r.serve(0, 10, 1_000).is_none());
+        assert!(r.serve(8, 10, 1_000).is_some());
+        // A consumer ahead of the cache starts it over.
+        r.learn(10_000, &page(10_001..=10_002, false));
+        assert_eq!(
+            seqs(&r.serve(10_000, 10, 10_002).unwrap()),
+            [10_001, 10_002]
+        );
+        assert!(r.serve(8, 10, 10_002).is_none());
     }
 }

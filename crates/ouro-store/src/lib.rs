@@ -96,6 +96,8 @@ pub struct Store {
     appended: Arc<AtomicU64>,
     /// The last event each in-process consumer has handled (ahead of its stored cursor).
     progress: Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, i64>>>,
+    /// The newest events, read once for all in-process consumers.
+    pub(crate) recent: Arc<tokio::sync::Mutex<consumers::Recent>>,
 }
 
 impl Store {
@@ -110,6 +112,7 @@ impl Store {
             seq: Arc::new(watch::channel(0).0),
             appended: Arc::new(AtomicU64::new(0)),
             progress: Arc::default(),
+            recent: Arc::default(),
         };
         let latest = events::latest_seq(&mut store.read().await?).await?;
         store.seq.send_replace(latest);

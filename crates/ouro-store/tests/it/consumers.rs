@@ -245,3 +245,106 @@ async fn the_cursor_is_written_once_per_interval_and_at_shutdown() {
         );
     }
 }
+
+/// Records the seqs it handled, under its own name (its own cursor).
+struct Seen {
+    name: &'static str,
+    handled: Mutex<Vec<i64>>,
+}
+
+impl Consumer for Seen {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn handle<'a>(
+        &'a self,
+        _store: &'a Store,
+        event: &'a Event,
+    ) -> BoxFuture<'a, Result<(), OuroError>> {
+        Box::pin(async move {
+            self.handled.lock().unwrap().push(event.seq);
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn consumers_sharing_one_read_each_see_every_event_in_order_without_waiting_for_a_poll() {
+    for db in backends() {
+        let env = open_store(&db).await;
+        let store = &env.store;
+        // Polling once a minute: only the commit signal can wake a consumer within `until`.
+        let opts = RunOptions {
+            batch: 7,
+            poll: Duration::from_secs(60),
+            ..FAST
+        };
+        let mut runners = Vec::new();
+        let mut seen = Vec::new();
+        let mut spawn = |name: &'static str| {
+            let s = Arc::new(Seen {
+                name,
+                handled: Mutex::default(),
+            });
+            let (stop, rx) = watch::channel(false);
+            let task = tokio::spawn(consumers::run_with(store.clone(), s.clone(), rx, opts));
+            runners.push(Runner { stop, task });
+            seen.push(s);
+        };
+        for name in ["shared-a", "shared-b", "shared-c"] {
+            spawn(name);
+        }
+        append(store, 40).await;
+        // More events in one commit than the shared cache keeps.
+        let mut tx = store.begin().await.unwrap();
+        let burst: Vec<NewEvent> = (0..1_200)
+            .map(|i| {
+                NewEvent::new(
+                    ev::PROJECT_UPDATED,
+                    &Actor::System("test"),
+                    i,
+                    json!({"i": i}),
+                )
+                .in_project(1, "p")
+            })
+            .collect();
+        tx.append_all(&burst).await.unwrap();
+        tx.commit().await.unwrap();
+        // One that starts from the beginning, far behind what the others share.
+        spawn("shared-late");
+        append(store, 5).await;
+
+        let mut ledger = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = ouro_store::events::list(
+                &mut store.read().await.unwrap(),
+                &ouro_store::events::Visibility::All,
+                &ouro_store::events::EventFilter::default(),
+                ouro_store::PageReq::new(after, Some(500)),
+            )
+            .await
+            .unwrap();
+            ledger.extend(page.items.iter().map(|e| e.seq));
+            match page.items.last() {
+                Some(e) if page.next_cursor.is_some() => after = e.seq,
+                _ => break,
+            }
+        }
+        assert_eq!(ledger.len(), 1_245, "{}", db.name());
+        for s in &seen {
+            until(s.name, || s.handled.lock().unwrap().len() >= ledger.len()).await;
+            assert_eq!(
+                *s.handled.lock().unwrap(),
+                ledger,
+                "{} {}",
+                db.name(),
+                s.name
+            );
+        }
+        for r in runners {
+            r.stop().await;
+        }
+    }
+}

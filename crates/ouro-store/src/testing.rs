@@ -32,13 +32,17 @@ impl TestDb {
                 let suffix = crate::crypto::random_token("")
                     .to_lowercase()
                     .replace(['-', '_'], "");
-                let name = format!("ouro_t_{}", &suffix[..20]);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let name = format!("ouro_t_{now:x}_{}", &suffix[..16]);
                 let opts = PgConnectOptions::from_str(admin_url)
                     .expect("OURO_TEST_DATABASE_URL is a valid PostgreSQL URL");
                 let mut conn = opts
                     .connect()
                     .await
                     .expect("cannot connect to OURO_TEST_DATABASE_URL");
+                drop_stale(&mut conn, now).await;
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .execute(&mut conn)
                     .await
@@ -47,6 +51,47 @@ impl TestDb {
             }
         }
     }
+}
+
+/// Test databases are never dropped by the test that made them (its pools may still be open
+/// when it ends), so each test process drops, once, those older than a day: their creation
+/// time is in their name. Older names (without it) and databases still in use are left; a
+/// failed drop is not the test's concern.
+async fn drop_stale(conn: &mut sqlx::PgConnection, now: u64) {
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SWEPT.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let names: Vec<(String,)> =
+        sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'ouro\\_t\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+    for (name,) in names {
+        if stale(&name, now) {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name}"
+            )))
+            .execute(&mut *conn)
+            .await;
+        }
+    }
+}
+
+/// Whether a test database named `ouro_t_<hex seconds>_<random>` was made more than a day
+/// before `now`.
+fn stale(name: &str, now: u64) -> bool {
+    let Some(rest) = name.strip_prefix("ouro_t_") else {
+        return false;
+    };
+    let Some((secs, random)) = rest.split_once('_') else {
+        return false;
+    };
+    let valid = |s: &str, f: fn(char) -> bool| !s.is_empty() && s.chars().all(f);
+    if !valid(random, |c| c.is_ascii_alphanumeric()) || !valid(secs, |c| c.is_ascii_hexdigit()) {
+        return false;
+    }
+    u64::from_str_radix(secs, 16).is_ok_and(|t| t + 24 * 3600 < now)
 }
 
 /// A fresh store with the platform migrations applied. The temporary directory (the SQLite file)
@@ -109,6 +154,22 @@ pub fn backends() -> Vec<TestDb> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_test_databases_older_than_a_day_are_stale() {
+        let now = 0x6000_0000;
+        let day = 24 * 3600;
+        let name = |t: u64| format!("ouro_t_{t:x}_abc123");
+        assert!(super::stale(&name(now - day - 1), now));
+        assert!(!super::stale(&name(now - day + 60), now));
+        assert!(!super::stale(&name(now), now));
+        assert!(
+            !super::stale("ouro_t_0dwc6oaitm00osvw6bxx", now),
+            "old-style name"
+        );
+        assert!(!super::stale("ouro_pbench13", now));
+        assert!(!super::stale("ouro_t_1_x; DROP", now));
+    }
+
     #[test]
     fn swaps_database_names() {
         assert_eq!(

@@ -6,6 +6,10 @@
 #
 # COMMITS (default 10000) commits touching FILES (default 5000) files are generated with
 # git fast-import, imported into Ouro through the API (file:// import), then cloned both ways.
+# The push is also timed against a plain `git http-backend` (no authentication, no hooks, no
+# database) behind Python's CGI server: the floor of any smart-HTTP server, because git's HTTP
+# client (git-remote-http with libcurl, a separate send-pack, two requests) costs time that a
+# file:// push does not. PLAIN=0 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release/ouro}
@@ -80,9 +84,38 @@ git clone -q "file://$WORK/src.git" "$WORK/w2"
 cpu() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 kids() { awk '{print $16 + $17}' "/proc/$PID/stat"; }
 C0=$(cpu); K0=$(kids)
+PUSH="date +%s%N > bench.txt && git add bench.txt && git commit -qm bench && git push -q origin HEAD:main"
 hyperfine --runs ${RUNS:-5} \
-  -n ouro "cd $WORK/w1 && date +%s%N > bench.txt && git add bench.txt && git commit -qm bench && git push -q origin HEAD:main" \
-  -n file "cd $WORK/w2 && date +%s%N > bench.txt && git add bench.txt && git commit -qm bench && git push -q origin HEAD:main"
+  -n ouro "cd $WORK/w1 && $PUSH" \
+  -n file "cd $WORK/w2 && $PUSH"
 C1=$(cpu); K1=$(kids)
 TCK=$(getconf CLK_TCK)
 echo "server CPU during the ${RUNS:-5} ouro pushes: $(( (C1 - C0) * 1000 / TCK )) ms in the server, $(( (K1 - K0) * 1000 / TCK )) ms in the git processes it ran"
+if [ "${PLAIN:-1}" != 0 ]; then
+  # Python's CGI server drops to `nobody` when started as root: the plain repository is
+  # writable by all and git is told to trust it.
+  PLAIN_PORT=$((PORT + 1))
+  mkdir -p "$WORK/cgi/cgi-bin"
+  git clone -q --bare "file://$WORK/src.git" "$WORK/plain/app.git"
+  git -C "$WORK/plain/app.git" config http.receivepack true
+  chmod -R a+rwX "$WORK/plain"
+  chmod a+x "$WORK" # mktemp's 0700 would keep `nobody` out
+  cat >"$WORK/cgi/cgi-bin/git" <<CGI
+#!/bin/sh
+GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*' \\
+GIT_PROJECT_ROOT=$WORK/plain GIT_HTTP_EXPORT_ALL=1 REMOTE_USER=bench exec git http-backend
+CGI
+  chmod a+rx "$WORK/cgi/cgi-bin/git"
+  (cd "$WORK/cgi" && exec python3 -m http.server --cgi --bind 127.0.0.1 "$PLAIN_PORT") >"$WORK/cgi.log" 2>&1 &
+  CGI_PID=$!
+  trap '[ -n "$PID" ] && kill $PID 2>/dev/null; kill $CGI_PID 2>/dev/null; rm -rf "$DATA" "$WORK"' EXIT
+  until curl -s -o /dev/null "http://127.0.0.1:$PLAIN_PORT/"; do sleep 0.05; done
+  git clone -q "http://127.0.0.1:$PLAIN_PORT/cgi-bin/git/app.git" "$WORK/w3"
+  echo "-- incremental push of one commit: Ouro vs a plain git http-backend (the smart-HTTP floor) vs file://"
+  hyperfine --runs ${RUNS:-5} \
+    -n ouro "cd $WORK/w1 && $PUSH" \
+    -n http-backend "cd $WORK/w3 && $PUSH" \
+    -n file "cd $WORK/w2 && $PUSH"
+  echo "-- the same three, interleaved (push only, ${ROUNDS:-30} rounds)"
+  python3 bench/push_interleaved.py "${ROUNDS:-30}" ouro="$WORK/w1" http-backend="$WORK/w3" file="$WORK/w2"
+fi

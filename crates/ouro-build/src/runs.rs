@@ -314,60 +314,21 @@ fn git_failed(what: &str, msg: String) -> StoreError {
 }
 
 /// The pipeline files (`.ouro/pipelines/*.yml`) of commit `sha` in the bare repository `dir`,
-/// with their bytes, sorted by path.
+/// with their bytes, sorted by path (at most [`MAX_FILES`]), read in process.
 pub async fn pipeline_files(dir: &Path, sha: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-    let d = dir.to_string_lossy();
-    let out = ouro_code::git::command(&[
-        "-C",
-        &d,
-        "ls-tree",
-        "-z",
-        "--full-tree",
-        sha,
-        "--",
-        PIPELINE_DIR,
-    ])
-    .output()
+    let (d, s) = (dir.to_path_buf(), sha.to_string());
+    tokio::task::spawn_blocking(move || {
+        ouro_code::git::files_in_dir(
+            &d,
+            &s,
+            PIPELINE_DIR.trim_end_matches('/'),
+            |p| p.ends_with(".yml"),
+            MAX_FILES,
+        )
+    })
     .await
-    .map_err(|e| git_failed("the pipeline files", e.to_string()))?;
-    if !out.status.success() {
-        return Err(git_failed(
-            "the pipeline files",
-            String::from_utf8_lossy(&out.stderr).into(),
-        ));
-    }
-    let mut found = Vec::new();
-    for entry in out.stdout.split(|b| *b == 0) {
-        let Ok(entry) = std::str::from_utf8(entry) else {
-            continue;
-        };
-        let Some((meta, path)) = entry.split_once('\t') else {
-            continue;
-        };
-        let mut parts = meta.split(' ');
-        let (_, kind, oid) = (parts.next(), parts.next(), parts.next());
-        let rest = path.strip_prefix(PIPELINE_DIR).unwrap_or("");
-        if kind == Some("blob") && rest.ends_with(".yml") && !rest.contains('/') {
-            found.push((path.to_string(), oid.unwrap_or("").to_string()));
-        }
-    }
-    found.sort();
-    found.truncate(MAX_FILES);
-    let mut files = Vec::new();
-    for (path, oid) in found {
-        let out = ouro_code::git::command(&["-C", &d, "cat-file", "blob", &oid])
-            .output()
-            .await
-            .map_err(|e| git_failed(&path, e.to_string()))?;
-        if !out.status.success() {
-            return Err(git_failed(
-                &path,
-                String::from_utf8_lossy(&out.stderr).into(),
-            ));
-        }
-        files.push((path, out.stdout));
-    }
-    Ok(files)
+    .map_err(|e| git_failed("the pipeline files", e.to_string()))?
+    .map_err(|e| git_failed("the pipeline files", e.message))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -73,24 +73,13 @@ pub async fn list(store: &Store, repo_id: i64) -> Result<Vec<ScheduleRow>, Store
         .collect()
 }
 
-/// The commit the default branch points at (`None`: no such branch yet).
+/// The commit the default branch points at (`None`: no such branch yet), read in process.
 async fn default_head(root: &Path, repo: &Repo) -> Option<String> {
-    let dir = repo.dir(root);
-    let d = dir.to_string_lossy();
-    let spec = format!("refs/heads/{}^{{commit}}", repo.default_branch);
-    ouro_code::git::run(&[
-        "-C",
-        &d,
-        "rev-parse",
-        "--verify",
-        "--quiet",
-        "--end-of-options",
-        &spec,
-    ])
-    .await
-    .ok()
-    .map(|s| s.trim().to_string())
-    .filter(|s| !s.is_empty())
+    let (dir, branch) = (repo.dir(root), repo.default_branch.clone());
+    tokio::task::spawn_blocking(move || ouro_code::git::branch_commit(&dir, &branch))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Recomputes `repo`'s schedules from the pipeline files at its default branch head, as of

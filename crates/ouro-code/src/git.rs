@@ -266,6 +266,113 @@ pub fn housekeeping_may_be_due(dir: &Path) -> bool {
     loose >= 20 || packs >= 40 || config.contains("[gc") || config.contains("[maintenance")
 }
 
+// ---------------------------------------------------------------------------------------------
+// Reading files at a commit in process (what `ls-tree` + `cat-file` and `rev-parse` answered)
+
+fn read_failed(what: &str, e: impl std::fmt::Display) -> GitError {
+    GitError {
+        what: what.into(),
+        message: e.to_string(),
+    }
+}
+
+/// The tree of `commit` (an object id, full or abbreviated, or any name `rev-parse` takes).
+fn commit_tree<'r>(repo: &'r gix::Repository, commit: &str) -> Result<gix::Tree<'r>, GitError> {
+    let id = repo
+        .rev_parse_single(commit)
+        .map_err(|e| read_failed("rev-parse", e))?;
+    let obj = id.object().map_err(|e| read_failed("rev-parse", e))?;
+    obj.peel_to_commit()
+        .map_err(|e| read_failed("rev-parse", e))?
+        .tree()
+        .map_err(|e| read_failed("ls-tree", e))
+}
+
+/// The files directly inside directory `dir` (a path without trailing slash, e.g.
+/// `.ouro/pipelines`) at `commit` in the repository at `repo_dir`, sorted by path, with their
+/// bytes: what `git ls-tree COMMIT -- DIR/` lists as blobs (files, executables, and symbolic
+/// links, whose bytes are the link's target) and `git cat-file blob` gives, read with gix: no
+/// process per read. `keep` chooses by path, and only the first `max` chosen are read. Empty when
+/// the directory does not exist; an error when the commit does not.
+pub fn files_in_dir(
+    repo_dir: &Path,
+    commit: &str,
+    dir: &str,
+    keep: impl Fn(&str) -> bool,
+    max: usize,
+) -> Result<Vec<(String, Vec<u8>)>, GitError> {
+    let repo = gix::open(repo_dir).map_err(|e| read_failed("open", e))?;
+    let tree = commit_tree(&repo, commit)?;
+    let Some(entry) = tree
+        .lookup_entry_by_path(dir)
+        .map_err(|e| read_failed("ls-tree", e))?
+    else {
+        return Ok(Vec::new());
+    };
+    if !entry.mode().is_tree() {
+        return Ok(Vec::new());
+    }
+    let sub = repo
+        .find_tree(entry.object_id())
+        .map_err(|e| read_failed("ls-tree", e))?;
+    let decoded = sub.decode().map_err(|e| read_failed("ls-tree", e))?;
+    let mut found: Vec<(String, gix::ObjectId)> = decoded
+        .entries
+        .iter()
+        .filter(|e| e.mode.is_blob() || e.mode.is_link())
+        .filter_map(|e| {
+            let name = std::str::from_utf8(e.filename).ok()?;
+            let path = format!("{dir}/{name}");
+            keep(&path).then(|| (path, e.oid.to_owned()))
+        })
+        .collect();
+    found.sort();
+    found.truncate(max);
+    found
+        .into_iter()
+        .map(|(path, oid)| {
+            let data = repo
+                .find_object(oid)
+                .map_err(|e| read_failed("cat-file", e))?
+                .detach()
+                .data;
+            Ok((path, data))
+        })
+        .collect()
+}
+
+/// The bytes of the file `path` at `commit` (`None`: no such file, or not a file), read with
+/// gix. An error when the commit does not exist.
+pub fn file_at(repo_dir: &Path, commit: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {
+    let repo = gix::open(repo_dir).map_err(|e| read_failed("open", e))?;
+    let tree = commit_tree(&repo, commit)?;
+    let Some(entry) = tree
+        .lookup_entry_by_path(path)
+        .map_err(|e| read_failed("ls-tree", e))?
+    else {
+        return Ok(None);
+    };
+    if !(entry.mode().is_blob() || entry.mode().is_link()) {
+        return Ok(None);
+    }
+    let data = repo
+        .find_object(entry.object_id())
+        .map_err(|e| read_failed("cat-file", e))?
+        .detach()
+        .data;
+    Ok(Some(data))
+}
+
+/// The commit `refs/heads/BRANCH` points at, peeled (`None`: no such branch, or it does not
+/// point at a commit), read with gix.
+pub fn branch_commit(repo_dir: &Path, branch: &str) -> Option<String> {
+    let repo = gix::open(repo_dir).ok()?;
+    let mut r = repo.find_reference(&format!("refs/heads/{branch}")).ok()?;
+    let id = r.peel_to_id().ok()?;
+    let commit = id.object().ok()?.peel_to_commit().ok()?;
+    Some(commit.id.to_string())
+}
+
 /// The commits reachable from `tip` and from none of `known`, oldest first, read with gix
 /// (what [`new_commits`] asks `git rev-list` for, without a process). `known` may hold tags
 /// (peeled) and ids of other objects or of missing ones (ignored, as rev-list does for
@@ -378,6 +485,96 @@ mod tests {
         let mut all = vec!["-C", dir, "-c", "user.name=A", "-c", "user.email=a@e"];
         all.extend_from_slice(args);
         run(&all).await.unwrap().trim().to_string()
+    }
+
+    #[tokio::test]
+    async fn files_read_in_process_match_ls_tree_and_cat_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let work = tmp.path().join("w");
+        let d = tmp.path().join("r.git");
+        init_bare(&d, "main").await.unwrap();
+        let w = path_str(&work);
+        run(&["init", "-q", "-b", "main", &w]).await.unwrap();
+        let pipes = work.join(".ouro/pipelines");
+        std::fs::create_dir_all(pipes.join("sub")).unwrap();
+        std::fs::write(pipes.join("b.yml"), "name: b\n").unwrap();
+        std::fs::write(pipes.join("a.yml"), "name: a\n").unwrap();
+        std::fs::write(pipes.join("notes.txt"), "not a pipeline\n").unwrap();
+        std::fs::write(pipes.join("sub/c.yml"), "name: c\n").unwrap();
+        std::fs::write(pipes.join("run.yml"), "name: run\n").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::Permissions::from_mode(0o755);
+            std::fs::set_permissions(pipes.join("run.yml"), mode).unwrap();
+        }
+        std::os::unix::fs::symlink("a.yml", pipes.join("link.yml")).unwrap();
+        std::fs::write(work.join(".ouro/environments.yml"), "environments: {}\n").unwrap();
+        g(&w, &["add", "-A"]).await;
+        g(&w, &["commit", "-qm", "files"]).await;
+        g(&w, &["push", "-q", &path_str(&d), "main"]).await;
+        let sha = g(&path_str(&d), &["rev-parse", "main"]).await;
+
+        let got = files_in_dir(&d, &sha, ".ouro/pipelines", |p| p.ends_with(".yml"), 50).unwrap();
+        let names: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
+        // What ls-tree lists as blobs directly in the directory, .yml only, in path order.
+        let listed = g(
+            &path_str(&d),
+            &["ls-tree", "--name-only", &sha, "--", ".ouro/pipelines/"],
+        )
+        .await;
+        let mut want: Vec<&str> = listed.lines().filter(|p| p.ends_with(".yml")).collect();
+        want.sort();
+        assert_eq!(names, want);
+        assert_eq!(
+            names,
+            [
+                ".ouro/pipelines/a.yml",
+                ".ouro/pipelines/b.yml",
+                ".ouro/pipelines/link.yml",
+                ".ouro/pipelines/run.yml"
+            ]
+        );
+        for (path, bytes) in &got {
+            let spec = format!("{sha}:{path}");
+            let shown = g(&path_str(&d), &["cat-file", "-p", &spec]).await;
+            assert_eq!(String::from_utf8_lossy(bytes).trim(), shown, "{path}");
+        }
+        assert_eq!(
+            files_in_dir(&d, &sha, ".ouro/pipelines", |p| p.ends_with(".yml"), 2)
+                .unwrap()
+                .len(),
+            2,
+            "at most max"
+        );
+        assert!(
+            files_in_dir(&d, &sha, ".ouro/none", |_| true, 50)
+                .unwrap()
+                .is_empty()
+        );
+        let missing = "0123456789012345678901234567890123456789";
+        assert!(files_in_dir(&d, missing, ".ouro/pipelines", |_| true, 50).is_err());
+
+        assert_eq!(
+            file_at(&d, &sha, ".ouro/environments.yml")
+                .unwrap()
+                .as_deref(),
+            Some(&b"environments: {}\n"[..])
+        );
+        assert_eq!(file_at(&d, &sha, ".ouro/services.yml").unwrap(), None);
+        assert_eq!(
+            file_at(&d, &sha, ".ouro/pipelines").unwrap(),
+            None,
+            "a directory"
+        );
+        assert_eq!(
+            file_at(&d, missing, ".ouro/environments.yml")
+                .unwrap_err()
+                .what,
+            "rev-parse"
+        );
+
+        assert_eq!(branch_commit(&d, "main").as_deref(), Some(sha.as_str()));
+        assert_eq!(branch_commit(&d, "nope"), None);
     }
 
     #[tokio::test]

@@ -226,67 +226,43 @@ pub async fn put_settings(
     Ok(config)
 }
 
-/// `.ouro/environments.yml` at `sha` in the bare repository `dir` (`None`: no such file).
+/// `.ouro/environments.yml` at `sha` in the bare repository `dir` (`None`: no such file, or no
+/// such commit, e.g. a release row pointing at a commit that is gone).
 pub async fn file_at(dir: &Path, sha: &str) -> Result<Option<Vec<u8>>, OuroError> {
+    read_at(dir, sha, environments::FILE).await
+}
+
+/// The file `path` at commit `sha` in the bare repository `dir`, read in process (`None`: no
+/// such file or commit). A repository that cannot be read is an internal error, logged.
+async fn read_at(dir: &Path, sha: &str, path: &'static str) -> Result<Option<Vec<u8>>, OuroError> {
     if sha.is_empty() || sha.len() > 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
         return Ok(None);
     }
-    let d = dir.to_string_lossy();
-    let git_failed = |m: String| {
-        tracing::warn!(error = %m, "reading the environments file failed");
-        OuroError::internal()
-    };
-    let out = ouro_code::git::command(&[
-        "-C",
-        &d,
-        "ls-tree",
-        "-z",
-        "--full-tree",
-        sha,
-        "--",
-        environments::FILE,
-    ])
-    .output()
-    .await
-    .map_err(|e| git_failed(e.to_string()))?;
-    if !out.status.success() {
-        // An unknown commit (e.g. a release row pointing at a commit that is gone).
-        return Ok(None);
+    let (d, s) = (dir.to_path_buf(), sha.to_string());
+    let read = tokio::task::spawn_blocking(move || ouro_code::git::file_at(&d, &s, path)).await;
+    match read {
+        Ok(Ok(found)) => Ok(found),
+        // An unknown commit.
+        Ok(Err(e)) if e.what == "rev-parse" => Ok(None),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e.message, file = path, "reading a file of the release's commit failed");
+            Err(OuroError::internal())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, file = path, "reading a file of the release's commit failed");
+            Err(OuroError::internal())
+        }
     }
-    let listing = String::from_utf8_lossy(&out.stdout);
-    let Some(oid) = listing
-        .split('\0')
-        .filter_map(|e| e.split_once('\t'))
-        .find(|(_, p)| *p == environments::FILE)
-        .and_then(|(meta, _)| {
-            let mut parts = meta.split(' ');
-            (parts.nth(1) == Some("blob"))
-                .then(|| parts.next())
-                .flatten()
-        })
-        .map(str::to_string)
-    else {
-        return Ok(None);
-    };
-    let out = ouro_code::git::command(&["-C", &d, "cat-file", "blob", &oid])
-        .output()
-        .await
-        .map_err(|e| git_failed(e.to_string()))?;
-    if !out.status.success() {
-        return Err(git_failed(String::from_utf8_lossy(&out.stderr).into()));
-    }
-    Ok(Some(out.stdout))
 }
 
 /// Whether the release's commit declares services (`.ouro/services.yml`), i.e. Deploy deploys
 /// its approved promotions.
 async fn has_services(repos_root: &Path, rel: &ReleaseRef) -> bool {
     let dir = ouro_code::repos::dir(repos_root, rel.project_id, rel.repo_id);
-    let spec = format!("{}:.ouro/services.yml", rel.sha);
-    ouro_code::git::command(&["-C", &dir.to_string_lossy(), "cat-file", "-e", &spec])
-        .output()
-        .await
-        .is_ok_and(|o| o.status.success())
+    matches!(
+        read_at(&dir, &rel.sha, ".ouro/services.yml").await,
+        Ok(Some(_))
+    )
 }
 
 /// The promotion path of a release: the file at its commit, else the project settings; with

@@ -233,7 +233,7 @@ pub async fn file_at(dir: &Path, sha: &str) -> Result<Option<Vec<u8>>, OuroError
 }
 
 /// The file `path` at commit `sha` in the bare repository `dir`, read in process (`None`: no
-/// such file or commit). A repository that cannot be read is an internal error, logged.
+/// such repository, commit or file). A file that cannot be read is an internal error, logged.
 async fn read_at(dir: &Path, sha: &str, path: &'static str) -> Result<Option<Vec<u8>>, OuroError> {
     if sha.is_empty() || sha.len() > 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
         return Ok(None);
@@ -242,8 +242,8 @@ async fn read_at(dir: &Path, sha: &str, path: &'static str) -> Result<Option<Vec
     let read = tokio::task::spawn_blocking(move || ouro_code::git::file_at(&d, &s, path)).await;
     match read {
         Ok(Ok(found)) => Ok(found),
-        // An unknown commit.
-        Ok(Err(e)) if e.what == "rev-parse" => Ok(None),
+        // No repository (yet) or an unknown commit: as `git ls-tree` failing, nothing there.
+        Ok(Err(e)) if e.what != "cat-file" => Ok(None),
         Ok(Err(e)) => {
             tracing::warn!(error = %e.message, file = path, "reading a file of the release's commit failed");
             Err(OuroError::internal())

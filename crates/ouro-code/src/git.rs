@@ -302,24 +302,18 @@ pub fn files_in_dir(
     max: usize,
 ) -> Result<Vec<(String, Vec<u8>)>, GitError> {
     let repo = gix::open(repo_dir).map_err(|e| read_failed("open", e))?;
-    let tree = commit_tree(&repo, commit)?;
-    let Some(entry) = tree
-        .lookup_entry_by_path(dir)
-        .map_err(|e| read_failed("ls-tree", e))?
-    else {
+    let Some((mode, id)) = entry_at(&repo, commit, dir)? else {
         return Ok(Vec::new());
     };
-    if !entry.mode().is_tree() {
+    if !mode.is_tree() {
         return Ok(Vec::new());
     }
-    let sub = repo
-        .find_tree(entry.object_id())
-        .map_err(|e| read_failed("ls-tree", e))?;
+    let sub = repo.find_tree(id).map_err(|e| read_failed("ls-tree", e))?;
     let decoded = sub.decode().map_err(|e| read_failed("ls-tree", e))?;
     let mut found: Vec<(String, gix::ObjectId)> = decoded
         .entries
         .iter()
-        .filter(|e| e.mode.is_blob() || e.mode.is_link())
+        .filter(|e| e.mode.is_blob_or_symlink())
         .filter_map(|e| {
             let name = std::str::from_utf8(e.filename).ok()?;
             let path = format!("{dir}/{name}");
@@ -330,14 +324,7 @@ pub fn files_in_dir(
     found.truncate(max);
     found
         .into_iter()
-        .map(|(path, oid)| {
-            let data = repo
-                .find_object(oid)
-                .map_err(|e| read_failed("cat-file", e))?
-                .detach()
-                .data;
-            Ok((path, data))
-        })
+        .map(|(path, oid)| Ok((path, bytes_of(&repo, oid)?)))
         .collect()
 }
 
@@ -345,22 +332,30 @@ pub fn files_in_dir(
 /// gix. An error when the commit does not exist.
 pub fn file_at(repo_dir: &Path, commit: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {
     let repo = gix::open(repo_dir).map_err(|e| read_failed("open", e))?;
-    let tree = commit_tree(&repo, commit)?;
-    let Some(entry) = tree
+    match entry_at(&repo, commit, path)? {
+        Some((mode, id)) if mode.is_blob_or_symlink() => Ok(Some(bytes_of(&repo, id)?)),
+        _ => Ok(None),
+    }
+}
+
+/// The mode and id of `path` in `commit`'s tree (`None`: nothing there).
+fn entry_at(
+    repo: &gix::Repository,
+    commit: &str,
+    path: &str,
+) -> Result<Option<(gix::object::tree::EntryMode, gix::ObjectId)>, GitError> {
+    Ok(commit_tree(repo, commit)?
         .lookup_entry_by_path(path)
         .map_err(|e| read_failed("ls-tree", e))?
-    else {
-        return Ok(None);
-    };
-    if !(entry.mode().is_blob() || entry.mode().is_link()) {
-        return Ok(None);
-    }
-    let data = repo
-        .find_object(entry.object_id())
+        .map(|e| (e.mode(), e.object_id())))
+}
+
+fn bytes_of(repo: &gix::Repository, id: gix::ObjectId) -> Result<Vec<u8>, GitError> {
+    Ok(repo
+        .find_object(id)
         .map_err(|e| read_failed("cat-file", e))?
         .detach()
-        .data;
-    Ok(Some(data))
+        .data)
 }
 
 /// The commit `refs/heads/BRANCH` points at, peeled (`None`: no such branch, or it does not

@@ -15,6 +15,8 @@ use tokio::sync::watch;
 /// Records what it handled; fails the events listed in `failures` that many times first.
 #[derive(Default)]
 struct Recorder {
+    /// The consumer's name (its cursor's key); "test-recorder" when unset.
+    name: Option<&'static str>,
     handled: Mutex<Vec<i64>>,
     calls: Mutex<HashMap<i64, usize>>,
     failures: Mutex<HashMap<i64, usize>>,
@@ -36,7 +38,7 @@ impl Recorder {
 
 impl Consumer for Recorder {
     fn name(&self) -> &'static str {
-        "test-recorder"
+        self.name.unwrap_or("test-recorder")
     }
 
     fn handle<'a>(
@@ -246,29 +248,6 @@ async fn the_cursor_is_written_once_per_interval_and_at_shutdown() {
     }
 }
 
-/// Records the seqs it handled, under its own name (its own cursor).
-struct Seen {
-    name: &'static str,
-    handled: Mutex<Vec<i64>>,
-}
-
-impl Consumer for Seen {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn handle<'a>(
-        &'a self,
-        _store: &'a Store,
-        event: &'a Event,
-    ) -> BoxFuture<'a, Result<(), OuroError>> {
-        Box::pin(async move {
-            self.handled.lock().unwrap().push(event.seq);
-            Ok(())
-        })
-    }
-}
-
 #[tokio::test]
 async fn consumers_sharing_one_read_each_see_every_event_in_order_without_waiting_for_a_poll() {
     for db in backends() {
@@ -283,9 +262,9 @@ async fn consumers_sharing_one_read_each_see_every_event_in_order_without_waitin
         let mut runners = Vec::new();
         let mut seen = Vec::new();
         let mut spawn = |name: &'static str| {
-            let s = Arc::new(Seen {
-                name,
-                handled: Mutex::default(),
+            let s = Arc::new(Recorder {
+                name: Some(name),
+                ..Recorder::default()
             });
             let (stop, rx) = watch::channel(false);
             let task = tokio::spawn(consumers::run_with(store.clone(), s.clone(), rx, opts));
@@ -334,14 +313,9 @@ async fn consumers_sharing_one_read_each_see_every_event_in_order_without_waitin
         }
         assert_eq!(ledger.len(), 1_245, "{}", db.name());
         for s in &seen {
-            until(s.name, || s.handled.lock().unwrap().len() >= ledger.len()).await;
-            assert_eq!(
-                *s.handled.lock().unwrap(),
-                ledger,
-                "{} {}",
-                db.name(),
-                s.name
-            );
+            let name = s.name();
+            until(name, || s.handled().len() >= ledger.len()).await;
+            assert_eq!(s.handled(), ledger, "{} {name}", db.name());
         }
         for r in runners {
             r.stop().await;

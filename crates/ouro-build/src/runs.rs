@@ -1031,20 +1031,25 @@ pub async fn claim_next_labeled(
     labels: &[String],
     lease_ms: i64,
 ) -> Result<Option<Claim>, StoreError> {
-    let candidates = claim_candidates(&mut store.read().await?).await?;
+    let mut candidates = Candidates::default();
     let mut states = HashMap::new();
-    for job in candidates {
-        if !claim_ready(&mut store.read().await?, &mut states, &job, labels).await? {
-            continue;
+    loop {
+        let batch = candidates.next(&mut store.read().await?).await?;
+        if batch.is_empty() {
+            return Ok(None);
         }
-        let mut tx = store.begin().await?;
-        // Not taken (another runner was first, or admission refused): the transaction rolls back.
-        if let Some(c) = take(&mut tx, job, runner_id, lease_ms).await? {
-            tx.commit().await?;
-            return Ok(Some(c));
+        for job in batch {
+            if !claim_ready(&mut store.read().await?, &mut states, &job, labels).await? {
+                continue;
+            }
+            let mut tx = store.begin().await?;
+            // Not taken (another runner was first, or admission refused): it rolls back.
+            if let Some(c) = take(&mut tx, job, runner_id, lease_ms).await? {
+                tx.commit().await?;
+                return Ok(Some(c));
+            }
         }
     }
-    Ok(None)
 }
 
 /// [`claim_next_labeled`] inside the caller's transaction `tx` (which sees the caller's own
@@ -1056,42 +1061,74 @@ pub async fn claim_next_in(
     labels: &[String],
     lease_ms: i64,
 ) -> Result<Option<Claim>, StoreError> {
-    let candidates = claim_candidates(&mut *tx).await?;
+    let mut candidates = Candidates::default();
     let mut states = HashMap::new();
-    for job in candidates {
-        if !claim_ready(&mut *tx, &mut states, &job, labels).await? {
-            continue;
+    loop {
+        let batch = candidates.next(&mut *tx).await?;
+        if batch.is_empty() {
+            return Ok(None);
         }
-        q("SAVEPOINT ouro_claim").execute(&mut *tx).await?;
-        match take(tx, job, runner_id, lease_ms).await? {
-            Some(c) => {
-                q("RELEASE SAVEPOINT ouro_claim").execute(&mut *tx).await?;
-                return Ok(Some(c));
+        for job in batch {
+            if !claim_ready(&mut *tx, &mut states, &job, labels).await? {
+                continue;
             }
-            None => {
-                q("ROLLBACK TO SAVEPOINT ouro_claim")
-                    .execute(&mut *tx)
-                    .await?;
-                q("RELEASE SAVEPOINT ouro_claim").execute(&mut *tx).await?;
+            q("SAVEPOINT ouro_claim").execute(&mut *tx).await?;
+            match take(tx, job, runner_id, lease_ms).await? {
+                Some(c) => {
+                    q("RELEASE SAVEPOINT ouro_claim").execute(&mut *tx).await?;
+                    return Ok(Some(c));
+                }
+                None => {
+                    q("ROLLBACK TO SAVEPOINT ouro_claim")
+                        .execute(&mut *tx)
+                        .await?;
+                    q("RELEASE SAVEPOINT ouro_claim").execute(&mut *tx).await?;
+                }
             }
         }
     }
-    Ok(None)
 }
 
-/// The oldest queued jobs of live runs that pass the concurrency pre-check, by priority.
-async fn claim_candidates(ex: &mut impl Executor) -> Result<Vec<Job>, StoreError> {
-    q(format!(
-        "SELECT j.* FROM build_jobs j JOIN build_runs r ON r.id = j.run_id \
-         WHERE r.status IN ('queued', 'running') AND j.status = 'queued' \
-         AND {} ORDER BY r.priority DESC, j.id LIMIT 100",
-        crate::triggers::CLAIMABLE_SQL
-    ))
-    .fetch_all(ex)
-    .await?
-    .iter()
-    .map(job_from)
-    .collect()
+/// The queued jobs a claim considers: the oldest [`Candidates::WINDOW`] of live runs that pass
+/// the concurrency pre-check, by priority, read a few at a time. The first ones are usually
+/// claimable, and the waiting jobs of a long chain need not all be read and decoded per claim.
+#[derive(Default)]
+struct Candidates {
+    read: usize,
+    done: bool,
+}
+
+impl Candidates {
+    const WINDOW: usize = 100;
+    const FIRST_BATCH: usize = 8;
+
+    /// The next batch; empty when the window is used up or no queued job is left.
+    async fn next(&mut self, ex: &mut impl Executor) -> Result<Vec<Job>, StoreError> {
+        if self.done {
+            return Ok(Vec::new());
+        }
+        // 8, then 24 (32 read), then the rest of the window.
+        let limit = match self.read {
+            0 => Self::FIRST_BATCH,
+            n if n < 4 * Self::FIRST_BATCH => 3 * n,
+            n => Self::WINDOW - n,
+        };
+        let jobs = q(format!(
+            "SELECT j.* FROM build_jobs j JOIN build_runs r ON r.id = j.run_id \
+             WHERE r.status IN ('queued', 'running') AND j.status = 'queued' \
+             AND {} ORDER BY r.priority DESC, j.id LIMIT {limit} OFFSET {}",
+            crate::triggers::CLAIMABLE_SQL,
+            self.read
+        ))
+        .fetch_all(ex)
+        .await?
+        .iter()
+        .map(job_from)
+        .collect::<Result<Vec<_>, _>>()?;
+        self.read += jobs.len();
+        self.done = jobs.len() < limit || self.read >= Self::WINDOW;
+        Ok(jobs)
+    }
 }
 
 /// Whether `job` may start on a runner with `labels`: it has the job's labels and the job's
@@ -1106,22 +1143,23 @@ async fn claim_ready(
     if !job.labels.iter().all(|l| labels.contains(l)) {
         return Ok(false);
     }
-    if let std::collections::hash_map::Entry::Vacant(e) = states.entry(job.run_id) {
-        e.insert(
-            q("SELECT job_key, status, continue_on_error FROM build_jobs WHERE run_id = $1")
-                .bind(job.run_id)
-                .fetch_all(ex)
-                .await?
-                .iter()
-                .map(|r| {
-                    let st = r.text("status")?;
-                    let st = effective_status(&st, r.bool("continue_on_error")?).to_string();
-                    Ok((r.text("job_key")?, st))
-                })
-                .collect::<Result<_, StoreError>>()?,
-        );
+    if job.needs.is_empty() {
+        return Ok(true);
     }
-    let s = &states[&job.run_id];
+    let s = states.entry(job.run_id).or_default();
+    let missing: Vec<&String> = job.needs.iter().filter(|n| !s.contains_key(*n)).collect();
+    if !missing.is_empty() {
+        for (key, status, continue_on_error) in job_states(ex, job.run_id, &missing).await? {
+            s.insert(
+                key,
+                effective_status(&status, continue_on_error).to_string(),
+            );
+        }
+        for n in missing {
+            // A need without a row (not expected) is never done; not asked again.
+            s.entry(n.clone()).or_default();
+        }
+    }
     // A job whose `if:` may run after a failure waits for its needs to finish, whatever
     // their result: the runner decides its `if:` ([`crate::plan::RunPlan::decide`]).
     Ok(job
@@ -1132,6 +1170,39 @@ async fn claim_ready(
             Some("failure" | "timed_out" | "cancelled") => job.after_failure,
             _ => false,
         }))
+}
+
+/// `(key, status, continue_on_error)` of the jobs of run `run_id` named in `keys` (only those
+/// rows: a run may have hundreds of jobs).
+pub(crate) async fn job_states(
+    ex: &mut impl Executor,
+    run_id: i64,
+    keys: &[&String],
+) -> Result<Vec<(String, String, bool)>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks: Vec<String> = (2..keys.len() + 2).map(|i| format!("${i}")).collect();
+    let mut read = q(format!(
+        "SELECT job_key, status, continue_on_error FROM build_jobs \
+         WHERE run_id = $1 AND job_key IN ({})",
+        marks.join(", ")
+    ))
+    .bind(run_id);
+    for k in keys {
+        read = read.bind(k.as_str());
+    }
+    read.fetch_all(ex)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.text("job_key")?,
+                r.text("status")?,
+                r.bool("continue_on_error")?,
+            ))
+        })
+        .collect()
 }
 
 /// Takes `job` for `runner_id` in `tx`: a compare-and-set on its version (so two runners never

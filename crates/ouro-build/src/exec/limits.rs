@@ -148,7 +148,7 @@ pub fn kill_group_now(pgid: i32) {
 
 /// Live processes whose environment holds the entry `tag` (`NAME=value`), this process excepted.
 pub fn tagged_processes(tag: &[u8]) -> Vec<i32> {
-    tagged_processes_since(tag, 0)
+    tagged_processes_since(tag, Since::ALL)
 }
 
 /// The start time of process `pid` in clock ticks since boot (field 22 of /proc/PID/stat).
@@ -182,23 +182,120 @@ pub fn ticks_a_second_ago() -> u64 {
     ticks.saturating_sub(hz)
 }
 
-/// [`tagged_processes`] among the processes started at or after `min_start` (clock ticks since
-/// boot, see [`ticks_a_second_ago`]): reading a process's start time is much cheaper than
-/// reading its environment, and a job's processes are never older than the job.
-pub fn tagged_processes_since(tag: &[u8], min_start: u64) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
+/// Where a job's processes are: started at or after `ticks` (clock ticks since boot, see
+/// [`ticks_a_second_ago`]) and, when the kernel's pid counter could be read, with pids handed
+/// out after `pids`. A job's processes are never older than the job.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Since {
+    ticks: u64,
+    pids: Option<PidMark>,
+}
+
+/// The last pid handed out and the number of processes and threads created since boot.
+#[derive(Debug, Clone, Copy)]
+struct PidMark {
+    last_pid: i32,
+    forks: u64,
+}
+
+/// At most this many pids are probed one by one; a wider range reads all of /proc.
+const MAX_PROBED_PIDS: i32 = 4096;
+
+impl Since {
+    /// Every process.
+    pub const ALL: Since = Since {
+        ticks: 0,
+        pids: None,
     };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
+
+    /// The processes started from now on.
+    pub fn now() -> Self {
+        Since {
+            ticks: ticks_a_second_ago(),
+            pids: PidMark::read(),
+        }
+    }
+
+    /// The pids handed out since, when that range is known and small: probing them one by one
+    /// is much cheaper than listing /proc (a scan after every step). `None`: list /proc.
+    fn pid_range(&self) -> Option<std::ops::RangeInclusive<i32>> {
+        new_pids(self.pids?, PidMark::read()?, pid_max())
+    }
+}
+
+/// The pids handed out between the marks `then` and `now`, when few (see [`Since::pid_range`]).
+fn new_pids(then: PidMark, now: PidMark, pid_max: i32) -> Option<std::ops::RangeInclusive<i32>> {
+    let created = now.forks.checked_sub(then.forks)?;
+    // Pids grow until they wrap around at pid_max (to 300). Coming back up past
+    // `then.last_pid` takes about pid_max creations; with fewer, every new pid is in the range.
+    let span = now.last_pid.checked_sub(then.last_pid)?;
+    let wrap_needs = pid_max.saturating_sub(300) as u64;
+    ((0..=MAX_PROBED_PIDS).contains(&span) && created < wrap_needs)
+        .then(|| then.last_pid + 1..=now.last_pid)
+}
+
+impl PidMark {
+    fn read() -> Option<PidMark> {
+        if !proc_is_ours() {
+            return None;
+        }
+        // The fork count first: it may only be too low, which makes `pid_range` stricter.
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let forks = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("processes "))?
+            .trim()
+            .parse()
+            .ok()?;
+        let last_pid = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(PidMark { last_pid, forks })
+    }
+}
+
+/// Whether /proc shows this process's pid namespace (the pid counter is of our namespace).
+fn proc_is_ours() -> bool {
+    static OURS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OURS.get_or_init(|| {
+        std::fs::read_link("/proc/self")
+            .is_ok_and(|p| p.to_str() == Some(&std::process::id().to_string()))
+    })
+}
+
+fn pid_max() -> i32 {
+    static MAX: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(32768)
+    })
+}
+
+/// [`tagged_processes`] among the processes of `since`: reading a process's start time is much
+/// cheaper than reading its environment.
+pub fn tagged_processes_since(tag: &[u8], since: Since) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let pids: Box<dyn Iterator<Item = i32>> = match since.pid_range() {
+        Some(range) => Box::new(range),
+        None => match std::fs::read_dir("/proc") {
+            Ok(rd) => Box::new(
+                rd.flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())),
+            ),
+            Err(_) => return Vec::new(),
+        },
+    };
+    let mut out = Vec::new();
+    for pid in pids {
         if pid == me {
             continue;
         }
-        if min_start > 0 && start_ticks(pid).is_none_or(|t| t < min_start) {
+        // (Also drops pids that do not exist, when probing a range.)
+        if start_ticks(pid).is_none_or(|t| t < since.ticks) {
             continue;
         }
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
@@ -214,13 +311,12 @@ pub fn tagged_processes_since(tag: &[u8], min_start: u64) -> Vec<i32> {
 /// Kills the processes carrying `tag` in their environment: the backstop for a step process that
 /// left its process group (`setsid`). SIGTERM, up to `grace`, SIGKILL.
 pub async fn kill_tagged(tag: &[u8], grace: Duration) {
-    kill_tagged_since(tag, 0, grace).await
+    kill_tagged_since(tag, Since::ALL, grace).await
 }
 
-/// [`kill_tagged`] among the processes started at or after `min_start` (see
-/// [`tagged_processes_since`]).
-pub async fn kill_tagged_since(tag: &[u8], min_start: u64, grace: Duration) {
-    let pids = tagged_processes_since(tag, min_start);
+/// [`kill_tagged`] among the processes of `since` (see [`tagged_processes_since`]).
+pub async fn kill_tagged_since(tag: &[u8], since: Since, grace: Duration) {
+    let pids = tagged_processes_since(tag, since);
     if pids.is_empty() {
         return;
     }
@@ -239,7 +335,7 @@ pub async fn kill_tagged_since(tag: &[u8], min_start: u64, grace: Duration) {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(20));
     }
-    for p in tagged_processes_since(tag, min_start) {
+    for p in tagged_processes_since(tag, since) {
         // SAFETY: as above.
         unsafe {
             libc::kill(p, libc::SIGKILL);
@@ -379,4 +475,66 @@ unsafe fn process_alive(stat: &std::ffi::CStr) -> bool {
 /// The `/proc/PID/stat` path of `pid`, for [`tie_to_runner`] (made before any fork).
 pub(crate) fn stat_path(pid: libc::pid_t) -> std::ffi::CString {
     std::ffi::CString::new(format!("/proc/{pid}/stat")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tagged_sleep(tag: &str) -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("30")
+            .env("OURO_TEST_TAG", tag)
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_tag_search_finds_the_processes_started_since_and_not_older_ones() {
+        let tag = format!("u{}", std::process::id());
+        let entry = format!("OURO_TEST_TAG={tag}");
+        let mut before = tagged_sleep(&tag);
+        let since = Since::now();
+        let mut after = tagged_sleep(&tag);
+        // Let the children exec (the environment is read from /proc after the exec).
+        std::thread::sleep(Duration::from_millis(200));
+        if std::path::Path::new("/proc/sys/kernel/ns_last_pid").exists() {
+            let range = since.pid_range().expect("a small range of new pids");
+            assert!(range.contains(&(after.id() as i32)), "{range:?}");
+            assert!(!range.contains(&(before.id() as i32)), "{range:?}");
+            // Only the new one: the older process is outside the range.
+            assert_eq!(
+                tagged_processes_since(entry.as_bytes(), since),
+                vec![after.id() as i32]
+            );
+        }
+        // Listing all of /proc finds both.
+        let mut all = tagged_processes_since(entry.as_bytes(), Since::ALL);
+        all.sort();
+        let mut want = vec![before.id() as i32, after.id() as i32];
+        want.sort();
+        assert_eq!(all, want);
+        for c in [&mut before, &mut after] {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        assert!(tagged_processes_since(entry.as_bytes(), Since::ALL).is_empty());
+    }
+
+    #[test]
+    fn a_range_too_wide_to_probe_or_past_a_wrap_around_lists_proc_instead() {
+        let mark = |last_pid, forks| PidMark { last_pid, forks };
+        let then = mark(5000, 90_000);
+        assert_eq!(new_pids(then, mark(5030, 90_040), 32768), Some(5001..=5030));
+        let none_yet = new_pids(then, mark(5000, 90_000), 32768).expect("an empty range");
+        assert_eq!(none_yet.count(), 0);
+        // Too many to probe one by one.
+        assert_eq!(new_pids(then, mark(5000 + 5000, 95_000), 4_194_304), None);
+        // Wrapped around and came back up past the mark: as many creations as pid_max.
+        assert_eq!(new_pids(then, mark(5030, 90_000 + 32_768), 32768), None);
+        // Wrapped around, below the mark.
+        assert_eq!(new_pids(then, mark(400, 90_100), 32768), None);
+        // A fork count that went down (not this kernel's): not trusted.
+        assert_eq!(new_pids(then, mark(5010, 80_000), 32768), None);
+    }
 }

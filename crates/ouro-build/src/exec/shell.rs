@@ -192,9 +192,9 @@ struct RunCtx<'a> {
     /// Whether the process may carry `tag` (not the checkout's git, run with a cleared
     /// environment): only then is `/proc` searched for tagged leftovers.
     tagged: bool,
-    /// Clock ticks since boot shortly before the job started: only processes started since are
-    /// searched for the tag.
-    since: u64,
+    /// Taken shortly before the job started: only processes started since are searched for the
+    /// tag.
+    since: limits::Since,
 }
 
 /// Kills the step's process group, then any process of the job that left the group.
@@ -494,7 +494,7 @@ impl ShellExecutor {
             grace: self.grace,
             tag: format!("OURO_WORKSPACE={}", ws.display()).into_bytes(),
             tagged: false,
-            since: limits::ticks_a_second_ago(),
+            since: limits::Since::now(),
         };
         let mut outcome = JobOutcome {
             status: JobStatus::Success,

@@ -181,17 +181,12 @@ async fn claimed(
     let needs = if c.job.needs.is_empty() {
         BTreeMap::new()
     } else {
-        q("SELECT job_key, status FROM build_jobs WHERE run_id = $1")
-            .bind(c.run.id)
-            .fetch_all(&mut store.read().await.map_err(err)?)
+        let keys: Vec<&String> = c.job.needs.iter().collect();
+        runs::job_states(&mut store.read().await.map_err(err)?, c.run.id, &keys)
             .await
             .map_err(err)?
-            .iter()
-            .map(|r| Ok((r.text("job_key")?, r.text("status")?)))
-            .collect::<Result<Vec<_>, StoreError>>()
-            .map_err(err)?
             .into_iter()
-            .filter(|(k, _)| c.job.needs.contains(k))
+            .map(|(key, status, _)| (key, status))
             .collect()
     };
     let (variables, secrets) = job_variables(store, sbox, &c.run, &c.job, &pipeline_file)

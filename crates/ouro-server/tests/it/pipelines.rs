@@ -345,6 +345,70 @@ async fn an_invalid_pipeline_gets_a_failed_run_with_diagnostics_and_a_failure_st
     }
 }
 
+/// A pipeline of one chain of `n` jobs (`c00` first), run on pushes to `main` and `other`.
+fn chain(n: usize) -> String {
+    let mut y = String::from("name: chain\non:\n  push:\n    branches: [main, other]\njobs:\n");
+    for i in 0..n {
+        y.push_str(&format!("  c{i:02}:\n"));
+        if i > 0 {
+            y.push_str(&format!("    needs: c{:02}\n", i - 1));
+        }
+        y.push_str("    steps:\n      - run: \"true\"\n");
+    }
+    y
+}
+
+#[tokio::test]
+async fn a_claim_looks_past_a_long_chain_of_waiting_jobs_and_reads_only_the_needed_states() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        s.demo_project().await;
+        let (git, work) = setup(&s).await;
+        git.commit(&work, ".ouro/pipelines/chain.yml", &chain(40), "Add chain")
+            .await;
+        git.run(&work, &["push", "-q", "origin", "main"]).await;
+        eventually(&s, RUNS, |b| runs_of(b).len() == 1).await;
+        git.run(&work, &["push", "-q", "origin", "HEAD:other"])
+            .await;
+        eventually(&s, RUNS, |b| runs_of(b).len() == 2).await;
+        let store = &s.state.store;
+
+        let first = runs::claim_next(store, "r1", 60_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((first.run.number, first.job.key.as_str()), (1, "c00"));
+        // The 39 waiting jobs of run 1 come first in the queue; run 2's ready job is past them.
+        let second = runs::claim_next(store, "r2", 60_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((second.run.number, second.job.key.as_str()), (2, "c00"));
+        assert!(
+            runs::claim_next(store, "r3", 60_000)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        runs::finish_job(store, first.job.id, &first.token, "success", Some(0))
+            .await
+            .unwrap();
+        let next = runs::claim_next(store, "r1", 60_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((next.run.number, next.job.key.as_str()), (1, "c01"));
+        assert!(
+            runs::claim_next(store, "r3", 60_000)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        s.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn runners_claim_jobs_in_dag_order_with_a_lease_and_stale_attempts_are_refused() {
     for db in backends() {

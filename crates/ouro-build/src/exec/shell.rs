@@ -241,7 +241,9 @@ fn shared_checkout(repo: &Path, sha: &str, ws: &Path) -> std::io::Result<bool> {
         }
     }
     let git = ws.join(".git");
-    for d in ["objects/info", "objects/pack", "refs/heads", "refs/tags"] {
+    // What git needs to see a repository (it makes `objects/pack`, `refs/heads` ... on first
+    // use): every directory made here is an inode each job pays for.
+    for d in ["objects/info", "refs"] {
         std::fs::create_dir_all(git.join(d))?;
     }
     std::fs::write(git.join("HEAD"), format!("{sha}\n"))?;

@@ -133,7 +133,12 @@ async fn two_steps_see_the_exact_commit_and_only_allowed_environment() {
              test -z \"$(git status --porcelain)\"\n\
              git remote get-url origin\n\
              git cat-file -e {first}^{{tree}}\n\
-             echo checked out $(git rev-parse --short HEAD)\n"
+             echo checked out $(git rev-parse --short HEAD)\n\
+             git -c user.name=J -c user.email=j@example.com commit -q --allow-empty -m local\n\
+             git switch -q -c topic && git tag v-local\n\
+             git repack -q -d -l && test -n \"$(ls .git/objects/pack/*.pack)\"\n\
+             test \"$(git rev-parse topic)\" = \"$(git rev-parse v-local)\"\n\
+             git reset -q --hard {first}\n"
         ),
     ));
     let mut s2 = step(

@@ -449,7 +449,7 @@ unsafe fn watchdog(step: libc::pid_t, runner_stat: &std::ffi::CStr) -> ! {
 ///
 /// # Safety
 /// Plain syscalls; safe to call between fork and exec.
-unsafe fn process_alive(stat: &std::ffi::CStr) -> bool {
+pub(crate) unsafe fn process_alive(stat: &std::ffi::CStr) -> bool {
     let mut buf = [0u8; 512];
     // SAFETY: a valid NUL-terminated path and a stack buffer of the given length.
     let n = unsafe {

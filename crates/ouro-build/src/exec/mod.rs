@@ -19,6 +19,7 @@ pub mod sandbox;
 pub mod shell;
 pub mod spawn;
 pub mod trees;
+mod vspawn;
 
 use std::collections::BTreeMap;
 use std::future::Future;

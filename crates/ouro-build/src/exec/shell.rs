@@ -14,7 +14,7 @@
 //! are found by the `OURO_WORKSPACE=...` entry of their environment and killed as well.
 
 use std::collections::BTreeMap;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -58,6 +58,9 @@ pub struct ShellExecutor {
     /// checked out once and copied into each job's workspace, and job directories removed in
     /// the background (see [`super::trees`]).
     pub cache_dir: Option<PathBuf>,
+    /// With an exec wrapper: start steps with one `exec` where the kernel allows it (see
+    /// [`super::vspawn`]; the default), else through the wrapper.
+    pub one_exec: bool,
     /// Whether the sandbox works here, checked once.
     sandbox_ok: std::sync::Arc<std::sync::OnceLock<Result<(), String>>>,
 }
@@ -73,6 +76,7 @@ impl ShellExecutor {
             sandbox: None,
             exec_wrapper: super::spawn::wrapper().map(Path::to_path_buf),
             cache_dir: None,
+            one_exec: true,
             sandbox_ok: Default::default(),
         }
     }
@@ -195,6 +199,8 @@ struct RunCtx<'a> {
     /// Taken shortly before the job started: only processes started since are searched for the
     /// tag.
     since: limits::Since,
+    /// [`ShellExecutor::one_exec`].
+    one_exec: bool,
 }
 
 /// Kills the step's process group, then any process of the job that left the group.
@@ -262,6 +268,29 @@ fn shared_checkout(repo: &Path, sha: &str, ws: &Path) -> std::io::Result<bool> {
     Ok(true)
 }
 
+/// A step's main process: started by tokio (the exec wrapper or `pre_exec`), or with one `exec`
+/// ([`super::vspawn`]).
+enum StepChild {
+    Tokio(tokio::process::Child),
+    OneExec(super::vspawn::CloneChild),
+}
+
+impl StepChild {
+    fn id(&self) -> Option<u32> {
+        match self {
+            StepChild::Tokio(c) => c.id(),
+            StepChild::OneExec(c) => Some(c.id() as u32),
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            StepChild::Tokio(c) => c.wait().await,
+            StepChild::OneExec(c) => c.wait().await,
+        }
+    }
+}
+
 /// `cmd` run through the exec wrapper `wrapper` (see [`super::spawn`]): the same program,
 /// arguments, working directory and environment (every command here starts from a cleared
 /// environment), the wrapper's own settings (stdio, process group) copied too.
@@ -300,7 +329,10 @@ async fn run_process(
 ) -> Result<ProcEnd, ExecError> {
     let runner = std::process::id() as libc::pid_t;
     let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+    // With the `ouro` binary at hand (it runs the watchdog), one `exec` per step (see `vspawn`).
+    let one_exec = wrapper.filter(|_| rc.one_exec && super::vspawn::available());
     match wrapper {
+        _ if one_exec.is_some() => {}
         Some(w) => cmd = wrapped(&cmd, w, runner, &rc.limits),
         None => {
             let pairs = rc.limits.pairs();
@@ -316,6 +348,7 @@ async fn run_process(
         }
     }
     let (rd, wr) = pipe()?;
+    let wr_raw = wr.as_raw_fd();
     let wr2 = wr.try_clone()?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(wr))
@@ -327,7 +360,27 @@ async fn run_process(
         .get_current_dir()
         .map(|d| d.display().to_string())
         .unwrap_or_default();
-    let spawned = cmd.spawn();
+    let spawned = match one_exec {
+        Some(binary) => {
+            let std_cmd = cmd.as_std();
+            let args: Vec<&std::ffi::OsStr> = std_cmd.get_args().collect();
+            let envs: Vec<(&std::ffi::OsStr, &std::ffi::OsStr)> = std_cmd
+                .get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect();
+            super::vspawn::spawn(
+                binary,
+                std_cmd.get_program(),
+                &args,
+                &envs,
+                std_cmd.get_current_dir(),
+                wr_raw,
+                rc.limits.pairs(),
+            )
+            .map(StepChild::OneExec)
+        }
+        None => cmd.spawn().map(StepChild::Tokio),
+    };
     drop(cmd); // closes our copies of the pipe's write end
     let mut child = match spawned {
         Ok(c) => c,
@@ -412,6 +465,9 @@ async fn run_process(
         }
     }
     guard.1 = true;
+    if matches!(child, StepChild::OneExec(_)) {
+        super::vspawn::forget_group(pgid);
+    }
     let code = exit.map(|s| {
         use std::os::unix::process::ExitStatusExt;
         s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
@@ -497,6 +553,7 @@ impl ShellExecutor {
             tag: format!("OURO_WORKSPACE={}", ws.display()).into_bytes(),
             tagged: false,
             since: limits::Since::now(),
+            one_exec: self.one_exec,
         };
         let mut outcome = JobOutcome {
             status: JobStatus::Success,

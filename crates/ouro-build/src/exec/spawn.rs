@@ -97,7 +97,20 @@ pub(crate) fn wrapper_args(
 /// wrapper's work and never returns; otherwise returns at once.
 pub fn run_if_wrapper() {
     let mut args = std::env::args_os().skip(1);
-    if args.next().as_deref() != Some(std::ffi::OsStr::new(WRAPPER_ARG)) {
+    let first = args.next();
+    if first.as_deref() == Some(std::ffi::OsStr::new(super::vspawn::WATCHDOG_ARG)) {
+        let runner = args
+            .next()
+            .and_then(|a| a.to_str().and_then(|s| s.parse().ok()));
+        match runner {
+            Some(pid) => super::vspawn::watchdog_main(pid),
+            None => {
+                eprintln!("ouro: {} RUNNER_PID", super::vspawn::WATCHDOG_ARG);
+                std::process::exit(126);
+            }
+        }
+    }
+    if first.as_deref() != Some(std::ffi::OsStr::new(WRAPPER_ARG)) {
         return;
     }
     let code = wrapper_main(args.collect());

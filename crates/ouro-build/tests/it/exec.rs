@@ -56,6 +56,13 @@ fn executor(root: &Path) -> ShellExecutor {
     e
 }
 
+/// Steps through the exec wrapper's second `exec` (where the kernel has no pidfds).
+fn wrapping_executor(root: &Path) -> ShellExecutor {
+    let mut e = executor(root);
+    e.one_exec = false;
+    e
+}
+
 /// The executor of a library user without a wrapper: limits set in a `pre_exec` (a fork).
 fn forking_executor(root: &Path) -> ShellExecutor {
     let mut e = executor(root);
@@ -509,7 +516,11 @@ async fn a_step_over_its_limits_fails_the_same_way_with_or_without_the_wrapper()
         ..Default::default()
     };
     let mut seen_by_mode = Vec::new();
-    for ex in [executor(root.path()), forking_executor(root.path())] {
+    for ex in [
+        executor(root.path()),
+        wrapping_executor(root.path()),
+        forking_executor(root.path()),
+    ] {
         let (r, seen) = run(&ex, &files).await;
         let out = r.unwrap();
         assert_eq!(out.status, JobStatus::Failure, "{}", seen.text());
@@ -540,8 +551,10 @@ async fn a_step_over_its_limits_fails_the_same_way_with_or_without_the_wrapper()
             })
             .collect::<Vec<_>>()
     };
-    assert_eq!(strip(&seen_by_mode[0].0), strip(&seen_by_mode[1].0));
-    assert_eq!(seen_by_mode[0].1, seen_by_mode[1].1);
+    for other in &seen_by_mode[1..] {
+        assert_eq!(strip(&seen_by_mode[0].0), strip(&other.0));
+        assert_eq!(seen_by_mode[0].1, other.1);
+    }
 }
 
 /// The sandbox is required where CI runs; elsewhere a missing bwrap skips loudly.
@@ -865,23 +878,24 @@ async fn pdeathsig_runner_child() {
         )],
         ..Default::default()
     };
-    let ex = if std::env::var_os(RUNNER_FORKS).is_some() {
-        forking_executor(&root)
-    } else {
-        executor(&root)
+    let ex = match std::env::var(RUNNER_FORKS).as_deref() {
+        Ok("fork") => forking_executor(&root),
+        Ok("wrapper") => wrapping_executor(&root),
+        _ => executor(&root),
     };
     let _ = run(&ex, &job).await;
 }
 
 #[test]
 fn a_step_dies_with_its_runner_when_the_runner_is_killed() {
-    // Steps started through the exec wrapper, then through a fork.
-    for forks in [false, true] {
-        step_dies_with_its_runner(forks);
+    // Steps started with one exec (the runner's watchdog), through the exec wrapper (a watchdog
+    // per step), then through a fork.
+    for mode in ["one-exec", "wrapper", "fork"] {
+        step_dies_with_its_runner(mode);
     }
 }
 
-fn step_dies_with_its_runner(forks: bool) {
+fn step_dies_with_its_runner(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut runner = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -891,7 +905,7 @@ fn step_dies_with_its_runner(forks: bool) {
             "--test-threads=1",
         ])
         .env(RUNNER_DIR, dir.path())
-        .envs(forks.then_some((RUNNER_FORKS, "1")))
+        .env(RUNNER_FORKS, mode)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -16,7 +16,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The first argument that makes the binary the runner's watchdog.
@@ -25,21 +25,21 @@ pub const WATCHDOG_ARG: &str = "__exec-watchdog";
 /// The runner process's watchdog: `ouro __exec-watchdog RUNNER_PID`, reading process groups to
 /// guard from its stdin (a pipe whose write end only this process holds).
 struct Watchdog {
-    tx: OwnedFd,
+    tx: Arc<OwnedFd>,
     child: std::process::Child,
 }
 
 static WATCHDOG: Mutex<Option<Watchdog>> = Mutex::new(None);
 
 /// The write end of the watchdog's pipe, the watchdog started (again) when it is not running.
-/// The descriptor stays valid as long as the watchdog is the same (it is replaced only when the
-/// old one exited).
-fn watchdog_fd(binary: &Path) -> io::Result<RawFd> {
+/// Held by the caller until its child has registered: a watchdog replaced meanwhile must not
+/// close the descriptor (its number could be reused by another file).
+fn watchdog_fd(binary: &Path) -> io::Result<Arc<OwnedFd>> {
     let mut w = WATCHDOG.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(d) = w.as_mut()
         && d.child.try_wait()?.is_none()
     {
-        return Ok(d.tx.as_raw_fd());
+        return Ok(d.tx.clone());
     }
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two fds we then own; both close on exec (the read end is handed to the
@@ -65,9 +65,12 @@ fn watchdog_fd(binary: &Path) -> io::Result<RawFd> {
         // Its own group: a Ctrl-C meant for the server's terminal does not end it first.
         .process_group(0)
         .spawn()?;
-    let fd = tx.as_raw_fd();
-    *w = Some(Watchdog { tx, child });
-    Ok(fd)
+    let tx = Arc::new(tx);
+    *w = Some(Watchdog {
+        tx: tx.clone(),
+        child,
+    });
+    Ok(tx)
 }
 
 /// Tells the watchdog that group `pgid` is gone (it also finds out by itself within 200 ms).
@@ -215,7 +218,7 @@ pub(crate) fn spawn(
     }
     let cwd = cwd.map(|d| cstr(d.as_os_str().as_bytes())).transpose()?;
     let devnull = std::fs::File::open("/dev/null")?;
-    let watchdog = watchdog_fd(binary)?;
+    let watchdog_tx = watchdog_fd(binary)?;
     let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = envp_c.iter().map(|c| c.as_ptr()).collect();
@@ -234,7 +237,7 @@ pub(crate) fn spawn(
         runner: std::process::id() as libc::pid_t,
         stdin: devnull.as_raw_fd(),
         out,
-        watchdog,
+        watchdog: watchdog_tx.as_raw_fd(),
         mask,
         err: AtomicI32::new(0),
     };
@@ -258,6 +261,7 @@ pub(crate) fn spawn(
         pid
     };
     drop(stack);
+    drop(watchdog_tx);
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }

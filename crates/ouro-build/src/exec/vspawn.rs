@@ -85,8 +85,8 @@ pub(crate) fn forget_group(pgid: i32) {
     }
 }
 
-/// Whether this kernel has pidfds (checked once).
-fn pidfds_work() -> bool {
+/// Whether [`spawn`] works here: the kernel has pidfds (checked once).
+pub(crate) fn available() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OK.get_or_init(|| {
         // SAFETY: pidfd_open of our own pid; the fd is closed at once.
@@ -176,11 +176,6 @@ impl Drop for CloneChild {
                 unsafe { libc::waitpid(pid, &mut status, 0) };
             });
     }
-}
-
-/// Whether [`spawn`] works here (pidfds).
-pub(crate) fn available() -> bool {
-    pidfds_work()
 }
 
 /// `program` (found on `PATH` from `envs` when it has no slash) with `args`, exactly `envs` as its

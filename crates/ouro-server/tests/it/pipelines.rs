@@ -359,7 +359,7 @@ fn chain(n: usize) -> String {
 }
 
 #[tokio::test]
-async fn a_claim_looks_past_a_long_chain_of_waiting_jobs_and_reads_only_the_needed_states() {
+async fn a_claim_looks_past_a_long_chain_of_waiting_jobs_and_takes_each_once_its_need_is_done() {
     for db in backends() {
         let s = TestServer::start(&db).await;
         s.demo_project().await;
@@ -373,38 +373,26 @@ async fn a_claim_looks_past_a_long_chain_of_waiting_jobs_and_reads_only_the_need
         eventually(&s, RUNS, |b| runs_of(b).len() == 2).await;
         let store = &s.state.store;
 
-        let first = runs::claim_next(store, "r1", 60_000)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!((first.run.number, first.job.key.as_str()), (1, "c00"));
-        // The 39 waiting jobs of run 1 come first in the queue; run 2's ready job is past them.
-        let second = runs::claim_next(store, "r2", 60_000)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!((second.run.number, second.job.key.as_str()), (2, "c00"));
-        assert!(
-            runs::claim_next(store, "r3", 60_000)
+        // (run number, job key) of what `runner` claims, if anything.
+        let claim = |runner: &'static str| async move {
+            runs::claim_next(store, runner, 60_000)
                 .await
                 .unwrap()
-                .is_none()
-        );
+                .map(|c| (c.run.number, c.job.key.clone(), c))
+        };
+        let (run, key, first) = claim("r1").await.unwrap();
+        assert_eq!((run, key.as_str()), (1, "c00"));
+        // The 39 waiting jobs of run 1 come first in the queue; run 2's ready job is past them.
+        let (run, key, _) = claim("r2").await.unwrap();
+        assert_eq!((run, key.as_str()), (2, "c00"));
+        assert!(claim("r3").await.is_none());
 
         runs::finish_job(store, first.job.id, &first.token, "success", Some(0))
             .await
             .unwrap();
-        let next = runs::claim_next(store, "r1", 60_000)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!((next.run.number, next.job.key.as_str()), (1, "c01"));
-        assert!(
-            runs::claim_next(store, "r3", 60_000)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        let (run, key, _) = claim("r1").await.unwrap();
+        assert_eq!((run, key.as_str()), (1, "c01"));
+        assert!(claim("r3").await.is_none());
         s.stop().await;
     }
 }

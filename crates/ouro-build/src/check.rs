@@ -756,6 +756,20 @@ impl Checker<'_> {
                 }
             }
         }
+        if let Some(net) = job.get("network")
+            && net.v == V::Bool(false)
+            && job.get("executor").and_then(Node::as_str) != Some("sandbox")
+        {
+            self.push(
+                net.diag(
+                    self.file,
+                    diag::NETWORK_NEEDS_SANDBOX,
+                    format!("job `{id}` turns the network off, which only the sandbox can do"),
+                )
+                .with_label("the shell executor cannot take the network away")
+                .with_help("add `executor: sandbox` to the job, or remove `network: false`"),
+            );
+        }
         for (k, v) in job.map().unwrap_or_default() {
             match k.as_str() {
                 Some("if" | "steps") => {}

@@ -211,6 +211,10 @@ pub const CODES: &[(&str, &str)] = &[
         TOO_MANY_STEPS,
         "a job has more steps than the budget allows",
     ),
+    (
+        NETWORK_NEEDS_SANDBOX,
+        "a job sets `network: false` without `executor: sandbox`",
+    ),
 ];
 
 pub const NOT_UTF8: &str = "pipeline.not_utf8";
@@ -237,6 +241,7 @@ pub const INVALID_INPUT: &str = "pipeline.invalid_input";
 pub const EXPRESSION: &str = "pipeline.expression";
 pub const TOO_MANY_JOBS: &str = "pipeline.too_many_jobs";
 pub const TOO_MANY_STEPS: &str = "pipeline.too_many_steps";
+pub const NETWORK_NEEDS_SANDBOX: &str = "pipeline.network_needs_sandbox";
 
 /// The closest candidate to `word` by edit distance, when it is close enough to be a plausible
 /// typo (about a third of the word's length, at least 1).

@@ -192,7 +192,8 @@ pub fn prepare(
                 .timeout_minutes
                 .map_or(DEFAULT_JOB_TIMEOUT, crate::pipeline::minutes),
         ),
-        network: true,
+        network: job.spec.network.unwrap_or(true),
+        require_sandbox: job.spec.executor == Some(crate::pipeline::ExecutorKind::Sandbox),
         ..Default::default()
     };
     let hook: StepHook = Arc::new(move |_step, state| {

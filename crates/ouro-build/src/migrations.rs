@@ -59,4 +59,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0010_policies.sql"),
         postgres: include_str!("../migrations/postgres/0010_policies.sql"),
     },
+    Migration {
+        component: "build",
+        version: 11,
+        name: "executor",
+        sqlite: include_str!("../migrations/sqlite/0011_executor.sql"),
+        postgres: include_str!("../migrations/postgres/0011_executor.sql"),
+    },
 ];

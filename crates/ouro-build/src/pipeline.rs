@@ -231,6 +231,14 @@ pub struct Job {
     /// Runner labels the runner must all have (one or a list).
     #[serde(default, skip_serializing_if = "OneOrMany::is_empty")]
     pub runs_on: OneOrMany,
+    /// The executor the job must run on (`shell` or `sandbox`); only a runner offering it
+    /// claims the job. Default: the runner's own (docs/executors.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<ExecutorKind>,
+    /// `false`: the steps have no network (only `lo`). Needs `executor: sandbox`: the shell
+    /// executor cannot take the network away. Default: `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<bool>,
     /// A matrix: one job per combination of the axes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
@@ -347,6 +355,27 @@ pub struct Retry {
     /// Which failures are retried (default: both).
     #[serde(default = "RetryWhen::all")]
     pub when: Vec<RetryWhen>,
+}
+
+/// `executor:` of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorKind {
+    /// Local processes in a fresh workspace.
+    Shell,
+    /// The same inside bubblewrap: read-only host, private /tmp and /home, the server's and
+    /// other jobs' files hidden; never run unsandboxed.
+    Sandbox,
+}
+
+impl ExecutorKind {
+    /// The name runners offer it by (`shell`, `sandbox`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutorKind::Shell => "shell",
+            ExecutorKind::Sandbox => "sandbox",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -148,6 +148,9 @@ pub struct Job {
     pub reused_from: Option<i64>,
     /// The `runs-on` labels: only a runner having all of them claims the job.
     pub labels: Vec<String>,
+    /// The executor the job must run on (`shell`, `sandbox`); `None`: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
     /// `continue-on-error`: a failure or timeout of this job does not fail the run, and the
     /// jobs that need it run as if it had succeeded.
     #[serde(default)]
@@ -191,6 +194,8 @@ pub struct NewJob {
     pub cancel_in_progress: bool,
     /// `runs-on` labels.
     pub labels: Vec<String>,
+    /// See [`Job::executor`].
+    pub executor: Option<String>,
     /// `retry.max` (0: no retry) and `retry.when` (`infra_failure`, `script_failure`).
     pub retry_max: i64,
     pub retry_when: Vec<String>,
@@ -288,6 +293,7 @@ pub(crate) fn job_from(r: &Row) -> Result<Job, StoreError> {
             .into_iter()
             .filter_map(|v| v.as_str().map(String::from))
             .collect(),
+        executor: r.opt_text("executor")?,
         retry_max: r.i64("retry_max")?,
         retry_when: json_list(&r.text("retry_when")?)
             .into_iter()
@@ -403,6 +409,7 @@ pub fn jobs_of_plan(rp: &crate::plan::RunPlan) -> Vec<NewJob> {
                 group,
                 cancel_in_progress,
                 labels: j.spec.runs_on.to_vec(),
+                executor: j.spec.executor.map(|e| e.name().to_string()),
                 retry_max: j.spec.retry.as_ref().map_or(0, |r| i64::from(r.max)),
                 retry_when: j.spec.retry.as_ref().map_or_else(Vec::new, |r| {
                     r.when
@@ -622,8 +629,9 @@ pub(crate) async fn insert_run(
         for j in jobs {
             q(
                 "INSERT INTO build_jobs (run_id, job_key, name, needs, matrix, layer, status, \
-                 concurrency_group, labels, retry_max, retry_when, after_failure, continue_on_error) \
-               VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, $11, $12)",
+                 concurrency_group, labels, retry_max, retry_when, after_failure, continue_on_error, \
+                 executor) \
+               VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(id)
             .bind(j.key.clone())
@@ -637,6 +645,7 @@ pub(crate) async fn insert_run(
             .bind(serde_json::to_string(&j.retry_when).unwrap_or_else(|_| "[]".into()))
             .bind(j.after_failure)
             .bind(j.continue_on_error)
+            .bind(j.executor.clone())
             .execute(&mut *tx)
             .await?;
         }
@@ -1010,25 +1019,43 @@ pub struct Claim {
     pub token: String,
 }
 
+/// What a runner offers: its labels and its executors. It claims a job only when it has all of
+/// the job's `runs-on` labels and, when the job names an executor, offers that executor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Offer<'a> {
+    pub labels: &'a [String],
+    pub executors: &'a [String],
+}
+
+impl Offer<'_> {
+    /// Whether a runner with this offer may run `job`.
+    pub fn fits(&self, job: &Job) -> bool {
+        job.labels.iter().all(|l| self.labels.contains(l))
+            && job
+                .executor
+                .as_ref()
+                .is_none_or(|e| self.executors.contains(e))
+    }
+}
+
 /// Gives `runner_id` the oldest claimable job: a queued job of a queued or running run whose
-/// `needs` all succeeded (or were skipped) and without `runs-on` labels. A running job whose lease
-/// expired is not claimed here: the reaper ([`crate::runner::reap`]) re-queues or fails it. The
-/// lease lasts `lease_ms`; the claim is a compare-and-set on the job's version, so two runners
+/// `needs` all succeeded (or were skipped), without `runs-on` labels and not naming an
+/// executor. A running job whose lease expired is not claimed here: the reaper
+/// ([`crate::runner::reap`]) re-queues or fails it. The lease lasts `lease_ms`; the claim is a compare-and-set on the job's version, so two runners
 /// never hold the same job.
 pub async fn claim_next(
     store: &Store,
     runner_id: &str,
     lease_ms: i64,
 ) -> Result<Option<Claim>, StoreError> {
-    claim_next_labeled(store, runner_id, &[], lease_ms).await
+    claim_next_labeled(store, runner_id, Offer::default(), lease_ms).await
 }
 
-/// [`claim_next`] for a runner with `labels`: a job is claimed only when the runner has all of
-/// the job's `runs-on` labels.
+/// [`claim_next`] for a runner with `offer`: a job is claimed only when it [fits](Offer::fits).
 pub async fn claim_next_labeled(
     store: &Store,
     runner_id: &str,
-    labels: &[String],
+    offer: Offer<'_>,
     lease_ms: i64,
 ) -> Result<Option<Claim>, StoreError> {
     let mut candidates = Candidates::default();
@@ -1039,7 +1066,7 @@ pub async fn claim_next_labeled(
             return Ok(None);
         }
         for job in batch {
-            if !claim_ready(&mut store.read().await?, &mut states, &job, labels).await? {
+            if !claim_ready(&mut store.read().await?, &mut states, &job, offer).await? {
                 continue;
             }
             let mut tx = store.begin().await?;
@@ -1058,7 +1085,7 @@ pub async fn claim_next_labeled(
 pub async fn claim_next_in(
     tx: &mut Tx,
     runner_id: &str,
-    labels: &[String],
+    offer: Offer<'_>,
     lease_ms: i64,
 ) -> Result<Option<Claim>, StoreError> {
     let mut candidates = Candidates::default();
@@ -1069,7 +1096,7 @@ pub async fn claim_next_in(
             return Ok(None);
         }
         for job in batch {
-            if !claim_ready(&mut *tx, &mut states, &job, labels).await? {
+            if !claim_ready(&mut *tx, &mut states, &job, offer).await? {
                 continue;
             }
             q("SAVEPOINT ouro_claim").execute(&mut *tx).await?;
@@ -1131,16 +1158,16 @@ impl Candidates {
     }
 }
 
-/// Whether `job` may start on a runner with `labels`: it has the job's labels and the job's
+/// Whether `job` may start on a runner with `offer`: it [fits](Offer::fits) and the job's
 /// needs are done. `states` caches each run's job statuses as the run sees them
 /// (`effective_status`: continue-on-error failures count as done).
 async fn claim_ready(
     ex: &mut impl Executor,
     states: &mut HashMap<i64, HashMap<String, String>>,
     job: &Job,
-    labels: &[String],
+    offer: Offer<'_>,
 ) -> Result<bool, StoreError> {
-    if !job.labels.iter().all(|l| labels.contains(l)) {
+    if !offer.fits(job) {
         return Ok(false);
     }
     if job.needs.is_empty() {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use ouro_build::exec::{Checkout, Executor, ShellExecutor, StepStatus};
+use ouro_build::exec::{Checkout, Executor, SandboxConfig, ShellExecutor, StepStatus};
 use ouro_build::local::{self, LocalOptions, Progress};
 use ouro_build::plan::{self, EventKind, JobState, PlanError, RunPlan, RunStatus, Trigger};
 
@@ -271,7 +271,12 @@ pub fn run(args: RunArgs) -> i32 {
     ));
     let tty = stdout.is_terminal();
     let code = rt.block_on(async {
-        let executor: Arc<dyn Executor> = Arc::new(ShellExecutor::new(&work_root));
+        // Jobs with `executor: sandbox` run in bubblewrap (refused with the reason when it
+        // cannot run here); the others as plain processes.
+        let executor: Arc<dyn Executor> = Arc::new(ShellExecutor::shell_and_sandbox(
+            &work_root,
+            SandboxConfig::default(),
+        ));
         let (opts, cancel) = LocalOptions::new(args.slots.unwrap_or(0));
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {

@@ -55,6 +55,8 @@ pub struct HttpApi {
     client: reqwest::Client,
     base: String,
     token: String,
+    /// The executors it offers, sent with every claim (`shell,sandbox`).
+    executors: String,
 }
 
 fn failed(e: impl std::fmt::Display) -> ApiError {
@@ -128,7 +130,11 @@ impl RunnerApi for HttpApi {
 
     fn claim(&self, wait: Duration) -> BoxFuture<'_, Result<Option<ClaimedJob>, ApiError>> {
         Box::pin(async move {
-            let path = format!("/api/v1/runner/claim?wait={}", wait.as_secs());
+            let path = format!(
+                "/api/v1/runner/claim?wait={}&executors={}",
+                wait.as_secs(),
+                self.executors
+            );
             let (st, body) = self
                 .send(Method::POST, &path, None, None, None, wait + CALL)
                 .await?;
@@ -307,6 +313,10 @@ impl Executor for CleaningExecutor {
         self.inner.name()
     }
 
+    fn offers(&self) -> Vec<&'static str> {
+        self.inner.offers()
+    }
+
     fn available(&self) -> Result<(), String> {
         self.inner.available()
     }
@@ -412,9 +422,21 @@ pub async fn run(args: RunnerArgs) -> anyhow::Result<()> {
         })?;
         sandboxed
     } else {
-        ShellExecutor::new(&work)
+        // Jobs that ask for the sandbox (`executor: sandbox`) get it when bubblewrap works here;
+        // the others run unsandboxed.
+        let cfg = SandboxConfig {
+            hidden: vec![args.work_dir.canonicalize()?],
+            ..SandboxConfig::default()
+        };
+        match cfg.available() {
+            Ok(()) => ShellExecutor::shell_and_sandbox(&work, cfg),
+            Err(why) => {
+                eprintln!("no sandbox ({why}): jobs with `executor: sandbox` go to other runners");
+                ShellExecutor::new(&work)
+            }
+        }
     };
-    let executors = vec![shell.name().to_string()];
+    let executors: Vec<String> = shell.offers().into_iter().map(String::from).collect();
     let client = reqwest::Client::builder()
         .build()
         .context("cannot build the HTTP client")?;
@@ -423,6 +445,7 @@ pub async fn run(args: RunnerArgs) -> anyhow::Result<()> {
         client,
         base: base.clone(),
         token,
+        executors: executors.join(","),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -443,7 +466,7 @@ pub async fn run(args: RunnerArgs) -> anyhow::Result<()> {
         clones: clones.clone(),
     };
     eprintln!(
-        "runner: {slots} slots, labels {:?}, server {base}",
+        "runner: {slots} slots, labels {:?}, executors {executors:?}, server {base}",
         args.labels
     );
     ouro_build::runner::local::serve_slots(

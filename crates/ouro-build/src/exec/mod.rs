@@ -235,8 +235,13 @@ impl ExecError {
 /// process of the job on cancel, timeout and job end; emit events through the bounded channel
 /// (awaiting sends is the backpressure); never run a `require_sandbox` job unsandboxed.
 pub trait Executor: Send + Sync {
-    /// `shell`, `sandbox`, ...: what the runner advertises.
+    /// `shell`, `sandbox`, ...: the executor a job that names none runs on.
     fn name(&self) -> &'static str;
+    /// Every executor this one can run a job as: what the runner advertises, and the jobs
+    /// naming one of them (`executor:`) it may claim.
+    fn offers(&self) -> Vec<&'static str> {
+        vec![self.name()]
+    }
     /// Whether this executor can run on this machine now (with the reason when not).
     fn available(&self) -> Result<(), String>;
     fn run<'a>(

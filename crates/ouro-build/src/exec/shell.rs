@@ -51,6 +51,9 @@ pub struct ShellExecutor {
     pub keep_workspace: bool,
     /// `Some`: the `sandbox` executor.
     pub sandbox: Option<SandboxConfig>,
+    /// With `sandbox`: only the jobs that require it run in the sandbox, the others as the
+    /// `shell` executor would run them; the runner offers both executors.
+    pub sandbox_on_demand: bool,
     /// The exec wrapper that starts step processes without forking the runner (see
     /// [`super::spawn`]); by default the one set with [`super::spawn::set_wrapper`].
     pub exec_wrapper: Option<PathBuf>,
@@ -74,6 +77,7 @@ impl ShellExecutor {
             grace: Duration::from_secs(5),
             keep_workspace: false,
             sandbox: None,
+            sandbox_on_demand: false,
             exec_wrapper: super::spawn::wrapper().map(Path::to_path_buf),
             cache_dir: None,
             one_exec: true,
@@ -88,14 +92,38 @@ impl ShellExecutor {
             ..Self::new(work_root)
         }
     }
+
+    /// Both executors: `shell` for ordinary jobs, `sandbox` for the jobs that require it
+    /// (`executor: sandbox`). Check [`SandboxConfig::available`] first: this offers `sandbox`.
+    pub fn shell_and_sandbox(work_root: impl Into<PathBuf>, cfg: SandboxConfig) -> Self {
+        ShellExecutor {
+            sandbox_on_demand: true,
+            ..Self::sandboxed(work_root, cfg)
+        }
+    }
+
+    /// The sandbox `job` runs in (`None`: it runs unsandboxed).
+    fn sandbox_for(&self, job: &JobSpec) -> Option<&SandboxConfig> {
+        self.sandbox
+            .as_ref()
+            .filter(|_| job.require_sandbox || !self.sandbox_on_demand)
+    }
 }
 
 impl Executor for ShellExecutor {
     fn name(&self) -> &'static str {
-        if self.sandbox.is_some() {
+        if self.sandbox.is_some() && !self.sandbox_on_demand {
             "sandbox"
         } else {
             "shell"
+        }
+    }
+
+    fn offers(&self) -> Vec<&'static str> {
+        if self.sandbox.is_some() && self.sandbox_on_demand {
+            vec!["shell", "sandbox"]
+        } else {
+            vec![self.name()]
         }
     }
 
@@ -507,12 +535,13 @@ fn shell_argv(shell: Option<&str>, file: &str) -> Result<Vec<String>, ExecError>
 impl ShellExecutor {
     async fn run_job(&self, job: &JobSpec, ctx: JobContext) -> Result<JobOutcome, ExecError> {
         validate(job)?;
-        if job.require_sandbox && self.sandbox.is_none() {
+        let sandbox = self.sandbox_for(job);
+        if job.require_sandbox && sandbox.is_none() {
             return Err(ExecError::Refused(
                 "the job requires the sandbox executor; this is the shell executor".into(),
             ));
         }
-        if self.sandbox.is_some() {
+        if sandbox.is_some() {
             self.available().map_err(|why| {
                 ExecError::Refused(format!("the sandbox is not available: {why}"))
             })?;
@@ -755,7 +784,7 @@ impl ShellExecutor {
                 None => ws.clone(),
             };
             let argv = shell_argv(step.shell.as_deref(), &script.display().to_string())?;
-            let mut cmd = match &self.sandbox {
+            let mut cmd = match sandbox {
                 None => {
                     let mut c = Command::new(&argv[0]);
                     c.args(&argv[1..]).current_dir(&cwd);
@@ -777,7 +806,7 @@ impl ShellExecutor {
                 }
             };
             cmd.env_clear();
-            let tmpdir = if self.sandbox.is_some() {
+            let tmpdir = if sandbox.is_some() {
                 PathBuf::from("/tmp")
             } else {
                 tmp.clone()

@@ -38,6 +38,8 @@ pub struct LocalApi {
     pub data_dir: PathBuf,
     pub runner_id: String,
     pub labels: Vec<String>,
+    /// The executors it offers (`shell`, `sandbox`).
+    pub executors: Vec<String>,
     /// Seals and opens project secrets (the instance key).
     pub secrets: SecretBox,
     /// Where artifacts and caches go (`None`: jobs get no artifact/cache hooks).
@@ -51,6 +53,15 @@ pub struct LocalApi {
 pub struct LocalFiles {
     pub blobs: Arc<dyn BlobStore>,
     pub settings: StorageSettings,
+}
+
+impl LocalApi {
+    fn offer(&self) -> crate::runs::Offer<'_> {
+        crate::runs::Offer {
+            labels: &self.labels,
+            executors: &self.executors,
+        }
+    }
 }
 
 impl RunnerApi for LocalApi {
@@ -84,7 +95,7 @@ impl RunnerApi for LocalApi {
                     &self.data_dir,
                     &self.secrets,
                     &self.runner_id,
-                    &self.labels,
+                    self.offer(),
                     CheckoutKind::Local,
                 )
                 .await
@@ -156,7 +167,7 @@ impl RunnerApi for LocalApi {
             let next = server::NextClaim {
                 sbox: &self.secrets,
                 runner_id: &self.runner_id,
-                labels: &self.labels,
+                offer: self.offer(),
                 kind: CheckoutKind::Local,
             };
             server::finish_then_claim(
@@ -312,7 +323,11 @@ pub struct LocalRunner {
 /// Whether the in-process runner's sandbox can run here (bubblewrap creating namespaces);
 /// `Err` says why.
 pub fn sandbox_available() -> Result<(), String> {
-    crate::exec::SandboxConfig::default().available()
+    // Checked once per process: it starts bubblewrap, and the answer does not change.
+    static CHECKED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    CHECKED
+        .get_or_init(|| crate::exec::SandboxConfig::default().available())
+        .clone()
 }
 
 /// Starts the in-process runner and the reaper; they stop when `stop` turns `true`.
@@ -349,25 +364,34 @@ pub async fn start(
             labels.push(l.clone());
         }
     }
+    // Jobs must not see the data dir (the database, keys, other jobs); the executor binds the
+    // job's own directory and its checkout's objects back in.
+    let sandbox = crate::exec::SandboxConfig {
+        hidden: vec![cfg.data_dir.clone()],
+        ..Default::default()
+    };
     let mut ex = if cfg.sandbox {
-        // Jobs must not see the data dir (the database, keys, other jobs); the executor binds
-        // the job's own directory and its checkout's objects back in.
-        ShellExecutor::sandboxed(
-            &work,
-            crate::exec::SandboxConfig {
-                hidden: vec![cfg.data_dir.clone()],
-                ..Default::default()
-            },
-        )
+        ShellExecutor::sandboxed(&work, sandbox)
     } else {
-        ShellExecutor::new(&work)
+        let check = tokio::task::spawn_blocking(sandbox_available).await;
+        match check.unwrap_or_else(|e| Err(e.to_string())) {
+            // Jobs that ask for the sandbox (`executor: sandbox`) get it; the others run as shell.
+            Ok(()) => ShellExecutor::shell_and_sandbox(&work, sandbox),
+            Err(why) => {
+                tracing::info!(
+                    "the in-process runner offers no sandbox ({why}); jobs with \
+                     `executor: sandbox` wait for a runner that does"
+                );
+                ShellExecutor::new(&work)
+            }
+        }
     };
     // Commit trees checked out once, and finished workspaces removed in the background; emptied
     // at start like the work directory.
     let cache = cache_dir(&cfg.data_dir);
     crate::exec::trees::clear(&cache);
     ex.cache_dir = Some(cache);
-    let executors = vec![ex.name().to_string()];
+    let executors: Vec<String> = ex.offers().into_iter().map(String::from).collect();
     if let Err(e) = server::upsert_runner(
         &store,
         LOCAL_ID,
@@ -385,6 +409,7 @@ pub async fn start(
         data_dir: cfg.data_dir.clone(),
         runner_id: LOCAL_ID.into(),
         labels,
+        executors,
         secrets: cfg.secrets.clone(),
         files: cfg.files.clone(),
         server_url: cfg.server_url.clone(),

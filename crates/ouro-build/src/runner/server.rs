@@ -142,7 +142,7 @@ pub async fn claim(
     data_dir: &Path,
     sbox: &SecretBox,
     runner_id: &str,
-    labels: &[String],
+    offer: runs::Offer<'_>,
     kind: CheckoutKind,
 ) -> Result<Option<ClaimedJob>, StoreError> {
     if draining(store, runner_id).await? {
@@ -150,7 +150,7 @@ pub async fn claim(
     }
     loop {
         let lease = super::lease_ms(data_dir);
-        let Some(c) = runs::claim_next_labeled(store, runner_id, labels, lease).await? else {
+        let Some(c) = runs::claim_next_labeled(store, runner_id, offer, lease).await? else {
             return Ok(None);
         };
         match claimed(store, data_dir, sbox, &c, kind).await {
@@ -484,7 +484,7 @@ pub async fn finish(
 pub struct NextClaim<'a> {
     pub sbox: &'a SecretBox,
     pub runner_id: &'a str,
-    pub labels: &'a [String],
+    pub offer: runs::Offer<'a>,
     pub kind: CheckoutKind,
 }
 
@@ -577,7 +577,7 @@ pub async fn finish_then_claim(
     let claim = match &next {
         Some(n) => {
             let lease = super::lease_ms(data_dir);
-            runs::claim_next_in(&mut tx, n.runner_id, n.labels, lease).await?
+            runs::claim_next_in(&mut tx, n.runner_id, n.offer, lease).await?
         }
         None => None,
     };
@@ -725,6 +725,16 @@ pub struct RunnerInfo {
     pub last_contact_at: Option<i64>,
     /// The jobs it runs now.
     pub jobs: Vec<CurrentJob>,
+}
+
+impl RunnerInfo {
+    /// What it claims jobs with: its labels and executors.
+    pub fn offer(&self) -> runs::Offer<'_> {
+        runs::Offer {
+            labels: &self.labels,
+            executors: &self.executors,
+        }
+    }
 }
 
 /// A job a runner runs now.
@@ -910,6 +920,7 @@ pub async fn register(
             return Err(OuroError::field("labels", format!("invalid label {l:?}")).into());
         }
     }
+    check_executors(executors)?;
     if !(1..=256).contains(&slots) {
         return Err(OuroError::field("slots", "1 to 256").into());
     }
@@ -951,6 +962,41 @@ pub async fn register(
     .await?;
     tx.commit().await?;
     Ok(Registered { id, token })
+}
+
+/// The executors a runner may offer.
+pub const EXECUTORS: &[&str] = &["shell", "sandbox"];
+
+fn check_executors(executors: &[String]) -> Result<(), StoreError> {
+    match executors.iter().find(|e| !EXECUTORS.contains(&e.as_str())) {
+        Some(e) => Err(OuroError::field(
+            "executors",
+            format!("unknown executor {e:?}: one of {}", EXECUTORS.join(", ")),
+        )
+        .into()),
+        None => Ok(()),
+    }
+}
+
+/// Records the executors a registered runner offers now: it may have restarted with or
+/// without the sandbox since it registered. Only a change is written.
+pub async fn set_executors(
+    store: &Store,
+    runner: &RunnerInfo,
+    executors: &[String],
+) -> Result<(), StoreError> {
+    check_executors(executors)?;
+    if runner.executors == executors {
+        return Ok(());
+    }
+    let mut tx = store.begin().await?;
+    q("UPDATE build_runners SET executors = $1 WHERE id = $2")
+        .bind(json!(executors).to_string())
+        .bind(&runner.id)
+        .execute(&mut tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// The runner a runner token belongs to.

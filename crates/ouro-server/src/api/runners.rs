@@ -51,6 +51,10 @@ pub fn register(reg: &mut Registry) {
         "Runner: wait up to `wait` seconds (default 25, at most 60) for a job → 200 with the job, or 204 when none came; runner token as Bearer",
     )
     .query("wait", "Seconds to wait for a job (0 to 60, default 25)")
+    .query(
+        "executors",
+        "The executors the runner offers now, comma-separated (`shell`, `sandbox`); recorded on the runner. Absent: those it registered with",
+    )
     .response::<ClaimedJob>(200);
     reg.route(
         Method::POST,
@@ -181,6 +185,8 @@ pub struct RegistrationToken {
 #[derive(Debug, Deserialize)]
 pub struct ClaimQuery {
     wait: Option<u64>,
+    /// The executors the runner offers now, comma-separated (absent: those it registered).
+    executors: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,7 +252,17 @@ async fn claim(
     headers: HeaderMap,
     Query(q): Query<ClaimQuery>,
 ) -> ApiResult<Response> {
-    let runner = runner_of(&st, &headers).await?;
+    let mut runner = runner_of(&st, &headers).await?;
+    if let Some(list) = &q.executors {
+        let executors: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(String::from)
+            .collect();
+        rs::set_executors(&st.store, &runner, &executors).await?;
+        runner.executors = executors;
+    }
     let wait = Duration::from_secs(q.wait.unwrap_or(25).min(60));
     let mut shutdown = st.shutting_down.clone();
     rs::touch(&st.store, &runner.id).await?;
@@ -257,7 +273,7 @@ async fn claim(
             &st.settings.data_dir,
             &st.secrets,
             &runner.id,
-            &runner.labels,
+            runner.offer(),
             CheckoutKind::Http,
         )
     });

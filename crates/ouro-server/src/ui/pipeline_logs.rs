@@ -158,6 +158,8 @@ struct JobPage<'a> {
     attempts: Vec<AttemptLink>,
     latest_attempt: i64,
     runner: String,
+    /// What a runner needs to take the job (`runs-on` labels, executor); empty: any runner.
+    requires: String,
     reason: String,
     exit_code: String,
     started: Option<When>,
@@ -179,6 +181,21 @@ struct JobPage<'a> {
     download_url: String,
     stream_url: String,
     job_url: String,
+}
+
+/// "labels linux, gpu and the sandbox executor": what a runner must have to take a job.
+fn requirements(labels: &[String], executor: Option<&str>) -> String {
+    let labels = match labels {
+        [] => String::new(),
+        [one] => format!("label {one}"),
+        many => format!("labels {}", many.join(", ")),
+    };
+    match (labels.is_empty(), executor) {
+        (true, None) => String::new(),
+        (false, None) => labels,
+        (true, Some(e)) => format!("the {e} executor"),
+        (false, Some(e)) => format!("{labels} and the {e} executor"),
+    }
 }
 
 async fn show(
@@ -248,6 +265,7 @@ async fn show(
             .collect(),
         latest_attempt: job.attempt,
         runner: job.runner_id.clone().unwrap_or_default(),
+        requires: requirements(&job.labels, job.executor.as_deref()),
         reason: job.reason.clone().unwrap_or_default(),
         exit_code: job.exit_code.map(|c| c.to_string()).unwrap_or_default(),
         started: job.started_at.map(When::of),
@@ -337,4 +355,21 @@ async fn graph(
             ));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::requirements;
+
+    #[test]
+    fn requirements_name_the_labels_and_the_executor() {
+        let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(requirements(&[], None), "");
+        assert_eq!(requirements(&l(&["gpu"]), None), "label gpu");
+        assert_eq!(
+            requirements(&l(&["linux", "gpu"]), Some("sandbox")),
+            "labels linux, gpu and the sandbox executor"
+        );
+        assert_eq!(requirements(&[], Some("shell")), "the shell executor");
+    }
 }

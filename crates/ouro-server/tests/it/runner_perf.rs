@@ -10,7 +10,7 @@ use crate::code_hosting::app_checkout;
 use crate::support::*;
 use ouro_build::runner::server::{self as rs, CheckoutKind};
 use ouro_build::runner::{ClaimedJob, JobResult, wake};
-use ouro_build::runs;
+use ouro_build::runs::{self, Offer};
 use ouro_server::Settings;
 use reqwest::Method;
 use serde_json::Value;
@@ -55,8 +55,15 @@ fn claimer(
             let attempts = attempts.clone();
             let tx = tx.take();
             async move {
-                let got =
-                    rs::claim(&store, &dir, &sbox, "perf-test", &[], CheckoutKind::Local).await;
+                let got = rs::claim(
+                    &store,
+                    &dir,
+                    &sbox,
+                    "perf-test",
+                    Offer::default(),
+                    CheckoutKind::Local,
+                )
+                .await;
                 attempts.fetch_add(1, Ordering::SeqCst);
                 if let (Ok(None), Some(tx)) = (&got, tx) {
                     let _ = tx.send(());
@@ -195,7 +202,7 @@ async fn finishing_a_job_claims_the_next_in_the_same_transaction_and_never_hands
         let next = |runner: &'static str| rs::NextClaim {
             sbox,
             runner_id: runner,
-            labels: &[],
+            offer: Offer::default(),
             kind: CheckoutKind::Local,
         };
         let second = rs::finish_then_claim(
@@ -223,7 +230,11 @@ async fn finishing_a_job_claims_the_next_in_the_same_transaction_and_never_hands
                 .unwrap()
                 .is_none()
         );
-        let gpu = runs::claim_next_labeled(store, "gpu-runner", &["gpu".to_string()], 60_000)
+        let gpu_offer = Offer {
+            labels: &["gpu".to_string()],
+            executors: &[],
+        };
+        let gpu = runs::claim_next_labeled(store, "gpu-runner", gpu_offer, 60_000)
             .await
             .unwrap()
             .expect("gpu is claimable by a gpu runner");

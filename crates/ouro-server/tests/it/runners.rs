@@ -764,3 +764,174 @@ jobs:
         s.stop().await;
     }
 }
+
+/// `executor:` routes jobs: a runner that offers only `shell` never gets a job that names
+/// `sandbox`, one that offers it does; a runner says what it offers now with each claim (it may
+/// have restarted with the sandbox), and an unknown executor is refused.
+#[tokio::test]
+async fn jobs_naming_an_executor_go_only_to_runners_that_offer_it() {
+    for db in backends() {
+        let s = TestServer::start(&db).await;
+        let pipeline = "on:\n  push: {}\njobs:\n  boxed:\n    executor: sandbox\n    network: false\n    steps:\n      - run: 'true'\n  plain:\n    executor: shell\n    steps:\n      - run: 'true'\n";
+        push_pipeline(&s, pipeline).await;
+        let run = eventually(&s, &format!("{RUNS}/1"), |b| {
+            b["jobs"].as_array().is_some_and(|a| a.len() == 2)
+        })
+        .await;
+        let executor_of = |key: &str| {
+            run["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|j| j["key"] == key)
+                .map(|j| j["executor"].clone())
+        };
+        assert_eq!(executor_of("boxed"), Some(Value::from("sandbox")), "{run}");
+        assert_eq!(executor_of("plain"), Some(Value::from("shell")), "{run}");
+        let (id, token) = register(&s, "shell only", &[]).await;
+        const CLAIM: &str = "/api/v1/runner/claim?wait=0";
+
+        let (st, plain) = runner_call(&s, Method::POST, CLAIM, &token, None, None).await;
+        assert_eq!(st, 200, "{plain}");
+        assert_eq!(plain["job_key"], "plain");
+        // `boxed` is queued, but not for this runner.
+        let (st, none) = runner_call(&s, Method::POST, CLAIM, &token, None, None).await;
+        assert_eq!(st, 204, "{none}");
+        let (st, err) = runner_call(
+            &s,
+            Method::POST,
+            &format!("{CLAIM}&executors=shell,docker"),
+            &token,
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(st, 422, "{err}");
+        assert_eq!(error_code(&err), "request.validation_failed", "{err}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains("docker"),
+            "{err}"
+        );
+
+        // Restarted with bubblewrap: it now offers both, gets `boxed`, and is listed so.
+        let (st, boxed) = runner_call(
+            &s,
+            Method::POST,
+            &format!("{CLAIM}&executors=shell,sandbox"),
+            &token,
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(st, 200, "{boxed}");
+        assert_eq!(boxed["job_key"], "boxed");
+        let (_, list) = s.admin(Method::GET, "/api/v1/admin/runners", None).await;
+        let me = list["runners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("runner {id} not listed: {list}"));
+        assert_eq!(
+            me["executors"],
+            serde_json::json!(["shell", "sandbox"]),
+            "{me}"
+        );
+        s.stop().await;
+    }
+}
+
+/// The in-process runner offers both executors where bubblewrap works: a job with
+/// `executor: sandbox` and `network: false` runs in the sandbox (the data dir hidden, only the
+/// loopback interface), while a job without runs as plain processes beside it.
+#[tokio::test]
+async fn the_in_process_runner_sandboxes_the_jobs_that_ask_for_it() {
+    for db in backends() {
+        let s = TestServer::start_with(
+            &db,
+            Options {
+                tweak: |st: &mut ouro_server::Settings| st.runner_slots = 2,
+                ..Options::default()
+            },
+        )
+        .await;
+        s.demo_project().await;
+        let secret = std::fs::read_dir(&s.state.settings.data_dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.is_file())
+            .expect("a file in the data dir");
+        // `/proc/net/dev` lists the interfaces of the step's own network namespace.
+        let pipeline = format!(
+            "on:
+  push:
+    branches: [main]
+jobs:
+  boxed:
+    executor: sandbox
+    network: false
+    steps:
+      - run: test ! -e '{secret}' && echo data-dir-hidden
+      - run: |
+          echo \"interfaces: $(awk -F: 'NR > 2 {{ gsub(/ /, \"\", $1); print $1 }}' /proc/net/dev | tr '\\n' ' ')\"
+  plain:
+    steps:
+      - run: test -e '{secret}' && echo data-dir-visible
+",
+            secret = secret.display()
+        );
+        let (git, work, _) = app_checkout(&s).await;
+        std::fs::create_dir_all(work.join(".ouro/pipelines")).unwrap();
+        git.commit(&work, ".ouro/pipelines/ci.yml", &pipeline, "CI")
+            .await;
+        git.run(&work, &["push", "-q", "origin", "main"]).await;
+        let run = run_finished(&s, 1).await;
+        let log = |key: &str| {
+            let job = run["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|j| j["key"] == key)
+                .unwrap_or_else(|| panic!("no job {key}: {run}"));
+            String::from_utf8_lossy(&log_of(&s, job["id"].as_i64().unwrap(), 1)).into_owned()
+        };
+        let (boxed, plain) = (log("boxed"), log("plain"));
+        let boxed_id = run["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["key"] == "boxed")
+            .unwrap()["id"]
+            .clone();
+        let (st, page) = s
+            .admin_page(&format!("/projects/demo/pipelines/1/jobs/{boxed_id}"))
+            .await;
+        assert_eq!(st, 200, "{page}");
+        assert!(
+            page.contains(
+                r#"<span id="job-requires">for a runner with the sandbox executor</span>"#
+            ),
+            "{page}"
+        );
+        assert_eq!(run["status"], "success", "{run}\n{boxed}\n{plain}");
+        assert!(boxed.contains("data-dir-hidden\n"), "{boxed}");
+        assert!(boxed.contains("interfaces: lo \n"), "{boxed}");
+        assert!(plain.contains("data-dir-visible\n"), "{plain}");
+        let (_, list) = s.admin(Method::GET, "/api/v1/admin/runners", None).await;
+        let local = list["runners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == "local")
+            .cloned()
+            .unwrap_or_else(|| panic!("no in-process runner: {list}"));
+        assert_eq!(
+            local["executors"],
+            serde_json::json!(["shell", "sandbox"]),
+            "{local}"
+        );
+        s.stop().await;
+    }
+}

@@ -175,3 +175,42 @@ jobs:
     let o = ouro_run(d.path(), &["--event", "manual", "--input", "level=mid"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
 }
+
+/// `executor: sandbox` runs that job in bubblewrap on the developer's machine too: the host is
+/// read-only and, with `network: false`, only `lo` exists; the other job runs as it always did.
+#[test]
+fn a_job_that_asks_for_the_sandbox_runs_in_it_locally() {
+    let d = tempfile::tempdir().unwrap();
+    let outside = d.path().canonicalize().unwrap();
+    let probe = |name: &str| {
+        format!(
+            "if touch '{}/{name}' 2>/dev/null; then echo {name}-writable; else echo {name}-read-only; fi",
+            outside.display()
+        )
+    };
+    let pipeline = format!(
+        "on: push
+jobs:
+  boxed:
+    executor: sandbox
+    network: false
+    steps:
+      - run: {}
+      - run: |
+          echo \"interfaces: $(awk -F: 'NR > 2 {{ gsub(/ /, \"\", $1); print $1 }}' /proc/net/dev | tr '\\n' ' ')\"
+  plain:
+    steps:
+      - run: {}
+",
+        probe("boxed"),
+        probe("plain")
+    );
+    let r = repo(&[(".ouro/pipelines/ci.yml", &pipeline)]);
+    let o = ouro_run(r.path(), &["--slots", "2"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("[boxed] boxed-read-only"), "{out}");
+    assert!(out.contains("[boxed] interfaces: lo \n"), "{out}");
+    assert!(out.contains("[plain] plain-writable"), "{out}");
+    assert!(!outside.join("boxed").exists());
+}

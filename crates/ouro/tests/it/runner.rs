@@ -29,27 +29,13 @@ fn git(dir: &Path, args: &[&str]) {
     );
 }
 
-const CI: &str = "name: CI
-on:
-  push:
-    branches: [main]
-jobs:
-  build:
-    runs-on: remote
-    steps:
-      - run: cat README.md; echo built-remotely
-  test:
-    needs: build
-    runs-on: remote
-    steps:
-      - run: test -f README.md && echo tested
-";
-
 /// What one pipeline run on a separate `ouro runner` left behind.
 struct Ran {
     run: Value,
     /// The first job's log.
     log: String,
+    /// Every job's log, in the run's order.
+    logs: Vec<String>,
     runner_dir: std::path::PathBuf,
     runners: Value,
 }
@@ -125,11 +111,18 @@ async fn run_on_runner(
         assert!(Instant::now() < deadline, "the run did not finish: {r}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let id = run["jobs"][0]["id"].as_i64().unwrap();
-    let log = ouro_build::logs::LogReader::open(&ouro_build::runs::log_dir(&data_dir, id, 1))
+    let logs: Vec<String> = run["jobs"]
+        .as_array()
         .unwrap()
-        .read_all()
-        .unwrap();
+        .iter()
+        .map(|j| {
+            let dir = ouro_build::runs::log_dir(&data_dir, j["id"].as_i64().unwrap(), 1);
+            let log = ouro_build::logs::LogReader::open(&dir)
+                .and_then(|r| r.read_all())
+                .unwrap_or_default();
+            String::from_utf8_lossy(&log).into_owned()
+        })
+        .collect();
     let runners: Value = client
         .get(format!("{base}/api/v1/admin/runners"))
         .bearer_auth(&token)
@@ -143,7 +136,8 @@ async fn run_on_runner(
     srv.stop().await;
     Ran {
         run,
-        log: String::from_utf8_lossy(&log).into_owned(),
+        log: logs[0].clone(),
+        logs,
         runner_dir: dir.keep().join("runner"),
         runners,
     }
@@ -152,19 +146,55 @@ async fn run_on_runner(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ouro_runner_runs_a_pushed_pipeline_to_success() {
     for db in backends() {
-        let ran = run_on_runner(&db, &[], |_| CI.to_string()).await;
+        // `test` asks for the sandbox without network: the runner offers it (bubblewrap works
+        // here) and runs that job, and only that one, inside it.
+        let ran = run_on_runner(&db, &[], |runner_dir| {
+            let token = runner_dir.join("runner.json");
+            format!(
+                "name: CI
+on:
+  push:
+    branches: [main]
+jobs:
+  build:
+    runs-on: remote
+    steps:
+      - run: cat README.md; echo built-remotely
+      - run: test -e '{token}' && echo token-visible
+  test:
+    needs: build
+    runs-on: remote
+    executor: sandbox
+    network: false
+    steps:
+      - run: test ! -e '{token}' && echo token-hidden
+      - run: |
+          echo \"interfaces: $(awk -F: 'NR > 2 {{ gsub(/ /, \"\", $1); print $1 }}' /proc/net/dev | tr '\\n' ' ')\"
+",
+                token = token.display()
+            )
+        })
+        .await;
         assert_eq!(ran.run["status"], "success", "{}", ran.run);
         assert!(
             ran.log.contains("hello from the repo\nbuilt-remotely\n"),
             "{}",
             ran.log
         );
+        assert!(ran.log.contains("token-visible\n"), "{}", ran.log);
+        let sandboxed = &ran.logs[1];
+        assert!(sandboxed.contains("token-hidden\n"), "{sandboxed}");
+        assert!(sandboxed.contains("interfaces: lo \n"), "{sandboxed}");
         // The runner is registered (its token kept in the work dir) and listed.
         assert!(ran.runner_dir.join("runner.json").exists());
         let list = &ran.runners;
         assert_eq!(list["runners"][0]["name"], "test-runner", "{list}");
         assert_eq!(list["runners"][0]["labels"], json!(["remote", "linux"]));
-        assert_eq!(list["runners"][0]["executors"], json!(["shell"]), "{list}");
+        assert_eq!(
+            list["runners"][0]["executors"],
+            json!(["shell", "sandbox"]),
+            "{list}"
+        );
         let _ = std::fs::remove_dir_all(ran.runner_dir.parent().unwrap());
     }
 }

@@ -161,11 +161,12 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf, bool)>, LogError> {
     Ok(out)
 }
 
-fn read_segment(path: &Path, sealed: bool) -> Result<Vec<u8>, LogError> {
+/// A segment's bytes; `size`: its length when known (the buffer is allocated once, not grown).
+fn read_segment(path: &Path, sealed: bool, size: usize) -> Result<Vec<u8>, LogError> {
     if sealed {
         let f = File::open(path)?;
         let mut d = zstd::stream::read::Decoder::new(f)?;
-        let mut v = Vec::new();
+        let mut v = Vec::with_capacity(size);
         d.read_to_end(&mut v)?;
         Ok(v)
     } else {
@@ -246,7 +247,7 @@ impl LogWriter {
                     "segment at {start}, expected {stored}"
                 )));
             }
-            let bytes = read_segment(path, *sealed)?;
+            let bytes = read_segment(path, *sealed, 0)?;
             stored += bytes.len() as u64;
             if !*sealed {
                 last_tail = Some((*start, bytes));
@@ -519,7 +520,7 @@ impl Reader {
             let len = if *sealed {
                 match raw.get(i + 1) {
                     Some((next, _, _)) => next - start,
-                    None => read_segment(path, true)?.len() as u64,
+                    None => read_segment(path, true, 0)?.len() as u64,
                 }
             } else {
                 fs::metadata(path)?.len()
@@ -566,6 +567,49 @@ impl Reader {
         self.read_range(0, self.len)
     }
 
+    /// Bytes from `start` to the end of the segment that holds it, at most to `end` (empty when
+    /// `start == end`). A sealed segment is decompressed straight into the returned buffer: a
+    /// log streamed chunk by chunk holds one segment per chunk and copies nothing twice.
+    pub fn chunk_from(&self, start: u64, end: u64) -> Result<Vec<u8>, LogError> {
+        if start > end || end > self.len {
+            return Err(LogError::Range {
+                start,
+                end,
+                len: self.len,
+            });
+        }
+        let Some((s, len, path, sealed)) = self
+            .segs
+            .iter()
+            .find(|(s, len, _, _)| *s <= start && start < s + len)
+        else {
+            return Ok(Vec::new());
+        };
+        let a = (start - s) as usize;
+        let b = (end.min(s + len) - s) as usize;
+        let whole = |path: &Path| -> Result<Vec<u8>, LogError> {
+            let mut v = read_segment(path, true, *len as usize)?;
+            v.truncate(b);
+            v.drain(..a);
+            Ok(v)
+        };
+        if *sealed {
+            return whole(path);
+        }
+        match File::open(path) {
+            Ok(f) => {
+                let mut v = Vec::with_capacity(b - a);
+                let mut f = f;
+                f.seek(SeekFrom::Start(a as u64))?;
+                f.take((b - a) as u64).read_to_end(&mut v)?;
+                Ok(v)
+            }
+            // Sealed since this reader listed the directory.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => whole(&self.dir.join(seg_name(*s))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Streams bytes `start..end` into `w`, one segment in memory at a time.
     pub fn copy_range(&self, start: u64, end: u64, w: &mut dyn Write) -> Result<(), LogError> {
         if start > end || end > self.len {
@@ -583,7 +627,7 @@ impl Reader {
             let a = start.max(s) - s;
             let b = end.min(e) - s;
             if *sealed {
-                let bytes = read_segment(path, true)?;
+                let bytes = read_segment(path, true, *len as usize)?;
                 w.write_all(&bytes[a as usize..b as usize])?;
             } else {
                 match File::open(path) {
@@ -594,7 +638,7 @@ impl Reader {
                     }
                     // Sealed since this reader listed the directory.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        let bytes = read_segment(&self.dir.join(seg_name(s)), true)?;
+                        let bytes = read_segment(&self.dir.join(seg_name(s)), true, *len as usize)?;
                         w.write_all(&bytes[a as usize..b as usize])?;
                     }
                     Err(e) => return Err(e.into()),

@@ -236,3 +236,39 @@ fn a_reader_follows_a_live_log() {
     let expected: String = (0..50).map(|i| format!("line {i}\n")).collect();
     assert_eq!(String::from_utf8(seen).unwrap(), expected);
 }
+
+proptest! {
+    /// Chunk by chunk from any offset, a log comes back byte-exact, each chunk within one
+    /// segment, while the log is live (a tail not yet sealed) and once it is finished.
+    #[test]
+    fn chunks_from_any_offset_are_the_stored_bytes_one_segment_at_a_time(
+        data in proptest::collection::vec(any::<u8>(), 1..3000),
+        seg in 1usize..700,
+        from in 0usize..3000,
+        finish in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = LogWriter::create(dir.path(), cfg(1 << 20, seg)).unwrap();
+        w.append(0, &data, 1).unwrap();
+        if finish {
+            w.finish().unwrap();
+        }
+        let r = LogReader::open(dir.path()).unwrap();
+        let len = r.len();
+        prop_assert_eq!(len, data.len() as u64);
+        let end = len - (len / 5);
+        let mut pos = (from as u64).min(end);
+        let mut got = Vec::new();
+        while pos < end {
+            let c = r.chunk_from(pos, end).unwrap();
+            prop_assert!(!c.is_empty());
+            prop_assert!(c.len() <= seg, "a chunk of {} bytes, segments of {seg}", c.len());
+            pos += c.len() as u64;
+            got.extend_from_slice(&c);
+        }
+        let start = (from as u64).min(end) as usize;
+        prop_assert_eq!(got, data[start..end as usize].to_vec());
+        prop_assert!(r.chunk_from(end, end).unwrap().is_empty());
+        prop_assert!(r.chunk_from(len + 1, len + 1).is_err());
+    }
+}

@@ -318,9 +318,6 @@ fn file_part(s: &str) -> String {
     s.trim_matches('.').to_string()
 }
 
-/// How many bytes the raw log stream reads at a time (about one stored segment).
-const RAW_STEP: u64 = 1 << 20;
-
 async fn raw(
     State(st): State<AppState>,
     ctx: Ctx,
@@ -350,21 +347,27 @@ async fn raw(
             None => (0, len, false),
         },
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    // One stored segment per chunk: at most one chunk waits while the client takes one.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
     if let Some(reader) = reader {
         tokio::task::spawn_blocking(move || {
             let mut pos = start;
             while pos < end {
-                let to = (pos + RAW_STEP).min(end);
-                let chunk = reader
-                    .read_range(pos, to)
-                    .map(Bytes::from)
-                    .map_err(std::io::Error::other);
-                let failed = chunk.is_err();
+                let chunk = match reader.chunk_from(pos, end) {
+                    Ok(c) if c.is_empty() => Err(std::io::Error::other(format!(
+                        "no stored bytes at offset {pos} of the log"
+                    ))),
+                    Ok(c) => Ok(Bytes::from(c)),
+                    Err(e) => Err(std::io::Error::other(e)),
+                };
+                let (failed, n) = match &chunk {
+                    Ok(c) => (false, c.len() as u64),
+                    Err(_) => (true, 0),
+                };
                 if tx.blocking_send(chunk).is_err() || failed {
                     return;
                 }
-                pos = to;
+                pos += n;
             }
         });
     }

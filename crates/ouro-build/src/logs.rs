@@ -571,12 +571,9 @@ impl Reader {
     /// `start == end`). A sealed segment is decompressed straight into the returned buffer: a
     /// log streamed chunk by chunk holds one segment per chunk and copies nothing twice.
     pub fn chunk_from(&self, start: u64, end: u64) -> Result<Vec<u8>, LogError> {
-        if start > end || end > self.len {
-            return Err(LogError::Range {
-                start,
-                end,
-                len: self.len,
-            });
+        self.check_range(start, end)?;
+        if start == end {
+            return Ok(Vec::new());
         }
         let Some((s, len, path, sealed)) = self
             .segs
@@ -612,38 +609,28 @@ impl Reader {
 
     /// Streams bytes `start..end` into `w`, one segment in memory at a time.
     pub fn copy_range(&self, start: u64, end: u64, w: &mut dyn Write) -> Result<(), LogError> {
+        self.check_range(start, end)?;
+        let mut pos = start;
+        while pos < end {
+            let chunk = self.chunk_from(pos, end)?;
+            if chunk.is_empty() {
+                return Err(LogError::Corrupt(format!(
+                    "no stored bytes at offset {pos}"
+                )));
+            }
+            w.write_all(&chunk)?;
+            pos += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn check_range(&self, start: u64, end: u64) -> Result<(), LogError> {
         if start > end || end > self.len {
             return Err(LogError::Range {
                 start,
                 end,
                 len: self.len,
             });
-        }
-        for (s, len, path, sealed) in &self.segs {
-            let (s, e) = (*s, s + len);
-            if e <= start || s >= end {
-                continue;
-            }
-            let a = start.max(s) - s;
-            let b = end.min(e) - s;
-            if *sealed {
-                let bytes = read_segment(path, true, *len as usize)?;
-                w.write_all(&bytes[a as usize..b as usize])?;
-            } else {
-                match File::open(path) {
-                    Ok(mut f) => {
-                        f.seek(SeekFrom::Start(a))?;
-                        let mut taken = f.take(b - a);
-                        io::copy(&mut taken, w)?;
-                    }
-                    // Sealed since this reader listed the directory.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        let bytes = read_segment(&self.dir.join(seg_name(s)), true, *len as usize)?;
-                        w.write_all(&bytes[a as usize..b as usize])?;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
         }
         Ok(())
     }

@@ -369,6 +369,8 @@ pub enum ExecutorKind {
 }
 
 impl ExecutorKind {
+    pub const ALL: [ExecutorKind; 2] = [ExecutorKind::Shell, ExecutorKind::Sandbox];
+
     /// The name runners offer it by (`shell`, `sandbox`).
     pub fn name(self) -> &'static str {
         match self {

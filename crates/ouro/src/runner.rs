@@ -405,35 +405,25 @@ pub async fn run(args: RunnerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&work)?;
     let work = work.canonicalize()?;
     ouro_build::runner::local::kill_leftovers(&work).await;
-    let shell = if args.sandbox {
-        // Jobs must not see the runner's token (`runner.json`) nor the clones of other jobs;
-        // the executor binds the job's own directory and its clone's objects back in.
-        let cfg = SandboxConfig {
-            hidden: vec![args.work_dir.canonicalize()?],
-            ..SandboxConfig::default()
-        };
-        let sandboxed = ShellExecutor::sandboxed(&work, cfg);
-        sandboxed.available().map_err(|why| {
-            anyhow::anyhow!(
-                "--sandbox: bubblewrap cannot run jobs here: {why}. Install the `bubblewrap` \
-                 package (Debian) and allow unprivileged user namespaces \
-                 (sysctl kernel.unprivileged_userns_clone=1), or start the runner without --sandbox"
-            )
-        })?;
-        sandboxed
-    } else {
-        // Jobs that ask for the sandbox (`executor: sandbox`) get it when bubblewrap works here;
-        // the others run unsandboxed.
-        let cfg = SandboxConfig {
-            hidden: vec![args.work_dir.canonicalize()?],
-            ..SandboxConfig::default()
-        };
-        match cfg.available() {
-            Ok(()) => ShellExecutor::shell_and_sandbox(&work, cfg),
-            Err(why) => {
-                eprintln!("no sandbox ({why}): jobs with `executor: sandbox` go to other runners");
-                ShellExecutor::new(&work)
-            }
+    // Jobs must not see the runner's token (`runner.json`) nor the clones of other jobs; the
+    // executor binds the job's own directory and its clone's objects back in.
+    let cfg = SandboxConfig {
+        hidden: vec![args.work_dir.canonicalize()?],
+        ..SandboxConfig::default()
+    };
+    let sandbox = cfg.available();
+    let shell = match (args.sandbox, sandbox) {
+        (true, Ok(())) => ShellExecutor::sandboxed(&work, cfg),
+        (true, Err(why)) => anyhow::bail!(
+            "--sandbox: bubblewrap cannot run jobs here: {why}. Install the `bubblewrap` \
+             package (Debian) and allow unprivileged user namespaces \
+             (sysctl kernel.unprivileged_userns_clone=1), or start the runner without --sandbox"
+        ),
+        // Jobs that ask for the sandbox (`executor: sandbox`) get it; the others run unsandboxed.
+        (false, Ok(())) => ShellExecutor::shell_and_sandbox(&work, cfg),
+        (false, Err(why)) => {
+            eprintln!("no sandbox ({why}): jobs with `executor: sandbox` go to other runners");
+            ShellExecutor::new(&work)
         }
     };
     let executors: Vec<String> = shell.offers().into_iter().map(String::from).collect();

@@ -29,6 +29,7 @@ use serde_json::json;
 
 use super::{CheckoutSource, ClaimTrigger, ClaimedJob, JobResult, SectionMark};
 use crate::logs::{LogConfig, LogError, LogWriter};
+use crate::pipeline::ExecutorKind;
 use crate::runs;
 
 const ACTOR: Actor = Actor::System("runners");
@@ -964,14 +965,13 @@ pub async fn register(
     Ok(Registered { id, token })
 }
 
-/// The executors a runner may offer.
-pub const EXECUTORS: &[&str] = &["shell", "sandbox"];
-
+/// The executors a runner may offer are those a job may name.
 fn check_executors(executors: &[String]) -> Result<(), StoreError> {
-    match executors.iter().find(|e| !EXECUTORS.contains(&e.as_str())) {
+    let known = ExecutorKind::ALL.map(ExecutorKind::name);
+    match executors.iter().find(|e| !known.contains(&e.as_str())) {
         Some(e) => Err(OuroError::field(
             "executors",
-            format!("unknown executor {e:?}: one of {}", EXECUTORS.join(", ")),
+            format!("unknown executor {e:?}: one of {}", known.join(", ")),
         )
         .into()),
         None => Ok(()),

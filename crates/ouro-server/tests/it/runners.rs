@@ -26,6 +26,42 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// A file of the data dir the server itself reads: sandboxed steps must not see it.
+fn data_dir_file(s: &TestServer) -> std::path::PathBuf {
+    std::fs::read_dir(&s.state.settings.data_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.is_file())
+        .expect("a file in the data dir")
+}
+
+/// Runner `id` as `GET /api/v1/admin/runners` lists it.
+async fn listed_runner(s: &TestServer, id: &str) -> Value {
+    let (st, list) = s.admin(Method::GET, "/api/v1/admin/runners", None).await;
+    assert_eq!(st, 200, "{list}");
+    list["runners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("runner {id} is not listed: {list}"))
+}
+
+/// Job `key` of a run as the API shows it.
+fn job_of<'a>(run: &'a Value, key: &str) -> &'a Value {
+    run["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["key"] == key)
+        .unwrap_or_else(|| panic!("no job {key}: {run}"))
+}
+
+/// A step that prints the network interfaces of its own namespace (`/proc/net/dev`).
+const PRINT_INTERFACES: &str = r#"echo "interfaces: $(awk -F: 'NR > 2 { gsub(/ /, "", $1); print $1 }' /proc/net/dev | tr '\n' ' ')""#;
+
 const TWO_JOBS: &str = r#"name: CI
 on:
   push:
@@ -703,12 +739,7 @@ async fn the_in_process_runner_with_sandbox_hides_the_data_dir() {
         .await;
         s.demo_project().await;
         // A file of the data dir the server itself reads.
-        let secret = std::fs::read_dir(&s.state.settings.data_dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .find(|p| p.is_file())
-            .expect("a file in the data dir");
+        let secret = data_dir_file(&s);
         let pipeline = format!(
             "name: CI
 on:
@@ -747,15 +778,7 @@ jobs:
             assert!(log.contains(line), "{line}: {log}");
         }
         assert!(secret.exists(), "the file is there outside the sandbox");
-        let (st, list) = s.admin(Method::GET, "/api/v1/admin/runners", None).await;
-        assert_eq!(st, 200, "{list}");
-        let local = list["runners"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["id"] == "local")
-            .unwrap_or_else(|| panic!("no in-process runner: {list}"))
-            .clone();
+        let local = listed_runner(&s, "local").await;
         assert_eq!(
             local["executors"],
             serde_json::json!(["sandbox"]),
@@ -778,16 +801,8 @@ async fn jobs_naming_an_executor_go_only_to_runners_that_offer_it() {
             b["jobs"].as_array().is_some_and(|a| a.len() == 2)
         })
         .await;
-        let executor_of = |key: &str| {
-            run["jobs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|j| j["key"] == key)
-                .map(|j| j["executor"].clone())
-        };
-        assert_eq!(executor_of("boxed"), Some(Value::from("sandbox")), "{run}");
-        assert_eq!(executor_of("plain"), Some(Value::from("shell")), "{run}");
+        assert_eq!(job_of(&run, "boxed")["executor"], "sandbox", "{run}");
+        assert_eq!(job_of(&run, "plain")["executor"], "shell", "{run}");
         let (id, token) = register(&s, "shell only", &[]).await;
         const CLAIM: &str = "/api/v1/runner/claim?wait=0";
 
@@ -825,14 +840,7 @@ async fn jobs_naming_an_executor_go_only_to_runners_that_offer_it() {
         .await;
         assert_eq!(st, 200, "{boxed}");
         assert_eq!(boxed["job_key"], "boxed");
-        let (_, list) = s.admin(Method::GET, "/api/v1/admin/runners", None).await;
-        let me = list["runners"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["id"] == id.as_str())
-            .cloned()
-            .unwrap_or_else(|| panic!("runner {id} not listed: {list}"));
+        let me = listed_runner(&s, &id).await;
         assert_eq!(
             me["executors"],
             serde_json::json!(["shell", "sandbox"]),
@@ -857,13 +865,7 @@ async fn the_in_process_runner_sandboxes_the_jobs_that_ask_for_it() {
         )
         .await;
         s.demo_project().await;
-        let secret = std::fs::read_dir(&s.state.settings.data_dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .find(|p| p.is_file())
-            .expect("a file in the data dir");
-        // `/proc/net/dev` lists the interfaces of the step's own network namespace.
+        let secret = data_dir_file(&s);
         let pipeline = format!(
             "on:
   push:
@@ -875,7 +877,7 @@ jobs:
     steps:
       - run: test ! -e '{secret}' && echo data-dir-hidden
       - run: |
-          echo \"interfaces: $(awk -F: 'NR > 2 {{ gsub(/ /, \"\", $1); print $1 }}' /proc/net/dev | tr '\\n' ' ')\"
+          {PRINT_INTERFACES}
   plain:
     steps:
       - run: test -e '{secret}' && echo data-dir-visible
@@ -889,22 +891,11 @@ jobs:
         git.run(&work, &["push", "-q", "origin", "main"]).await;
         let run = run_finished(&s, 1).await;
         let log = |key: &str| {
-            let job = run["jobs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|j| j["key"] == key)
-                .unwrap_or_else(|| panic!("no job {key}: {run}"));
-            String::from_utf8_lossy(&log_of(&s, job["id"].as_i64().unwrap(), 1)).into_owned()
+            let id = job_of(&run, key)["id"].as_i64().unwrap();
+            String::from_utf8_lossy(&log_of(&s, id, 1)).into_owned()
         };
         let (boxed, plain) = (log("boxed"), log("plain"));
-        let boxed_id = run["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|j| j["key"] == "boxed")
-            .unwrap()["id"]
-            .clone();
+        let boxed_id = &job_of(&run, "boxed")["id"];
         let (st, page) = s
             .admin_page(&format!("/projects/demo/pipelines/1/jobs/{boxed_id}"))
             .await;
@@ -919,14 +910,7 @@ jobs:
         assert!(boxed.contains("data-dir-hidden\n"), "{boxed}");
         assert!(boxed.contains("interfaces: lo \n"), "{boxed}");
         assert!(plain.contains("data-dir-visible\n"), "{plain}");
-        let (_, list) = s.admin(Method::GET, "/api/v1/admin/runners", None).await;
-        let local = list["runners"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["id"] == "local")
-            .cloned()
-            .unwrap_or_else(|| panic!("no in-process runner: {list}"));
+        let local = listed_runner(&s, "local").await;
         assert_eq!(
             local["executors"],
             serde_json::json!(["shell", "sandbox"]),

@@ -14,3 +14,7 @@ mod runner;
 mod served;
 mod test_report;
 mod vars;
+
+/// A step that prints the network interfaces of its own namespace (`/proc/net/dev`):
+/// `interfaces: lo ` where the job has no network.
+const PRINT_INTERFACES: &str = r#"echo "interfaces: $(awk -F: 'NR > 2 { gsub(/ /, "", $1); print $1 }' /proc/net/dev | tr '\n' ' ')""#;

@@ -197,13 +197,14 @@ jobs:
     steps:
       - run: {}
       - run: |
-          echo \"interfaces: $(awk -F: 'NR > 2 {{ gsub(/ /, \"\", $1); print $1 }}' /proc/net/dev | tr '\\n' ' ')\"
+          {interfaces}
   plain:
     steps:
       - run: {}
 ",
         probe("boxed"),
-        probe("plain")
+        probe("plain"),
+        interfaces = crate::PRINT_INTERFACES,
     );
     let r = repo(&[(".ouro/pipelines/ci.yml", &pipeline)]);
     let o = ouro_run(r.path(), &["--slots", "2"]);

@@ -169,9 +169,10 @@ jobs:
     steps:
       - run: test ! -e '{token}' && echo token-hidden
       - run: |
-          echo \"interfaces: $(awk -F: 'NR > 2 {{ gsub(/ /, \"\", $1); print $1 }}' /proc/net/dev | tr '\\n' ' ')\"
+          {interfaces}
 ",
-                token = token.display()
+                token = token.display(),
+                interfaces = crate::PRINT_INTERFACES,
             )
         })
         .await;

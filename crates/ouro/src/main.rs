@@ -22,16 +22,30 @@ use clap::{Args, Parser, Subcommand};
 use ouro_core::Actor;
 use ouro_server::{Overrides, Settings};
 
-/// glibc gives each thread that allocates under contention an arena of its own, up to eight per
-/// core, and keeps their free memory: a server with tokio workers, SQLite and blocking threads
-/// held several MB more than it used. Two arenas are enough for this process (set before any
-/// thread starts); `MALLOC_ARENA_MAX` in the environment still decides when it is set.
-fn limit_malloc_arenas() {
+/// Two glibc malloc settings, each left to the environment when it sets it (`MALLOC_ARENA_MAX`,
+/// `MALLOC_MMAP_THRESHOLD_` or the same in `GLIBC_TUNABLES`). Set before any thread starts.
+/// - glibc gives each thread that allocates under contention an arena of its own, up to eight per
+///   core, and keeps their free memory: a server with tokio workers, SQLite and blocking threads
+///   held several MB more than it used. Two arenas are enough for this process.
+/// - Build logs move in 1 MB segments (written, compressed, read back). glibc raises its mmap
+///   threshold to the size of the first mapped block freed, so later segments came from the heap
+///   and left holes there that stayed resident (2-3 MB of the pipeline benchmark's peak). With
+///   the threshold fixed at 1 MB, each segment is its own mapping, returned whole when freed.
+fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only changes an allocator setting; no other thread exists yet.
+    {
+        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        let unset = |var: &str, tunable: &str| {
+            std::env::var_os(var).is_none() && !tunables.contains(tunable)
+        };
+        // SAFETY: mallopt only changes allocator settings; no other thread exists yet.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
+            if unset("MALLOC_ARENA_MAX", "glibc.malloc.arena_max") {
+                libc::mallopt(libc::M_ARENA_MAX, 2);
+            }
+            if unset("MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold") {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+            }
         }
     }
 }
@@ -172,7 +186,7 @@ fn settings(store: &StoreArgs, listen: Option<String>) -> anyhow::Result<Setting
 fn main() -> anyhow::Result<()> {
     // `ouro __exec-limits ...`: this process is the exec wrapper of a job's step (never returns).
     ouro_build::exec::spawn::run_if_wrapper();
-    limit_malloc_arenas();
+    tune_malloc();
     // Steps start through this binary (`/proc/self/exe`: still valid after an upgrade replaced
     // the file) instead of forking the server for each process.
     ouro_build::exec::spawn::set_wrapper("/proc/self/exe");

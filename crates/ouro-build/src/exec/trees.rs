@@ -272,6 +272,19 @@ mod tests {
         dir
     }
 
+    /// [`remove_in_pauses`] on a thread of its own, and the sender it removes for.
+    fn removing(
+        quiet: Duration,
+        max_wait: Duration,
+    ) -> (
+        std::sync::mpsc::Sender<PathBuf>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let rm = std::thread::spawn(move || remove_in_pauses(&rx, quiet, max_wait));
+        (tx, rm)
+    }
+
     fn wait_until(what: &str, done: impl Fn() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !done() {
@@ -283,10 +296,7 @@ mod tests {
     #[test]
     fn trash_waits_for_a_pause_then_goes() {
         let d = tempfile::tempdir().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let rm = std::thread::spawn(move || {
-            remove_in_pauses(&rx, Duration::from_secs(2), Duration::from_secs(600))
-        });
+        let (tx, rm) = removing(Duration::from_secs(2), Duration::from_secs(600));
         let (a, b) = (trashed(d.path(), "a"), trashed(d.path(), "b"));
         tx.send(a.clone()).unwrap();
         tx.send(b.clone()).unwrap();
@@ -304,10 +314,7 @@ mod tests {
     #[test]
     fn trash_of_a_busy_runner_goes_after_the_longest_wait() {
         let d = tempfile::tempdir().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let rm = std::thread::spawn(move || {
-            remove_in_pauses(&rx, Duration::from_secs(600), Duration::from_millis(100))
-        });
+        let (tx, rm) = removing(Duration::from_secs(600), Duration::from_millis(100));
         let first = trashed(d.path(), "first");
         tx.send(first.clone()).unwrap();
         // Never a pause: a directory every 20 ms.

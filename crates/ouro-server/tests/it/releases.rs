@@ -51,15 +51,6 @@ fn log_text(s: &TestServer, job_id: i64, attempt: i64) -> String {
     .to_string()
 }
 
-fn job<'a>(run: &'a Value, key: &str) -> &'a Value {
-    run["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["key"] == key)
-        .unwrap_or_else(|| panic!("no job {key}: {run}"))
-}
-
 /// The content of artifact `path` of run `number`.
 async fn artifact(s: &TestServer, number: i64, path: &str) -> String {
     let mut c = s.state.store.read().await.unwrap();
@@ -97,7 +88,7 @@ async fn a_pipeline_step_creates_a_release_that_publishes_a_tag() {
         assert_eq!(run["status"], "success", "{}: {run}", db.name());
 
         // The step's token: masked in the log, allowed to create the release, nothing else.
-        let rj = job(&run, "release");
+        let rj = job_of(&run, "release");
         let log = log_text(&s, rj["id"].as_i64().unwrap(), 1);
         let token = artifact(&s, 1, "token.txt").await;
         assert!(token.starts_with("ourojob_"), "{token}");

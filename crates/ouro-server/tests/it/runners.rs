@@ -49,16 +49,6 @@ async fn listed_runner(s: &TestServer, id: &str) -> Value {
         .unwrap_or_else(|| panic!("runner {id} is not listed: {list}"))
 }
 
-/// Job `key` of a run as the API shows it.
-fn job_of<'a>(run: &'a Value, key: &str) -> &'a Value {
-    run["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["key"] == key)
-        .unwrap_or_else(|| panic!("no job {key}: {run}"))
-}
-
 /// A step that prints the network interfaces of its own namespace (`/proc/net/dev`).
 const PRINT_INTERFACES: &str = r#"echo "interfaces: $(awk -F: 'NR > 2 { gsub(/ /, "", $1); print $1 }' /proc/net/dev | tr '\n' ' ')""#;
 

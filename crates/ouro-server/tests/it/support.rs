@@ -341,3 +341,13 @@ pub async fn run_finished(s: &TestServer, number: i64) -> Value {
     })
     .await
 }
+
+/// Job `key` of a run as the API shows it.
+pub fn job_of<'a>(run: &'a Value, key: &str) -> &'a Value {
+    run["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["key"] == key)
+        .unwrap_or_else(|| panic!("no job {key}: {run}"))
+}

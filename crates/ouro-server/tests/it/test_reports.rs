@@ -10,7 +10,7 @@ use crate::code_hosting::{Git, app_checkout};
 use crate::support::*;
 use ouro_build::runs;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const RUNS: &str = "/api/v1/projects/demo/pipelines";
 const REPO: &str = "/api/v1/projects/demo/repos/app";
@@ -77,15 +77,6 @@ async fn push(s: &TestServer) -> (Git, PathBuf, String) {
     (git, work, head)
 }
 
-fn job<'a>(run: &'a Value, key: &str) -> &'a Value {
-    run["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["key"] == key)
-        .unwrap_or_else(|| panic!("no job {key}: {run}"))
-}
-
 #[tokio::test]
 async fn reports_are_ingested_shown_gated_and_quarantine_lifts_the_gate() {
     for db in backends() {
@@ -94,7 +85,7 @@ async fn reports_are_ingested_shown_gated_and_quarantine_lifts_the_gate() {
         let run = run_finished(&s, 1).await;
 
         // The gate failed the job whose steps passed, with a sentence naming threshold and value.
-        let t = job(&run, "test");
+        let t = job_of(&run, "test");
         assert_eq!(t["status"], "failure", "{run}");
         assert_eq!(
             t["reason"], "quality gate: max-failures 0 failed: 1 test(s) failed",
@@ -126,7 +117,7 @@ async fn reports_are_ingested_shown_gated_and_quarantine_lifts_the_gate() {
         assert_eq!(q["state"], "failure", "{sts}");
 
         // The broken report: the job log names FILE:LINE:COL and the code; the run shows it.
-        let b = job(&run, "broken");
+        let b = job_of(&run, "broken");
         assert_eq!(b["status"], "success", "{run}");
         let blog = log_text(&s, b["id"].as_i64().unwrap(), 1);
         assert!(blog.contains("reports: bad.xml:3:"), "{blog}");
@@ -230,7 +221,7 @@ async fn reports_are_ingested_shown_gated_and_quarantine_lifts_the_gate() {
         let head2 = git.commit(&work, "README.md", "again\n", "Again").await;
         git.run(&work, &["push", "-q", "origin", "main"]).await;
         let run2 = run_finished(&s, 2).await;
-        assert_eq!(job(&run2, "test")["status"], "success", "{run2}");
+        assert_eq!(job_of(&run2, "test")["status"], "success", "{run2}");
         let (_, t2) = s.admin(Method::GET, &format!("{RUNS}/2/tests"), None).await;
         assert_eq!(t2["failures"][0]["quarantined"], true, "{t2}");
         // Compared with run 1 on the same branch: not a new failure any more.
@@ -430,7 +421,7 @@ async fn a_change_request_shows_new_failures_and_uncovered_changed_lines_and_its
             .as_i64()
             .unwrap();
         let run = run_finished(&s, number).await;
-        let check = job(&run, "check");
+        let check = job_of(&run, "check");
         assert_eq!(check["status"], "failure", "{run}");
         assert_eq!(
             check["reason"],
@@ -799,8 +790,8 @@ async fn real_nextest_and_pytest_pipelines_show_reports_history_coverage_and_a_f
         .await;
         git.run(&work, &["push", "-q", "origin", "main"]).await;
         let run = run_finished(&s, 1).await;
-        let rust = job(&run, "rust");
-        let py = job(&run, "python");
+        let rust = job_of(&run, "rust");
+        let py = job_of(&run, "python");
         let rlog = log_text(&s, rust["id"].as_i64().unwrap(), 1);
         let plog = log_text(&s, py["id"].as_i64().unwrap(), 1);
         assert_eq!(rust["status"], "success", "{run}\n{rlog}");
@@ -893,8 +884,8 @@ async fn real_nextest_and_pytest_pipelines_show_reports_history_coverage_and_a_f
             .await;
         git.run(&work, &["push", "-q", "origin", "main"]).await;
         let run2 = run_finished(&s, 2).await;
-        assert_eq!(job(&run2, "python")["status"], "success", "{run2}");
-        assert_eq!(job(&run2, "rust")["status"], "success", "{run2}");
+        assert_eq!(job_of(&run2, "python")["status"], "success", "{run2}");
+        assert_eq!(job_of(&run2, "rust")["status"], "success", "{run2}");
         let (_, flaky) = s
             .admin(Method::GET, "/api/v1/projects/demo/tests/flaky", None)
             .await;

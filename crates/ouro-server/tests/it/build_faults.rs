@@ -16,15 +16,6 @@ use serde_json::{Value, json};
 const RUNS: &str = "/api/v1/projects/demo/pipelines";
 const REPO: &str = "/api/v1/projects/demo/repos/app";
 
-fn job<'a>(run: &'a Value, key: &str) -> &'a Value {
-    run["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["key"] == key)
-        .unwrap_or_else(|| panic!("no job {key} in {run}"))
-}
-
 fn log_text(s: &TestServer, job: &Value) -> String {
     let (id, attempt) = (
         job["id"].as_i64().unwrap(),
@@ -72,14 +63,14 @@ async fn failure_and_always_jobs_run_after_their_need_failed_with_the_in_process
         push_pipeline(&s, AFTER_FAILURE).await;
         let run = run_finished(&s, 1).await;
         assert_eq!(run["status"], "failure", "{run}");
-        assert_eq!(job(&run, "a")["status"], "failure", "{run}");
-        assert_eq!(job(&run, "plain")["status"], "skipped", "{run}");
-        assert_eq!(job(&run, "only_ok")["status"], "skipped", "{run}");
-        assert_eq!(job(&run, "on_fail")["status"], "success", "{run}");
+        assert_eq!(job_of(&run, "a")["status"], "failure", "{run}");
+        assert_eq!(job_of(&run, "plain")["status"], "skipped", "{run}");
+        assert_eq!(job_of(&run, "only_ok")["status"], "skipped", "{run}");
+        assert_eq!(job_of(&run, "on_fail")["status"], "success", "{run}");
         // `late` needs a job that was skipped because `a` failed: always() still runs it.
-        assert_eq!(job(&run, "late")["status"], "success", "{run}");
-        assert!(log_text(&s, job(&run, "on_fail")).contains("on-fail-ran\n"));
-        assert!(log_text(&s, job(&run, "late")).contains("late-ran\n"));
+        assert_eq!(job_of(&run, "late")["status"], "success", "{run}");
+        assert!(log_text(&s, job_of(&run, "on_fail")).contains("on-fail-ran\n"));
+        assert!(log_text(&s, job_of(&run, "late")).contains("late-ran\n"));
         s.stop().await;
     }
 }
@@ -111,12 +102,16 @@ async fn a_failed_need_skips_only_the_jobs_that_cannot_run_after_it_and_the_rest
         assert_eq!(run.status, "running");
         let (_, detail) = s.admin(Method::GET, &format!("{RUNS}/1"), None).await;
         // Skipped at once: plain and only_ok (they only run after success).
-        assert_eq!(job(&detail, "plain")["status"], "skipped", "{detail}");
-        assert_eq!(job(&detail, "plain")["reason"], "needs_failed", "{detail}");
-        assert_eq!(job(&detail, "only_ok")["status"], "skipped", "{detail}");
+        assert_eq!(job_of(&detail, "plain")["status"], "skipped", "{detail}");
+        assert_eq!(
+            job_of(&detail, "plain")["reason"],
+            "needs_failed",
+            "{detail}"
+        );
+        assert_eq!(job_of(&detail, "only_ok")["status"], "skipped", "{detail}");
         // Left for a runner to decide: on_fail and late are claimable now.
-        assert_eq!(job(&detail, "on_fail")["status"], "queued", "{detail}");
-        assert_eq!(job(&detail, "late")["status"], "queued", "{detail}");
+        assert_eq!(job_of(&detail, "on_fail")["status"], "queued", "{detail}");
+        assert_eq!(job_of(&detail, "late")["status"], "queued", "{detail}");
         let mut claimed = Vec::new();
         while let Some(c) = runs::claim_next(store, "r", 60_000).await.unwrap() {
             claimed.push(c.job.key.clone());
@@ -169,12 +164,12 @@ async fn the_runner_gets_the_runs_inputs_target_branch_and_original_event() {
         let push = run_finished(&s, 1).await;
         assert_eq!(push["status"], "success", "{push}");
         assert!(
-            log_text(&s, job(&push, "show")).contains("level=low event=push target=\n"),
+            log_text(&s, job_of(&push, "show")).contains("level=low event=push target=\n"),
             "{}",
-            log_text(&s, job(&push, "show"))
+            log_text(&s, job_of(&push, "show"))
         );
-        assert_eq!(job(&push, "high_only")["status"], "skipped", "{push}");
-        assert_eq!(job(&push, "cr_only")["status"], "skipped", "{push}");
+        assert_eq!(job_of(&push, "high_only")["status"], "skipped", "{push}");
+        assert_eq!(job_of(&push, "cr_only")["status"], "skipped", "{push}");
 
         // #2: a manual run with level=high: the input reaches env, the step and `if:`.
         let (st, b) = s
@@ -187,10 +182,14 @@ async fn the_runner_gets_the_runs_inputs_target_branch_and_original_event() {
         assert_eq!(st, 201, "{b}");
         let manual = run_finished(&s, 2).await;
         assert_eq!(manual["status"], "success", "{manual}");
-        let log = log_text(&s, job(&manual, "show"));
+        let log = log_text(&s, job_of(&manual, "show"));
         assert!(log.contains("level=high event=manual target=\n"), "{log}");
-        assert_eq!(job(&manual, "high_only")["status"], "success", "{manual}");
-        assert!(log_text(&s, job(&manual, "high_only")).contains("high-ran\n"));
+        assert_eq!(
+            job_of(&manual, "high_only")["status"],
+            "success",
+            "{manual}"
+        );
+        assert!(log_text(&s, job_of(&manual, "high_only")).contains("high-ran\n"));
 
         // #3: re-running #2 keeps its inputs and its event.
         let (st, b) = s
@@ -203,9 +202,9 @@ async fn the_runner_gets_the_runs_inputs_target_branch_and_original_event() {
         assert!(st == 200 || st == 201, "{st} {b}");
         let again = run_finished(&s, 3).await;
         assert_eq!(again["status"], "success", "{again}");
-        let log = log_text(&s, job(&again, "show"));
+        let log = log_text(&s, job_of(&again, "show"));
         assert!(log.contains("level=high event=manual target=\n"), "{log}");
-        assert_eq!(job(&again, "high_only")["status"], "success", "{again}");
+        assert_eq!(job_of(&again, "high_only")["status"], "success", "{again}");
 
         // #4: a change request into main: its target branch reaches the job.
         git.run(&work, &["checkout", "-q", "-b", "feature"]).await;
@@ -222,12 +221,12 @@ async fn the_runner_gets_the_runs_inputs_target_branch_and_original_event() {
         let cr_run = run_finished(&s, 4).await;
         assert_eq!(cr_run["trigger"], "change_request", "{cr_run}");
         assert_eq!(cr_run["status"], "success", "{cr_run}");
-        let log = log_text(&s, job(&cr_run, "show"));
+        let log = log_text(&s, job_of(&cr_run, "show"));
         assert!(
             log.contains("level=low event=change_request target=main\n"),
             "{log}"
         );
-        assert_eq!(job(&cr_run, "cr_only")["status"], "success", "{cr_run}");
+        assert_eq!(job_of(&cr_run, "cr_only")["status"], "success", "{cr_run}");
         s.stop().await;
     }
 }
@@ -275,9 +274,9 @@ jobs:
         push_pipeline(&s, &pipeline).await;
         let run = run_finished(&s, 1).await;
         assert_eq!(run["status"], "failure", "{run}");
-        assert_eq!(job(&run, "daemon")["status"], "success", "{run}");
-        assert!(log_text(&s, job(&run, "daemon")).contains("daemons-started\n"));
-        assert_eq!(job(&run, "slow")["status"], "timed_out", "{run}");
+        assert_eq!(job_of(&run, "daemon")["status"], "success", "{run}");
+        assert!(log_text(&s, job_of(&run, "daemon")).contains("daemons-started\n"));
+        assert_eq!(job_of(&run, "slow")["status"], "timed_out", "{run}");
         // Every process a step left behind is gone once its job has ended.
         let deadline = Instant::now() + Duration::from_secs(60);
         for name in ["bg", "nohup", "setsid", "double", "slow", "slow-child"] {

@@ -7,19 +7,10 @@ use crate::code_hosting::app_checkout;
 use crate::support::*;
 use ouro_build::runs;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const RUNS: &str = "/api/v1/projects/demo/pipelines";
 const REPO: &str = "/api/v1/projects/demo/repos/app";
-
-fn job<'a>(run: &'a Value, key: &str) -> &'a Value {
-    run["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["key"] == key)
-        .unwrap_or_else(|| panic!("no job {key} in {run}"))
-}
 
 const ALLOWED_TO_FAIL: &str = "name: CI
 on:
@@ -51,12 +42,12 @@ async fn continue_on_error_jobs_fail_without_failing_the_run_and_their_dependent
         push_pipeline(&s, ALLOWED_TO_FAIL).await;
         let run = run_finished(&s, 1).await;
         assert_eq!(run["status"], "success", "{}: {run}", db.name());
-        assert_eq!(job(&run, "flaky")["status"], "failure", "{run}");
-        assert_eq!(job(&run, "flaky")["continue_on_error"], true, "{run}");
-        assert_eq!(job(&run, "slow")["status"], "timed_out", "{run}");
-        assert_eq!(job(&run, "after")["status"], "success", "{run}");
-        assert_eq!(job(&run, "after")["continue_on_error"], false, "{run}");
-        assert_eq!(job(&run, "strict")["status"], "success", "{run}");
+        assert_eq!(job_of(&run, "flaky")["status"], "failure", "{run}");
+        assert_eq!(job_of(&run, "flaky")["continue_on_error"], true, "{run}");
+        assert_eq!(job_of(&run, "slow")["status"], "timed_out", "{run}");
+        assert_eq!(job_of(&run, "after")["status"], "success", "{run}");
+        assert_eq!(job_of(&run, "after")["continue_on_error"], false, "{run}");
+        assert_eq!(job_of(&run, "strict")["status"], "success", "{run}");
         // The run page marks the allowed failures.
         let (st, html) = s.admin_page("/projects/demo/pipelines/1").await;
         assert_eq!(st, 200);
@@ -93,7 +84,7 @@ async fn without_continue_on_error_a_failure_fails_the_run_and_skips_dependents(
         push_pipeline(&s, STRICT_AFTER_FAIL).await;
         let run = run_finished(&s, 1).await;
         assert_eq!(run["status"], "failure", "{run}");
-        assert_eq!(job(&run, "after")["status"], "skipped", "{run}");
+        assert_eq!(job_of(&run, "after")["status"], "skipped", "{run}");
         s.stop().await;
     }
 }

@@ -2,8 +2,9 @@
 //! ship the masked log in chunks through the [`RunnerApi`], heartbeat, finish.
 //!
 //! Memory is bounded: the executor's event channel is small and bounded, output is masked into a
-//! buffer shipped at [`CHUNK_BYTES`] (and every [`FLUSH_EVERY`] so the log is live), one chunk in
-//! flight at a time (the executor waits meanwhile).
+//! buffer shipped in chunks of at most [`CHUNK_BYTES`] (and every [`FLUSH_EVERY`] so the log is
+//! live), one chunk in flight while the next one fills (the executor waits when that one is full
+//! too).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,13 +57,18 @@ fn now_ms() -> u64 {
     crate::logs::now_ms()
 }
 
-/// Ships the log of one attempt: offsets, retries of a failed call.
+/// Ships the log of one attempt: offsets, retries of a failed call, one chunk in flight while
+/// the next one fills.
 struct Shipper<'a> {
     api: &'a dyn RunnerApi,
     job_id: i64,
     token: &'a str,
-    offset: u64,
+    /// The log offset after the last byte handed to the API.
+    sent: u64,
     buf: Vec<u8>,
+    /// The chunk being appended: the next one is sent only when it is stored, so the server
+    /// never sees a gap, and the log is in order.
+    inflight: Option<BoxFuture<'a, Result<(), ApiError>>>,
 }
 
 /// Calls `call` until it succeeds, is refused as stale, or failed 8 times (with backoff).
@@ -85,17 +91,59 @@ where
     }
 }
 
-impl Shipper<'_> {
-    async fn ship(&mut self) -> Result<(), ApiError> {
-        if self.buf.is_empty() {
-            return Ok(());
+impl<'a> Shipper<'a> {
+    fn new(api: &'a dyn RunnerApi, job_id: i64, token: &'a str) -> Self {
+        Shipper {
+            api,
+            job_id,
+            token,
+            sent: 0,
+            buf: Vec::with_capacity(CHUNK_BYTES),
+            inflight: None,
         }
-        let data = std::mem::take(&mut self.buf);
-        let (api, id, token, offset) = (self.api, self.job_id, self.token, self.offset);
-        retrying(|| api.append_log(id, token, offset, data.clone())).await?;
-        self.offset += data.len() as u64;
-        self.buf = Vec::with_capacity(CHUNK_BYTES);
-        Ok(())
+    }
+
+    /// Hands the next chunk (at most [`CHUNK_BYTES`]) to the API without waiting for it.
+    /// Only called with nothing in flight.
+    fn start(&mut self) {
+        debug_assert!(self.inflight.is_none());
+        if self.buf.is_empty() {
+            return;
+        }
+        let data = if self.buf.len() <= CHUNK_BYTES {
+            std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES))
+        } else {
+            let rest = self.buf.split_off(CHUNK_BYTES);
+            std::mem::replace(&mut self.buf, rest)
+        };
+        let (api, id, token, offset) = (self.api, self.job_id, self.token, self.sent);
+        self.sent += data.len() as u64;
+        self.inflight = Some(Box::pin(async move {
+            retrying(|| api.append_log(id, token, offset, data.clone())).await
+        }));
+    }
+
+    /// Waits for the chunk in flight, if any.
+    async fn settle(&mut self) -> Result<(), ApiError> {
+        match self.inflight.as_mut() {
+            Some(call) => {
+                let r = call.await;
+                self.inflight = None;
+                r
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Ships everything buffered and waits until it is stored.
+    async fn ship(&mut self) -> Result<(), ApiError> {
+        loop {
+            self.settle().await?;
+            if self.buf.is_empty() {
+                return Ok(());
+            }
+            self.start();
+        }
     }
 
     async fn mark(&mut self, mark: SectionMark) -> Result<(), ApiError> {
@@ -110,6 +158,57 @@ impl Shipper<'_> {
         self.buf.push(b'\n');
         self.ship().await
     }
+}
+
+/// Masks the executor's output into the log and ships it until the executor is done: a full
+/// chunk goes at once when nothing is in flight, else when the one in flight is stored (the
+/// executor meanwhile fills the next, and waits when that one is full too); what is buffered
+/// goes at least every [`FLUSH_EVERY`]; step marks go after the output before them.
+async fn forward(
+    ship: &mut Shipper<'_>,
+    erx: &mut mpsc::Receiver<ExecEvent>,
+    masker: &mut Masker,
+) -> Result<(), ApiError> {
+    let mut flush = tokio::time::interval(FLUSH_EVERY);
+    loop {
+        let room = ship.buf.len() < CHUNK_BYTES || ship.inflight.is_none();
+        tokio::select! {
+            r = async { ship.inflight.as_mut().expect("guarded").await }, if ship.inflight.is_some() => {
+                ship.inflight = None;
+                r?;
+                if ship.buf.len() >= CHUNK_BYTES {
+                    ship.start();
+                }
+            }
+            ev = erx.recv(), if room => {
+                let Some(ev) = ev else { break };
+                match ev {
+                    ExecEvent::Log { data, .. } => {
+                        masker.push(&data, &mut ship.buf);
+                        if ship.buf.len() >= CHUNK_BYTES && ship.inflight.is_none() {
+                            ship.start();
+                        }
+                    }
+                    ExecEvent::StepStarted { index, name } => {
+                        masker.finish(&mut ship.buf);
+                        ship.mark(SectionMark { step: index, kind: "start".into(), name: Some(name), exit_code: None }).await?;
+                    }
+                    ExecEvent::StepFinished { index, exit_code, .. } => {
+                        masker.finish(&mut ship.buf);
+                        ship.mark(SectionMark { step: index, kind: "end".into(), name: None, exit_code }).await?;
+                    }
+                    ExecEvent::StepSkipped { .. } => {}
+                }
+            }
+            _ = flush.tick() => {
+                if ship.inflight.is_none() {
+                    ship.start();
+                }
+            }
+        }
+    }
+    masker.finish(&mut ship.buf);
+    ship.ship().await
 }
 
 fn result(status: &str, exit_code: Option<i64>, reason: Option<String>, started: u64) -> JobResult {
@@ -144,13 +243,7 @@ pub async fn run_job_then(
     claim_next: bool,
 ) -> (JobResult, Option<ClaimedJob>) {
     let started = now_ms();
-    let mut ship = Shipper {
-        api,
-        job_id: job.job_id,
-        token: &job.token,
-        offset: 0,
-        buf: Vec::with_capacity(CHUNK_BYTES),
-    };
+    let mut ship = Shipper::new(api, job.job_id, &job.token);
     let outcome = execute(&mut ship, ex, job, checkout, started).await;
     let result = match outcome {
         Ok(r) => r,
@@ -308,36 +401,7 @@ async fn execute(
         hooks,
     };
     let mut masker = Masker::new(secrets);
-    let forward = async {
-        let mut flush = tokio::time::interval(FLUSH_EVERY);
-        loop {
-            tokio::select! {
-                ev = erx.recv() => {
-                    let Some(ev) = ev else { break };
-                    match ev {
-                        ExecEvent::Log { data, .. } => {
-                            masker.push(&data, &mut ship.buf);
-                            if ship.buf.len() >= CHUNK_BYTES {
-                                ship.ship().await?;
-                            }
-                        }
-                        ExecEvent::StepStarted { index, name } => {
-                            masker.finish(&mut ship.buf);
-                            ship.mark(SectionMark { step: index, kind: "start".into(), name: Some(name), exit_code: None }).await?;
-                        }
-                        ExecEvent::StepFinished { index, exit_code, .. } => {
-                            masker.finish(&mut ship.buf);
-                            ship.mark(SectionMark { step: index, kind: "end".into(), name: None, exit_code }).await?;
-                        }
-                        ExecEvent::StepSkipped { .. } => {}
-                    }
-                }
-                _ = flush.tick() => ship.ship().await?,
-            }
-        }
-        masker.finish(&mut ship.buf);
-        ship.ship().await
-    };
+    let forward = forward(ship, &mut erx, &mut masker);
     let run = async {
         let (outcome, shipped) = tokio::join!(ex.run(&spec, jctx), forward);
         (outcome, shipped)
@@ -390,4 +454,236 @@ fn workspace_id(key: &str, job_id: i64) -> String {
         .collect();
     s = s.trim_start_matches('.').to_string();
     format!("j{job_id}-{s}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::StepStatus;
+    use std::sync::Mutex;
+
+    /// What the fake server saw, in order.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Seen {
+        Append { offset: u64, len: usize },
+        Mark { kind: String, at: u64 },
+    }
+
+    /// A server that stores appends after `gate` lets it (the first append only) and records
+    /// how many appends were in flight at once.
+    struct FakeApi {
+        seen: Mutex<Vec<Seen>>,
+        log: Mutex<Vec<u8>>,
+        in_flight: std::sync::atomic::AtomicUsize,
+        most_in_flight: std::sync::atomic::AtomicUsize,
+        gate: tokio::sync::Mutex<Option<watch::Receiver<usize>>>,
+        needed: usize,
+    }
+
+    impl FakeApi {
+        fn new(gate: Option<(watch::Receiver<usize>, usize)>) -> Self {
+            let (gate, needed) = match gate {
+                Some((rx, n)) => (Some(rx), n),
+                None => (None, 0),
+            };
+            FakeApi {
+                seen: Mutex::new(Vec::new()),
+                log: Mutex::new(Vec::new()),
+                in_flight: 0.into(),
+                most_in_flight: 0.into(),
+                gate: tokio::sync::Mutex::new(gate),
+                needed,
+            }
+        }
+    }
+
+    impl RunnerApi for FakeApi {
+        fn claim(&self, _: Duration) -> BoxFuture<'_, Result<Option<ClaimedJob>, ApiError>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn heartbeat<'a>(&'a self, _: i64, _: &'a str) -> BoxFuture<'a, Result<bool, ApiError>> {
+            Box::pin(async { Ok(false) })
+        }
+        fn append_log<'a>(
+            &'a self,
+            _: i64,
+            _: &'a str,
+            offset: u64,
+            data: Vec<u8>,
+        ) -> BoxFuture<'a, Result<(), ApiError>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            Box::pin(async move {
+                let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+                self.most_in_flight.fetch_max(now, SeqCst);
+                // The first append waits until the producer got `needed` events out.
+                if let Some(mut rx) = self.gate.lock().await.take() {
+                    let needed = self.needed;
+                    rx.wait_for(|n| *n >= needed).await.expect("producer alive");
+                }
+                let mut log = self.log.lock().unwrap();
+                assert_eq!(
+                    offset,
+                    log.len() as u64,
+                    "appends arrive in order, without gaps"
+                );
+                log.extend_from_slice(&data);
+                self.seen.lock().unwrap().push(Seen::Append {
+                    offset,
+                    len: data.len(),
+                });
+                self.in_flight.fetch_sub(1, SeqCst);
+                Ok(())
+            })
+        }
+        fn section<'a>(
+            &'a self,
+            _: i64,
+            _: &'a str,
+            mark: SectionMark,
+        ) -> BoxFuture<'a, Result<(), ApiError>> {
+            Box::pin(async move {
+                let at = self.log.lock().unwrap().len() as u64;
+                self.seen.lock().unwrap().push(Seen::Mark {
+                    kind: mark.kind,
+                    at,
+                });
+                Ok(())
+            })
+        }
+        fn finish<'a>(
+            &'a self,
+            _: i64,
+            _: &'a str,
+            _: JobResult,
+        ) -> BoxFuture<'a, Result<(), ApiError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// Sends `events` through a channel of the worker's size into [`forward`]; counts the sends.
+    async fn pump(api: &FakeApi, events: Vec<ExecEvent>, sent: watch::Sender<usize>) {
+        let (etx, mut erx) = mpsc::channel::<ExecEvent>(16);
+        let producer = async move {
+            for (i, ev) in events.into_iter().enumerate() {
+                etx.send(ev).await.expect("forward alive");
+                sent.send_replace(i + 1);
+            }
+        };
+        let mut ship = Shipper::new(api, 1, "t");
+        let mut masker = Masker::new(SecretSet::empty());
+        let run = async {
+            let ((), r) = tokio::join!(producer, forward(&mut ship, &mut erx, &mut masker));
+            r
+        };
+        tokio::time::timeout(Duration::from_secs(20), run)
+            .await
+            .expect("forward finishes (a stalled pipeline would hang here)")
+            .expect("shipped");
+    }
+
+    fn log(data: Vec<u8>) -> ExecEvent {
+        ExecEvent::Log {
+            step: Some(0),
+            data,
+        }
+    }
+
+    #[tokio::test]
+    async fn output_keeps_flowing_while_a_chunk_is_in_flight() {
+        // 16 KiB events: the first chunk is 4 of them. While it is in flight the worker fills
+        // the next chunk (4 more) and the channel (16): 24 sends complete before the first
+        // append returns. Shipping one chunk at a time with nothing read meanwhile allows 20.
+        let (tx, rx) = watch::channel(0);
+        let api = FakeApi::new(Some((rx, 24)));
+        let events: Vec<ExecEvent> = (0..64u8).map(|i| log(vec![i; 16 * 1024])).collect();
+        let want: Vec<u8> = (0..64u8).flat_map(|i| vec![i; 16 * 1024]).collect();
+        pump(&api, events, tx).await;
+        assert_eq!(*api.log.lock().unwrap(), want);
+        assert_eq!(
+            api.most_in_flight.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one append at a time"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_chunk_is_larger_than_the_limit() {
+        // Reads of 60 KiB used to leave up to twice the limit in one chunk.
+        let (tx, _rx) = watch::channel(0);
+        let api = FakeApi::new(None);
+        let sizes = [
+            60 * 1024,
+            60 * 1024,
+            1,
+            200 * 1024,
+            5,
+            64 * 1024,
+            64 * 1024 - 1,
+        ];
+        let mut want = Vec::new();
+        let events: Vec<ExecEvent> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let data = vec![b'a' + i as u8; *n];
+                want.extend_from_slice(&data);
+                log(data)
+            })
+            .collect();
+        pump(&api, events, tx).await;
+        assert_eq!(*api.log.lock().unwrap(), want);
+        let seen = api.seen.lock().unwrap();
+        assert!(seen.len() > 1);
+        for s in seen.iter() {
+            let Seen::Append { len, .. } = s else {
+                panic!("no marks were sent: {s:?}")
+            };
+            assert!(*len <= CHUNK_BYTES && *len > 0, "chunk of {len} bytes");
+        }
+    }
+
+    #[tokio::test]
+    async fn step_marks_come_after_the_output_before_them() {
+        let (tx, _rx) = watch::channel(0);
+        let api = FakeApi::new(None);
+        let events = vec![
+            ExecEvent::StepStarted {
+                index: 0,
+                name: "one".into(),
+            },
+            log(vec![b'x'; 100 * 1024]),
+            log(b"last line\n".to_vec()),
+            ExecEvent::StepFinished {
+                index: 0,
+                status: StepStatus::Success,
+                exit_code: Some(0),
+                duration: Duration::ZERO,
+            },
+            log(b"after\n".to_vec()),
+        ];
+        pump(&api, events, tx).await;
+        let marks: Vec<Seen> = api
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| matches!(s, Seen::Mark { .. }))
+            .cloned()
+            .collect();
+        let end = 100 * 1024 + 10;
+        assert_eq!(
+            marks,
+            vec![
+                Seen::Mark {
+                    kind: "start".into(),
+                    at: 0
+                },
+                Seen::Mark {
+                    kind: "end".into(),
+                    at: end
+                }
+            ]
+        );
+        assert_eq!(api.log.lock().unwrap().len() as u64, end + 6);
+    }
 }

@@ -1,8 +1,11 @@
 //! Log ingest micro-benchmark (issue 5, W4): 100 MB of log lines through the secret masker into
 //! the compressed log store, then byte-exact retrieval checked.
 //!
-//! Run: `cargo run --release -p ouro-build --example log_ingest [MB] [CHUNK_KB]`
-//! (numbers go to docs/benchmarks.md; no timing in tests).
+//! Run: `cargo run --release -p ouro-build --example log_ingest [MB] [CHUNK_KB] [TEXT]`
+//! (numbers go to docs/benchmarks.md; no timing in tests). TEXT is `build` (the default: lines
+//! like a compiler's) or `w4` (the line `bench/pipelines.py` W4 prints, again and again: every
+//! letter and digit on each line, so a prefilter looking for a secret's rare bytes finds
+//! candidates everywhere).
 
 use std::time::Instant;
 
@@ -14,11 +17,17 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mb: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let chunk_kb: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(64);
+    let text = args.next().unwrap_or_else(|| "build".into());
     let total = mb * 1_000_000;
 
-    // Build-log-like lines with a counter, so compression has real work.
     let mut data = Vec::with_capacity(total + 200);
     let mut i = 0u64;
+    const W4_LINE: &[u8] = b"ouro log line 0123456789 abcdefghijklmnopqrstuvwxyz \
+        ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 ....\n";
+    while text == "w4" && data.len() < total {
+        data.extend_from_slice(W4_LINE);
+    }
+    // Build-log-like lines with a counter, so compression has real work.
     while data.len() < total {
         data.extend_from_slice(
             format!(
@@ -37,6 +46,8 @@ fn main() {
         "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
         "s3cr3t-password-value",
         "AKIAIOSFODNN7EXAMPLE",
+        // Every job has one: its API token (`runner::job_api_token`).
+        "ourojob_12_6f1d3c0b9e7a4f25a8c1d6e3b2f09a7c4e5d8b1a3f6c9e2d7b0a5c8f1e4d7a2b",
     ])
     .expect("secrets");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -112,7 +123,7 @@ fn main() {
         mbs(store_only)
     );
     println!(
-        "ingest (mask + store): {mb} MB in {:.3} s = {:.0} MB/s; read back: {:.3} s = {:.0} MB/s; on disk {:.1} MB ({:.1}x); chunk {chunk_kb} KiB",
+        "ingest (mask + store): {mb} MB in {:.3} s = {:.0} MB/s; read back: {:.3} s = {:.0} MB/s; on disk {:.1} MB ({:.1}x); chunk {chunk_kb} KiB; text {text}",
         ingest.as_secs_f64(),
         mbs(ingest),
         read.as_secs_f64(),

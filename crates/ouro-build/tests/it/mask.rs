@@ -245,3 +245,51 @@ fn output_that_cannot_start_a_secret_is_not_held_back() {
         String::from_utf8_lossy(&out)
     );
 }
+
+proptest! {
+    /// The SIMD search and the automaton find the same matches: overlapping secrets, prefixes of
+    /// one another, dense text, streamed in random chunks.
+    #[test]
+    fn simd_search_equals_the_automaton(
+        secrets in proptest::collection::vec("[a-d]{6,12}", 1..6),
+        text in proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), Just(b'c'), Just(b'd'), Just(b'\n')], 0..600),
+        cuts in proptest::collection::vec(0usize..600, 0..10),
+    ) {
+        let set = SecretSet::new(&secrets).unwrap();
+        let automaton = set.with_automaton();
+        prop_assert!(!automaton.is_packed());
+        prop_assert_eq!(set.mask_all(&text), automaton.mask_all(&text));
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(text.len())).collect();
+        cuts.sort();
+        let mut chunks: Vec<&[u8]> = Vec::new();
+        let mut last = 0;
+        for c in cuts {
+            chunks.push(&text[last..c]);
+            last = c;
+        }
+        chunks.push(&text[last..]);
+        prop_assert_eq!(stream(&set, &chunks), stream(&automaton, &chunks));
+    }
+}
+
+/// A job's usual secrets (its API token and a few more, each in all its forms) are searched with
+/// the SIMD search, whose speed does not depend on the log's text (see the module docs of
+/// `ouro_build::mask`); and the text that made the automaton's prefilter slow is masked right.
+#[test]
+fn a_jobs_secrets_use_the_simd_search() {
+    let token = "ourojob_12_6f1d3c0b9e7a4f25a8c1d6e3b2f09a7c4e5d8b1a3f6c9e2d7b0a5c8f1e4d7a2b";
+    let set = SecretSet::new([token, "s3cr3t-password-value", "AKIAIOSFODNN7EXAMPLE"]).unwrap();
+    if std::is_x86_feature_detected!("ssse3") {
+        assert!(set.is_packed(), "Teddy builds on x86-64 with SSSE3");
+    } else {
+        eprintln!("no SSSE3 on this CPU: the automaton masks (slower on some texts)");
+    }
+    let line = "ouro log line 0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ\n";
+    let mut text = line.repeat(100);
+    text.push_str(&format!("token={token}\n"));
+    text.push_str(&line.repeat(100));
+    let want = format!("{}token=***\n{}", line.repeat(100), line.repeat(100));
+    let chunks: Vec<&[u8]> = text.as_bytes().chunks(4096).collect();
+    assert_eq!(String::from_utf8(stream(&set, &chunks)).unwrap(), want);
+    assert_eq!(set.mask_all(text.as_bytes()), want.as_bytes());
+}

@@ -3,8 +3,7 @@
 //!
 //! Memory is bounded: the executor's event channel is small and bounded, output is masked into a
 //! buffer shipped in chunks of at most [`CHUNK_BYTES`] (and every [`FLUSH_EVERY`] so the log is
-//! live), one chunk in flight while the next one fills (the executor waits when that one is full
-//! too).
+//! live), one chunk in flight at a time (the executor waits meanwhile).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,18 +56,14 @@ fn now_ms() -> u64 {
     crate::logs::now_ms()
 }
 
-/// Ships the log of one attempt: offsets, retries of a failed call, one chunk in flight while
-/// the next one fills.
+/// Ships the log of one attempt: offsets, chunks of at most [`CHUNK_BYTES`], retries of a
+/// failed call.
 struct Shipper<'a> {
     api: &'a dyn RunnerApi,
     job_id: i64,
     token: &'a str,
-    /// The log offset after the last byte handed to the API.
-    sent: u64,
+    offset: u64,
     buf: Vec<u8>,
-    /// The chunk being appended: the next one is sent only when it is stored, so the server
-    /// never sees a gap, and the log is in order.
-    inflight: Option<BoxFuture<'a, Result<(), ApiError>>>,
 }
 
 /// Calls `call` until it succeeds, is refused as stale, or failed 8 times (with backoff).
@@ -97,53 +92,30 @@ impl<'a> Shipper<'a> {
             api,
             job_id,
             token,
-            sent: 0,
+            offset: 0,
             buf: Vec::with_capacity(CHUNK_BYTES),
-            inflight: None,
         }
     }
 
-    /// Hands the next chunk (at most [`CHUNK_BYTES`]) to the API without waiting for it.
-    /// Only called with nothing in flight.
-    fn start(&mut self) {
-        debug_assert!(self.inflight.is_none());
-        if self.buf.is_empty() {
-            return;
+    /// Ships the full chunks buffered; with `all`, the rest too.
+    async fn send(&mut self, all: bool) -> Result<(), ApiError> {
+        while self.buf.len() >= CHUNK_BYTES || (all && !self.buf.is_empty()) {
+            let rest = if self.buf.len() > CHUNK_BYTES {
+                self.buf.split_off(CHUNK_BYTES)
+            } else {
+                Vec::with_capacity(CHUNK_BYTES)
+            };
+            let data = std::mem::replace(&mut self.buf, rest);
+            let (api, id, token, offset) = (self.api, self.job_id, self.token, self.offset);
+            retrying(|| api.append_log(id, token, offset, data.clone())).await?;
+            self.offset += data.len() as u64;
         }
-        let data = if self.buf.len() <= CHUNK_BYTES {
-            std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES))
-        } else {
-            let rest = self.buf.split_off(CHUNK_BYTES);
-            std::mem::replace(&mut self.buf, rest)
-        };
-        let (api, id, token, offset) = (self.api, self.job_id, self.token, self.sent);
-        self.sent += data.len() as u64;
-        self.inflight = Some(Box::pin(async move {
-            retrying(|| api.append_log(id, token, offset, data.clone())).await
-        }));
+        Ok(())
     }
 
-    /// Waits for the chunk in flight, if any.
-    async fn settle(&mut self) -> Result<(), ApiError> {
-        match self.inflight.as_mut() {
-            Some(call) => {
-                let r = call.await;
-                self.inflight = None;
-                r
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// Ships everything buffered and waits until it is stored.
+    /// Ships everything buffered.
     async fn ship(&mut self) -> Result<(), ApiError> {
-        loop {
-            self.settle().await?;
-            if self.buf.is_empty() {
-                return Ok(());
-            }
-            self.start();
-        }
+        self.send(true).await
     }
 
     async fn mark(&mut self, mark: SectionMark) -> Result<(), ApiError> {
@@ -160,10 +132,9 @@ impl<'a> Shipper<'a> {
     }
 }
 
-/// Masks the executor's output into the log and ships it until the executor is done: a full
-/// chunk goes at once when nothing is in flight, else when the one in flight is stored (the
-/// executor meanwhile fills the next, and waits when that one is full too); what is buffered
-/// goes at least every [`FLUSH_EVERY`]; step marks go after the output before them.
+/// Masks the executor's output into the log and ships it until the executor is done: full
+/// chunks at once, what is buffered at least every [`FLUSH_EVERY`], step marks after the output
+/// before them.
 async fn forward(
     ship: &mut Shipper<'_>,
     erx: &mut mpsc::Receiver<ExecEvent>,
@@ -171,23 +142,13 @@ async fn forward(
 ) -> Result<(), ApiError> {
     let mut flush = tokio::time::interval(FLUSH_EVERY);
     loop {
-        let room = ship.buf.len() < CHUNK_BYTES || ship.inflight.is_none();
         tokio::select! {
-            r = async { ship.inflight.as_mut().expect("guarded").await }, if ship.inflight.is_some() => {
-                ship.inflight = None;
-                r?;
-                if ship.buf.len() >= CHUNK_BYTES {
-                    ship.start();
-                }
-            }
-            ev = erx.recv(), if room => {
+            ev = erx.recv() => {
                 let Some(ev) = ev else { break };
                 match ev {
                     ExecEvent::Log { data, .. } => {
                         masker.push(&data, &mut ship.buf);
-                        if ship.buf.len() >= CHUNK_BYTES && ship.inflight.is_none() {
-                            ship.start();
-                        }
+                        ship.send(false).await?;
                     }
                     ExecEvent::StepStarted { index, name } => {
                         masker.finish(&mut ship.buf);
@@ -200,11 +161,7 @@ async fn forward(
                     ExecEvent::StepSkipped { .. } => {}
                 }
             }
-            _ = flush.tick() => {
-                if ship.inflight.is_none() {
-                    ship.start();
-                }
-            }
+            _ = flush.tick() => ship.ship().await?,
         }
     }
     masker.finish(&mut ship.buf);
@@ -469,32 +426,11 @@ mod tests {
         Mark { kind: String, at: u64 },
     }
 
-    /// A server that stores appends after `gate` lets it (the first append only) and records
-    /// how many appends were in flight at once.
+    /// A server that keeps the log and what it was sent.
+    #[derive(Default)]
     struct FakeApi {
         seen: Mutex<Vec<Seen>>,
         log: Mutex<Vec<u8>>,
-        in_flight: std::sync::atomic::AtomicUsize,
-        most_in_flight: std::sync::atomic::AtomicUsize,
-        gate: tokio::sync::Mutex<Option<watch::Receiver<usize>>>,
-        needed: usize,
-    }
-
-    impl FakeApi {
-        fn new(gate: Option<(watch::Receiver<usize>, usize)>) -> Self {
-            let (gate, needed) = match gate {
-                Some((rx, n)) => (Some(rx), n),
-                None => (None, 0),
-            };
-            FakeApi {
-                seen: Mutex::new(Vec::new()),
-                log: Mutex::new(Vec::new()),
-                in_flight: 0.into(),
-                most_in_flight: 0.into(),
-                gate: tokio::sync::Mutex::new(gate),
-                needed,
-            }
-        }
     }
 
     impl RunnerApi for FakeApi {
@@ -511,15 +447,7 @@ mod tests {
             offset: u64,
             data: Vec<u8>,
         ) -> BoxFuture<'a, Result<(), ApiError>> {
-            use std::sync::atomic::Ordering::SeqCst;
             Box::pin(async move {
-                let now = self.in_flight.fetch_add(1, SeqCst) + 1;
-                self.most_in_flight.fetch_max(now, SeqCst);
-                // The first append waits until the producer got `needed` events out.
-                if let Some(mut rx) = self.gate.lock().await.take() {
-                    let needed = self.needed;
-                    rx.wait_for(|n| *n >= needed).await.expect("producer alive");
-                }
                 let mut log = self.log.lock().unwrap();
                 assert_eq!(
                     offset,
@@ -531,7 +459,6 @@ mod tests {
                     offset,
                     len: data.len(),
                 });
-                self.in_flight.fetch_sub(1, SeqCst);
                 Ok(())
             })
         }
@@ -560,13 +487,12 @@ mod tests {
         }
     }
 
-    /// Sends `events` through a channel of the worker's size into [`forward`]; counts the sends.
-    async fn pump(api: &FakeApi, events: Vec<ExecEvent>, sent: watch::Sender<usize>) {
+    /// Sends `events` through a channel of the worker's size into [`forward`].
+    async fn pump(api: &FakeApi, events: Vec<ExecEvent>) {
         let (etx, mut erx) = mpsc::channel::<ExecEvent>(16);
         let producer = async move {
-            for (i, ev) in events.into_iter().enumerate() {
+            for ev in events {
                 etx.send(ev).await.expect("forward alive");
-                sent.send_replace(i + 1);
             }
         };
         let mut ship = Shipper::new(api, 1, "t");
@@ -575,10 +501,7 @@ mod tests {
             let ((), r) = tokio::join!(producer, forward(&mut ship, &mut erx, &mut masker));
             r
         };
-        tokio::time::timeout(Duration::from_secs(20), run)
-            .await
-            .expect("forward finishes (a stalled pipeline would hang here)")
-            .expect("shipped");
+        run.await.expect("shipped");
     }
 
     fn log(data: Vec<u8>) -> ExecEvent {
@@ -589,28 +512,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn output_keeps_flowing_while_a_chunk_is_in_flight() {
-        // 16 KiB events: the first chunk is 4 of them. While it is in flight the worker fills
-        // the next chunk (4 more) and the channel (16): 24 sends complete before the first
-        // append returns. Shipping one chunk at a time with nothing read meanwhile allows 20.
-        let (tx, rx) = watch::channel(0);
-        let api = FakeApi::new(Some((rx, 24)));
-        let events: Vec<ExecEvent> = (0..64u8).map(|i| log(vec![i; 16 * 1024])).collect();
-        let want: Vec<u8> = (0..64u8).flat_map(|i| vec![i; 16 * 1024]).collect();
-        pump(&api, events, tx).await;
-        assert_eq!(*api.log.lock().unwrap(), want);
-        assert_eq!(
-            api.most_in_flight.load(std::sync::atomic::Ordering::SeqCst),
-            1,
-            "one append at a time"
-        );
-    }
-
-    #[tokio::test]
     async fn no_chunk_is_larger_than_the_limit() {
         // Reads of 60 KiB used to leave up to twice the limit in one chunk.
-        let (tx, _rx) = watch::channel(0);
-        let api = FakeApi::new(None);
+        let api = FakeApi::default();
         let sizes = [
             60 * 1024,
             60 * 1024,
@@ -630,7 +534,7 @@ mod tests {
                 log(data)
             })
             .collect();
-        pump(&api, events, tx).await;
+        pump(&api, events).await;
         assert_eq!(*api.log.lock().unwrap(), want);
         let seen = api.seen.lock().unwrap();
         assert!(seen.len() > 1);
@@ -644,8 +548,7 @@ mod tests {
 
     #[tokio::test]
     async fn step_marks_come_after_the_output_before_them() {
-        let (tx, _rx) = watch::channel(0);
-        let api = FakeApi::new(None);
+        let api = FakeApi::default();
         let events = vec![
             ExecEvent::StepStarted {
                 index: 0,
@@ -661,7 +564,7 @@ mod tests {
             },
             log(b"after\n".to_vec()),
         ];
-        pump(&api, events, tx).await;
+        pump(&api, events).await;
         let marks: Vec<Seen> = api
             .seen
             .lock()

@@ -16,6 +16,20 @@ fn stream(set: &std::sync::Arc<SecretSet>, chunks: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// `text` cut at `cuts` (clamped, in any order): the chunks a stream might bring it in.
+fn split_at(text: &[u8], cuts: Vec<usize>) -> Vec<&[u8]> {
+    let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(text.len())).collect();
+    cuts.sort();
+    let mut chunks: Vec<&[u8]> = Vec::new();
+    let mut last = 0;
+    for c in cuts {
+        chunks.push(&text[last..c]);
+        last = c;
+    }
+    chunks.push(&text[last..]);
+    chunks
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -137,15 +151,7 @@ proptest! {
     ) {
         let set = SecretSet::new(&secrets).unwrap();
         let whole = set.mask_all(&text);
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(text.len())).collect();
-        cuts.sort();
-        let mut chunks: Vec<&[u8]> = Vec::new();
-        let mut last = 0;
-        for c in cuts {
-            chunks.push(&text[last..c]);
-            last = c;
-        }
-        chunks.push(&text[last..]);
+        let chunks = split_at(&text, cuts);
         let got = stream(&set, &chunks);
         prop_assert_eq!(&got, &whole);
         // Each secret occurrence that is not overlapped by another one is gone.
@@ -194,15 +200,7 @@ proptest! {
             _ => format!("b64: {} end\n", STANDARD.encode(inner.as_bytes())),
         };
         let bytes = text.as_bytes();
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
-        cuts.sort();
-        let mut chunks: Vec<&[u8]> = Vec::new();
-        let mut last = 0;
-        for c in cuts {
-            chunks.push(&bytes[last..c]);
-            last = c;
-        }
-        chunks.push(&bytes[last..]);
+        let chunks = split_at(bytes, cuts);
         let out = stream(&set, &chunks);
         prop_assert!(contains(&out, b"***"), "{:?} -> {:?}", text, String::from_utf8_lossy(&out));
         match form {
@@ -259,15 +257,7 @@ proptest! {
         let automaton = set.with_automaton();
         prop_assert!(!automaton.is_packed());
         prop_assert_eq!(set.mask_all(&text), automaton.mask_all(&text));
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(text.len())).collect();
-        cuts.sort();
-        let mut chunks: Vec<&[u8]> = Vec::new();
-        let mut last = 0;
-        for c in cuts {
-            chunks.push(&text[last..c]);
-            last = c;
-        }
-        chunks.push(&text[last..]);
+        let chunks = split_at(&text, cuts);
         prop_assert_eq!(stream(&set, &chunks), stream(&automaton, &chunks));
     }
 }

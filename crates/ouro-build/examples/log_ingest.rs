@@ -1,11 +1,12 @@
 //! Log ingest micro-benchmark (issue 5, W4): 100 MB of log lines through the secret masker into
 //! the compressed log store, then byte-exact retrieval checked.
 //!
-//! Run: `cargo run --release -p ouro-build --example log_ingest [MB] [CHUNK_KB] [TEXT]`
+//! Run: `cargo run --release -p ouro-build --example log_ingest [MB] [CHUNK_KB] [TEXT] [SECRETS]`
 //! (numbers go to docs/benchmarks.md; no timing in tests). TEXT is `build` (the default: lines
 //! like a compiler's) or `w4` (the line `bench/pipelines.py` W4 prints, again and again: every
 //! letter and digit on each line, so a prefilter looking for a secret's rare bytes finds
-//! candidates everywhere).
+//! candidates everywhere). SECRETS is `token` (a job's API token alone, as every job has) or a
+//! number N (the token, three typical secrets and N more; the default is 0).
 
 use std::time::Instant;
 
@@ -18,6 +19,7 @@ fn main() {
     let mb: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let chunk_kb: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(64);
     let text = args.next().unwrap_or_else(|| "build".into());
+    let secrets_arg = args.next().unwrap_or_else(|| "0".into());
     let total = mb * 1_000_000;
 
     let mut data = Vec::with_capacity(total + 200);
@@ -42,14 +44,27 @@ fn main() {
     }
     data.truncate(total);
 
-    let secrets = SecretSet::new([
-        "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
-        "s3cr3t-password-value",
-        "AKIAIOSFODNN7EXAMPLE",
-        // Every job has one: its API token (`runner::job_api_token`).
-        "ourojob_12_6f1d3c0b9e7a4f25a8c1d6e3b2f09a7c4e5d8b1a3f6c9e2d7b0a5c8f1e4d7a2b",
-    ])
-    .expect("secrets");
+    // Every job has one: its API token (`runner::job_api_token`).
+    let mut values: Vec<String> =
+        vec!["ourojob_12_6f1d3c0b9e7a4f25a8c1d6e3b2f09a7c4e5d8b1a3f6c9e2d7b0a5c8f1e4d7a2b".into()];
+    if secrets_arg != "token" {
+        let extra: usize = secrets_arg.parse().expect("SECRETS: `token` or a number");
+        values.extend(
+            [
+                "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+                "s3cr3t-password-value",
+                "AKIAIOSFODNN7EXAMPLE",
+            ]
+            .map(String::from),
+        );
+        values.extend((0..extra).map(|i| format!("extra-secret-{i:04}-value")));
+    }
+    let secrets = SecretSet::new(&values).expect("secrets");
+    let search = if secrets.is_packed() {
+        "SIMD"
+    } else {
+        "automaton"
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = LogConfig {
         cap_bytes: u64::MAX,
@@ -118,8 +133,9 @@ fn main() {
         .sum();
     let mbs = |d: std::time::Duration| total as f64 / 1e6 / d.as_secs_f64();
     println!(
-        "parts: masker alone {:.0} MB/s; store alone {:.0} MB/s",
+        "parts: masker alone {:.0} MB/s ({} secrets, {search} search); store alone {:.0} MB/s",
         mbs(mask_only),
+        values.len(),
         mbs(store_only)
     );
     println!(

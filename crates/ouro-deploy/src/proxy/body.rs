@@ -30,6 +30,10 @@ impl Counted {
         }
     }
 
+    pub fn signals(&self) -> &ReplicaSignals {
+        &self.signals
+    }
+
     /// The request became an upgraded connection.
     pub fn upgrade(&mut self) {
         if !self.upgraded {

@@ -6,6 +6,7 @@
 //! body has been sent (or the client left), and streams both bodies without buffering them.
 
 mod body;
+mod fast;
 mod headers;
 mod pool;
 mod signals;
@@ -32,7 +33,7 @@ pub use body::ProxyBody;
 pub use table::{Balance, RouteTable};
 
 use body::{Counted, Finish};
-use pool::{Pool, Sender};
+use pool::{Links, Pool, Sender};
 use signals::{ERROR, Families, ReplicaSignals, class_of};
 use table::{Backend, Side, StickyKey, Table, bucket, cookie_value};
 
@@ -108,11 +109,20 @@ struct Listener {
 struct Inner {
     options: ProxyOptions,
     pool: Arc<Pool>,
+    /// The fast path's connections to replicas (see [`fast`]).
+    links: Links,
     families: Families,
     server: auto::Builder<TokioExecutor>,
     /// Routes by listen address; the mutex only orders writers, requests read the `ArcSwap`.
     routes: Mutex<HashMap<SocketAddr, Arc<ArcSwap<Routes>>>>,
     listeners: Mutex<HashMap<SocketAddr, Listener>>,
+}
+
+impl Inner {
+    fn forget_connections(&self, addr: SocketAddr) {
+        self.pool.forget(addr);
+        self.links.forget(addr);
+    }
 }
 
 /// The reverse proxy (one per server; clones share it).
@@ -152,10 +162,12 @@ impl Proxy {
             options.connect_timeout,
             options.max_header_bytes,
         ));
+        let links = Links::new(options.upstream_idle_timeout, options.max_idle_per_upstream);
         Proxy {
             inner: Arc::new(Inner {
                 options,
                 pool,
+                links,
                 families: Families::new(),
                 server,
                 routes: Mutex::new(HashMap::new()),
@@ -319,7 +331,7 @@ impl Proxy {
             }
         }
         for u in upstreams {
-            self.inner.pool.forget(u.addr);
+            self.inner.forget_connections(u.addr);
         }
         DrainReport {
             cut_requests,
@@ -334,7 +346,7 @@ impl Proxy {
     pub fn forget(&self, upstreams: &[Arc<Upstream>]) {
         for u in upstreams {
             self.inner.families.forget(u);
-            self.inner.pool.forget(u.addr);
+            self.inner.forget_connections(u.addr);
         }
     }
 
@@ -393,13 +405,13 @@ async fn accept_loop(
         });
         let mut stop = stop.clone();
         tokio::spawn(async move {
-            // hyper's header timeout starts only after the first bytes (the HTTP/1 or HTTP/2
-            // detection reads without one): a connection that sends nothing is closed here.
-            let idle = conn.inner.options.client_idle_timeout;
-            match tokio::time::timeout(idle, stream.peek(&mut [0u8; 1])).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
-            }
+            // Plain HTTP/1.1 requests are served by the fast path; it hands the connection to
+            // hyper (below) at the first request it does not take, and only after bytes came,
+            // so hyper's header timeout (which starts with the first bytes) always applies.
+            let (io, stopping) = match fast::serve(&conn, stream, &mut stop).await {
+                fast::Exit::Closed => return,
+                fast::Exit::Handoff { io, stopping } => (io, stopping),
+            };
             let server = conn.inner.clone();
             let service = hyper::service::service_fn(move |req| {
                 let conn = conn.clone();
@@ -407,8 +419,13 @@ async fn accept_loop(
             });
             let serving = server
                 .server
-                .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                .serve_connection_with_upgrades(TokioIo::new(io), service);
             tokio::pin!(serving);
+            if stopping {
+                serving.as_mut().graceful_shutdown();
+                let _ = serving.await;
+                return;
+            }
             tokio::select! {
                 _ = serving.as_mut() => {}
                 _ = stop.changed() => {
@@ -417,6 +434,63 @@ async fn accept_loop(
                 }
             }
         });
+    }
+}
+
+/// An answer of the proxy's own instead of a replica's.
+enum Refusal {
+    /// No route for this host.
+    NoRoute(String),
+    /// The service has no ready replica.
+    NoReady(String),
+    /// Every replica tried refused or timed out the connection.
+    Connect(String),
+    /// The request reached this replica and got no response.
+    Upstream(String),
+    /// The service took longer than the request timeout (ms).
+    Timeout(String, u128),
+    /// This replica answered 101 to a request that asked for no upgrade.
+    Switched(String),
+}
+
+impl Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::NoRoute(_) => StatusCode::NOT_FOUND,
+            Refusal::NoReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Connect(_) | Refusal::Upstream(_) | Refusal::Switched(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            Refusal::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Refusal::NoRoute(host) => format!("no service is routed for host {host}\n"),
+            Refusal::NoReady(service) => format!("no ready replica of service {service}\n"),
+            Refusal::Connect(service) => {
+                format!("no replica of service {service} accepted a connection\n")
+            }
+            Refusal::Upstream(replica) => {
+                format!("replica {replica} closed the connection without a response\n")
+            }
+            Refusal::Timeout(service, ms) => {
+                format!("service {service} did not answer within {ms} ms\n")
+            }
+            Refusal::Switched(replica) => {
+                format!("replica {replica} switched protocols without being asked\n")
+            }
+        }
+    }
+
+    /// Whether the replica last tried gets an `error` for it (the request went to one).
+    fn counts_as_error(&self) -> bool {
+        !matches!(self, Refusal::NoRoute(_) | Refusal::NoReady(_))
+    }
+
+    fn response(&self) -> Response<ProxyBody> {
+        text(self.status(), self.message())
     }
 }
 
@@ -430,17 +504,22 @@ fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
     res
 }
 
-/// The bucket of the request's client (see [`table::bucket`]).
-fn client_bucket(table: &Table, req: &Request<Incoming>, peer: IpAddr) -> u8 {
+/// The bucket of the request's client (see [`table::bucket`]), from its headers (name, value)
+/// in the order they came.
+fn client_bucket<'h>(
+    table: &Table,
+    mut headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+    peer: IpAddr,
+) -> u8 {
     match &table.sticky {
         Some(StickyKey::Header(name)) => {
-            if let Some(v) = req.headers().get(name) {
-                return bucket(v.as_bytes());
+            if let Some((_, v)) = headers.find(|(n, _)| n.eq_ignore_ascii_case(name.as_str())) {
+                return bucket(v);
             }
         }
         Some(StickyKey::Cookie(name)) => {
-            for v in req.headers().get_all(COOKIE) {
-                if let Ok(s) = v.to_str()
+            for (_, v) in headers.filter(|(n, _)| n.eq_ignore_ascii_case(COOKIE.as_str())) {
+                if let Some(s) = headers::visible(v)
                     && let Some(value) = cookie_value(s, name)
                 {
                     return bucket(value.as_bytes());
@@ -486,15 +565,17 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
     let host = headers::request_host(&req).map(headers::host_name);
     let table = conn.routes.load().find(host);
     let Some(table) = table else {
-        let host = host.unwrap_or("(none)");
-        return text(
-            StatusCode::NOT_FOUND,
-            format!("no service is routed for host {host}\n"),
-        );
+        return Refusal::NoRoute(host.unwrap_or("(none)").to_string()).response();
     };
     let peer_ip = conn.peer.ip().to_canonical();
     let canary_first = match &table.canary {
-        Some((_, weight)) => client_bucket(&table, &req, peer_ip) < *weight,
+        Some((_, weight)) => {
+            let headers = req
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes()));
+            client_bucket(&table, headers, peer_ip) < *weight
+        }
         None => false,
     };
     let protocol = headers::upgrade_protocol(&req);
@@ -504,42 +585,34 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
     let mut last: Option<Arc<ReplicaSignals>> = None;
     let attempt = forward(inner, &table, canary_first, req, &mut last);
     let outcome = tokio::time::timeout(inner.options.request_timeout, attempt).await;
-    let failed = |last: &Option<Arc<ReplicaSignals>>| {
-        if let Some(s) = last {
-            s.record(ERROR, started.elapsed().as_secs_f64());
-        }
+    let service = table.service.clone();
+    let refusal = match outcome {
+        Ok(Ok(sent)) => return respond(inner, sent, started, client_upgrade),
+        Ok(Err(Failure::NoReady)) => Refusal::NoReady(service),
+        Ok(Err(Failure::Connect)) => Refusal::Connect(service),
+        Ok(Err(Failure::Upstream(replica))) => Refusal::Upstream(replica),
+        Err(_) => Refusal::Timeout(service, inner.options.request_timeout.as_millis()),
     };
-    let service = &table.service;
-    match outcome {
-        Ok(Ok(sent)) => respond(inner, sent, started, client_upgrade),
-        Ok(Err(Failure::NoReady)) => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("no ready replica of service {service}\n"),
-        ),
-        Ok(Err(Failure::Connect)) => {
-            failed(&last);
-            text(
-                StatusCode::BAD_GATEWAY,
-                format!("no replica of service {service} accepted a connection\n"),
-            )
-        }
-        Ok(Err(Failure::Upstream(replica))) => {
-            failed(&last);
-            text(
-                StatusCode::BAD_GATEWAY,
-                format!("replica {replica} closed the connection without a response\n"),
-            )
-        }
-        Err(_) => {
-            failed(&last);
-            text(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "service {service} did not answer within {} ms\n",
-                    inner.options.request_timeout.as_millis()
-                ),
-            )
-        }
+    if refusal.counts_as_error()
+        && let Some(s) = &last
+    {
+        s.record(ERROR, started.elapsed().as_secs_f64());
+    }
+    refusal.response()
+}
+
+/// The sides of a route in the order a request tries them: the client's side first. At weight
+/// 0 the canary gets nothing, not even the stable side's failures.
+fn sides(table: &Table, canary_first: bool) -> [Option<&Side>; 2] {
+    let canary = table
+        .canary
+        .as_ref()
+        .filter(|(_, w)| *w > 0)
+        .map(|(s, _)| s);
+    if canary_first {
+        [canary, Some(&table.stable)]
+    } else {
+        [Some(&table.stable), canary]
     }
 }
 
@@ -552,20 +625,9 @@ async fn forward(
     mut req: Request<Incoming>,
     last: &mut Option<Arc<ReplicaSignals>>,
 ) -> Result<Sent, Failure> {
-    // At weight 0 the canary gets nothing, not even the stable side's failures.
-    let canary = table
-        .canary
-        .as_ref()
-        .filter(|(_, w)| *w > 0)
-        .map(|(s, _)| s);
-    let order = if canary_first {
-        [canary, Some(&table.stable)]
-    } else {
-        [Some(&table.stable), canary]
-    };
     let mut tried: Vec<usize> = Vec::new();
     let mut attempts = 0;
-    for side in order.into_iter().flatten() {
+    for side in sides(table, canary_first).into_iter().flatten() {
         while attempts < inner.options.connect_attempts.max(1) {
             let Some(backend) = side.pick(table.balance, &tried) else {
                 break;
@@ -669,13 +731,7 @@ fn respond(
     if status == StatusCode::SWITCHING_PROTOCOLS {
         // A switch the client did not ask for (or over HTTP/2) cannot be passed on.
         signals.record(ERROR, latency_s);
-        return text(
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "replica {} switched protocols without being asked\n",
-                upstream.replica
-            ),
-        );
+        return Refusal::Switched(upstream.replica.clone()).response();
     }
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);

@@ -82,12 +82,7 @@ impl Pool {
 
     /// A new connection to `addr`; its task ends when the connection closes.
     pub async fn connect(&self, addr: SocketAddr) -> std::io::Result<Sender> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
-        stream.set_nodelay(true)?;
+        let stream = connect(addr, self.connect_timeout).await?;
         let (sender, conn) = Builder::new()
             .max_buf_size(self.max_header_bytes.max(8192))
             .max_header_size(self.max_header_bytes)
@@ -102,6 +97,82 @@ impl Pool {
     }
 
     /// Drops idle connections to replicas that are gone.
+    pub fn forget(&self, addr: SocketAddr) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.remove(&addr);
+    }
+}
+
+/// A TCP connection to a replica, without delay for small writes.
+pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A plain keep-alive connection to a replica, for the fast path (no task of its own: it is
+/// only read and written by the request using it).
+pub(crate) struct Link {
+    pub addr: SocketAddr,
+    pub stream: TcpStream,
+    /// When its last response ended.
+    pub since: Instant,
+}
+
+impl Link {
+    /// Young enough and, as far as the runtime knows, not closed by the replica. A replica's
+    /// close makes the socket readable; reading then returns the end (or bytes nobody asked
+    /// for), either way the link is done. The read is skipped when the runtime has seen no
+    /// readiness since the last one, which is the usual case.
+    pub fn reusable(&self, idle_timeout: Duration) -> bool {
+        if self.since.elapsed() >= idle_timeout {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        matches!(self.stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+/// Idle [`Link`]s by replica address.
+pub(crate) struct Links {
+    idle: Mutex<HashMap<SocketAddr, Vec<Link>>>,
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+impl Links {
+    pub fn new(idle_timeout: Duration, max_idle: usize) -> Links {
+        Links {
+            idle: Mutex::new(HashMap::new()),
+            idle_timeout,
+            max_idle,
+        }
+    }
+
+    /// The most recently used idle link to `addr` that is still usable.
+    pub fn take(&self, addr: SocketAddr) -> Option<Link> {
+        loop {
+            let link = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                idle.get_mut(&addr)?.pop()?
+            };
+            if link.reusable(self.idle_timeout) {
+                return Some(link);
+            }
+        }
+    }
+
+    /// Keeps a link whose last response was read to its end.
+    pub fn put(&self, link: Link) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(link.addr).or_default();
+        if list.len() < self.max_idle {
+            list.push(link);
+        }
+    }
+
     pub fn forget(&self, addr: SocketAddr) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         idle.remove(&addr);

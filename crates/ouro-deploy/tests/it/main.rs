@@ -2,6 +2,7 @@
 
 mod local;
 mod proxy;
+mod proxy_raw;
 mod records;
 mod rolling;
 mod services;

@@ -10,63 +10,12 @@
 # of it). oha with --latency-correction on cpu LOAD_CPU, the upstream and proxies on SUT_CPU.
 set -euo pipefail
 
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-target="${CARGO_TARGET_DIR:-$root/target}"
-bin="$target/${PROFILE:-release}/examples"
+. "$(dirname "$0")/common.sh"
 rounds="${ROUNDS:-5}"
 duration="${DURATION:-10s}"
-connections="${CONNECTIONS:-50}"
 url_path="${URL_PATH:-/}"
 rates="${RATES:?RATES=\"R1 R2 ...\" requests per second}"
-load_cpu="${LOAD_CPU:-0}"
-sut_cpu="${SUT_CPU:-1}"
-base="${BASE_PORT:-9201}"
-other="${OTHER:-}"
-
-for tool in oha nginx taskset python3; do
-    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
-done
-for example in tiny_upstream proxy_bench; do
-    [ -x "$bin/$example" ] || { echo "missing $bin/$example: cargo build --release -p ouro-deploy --examples" >&2; exit 1; }
-done
-
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_port() {
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on $1" >&2
-    exit 1
-}
-
-up_port=$base
-taskset -c "$sut_cpu" "$bin/tiny_upstream" --listen "127.0.0.1:$up_port" >/dev/null &
-pids+=($!)
-sed -e "s/127.0.0.1:9001/127.0.0.1:$up_port/; s/127.0.0.1:9002/127.0.0.1:$((base + 1))/" \
-    "$here/nginx.conf" >"$work/nginx.conf"
-taskset -c "$sut_cpu" nginx -p "$work/" -c "$work/nginx.conf" &
-pids+=($!)
-taskset -c "$sut_cpu" "$bin/proxy_bench" --listen "127.0.0.1:$((base + 2))" \
-    --upstream "127.0.0.1:$up_port" --threads 1 >/dev/null &
-pids+=($!)
-targets=("nginx:$((base + 1))" "ouro:$((base + 2))")
-if [ -n "$other" ]; then
-    taskset -c "$sut_cpu" "$other" --listen "127.0.0.1:$((base + 3))" \
-        --upstream "127.0.0.1:$up_port" --threads 1 >/dev/null &
-    pids+=($!)
-    targets+=("other:$((base + 3))")
-fi
-for t in "${targets[@]}"; do wait_port "${t##*:}"; done
+start_targets "${BASE_PORT:-9201}" oha python3
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# $rounds rounds of oha --latency-correction -z $duration -q RATE -c $connections http://127.0.0.1:PORT$url_path, targets alternating"

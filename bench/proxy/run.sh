@@ -9,48 +9,10 @@
 # Needs wrk and nginx; oha (with --latency-correction) for the fixed-rate latency runs.
 set -euo pipefail
 
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-target="${CARGO_TARGET_DIR:-$root/target}"
-bin="$target/${PROFILE:-release}/examples"
+. "$(dirname "$0")/common.sh"
 duration="${DURATION:-10s}"
-connections="${CONNECTIONS:-50}"
-load_cpu="${LOAD_CPU:-0}"
-sut_cpu="${SUT_CPU:-1}"
-
-for tool in wrk nginx taskset; do
-    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
-done
-for example in tiny_upstream proxy_bench; do
-    [ -x "$bin/$example" ] || { echo "missing $bin/$example: cargo build --release -p ouro-deploy --examples" >&2; exit 1; }
-done
-
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on $1" >&2
-    exit 1
-}
-
-taskset -c "$sut_cpu" "$bin/tiny_upstream" --listen 127.0.0.1:9001 >/dev/null &
-pids+=($!)
-cp "$here/nginx.conf" "$work/nginx.conf"
-taskset -c "$sut_cpu" nginx -p "$work/" -c "$work/nginx.conf" &
-pids+=($!)
-taskset -c "$sut_cpu" "$bin/proxy_bench" --listen 127.0.0.1:9003 --upstream 127.0.0.1:9001 --threads 1 >/dev/null &
-pids+=($!)
-for port in 9001 9002 9003; do wait_port "$port"; done
+# The upstream on 9001, nginx on 9002, Ouro on 9003.
+start_targets 9001 wrk
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "# wrk -t1 -c$connections -d$duration (load on cpu $load_cpu, upstream and proxy on cpu $sut_cpu)"

@@ -4,6 +4,7 @@
 //! a rollback) is a single store, and a request reads the table once, so it never sees half of
 //! an update. A request picks a ready replica, counts itself in flight on it until its response
 //! body has been sent (or the client left), and streams both bodies without buffering them.
+//! Plain HTTP/1.1 requests take a direct path ([`fast`]); the rest go through hyper.
 
 mod body;
 mod fast;
@@ -585,13 +586,13 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
     let mut last: Option<Arc<ReplicaSignals>> = None;
     let attempt = forward(inner, &table, canary_first, req, &mut last);
     let outcome = tokio::time::timeout(inner.options.request_timeout, attempt).await;
-    let service = table.service.clone();
+    let service = || table.service.clone();
     let refusal = match outcome {
         Ok(Ok(sent)) => return respond(inner, sent, started, client_upgrade),
-        Ok(Err(Failure::NoReady)) => Refusal::NoReady(service),
-        Ok(Err(Failure::Connect)) => Refusal::Connect(service),
+        Ok(Err(Failure::NoReady)) => Refusal::NoReady(service()),
+        Ok(Err(Failure::Connect)) => Refusal::Connect(service()),
         Ok(Err(Failure::Upstream(replica))) => Refusal::Upstream(replica),
-        Err(_) => Refusal::Timeout(service, inner.options.request_timeout.as_millis()),
+        Err(_) => Refusal::Timeout(service(), inner.options.request_timeout.as_millis()),
     };
     if refusal.counts_as_error()
         && let Some(s) = &last

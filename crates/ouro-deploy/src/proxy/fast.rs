@@ -101,9 +101,10 @@ pub(crate) async fn serve(
         };
         input.advance(request.head_len);
         let closing = request.close || stopping;
+        let head_request = request.head_request;
         let Some(table) = request.table else {
             let refusal = Refusal::NoRoute(request.host);
-            if !refuse(&mut client, &mut out, &refusal, closing).await || closing {
+            if !refuse(&mut client, &mut out, &refusal, head_request, closing).await || closing {
                 return close(inner, bound);
             }
             continue;
@@ -118,7 +119,7 @@ pub(crate) async fn serve(
             inner,
             table: &table,
             canary_first: request.canary_first,
-            head_request: request.head_request,
+            head_request,
             closing,
         };
         let outcome = tokio::select! {
@@ -138,7 +139,8 @@ pub(crate) async fn serve(
                 {
                     s.record(ERROR, latency_s);
                 }
-                if !refuse(&mut client, &mut out, &refusal, closing).await || closing {
+                if !refuse(&mut client, &mut out, &refusal, head_request, closing).await || closing
+                {
                     return close(inner, bound);
                 }
                 continue;
@@ -191,8 +193,15 @@ fn room(buf: &mut BytesMut) {
     }
 }
 
-/// Writes the proxy's own answer; false when the client is gone.
-async fn refuse(client: &mut TcpStream, out: &mut Vec<u8>, refusal: &Refusal, close: bool) -> bool {
+/// Writes the proxy's own answer (its head alone to a HEAD request); false when the client is
+/// gone.
+async fn refuse(
+    client: &mut TcpStream,
+    out: &mut Vec<u8>,
+    refusal: &Refusal,
+    head_request: bool,
+    close: bool,
+) -> bool {
     let status = refusal.status();
     let body = refusal.message();
     out.clear();
@@ -206,7 +215,9 @@ async fn refuse(client: &mut TcpStream, out: &mut Vec<u8>, refusal: &Refusal, cl
         out.extend_from_slice(b"\r\nconnection: close");
     }
     out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(body.as_bytes());
+    if !head_request {
+        out.extend_from_slice(body.as_bytes());
+    }
     client.write_all(out).await.is_ok()
 }
 
@@ -288,7 +299,7 @@ fn parse_request(conn: &Conn, input: &[u8], out: &mut Vec<u8>) -> Parsed {
             table: None,
             host: host_text.unwrap_or("(none)").to_string(),
             canary_first: false,
-            head_request: false,
+            head_request: method == "HEAD",
             close,
         });
     };

@@ -370,3 +370,30 @@ async fn the_fast_path_rewrites_forwarding_and_hop_by_hop_headers() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_proxys_own_answer_to_a_head_request_has_no_body() {
+    let (replica, _) = scripted_replica().await;
+    let (proxy, addr) = proxy_to(replica).await;
+    let down = Upstream::new("web", "2", 0, replica);
+    let table = RouteTable {
+        service: "web".into(),
+        stable: vec![down],
+        canary: None,
+        sticky: None,
+        balance: Balance::RoundRobin,
+    };
+    proxy.set_route(addr, Some("down.test"), table);
+    let mut cl = RawClient::connect(addr).await;
+    for (host, status) in [("down.test", 503), ("x", 200)] {
+        cl.send(&format!("HEAD /head HTTP/1.1\r\nhost: {host}\r\n\r\n"))
+            .await;
+        let r = cl.response(true).await;
+        assert_eq!(r.status, status);
+    }
+    // A body after either head would be read here as the next response.
+    cl.send(&get("/next")).await;
+    let r = cl.response(false).await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"/next"[..]));
+    proxy.shutdown().await;
+}

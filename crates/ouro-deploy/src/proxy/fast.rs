@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::body::Counted;
-use super::headers::{host_name, is_hop_by_hop, visible};
+use super::headers::{connection_tokens, host_name, is_hop_by_hop, visible};
 use super::pool::{Link, connect};
 use super::signals::{ERROR, ReplicaSignals, class_of};
 use super::table::Table;
@@ -244,6 +244,13 @@ fn eq(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
+fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Parses a request head from `input`; when it is plain, writes the head the replica gets
 /// into `out` (hop-by-hop headers out, `X-Forwarded-*` set, as [`super::headers::prepare_request`]
 /// does for hyper's requests).
@@ -277,18 +284,11 @@ fn parse_request(conn: &Conn, input: &[u8], out: &mut Vec<u8>) -> Parsed {
         } else if eq(name, "host") {
             host = host.or(Some(h.value));
         } else if eq(name, "connection") {
-            let Some(tokens) = visible(h.value) else {
-                continue;
-            };
-            for token in tokens.split(',').map(str::trim) {
-                if eq(token, "close") {
-                    close = true;
-                } else if eq(token, "upgrade") {
-                    return Parsed::Other;
-                } else if !token.is_empty() && !is_hop_by_hop(token) {
-                    listed.push(token);
-                }
+            let (says_close, upgrade) = connection_tokens(h.value, &mut listed);
+            if upgrade {
+                return Parsed::Other;
             }
+            close |= says_close;
         }
     }
     let host_text = host.and_then(visible);
@@ -335,10 +335,7 @@ fn parse_request(conn: &Conn, input: &[u8], out: &mut Vec<u8>) -> Parsed {
         {
             continue;
         }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
+        put_header(out, name.as_bytes(), h.value);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     if let Some(chain) = &forwarded_for {
@@ -348,9 +345,7 @@ fn parse_request(conn: &Conn, input: &[u8], out: &mut Vec<u8>) -> Parsed {
     // The proxy serves plain HTTP; a TLS terminator in front sets its own headers upstream of us.
     out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
     if let Some(host) = host {
-        out.extend_from_slice(b"x-forwarded-host: ");
-        out.extend_from_slice(host);
-        out.extend_from_slice(b"\r\n");
+        put_header(out, b"x-forwarded-host", host);
     }
     out.extend_from_slice(b"\r\n");
     Parsed::Plain(Plain {
@@ -427,14 +422,8 @@ fn parse_response(
             let codings = visible(h.value).ok_or(())?;
             let last = codings.rsplit(',').next().unwrap_or("").trim();
             chunked = Some(eq(last, "chunked"));
-        } else if eq(name, "connection") {
-            for token in visible(h.value).unwrap_or("").split(',').map(str::trim) {
-                if eq(token, "close") {
-                    keep_alive = false;
-                } else if !token.is_empty() && !is_hop_by_hop(token) {
-                    listed.push(token);
-                }
-            }
+        } else if eq(name, "connection") && connection_tokens(h.value, &mut listed).0 {
+            keep_alive = false;
         }
     }
     let framing = if head_request || (100..200).contains(&status) || status == 204 || status == 304
@@ -474,10 +463,7 @@ fn parse_response(
             !is_hop_by_hop(name) && !listed.iter().any(|l| eq(l, name))
         };
         if keep {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(h.value);
-            out.extend_from_slice(b"\r\n");
+            put_header(out, name.as_bytes(), h.value);
         }
     }
     if close {

@@ -2,14 +2,9 @@
 
 use std::net::IpAddr;
 
-use hyper::header::{
-    CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
-    TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
-};
+use hyper::header::{CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, UPGRADE};
 use hyper::{Request, Uri, Version};
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -27,22 +22,12 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-    for name in [
-        &CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &PROXY_AUTHENTICATE,
-        &PROXY_AUTHORIZATION,
-        &TE,
-        &TRAILER,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }
 
-/// The names [`strip_hop_by_hop`] always removes, for the fast path's raw headers.
+/// The names that describe one connection, removed on both paths (with those `Connection` names).
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
@@ -55,9 +40,25 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-/// Whether a raw header name is one [`strip_hop_by_hop`] always removes.
+/// Whether a raw header name is one of [`HOP_BY_HOP`].
 pub(crate) fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// What a raw `Connection` header value says: whether it has `close` and `upgrade`; the other
+/// header names it lists (apart from [`HOP_BY_HOP`]) are added to `listed`.
+pub(crate) fn connection_tokens<'a>(value: &'a [u8], listed: &mut Vec<&'a str>) -> (bool, bool) {
+    let (mut close, mut upgrade) = (false, false);
+    for token in visible(value).unwrap_or("").split(',').map(str::trim) {
+        if token.eq_ignore_ascii_case("close") {
+            close = true;
+        } else if token.eq_ignore_ascii_case("upgrade") {
+            upgrade = true;
+        } else if !token.is_empty() && !is_hop_by_hop(token) {
+            listed.push(token);
+        }
+    }
+    (close, upgrade)
 }
 
 /// A raw header value as text when it is what `HeaderValue::to_str` accepts (visible ASCII,
@@ -167,6 +168,7 @@ pub(crate) fn prepare_request<B>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::TRANSFER_ENCODING;
 
     #[test]
     fn ports_are_cut_from_host_names() {

@@ -137,44 +137,126 @@ impl Link {
 
 /// Idle [`Link`]s by replica address.
 pub(crate) struct Links {
-    idle: Mutex<HashMap<SocketAddr, Vec<Link>>>,
+    idle: Mutex<IdleLinks>,
     idle_timeout: Duration,
     max_idle: usize,
+}
+
+struct IdleLinks {
+    by_addr: HashMap<SocketAddr, Vec<Link>>,
+    /// When the links past the idle timeout were last closed.
+    swept: Instant,
+}
+
+impl IdleLinks {
+    /// Takes out every link idle for `idle_timeout` or longer. Links are only looked at when a
+    /// request takes one for their replica, so without this a link put back after its replica
+    /// left the routes (a client connection's own link, returned at its next request) or one
+    /// below a burst's worth of links would keep its socket open for good.
+    fn sweep(&mut self, idle_timeout: Duration) -> Vec<Link> {
+        let mut stale = Vec::new();
+        for list in self.by_addr.values_mut() {
+            let (old, fresh): (Vec<Link>, Vec<Link>) = std::mem::take(list)
+                .into_iter()
+                .partition(|l| l.since.elapsed() >= idle_timeout);
+            *list = fresh;
+            stale.extend(old);
+        }
+        self.by_addr.retain(|_, list| !list.is_empty());
+        self.swept = Instant::now();
+        stale
+    }
 }
 
 impl Links {
     pub fn new(idle_timeout: Duration, max_idle: usize) -> Links {
         Links {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(IdleLinks {
+                by_addr: HashMap::new(),
+                swept: Instant::now(),
+            }),
             idle_timeout,
             max_idle,
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleLinks> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The most recently used idle link to `addr` that is still usable.
     pub fn take(&self, addr: SocketAddr) -> Option<Link> {
         loop {
-            let link = {
-                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                idle.get_mut(&addr)?.pop()?
-            };
+            let link = self.lock().by_addr.get_mut(&addr)?.pop()?;
             if link.reusable(self.idle_timeout) {
                 return Some(link);
             }
         }
     }
 
-    /// Keeps a link whose last response was read to its end.
+    /// Keeps a link whose last response was read to its end; at most once per idle timeout,
+    /// also closes the links idle for longer.
     pub fn put(&self, link: Link) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.entry(link.addr).or_default();
-        if list.len() < self.max_idle {
-            list.push(link);
-        }
+        let stale = {
+            let mut idle = self.lock();
+            let list = idle.by_addr.entry(link.addr).or_default();
+            if list.len() < self.max_idle {
+                list.push(link);
+            }
+            if idle.swept.elapsed() >= self.idle_timeout {
+                idle.sweep(self.idle_timeout)
+            } else {
+                Vec::new()
+            }
+        };
+        // Their sockets close here, outside the lock.
+        drop(stale);
     }
 
     pub fn forget(&self, addr: SocketAddr) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.remove(&addr);
+        let gone = self.lock().by_addr.remove(&addr);
+        drop(gone);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// A link to a new listener, and the listener's end of it.
+    async fn link() -> (Link, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (far, _) = listener.accept().await.unwrap();
+        let link = Link {
+            addr,
+            stream,
+            since: Instant::now(),
+        };
+        (link, far)
+    }
+
+    #[tokio::test]
+    async fn a_link_nobody_takes_again_is_closed_after_the_idle_timeout() {
+        let idle_timeout = Duration::from_millis(50);
+        let links = Links::new(idle_timeout, 8);
+        // As a client connection returns its own link to a replica that left the routes: put
+        // back, and never asked for again.
+        let (orphan, mut orphan_far) = link().await;
+        links.put(orphan);
+        tokio::time::sleep(idle_timeout * 2).await;
+        // Any later put closes it.
+        let (fresh, _fresh_far) = link().await;
+        let fresh_addr = fresh.addr;
+        links.put(fresh);
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(10), orphan_far.read(&mut byte))
+            .await
+            .expect("the orphaned link is still open");
+        assert_eq!(read.unwrap(), 0);
+        assert!(links.take(fresh_addr).is_some(), "the fresh link went too");
     }
 }

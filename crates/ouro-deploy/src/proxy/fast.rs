@@ -102,12 +102,15 @@ pub(crate) async fn serve(
         input.advance(request.head_len);
         let closing = request.close || stopping;
         let head_request = request.head_request;
-        let Some(table) = request.table else {
-            let refusal = Refusal::NoRoute(request.host);
-            if !refuse(&mut client, &mut out, &refusal, head_request, closing).await || closing {
-                return close(inner, bound);
+        let table = match request.route {
+            Ok(table) => table,
+            Err(refusal) => {
+                if !refuse(&mut client, &mut out, &refusal, head_request, closing).await || closing
+                {
+                    return close(inner, bound);
+                }
+                continue;
             }
-            continue;
         };
 
         let started = std::time::Instant::now();
@@ -221,12 +224,11 @@ async fn refuse(
     client.write_all(out).await.is_ok()
 }
 
-/// A plain request, its head already rewritten for the replica.
+/// A plain request, its head already rewritten for the replica (or what the proxy answers
+/// itself).
 struct Plain {
     head_len: usize,
-    /// None: no route for `host`.
-    table: Option<Arc<Table>>,
-    host: String,
+    route: Result<Arc<Table>, Refusal>,
     canary_first: bool,
     head_request: bool,
     /// The client asked to close after this request.
@@ -269,6 +271,7 @@ fn parse_request(conn: &Conn, input: &[u8], out: &mut Vec<u8>) -> Parsed {
         return Parsed::Other;
     }
     let mut host: Option<&[u8]> = None;
+    let mut hosts = 0;
     let mut close = false;
     // Names the client's `Connection` header lists (besides the standard hop-by-hop ones).
     let mut listed: Vec<&str> = Vec::new();
@@ -283,6 +286,7 @@ fn parse_request(conn: &Conn, input: &[u8], out: &mut Vec<u8>) -> Parsed {
             }
         } else if eq(name, "host") {
             host = host.or(Some(h.value));
+            hosts += 1;
         } else if eq(name, "connection") {
             let (says_close, upgrade) = connection_tokens(h.value, &mut listed);
             if upgrade {
@@ -291,17 +295,25 @@ fn parse_request(conn: &Conn, input: &[u8], out: &mut Vec<u8>) -> Parsed {
             close |= says_close;
         }
     }
+    let head_request = method == "HEAD";
+    let refused = |refusal: Refusal, close: bool| {
+        Parsed::Plain(Plain {
+            head_len,
+            route: Err(refusal),
+            canary_first: false,
+            head_request,
+            close,
+        })
+    };
+    if hosts > 1 {
+        // The connection closes too: after a malformed request nothing on it can be trusted.
+        return refused(Refusal::HostTwice, true);
+    }
     let host_text = host.and_then(visible);
     let table = conn.routes.load().find(host_text.map(host_name));
     let Some(table) = table else {
-        return Parsed::Plain(Plain {
-            head_len,
-            table: None,
-            host: host_text.unwrap_or("(none)").to_string(),
-            canary_first: false,
-            head_request: method == "HEAD",
-            close,
-        });
+        let host = host_text.unwrap_or("(none)").to_string();
+        return refused(Refusal::NoRoute(host), close);
     };
     let canary_first = match &table.canary {
         Some((_, weight)) => {
@@ -350,10 +362,9 @@ fn parse_request(conn: &Conn, input: &[u8], out: &mut Vec<u8>) -> Parsed {
     out.extend_from_slice(b"\r\n");
     Parsed::Plain(Plain {
         head_len,
-        table: Some(table),
-        host: String::new(),
+        route: Ok(table),
         canary_first,
-        head_request: method == "HEAD",
+        head_request,
         close,
     })
 }

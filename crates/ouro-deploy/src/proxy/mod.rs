@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, COOKIE, HeaderValue, UPGRADE};
+use hyper::header::{CONNECTION, COOKIE, HOST, HeaderValue, UPGRADE};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -452,6 +452,8 @@ enum Refusal {
     Timeout(String, u128),
     /// This replica answered 101 to a request that asked for no upgrade.
     Switched(String),
+    /// The request has more than one `Host` header (RFC 9112 3.2: a server answers 400).
+    HostTwice,
 }
 
 impl Refusal {
@@ -463,6 +465,7 @@ impl Refusal {
                 StatusCode::BAD_GATEWAY
             }
             Refusal::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::HostTwice => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -482,12 +485,16 @@ impl Refusal {
             Refusal::Switched(replica) => {
                 format!("replica {replica} switched protocols without being asked\n")
             }
+            Refusal::HostTwice => "the request has more than one Host header\n".to_string(),
         }
     }
 
     /// Whether the replica last tried gets an `error` for it (the request went to one).
     fn counts_as_error(&self) -> bool {
-        !matches!(self, Refusal::NoRoute(_) | Refusal::NoReady(_))
+        !matches!(
+            self,
+            Refusal::NoRoute(_) | Refusal::NoReady(_) | Refusal::HostTwice
+        )
     }
 
     fn response(&self) -> Response<ProxyBody> {
@@ -563,6 +570,15 @@ enum SendError {
 async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     let inner = &conn.inner;
+    if req.headers().get_all(HOST).iter().nth(1).is_some() {
+        let mut res = Refusal::HostTwice.response();
+        // As the direct path does; HTTP/2 has no such header (and no Host header either).
+        if req.version() < hyper::Version::HTTP_2 {
+            res.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        return res;
+    }
     let host = headers::request_host(&req).map(headers::host_name);
     let table = conn.routes.load().find(host);
     let Some(table) = table else {

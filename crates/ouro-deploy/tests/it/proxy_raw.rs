@@ -397,3 +397,29 @@ async fn the_proxys_own_answer_to_a_head_request_has_no_body() {
     assert_eq!((r.status, r.body.as_slice()), (200, &b"/next"[..]));
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_request_with_two_host_headers_gets_400_and_reaches_no_replica_on_either_path() {
+    let (replica, seen) = scripted_replica().await;
+    let (proxy, addr) = proxy_to(replica).await;
+    // The direct path (no body) and hyper's (a body) answer alike and close the connection.
+    for request in [
+        "GET /a HTTP/1.1\r\nhost: x\r\nhost: y\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nhost: y\r\n\r\nhi",
+    ] {
+        let mut cl = RawClient::connect(addr).await;
+        cl.send(request).await;
+        let r = cl.response(false).await;
+        assert_eq!(r.status, 400, "{request}");
+        assert_eq!(r.header("connection"), Some("close"), "{request}");
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            "the request has more than one Host header\n"
+        );
+        assert!(cl.closed().await, "{request}");
+    }
+    assert!(seen.lock().unwrap().requests.is_empty());
+    let stats = proxy.stats("web", "1");
+    assert_eq!((stats.requests, stats.errors), (0, 0));
+    proxy.shutdown().await;
+}

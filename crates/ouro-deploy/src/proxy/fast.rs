@@ -105,6 +105,7 @@ pub(crate) async fn serve(
         let table = match request.route {
             Ok(table) => table,
             Err(refusal) => {
+                let closing = closing || refusal.closes_connection();
                 if !refuse(&mut client, &mut out, &refusal, head_request, closing).await || closing
                 {
                     return close(inner, bound);
@@ -296,7 +297,7 @@ fn parse_request(conn: &Conn, input: &[u8], out: &mut Vec<u8>) -> Parsed {
         }
     }
     let head_request = method == "HEAD";
-    let refused = |refusal: Refusal, close: bool| {
+    let refused = |refusal: Refusal| {
         Parsed::Plain(Plain {
             head_len,
             route: Err(refusal),
@@ -306,14 +307,13 @@ fn parse_request(conn: &Conn, input: &[u8], out: &mut Vec<u8>) -> Parsed {
         })
     };
     if hosts > 1 {
-        // The connection closes too: after a malformed request nothing on it can be trusted.
-        return refused(Refusal::HostTwice, true);
+        return refused(Refusal::HostTwice);
     }
     let host_text = host.and_then(visible);
     let table = conn.routes.load().find(host_text.map(host_name));
     let Some(table) = table else {
         let host = host_text.unwrap_or("(none)").to_string();
-        return refused(Refusal::NoRoute(host), close);
+        return refused(Refusal::NoRoute(host));
     };
     let canary_first = match &table.canary {
         Some((_, weight)) => {

@@ -489,6 +489,12 @@ impl Refusal {
         }
     }
 
+    /// Whether the client's connection closes after this answer: after a malformed request
+    /// nothing more on the connection can be trusted.
+    fn closes_connection(&self) -> bool {
+        matches!(self, Refusal::HostTwice)
+    }
+
     /// Whether the replica last tried gets an `error` for it (the request went to one).
     fn counts_as_error(&self) -> bool {
         !matches!(
@@ -571,9 +577,10 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
     let started = Instant::now();
     let inner = &conn.inner;
     if req.headers().get_all(HOST).iter().nth(1).is_some() {
-        let mut res = Refusal::HostTwice.response();
-        // As the direct path does; HTTP/2 has no such header (and no Host header either).
-        if req.version() < hyper::Version::HTTP_2 {
+        let refusal = Refusal::HostTwice;
+        let mut res = refusal.response();
+        // HTTP/2 has no `Connection` header (and no Host header either).
+        if refusal.closes_connection() && req.version() < hyper::Version::HTTP_2 {
             res.headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
         }

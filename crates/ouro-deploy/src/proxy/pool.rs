@@ -12,6 +12,8 @@ use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::lock;
+
 pub(crate) type Sender = SendRequest<Incoming>;
 
 struct Idle {
@@ -45,7 +47,7 @@ impl Pool {
 
     /// An idle connection to `addr` that can take a request now.
     pub fn take(&self, addr: SocketAddr) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = lock(&self.idle);
         let list = idle.get_mut(&addr)?;
         // Most recently used first: it is the least likely to have been closed by the replica.
         while let Some(last) = list.last() {
@@ -70,7 +72,7 @@ impl Pool {
     }
 
     fn keep(&self, addr: SocketAddr, sender: Sender) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = lock(&self.idle);
         let list = idle.entry(addr).or_default();
         if list.len() < self.max_idle {
             list.push(Idle {
@@ -98,7 +100,7 @@ impl Pool {
 
     /// Drops idle connections to replicas that are gone.
     pub fn forget(&self, addr: SocketAddr) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = lock(&self.idle);
         idle.remove(&addr);
     }
 }
@@ -180,14 +182,10 @@ impl Links {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, IdleLinks> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The most recently used idle link to `addr` that is still usable.
     pub fn take(&self, addr: SocketAddr) -> Option<Link> {
         loop {
-            let link = self.lock().by_addr.get_mut(&addr)?.pop()?;
+            let link = lock(&self.idle).by_addr.get_mut(&addr)?.pop()?;
             if link.reusable(self.idle_timeout) {
                 return Some(link);
             }
@@ -198,7 +196,7 @@ impl Links {
     /// also closes the links idle for longer.
     pub fn put(&self, link: Link) {
         let stale = {
-            let mut idle = self.lock();
+            let mut idle = lock(&self.idle);
             let list = idle.by_addr.entry(link.addr).or_default();
             if list.len() < self.max_idle {
                 list.push(link);
@@ -214,7 +212,7 @@ impl Links {
     }
 
     pub fn forget(&self, addr: SocketAddr) {
-        let gone = self.lock().by_addr.remove(&addr);
+        let gone = lock(&self.idle).by_addr.remove(&addr);
         drop(gone);
     }
 }

@@ -111,15 +111,19 @@ async fn proxy_to(replica: SocketAddr) -> (Proxy, SocketAddr) {
     let addr = proxy.listen("127.0.0.1:0").await.unwrap();
     let up = Upstream::new("web", "1", 0, replica);
     up.set_ready(true);
-    let table = RouteTable {
+    proxy.set_route(addr, None, web(up));
+    (proxy, addr)
+}
+
+/// Service `web` on one replica.
+fn web(replica: Arc<Upstream>) -> RouteTable {
+    RouteTable {
         service: "web".into(),
-        stable: vec![up],
+        stable: vec![replica],
         canary: None,
         sticky: None,
         balance: Balance::RoundRobin,
-    };
-    proxy.set_route(addr, None, table);
-    (proxy, addr)
+    }
 }
 
 /// A response as the client got it: the head's lines and the body's bytes as sent.
@@ -375,15 +379,9 @@ async fn the_fast_path_rewrites_forwarding_and_hop_by_hop_headers() {
 async fn the_proxys_own_answer_to_a_head_request_has_no_body() {
     let (replica, _) = scripted_replica().await;
     let (proxy, addr) = proxy_to(replica).await;
+    // Never ready: the proxy answers 503 itself.
     let down = Upstream::new("web", "2", 0, replica);
-    let table = RouteTable {
-        service: "web".into(),
-        stable: vec![down],
-        canary: None,
-        sticky: None,
-        balance: Balance::RoundRobin,
-    };
-    proxy.set_route(addr, Some("down.test"), table);
+    proxy.set_route(addr, Some("down.test"), web(down));
     let mut cl = RawClient::connect(addr).await;
     for (host, status) in [("down.test", 503), ("x", 200)] {
         cl.send(&format!("HEAD /head HTTP/1.1\r\nhost: {host}\r\n\r\n"))
